@@ -1,0 +1,207 @@
+"""What comes in (the UI form and `changeflow submit` file) and what goes out (`show --json`).
+
+Field descriptions are written for the person filling the Prefect run form.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from ._enums import (
+    BackoutDifficulty,
+    ChangeState,
+    ChangeType,
+    Complexity,
+    RiskLevel,
+    Severity,
+    UsersAffected,
+)
+
+TITLE_MAX = 200
+TEXT_MAX = 20_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+
+
+class RiskAnswers(BaseModel):
+    """The risk questionnaire; scored into low / medium / high."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users_affected: UsersAffected = Field(
+        default=UsersAffected.few, description="How many users could notice this change if it goes wrong?"
+    )
+    complexity: Complexity = Field(default=Complexity.low, description="How complex is the change itself?")
+    backout_difficulty: BackoutDifficulty = Field(
+        default=BackoutDifficulty.easy, description="How hard is it to back the change out?"
+    )
+    tested_in_staging: bool = Field(default=True, description="Was the change tested in staging first?")
+    touches_data: bool = Field(
+        default=False, description="Does the change modify stored data (migrations, backfills, deletions)?"
+    )
+
+
+class ChangeRequestInput(BaseModel):
+    """A change request as a requester files it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: ChangeType = Field(
+        description="emergency: fixes a live incident, approved by the incident commander; "
+        "standard: team lead + peer reviewer; major: Change Advisory Board quorum.",
+        json_schema_extra={"position": 0},
+    )
+    title: str = Field(
+        min_length=1, max_length=TITLE_MAX, description="One line saying what changes.", json_schema_extra={"position": 1}
+    )
+    service: str = Field(
+        pattern=NAME_PATTERN,
+        description="The service being changed (letters, digits, . _ - @).",
+        json_schema_extra={"position": 2},
+    )
+    requester: str = Field(
+        pattern=NAME_PATTERN,
+        description="Your user name in the approver directory. You can never approve your own change.",
+        json_schema_extra={"position": 3},
+    )
+    description: str = Field(
+        default="", max_length=TEXT_MAX, description="Why the change is needed and what it does.",
+        json_schema_extra={"position": 4},
+    )
+    impact: str = Field(
+        default="", max_length=TEXT_MAX, description="Who and what is affected, and for how long.",
+        json_schema_extra={"position": 5},
+    )
+    implementation_plan: str = Field(
+        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 6}
+    )
+    rollback_plan: str = Field(
+        default="",
+        max_length=TEXT_MAX,
+        description="How to undo the change. Required for standard and major changes.",
+        json_schema_extra={"position": 7},
+    )
+    test_evidence: str = Field(
+        default="",
+        max_length=TEXT_MAX,
+        description="Where it was tested and the result (staging run, test report link).",
+        json_schema_extra={"position": 8},
+    )
+    planned_start: AwareDatetime | None = Field(
+        default=None, description="When the change should start (with a UTC offset).", json_schema_extra={"position": 9}
+    )
+    planned_end: AwareDatetime | None = Field(
+        default=None, description="When the change should be finished.", json_schema_extra={"position": 10}
+    )
+    incident_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The incident this change fixes. Required for emergency changes.",
+        json_schema_extra={"position": 11},
+    )
+    incident_severity: Severity | None = Field(
+        default=None,
+        description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
+        json_schema_extra={"position": 12},
+    )
+    risk: RiskAnswers = Field(
+        default_factory=RiskAnswers, description="Risk questionnaire.", json_schema_extra={"position": 13}
+    )
+
+    @model_validator(mode="after")
+    def _type_specific_rules(self) -> "ChangeRequestInput":
+        problems: list[str] = []
+        if self.type in (ChangeType.standard, ChangeType.major) and not self.rollback_plan:
+            problems.append(f"rollback_plan: a {self.type.value} change needs a rollback plan")
+        if self.type is ChangeType.emergency:
+            if not self.incident_id:
+                problems.append("incident_id: an emergency change must name the incident it fixes")
+            if self.incident_severity is None:
+                problems.append("incident_severity: an emergency change needs the incident severity (P1-P4)")
+        if self.planned_start and self.planned_end and self.planned_end <= self.planned_start:
+            problems.append("planned_end: must be after planned_start")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ApprovalView(BaseModel):
+    approver: str
+    role: str
+    decision: str
+    comment: str
+    round: int
+    decided_at: datetime
+
+
+class AuditEventView(BaseModel):
+    seq: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    data: dict
+
+
+class ChangeRequestView(BaseModel):
+    """What `changeflow show --json` returns."""
+
+    key: str
+    type: ChangeType
+    state: ChangeState
+    title: str
+    description: str
+    service: str
+    requester: str
+    risk_level: RiskLevel
+    risk_score: int
+    risk_reasons: list[str]
+    impact: str
+    planned_start: datetime | None
+    planned_end: datetime | None
+    implementation_plan: str
+    rollback_plan: str
+    test_evidence: str
+    incident_id: str | None
+    incident_severity: Severity | None
+    flow_run_id: str | None
+    policy_version: str
+    approval_round: int
+    review_due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    approvals: list[ApprovalView] = []
+    events: list[AuditEventView] = []
+
+
+def parse_change_request(data: object) -> ChangeRequestInput:
+    """Validate a change request, turning pydantic's errors into one InputError naming each field."""
+    from pydantic import ValidationError
+
+    from ._errors import InputError
+
+    if isinstance(data, ChangeRequestInput):
+        return data
+    if not isinstance(data, dict):
+        raise InputError(f"a change request must be a mapping of fields, not {type(data).__name__}")
+    try:
+        return ChangeRequestInput.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[str, str]] = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown field (not part of a change request)"
+            if not field and message.startswith("Value error, "):
+                # Cross-field rules name their own fields: "rollback_plan: ...; incident_id: ..."
+                for part in message.removeprefix("Value error, ").split("; "):
+                    name, _, detail = part.partition(": ")
+                    problems.append((name, detail))
+                continue
+            problems.append((field or "(request)", message))
+        summary = "; ".join(f"{field}: {message}" for field, message in problems)
+        raise InputError(f"invalid change request: {summary}", problems) from None

@@ -1,0 +1,526 @@
+"""Change operations: each one a single database transaction that writes the change and its audit events.
+
+Concurrency: every update of a change is conditional on the version the writer read (optimistic
+concurrency), so two writers never both succeed from the same version. A caller that passes
+`expected_version` gets a ConflictError when it is stale; internal callers that pass none are retried
+against the fresh row.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, TypeVar
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from ._audit import append_event, decode_data, events_for
+from ._config import Org
+from ._db import Database
+from ._enums import AuditAction, ChangeState, ChangeType, Decision, RiskLevel
+from ._errors import ConflictError, NotFound, PolicyViolation
+from ._lifecycle import plan_transition
+from ._policy import (
+    GivenApproval,
+    PolicyEvaluation,
+    RequiredApproval,
+    approval_code,
+    authorise_decision,
+    evaluate,
+    required_approvals,
+    verify_code,
+)
+from ._risk import ServiceHistory, assess_risk
+from ._schemas import ApprovalView, AuditEventView, ChangeRequestInput, ChangeRequestView, parse_change_request
+from ._tables import Approval, ChangeRequest
+from ._types import utcnow
+
+T = TypeVar("T")
+
+_CLOSING_STATES = {ChangeState.closed, ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
+_OUTCOMES = {
+    ChangeState.completed: "succeeded",
+    ChangeState.failed: "failed",
+    ChangeState.rolled_back: "rolled_back",
+}
+
+
+def format_key(change_id: int) -> str:
+    return f"CHG-{change_id:06d}"
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    change: ChangeRequest
+    role: str
+    evaluation: PolicyEvaluation
+
+
+class ChangeService:
+    def __init__(
+        self,
+        db: Database,
+        org: Org,
+        secret: bytes,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        conflict_retries: int = 8,
+    ):
+        self.db = db
+        self.org = org
+        self._secret = secret
+        self._clock = clock
+        self._conflict_retries = conflict_retries
+
+    # ---- reads ------------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> ChangeRequest:
+        with self.db.read() as session:
+            return self._load(session, key)
+
+    def required_for(self, change: ChangeRequest) -> list[RequiredApproval]:
+        return required_approvals(
+            ChangeType(change.type), RiskLevel(change.risk_level), self.org.policies, self.org.directory
+        )
+
+    def evaluation(self, key: str) -> PolicyEvaluation:
+        with self.db.read() as session:
+            change = self._load(session, key)
+            return self._evaluate(session, change)
+
+    def approval_code_for(self, key: str, approver: str) -> str:
+        """The personal code to send to `approver` for the change's current approval round."""
+        change = self.get(key)
+        return approval_code(self._secret, change.key, approver, change.approval_round)
+
+    def view(self, key: str) -> ChangeRequestView:
+        with self.db.read() as session:
+            change = self._load(session, key)
+            approvals = session.execute(
+                select(Approval).where(Approval.change_id == change.id).order_by(Approval.decided_at, Approval.id)
+            ).scalars()
+            events = events_for(session, change.key)
+            return ChangeRequestView(
+                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "implemented_at",
+                                             "closed_at", "outcome"}),
+                approvals=[ApprovalView(**a.model_dump()) for a in approvals],
+                events=[
+                    AuditEventView(**e.model_dump(exclude={"data", "change_key", "prev_hash", "hash"}),
+                                   data=decode_data(e))
+                    for e in events
+                ],
+            )
+
+    def list_changes(
+        self,
+        *,
+        type: ChangeType | None = None,
+        state: ChangeState | None = None,
+        service: str | None = None,
+        requester: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[ChangeRequest]:
+        stmt = select(ChangeRequest)
+        for column, value in (
+            (ChangeRequest.type, type),
+            (ChangeRequest.state, state),
+            (ChangeRequest.service, service),
+            (ChangeRequest.requester, requester),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == getattr(value, "value", value))
+        if since is not None:
+            stmt = stmt.where(ChangeRequest.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(ChangeRequest.created_at < until)
+        stmt = stmt.order_by(ChangeRequest.created_at.desc(), ChangeRequest.id.desc()).limit(limit)
+        with self.db.read() as session:
+            return list(session.execute(stmt).scalars())
+
+    # ---- writes -----------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: ChangeRequestInput | dict,
+        *,
+        idempotency_key: str | None = None,
+        flow_run_id: str | None = None,
+    ) -> ChangeRequest:
+        """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""
+        request = parse_change_request(request)
+        if idempotency_key:
+            existing = self._find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        try:
+            with self.db.write() as session:
+                return self._insert(session, request, idempotency_key, flow_run_id)
+        except IntegrityError:
+            # A concurrent submit with the same idempotency key won the race: return its record.
+            existing = self._find_by_idempotency_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing
+
+    def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
+        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve."""
+
+        def attempt() -> ChangeRequest:
+            with self.db.write() as session:
+                change = self._load(session, key)
+                required = self.required_for(change)
+                append_event(
+                    session,
+                    actor=actor,
+                    action=AuditAction.policy_decision.value,
+                    change_key=change.key,
+                    data={
+                        "policy_version": change.policy_version,
+                        "required": [{"role": r.role, "count": r.count} for r in required],
+                        "risk_level": change.risk_level,
+                        "approval_sla_s": self.org.policies.for_type(ChangeType(change.type))
+                        .approval_sla.total_seconds(),
+                    },
+                    at=self._clock(),
+                )
+                return self._apply_transition(
+                    session, change, ChangeState.awaiting_approval, actor, "approvals requested", change.version
+                )
+
+        return self._retry(attempt, None)
+
+    def transition(
+        self,
+        key: str,
+        target: ChangeState | str,
+        *,
+        actor: str,
+        reason: str = "",
+        expected_version: int | None = None,
+        data: dict | None = None,
+    ) -> ChangeRequest:
+        """Apply one lifecycle move; raises IllegalTransition / ConflictError / PolicyViolation and writes nothing."""
+        target = ChangeState(target)
+
+        def attempt() -> ChangeRequest:
+            with self.db.write() as session:
+                change = self._load(session, key)
+                version = self._check_version(change, expected_version)
+                if target is ChangeState.approved:
+                    evaluation = self._evaluate(session, change)
+                    if not evaluation.satisfied:
+                        raise PolicyViolation(
+                            f"{change.key} cannot be approved yet: still needs {evaluation.describe_missing()}"
+                        )
+                return self._apply_transition(session, change, target, actor, reason, version, data)
+
+        return self._retry(attempt, expected_version)
+
+    def decide(
+        self,
+        key: str,
+        *,
+        approver: str,
+        decision: Decision | str,
+        code: str,
+        role: str | None = None,
+        comment: str = "",
+        expected_version: int | None = None,
+    ) -> DecisionResult:
+        """Record an approver's decision. A refused attempt is written to the audit trail, then raised."""
+        decision = Decision(decision)
+
+        def attempt() -> DecisionResult:
+            refusal: PolicyViolation | None = None
+            with self.db.write() as session:
+                change = self._load(session, key)
+                version = self._check_version(change, expected_version)
+                required = self.required_for(change)
+                given = self._given(session, change)
+                try:
+                    acting_role = self._authorise(change, approver, role, decision, code, required, given)
+                except PolicyViolation as exc:
+                    refusal = exc
+                    append_event(
+                        session,
+                        actor=approver,
+                        action=AuditAction.approval_refused.value,
+                        change_key=change.key,
+                        data={"decision": decision.value, "role": role, "reason": str(exc)},
+                        at=self._clock(),
+                    )
+                else:
+                    result = self._record_decision(
+                        session, change, version, approver, acting_role, decision, comment, required, given
+                    )
+            if refusal is not None:
+                raise refusal
+            return result
+
+        return self._retry(attempt, expected_version)
+
+    def record_review(self, key: str, *, actor: str, summary: str) -> ChangeRequest:
+        """Record the post-implementation review and close the change."""
+        if not summary.strip():
+            from ._errors import InputError
+
+            raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
+
+        def attempt() -> ChangeRequest:
+            with self.db.write() as session:
+                change = self._load(session, key)
+                append_event(
+                    session,
+                    actor=actor,
+                    action=AuditAction.review_recorded.value,
+                    change_key=change.key,
+                    data={"summary": summary},
+                    at=self._clock(),
+                )
+                return self._apply_transition(
+                    session, change, ChangeState.closed, actor, "post-implementation review recorded", change.version
+                )
+
+        return self._retry(attempt, None)
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    def _retry(self, attempt: Callable[[], T], expected_version: int | None) -> T:
+        attempts = 1 if expected_version is not None else self._conflict_retries
+        for number in range(1, attempts + 1):
+            try:
+                return attempt()
+            except ConflictError:
+                if number == attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * number))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _load(session: Session, key: str) -> ChangeRequest:
+        change = session.execute(select(ChangeRequest).where(ChangeRequest.key == key.upper())).scalar_one_or_none()
+        if change is None:
+            raise NotFound(f"no change {key!r}")
+        return change
+
+    @staticmethod
+    def _check_version(change: ChangeRequest, expected_version: int | None) -> int:
+        if expected_version is not None and change.version != expected_version:
+            raise ConflictError(
+                f"{change.key} changed since you read it (version {expected_version}, now {change.version}); "
+                "re-read it and try again"
+            )
+        return change.version
+
+    def _find_by_idempotency_key(self, idempotency_key: str) -> ChangeRequest | None:
+        with self.db.read() as session:
+            return session.execute(
+                select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)
+            ).scalar_one_or_none()
+
+    def _insert(
+        self, session: Session, request: ChangeRequestInput, idempotency_key: str | None, flow_run_id: str | None
+    ) -> ChangeRequest:
+        now = self._clock()
+        risk = assess_risk(request.risk, self._history(session, request.service, now), self.org.policies.risk)
+        change = ChangeRequest(
+            **request.model_dump(exclude={"risk"}, mode="python"),
+            state=ChangeState.submitted.value,
+            risk_level=risk.level.value,
+            risk_score=risk.score,
+            risk_reasons=list(risk.reasons),
+            risk_answers=request.risk.model_dump(mode="json"),
+            policy_version=self.org.policies.version,
+            idempotency_key=idempotency_key,
+            flow_run_id=flow_run_id,
+            created_at=now,
+            updated_at=now,
+        )
+        change.type = request.type.value
+        change.incident_severity = request.incident_severity.value if request.incident_severity else None
+        session.add(change)
+        session.flush()
+        change.key = format_key(change.id)
+        session.flush()
+        append_event(
+            session,
+            actor=request.requester,
+            action=AuditAction.submitted.value,
+            change_key=change.key,
+            to_state=ChangeState.submitted.value,
+            data={
+                "type": change.type,
+                "title": change.title,
+                "service": change.service,
+                "risk_level": change.risk_level,
+                "risk_score": change.risk_score,
+                "risk_reasons": change.risk_reasons,
+                "policy_version": change.policy_version,
+                "flow_run_id": flow_run_id,
+            },
+            at=now,
+        )
+        return change
+
+    def _history(self, session: Session, service: str, now: datetime) -> ServiceHistory:
+        since = now - self.org.policies.risk.failure_rate_window
+        implemented, failed = session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((ChangeRequest.outcome.in_(("failed", "rolled_back")), 1), else_=0)), 0),
+            ).where(
+                ChangeRequest.service == service,
+                ChangeRequest.implemented_at >= since,
+                ChangeRequest.outcome.is_not(None),
+            )
+        ).one()
+        return ServiceHistory(implemented=int(implemented), failed=int(failed))
+
+    def _given(self, session: Session, change: ChangeRequest) -> list[GivenApproval]:
+        rows = session.execute(
+            select(Approval.approver, Approval.role, Approval.decision).where(
+                Approval.change_id == change.id, Approval.round == change.approval_round
+            )
+        )
+        return [GivenApproval(a, r, Decision(d)) for a, r, d in rows]
+
+    def _evaluate(self, session: Session, change: ChangeRequest) -> PolicyEvaluation:
+        return evaluate(
+            self.required_for(change),
+            self._given(session, change),
+            reject_on_any_rejection=self.org.policies.reject_on_any_rejection,
+        )
+
+    def _authorise(
+        self,
+        change: ChangeRequest,
+        approver: str,
+        role: str | None,
+        decision: Decision,
+        code: str,
+        required: list[RequiredApproval],
+        given: list[GivenApproval],
+    ) -> str:
+        if change.state != ChangeState.awaiting_approval.value:
+            raise PolicyViolation(f"{change.key} is {change.state}, not awaiting approval")
+        if approver == change.requester:
+            raise PolicyViolation(
+                f"{approver} requested this change and cannot approve or reject it (self-approval)"
+            )
+        if approver in self.org.directory.people and not verify_code(
+            self._secret, change.key, approver, change.approval_round, code
+        ):
+            raise PolicyViolation(f"wrong approval code for {approver} on {change.key} (round {change.approval_round})")
+        return authorise_decision(
+            requester=change.requester,
+            approver=approver,
+            role=role,
+            decision=decision,
+            required=required,
+            given=given,
+            directory=self.org.directory,
+        )
+
+    def _record_decision(
+        self,
+        session: Session,
+        change: ChangeRequest,
+        version: int,
+        approver: str,
+        role: str,
+        decision: Decision,
+        comment: str,
+        required: list[RequiredApproval],
+        given: list[GivenApproval],
+    ) -> DecisionResult:
+        now = self._clock()
+        self._bump(session, change, version, now)
+        session.add(
+            Approval(
+                change_id=change.id,
+                round=change.approval_round,
+                approver=approver,
+                role=role,
+                decision=decision.value,
+                comment=comment,
+                decided_at=now,
+            )
+        )
+        after = evaluate(
+            required,
+            [*given, GivenApproval(approver, role, decision)],
+            reject_on_any_rejection=self.org.policies.reject_on_any_rejection,
+        )
+        append_event(
+            session,
+            actor=approver,
+            action=(AuditAction.approval if decision is Decision.approve else AuditAction.rejection).value,
+            change_key=change.key,
+            data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing},
+            at=now,
+        )
+        if after.rejected:
+            change = self._apply_transition(
+                session, change, ChangeState.rejected, approver, f"rejected by {approver} ({role})", change.version
+            )
+        elif after.satisfied:
+            change = self._apply_transition(
+                session, change, ChangeState.approved, "policy-engine",
+                f"approvals complete: {', '.join(after.approved_by)}", change.version,
+            )
+        return DecisionResult(change=change, role=role, evaluation=after)
+
+    def _bump(self, session: Session, change: ChangeRequest, version: int, now: datetime, **values) -> None:
+        """The conditional, version-checked update every write of a change goes through."""
+        result = session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == change.id, ChangeRequest.version == version)
+            .values(version=version + 1, updated_at=now, **values)
+        )
+        if result.rowcount != 1:
+            raise ConflictError(f"{change.key} was changed by someone else at the same time; re-read and try again")
+        session.refresh(change)
+
+    def _apply_transition(
+        self,
+        session: Session,
+        change: ChangeRequest,
+        target: ChangeState,
+        actor: str,
+        reason: str,
+        version: int,
+        data: dict | None = None,
+    ) -> ChangeRequest:
+        now = self._clock()
+        move = plan_transition(
+            ChangeType(change.type), ChangeState(change.state), target, actor=actor, reason=reason, at=now
+        )
+        values: dict = {"state": target.value}
+        if target is ChangeState.implementing:
+            values["implemented_at"] = now
+        if target in _OUTCOMES:
+            values["outcome"] = _OUTCOMES[target]
+        if target in _CLOSING_STATES:
+            values["closed_at"] = now
+        if target is ChangeState.review_pending:
+            within = self.org.policies.for_type(ChangeType(change.type)).review_within or timedelta(hours=48)
+            values["review_due_at"] = now + within
+        self._bump(session, change, version, now, **values)
+        append_event(
+            session,
+            actor=move.actor,
+            action=AuditAction.transition.value,
+            change_key=change.key,
+            from_state=move.source.value,
+            to_state=move.target.value,
+            data={"reason": reason, **(data or {})},
+            at=now,
+        )
+        return change
+
