@@ -1,0 +1,342 @@
+"""`changeflow` commands. Thin: parse arguments, call the models package, render."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.panel import Panel
+from rich.table import Table
+
+from models import (
+    DEFAULTS_DIR,
+    ChangeRequest,
+    ChangeState,
+    ChangeType,
+    Decision,
+    InputError,
+    Settings,
+    required_approvals,
+    upgrade_database,
+    verify_chain,
+)
+
+from ._context import context
+from ._output import console, exits_cleanly, fmt_time, print_error, print_json
+
+app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+
+MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
+CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml")
+
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _parse_time(value: Optional[str], name: str) -> Optional[datetime]:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--{name}: {value!r} is not a date or time like 2026-11-01 or 2026-11-01T14:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def read_request_file(path: Path) -> dict:
+    """Read a change request from YAML or JSON; every problem is an InputError naming the file."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    if size > MAX_REQUEST_FILE_BYTES:
+        raise InputError(f"{path}: {size} bytes is larger than the {MAX_REQUEST_FILE_BYTES} bytes a request may be")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise InputError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of change-request fields at the top level")
+    return data
+
+
+def change_row(change: ChangeRequest) -> dict:
+    return {
+        "key": change.key,
+        "type": change.type,
+        "state": change.state,
+        "service": change.service,
+        "title": change.title,
+        "requester": change.requester,
+        "risk_level": change.risk_level,
+        "created_at": change.created_at.isoformat(),
+        "updated_at": change.updated_at.isoformat(),
+    }
+
+
+# ---- setup ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@exits_cleanly
+def init(force: bool = typer.Option(False, help="Overwrite config files that already exist.")) -> None:
+    """Create HOME, the secret, the example organisation config and the database."""
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    wrote_secret = settings.ensure_secret_file()
+    settings.config_dir.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for name in CONFIG_FILES:
+        target = settings.config_dir / name
+        if force or not target.exists():
+            shutil.copyfile(DEFAULTS_DIR / name, target)
+            installed.append(name)
+    ctx = context()
+    revision = upgrade_database(ctx.db)
+    ctx.org  # validate the config now, not at the first approval
+    console.print(f"home:     {settings.home}")
+    console.print(f"secret:   {settings.secret_file if not settings.secret else 'CHANGEFLOW_SECRET'}"
+                  f"{' (new)' if wrote_secret else ''}")
+    console.print(f"config:   {settings.config_dir} ({', '.join(installed) or 'kept existing files'})")
+    console.print(f"database: {ctx.db.url} (schema {revision})")
+
+
+@db_app.command("upgrade")
+@exits_cleanly
+def db_upgrade() -> None:
+    """Apply pending database migrations."""
+    ctx = context()
+    revision = upgrade_database(ctx.db)
+    console.print(f"database at schema {revision}: {ctx.db.url}")
+
+
+# ---- requests and decisions ----------------------------------------------------------------------------
+
+
+@app.command()
+@exits_cleanly
+def submit(
+    file: Path = typer.Argument(..., help="Change request as YAML or JSON (fields of the submit form)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Validate and record a change request, then ask for its approvals."""
+    data = read_request_file(file)
+    service = context().service
+    change = service.submit(data)
+    change = service.request_approval(change.key)
+    required = service.required_for(change)
+    if json_output:
+        print_json({**change_row(change), "required": [r.__dict__ for r in required]})
+        return
+    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, risk {change.risk_level}")
+    console.print("needs: " + ", ".join(f"{r.count} x {r.role}" for r in required))
+
+
+def _decide(key: str, approver: str, code: str, role: Optional[str], comment: str, decision: Decision,
+            json_output: bool) -> None:
+    result = context().service.decide(key, approver=approver, decision=decision, code=code, role=role,
+                                      comment=comment)
+    if json_output:
+        print_json({**change_row(result.change), "role": result.role, "missing": result.evaluation.missing})
+        return
+    console.print(f"{result.change.key}: {decision.value} by {approver} as {result.role}; "
+                  f"state {result.change.state}; still needed: {result.evaluation.describe_missing()}")
+
+
+@app.command()
+@exits_cleanly
+def approve(
+    key: str = typer.Argument(..., help="Change key, e.g. CHG-000042."),
+    approver: str = typer.Option(..., "--as", help="Your user name in the approver directory."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code from the notification."),
+    role: Optional[str] = typer.Option(None, help="Role you approve in (default: the one still needed)."),
+    comment: str = typer.Option("", help="Comment for the record."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Approve a change awaiting approval."""
+    _decide(key, approver, code, role, comment, Decision.approve, json_output)
+
+
+@app.command()
+@exits_cleanly
+def reject(
+    key: str = typer.Argument(..., help="Change key, e.g. CHG-000042."),
+    approver: str = typer.Option(..., "--as", help="Your user name in the approver directory."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code from the notification."),
+    role: Optional[str] = typer.Option(None, help="Role you act in."),
+    comment: str = typer.Option(..., help="Why the change is rejected."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Reject a change awaiting approval."""
+    _decide(key, approver, code, role, comment, Decision.reject, json_output)
+
+
+@app.command("approval-code")
+@exits_cleanly
+def approval_code_command(
+    key: str = typer.Argument(..., help="Change key."),
+    approver: str = typer.Option(..., "--for", help="Approver user name."),
+) -> None:
+    """Print an approver's personal code (operators only: it needs the server secret)."""
+    console.print(context().service.approval_code_for(key, approver))
+
+
+@app.command()
+@exits_cleanly
+def review(
+    key: str = typer.Argument(..., help="Change key."),
+    actor: str = typer.Option(..., "--as", help="Who records the review."),
+    summary: str = typer.Option(..., help="What happened, what was learned, follow-ups."),
+) -> None:
+    """Record a post-implementation review and close the change."""
+    change = context().service.record_review(key, actor=actor, summary=summary)
+    console.print(f"{change.key}: review recorded, {change.state}")
+
+
+# ---- queries -------------------------------------------------------------------------------------------
+
+
+@app.command("log")
+@exits_cleanly
+def log_command(
+    type: Optional[ChangeType] = typer.Option(None, help="Only this change type."),
+    state: Optional[ChangeState] = typer.Option(None, help="Only changes in this state."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    requester: Optional[str] = typer.Option(None, help="Only this requester."),
+    since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time, UTC default)."),
+    until: Optional[str] = typer.Option(None, help="Created before (ISO date/time)."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
+    json_output: bool = JsonOption,
+) -> None:
+    """List changes, newest first."""
+    changes = context().service.list_changes(
+        type=type, state=state, service=service, requester=requester,
+        since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit,
+    )
+    if json_output:
+        print_json([change_row(c) for c in changes])
+        return
+    table = Table(title=f"changes ({len(changes)})")
+    for column in ("key", "type", "state", "service", "title", "requester", "risk", "created"):
+        table.add_column(column)
+    for c in changes:
+        table.add_row(c.key, c.type, c.state, c.service, c.title, c.requester, c.risk_level, fmt_time(c.created_at))
+    console.print(table)
+
+
+@app.command()
+@exits_cleanly
+def show(key: str = typer.Argument(..., help="Change key."), json_output: bool = JsonOption) -> None:
+    """Show one change with its approvals and full event timeline."""
+    view = context().service.view(key)
+    if json_output:
+        print_json(view.model_dump(mode="json"))
+        return
+    facts = Table.grid(padding=(0, 2))
+    for name in ("type", "state", "service", "requester", "risk_level", "risk_score", "incident_id",
+                 "incident_severity", "planned_start", "planned_end", "review_due_at", "flow_run_id",
+                 "policy_version"):
+        value = getattr(view, name)
+        if value is not None:
+            facts.add_row(name, fmt_time(value) if isinstance(value, datetime) else str(getattr(value, "value", value)))
+    facts.add_row("risk reasons", "; ".join(view.risk_reasons) or "-")
+    facts.add_row("rollback plan", view.rollback_plan or "-")
+    console.print(Panel(facts, title=f"{view.key}  {view.title}"))
+    if view.approvals:
+        approvals = Table(title="approvals")
+        for column in ("approver", "role", "decision", "round", "when", "comment"):
+            approvals.add_column(column)
+        for a in view.approvals:
+            approvals.add_row(a.approver, a.role, a.decision, str(a.round), fmt_time(a.decided_at), a.comment)
+        console.print(approvals)
+    timeline = Table(title="timeline")
+    for column in ("#", "when", "actor", "action", "state", "details"):
+        timeline.add_column(column)
+    for e in view.events:
+        moved = f"{e.from_state or ''} -> {e.to_state}" if e.to_state else ""
+        timeline.add_row(str(e.seq), fmt_time(e.occurred_at), e.actor, e.action, moved, event_summary(e.action, e.data))
+    console.print(timeline)
+
+
+def event_summary(action: str, data: dict) -> str:
+    """One readable line per audit event for the timeline."""
+    if action == "submitted":
+        return f"{data.get('type')} change, risk {data.get('risk_level')} ({data.get('risk_score')})"
+    if action == "policy_decision":
+        return "needs " + ", ".join(f"{r['count']} x {r['role']}" for r in data.get("required", []))
+    if action in ("approval", "rejection"):
+        comment = f": {data['comment']}" if data.get("comment") else ""
+        return f"as {data.get('role')} (round {data.get('round')}){comment}"
+    if action == "approval_refused":
+        return f"refused: {data.get('reason')}"
+    if action == "review_recorded":
+        return str(data.get("summary", ""))
+    return str(data.get("reason") or ", ".join(f"{k}={v}" for k, v in data.items()))
+
+
+# ---- audit and policy ----------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+@exits_cleanly
+def audit_verify(json_output: bool = JsonOption) -> None:
+    """Recompute the audit hash chain: exit 0 when intact, 1 naming the first broken event."""
+    ctx = context()
+    with ctx.db.read() as session:
+        result = verify_chain(session)
+    if json_output:
+        print_json(result.__dict__)
+    elif result.ok:
+        console.print(f"audit chain intact: {result.count} events")
+    else:
+        print_error(f"audit chain broken at event {result.first_broken_seq}: {result.reason}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@policy_app.command("show")
+@exits_cleanly
+def policy_show(json_output: bool = JsonOption) -> None:
+    """Who must approve what, per change type and risk level."""
+    org = context().org
+    rows = []
+    for change_type in ChangeType:
+        policy = org.policies.for_type(change_type)
+        for level in ("low", "medium", "high"):
+            required = required_approvals(change_type, level, org.policies, org.directory)
+            rows.append({
+                "type": change_type.value,
+                "risk": level,
+                "approvals": [{"role": r.role, "count": r.count, "holders": org.directory.holders(r.role)}
+                              for r in required],
+                "approval_sla_hours": policy.approval_sla.total_seconds() / 3600,
+                "window": policy.window,
+                "notice_days": policy.notice.total_seconds() / 86400,
+                "documentation": policy.documentation,
+                "testing": policy.testing,
+            })
+    if json_output:
+        print_json({"policy_version": org.policies.version, "rules": rows})
+        return
+    table = Table(title=f"approval policy {org.policies.version[:12]}")
+    for column in ("type", "risk", "approvals (holders)", "SLA", "window"):
+        table.add_column(column)
+    for row in rows:
+        approvals = "; ".join(f"{a['count']} x {a['role']} ({', '.join(a['holders'])})" for a in row["approvals"])
+        table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
+    console.print(table)
+    console.print("The requester never approves their own change; one person fills one role per change.")

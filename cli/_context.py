@@ -1,0 +1,29 @@
+"""Builds what a command needs from the settings: database, organisation config, service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from models import ChangeService, Database, Org, Settings, load_org
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+
+    @cached_property
+    def db(self) -> Database:
+        return Database.from_settings(self.settings)
+
+    @cached_property
+    def org(self) -> Org:
+        return load_org(self.settings.config_dir)
+
+    @cached_property
+    def service(self) -> ChangeService:
+        return ChangeService(self.db, self.org, self.settings.secret_bytes())
+
+
+def context() -> AppContext:
+    return AppContext(Settings())

@@ -1,0 +1,98 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL (fresh schema per test), the example org config."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy
+
+from models import DEFAULTS_DIR, ChangeService, Database, load_org
+from models._settings import normalise_database_url
+
+from tests.helpers import SECRET
+
+POSTGRES_URL = os.environ.get("CHANGEFLOW_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL, reason="set CHANGEFLOW_TEST_POSTGRES_URL=postgresql://user@127.0.0.1:5432/db to run"
+)
+
+
+@pytest.fixture(scope="session")
+def org():
+    return load_org(DEFAULTS_DIR)
+
+
+def _sqlite(tmp_path) -> Database:
+    return Database(f"sqlite:///{tmp_path / 'changeflow.db'}")
+
+
+class _PostgresSchemas:
+    """One fresh schema per test database, dropped afterwards, so runs never see each other's rows."""
+
+    def __init__(self, url: str):
+        self.url = normalise_database_url(url)
+        self.admin = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    def create(self) -> tuple[Database, str]:
+        schema = f"cf_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        return Database(self.url, connect_args={"options": f"-csearch_path={schema}"}), schema
+
+    def drop(self, schema: str) -> None:
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas():
+    if not POSTGRES_URL:
+        pytest.skip("set CHANGEFLOW_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    schemas = _PostgresSchemas(POSTGRES_URL)
+    yield schemas
+    schemas.admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
+def db(request, tmp_path):
+    """The change database, on each backend we support."""
+    if request.param == "sqlite":
+        database = _sqlite(tmp_path)
+        yield database
+        database.dispose()
+        return
+    schemas = request.getfixturevalue("postgres_schemas")
+    database, schema = schemas.create()
+    yield database
+    database.dispose()
+    schemas.drop(schema)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = _sqlite(tmp_path)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def service(db, org):
+    return ChangeService(db, org, SECRET)
+
+
+_postgres_passed = 0
+
+
+def pytest_runtest_logreport(report):
+    global _postgres_passed
+    if report.when == "call" and report.passed and "postgres" in report.keywords:
+        _postgres_passed += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(
+        f"PostgreSQL tests passed: {_postgres_passed}"
+        + ("" if POSTGRES_URL else " (skipped: CHANGEFLOW_TEST_POSTGRES_URL not set)")
+    )
