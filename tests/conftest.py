@@ -39,7 +39,8 @@ class _PostgresSchemas:
         schema = f"cf_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        return Database(self.url, connect_args={"options": f"-csearch_path={schema}"}), schema
+        # The search path rides in the URL so a CLI subprocess given CHANGEFLOW_DATABASE_URL lands in it too.
+        return Database(f"{self.url}?options=-csearch_path%3D{schema}"), schema
 
     def drop(self, schema: str) -> None:
         with self.admin.connect() as conn:
@@ -80,6 +81,27 @@ def sqlite_db(tmp_path):
 @pytest.fixture
 def service(db, org):
     return ChangeService(db, org, SECRET)
+
+
+@pytest.fixture
+def cli_env(db, tmp_path, monkeypatch):
+    """Environment for `changeflow` commands run in-process: a fresh HOME with the example config."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CHANGEFLOW_HOME", str(home))
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", db.url)
+    monkeypatch.setenv("CHANGEFLOW_SECRET", SECRET.decode())
+    runner = CliRunner()
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return run
 
 
 _postgres_passed = 0

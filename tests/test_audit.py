@@ -1,0 +1,93 @@
+"""The audit trail is append-only in the database and tamper-evident in `changeflow audit verify`."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy
+from sqlalchemy.exc import DBAPIError
+
+from models import GENESIS_HASH, verify_chain
+from tests.helpers import approve, emergency_request, standard_request
+
+
+def _history(service, changes: int = 2) -> int:
+    for _ in range(changes):
+        change = service.request_approval(service.submit(standard_request()).key)
+        approve(service, change.key, "alice")
+        approve(service, change.key, "bob")
+    with service.db.read() as session:
+        result = verify_chain(session)
+    assert result.ok
+    return result.count
+
+
+def _tamper(db, *statements: str) -> None:
+    """Act as an attacker with direct database access: lift the append-only guard, then edit."""
+    with db.write_engine.connect() as conn:
+        if db.dialect == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER audit_events_no_update")
+            conn.exec_driver_sql("DROP TRIGGER audit_events_no_delete")
+        else:
+            conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        conn.commit()
+
+
+def test_intact_chain_verifies_with_its_event_count(service, cli_env):
+    count = _history(service)
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert f"audit chain intact: {count} events" in result.output
+
+
+@pytest.mark.parametrize(
+    ("statements", "first_broken", "reason"),
+    [
+        (["UPDATE audit_events SET actor = 'mallory' WHERE seq = 5"], 5, "event 5 was altered"),
+        (["UPDATE audit_events SET data = '{}' WHERE seq = 3"], 3, "event 3 was altered"),
+        (["DELETE FROM audit_events WHERE seq = 4"], 4, "event 4 is missing"),
+        (
+            [
+                "UPDATE audit_events SET seq = -1 WHERE seq = 6",
+                "UPDATE audit_events SET seq = 6 WHERE seq = 7",
+                "UPDATE audit_events SET seq = 7 WHERE seq = -1",
+            ],
+            6,
+            "event 6 does not link to event 5",
+        ),
+        (["DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)"], 12, "the chain ends at event 11"),
+    ],
+    ids=["edit-actor", "edit-data", "delete", "swap", "delete-last"],
+)
+def test_tampering_with_any_row_is_named_by_verify(service, cli_env, statements, first_broken, reason):
+    assert _history(service) == 12
+    _tamper(service.db, *statements)
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert f"audit chain broken at event {first_broken}" in result.output
+    assert reason in result.output
+
+
+def test_database_refuses_to_update_or_delete_audit_events(service):
+    _history(service, changes=1)
+    for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1", "DELETE FROM audit_events WHERE seq = 1"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with service.db.write_engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+    with service.db.read() as session:
+        assert verify_chain(session).ok
+
+
+def test_first_event_links_to_the_genesis_hash(service):
+    service.submit(emergency_request())
+    with service.db.read() as session:
+        first = session.execute(sqlalchemy.text("SELECT prev_hash FROM audit_events WHERE seq = 1")).scalar_one()
+    assert first == GENESIS_HASH
+
+
+def test_verify_json_output(service, cli_env):
+    _history(service, changes=1)
+    result = cli_env("audit", "verify", "--json")
+    assert result.exit_code == 0
+    assert '"ok": true' in result.stdout

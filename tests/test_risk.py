@@ -1,0 +1,54 @@
+"""Risk scoring: the questionnaire, raised by the service's own recent failures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from models import RiskAnswers, RiskLevel, ServiceHistory, assess_risk
+from models._config import RiskPolicy
+from tests.helpers import approve, standard_request
+
+POLICY = RiskPolicy()
+
+
+def test_a_small_tested_change_is_low_risk():
+    result = assess_risk(RiskAnswers(), ServiceHistory(0, 0), POLICY)
+    assert result.level is RiskLevel.low and result.score == 1
+
+
+def test_score_boundaries_map_to_levels():
+    medium = RiskAnswers(users_affected="many", complexity="medium", backout_difficulty="moderate")
+    assert assess_risk(medium, ServiceHistory(0, 0), POLICY).score == 4
+    assert assess_risk(medium, ServiceHistory(0, 0), POLICY).level is RiskLevel.medium
+    high = RiskAnswers(users_affected="all", complexity="medium", backout_difficulty="hard")
+    assert assess_risk(high, ServiceHistory(0, 0), POLICY).score == 7
+    assert assess_risk(high, ServiceHistory(0, 0), POLICY).level is RiskLevel.high
+
+
+def test_untested_data_changes_carry_their_reasons():
+    result = assess_risk(RiskAnswers(tested_in_staging=False, touches_data=True), ServiceHistory(0, 0), POLICY)
+    assert result.score == 5 and "+2 not tested in staging" in result.reasons and "+2 modifies stored data" in result.reasons
+
+
+def test_failure_rate_counts_only_with_enough_history():
+    assert assess_risk(RiskAnswers(), ServiceHistory(4, 4), POLICY).score == 1
+    assert assess_risk(RiskAnswers(), ServiceHistory(10, 2), POLICY).score == 3
+    assert assess_risk(RiskAnswers(), ServiceHistory(10, 3), POLICY).score == 4
+
+
+def test_recent_failures_of_the_service_raise_the_risk_of_its_next_change(service):
+    # Five implemented changes on payments, two rolled back: 40 % failure rate adds 3 points.
+    for outcome in ("completed", "completed", "completed", "rolled_back", "rolled_back"):
+        change = service.request_approval(service.submit(standard_request()).key)
+        approve(service, change.key, "alice")
+        approve(service, change.key, "bob")
+        for target in ("scheduled", "implementing", outcome if outcome == "rolled_back" else "verifying"):
+            service.transition(change.key, target, actor="ops", reason="test")
+        if outcome == "completed":
+            service.transition(change.key, "completed", actor="ops", reason="test")
+    change = service.submit(standard_request())
+    assert change.risk_score == 4 and change.risk_level == "medium"
+    assert any("failure rate 40% (2/5" in reason for reason in change.risk_reasons)
+    other = service.submit(standard_request(service="checkout"))
+    assert other.risk_level == "low"
+    assert timedelta(days=90) == service.org.policies.risk.failure_rate_window
