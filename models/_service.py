@@ -173,7 +173,7 @@ class ChangeService:
 
         def attempt() -> ChangeRequest:
             with self.db.write() as session:
-                change = self._load(session, key)
+                change = self._load(session, key, for_update=True)
                 required = self.required_for(change)
                 append_event(
                     session,
@@ -210,7 +210,7 @@ class ChangeService:
 
         def attempt() -> ChangeRequest:
             with self.db.write() as session:
-                change = self._load(session, key)
+                change = self._load(session, key, for_update=True)
                 version = self._check_version(change, expected_version)
                 if target is ChangeState.approved:
                     evaluation = self._evaluate(session, change)
@@ -239,7 +239,7 @@ class ChangeService:
         def attempt() -> DecisionResult:
             refusal: PolicyViolation | None = None
             with self.db.write() as session:
-                change = self._load(session, key)
+                change = self._load(session, key, for_update=True)
                 version = self._check_version(change, expected_version)
                 required = self.required_for(change)
                 given = self._given(session, change)
@@ -274,7 +274,7 @@ class ChangeService:
 
         def attempt() -> ChangeRequest:
             with self.db.write() as session:
-                change = self._load(session, key)
+                change = self._load(session, key, for_update=True)
                 append_event(
                     session,
                     actor=actor,
@@ -303,8 +303,13 @@ class ChangeService:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _load(session: Session, key: str) -> ChangeRequest:
-        change = session.execute(select(ChangeRequest).where(ChangeRequest.key == key.upper())).scalar_one_or_none()
+    def _load(session: Session, key: str, *, for_update: bool = False) -> ChangeRequest:
+        stmt = select(ChangeRequest).where(ChangeRequest.key == key.upper())
+        if for_update and session.get_bind().dialect.name == "postgresql":
+            # Under READ COMMITTED each statement sees newer commits; locking the row makes the version,
+            # the approvals and the policy check one consistent snapshot (SQLite writers are serial anyway).
+            stmt = stmt.with_for_update()
+        change = session.execute(stmt).scalar_one_or_none()
         if change is None:
             raise NotFound(f"no change {key!r}")
         return change
