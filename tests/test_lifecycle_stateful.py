@@ -8,7 +8,15 @@ import tempfile
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
 
 from models import (
     DEFAULTS_DIR,
@@ -100,6 +108,10 @@ class ChangeLifecycle(RuleBasedStateMachine):
         self.applied[key].append((source.value, target.value))
         self.states[key] = target
 
+    @initialize(target=changes)
+    def one_change_of_each_type(self):
+        return multiple(*(self.submit(change_type) for change_type in ChangeType))
+
     @rule(target=changes, change_type=st.sampled_from(list(ChangeType)))
     def submit(self, change_type):
         change = self.service.submit(REQUESTS[change_type]())
@@ -107,10 +119,13 @@ class ChangeLifecycle(RuleBasedStateMachine):
             change_type, ChangeState.submitted, [])
         return change.key
 
-    @rule(key=changes, state=st.sampled_from(list(ChangeState)))
-    def transition(self, key, state):
-        target = state
+    @rule(key=changes, data=st.data())
+    def transition(self, key, data):
         source, change_type = self.states[key], self.types[key]
+        # Half the draws follow the lifecycle (so runs get deep), half try anything (so illegal moves are tried).
+        onward = sorted((t for s, t in EXPECTED[change_type] if s is source), key=lambda t: t.value)
+        anything = st.sampled_from(list(ChangeState))
+        target = data.draw(st.one_of(st.sampled_from(onward), anything) if onward else anything)
         with self.db.read() as session:
             events_before = verify_chain(session).count
         try:
@@ -168,6 +183,6 @@ class ChangeLifecycle(RuleBasedStateMachine):
 
 
 ChangeLifecycle.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
 )
 TestChangeLifecycle = ChangeLifecycle.TestCase
