@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 from rich.panel import Panel
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from models import (
     Decision,
     InputError,
     Settings,
+    parse_yaml,
     required_approvals,
     upgrade_database,
     verify_chain,
@@ -62,13 +62,10 @@ def read_request_file(path: Path) -> dict:
     if size > MAX_REQUEST_FILE_BYTES:
         raise InputError(f"{path}: {size} bytes is larger than the {MAX_REQUEST_FILE_BYTES} bytes a request may be")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise InputError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = parse_yaml(text, str(path), InputError)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of change-request fields at the top level")
     return data

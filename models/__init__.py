@@ -13,6 +13,7 @@ from ._config import (
     load_org,
     load_policies,
     parse_duration,
+    parse_yaml,
 )
 from ._db import Database
 from ._enums import (
@@ -72,6 +73,6 @@ __all__ = [
     "ServiceHistory", "Settings", "Severity", "TERMINAL_STATES", "TRANSITIONS", "Transition", "TypePolicy",
     "UsersAffected", "VerifyResult", "WindowKind", "allowed_targets", "append_event", "approval_code",
     "assess_risk", "authorise_decision", "canonical_json", "evaluate", "format_key", "is_allowed",
-    "load_directory", "load_org", "load_policies", "parse_change_request", "parse_duration", "plan_transition",
+    "load_directory", "load_org", "load_policies", "parse_change_request", "parse_duration", "parse_yaml", "plan_transition",
     "required_approvals", "upgrade_database", "verify_chain", "verify_code",
 ]

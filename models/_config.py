@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ._enums import ChangeType, RiskLevel
-from ._errors import ConfigError
+from ._errors import ConfigError, InputError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -170,17 +170,22 @@ def _format_validation(source: str, exc: ValidationError) -> ConfigError:
     return ConfigError(f"{source}: {lines}", problems)
 
 
+def parse_yaml(raw: bytes | str, source: str, error: type[InputError] = ConfigError) -> object:
+    """Parse YAML; a syntax error becomes `error` naming the source, line and column."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise error(f"{source}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
 def read_yaml(path: Path) -> tuple[object, bytes]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run `changeflow init` to install the example config)") from None
-    try:
-        return yaml.safe_load(raw), raw
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_yaml(raw, str(path)), raw
 
 
 def load_policies(path: Path) -> PolicySet:

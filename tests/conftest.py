@@ -13,6 +13,9 @@ from models._settings import normalise_database_url
 
 from tests.helpers import SECRET
 
+# Wide, stable tables for CLI output assertions (Rich reads COLUMNS when the CLI's console is created).
+os.environ.setdefault("COLUMNS", "200")
+
 POSTGRES_URL = os.environ.get("CHANGEFLOW_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
     not POSTGRES_URL, reason="set CHANGEFLOW_TEST_POSTGRES_URL=postgresql://user@127.0.0.1:5432/db to run"

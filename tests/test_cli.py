@@ -1,0 +1,118 @@
+"""The `changeflow` command line: bad input exits 2 naming the field, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from models import verify_chain
+
+
+def _write(tmp_path, data, name="request.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+GOOD = {
+    "type": "standard",
+    "title": "Rotate TLS certificates on checkout",
+    "service": "checkout",
+    "requester": "grace",
+    "rollback_plan": "restore the previous certificate bundle",
+}
+
+
+def _count_changes(cli_env) -> int:
+    result = cli_env("log", "--json", "--limit", "10000")
+    assert result.exit_code == 0, result.output
+    return len(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("type: standard\ntitle: [unclosed\n", "not valid YAML"),
+        ({**GOOD, "colour": "blue"}, "colour: unknown field"),
+        ({**GOOD, "type": "urgent"}, "type: Input should be 'emergency', 'standard' or 'major'"),
+        ({k: v for k, v in GOOD.items() if k != "rollback_plan"}, "rollback_plan: a standard change needs a rollback plan"),
+        ({**GOOD, "type": "emergency", "incident_severity": "P1"}, "incident_id: an emergency change must name the incident"),
+        ({**GOOD, "type": "emergency", "incident_id": "INC-9"}, "incident_severity: an emergency change needs the incident severity"),
+        ({**GOOD, "title": "x" * 1_000_000}, "title: String should have at most 200 characters"),
+        ({**GOOD, "planned_start": "2026-12-01T02:00:00Z", "planned_end": "2026-12-01T01:00:00Z"}, "planned_end: must be after planned_start"),
+        ({**GOOD, "planned_start": "2026-12-01T02:00:00"}, "planned_start: Input should have timezone info"),
+        ({**GOOD, "risk": {"users_affected": "everyone"}}, "risk.users_affected: Input should be"),
+        ({**GOOD, "service": "pay ments; drop"}, "service: String should match pattern"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+    ids=["malformed", "unknown-field", "wrong-enum", "no-rollback", "emergency-no-incident", "emergency-no-severity",
+         "1MB-title", "end-before-start", "naive-time", "nested-enum", "bad-service", "not-a-mapping"],
+)
+def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):
+    result = cli_env("submit", _write(tmp_path, content))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr) < 2000, "the error must stay readable (no echo of a 1 MB value)"
+    assert _count_changes(cli_env) == 0
+    with db.read() as session:
+        assert verify_chain(session).count == 0
+
+
+def test_missing_file_exits_2(cli_env, tmp_path):
+    result = cli_env("submit", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "file not found" in result.stderr
+
+
+def test_submit_approve_show_round_trip(cli_env, tmp_path):
+    result = cli_env("submit", _write(tmp_path, GOOD), "--json")
+    assert result.exit_code == 0, result.output
+    submitted = json.loads(result.stdout)
+    key = submitted["key"]
+    assert submitted["state"] == "awaiting_approval"
+    assert {r["role"] for r in submitted["required"]} == {"team_lead", "peer_reviewer"}
+
+    refused = cli_env("approve", key, "--as", "grace", "--code", "AAAA-BBBB-CCCC")
+    assert refused.exit_code == 1 and "self-approval" in refused.stderr
+
+    for person in ("frank", "carol"):
+        code = cli_env("approval-code", key, "--for", person).stdout.strip()
+        approved = cli_env("approve", key, "--as", person, "--code", code, "--comment", "looks good")
+        assert approved.exit_code == 0, approved.output
+
+    shown = json.loads(cli_env("show", key, "--json").stdout)
+    assert shown["state"] == "approved"
+    assert [(a["approver"], a["role"]) for a in shown["approvals"]] == [("frank", "team_lead"), ("carol", "peer_reviewer")]
+    actions = [e["action"] for e in shown["events"]]
+    assert actions == ["submitted", "policy_decision", "transition", "approval_refused", "approval", "approval",
+                       "transition"]
+    text = cli_env("show", key)
+    assert text.exit_code == 0 and "self-approval" in text.stdout and "needs 1 x team_lead" in text.stdout
+
+
+def test_log_filters(cli_env, tmp_path):
+    cli_env("submit", _write(tmp_path, GOOD))
+    cli_env("submit", _write(tmp_path, {**GOOD, "type": "emergency", "service": "payments", "incident_id": "INC-1",
+                                        "incident_severity": "P2"}, "e.yaml"))
+    rows = json.loads(cli_env("log", "--json", "--type", "emergency").stdout)
+    assert [r["service"] for r in rows] == ["payments"]
+    assert len(json.loads(cli_env("log", "--json", "--service", "checkout").stdout)) == 1
+    assert len(json.loads(cli_env("log", "--json", "--since", "2999-01-01").stdout)) == 0
+    bad = cli_env("log", "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+    assert cli_env("log", "--state", "nonsense").exit_code == 2
+
+
+def test_show_unknown_change_exits_2(cli_env):
+    result = cli_env("show", "CHG-999999")
+    assert result.exit_code == 2 and "no change 'CHG-999999'" in result.stderr
+
+
+def test_policy_show_lists_who_must_approve(cli_env):
+    data = json.loads(cli_env("policy", "show", "--json").stdout)
+    rules = {(r["type"], r["risk"]): r for r in data["rules"]}
+    assert [a["role"] for a in rules[("emergency", "low")]["approvals"]] == ["incident_commander"]
+    assert rules[("major", "low")]["approvals"][0]["count"] == 3
+    assert rules[("major", "low")]["approval_sla_hours"] == 168
+    assert "cab_member" in [a["role"] for a in rules[("standard", "high")]["approvals"]]

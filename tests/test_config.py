@@ -1,0 +1,79 @@
+"""The organisation config is validated with errors that name the file, the field and the problem."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from models import DEFAULTS_DIR, ConfigError, Settings, load_org
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    for name in ("directory.yaml", "policies.yaml"):
+        shutil.copyfile(DEFAULTS_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def _edit(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "message"),
+    [
+        ("policies.yaml", lambda d: d["types"].pop("major"), "types: no policy for major"),
+        ("policies.yaml", lambda d: d["types"]["standard"].update(approval_sla="two days"),
+         "types.standard.approval_sla: Value error, 'two days' is not a duration"),
+        ("policies.yaml", lambda d: d["types"]["emergency"].update(approvals=[{"role": "incident_commander", "count": 2}]),
+         "role 'incident_commander' needs 2 approver(s) but the directory has 1"),
+        ("policies.yaml", lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        ("directory.yaml", lambda d: d["services"]["payments"].update(owners=["zed"]),
+         "services.payments: 'zed' is not in people"),
+        ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
+         "a email channel needs `address`"),
+    ],
+    ids=["missing-type", "bad-duration", "quorum-impossible", "unknown-key", "unknown-owner", "channel-target"],
+)
+def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
+    _edit(config_dir / file, change)
+    with pytest.raises(ConfigError) as raised:
+        load_org(config_dir)
+    assert message in str(raised.value)
+
+
+def test_yaml_syntax_error_names_the_line(config_dir):
+    (config_dir / "policies.yaml").write_text("types:\n  standard: [\n")
+    with pytest.raises(ConfigError, match=r"policies.yaml: line 3, column 1: not valid YAML"):
+        load_org(config_dir)
+
+
+def test_policy_version_is_the_hash_of_the_file(config_dir):
+    before = load_org(config_dir).policies.version
+    with open(config_dir / "policies.yaml", "a") as fh:
+        fh.write("\n# edited\n")
+    assert load_org(config_dir).policies.version != before
+
+
+def test_settings_come_from_the_environment_with_the_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHANGEFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", "postgresql://ops@127.0.0.1/changes")
+    settings = Settings()
+    assert settings.config_dir == tmp_path / "config"
+    assert settings.resolved_database_url == "postgresql+psycopg://ops@127.0.0.1/changes"
+    monkeypatch.delenv("CHANGEFLOW_DATABASE_URL")
+    assert Settings().resolved_database_url == f"sqlite:///{tmp_path}/changeflow.db"
+
+
+def test_init_writes_a_private_secret(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHANGEFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("CHANGEFLOW_SECRET", raising=False)
+    settings = Settings()
+    assert settings.ensure_secret_file() is True
+    assert (settings.secret_file.stat().st_mode & 0o777) == 0o600
+    assert settings.ensure_secret_file() is False
+    assert len(settings.secret_bytes()) == 64
