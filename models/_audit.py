@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from ._tables import AuditEvent, AuditHead
@@ -46,19 +46,32 @@ def event_hash(
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def lock_chain(session: Session) -> AuditHead:
-    """Take the append lock and return the chain head.
+_HEAD = AuditHead.__table__
+_EVENTS = AuditEvent.__table__
+# Built once: statement construction, not SQL, dominated the cost of an append.
+_INSERT_EVENT = insert(_EVENTS)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+_READ_HEAD_LOCKED = _READ_HEAD.with_for_update()
+
+
+@dataclass(frozen=True)
+class AppendedEvent:
+    seq: int
+    hash: str
+
+
+def lock_chain(session: Session) -> tuple[int, str]:
+    """Take the append lock and return the chain head (seq, hash).
 
     SQLite writers already hold the database lock (BEGIN IMMEDIATE); on PostgreSQL the head row is locked
     FOR UPDATE so concurrent appenders queue instead of forking the chain.
     """
-    stmt = select(AuditHead).where(AuditHead.id == 1)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    head = session.execute(stmt).scalar_one_or_none()
+    locked = session.get_bind().dialect.name == "postgresql"
+    head = session.execute(_READ_HEAD_LOCKED if locked else _READ_HEAD).first()
     if head is None:
         raise RuntimeError("audit_head row missing: run `changeflow db upgrade`")
-    return head
+    return head[0], head[1]
 
 
 def append_event(
@@ -71,30 +84,33 @@ def append_event(
     to_state: str | None = None,
     data: dict | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
-    """Append one event in the caller's transaction (so it commits or rolls back with what it records)."""
-    head = lock_chain(session)
+) -> AppendedEvent:
+    """Append one event in the caller's transaction (so it commits or rolls back with what it records).
+
+    Core statements rather than ORM objects: this runs in every write and the ORM unit of work tripled its cost.
+    """
+    head_seq, head_hash = lock_chain(session)
     occurred_at = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     encoded = canonical_json(data or {})
-    seq = head.seq + 1
-    digest = event_hash(seq, change_key, occurred_at, actor, action, from_state, to_state, encoded, head.hash)
-    event = AuditEvent(
-        seq=seq,
-        change_key=change_key,
-        occurred_at=occurred_at,
-        actor=actor,
-        action=action,
-        from_state=from_state,
-        to_state=to_state,
-        data=encoded,
-        prev_hash=head.hash,
-        hash=digest,
+    seq = head_seq + 1
+    digest = event_hash(seq, change_key, occurred_at, actor, action, from_state, to_state, encoded, head_hash)
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "seq": seq,
+            "change_key": change_key,
+            "occurred_at": occurred_at,
+            "actor": actor,
+            "action": action,
+            "from_state": from_state,
+            "to_state": to_state,
+            "data": encoded,
+            "prev_hash": head_hash,
+            "hash": digest,
+        },
     )
-    session.add(event)
-    head.seq, head.hash = seq, digest
-    session.add(head)
-    session.flush()
-    return event
+    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+    return AppendedEvent(seq, digest)
 
 
 @dataclass(frozen=True)

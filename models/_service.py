@@ -16,6 +16,7 @@ from typing import Callable, TypeVar
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from ._audit import append_event, decode_data, events_for
@@ -490,7 +491,9 @@ class ChangeService:
         )
         if result.rowcount != 1:
             raise ConflictError(f"{change.key} was changed by someone else at the same time; re-read and try again")
-        session.refresh(change)
+        # Mirror the row we just wrote instead of reading it back.
+        for name, value in {"version": version + 1, "updated_at": now, **values}.items():
+            set_committed_value(change, name, value)
 
     def _apply_transition(
         self,
