@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.panel import Panel
 from rich.table import Table
 
@@ -227,9 +228,9 @@ def log_command(
     if json_output:
         print_json([change_row(c) for c in changes])
         return
-    table = Table(title=f"changes ({len(changes)})")
+    table = Table(title=f"changes ({len(changes)})", box=box.SIMPLE_HEAD)
     for column in ("key", "type", "state", "service", "title", "requester", "risk", "created"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "title", ratio=1 if column == "title" else None)
     for c in changes:
         table.add_row(c.key, c.type, c.state, c.service, c.title, c.requester, c.risk_level, fmt_time(c.created_at))
     console.print(table)
@@ -337,3 +338,8 @@ def policy_show(json_output: bool = JsonOption) -> None:
         table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
     console.print(table)
     console.print("The requester never approves their own change; one person fills one role per change.")
+
+
+from ._demo import demo  # noqa: E402  (registered last: it drives the commands above)
+
+app.command()(demo)
