@@ -230,9 +230,9 @@ def log_command(
         return
     table = Table(title=f"changes ({len(changes)})", box=box.SIMPLE_HEAD)
     for column in ("key", "type", "state", "service", "title", "requester", "risk", "created"):
-        table.add_column(column, no_wrap=column != "title", ratio=1 if column == "title" else None)
+        table.add_column(column, no_wrap=column in ("key", "created"), min_width=12 if column == "title" else None)
     for c in changes:
-        table.add_row(c.key, c.type, c.state, c.service, c.title, c.requester, c.risk_level, fmt_time(c.created_at))
+        table.add_row(c.key, c.type, c.state, c.service, c.title, c.requester, c.risk_level, f"{c.created_at:%Y-%m-%d}")
     console.print(table)
 
 

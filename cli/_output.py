@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, Callable
@@ -14,8 +15,10 @@ from rich.text import Text
 
 from models import ChangeflowError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (make, CI logs) gets 120 columns instead of Rich's 80 so tables stay readable.
+_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(width=_PIPED_WIDTH)
+err_console = Console(stderr=True, width=_PIPED_WIDTH)
 
 
 def fmt_time(value: datetime | None) -> str:
