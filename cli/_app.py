@@ -39,7 +39,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
-CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml")
+CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml", "templates.yaml")
 
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 

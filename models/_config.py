@@ -123,8 +123,22 @@ class RiskPolicy(_Strict):
         return self
 
 
+class EscalationStep(_Strict):
+    """Re-notify `role` when nobody has decided `after` the approval was requested."""
+
+    after: Duration
+    role: Name
+    severities: list[str] = Field(
+        default_factory=list, description="Only for emergency changes of these incident severities (empty: all)"
+    )
+
+
 class PolicySet(_Strict):
     reject_on_any_rejection: bool = True
+    pre_approved_templates: list[Name] = Field(
+        default_factory=list, description="Change templates whose runs skip the approval gate (ITIL standard changes)"
+    )
+    escalation: list[EscalationStep] = Field(default_factory=list)
     types: dict[ChangeType, TypePolicy]
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
@@ -140,6 +154,27 @@ class PolicySet(_Strict):
         return self.types[ChangeType(change_type)]
 
 
+class ChangeTemplate(_Strict):
+    """A named, reviewed recipe that pre-fills a change request (restart a service, rotate a certificate...).
+
+    Commands live only here, in the config directory an administrator controls: a request can name a
+    template but can never bring commands of its own.
+    """
+
+    type: ChangeType = ChangeType.standard
+    title: str = ""
+    description: str = ""
+    impact: str = ""
+    implementation_plan: str = ""
+    rollback_plan: str = ""
+    test_evidence: str = ""
+    risk: dict = Field(default_factory=dict)
+    implementation_commands: list[str] = Field(default_factory=list)
+    verify_commands: list[str] = Field(default_factory=list)
+    rollback_commands: list[str] = Field(default_factory=list)
+    command_timeout_s: float = Field(default=300, gt=0, le=86400)
+
+
 class Org(BaseModel):
     """Everything the rules need from the config directory."""
 
@@ -147,6 +182,17 @@ class Org(BaseModel):
 
     directory: Directory
     policies: PolicySet
+    templates: dict[str, ChangeTemplate] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _templates_known(self) -> "Org":
+        unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]
+        if unknown:
+            raise ValueError(f"policies.pre_approved_templates: no template named {', '.join(unknown)}")
+        for step in self.policies.escalation:
+            if not self.directory.holders(step.role):
+                raise ValueError(f"policies.escalation: nobody in the directory holds the role {step.role!r}")
+        return self
 
     @model_validator(mode="after")
     def _policies_fit_directory(self) -> "Org":
@@ -209,11 +255,27 @@ def load_directory(path: Path) -> Directory:
         raise _format_validation(str(path), exc) from None
 
 
+def load_templates(path: Path) -> dict[str, ChangeTemplate]:
+    """Templates are optional: no file means no templates."""
+    if not path.exists():
+        return {}
+    data, _ = read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of template names")
+    try:
+        return {str(name): ChangeTemplate.model_validate(body) for name, body in data.items()}
+    except ValidationError as exc:
+        raise _format_validation(str(path), exc) from None
+
+
 def load_org(config_dir: Path) -> Org:
     directory = load_directory(config_dir / "directory.yaml")
     policies = load_policies(config_dir / "policies.yaml")
+    templates = load_templates(config_dir / "templates.yaml")
     try:
-        return Org(directory=directory, policies=policies)
+        return Org(directory=directory, policies=policies, templates=templates)
     except ValidationError as exc:
         raise _format_validation(str(config_dir), exc) from None
 

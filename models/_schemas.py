@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from ._enums import (
     BackoutDifficulty,
@@ -108,11 +108,20 @@ class ChangeRequestInput(BaseModel):
     risk: RiskAnswers = Field(
         default_factory=RiskAnswers, description="Risk questionnaire.", json_schema_extra={"position": 13}
     )
+    template: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Name of a change template (restart-service, rotate-certificate, ...) that fills the fields "
+        "you leave empty. Some templates are pre-approved.",
+        json_schema_extra={"position": 14},
+    )
 
     @model_validator(mode="after")
-    def _type_specific_rules(self) -> "ChangeRequestInput":
+    def _type_specific_rules(self, info: ValidationInfo) -> "ChangeRequestInput":
         problems: list[str] = []
-        if self.type in (ChangeType.standard, ChangeType.major) and not self.rollback_plan:
+        # A named template may still supply the rollback plan: the service re-checks after filling it in.
+        template_pending = bool(self.template) and not (info.context or {}).get("template_applied")
+        if self.type in (ChangeType.standard, ChangeType.major) and not self.rollback_plan and not template_pending:
             problems.append(f"rollback_plan: a {self.type.value} change needs a rollback plan")
         if self.type is ChangeType.emergency:
             if not self.incident_id:
@@ -177,18 +186,20 @@ class ChangeRequestView(BaseModel):
     events: list[AuditEventView] = []
 
 
-def parse_change_request(data: object) -> ChangeRequestInput:
+def parse_change_request(data: object, *, template_applied: bool = False) -> ChangeRequestInput:
     """Validate a change request, turning pydantic's errors into one InputError naming each field."""
     from pydantic import ValidationError
 
     from ._errors import InputError
 
-    if isinstance(data, ChangeRequestInput):
+    if isinstance(data, ChangeRequestInput) and not template_applied:
         return data
+    if isinstance(data, ChangeRequestInput):
+        data = data.model_dump(exclude_unset=True)
     if not isinstance(data, dict):
         raise InputError(f"a change request must be a mapping of fields, not {type(data).__name__}")
     try:
-        return ChangeRequestInput.model_validate(data)
+        return ChangeRequestInput.model_validate(data, context={"template_applied": template_applied})
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for err in exc.errors():

@@ -23,7 +23,7 @@ from ._audit import append_event, decode_data, events_for
 from ._config import Org
 from ._db import Database
 from ._enums import AuditAction, ChangeState, ChangeType, Decision, RiskLevel
-from ._errors import ConflictError, NotFound, PolicyViolation
+from ._errors import ConflictError, InputError, NotFound, PolicyViolation
 from ._lifecycle import plan_transition
 from ._policy import (
     GivenApproval,
@@ -59,6 +59,7 @@ class DecisionResult:
     change: ChangeRequest
     role: str
     evaluation: PolicyEvaluation
+    repeated: bool = False
 
 
 class ChangeService:
@@ -154,7 +155,7 @@ class ChangeService:
         flow_run_id: str | None = None,
     ) -> ChangeRequest:
         """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""
-        request = parse_change_request(request)
+        request = self._apply_template(parse_change_request(request))
         if idempotency_key:
             existing = self._find_by_idempotency_key(idempotency_key)
             if existing is not None:
@@ -244,6 +245,12 @@ class ChangeService:
                 version = self._check_version(change, expected_version)
                 required = self.required_for(change)
                 given = self._given(session, change)
+                repeat = self._repeated_decision(change, approver, role, decision, code, given)
+                if repeat is not None:
+                    # The same person sending the same decision again (a resumed run, the CLI nudging the
+                    # flow after recording it): acknowledged, not recorded twice.
+                    return DecisionResult(change=change, role=repeat.role, evaluation=self._evaluate(session, change),
+                                          repeated=True)
                 try:
                     acting_role = self._authorise(change, approver, role, decision, code, required, given)
                 except PolicyViolation as exc:
@@ -269,8 +276,6 @@ class ChangeService:
     def record_review(self, key: str, *, actor: str, summary: str) -> ChangeRequest:
         """Record the post-implementation review and close the change."""
         if not summary.strip():
-            from ._errors import InputError
-
             raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
 
         def attempt() -> ChangeRequest:
@@ -403,6 +408,41 @@ class ChangeService:
             reject_on_any_rejection=self.org.policies.reject_on_any_rejection,
         )
 
+    def _repeated_decision(
+        self,
+        change: ChangeRequest,
+        approver: str,
+        role: str | None,
+        decision: Decision,
+        code: str,
+        given: list[GivenApproval],
+    ) -> GivenApproval | None:
+        earlier = next(
+            (g for g in given if g.approver == approver and g.decision == decision and role in (None, g.role)), None
+        )
+        if earlier and verify_code(self._secret, change.key, approver, change.approval_round, code):
+            return earlier
+        return None
+
+    def _apply_template(self, request: ChangeRequestInput) -> ChangeRequestInput:
+        if not request.template:
+            return request
+        template = self.org.templates.get(request.template)
+        if template is None:
+            known = ", ".join(sorted(self.org.templates)) or "none configured"
+            raise InputError(f"template: unknown template {request.template!r} (known: {known})",
+                             [("template", "unknown template")])
+        if template.type != request.type:
+            raise InputError(f"type: template {request.template} is a {template.type.value} change",
+                             [("type", "does not match the template")])
+        merged = request.model_dump()
+        for name in ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence"):
+            if not merged[name]:
+                merged[name] = getattr(template, name).replace("{service}", request.service)
+        if "risk" not in request.model_fields_set and template.risk:
+            merged["risk"] = template.risk
+        return parse_change_request(merged, template_applied=True)
+
     def _authorise(
         self,
         change: ChangeRequest,
@@ -512,6 +552,8 @@ class ChangeService:
         values: dict = {"state": target.value}
         if target is ChangeState.implementing:
             values["implemented_at"] = now
+        if target is ChangeState.awaiting_approval:
+            values["approval_requested_at"] = now
         if target in _OUTCOMES:
             values["outcome"] = _OUTCOMES[target]
         if target in _CLOSING_STATES:

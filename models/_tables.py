@@ -52,6 +52,8 @@ class ChangeRequest(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     implemented_at: datetime | None = _optional_time()
     closed_at: datetime | None = _optional_time()
+    template: str | None = Field(default=None, sa_type=String(100), description="Change template it came from")
+    approval_requested_at: datetime | None = _optional_time()
     outcome: str | None = Field(
         default=None, sa_type=String(16), description="succeeded / failed / rolled_back, once implemented"
     )
@@ -115,3 +117,27 @@ class MaintenanceWindow(SQLModel, table=True):
     ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     kind: str = Field(sa_type=String(16))
     freeze: bool = Field(default=False, description="A freeze (blackout) blocks non-emergency changes")
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: written first, sent after. The idempotency key makes a re-run or resume a no-op."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notification_state_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(sa_type=String(300), unique=True, description="change + event + recipient + round")
+    change_key: str | None = Field(default=None, sa_type=String(20), index=True)
+    event: str = Field(sa_type=String(64))
+    recipient: str = Field(sa_type=String(100))
+    channel: dict = Field(default_factory=dict, sa_type=JSON)
+    subject: str = Field(sa_type=String(300))
+    body_text: str = Field(sa_type=Text)
+    body_markdown: str = Field(default="", sa_type=Text)
+    body_html: str = Field(default="", sa_type=Text)
+    state: str = Field(default="pending", sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    last_error: str = Field(default="", sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    sent_at: datetime | None = _optional_time()

@@ -12,7 +12,7 @@ from models import DEFAULTS_DIR, ConfigError, Settings, load_org
 
 @pytest.fixture
 def config_dir(tmp_path):
-    for name in ("directory.yaml", "policies.yaml"):
+    for name in ("directory.yaml", "policies.yaml", "templates.yaml"):
         shutil.copyfile(DEFAULTS_DIR / name, tmp_path / name)
     return tmp_path
 
