@@ -61,14 +61,14 @@ from ._schemas import (
 )
 from ._service import ChangeService, DecisionResult, format_key
 from ._settings import Settings
-from ._tables import Approval, AuditEvent, AuditHead, ChangeRequest, MaintenanceWindow
+from ._tables import Approval, AuditEvent, AuditHead, ChangeRequest, MaintenanceWindow, Notification
 
 __all__ = [
     "Approval", "ApprovalView", "AuditAction", "AuditEvent", "AuditEventView", "AuditHead", "BackoutDifficulty",
     "ChangeRequest", "ChangeRequestInput", "ChangeRequestView", "ChangeService", "ChangeState", "ChangeType",
     "ChangeflowError", "Channel", "Complexity", "ConfigError", "ConflictError", "DEFAULTS_DIR", "Database",
     "DatabaseBusy", "Decision", "DecisionResult", "Directory", "GENESIS_HASH", "GivenApproval",
-    "IllegalTransition", "InputError", "MaintenanceWindow", "NotFound", "Org", "Person", "PolicyEvaluation",
+    "IllegalTransition", "InputError", "MaintenanceWindow", "NotFound", "Notification", "Org", "Person", "PolicyEvaluation",
     "PolicySet", "PolicyViolation", "RequiredApproval", "RiskAnswers", "RiskAssessment", "RiskLevel",
     "ServiceHistory", "Settings", "Severity", "TERMINAL_STATES", "TRANSITIONS", "Transition", "TypePolicy",
     "UsersAffected", "VerifyResult", "WindowKind", "allowed_targets", "append_event", "approval_code",

@@ -94,6 +94,24 @@ class ChangeService:
             change = self._load(session, key)
             return self._evaluate(session, change)
 
+    def decided_by(self, key: str) -> list[str]:
+        """Who has already decided on the change in its current approval round."""
+        with self.db.read() as session:
+            change = self._load(session, key)
+            return [g.approver for g in self._given(session, change)]
+
+    def attach_flow_run(self, key: str, flow_run_id: str) -> ChangeRequest:
+        """Record the Prefect flow run that drives the change (no audit event: it is bookkeeping)."""
+
+        def attempt() -> ChangeRequest:
+            with self.db.write() as session:
+                change = self._load(session, key, for_update=True)
+                if change.flow_run_id != flow_run_id:
+                    self._bump(session, change, change.version, self._clock(), flow_run_id=flow_run_id)
+                return change
+
+        return self._retry(attempt, None)
+
     def approval_code_for(self, key: str, approver: str) -> str:
         """The personal code to send to `approver` for the change's current approval round."""
         change = self.get(key)
@@ -171,12 +189,17 @@ class ChangeService:
             return existing
 
     def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
-        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve."""
+        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve.
+
+        A change from a pre-approved template goes straight on to `approved`, recorded with the template and
+        the policy version that allowed it.
+        """
 
         def attempt() -> ChangeRequest:
             with self.db.write() as session:
                 change = self._load(session, key, for_update=True)
-                required = self.required_for(change)
+                pre_approved = change.template is not None and change.template in self.org.policies.pre_approved_templates
+                required = [] if pre_approved else self.required_for(change)
                 append_event(
                     session,
                     actor=actor,
@@ -186,16 +209,36 @@ class ChangeService:
                         "policy_version": change.policy_version,
                         "required": [{"role": r.role, "count": r.count} for r in required],
                         "risk_level": change.risk_level,
-                        "approval_sla_s": self.org.policies.for_type(ChangeType(change.type))
-                        .approval_sla.total_seconds(),
+                        "approval_sla_s": self.approval_sla(change).total_seconds(),
+                        **({"pre_approved_template": change.template} if pre_approved else {}),
                     },
                     at=self._clock(),
                 )
-                return self._apply_transition(
+                change = self._apply_transition(
                     session, change, ChangeState.awaiting_approval, actor, "approvals requested", change.version
                 )
+                if pre_approved:
+                    change = self._apply_transition(
+                        session, change, ChangeState.approved, "policy-engine",
+                        f"pre-approved template {change.template} (policy {change.policy_version[:12]})",
+                        change.version,
+                    )
+                return change
 
         return self._retry(attempt, None)
+
+    def approval_sla(self, change: ChangeRequest) -> timedelta:
+        return self.org.policies.for_type(ChangeType(change.type)).approval_sla
+
+    def pending_approvals(self) -> list[tuple[ChangeRequest, PolicyEvaluation]]:
+        """Changes waiting for decisions, oldest request first, with what each still needs."""
+        with self.db.read() as session:
+            changes = session.execute(
+                select(ChangeRequest)
+                .where(ChangeRequest.state == ChangeState.awaiting_approval.value)
+                .order_by(ChangeRequest.approval_requested_at, ChangeRequest.id)
+            ).scalars().all()
+            return [(change, self._evaluate(session, change)) for change in changes]
 
     def transition(
         self,

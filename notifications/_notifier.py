@@ -1,0 +1,106 @@
+"""Who hears about a change, with what message: recipients from the directory, text from templates,
+delivery through the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from models import ChangeRequest, ChangeService, Settings
+
+from ._channels import Channel, default_channels
+from ._outbox import Outbox, enqueue, idempotency_key
+from ._templates import TemplateRenderer
+
+
+def run_url(settings: Settings, flow_run_id: str | None) -> str:
+    base = settings.prefect_ui_url.rstrip("/")
+    return f"{base}/runs/flow-run/{flow_run_id}" if flow_run_id else base
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+class Notifier:
+    def __init__(self, service: ChangeService, settings: Settings, channels: dict[str, Channel] | None = None):
+        self.service = service
+        self.settings = settings
+        self.renderer = TemplateRenderer(settings.config_dir / "templates")
+        self.outbox = Outbox(service.db, channels or default_channels())
+
+    def _change_context(self, change: ChangeRequest) -> dict:
+        evaluation = self.service.evaluation(change.key)
+        deadline = (change.approval_requested_at + self.service.approval_sla(change)
+                    if change.approval_requested_at else None)
+        return {
+            "change": change,
+            "missing": evaluation.describe_missing(),
+            "deadline": _when(deadline),
+            "ui_url": run_url(self.settings, change.flow_run_id),
+        }
+
+    def _enqueue(self, change: ChangeRequest, event: str, person: str, round_: int | str, context: dict) -> bool:
+        directory = self.service.org.directory
+        entry = directory.people[person]
+        channel = entry.channels[0].model_dump(exclude_none=True)
+        rendered = self.renderer.render(event, {**context, "person": person, "person_name": entry.name})
+        with self.service.db.write() as session:
+            return enqueue(
+                session,
+                key=idempotency_key(change.key, event, person, round_),
+                change_key=change.key,
+                event=event,
+                recipient=person,
+                channel=channel,
+                rendered=rendered,
+            )
+
+    def approvers_to_ask(self, change: ChangeRequest) -> dict[str, str]:
+        """Each person who could fill a still-missing role (never the requester, never someone who acted)."""
+        evaluation = self.service.evaluation(change.key)
+        acted = set(self.service.decided_by(change.key))
+        directory = self.service.org.directory
+        people: dict[str, str] = {}
+        for role in evaluation.missing:
+            for person in directory.holders(role):
+                if person != change.requester and person not in acted:
+                    people.setdefault(person, role)
+        return people
+
+    def request_approvals(self, change: ChangeRequest) -> int:
+        context = self._change_context(change)
+        written = 0
+        for person, role in self.approvers_to_ask(change).items():
+            code = self.service.approval_code_for(change.key, person)
+            written += self._enqueue(change, "approval_requested", person, change.approval_round, {
+                **context,
+                "role": role,
+                "code": code,
+                "cli_approve": f"changeflow approve {change.key} --as {person} --code {code}",
+                "cli_reject": f"changeflow reject {change.key} --as {person} --code {code} --comment \"why\"",
+            })
+        return written
+
+    def remind(self, change: ChangeRequest, *, level: str, people: list[str], role: str, waited: str) -> int:
+        context = self._change_context(change)
+        waiting_on = sorted(self.approvers_to_ask(change))
+        written = 0
+        for person in people:
+            written += self._enqueue(change, "approval_reminder", person, f"{change.approval_round}-{level}", {
+                **context, "level": level, "role": role, "waited": waited, "waiting_on": waiting_on,
+            })
+        return written
+
+    def announce(self, change: ChangeRequest, event: str, people: list[str], *, reason: str = "",
+                 round_: int | str | None = None, deadline: datetime | None = None) -> int:
+        context = self._change_context(change)
+        if deadline is not None:
+            context["deadline"] = _when(deadline)
+        return sum(
+            self._enqueue(change, event, person, change.approval_round if round_ is None else round_,
+                          {**context, "reason": reason})
+            for person in people
+        )
+
+    def deliver(self, change_key: str | None = None):
+        return self.outbox.deliver_due(change_key=change_key)
