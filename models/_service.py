@@ -94,6 +94,16 @@ class ChangeService:
             change = self._load(session, key)
             return self._evaluate(session, change)
 
+    def last_decision(self, key: str) -> Approval | None:
+        with self.db.read() as session:
+            change = self._load(session, key)
+            return session.execute(
+                select(Approval)
+                .where(Approval.change_id == change.id, Approval.round == change.approval_round)
+                .order_by(Approval.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
     def decided_by(self, key: str) -> list[str]:
         """Who has already decided on the change in its current approval round."""
         with self.db.read() as session:
@@ -277,8 +287,13 @@ class ChangeService:
         role: str | None = None,
         comment: str = "",
         expected_version: int | None = None,
+        attempt_id: str | None = None,
     ) -> DecisionResult:
-        """Record an approver's decision. A refused attempt is written to the audit trail, then raised."""
+        """Record an approver's decision. A refused attempt is written to the audit trail, then raised.
+
+        `attempt_id` names one submission (a gate's suspend key): replaying it, as a resumed flow run does,
+        returns the first outcome instead of recording it again.
+        """
         decision = Decision(decision)
 
         def attempt() -> DecisionResult:
@@ -288,28 +303,38 @@ class ChangeService:
                 version = self._check_version(change, expected_version)
                 required = self.required_for(change)
                 given = self._given(session, change)
-                repeat = self._repeated_decision(change, approver, role, decision, code, given)
-                if repeat is not None:
+                replayed = self._replayed_attempt(session, change, attempt_id)
+                if replayed is not None:
+                    if replayed.action == AuditAction.approval_refused.value:
+                        refusal = PolicyViolation(decode_data(replayed)["reason"])
+                    else:
+                        return DecisionResult(change=change, role=decode_data(replayed)["role"],
+                                              evaluation=self._evaluate(session, change), repeated=True)
+                repeat = None if refusal else self._repeated_decision(change, approver, role, decision, code, given)
+                if refusal is None and repeat is not None:
                     # The same person sending the same decision again (a resumed run, the CLI nudging the
                     # flow after recording it): acknowledged, not recorded twice.
                     return DecisionResult(change=change, role=repeat.role, evaluation=self._evaluate(session, change),
                                           repeated=True)
-                try:
-                    acting_role = self._authorise(change, approver, role, decision, code, required, given)
-                except PolicyViolation as exc:
-                    refusal = exc
-                    append_event(
-                        session,
-                        actor=approver,
-                        action=AuditAction.approval_refused.value,
-                        change_key=change.key,
-                        data={"decision": decision.value, "role": role, "reason": str(exc)},
-                        at=self._clock(),
-                    )
-                else:
-                    result = self._record_decision(
-                        session, change, version, approver, acting_role, decision, comment, required, given
-                    )
+                if refusal is None:
+                    try:
+                        acting_role = self._authorise(change, approver, role, decision, code, required, given)
+                    except PolicyViolation as exc:
+                        refusal = exc
+                        append_event(
+                            session,
+                            actor=approver,
+                            action=AuditAction.approval_refused.value,
+                            change_key=change.key,
+                            data={"decision": decision.value, "role": role, "reason": str(exc),
+                                  **({"attempt": attempt_id} if attempt_id else {})},
+                            at=self._clock(),
+                        )
+                    else:
+                        result = self._record_decision(
+                            session, change, version, approver, acting_role, decision, comment, required, given,
+                            attempt_id,
+                        )
             if refusal is not None:
                 raise refusal
             return result
@@ -451,6 +476,16 @@ class ChangeService:
             reject_on_any_rejection=self.org.policies.reject_on_any_rejection,
         )
 
+    @staticmethod
+    def _replayed_attempt(session: Session, change: ChangeRequest, attempt_id: str | None):
+        if not attempt_id:
+            return None
+        decisions = (AuditAction.approval.value, AuditAction.rejection.value, AuditAction.approval_refused.value)
+        for event in events_for(session, change.key):
+            if event.action in decisions and decode_data(event).get("attempt") == attempt_id:
+                return event
+        return None
+
     def _repeated_decision(
         self,
         change: ChangeRequest,
@@ -527,6 +562,7 @@ class ChangeService:
         comment: str,
         required: list[RequiredApproval],
         given: list[GivenApproval],
+        attempt_id: str | None,
     ) -> DecisionResult:
         now = self._clock()
         self._bump(session, change, version, now)
@@ -551,7 +587,8 @@ class ChangeService:
             actor=approver,
             action=(AuditAction.approval if decision is Decision.approve else AuditAction.rejection).value,
             change_key=change.key,
-            data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing},
+            data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing,
+                  **({"attempt": attempt_id} if attempt_id else {})},
             at=now,
         )
         if after.rejected:

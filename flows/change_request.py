@@ -1,0 +1,227 @@
+"""The change-request flow: record -> approvals -> window -> implement -> verify -> complete or roll back.
+
+Reads like the change procedure; every decision is a call into `models/`. On resume Prefect runs this
+function again from the top, so every step is idempotent: the change is keyed by the flow run id, the
+outbox by change + event + recipient + round, and each approval gate input by its suspend key.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from prefect import flow, get_run_logger, task
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+
+from models import (
+    ChangeRequest,
+    ChangeRequestInput,
+    ChangeState,
+    ChangeType,
+    ConflictError,
+    Decision,
+    PolicyViolation,
+)
+from models._types import utcnow
+
+from ._commands import run_commands
+from ._runtime import runtime
+
+FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
+
+
+class ApprovalDecision(RunInput):
+    """The approval form in the Prefect UI's Resume dialog."""
+
+    approver: str = Field(description="Your user name in the approver directory.")
+    decision: Decision = Field(default=Decision.approve, description="approve or reject")
+    approval_code: str = Field(description="Your personal approval code from the notification (e.g. K7Q2-M9XA-3BTD).")
+    comment: str = Field(default="", max_length=5000, description="Comment for the record (required to reject).")
+
+
+@task(name="record change")
+def record_change(request: ChangeRequestInput, run_id: str) -> str:
+    service = runtime().service
+    change = service.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
+    if change.state == ChangeState.submitted.value:
+        change = service.request_approval(change.key)
+    return change.key
+
+
+@task(name="notify approvers")
+def notify_approvers(key: str) -> int:
+    rt = runtime()
+    change = rt.service.get(key)
+    written = rt.notifier.request_approvals(change)
+    rt.notifier.deliver(change_key=key)
+    return written
+
+
+def gate_description(change: ChangeRequest, refusal: str | None) -> str:
+    """The Markdown shown above the Resume form: what is being approved and what is still needed."""
+    service = runtime().service
+    evaluation = service.evaluation(change.key)
+    approved_by = ", ".join(evaluation.approved_by) or "nobody yet"
+    deadline = change.approval_requested_at + service.approval_sla(change) if change.approval_requested_at else None
+    lines = [
+        f"## {change.key}: {change.title}",
+        f"**{change.type}** change to **{change.service}**, requested by **{change.requester}**; "
+        f"risk **{change.risk_level}** ({change.risk_score}: {'; '.join(change.risk_reasons) or 'no risk factors'})",
+    ]
+    if change.incident_id:
+        lines.append(f"Incident **{change.incident_id}** ({change.incident_severity})")
+    lines += [
+        f"**Plan:** {change.implementation_plan or '-'}",
+        f"**Rollback plan:** {change.rollback_plan or '-'}",
+        f"**Approved so far:** {approved_by}. **Still needed:** {evaluation.describe_missing()}.",
+        f"**Decide by:** {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
+        "Enter your user name and the personal approval code from your notification.",
+    ]
+    if refusal:
+        lines.append(f"> **The last attempt was refused:** {refusal}")
+    return "\n\n".join(line for line in lines if line)
+
+
+def approval_gate(key: str) -> ChangeRequest:
+    """Suspend until the policy is satisfied or the change is rejected/expired, applying each decision.
+
+    Keys are stable (`approval-r<round>-<n>`): after a restart the loop replays the inputs Prefect already
+    holds for fired keys, and `attempt_id` makes each replay a no-op, until it reaches the first new key.
+    """
+    logger = get_run_logger()
+    service = runtime().service
+    refusal: str | None = None
+    attempt = 0
+    while True:
+        change = service.get(key)
+        if change.state != ChangeState.awaiting_approval.value:
+            return change
+        attempt += 1
+        pause_key = f"approval-r{change.approval_round}-{attempt}"
+        form = ApprovalDecision.with_initial_data(description=gate_description(change, refusal))
+        decision = suspend_flow_run(wait_for_input=form, key=pause_key)
+        try:
+            result = service.decide(
+                key,
+                approver=decision.approver.strip(),
+                decision=decision.decision,
+                code=decision.approval_code,
+                comment=decision.comment,
+                attempt_id=pause_key,
+            )
+        except PolicyViolation as exc:
+            refusal = str(exc)
+            logger.warning("refused: %s", exc)
+            continue
+        except ConflictError as exc:
+            refusal = f"{exc} (your decision was not recorded: please submit it again)"
+            continue
+        refusal = None
+        logger.info("%s %s as %s; still needed: %s", decision.approver, decision.decision.value, result.role,
+                    result.evaluation.describe_missing())
+
+
+@task(name="announce decision")
+def announce(key: str, event: str, reason: str = "") -> None:
+    rt = runtime()
+    change = rt.service.get(key)
+    people = [p for p in {change.requester, *rt.service.decided_by(key)} if p in rt.service.org.directory.people]
+    rt.notifier.announce(change, event, sorted(people), reason=reason)
+    rt.notifier.deliver(change_key=key)
+
+
+def wait_for_window(key: str) -> ChangeRequest:
+    """Standard and major changes wait for their planned start; the escalation sweep resumes them."""
+    service = runtime().service
+    change = service.get(key)
+    if change.state == ChangeState.approved.value:
+        change = service.transition(key, ChangeState.scheduled, actor="changeflow",
+                                    reason=f"waiting for the window starting {change.planned_start or 'now'}")
+    if change.state == ChangeState.scheduled.value and change.planned_start and change.planned_start > utcnow():
+        # Suspended, not sleeping: a change scheduled for next week holds no worker.
+        suspend_flow_run(key="window")
+    return service.get(key)
+
+
+@task(name="implement")
+def implement(key: str) -> bool:
+    """Run the change's template commands (the checklist and canary issues plug in here)."""
+    rt = runtime()
+    change = rt.service.get(key)
+    if change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
+        change = rt.service.transition(key, ChangeState.implementing, actor="changeflow", reason="implementation started")
+    if change.state != ChangeState.implementing.value:
+        return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
+    template = rt.service.org.templates.get(change.template) if change.template else None
+    results = run_commands(template.implementation_commands, service=change.service,
+                           timeout_s=template.command_timeout_s) if template else []
+    ok = all(r.ok for r in results)
+    if ok:
+        rt.service.transition(key, ChangeState.verifying, actor="changeflow",
+                              reason="implementation steps done" if template else "implementation plan handed to the operator",
+                              data={"steps": [r.evidence() for r in results]})
+    else:
+        roll_back(key, "implementation step failed", [r.evidence() for r in results])
+    return ok
+
+
+@task(name="verify")
+def verify(key: str) -> bool:
+    rt = runtime()
+    change = rt.service.get(key)
+    if change.state != ChangeState.verifying.value:
+        return change.state == ChangeState.completed.value
+    template = rt.service.org.templates.get(change.template) if change.template else None
+    results = run_commands(template.verify_commands, service=change.service,
+                           timeout_s=template.command_timeout_s) if template else []
+    if not all(r.ok for r in results):
+        roll_back(key, "verification failed", [r.evidence() for r in results])
+        return False
+    rt.service.transition(key, ChangeState.completed, actor="changeflow", reason="verified",
+                          data={"checks": [r.evidence() for r in results]})
+    return True
+
+
+def roll_back(key: str, why: str, evidence: list[dict]) -> None:
+    rt = runtime()
+    change = rt.service.get(key)
+    template = rt.service.org.templates.get(change.template) if change.template else None
+    results = run_commands(template.rollback_commands, service=change.service,
+                           timeout_s=template.command_timeout_s) if template else []
+    rt.service.transition(key, ChangeState.rolled_back, actor="changeflow", reason=why,
+                          data={"evidence": evidence, "rollback": [r.evidence() for r in results]})
+    rt.service.transition(key, ChangeState.review_pending, actor="changeflow", reason="rolled back: review due")
+
+
+@task(name="close")
+def close(key: str) -> str:
+    service = runtime().service
+    change = service.get(key)
+    if change.state == ChangeState.completed.value:
+        target = ChangeState.review_pending if change.type == ChangeType.emergency.value else ChangeState.closed
+        change = service.transition(key, target, actor="changeflow",
+                                    reason="post-implementation review due" if target is ChangeState.review_pending
+                                    else "completed")
+    return change.state
+
+
+@flow(name="change-request", log_prints=True)
+def change_request(request: ChangeRequestInput) -> str:
+    """File a change request: it is recorded, approved by the people its policy names, and implemented."""
+    run_id = str(flow_run.id)
+    key = record_change(request, run_id)
+    notify_approvers(key)
+    change = approval_gate(key)
+    if ChangeState(change.state) in FINISHED:
+        announce(key, change.state)
+        return change.state
+    announce(key, "approved")
+    if change.type != ChangeType.emergency.value:
+        change = wait_for_window(key)
+    if implement(key):
+        verify(key)
+    return close(key)
+
+
+if __name__ == "__main__":
+    change_request.serve(name="submit")

@@ -1,0 +1,116 @@
+"""The approval-escalation sweep (every minute): reminders up the ladder, expiry past the SLA, nudges for
+runs that can continue, post-implementation review reminders, and delivery of what the outbox holds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from prefect import flow, get_run_logger
+
+from models import ChangeState, ChangeType
+from models._escalation import due_escalations, format_wait, sla_passed
+from models._types import utcnow
+
+from ._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input
+from ._runtime import runtime
+
+REVIEW_REMINDER_LEAD = timedelta(hours=24)
+
+
+def escalate_and_expire() -> dict:
+    rt = runtime()
+    service, notifier = rt.service, rt.notifier
+    ladder = service.org.policies.escalation
+    now = utcnow()
+    reminded = expired = 0
+    for change, _evaluation in service.pending_approvals():
+        if change.approval_requested_at is None:
+            continue
+        if sla_passed(change.approval_requested_at, now, service.approval_sla(change)):
+            sla = service.approval_sla(change)
+            change = service.transition(change.key, ChangeState.expired, actor="approval-escalation",
+                                        reason=f"no decision within the approval SLA ({format_wait(sla)})")
+            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(service.org.directory.people))
+            notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
+            if change.flow_run_id:
+                asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
+            expired += 1
+            continue
+        waited = format_wait(now - change.approval_requested_at)
+        for due in due_escalations(change.approval_requested_at, now, ladder, change.incident_severity):
+            if change.type != ChangeType.emergency.value and due.step.severities:
+                continue
+            people = [p for p in service.org.directory.holders(due.step.role) if p != change.requester]
+            reminded += notifier.remind(change, level=f"L{due.level}-{due.step.role}", people=people,
+                                        role=due.step.role, waited=waited)
+    return {"reminded": reminded, "expired": expired}
+
+
+def decision_replay_input(key: str) -> dict | None:
+    """The last recorded decision as gate input: the flow sees a repeat, records nothing, and moves on."""
+    service = runtime().service
+    last = service.last_decision(key)
+    if last is None:
+        return None
+    return {"approver": last.approver, "decision": last.decision,
+            "approval_code": service.approval_code_for(key, last.approver), "comment": last.comment}
+
+
+def nudge_runs_that_can_continue() -> int:
+    """Resume suspended runs whose change moved on without them (a CLI decision, an opened window)."""
+    rt = runtime()
+    service = rt.service
+    nudged = 0
+    for change in service.list_changes(state=ChangeState.approved, limit=500) + service.list_changes(
+        state=ChangeState.rejected, limit=500
+    ) + service.list_changes(state=ChangeState.scheduled, limit=500):
+        if not change.flow_run_id:
+            continue
+        key = asyncio.run(paused_key(change.flow_run_id))
+        if key is None:
+            continue
+        if key == "window":
+            if change.planned_start is None or change.planned_start <= utcnow():
+                run_input = None
+            else:
+                continue
+        elif key.startswith("approval-"):
+            run_input = decision_replay_input(change.key)
+            if run_input is None:
+                continue
+        else:
+            continue
+        try:
+            asyncio.run(resume_with_input(change.flow_run_id, run_input))
+            nudged += 1
+        except ResumeRefused:
+            pass
+    return nudged
+
+
+def remind_reviews() -> int:
+    rt = runtime()
+    service, notifier = rt.service, rt.notifier
+    now = utcnow()
+    written = 0
+    for change in service.list_changes(state=ChangeState.review_pending, limit=1000):
+        if change.review_due_at is None or change.review_due_at - now > REVIEW_REMINDER_LEAD:
+            continue
+        owners = service.org.directory.services.get(change.service)
+        people = sorted({change.requester, *(owners.owners if owners else [])} & set(service.org.directory.people))
+        stage = "overdue" if change.review_due_at <= now else "due"
+        written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at)
+    return written
+
+
+@flow(name="approval-escalation", log_prints=True)
+def approval_escalation() -> dict:
+    logger = get_run_logger()
+    summary = escalate_and_expire()
+    summary["nudged"] = nudge_runs_that_can_continue()
+    summary["review_reminders"] = remind_reviews()
+    report = runtime().notifier.deliver()
+    summary.update(sent=report.sent, failed=report.failed)
+    logger.info("escalation sweep: %s", summary)
+    return summary

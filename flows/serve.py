@@ -1,0 +1,25 @@
+"""Serve changeflow's deployments from this process (no work pool needed): `python -m flows.serve`.
+
+`changeflow up` uses a process work pool and `prefect.yaml` instead; this runner is for tests, benchmarks and
+a quick local try.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from .change_request import change_request
+from .escalation import approval_escalation
+
+
+def deployments(escalation_interval_s: float | None = 60):
+    return [
+        change_request.to_deployment(name="submit"),
+        approval_escalation.to_deployment(
+            name="every-minute", interval=escalation_interval_s if escalation_interval_s else None
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    serve(*deployments(), limit=8)
