@@ -26,7 +26,10 @@ from models import (
     verify_chain,
 )
 
+from notifications import Notifier, run_url
+
 from ._context import context
+from ._flows import nudge_gate, start_change_flow
 from ._output import console, exits_cleanly, fmt_time, print_error, print_json
 
 app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
@@ -129,30 +132,47 @@ def db_upgrade() -> None:
 @exits_cleanly
 def submit(
     file: Path = typer.Argument(..., help="Change request as YAML or JSON (fields of the submit form)."),
+    local: bool = typer.Option(False, "--local", help="Record the change without starting its Prefect flow."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Validate and record a change request, then ask for its approvals."""
+    """Validate a change request and start its flow (deployment change-request/submit)."""
     data = read_request_file(file)
     service = context().service
-    change = service.submit(data)
-    change = service.request_approval(change.key)
-    required = service.required_for(change)
+    request = service.validate_request(data)
+    if local:
+        change = service.request_approval(service.submit(request).key)
+    else:
+        change, _run_id = start_change_flow(service, request.model_dump(mode="json", exclude_unset=True))
+    required = service.required_for(change) if change.state == ChangeState.awaiting_approval.value else []
     if json_output:
-        print_json({**change_row(change), "required": [r.__dict__ for r in required]})
+        print_json({**change_row(change), "flow_run_id": change.flow_run_id,
+                    "required": [r.__dict__ for r in required]})
         return
-    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, risk {change.risk_level}")
-    console.print("needs: " + ", ".join(f"{r.count} x {r.role}" for r in required))
+    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, "
+                  f"risk {change.risk_level}, {change.state}")
+    if required:
+        console.print("needs: " + ", ".join(f"{r.count} x {r.role}" for r in required))
+    if change.flow_run_id:
+        console.print(f"flow run: {run_url(context().settings, change.flow_run_id)}")
 
 
 def _decide(key: str, approver: str, code: str, role: Optional[str], comment: str, decision: Decision,
             json_output: bool) -> None:
-    result = context().service.decide(key, approver=approver, decision=decision, code=code, role=role,
-                                      comment=comment)
+    service = context().service
+    result = service.decide(key, approver=approver, decision=decision, code=code, role=role, comment=comment)
+    nudged = nudge_gate(result.change, {"approver": approver, "decision": decision.value,
+                                        "approval_code": code, "comment": comment})
+    change = service.get(key)
     if json_output:
-        print_json({**change_row(result.change), "role": result.role, "missing": result.evaluation.missing})
+        print_json({**change_row(change), "role": result.role, "missing": result.evaluation.missing,
+                    "flow_resumed": nudged})
         return
-    console.print(f"{result.change.key}: {decision.value} by {approver} as {result.role}; "
-                  f"state {result.change.state}; still needed: {result.evaluation.describe_missing()}")
+    console.print(f"{change.key}: {decision.value} by {approver} as {result.role}"
+                  f"{' (already recorded)' if result.repeated else ''}; state {change.state}; "
+                  f"still needed: {result.evaluation.describe_missing()}")
+    if change.flow_run_id and not nudged:
+        console.print("the flow run was not waiting at its gate just now; the escalation sweep resumes it "
+                      "within a minute")
 
 
 @app.command()
@@ -165,7 +185,7 @@ def approve(
     comment: str = typer.Option("", help="Comment for the record."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Approve a change awaiting approval."""
+    """Approve a change awaiting approval (the same gate the Prefect UI resumes)."""
     _decide(key, approver, code, role, comment, Decision.approve, json_output)
 
 
@@ -181,6 +201,36 @@ def reject(
 ) -> None:
     """Reject a change awaiting approval."""
     _decide(key, approver, code, role, comment, Decision.reject, json_output)
+
+
+@app.command()
+@exits_cleanly
+def pending(json_output: bool = JsonOption) -> None:
+    """What waits for approval, on whom, and since when."""
+    ctx = context()
+    service = ctx.service
+    notifier = Notifier(service, ctx.settings)
+    rows = []
+    for change, evaluation in service.pending_approvals():
+        deadline = change.approval_requested_at + service.approval_sla(change) if change.approval_requested_at else None
+        rows.append({
+            "key": change.key, "type": change.type, "title": change.title, "service": change.service,
+            "waiting_since": change.approval_requested_at.isoformat() if change.approval_requested_at else None,
+            "deadline": deadline.isoformat() if deadline else None,
+            "missing": evaluation.missing, "approved_by": list(evaluation.approved_by),
+            "waiting_on": sorted(notifier.approvers_to_ask(change)),
+        })
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title=f"waiting for approval ({len(rows)})", box=box.SIMPLE_HEAD)
+    for column in ("key", "type", "title", "since", "deadline", "still needed", "waiting on"):
+        table.add_column(column, no_wrap=column in ("key", "since", "deadline"))
+    for row in rows:
+        table.add_row(row["key"], row["type"], row["title"], (row["waiting_since"] or "-")[:16].replace("T", " "),
+                      (row["deadline"] or "-")[:16].replace("T", " "),
+                      ", ".join(f"{n} x {r}" for r, n in row["missing"].items()), ", ".join(row["waiting_on"]))
+    console.print(table)
 
 
 @app.command("approval-code")

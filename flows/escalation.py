@@ -27,16 +27,8 @@ def escalate_and_expire() -> dict:
     for change, _evaluation in service.pending_approvals():
         if change.approval_requested_at is None:
             continue
-        if sla_passed(change.approval_requested_at, now, service.approval_sla(change)):
-            sla = service.approval_sla(change)
-            change = service.transition(change.key, ChangeState.expired, actor="approval-escalation",
-                                        reason=f"no decision within the approval SLA ({format_wait(sla)})")
-            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(service.org.directory.people))
-            notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
-            if change.flow_run_id:
-                asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
-            expired += 1
-            continue
+        # Every rung whose delay has passed is written once (the outbox key holds the rung), then the SLA
+        # decides: a P1 whose one-hour SLA ran out has still reached the executive.
         waited = format_wait(now - change.approval_requested_at)
         for due in due_escalations(change.approval_requested_at, now, ladder, change.incident_severity):
             if change.type != ChangeType.emergency.value and due.step.severities:
@@ -44,6 +36,15 @@ def escalate_and_expire() -> dict:
             people = [p for p in service.org.directory.holders(due.step.role) if p != change.requester]
             reminded += notifier.remind(change, level=f"L{due.level}-{due.step.role}", people=people,
                                         role=due.step.role, waited=waited)
+        sla = service.approval_sla(change)
+        if sla_passed(change.approval_requested_at, now, sla):
+            change = service.transition(change.key, ChangeState.expired, actor="approval-escalation",
+                                        reason=f"no decision within the approval SLA ({format_wait(sla)})")
+            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(service.org.directory.people))
+            notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
+            if change.flow_run_id:
+                asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
+            expired += 1
     return {"reminded": reminded, "expired": expired}
 
 

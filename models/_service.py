@@ -185,7 +185,7 @@ class ChangeService:
         """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""
         request = self._apply_template(parse_change_request(request))
         if idempotency_key:
-            existing = self._find_by_idempotency_key(idempotency_key)
+            existing = self.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing
         try:
@@ -193,10 +193,14 @@ class ChangeService:
                 return self._insert(session, request, idempotency_key, flow_run_id)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race: return its record.
-            existing = self._find_by_idempotency_key(idempotency_key) if idempotency_key else None
+            existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return existing
+
+    def validate_request(self, request: ChangeRequestInput | dict) -> ChangeRequestInput:
+        """Everything `submit` checks before writing (fields, cross-field rules, template), without writing."""
+        return self._apply_template(parse_change_request(request))
 
     def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
         """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve.
@@ -397,7 +401,7 @@ class ChangeService:
             )
         return change.version
 
-    def _find_by_idempotency_key(self, idempotency_key: str) -> ChangeRequest | None:
+    def find_by_idempotency_key(self, idempotency_key: str) -> ChangeRequest | None:
         with self.db.read() as session:
             return session.execute(
                 select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -15,6 +16,16 @@ from tests.helpers import SECRET
 
 # Wide, stable tables for CLI output assertions (Rich reads COLUMNS when the CLI's console is created).
 os.environ.setdefault("COLUMNS", "200")
+
+# Prefect reads its settings once, at import, and threads do not inherit temporary_settings(): fix the API
+# address of the session's server before anything imports prefect, and never fall back to a temporary server.
+from cli._stack import free_port  # noqa: E402
+
+FLOW_STACK_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{FLOW_STACK_PORT}/api"
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="changeflow-test-prefect-"))
 
 POSTGRES_URL = os.environ.get("CHANGEFLOW_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -121,3 +132,24 @@ def pytest_terminal_summary(terminalreporter):
         f"PostgreSQL tests passed: {_postgres_passed}"
         + ("" if POSTGRES_URL else " (skipped: CHANGEFLOW_TEST_POSTGRES_URL not set)")
     )
+
+
+@pytest.fixture(scope="session")
+def flow_stack(tmp_path_factory):
+    """Prefect server + runner serving our deployments, shared by every flow test (start-up costs ~15 s)."""
+    from tests.flow_stack import start_flow_stack
+
+    stack = start_flow_stack(tmp_path_factory.mktemp("flows"), FLOW_STACK_PORT)
+    saved = {k: os.environ.get(k) for k in ("CHANGEFLOW_HOME", "CHANGEFLOW_SECRET")}
+    os.environ["CHANGEFLOW_HOME"] = str(stack.home)
+    os.environ["CHANGEFLOW_SECRET"] = SECRET.decode()
+    try:
+        yield stack
+    finally:
+        stack.stack.stop()
+        stack.service.db.dispose()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

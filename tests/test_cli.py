@@ -51,7 +51,7 @@ def _count_changes(cli_env) -> int:
          "1MB-title", "end-before-start", "naive-time", "nested-enum", "bad-service", "not-a-mapping"],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):
-    result = cli_env("submit", _write(tmp_path, content))
+    result = cli_env("submit", "--local", _write(tmp_path, content))
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert len(result.stderr) < 2000, "the error must stay readable (no echo of a 1 MB value)"
@@ -61,12 +61,12 @@ def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tm
 
 
 def test_missing_file_exits_2(cli_env, tmp_path):
-    result = cli_env("submit", tmp_path / "nope.yaml")
+    result = cli_env("submit", "--local", tmp_path / "nope.yaml")
     assert result.exit_code == 2 and "file not found" in result.stderr
 
 
 def test_submit_approve_show_round_trip(cli_env, tmp_path):
-    result = cli_env("submit", _write(tmp_path, GOOD), "--json")
+    result = cli_env("submit", "--local", _write(tmp_path, GOOD), "--json")
     assert result.exit_code == 0, result.output
     submitted = json.loads(result.stdout)
     key = submitted["key"]
@@ -92,8 +92,8 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
 
 
 def test_log_filters(cli_env, tmp_path):
-    cli_env("submit", _write(tmp_path, GOOD))
-    cli_env("submit", _write(tmp_path, {**GOOD, "type": "emergency", "service": "payments", "incident_id": "INC-1",
+    cli_env("submit", "--local", _write(tmp_path, GOOD))
+    cli_env("submit", "--local", _write(tmp_path, {**GOOD, "type": "emergency", "service": "payments", "incident_id": "INC-1",
                                         "incident_severity": "P2"}, "e.yaml"))
     rows = json.loads(cli_env("log", "--json", "--type", "emergency").stdout)
     assert [r["service"] for r in rows] == ["payments"]

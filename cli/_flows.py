@@ -1,0 +1,62 @@
+"""The CLI's side of the Prefect flows: start the submit deployment, nudge a suspended gate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from models import ChangeRequest, ChangeService, ChangeState, ChangeflowError
+
+SUBMIT_DEPLOYMENT = "change-request/submit"
+
+
+class PrefectUnavailable(ChangeflowError):
+    exit_code = 1
+
+
+def start_change_flow(service: ChangeService, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
+    """Start the submit deployment and wait until its run has recorded the change."""
+    from prefect.deployments import run_deployment
+
+    try:
+        run = run_deployment(SUBMIT_DEPLOYMENT, parameters={"request": request}, timeout=0)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Prefect means the same to the user
+        raise PrefectUnavailable(
+            f"could not start {SUBMIT_DEPLOYMENT} ({type(exc).__name__}: {exc}); is a Prefect server and worker "
+            "running (`changeflow up`)? `changeflow submit --local` records the change without a flow"
+        ) from None
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        change = service.find_by_idempotency_key(f"flow-run:{run.id}")
+        if change is not None and change.state != ChangeState.submitted.value:
+            return change, str(run.id)
+        time.sleep(0.25)
+    raise PrefectUnavailable(
+        f"flow run {run.id} was created but has not recorded the change after {wait_s:g} s: is a worker polling "
+        "the `changeflow` work pool?"
+    )
+
+
+def nudge_gate(change: ChangeRequest, run_input: dict, *, wait_s: float = 15) -> bool:
+    """Resume the change's suspended approval gate with the decision just recorded (a repeat for the flow).
+
+    The gate may be running for someone else's decision at this moment; retry until it suspends again.
+    False when it could not be reached: the escalation sweep resumes it within a minute.
+    """
+    if not change.flow_run_id:
+        return False
+    from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            key = asyncio.run(paused_key(change.flow_run_id))
+            if key is not None and key.startswith("approval-"):
+                asyncio.run(resume_with_input(change.flow_run_id, run_input))
+                return True
+        except ResumeRefused:
+            pass
+        except Exception:  # noqa: BLE001 - Prefect unreachable: the decision is recorded, the sweep nudges later
+            return False
+        time.sleep(0.5)
+    return False

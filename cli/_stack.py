@@ -1,0 +1,123 @@
+"""Starts and stops the local Prefect pieces: server, work pool, worker or runner. Used by `changeflow up`,
+the integration tests and the latency benchmark, so all three run the same way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Our latency defaults (Prefect's are 10 s polls): a decision should move the change within ~3 s.
+FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class Stack:
+    """Processes started for one local setup; `stop()` ends them all (and only them)."""
+
+    api_url: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def spawn(self, args: list[str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("ab")
+        process = subprocess.Popen(args, cwd=cwd, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def run(self, args: list[str], cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=cwd, env=self.env, capture_output=True, text=True, check=False)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+
+def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+        "PREFECT_UI_API_URL": api_url,
+    })
+    env.update(extra or {})
+    return env
+
+
+def wait_healthy(api_url: str, timeout_s: float = 90, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"no healthy Prefect server at {api_url} after {timeout_s:g} s")
+
+
+def start_server(stack: Stack, port: int, logs: Path) -> None:
+    process = stack.spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                          logs / "prefect-server.log")
+    wait_healthy(stack.api_url, process=process)
+
+
+def start_runner(stack: Stack, logs: Path, escalation_interval_s: float | None = 60) -> subprocess.Popen:
+    """Serve the deployments from one process (no work pool): tests and benchmarks."""
+    code = ("from prefect import serve; from flows.serve import deployments; "
+            f"serve(*deployments({escalation_interval_s!r}), limit=8)")
+    return stack.spawn([sys.executable, "-c", code], logs / "runner.log")
+
+
+def wait_for_deployments(api_url: str, names: list[str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = 0
+        for name in names:
+            flow_name, deployment = name.split("/")
+            response = httpx.get(f"{api_url}/deployments/name/{flow_name}/{deployment}", timeout=5)
+            found += response.status_code == 200
+        if found == len(names):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"deployments {names} did not appear at {api_url}")

@@ -1,0 +1,77 @@
+"""A real Prefect server and runner for the flow tests, started once per test session."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cli._stack import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
+from models import DEFAULTS_DIR, ChangeService, Database, Settings, load_org
+from tests.helpers import SECRET
+
+TEST_TEMPLATES = {
+    "failing-deploy": {
+        "type": "standard",
+        "title": "Deploy that fails",
+        "implementation_plan": "run the deploy script",
+        "rollback_plan": "run the rollback script",
+        "implementation_commands": ["echo deploying {service}", "exit 3"],
+        "rollback_commands": ["echo rolled back {service}"],
+        "command_timeout_s": 30,
+    }
+}
+
+
+@dataclass
+class FlowStack:
+    stack: Stack
+    api_url: str
+    home: Path
+    service: ChangeService
+    settings: Settings
+
+    def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            change = (self.service.get(key_or_run) if key_or_run.startswith("CHG-")
+                      else self.service.find_by_idempotency_key(f"flow-run:{key_or_run}"))
+            if change is not None and predicate(change):
+                return change
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what} on {key_or_run}")
+
+
+def prepare_home(home: Path) -> dict[str, str]:
+    config = home / "config"
+    config.mkdir(parents=True)
+    for name in ("directory.yaml", "checklists.yaml"):
+        (config / name).write_text((DEFAULTS_DIR / name).read_text())
+    templates = yaml.safe_load((DEFAULTS_DIR / "templates.yaml").read_text())
+    templates.update(TEST_TEMPLATES)
+    (config / "templates.yaml").write_text(yaml.safe_dump(templates))
+    policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
+    policies["pre_approved_templates"] = ["restart-service", "failing-deploy"]
+    (config / "policies.yaml").write_text(yaml.safe_dump(policies))
+    return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
+
+
+def start_flow_stack(root: Path, port: int) -> FlowStack:
+    api_url = f"http://127.0.0.1:{port}/api"
+    home = root / "changeflow"
+    changeflow_env = prepare_home(home)
+    stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
+        **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+    }))
+    try:
+        start_server(stack, port, root / "logs")
+        start_runner(stack, root / "logs", escalation_interval_s=None)
+        wait_for_deployments(api_url, ["change-request/submit", "approval-escalation/every-minute"])
+    except Exception:
+        stack.stop()
+        raise
+    settings = Settings(home=home, secret=SECRET.decode())
+    service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+    return FlowStack(stack, api_url, home, service, settings)

@@ -1,0 +1,277 @@
+"""The change-request flow against a real Prefect server: submitted through the deployment, approved and
+rejected through the same resume API the UI's Resume button calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.deployments import run_deployment
+from sqlalchemy import text, update
+
+from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
+from models import ChangeRequest, Notification
+from models._types import utcnow
+from tests.helpers import emergency_request, major_request, standard_request
+
+pytestmark = pytest.mark.flows
+
+DECISION_ACTIONS = {"approval", "rejection", "approval_refused"}
+
+
+def submit(request: dict) -> str:
+    return str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+
+
+def awaiting(flow_stack, run_id: str) -> ChangeRequest:
+    return flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="awaiting_approval")
+
+
+def decisions(flow_stack, key: str) -> list[dict]:
+    view = flow_stack.service.view(key)
+    return [{"actor": e.actor, "action": e.action, **e.data} for e in view.events if e.action in DECISION_ACTIONS]
+
+
+def act(flow_stack, change: ChangeRequest, approver: str, *, code: str | None = None, decision: str = "approve",
+        comment: str = "") -> dict:
+    """Resume the gate like the UI does, then wait until the flow has processed the input."""
+    before = len(decisions(flow_stack, change.key))
+    code = code or flow_stack.service.approval_code_for(change.key, approver)
+    deadline = time.monotonic() + 60
+    while True:
+        key = asyncio.run(paused_key(change.flow_run_id))
+        if key and key.startswith("approval-"):
+            try:
+                asyncio.run(resume_with_input(change.flow_run_id, {
+                    "approver": approver, "decision": decision, "approval_code": code, "comment": comment}))
+                break
+            except ResumeRefused:
+                pass
+        assert time.monotonic() < deadline, "the gate never suspended"
+        time.sleep(0.2)
+    flow_stack.wait_for(change.key, lambda c: len(decisions(flow_stack, c.key)) > before, what="decision recorded")
+    return decisions(flow_stack, change.key)[-1]
+
+
+def final_run_state(run_id: str, timeout_s: float = 60):
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(UUID(run_id))).state
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = asyncio.run(read())
+        if state.is_final():
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"flow run {run_id} did not finish")
+
+
+def notifications_for(flow_stack, key: str) -> list[Notification]:
+    with flow_stack.service.db.read() as session:
+        return list(session.execute(
+            text("SELECT * FROM notifications WHERE change_key = :k ORDER BY id"), {"k": key}).mappings())
+
+
+def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_waiting(flow_stack):
+    run_id = submit(standard_request(title="flow: standard"))
+    change = awaiting(flow_stack, run_id)
+    assert change.flow_run_id == run_id
+
+    assert act(flow_stack, change, "alice")["action"] == "approval"
+    refused = act(flow_stack, change, "dave")
+    assert refused["action"] == "approval_refused" and "holds none of the roles" in refused["reason"]
+    refused = act(flow_stack, change, "bob", code="AAAA-BBBB-CCCC")
+    assert refused["action"] == "approval_refused" and "wrong approval code" in refused["reason"]
+    refused = act(flow_stack, change, "grace")
+    assert refused["action"] == "approval_refused" and "self-approval" in refused["reason"]
+    assert flow_stack.service.get(change.key).state == "awaiting_approval"
+
+    act(flow_stack, change, "bob", comment="lgtm")
+    assert final_run_state(run_id).is_completed()
+    view = flow_stack.service.view(change.key)
+    assert view.state == "closed"
+    assert [(a.approver, a.role) for a in view.approvals] == [("alice", "team_lead"), ("bob", "peer_reviewer")]
+    # Each input processed exactly once although every resume replays the earlier gate keys.
+    assert [d["action"] for d in decisions(flow_stack, change.key)] == [
+        "approval", "approval_refused", "approval_refused", "approval_refused", "approval"]
+    transitions = [(e.from_state, e.to_state) for e in view.events if e.action == "transition"]
+    assert transitions == [("submitted", "awaiting_approval"), ("awaiting_approval", "approved"),
+                           ("approved", "scheduled"), ("scheduled", "implementing"), ("implementing", "verifying"),
+                           ("verifying", "completed"), ("completed", "closed")]
+    sent = notifications_for(flow_stack, change.key)
+    requested = sorted(n["recipient"] for n in sent if n["event"] == "approval_requested")
+    assert requested == ["alice", "bob", "carol", "frank"]
+    assert all(n["state"] == "sent" for n in sent)
+    alice_mail = next(n for n in sent if n["event"] == "approval_requested" and n["recipient"] == "alice")
+    assert flow_stack.service.approval_code_for(change.key, "alice") in alice_mail["body_text"]
+    assert f"/runs/flow-run/{run_id}" in alice_mail["body_text"]
+
+
+def test_major_change_waits_for_the_cab_quorum(flow_stack):
+    run_id = submit(major_request(title="flow: major", requester="alice"))
+    change = awaiting(flow_stack, run_id)
+    assert act(flow_stack, change, "alice")["reason"].endswith("(self-approval)")
+    for person in ("carol", "dave"):
+        act(flow_stack, change, person)
+        assert flow_stack.service.get(change.key).state == "awaiting_approval"
+    act(flow_stack, change, "frank")
+    assert final_run_state(run_id).is_completed()
+    view = flow_stack.service.view(change.key)
+    assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["carol", "dave", "frank"]
+
+
+def test_emergency_change_goes_to_review_due_in_48h(flow_stack):
+    run_id = submit(emergency_request(title="flow: emergency"))
+    change = awaiting(flow_stack, run_id)
+    act(flow_stack, change, "erin", comment="P1, go")
+    assert final_run_state(run_id).is_completed()
+    done = flow_stack.service.get(change.key)
+    assert done.state == "review_pending"
+    assert timedelta(hours=47, minutes=59) < done.review_due_at - done.implemented_at < timedelta(hours=48, minutes=1)
+    transitions = [e.to_state for e in flow_stack.service.view(change.key).events if e.action == "transition"]
+    assert "scheduled" not in transitions
+
+
+def test_rejection_ends_the_flow_with_the_change_rejected(flow_stack):
+    run_id = submit(standard_request(title="flow: rejected"))
+    change = awaiting(flow_stack, run_id)
+    act(flow_stack, change, "frank")
+    act(flow_stack, change, "carol", decision="reject", comment="no load test")
+    state = final_run_state(run_id)
+    assert state.is_completed()
+    change = flow_stack.service.get(change.key)
+    assert change.state == "rejected" and change.implemented_at is None
+    announced = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "rejected"}
+    assert announced == {"grace", "frank", "carol"}
+
+
+def test_expired_gate_ends_as_expired(flow_stack):
+    run_id = submit(emergency_request(title="flow: expires"))
+    change = awaiting(flow_stack, run_id)
+    # Travel in time: the approval was requested two hours ago (the emergency SLA is one hour).
+    _backdate(flow_stack, change.key, timedelta(hours=2))
+    sweep = run_deployment("approval-escalation/every-minute", timeout=90)
+    assert sweep.state.is_completed()
+    assert flow_stack.service.get(change.key).state == "expired"
+    assert final_run_state(run_id).is_cancelled()
+    expired_notices = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "expired"}
+    assert expired_notices == {"bob", "erin"}
+
+
+def _backdate(flow_stack, key: str, waited: timedelta) -> None:
+    with flow_stack.service.db.write() as session:
+        session.execute(update(ChangeRequest).where(ChangeRequest.key == key)
+                        .values(approval_requested_at=utcnow() - waited))
+
+
+def test_unanswered_gate_escalates_up_the_ladder_once_per_rung(flow_stack):
+    run_id = submit(emergency_request(title="flow: escalates", requester="grace"))
+    change = awaiting(flow_stack, run_id)
+    _backdate(flow_stack, change.key, timedelta(minutes=35))
+    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    reminders = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "approval_reminder"]
+    assert sorted((n["recipient"], n["idempotency_key"].rsplit(":", 1)[1]) for n in reminders) == [
+        ("bob", "1-L1-oncall_primary"), ("carol", "1-L2-oncall_secondary")]
+    assert "has waited 35 min for approval" in reminders[0]["subject"]
+    _backdate(flow_stack, change.key, timedelta(minutes=125))
+    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    rungs = {n["idempotency_key"].rsplit(":", 1)[1] for n in notifications_for(flow_stack, change.key)
+             if n["event"] == "approval_reminder"}
+    # P1 emergency: the executive rung applies; every rung was written exactly once (the key is unique).
+    assert rungs == {"1-L1-oncall_primary", "1-L2-oncall_secondary", "1-L3-management", "1-L4-executive"}
+    assert flow_stack.service.get(change.key).state == "expired"
+
+
+def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
+    run_id = submit({"type": "standard", "title": "Restart payments", "service": "payments",
+                     "requester": "grace", "template": "restart-service"})
+    assert final_run_state(run_id).is_completed()
+    change = flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}")
+    view = flow_stack.service.view(change.key)
+    assert view.state == "closed" and view.approvals == []
+    decision = next(e for e in view.events if e.action == "policy_decision")
+    assert decision.data["pre_approved_template"] == "restart-service"
+    assert decision.data["policy_version"] == view.policy_version
+    steps = next(e for e in view.events if e.to_state == "verifying").data["steps"]
+    assert steps[0]["output"].strip() == "restarting payments" and steps[0]["exit_code"] == 0
+
+
+def test_failed_implementation_rolls_back(flow_stack):
+    run_id = submit({"type": "standard", "title": "Broken deploy", "service": "checkout",
+                     "requester": "grace", "template": "failing-deploy"})
+    assert final_run_state(run_id).is_completed()
+    view = flow_stack.service.view(flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}").key)
+    assert view.state == "review_pending"
+    rolled = next(e for e in view.events if e.to_state == "rolled_back")
+    assert rolled.data["evidence"][-1]["exit_code"] == 3
+    assert rolled.data["rollback"][0]["output"].strip() == "rolled back checkout"
+
+
+def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
+    run_id = submit(standard_request(title="flow: rerun"))
+    change = awaiting(flow_stack, run_id)
+    act(flow_stack, change, "alice")
+    act(flow_stack, change, "carol")
+    assert final_run_state(run_id).is_completed()
+    before = (flow_stack.service.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+
+    async def rerun():
+        from prefect.states import Scheduled
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(run_id), Scheduled(), force=True)
+
+    asyncio.run(rerun())
+    time.sleep(1)
+    assert final_run_state(run_id).is_completed()
+    after = (flow_stack.service.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+    assert after == before
+    with flow_stack.service.db.read() as session:
+        assert session.execute(text("SELECT COUNT(*) FROM change_requests WHERE idempotency_key = :k"),
+                               {"k": f"flow-run:{run_id}"}).scalar_one() == 1
+
+
+def test_cli_decisions_move_the_same_suspended_run(flow_stack):
+    """Two approvers on the CLI at the same moment: both recorded, the run resumes and finishes."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    run_id = submit(standard_request(title="flow: cli"))
+    change = awaiting(flow_stack, run_id)
+
+    def cli(*args):
+        return subprocess.run([changeflow, *args], env=flow_stack.stack.env, capture_output=True, text=True)
+
+    def approve(person):
+        return cli("approve", change.key, "--as", person, "--code",
+                   flow_stack.service.approval_code_for(change.key, person), "--json")
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(approve, ["frank", "bob"]))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert final_run_state(run_id, timeout_s=90).is_completed()
+    view = flow_stack.service.view(change.key)
+    assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["bob", "frank"]
+    assert [d["action"] for d in decisions(flow_stack, change.key)] == ["approval", "approval"]
+
+    pending = json.loads(cli("pending", "--json").stdout)
+    assert change.key not in [p["key"] for p in pending]
+
+
+def test_submit_form_is_the_change_request_model(flow_stack):
+    import httpx
+
+    deployment = httpx.get(f"{flow_stack.api_url}/deployments/name/change-request/submit").json()
+    schema = deployment["parameter_openapi_schema"]
+    request = schema["definitions"]["ChangeRequestInput"]
+    assert request["properties"]["rollback_plan"]["description"].startswith("How to undo the change")
+    assert schema["definitions"]["ChangeType"]["enum"] == ["emergency", "standard", "major"]
+    assert request["additionalProperties"] is False
