@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test up venv bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/pytest
+
+up: $(INSTALLED)
+	$(BIN)/changeflow up
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/write_throughput.py --count $${COUNT:-100000}

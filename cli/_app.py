@@ -390,6 +390,8 @@ def policy_show(json_output: bool = JsonOption) -> None:
     console.print("The requester never approves their own change; one person fills one role per change.")
 
 
-from ._demo import demo  # noqa: E402  (registered last: it drives the commands above)
+from ._demo import demo  # noqa: E402  (registered last: they drive the commands above)
+from ._up import up  # noqa: E402
 
 app.command()(demo)
+app.command()(exits_cleanly(up))

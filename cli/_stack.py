@@ -77,6 +77,7 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
         "PREFECT_UI_API_URL": api_url,
+        "CHANGEFLOW_REPO": str(REPO_ROOT),
     })
     env.update(extra or {})
     return env
@@ -121,3 +122,20 @@ def wait_for_deployments(api_url: str, names: list[str], timeout_s: float = 60) 
             return
         time.sleep(0.5)
     raise RuntimeError(f"deployments {names} did not appear at {api_url}")
+
+
+WORK_POOL = "changeflow"
+
+
+def create_pool_and_deploy(stack: Stack) -> None:
+    """Create the process work pool (if missing) and deploy prefect.yaml from the checkout."""
+    pool = stack.run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"])
+    if pool.returncode != 0 and "already exists" not in (pool.stdout + pool.stderr):
+        raise RuntimeError(f"could not create work pool {WORK_POOL}: {pool.stdout}{pool.stderr}")
+    deploy = stack.run([_bin("prefect"), "--no-prompt", "deploy", "--all"])
+    if deploy.returncode != 0:
+        raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
+
+
+def start_worker(stack: Stack, logs: Path) -> subprocess.Popen:
+    return stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log")

@@ -24,8 +24,8 @@ from models import (
 )
 from models._types import utcnow
 
-from ._commands import run_commands
-from ._runtime import runtime
+from flows._commands import run_commands
+from flows._runtime import runtime
 
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
 

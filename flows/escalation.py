@@ -12,8 +12,8 @@ from models import ChangeState, ChangeType
 from models._escalation import due_escalations, format_wait, sla_passed
 from models._types import utcnow
 
-from ._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input
-from ._runtime import runtime
+from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input
+from flows._runtime import runtime
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
 

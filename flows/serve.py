@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect import serve
 
-from .change_request import change_request
-from .escalation import approval_escalation
+from flows.change_request import change_request
+from flows.escalation import approval_escalation
 
 
 def deployments(escalation_interval_s: float | None = 60):

@@ -1,0 +1,87 @@
+"""`changeflow up`: the whole local stack for a person to use the Prefect UI, until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import typer
+
+from models import ChangeflowError, Settings
+
+from ._output import console
+from ._stack import (
+    FAST_POLLING,
+    Stack,
+    create_pool_and_deploy,
+    port_in_use,
+    prefect_env,
+    start_server,
+    start_worker,
+    wait_healthy,
+)
+
+
+class StackError(ChangeflowError):
+    exit_code = 1
+
+
+def _configured_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def up(
+    port: int = typer.Option(4200, help="Port of the Prefect server to start on 127.0.0.1."),
+    once: bool = typer.Option(False, help="Start everything, print the addresses and stop again (a smoke test)."),
+) -> None:
+    """Start a Prefect server (unless PREFECT_API_URL names one), the work pool, the deployments and a worker."""
+    settings = Settings()
+    from ._app import app
+
+    app(["init"], standalone_mode=False)
+    logs = settings.home / "logs"
+    existing = _configured_api_url()
+    api_url = existing or f"http://127.0.0.1:{port}/api"
+    ui_url = api_url.removesuffix("/api")
+    stack = Stack(api_url, prefect_env(api_url, settings.home / "prefect", {
+        **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": ui_url, "CHANGEFLOW_HOME": str(settings.home),
+    }))
+    stopping = False
+
+    def _stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if existing:
+            console.print(f"using the Prefect server at {api_url} (PREFECT_API_URL)")
+            wait_healthy(api_url, timeout_s=10)
+        else:
+            if port_in_use(port):
+                raise StackError(
+                    f"port {port} is taken. Free it, choose another with --port, or set PREFECT_API_URL to use "
+                    "the Prefect server already running there"
+                )
+            console.print(f"starting Prefect server on 127.0.0.1:{port} (logs: {logs})")
+            start_server(stack, port, logs)
+        console.print("creating work pool `changeflow` and deploying prefect.yaml")
+        create_pool_and_deploy(stack)
+        start_worker(stack, logs)
+        console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}")
+        console.print(f"  submit a change: {ui_url}/deployments -> change-request / submit -> Run -> Custom run")
+        console.print(f"  notifications are printed in {logs / 'worker.log'}; `changeflow pending` lists gates")
+        console.print("  Ctrl-C stops everything this command started")
+        while not stopping and not once:
+            if any(p.poll() is not None for p in stack.processes):
+                raise StackError(f"a process of the stack exited; see the logs in {logs}")
+            time.sleep(0.5)
+    except RuntimeError as exc:
+        raise StackError(str(exc)) from None
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+        console.print("stopped")
