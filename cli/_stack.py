@@ -16,7 +16,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Our latency defaults (Prefect's are 10 s polls): a decision should move the change within ~3 s.
-FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "0.5"}
 
 
 def free_port() -> int:

@@ -77,3 +77,9 @@ def test_init_writes_a_private_secret(monkeypatch, tmp_path):
     assert (settings.secret_file.stat().st_mode & 0o777) == 0o600
     assert settings.ensure_secret_file() is False
     assert len(settings.secret_bytes()) == 64
+
+
+def test_schema_revision_constant_is_alembics_head():
+    from models._migrate import SCHEMA_REVISION, head_revision
+
+    assert SCHEMA_REVISION == head_revision()
