@@ -81,3 +81,4 @@ class AuditAction(str, Enum):
     approval_refused = "approval_refused"
     policy_decision = "policy_decision"
     review_recorded = "review_recorded"
+    notification_failed = "notification_failed"

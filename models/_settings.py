@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,20 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:4200",
         description="Base URL of the Prefect UI, used in links sent to approvers.",
     )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail notifications.")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = Field(default=None, description="SMTP login (auth only when set).")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password; never logged.")
+    smtp_from: str = Field(default="changeflow@localhost", description="From address of e-mail notifications.")
+    webhook_signing_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for generic webhook signatures; default: the changeflow secret."
+    )
+    notify_max_attempts: int = Field(default=5, ge=1, le=50, description="Send attempts before a channel fails.")
+    notify_backoff_s: float = Field(
+        default=5.0, gt=0, description="First retry delay; doubles per attempt (with jitter), capped at 15 min."
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of every outbound HTTP request.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -26,7 +26,25 @@ class Notifier:
         self.service = service
         self.settings = settings
         self.renderer = TemplateRenderer(settings.config_dir / "templates")
-        self.outbox = Outbox(service.db, channels or default_channels())
+        self.outbox = Outbox(
+            service.db,
+            channels if channels is not None else default_channels(settings),
+            max_attempts=settings.notify_max_attempts,
+            backoff_s=settings.notify_backoff_s,
+            next_channel=self.next_channel,
+        )
+
+    def next_channel(self, person: str, failed: dict) -> tuple[int, dict] | None:
+        """The directory's next channel for `person` after the one that failed for good."""
+        entry = self.service.org.directory.people.get(person)
+        if entry is None:
+            return None
+        channels = [c.model_dump(exclude_none=True) for c in entry.channels]
+        try:
+            index = channels.index(failed)
+        except ValueError:
+            return None
+        return (index + 1, channels[index + 1]) if index + 1 < len(channels) else None
 
     def _change_context(self, change: ChangeRequest) -> dict:
         evaluation = self.service.evaluation(change.key)

@@ -6,22 +6,24 @@ write and the send loses nothing because the row stays pending until a sender ma
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from models import Database, Notification
+from models import AuditAction, Database, Notification, append_event
 from models._types import utcnow
 
-from ._channels import Channel, DeliveryError, Outbound
+from ._channels import Channel, DeliveryError, Outbound, describe_target
 from ._templates import Rendered
 
-MAX_ATTEMPTS = 5
 LEASE = timedelta(minutes=2)
+MAX_BACKOFF_S = 900.0
 _TABLE = Notification.__table__
 
 
@@ -69,10 +71,32 @@ class DeliveryReport:
     retrying: int
 
 
+def retry_delay(attempts: int, base_s: float, retry_after_s: float | None) -> float:
+    """Exponential backoff with jitter (half to full of the doubled delay); never sooner than Retry-After."""
+    ceiling = min(base_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after_s or 0.0)
+
+
+NextChannel = Callable[[str, dict], "tuple[int, dict] | None"]
+
+
 class Outbox:
-    def __init__(self, db: Database, channels: dict[str, Channel]):
+    def __init__(
+        self,
+        db: Database,
+        channels: dict[str, Channel],
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 5.0,
+        next_channel: NextChannel | None = None,
+    ):
         self.db = db
         self.channels = channels
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        # Given a recipient and the channel that failed for good: (index, channel) of the one to try next.
+        self.next_channel = next_channel
 
     def _claim(self, limit: int, change_key: str | None) -> list[Notification]:
         now = utcnow()
@@ -112,21 +136,56 @@ class Outbox:
         attempts = row.attempts + 1
         try:
             if channel is None:
-                raise DeliveryError(f"no sender for channel type {channel_type!r}", permanent=True)
+                raise DeliveryError(f"no sender configured for channel type {channel_type!r}", permanent=True)
             channel.send(
                 Outbound(row.change_key, row.event, row.recipient, row.subject, row.body_text, row.body_markdown,
                          row.body_html),
                 row.channel,
             )
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
-            permanent = isinstance(exc, DeliveryError) and exc.permanent
-            state = "failed" if permanent or attempts >= MAX_ATTEMPTS else "pending"
-            backoff = timedelta(seconds=min(2 ** attempts * 5, 900))
-            self._finish(row.id, state=state, attempts=attempts, last_error=str(exc)[:2000],
-                         next_attempt_at=utcnow() + backoff)
-            return state
+            if isinstance(exc, DeliveryError):
+                error, permanent, retry_after = str(exc), exc.permanent, exc.retry_after_s
+            else:
+                # Not our error type: its text may quote a URL; keep only the kind of failure.
+                error, permanent, retry_after = f"{describe_target(row.channel)}: {type(exc).__name__}", False, None
+            if permanent or attempts >= self.max_attempts:
+                self._fail(row, attempts, error)
+                return "failed"
+            self._finish(row.id, state="pending", attempts=attempts, last_error=error[:2000],
+                         next_attempt_at=utcnow() + timedelta(seconds=retry_delay(attempts, self.backoff_s,
+                                                                                    retry_after)))
+            return "pending"
         self._finish(row.id, state="sent", attempts=attempts, sent_at=utcnow(), last_error="")
         return "sent"
+
+    def _fail(self, row: Notification, attempts: int, error: str) -> None:
+        """Mark failed, record it in the audit trail, and queue the message on the person's next channel."""
+        fallback = self.next_channel(row.recipient, row.channel) if self.next_channel else None
+        with self.db.write() as session:
+            session.execute(update(Notification).where(Notification.id == row.id).values(
+                state="failed", attempts=attempts, last_error=error[:2000]))
+            append_event(session, actor="notifications", action=AuditAction.notification_failed.value,
+                         change_key=row.change_key, data={
+                             "notification": row.id, "event": row.event, "recipient": row.recipient,
+                             "channel": describe_target(row.channel), "attempts": attempts, "error": error[:500],
+                             "fallback": describe_target(fallback[1]) if fallback else None})
+            if fallback is not None:
+                index, channel = fallback
+                enqueue(session, key=f"{row.idempotency_key}#channel{index}", change_key=row.change_key,
+                        event=row.event, recipient=row.recipient, channel=channel,
+                        rendered=Rendered(row.subject, row.body_text, row.body_markdown, row.body_html))
+
+    def retry(self, notification_id: int) -> Notification:
+        """Put a failed notification back in the queue, due now, with a fresh attempt budget."""
+        with self.db.write() as session:
+            row = session.get(Notification, notification_id)
+            if row is None:
+                from models import NotFound
+
+                raise NotFound(f"no notification {notification_id}")
+            session.execute(update(Notification).where(Notification.id == notification_id).values(
+                state="pending", attempts=0, next_attempt_at=utcnow()))
+        return row
 
     def _finish(self, notification_id: int, **values) -> None:
         with self.db.write() as session:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
-from markupsafe import escape
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -34,12 +33,18 @@ class TemplateRenderer:
             keep_trailing_newline=False,
         )
 
+    def events(self) -> list[str]:
+        """Every event that has a template set (the package's and the overrides')."""
+        names = self.env.list_templates(filter_func=lambda name: name.endswith(".subject.j2"))
+        return sorted({name.removesuffix(".subject.j2") for name in names})
+
     def render(self, event: str, context: dict) -> Rendered:
         subject = " ".join(self.env.get_template(f"{event}.subject.j2").render(context).split())
         text = self.env.get_template(f"{event}.txt.j2").render(context).strip() + "\n"
         markdown = self.env.get_template(f"{event}.md.j2").render(context).strip() + "\n"
         try:
-            html = self.env.get_template(f"{event}.html.j2").render(context)
+            html_template = self.env.get_template(f"{event}.html.j2")
         except TemplateNotFound:
-            html = f"<pre>{escape(text)}</pre>"
+            html_template = self.env.get_template("_default.html.j2")
+        html = html_template.render({"ui_url": None, **context, "subject": subject, "text": text})
         return Rendered(subject=subject, text=text, markdown=markdown, html=html)

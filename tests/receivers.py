@@ -1,0 +1,94 @@
+"""Real servers on 127.0.0.1 that notifications are sent to: an HTTP receiver with scripted answers and an
+aiosmtpd SMTP server. Used by the notification tests and the delivery benchmark."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict
+    body: bytes
+    at: float
+    status: int
+
+
+@dataclass
+class HttpReceiver:
+    """Records every POST; answers from `script` (status, headers) in order, then 200."""
+
+    server: ThreadingHTTPServer
+    requests: list[Received] = field(default_factory=list)
+    script: deque = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, *responses: tuple[int, dict]) -> None:
+        self.script.extend(responses)
+
+    def delivered(self, path: str | None = None) -> list[Received]:
+        return [r for r in self.requests if r.status < 300 and (path is None or r.path == path)]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_http_receiver(port: int = 0) -> HttpReceiver:
+    holder: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            receiver: HttpReceiver = holder["receiver"]
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                status, headers = receiver.script.popleft() if receiver.script else (200, {})
+                receiver.requests.append(Received(self.path, dict(self.headers), body, time.monotonic(), status))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    receiver = HttpReceiver(server)
+    holder["receiver"] = receiver
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver
+
+
+class SmtpSink:
+    """aiosmtpd server collecting messages."""
+
+    def __init__(self, port: int):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
+                sink.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+        self.port = port
+
+    def stop(self) -> None:
+        self.controller.stop()
