@@ -121,12 +121,15 @@ def approval_gate(key: str) -> ChangeRequest:
                     result.evaluation.describe_missing())
 
 
-@task(name="announce decision")
+@task(name="announce")
 def announce(key: str, event: str, reason: str = "") -> None:
+    """Tell the requester, the approvers and the service's owners and stakeholders."""
     rt = runtime()
     change = rt.service.get(key)
-    people = [p for p in {change.requester, *rt.service.decided_by(key)} if p in rt.service.org.directory.people]
-    rt.notifier.announce(change, event, sorted(people), reason=reason)
+    directory = rt.service.org.directory
+    entry = directory.services.get(change.service)
+    audience = {change.requester, *rt.service.decided_by(key), *(entry.owners + entry.stakeholders if entry else [])}
+    rt.notifier.announce(change, event, sorted(p for p in audience if p in directory.people), reason=reason)
     rt.notifier.deliver(change_key=key)
 
 
@@ -218,8 +221,16 @@ def change_request(request: ChangeRequestInput) -> str:
     announce(key, "approved")
     if change.type != ChangeType.emergency.value:
         change = wait_for_window(key)
+    announce(key, "change_started")
     if implement(key):
         verify(key)
+    # The recorded outcome, not this run's return values, decides: a re-run of a finished change repeats
+    # the same announcement (a no-op in the outbox) instead of inventing a failure.
+    outcome = runtime().service.get(key).outcome
+    if outcome == "succeeded":
+        announce(key, "change_completed")
+    else:
+        announce(key, "change_failed", reason=(outcome or "not implemented").replace("_", " "))
     return close(key)
 
 

@@ -148,7 +148,8 @@ def test_rejection_ends_the_flow_with_the_change_rejected(flow_stack):
     change = flow_stack.service.get(change.key)
     assert change.state == "rejected" and change.implemented_at is None
     announced = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "rejected"}
-    assert announced == {"grace", "frank", "carol"}
+    # requester, the two approvers, and payments' owner (alice) and stakeholder (dave)
+    assert announced == {"grace", "frank", "carol", "alice", "dave"}
 
 
 def test_expired_gate_ends_as_expired(flow_stack):
