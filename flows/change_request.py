@@ -26,6 +26,7 @@ from models._types import utcnow
 
 from flows._commands import run_commands
 from flows._runtime import runtime
+from flows.checklists import run_phase
 
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
 
@@ -146,9 +147,18 @@ def wait_for_window(key: str) -> ChangeRequest:
     return service.get(key)
 
 
-@task(name="implement")
+@task(name="implementation step")
+def run_step(command: str, service_name: str, timeout_s: float) -> dict:
+    result = run_commands([command], service=service_name, timeout_s=timeout_s)[0]
+    return result.evidence()
+
+
 def implement(key: str) -> bool:
-    """Run the change's template commands (the checklist and canary issues plug in here)."""
+    """Run the change's steps (its template's commands), the during-checklist after each; roll back on failure.
+
+    Each finished step is recorded, so a run resumed mid-implementation (a manual during-item) does not run
+    a step twice.
+    """
     rt = runtime()
     change = rt.service.get(key)
     if change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
@@ -156,32 +166,51 @@ def implement(key: str) -> bool:
     if change.state != ChangeState.implementing.value:
         return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
     template = rt.service.org.templates.get(change.template) if change.template else None
-    results = run_commands(template.implementation_commands, service=change.service,
-                           timeout_s=template.command_timeout_s) if template else []
-    ok = all(r.ok for r in results)
-    if ok:
-        rt.service.transition(key, ChangeState.verifying, actor="changeflow",
-                              reason="implementation steps done" if template else "implementation plan handed to the operator",
-                              data={"steps": [r.evidence() for r in results]})
-    else:
-        roll_back(key, "implementation step failed", [r.evidence() for r in results])
-    return ok
+    commands = template.implementation_commands if template else []
+    done = rt.service.done_steps(key)
+    evidence = []
+    for step, command in enumerate(commands or [None], start=1):
+        if step in done:
+            evidence.append(done[step])
+            continue
+        if command is None:
+            outcome = {"step": step, "manual": "implementation plan handed to the operator", "ok": True}
+        else:
+            result = run_step(command, change.service, template.command_timeout_s)
+            outcome = {"step": step, **result, "ok": result["exit_code"] == 0 and not result["timed_out"]}
+        if not outcome["ok"]:
+            roll_back(key, f"implementation step {step} failed", [*evidence, outcome])
+            return False
+        evidence.append(rt.service.record_step(key, step, outcome))
+        during = run_phase(key, "during", step)
+        if not during.ok:
+            roll_back(key, f"during-checklist failed after step {step}: {', '.join(during.failed_required)}",
+                      evidence)
+            return False
+    rt.service.transition(key, ChangeState.verifying, actor="changeflow",
+                          reason="implementation steps done" if template else "implementation plan handed to the operator",
+                          data={"steps": evidence})
+    return True
 
 
-@task(name="verify")
 def verify(key: str) -> bool:
+    """The template's verify commands, then the post-checklist; a required failure rolls the change back."""
     rt = runtime()
     change = rt.service.get(key)
     if change.state != ChangeState.verifying.value:
         return change.state == ChangeState.completed.value
     template = rt.service.org.templates.get(change.template) if change.template else None
-    results = run_commands(template.verify_commands, service=change.service,
-                           timeout_s=template.command_timeout_s) if template else []
-    if not all(r.ok for r in results):
-        roll_back(key, "verification failed", [r.evidence() for r in results])
+    checks = []
+    for command in template.verify_commands if template else []:
+        checks.append(run_step(command, change.service, template.command_timeout_s))
+        if checks[-1]["exit_code"] != 0 or checks[-1]["timed_out"]:
+            roll_back(key, "verification failed", checks)
+            return False
+    post = run_phase(key, "post")
+    if not post.ok:
+        roll_back(key, f"post-checklist failed: {', '.join(post.failed_required)}", checks)
         return False
-    rt.service.transition(key, ChangeState.completed, actor="changeflow", reason="verified",
-                          data={"checks": [r.evidence() for r in results]})
+    rt.service.transition(key, ChangeState.completed, actor="changeflow", reason="verified", data={"checks": checks})
     return True
 
 
@@ -221,6 +250,15 @@ def change_request(request: ChangeRequestInput) -> str:
     announce(key, "approved")
     if change.type != ChangeType.emergency.value:
         change = wait_for_window(key)
+    pre = run_phase(key, "pre")
+    if not pre.ok:
+        # Nothing has been touched yet: the change stops here.
+        rt = runtime()
+        if rt.service.get(key).state in (ChangeState.approved.value, ChangeState.scheduled.value):
+            rt.service.transition(key, ChangeState.cancelled, actor="changeflow",
+                                  reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
+        announce(key, "change_failed", reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
+        return rt.service.get(key).state
     announce(key, "change_started")
     if implement(key):
         verify(key)

@@ -173,6 +173,7 @@ class ChangeTemplate(_Strict):
     verify_commands: list[str] = Field(default_factory=list)
     rollback_commands: list[str] = Field(default_factory=list)
     command_timeout_s: float = Field(default=300, gt=0, le=86400)
+    checklist: str | None = Field(default=None, description="Checklist (checklists.yaml) its changes run")
 
 
 class Org(BaseModel):
@@ -183,9 +184,13 @@ class Org(BaseModel):
     directory: Directory
     policies: PolicySet
     templates: dict[str, ChangeTemplate] = Field(default_factory=dict)
+    checklists: dict[str, "Checklist"] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _templates_known(self) -> "Org":
+        for name, template in self.templates.items():
+            if template.checklist and template.checklist not in self.checklists:
+                raise ValueError(f"templates.{name}.checklist: no checklist named {template.checklist!r}")
         unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]
         if unknown:
             raise ValueError(f"policies.pre_approved_templates: no template named {', '.join(unknown)}")
@@ -274,10 +279,15 @@ def load_org(config_dir: Path) -> Org:
     directory = load_directory(config_dir / "directory.yaml")
     policies = load_policies(config_dir / "policies.yaml")
     templates = load_templates(config_dir / "templates.yaml")
+    checklists = load_checklists(config_dir / "checklists.yaml")
     try:
-        return Org(directory=directory, policies=policies, templates=templates)
+        return Org(directory=directory, policies=policies, templates=templates, checklists=checklists)
     except ValidationError as exc:
         raise _format_validation(str(config_dir), exc) from None
 
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
+
+from ._checklist import Checklist, load_checklists  # noqa: E402  (defined on top of this module's helpers)
+
+Org.model_rebuild()

@@ -82,3 +82,8 @@ class AuditAction(str, Enum):
     policy_decision = "policy_decision"
     review_recorded = "review_recorded"
     notification_failed = "notification_failed"
+    checklist_phase = "checklist_phase"
+    checklist_confirmed = "checklist_confirmed"
+    checklist_waiting = "checklist_waiting"
+    implementation_step = "implementation_step"
+    policy_override = "policy_override"

@@ -116,6 +116,14 @@ class ChangeRequestInput(BaseModel):
         json_schema_extra={"position": 14},
     )
 
+    checklist: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
+        "automated); empty: none, or the template's.",
+        json_schema_extra={"position": 15},
+    )
+
     @model_validator(mode="after")
     def _type_specific_rules(self, info: ValidationInfo) -> "ChangeRequestInput":
         problems: list[str] = []

@@ -367,6 +367,69 @@ class ChangeService:
 
         return self._retry(attempt, None)
 
+    # ---- checklists --------------------------------------------------------------------------------------
+
+    def record_check(self, key: str, *, phase: str, step: int, item, outcome, actor: str = "changeflow") -> bool:
+        """Store one item's outcome once; False when (change, phase, step, item) already has one."""
+        from ._checklist_store import insert_result
+
+        with self.db.write() as session:
+            change = self._load(session, key)
+            written = insert_result(session, change.key, phase, step, item, outcome, actor)
+            if written and actor != "changeflow":
+                append_event(session, actor=actor, action=AuditAction.checklist_confirmed.value,
+                             change_key=change.key, data={"phase": phase, "step": step, "item": item.id,
+                                                          "note": outcome.detail}, at=self._clock())
+            return written
+
+    def check_results(self, key: str, *, phase: str | None = None, step: int | None = None) -> list:
+        from ._tables import ChecklistResult
+
+        stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper()).order_by(ChecklistResult.id)
+        if phase is not None:
+            stmt = stmt.where(ChecklistResult.phase == phase)
+        if step is not None:
+            stmt = stmt.where(ChecklistResult.step == step)
+        with self.db.read() as session:
+            return list(session.execute(stmt).scalars())
+
+    def record_phase(self, key: str, verdict, *, step: int) -> None:
+        """The phase verdict in the audit trail (once per change, phase and step)."""
+        with self.db.write() as session:
+            change = self._load(session, key, for_update=True)
+            for event in events_for(session, change.key):
+                data = decode_data(event) if event.action == AuditAction.checklist_phase.value else {}
+                if data.get("phase") == verdict.phase and data.get("step") == step:
+                    return
+            append_event(session, actor="changeflow", action=AuditAction.checklist_phase.value,
+                         change_key=change.key, at=self._clock(),
+                         data={"phase": verdict.phase, "step": step, "status": verdict.status.name,
+                               "failed_required": verdict.failed_required, "failed_advisory": verdict.failed_advisory})
+
+    def _marker(self, key: str, action: AuditAction, match: dict, data: dict | None = None):
+        """Append an event once per `match` (a resumed run asks again); return the time it was first written."""
+        with self.db.write() as session:
+            change = self._load(session, key, for_update=True)
+            for event in events_for(session, change.key):
+                if event.action == action.value and all(decode_data(event).get(k) == v for k, v in match.items()):
+                    return event.occurred_at, decode_data(event)
+            now = self._clock()
+            append_event(session, actor="changeflow", action=action.value, change_key=change.key, at=now,
+                         data={**match, **(data or {})})
+            return now, {**match, **(data or {})}
+
+    def phase_waiting_since(self, key: str, phase: str, step: int) -> datetime:
+        return self._marker(key, AuditAction.checklist_waiting, {"phase": phase, "step": step})[0]
+
+    def record_step(self, key: str, step: int, evidence: dict) -> dict:
+        """Record an implementation step as done (once); returns the first record's data."""
+        return self._marker(key, AuditAction.implementation_step, {"step": step}, evidence)[1]
+
+    def done_steps(self, key: str) -> dict[int, dict]:
+        with self.db.read() as session:
+            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
+                    if e.action == AuditAction.implementation_step.value}
+
     # ---- internals --------------------------------------------------------------------------------------
 
     def _retry(self, attempt: Callable[[], T], expected_version: int | None) -> T:
@@ -507,6 +570,14 @@ class ChangeService:
         return None
 
     def _apply_template(self, request: ChangeRequestInput) -> ChangeRequestInput:
+        request = self._apply_template_fields(request)
+        if request.checklist and request.checklist not in self.org.checklists:
+            known = ", ".join(sorted(self.org.checklists)) or "none configured"
+            raise InputError(f"checklist: unknown checklist {request.checklist!r} (known: {known})",
+                             [("checklist", "unknown checklist")])
+        return request
+
+    def _apply_template_fields(self, request: ChangeRequestInput) -> ChangeRequestInput:
         if not request.template:
             return request
         template = self.org.templates.get(request.template)
@@ -523,6 +594,8 @@ class ChangeService:
                 merged[name] = getattr(template, name).replace("{service}", request.service)
         if "risk" not in request.model_fields_set and template.risk:
             merged["risk"] = template.risk
+        if not merged.get("checklist") and template.checklist:
+            merged["checklist"] = template.checklist
         return parse_change_request(merged, template_applied=True)
 
     def _authorise(

@@ -53,6 +53,7 @@ class ChangeRequest(SQLModel, table=True):
     implemented_at: datetime | None = _optional_time()
     closed_at: datetime | None = _optional_time()
     template: str | None = Field(default=None, sa_type=String(100), description="Change template it came from")
+    checklist: str | None = Field(default=None, sa_type=String(100), description="Checklist its phases run")
     approval_requested_at: datetime | None = _optional_time()
     outcome: str | None = Field(
         default=None, sa_type=String(16), description="succeeded / failed / rolled_back, once implemented"
@@ -141,3 +142,24 @@ class Notification(SQLModel, table=True):
     last_error: str = Field(default="", sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     sent_at: datetime | None = _optional_time()
+
+
+class ChecklistResult(SQLModel, table=True):
+    """One checklist item's outcome for a change, phase and implementation step, with its evidence."""
+
+    __tablename__ = "checklist_results"
+    __table_args__ = (UniqueConstraint("change_key", "phase", "step", "item_id", name="uq_checklist_result"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    change_key: str = Field(sa_type=String(20), index=True)
+    phase: str = Field(sa_type=String(8))
+    step: int = 0
+    item_id: str = Field(sa_type=String(64))
+    title: str = Field(sa_type=String(200))
+    kind: str = Field(sa_type=String(16))
+    required: bool = True
+    passed: bool
+    detail: str = Field(default="", sa_type=Text)
+    evidence: dict = Field(default_factory=dict, sa_type=JSON)
+    actor: str = Field(default="changeflow", sa_type=String(100))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -110,8 +110,9 @@ class Notifier:
         return written
 
     def announce(self, change: ChangeRequest, event: str, people: list[str], *, reason: str = "",
-                 round_: int | str | None = None, deadline: datetime | None = None) -> int:
-        context = self._change_context(change)
+                 round_: int | str | None = None, deadline: datetime | None = None,
+                 extra: dict | None = None) -> int:
+        context = {**self._change_context(change), **(extra or {})}
         if deadline is not None:
             context["deadline"] = _when(deadline)
         return sum(

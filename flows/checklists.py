@@ -1,0 +1,159 @@
+"""The checklist runner: automated items as concurrent Prefect tasks (with their retries and timeouts),
+manual items through one Resume form per phase or `changeflow confirm`; results stored with evidence.
+
+Idempotent like the rest of the flow: an item with a stored result is never run again, so a resumed run
+picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from pydantic import Field, create_model
+
+from flows._checks import CHECKS
+from flows._runtime import runtime
+from models._checklist import ItemOutcome, PhaseVerdict, phase_verdict
+from models._types import utcnow
+
+
+class CheckFailed(Exception):
+    """Raised by a failing check so Prefect applies the item's retries; carries the last outcome."""
+
+    def __init__(self, outcome: ItemOutcome):
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
+@task(name="check")
+def run_check(item) -> ItemOutcome:
+    outcome = CHECKS[item.kind](item)
+    if not outcome.passed:
+        raise CheckFailed(outcome)
+    return outcome
+
+
+def field_name(item_id: str) -> str:
+    return item_id.replace("-", "_")
+
+
+def confirmation_form(phase: str, items: list, description: str):
+    """A RunInput with one checkbox per manual item of the phase."""
+    fields = {field_name(i.id): (bool, Field(default=False, description=i.title)) for i in items}
+    fields["confirmed_by"] = (str, Field(description="Your user name"))
+    fields["note"] = (str, Field(default="", description="What you checked, or a deviation to record"))
+    model = create_model(f"Confirm{phase.title()}Checklist", __base__=RunInput, **fields)
+    return model.with_initial_data(description=description)
+
+
+def _stored(key: str, phase: str, step: int) -> dict:
+    return {r.item_id: r for r in runtime().service.check_results(key, phase=phase, step=step)}
+
+
+def run_automated(key: str, phase: str, step: int, items: list) -> None:
+    logger = get_run_logger()
+    service = runtime().service
+    done = _stored(key, phase, step)
+    futures = {}
+    for item in items:
+        if item.id in done:
+            continue
+        options = run_check.with_options(retries=item.retries, retry_delay_seconds=1,
+                                         timeout_seconds=item.timeout_s + 5, task_run_name=f"{phase}: {item.id}")
+        futures[item.id] = (item, options.submit(item))
+    for item, future in futures.values():
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, CheckFailed):
+            outcome = result.outcome
+        elif isinstance(result, ItemOutcome):
+            outcome = result
+        else:
+            outcome = ItemOutcome(item_id=item.id, passed=False, required=item.required,
+                                  detail=f"check did not finish: {type(result).__name__}", evidence={})
+        service.record_check(key, phase=phase, step=step, item=item, outcome=outcome)
+        logger.info("%s %s: %s (%s)", phase, item.id, "passed" if outcome.passed else "FAILED", outcome.detail)
+
+
+def run_manual(key: str, phase: str, step: int, items: list) -> None:
+    service = runtime().service
+    if not items:
+        return
+    # Timeouts count from the first time the phase waited for people, across suspends and restarts.
+    first = service.phase_waiting_since(key, phase, step)
+    attempt = 0
+    while True:
+        done = _stored(key, phase, step)
+        waiting = [i for i in items if i.id not in done]
+        if not waiting:
+            return
+        expired = [i for i in waiting if utcnow() >= first + timedelta(seconds=i.timeout_s)]
+        for item in expired:
+            service.record_check(key, phase=phase, step=step, item=item, outcome=ItemOutcome(
+                item_id=item.id, passed=False, required=item.required,
+                detail=f"not confirmed within {item.timeout_s:g} s"))
+        waiting = [i for i in waiting if i not in expired]
+        if not waiting:
+            return
+        attempt += 1
+        change = service.get(key)
+        notify_people(key, phase, waiting)
+        lines = [f"## {change.key} {phase}-checklist{f' (step {step})' if step else ''}",
+                 "Tick each item you have confirmed; or run `changeflow confirm "
+                 f"{change.key} ITEM --as NAME`."]
+        lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)") for i in waiting]
+        form = confirmation_form(phase, waiting, "\n".join(lines))
+        answer = suspend_flow_run(wait_for_input=form, key=f"checklist-{phase}-{step}-{attempt}")
+        for item in waiting:
+            if getattr(answer, field_name(item.id), False):
+                service.record_check(key, phase=phase, step=step, item=item, actor=answer.confirmed_by or "unknown",
+                                     outcome=ItemOutcome(item_id=item.id, passed=True, required=item.required,
+                                                         detail=answer.note or "confirmed"))
+
+
+def notify_people(key: str, phase: str, items: list) -> None:
+    rt = runtime()
+    change = rt.service.get(key)
+    entry = rt.service.org.directory.services.get(change.service)
+    people = sorted({change.requester, *(entry.owners if entry else [])} & set(rt.service.org.directory.people))
+    for item in items:
+        rt.notifier.announce(change, "checklist_item_needs_person", people, round_=f"{phase}-{item.id}",
+                             extra={"item": {"id": item.id, "title": item.title, "phase": phase}})
+    rt.notifier.deliver(change_key=key)
+
+
+def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
+    """Run one phase of the change's checklist; the verdict is the worst of its items."""
+    service = runtime().service
+    change = service.get(key)
+    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    items = checklist.items(phase) if checklist else []
+    if not items:
+        return phase_verdict(phase, [])
+    run_automated(key, phase, step, [i for i in items if i.kind != "manual"])
+    run_manual(key, phase, step, [i for i in items if i.kind == "manual"])
+    stored = _stored(key, phase, step)
+    outcomes = [ItemOutcome(item_id=i.id, passed=stored[i.id].passed, required=i.required) for i in items]
+    verdict = phase_verdict(phase, outcomes)
+    service.record_phase(key, verdict, step=step)
+    if verdict.failed_advisory:
+        rt = runtime()
+        rt.notifier.announce(change, "change_failed", [change.requester] if change.requester in
+                             service.org.directory.people else [], round_=f"advisory-{phase}-{step}",
+                             reason=f"advisory {phase} items failed: {', '.join(verdict.failed_advisory)}")
+    publish_results(key)
+    return verdict
+
+
+def publish_results(key: str) -> None:
+    """The change's checklist results as a Markdown artifact on the run."""
+    results = runtime().service.check_results(key)
+    rows = ["| phase | step | item | result | detail | by |", "|---|---|---|---|---|---|"]
+    for r in results:
+        mark = "passed" if r.passed else ("FAILED" if r.required else "failed (advisory)")
+        rows.append(f"| {r.phase} | {r.step} | {r.title} | {mark} | {r.detail[:80]} | {r.actor} |")
+    create_markdown_artifact(key=f"{key.lower()}-checklist", markdown=f"# {key} checklist\n\n" + "\n".join(rows),
+                             description=f"Checklist results of {key}")
