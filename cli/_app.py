@@ -30,7 +30,7 @@ from notifications import Notifier, run_url
 from notifications._channels import describe_target
 
 from ._context import context
-from ._flows import nudge_gate, start_change_flow
+from ._flows import nudge_gate, nudge_run, start_change_flow
 from ._output import console, exits_cleanly, fmt_time, print_error, print_json
 
 app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
@@ -204,6 +204,36 @@ def reject(
 ) -> None:
     """Reject a change awaiting approval."""
     _decide(key, approver, code, role, comment, Decision.reject, json_output)
+
+
+@app.command()
+@exits_cleanly
+def confirm(
+    key: str = typer.Argument(..., help="Change key."),
+    item: str = typer.Argument(..., help="Checklist item id, e.g. backup-verified."),
+    person: str = typer.Option(..., "--as", help="Who confirms."),
+    note: str = typer.Option("", help="What you checked."),
+) -> None:
+    """Confirm a manual checklist item; the change's run continues when its phase is complete."""
+    from models._checklist import ItemOutcome
+
+    service = context().service
+    change = service.get(key)
+    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    found = checklist.find(item) if checklist else None
+    if found is None or found[1].kind != "manual":
+        known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])
+                 if i.kind == "manual"]
+        raise InputError(f"item: {item!r} is not a manual item of {change.key}'s checklist "
+                         f"({', '.join(known) or 'it has none'})")
+    phase, definition = found
+    step = max(service.done_steps(key), default=1) if phase == "during" else 0
+    written = service.record_check(key, phase=phase, step=step, item=definition, actor=person,
+                                   outcome=ItemOutcome(item_id=item, passed=True, required=definition.required,
+                                                       detail=note or "confirmed"))
+    nudged = nudge_run(service.get(key), "checklist-", {"confirmed_by": person, "note": note})
+    console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
+                  f"{'; the run continues' if nudged else ''}")
 
 
 @app.command()

@@ -38,7 +38,11 @@ def start_change_flow(service: ChangeService, request: dict, *, wait_s: float = 
 
 
 def nudge_gate(change: ChangeRequest, run_input: dict, *, wait_s: float = 15) -> bool:
-    """Resume the change's suspended approval gate with the decision just recorded (a repeat for the flow).
+    return nudge_run(change, "approval-", run_input, wait_s=wait_s)
+
+
+def nudge_run(change: ChangeRequest, key_prefix: str, run_input: dict, *, wait_s: float = 15) -> bool:
+    """Resume the change's run suspended at `key_prefix...` with input the flow treats as already recorded.
 
     The gate may be running for someone else's decision at this moment; retry until it suspends again.
     False when it could not be reached: the escalation sweep resumes it within a minute.
@@ -51,7 +55,7 @@ def nudge_gate(change: ChangeRequest, run_input: dict, *, wait_s: float = 15) ->
     while time.monotonic() < deadline:
         try:
             key = asyncio.run(paused_key(change.flow_run_id))
-            if key is not None and key.startswith("approval-"):
+            if key is not None and key.startswith(key_prefix):
                 asyncio.run(resume_with_input(change.flow_run_id, run_input))
                 return True
         except ResumeRefused:

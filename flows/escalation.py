@@ -48,6 +48,19 @@ def escalate_and_expire() -> dict:
     return {"reminded": reminded, "expired": expired}
 
 
+def checklist_deadline_passed(change, pause_key: str) -> bool:
+    """A manual checklist item of the waiting phase is past its timeout: the run must record it as failed."""
+    _, phase, step, _attempt = pause_key.split("-", 3)
+    service = runtime().service
+    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    if checklist is None:
+        return False
+    done = {r.item_id for r in service.check_results(change.key, phase=phase, step=int(step))}
+    since = service.phase_waiting_since(change.key, phase, int(step))
+    return any(i.kind == "manual" and i.id not in done and utcnow() >= since + timedelta(seconds=i.timeout_s)
+               for i in checklist.items(phase))
+
+
 def decision_replay_input(key: str) -> dict | None:
     """The last recorded decision as gate input: the flow sees a repeat, records nothing, and moves on."""
     service = runtime().service
@@ -63,9 +76,11 @@ def nudge_runs_that_can_continue() -> int:
     rt = runtime()
     service = rt.service
     nudged = 0
-    for change in service.list_changes(state=ChangeState.approved, limit=500) + service.list_changes(
-        state=ChangeState.rejected, limit=500
-    ) + service.list_changes(state=ChangeState.scheduled, limit=500):
+    candidates = []
+    for state in (ChangeState.approved, ChangeState.rejected, ChangeState.scheduled, ChangeState.implementing,
+                  ChangeState.verifying):
+        candidates += service.list_changes(state=state, limit=500)
+    for change in candidates:
         if not change.flow_run_id:
             continue
         key = asyncio.run(paused_key(change.flow_run_id))
@@ -76,6 +91,10 @@ def nudge_runs_that_can_continue() -> int:
                 run_input = None
             else:
                 continue
+        elif key.startswith("checklist-"):
+            if not checklist_deadline_passed(change, key):
+                continue
+            run_input = {"confirmed_by": "approval-escalation", "note": "timeout sweep"}
         elif key.startswith("approval-"):
             run_input = decision_replay_input(change.key)
             if run_input is None:

@@ -147,6 +147,7 @@ def flow_stack(tmp_path_factory):
         yield stack
     finally:
         stack.stack.stop()
+        stack.health.stop()
         stack.service.db.dispose()
         for key, value in saved.items():
             if value is None:

@@ -11,6 +11,30 @@ import yaml
 from cli._stack import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
 from models import DEFAULTS_DIR, ChangeService, Database, Settings, load_org
 from tests.helpers import SECRET
+from tests.receivers import start_health_server
+
+def test_checklists(health_url: str, backups: Path) -> dict:
+    return {
+        "pre-fails": {"pre": [
+            {"id": "svc-healthy", "title": "Service healthy", "kind": "http", "url": f"{health_url}/failing"}]},
+        "post-fails": {
+            "pre": [{"id": "backup-fresh", "title": "Backup fresh", "kind": "backup_fresh",
+                     "path_glob": str(backups / "*.dump"), "max_age_hours": 26}],
+            "post": [{"id": "smoke", "title": "Smoke test", "kind": "command", "command": "exit 1"}]},
+        "advisory": {
+            "pre": [{"id": "status-page", "title": "Status page updated", "kind": "command", "command": "exit 1",
+                     "required": False}],
+            "during": [{"id": "still-healthy", "title": "Healthy after the step", "kind": "http",
+                        "url": f"{health_url}/healthy", "retries": 1}],
+            "post": [{"id": "latency", "title": "Fast enough", "kind": "http", "url": f"{health_url}/healthy",
+                      "max_latency_ms": 2000}]},
+        "manual": {"pre": [
+            {"id": "oncall-ready", "title": "On-call coordinated", "kind": "manual", "timeout_s": 600},
+            {"id": "rollback-ready", "title": "Rollback plan reviewed", "kind": "manual", "timeout_s": 600}]},
+        "manual-timeout": {"pre": [
+            {"id": "nobody-answers", "title": "Nobody will confirm this", "kind": "manual", "timeout_s": 1}]},
+    }
+
 
 TEST_TEMPLATES = {
     "failing-deploy": {
@@ -32,6 +56,7 @@ class FlowStack:
     home: Path
     service: ChangeService
     settings: Settings
+    health: object = None
 
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
         deadline = time.monotonic() + timeout_s
@@ -44,16 +69,27 @@ class FlowStack:
         raise AssertionError(f"timed out waiting for {what} on {key_or_run}")
 
 
-def prepare_home(home: Path) -> dict[str, str]:
+def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     config = home / "config"
     config.mkdir(parents=True)
-    for name in ("directory.yaml", "checklists.yaml"):
-        (config / name).write_text((DEFAULTS_DIR / name).read_text())
+    (config / "directory.yaml").write_text((DEFAULTS_DIR / "directory.yaml").read_text())
+    backups = home / "backups"
+    backups.mkdir()
+    (backups / "nightly.dump").write_text("fresh")
+    checklists = yaml.safe_load((DEFAULTS_DIR / "checklists.yaml").read_text())
+    checklists.update(test_checklists(health_url, backups))
+    (config / "checklists.yaml").write_text(yaml.safe_dump(checklists))
     templates = yaml.safe_load((DEFAULTS_DIR / "templates.yaml").read_text())
     templates.update(TEST_TEMPLATES)
+    for name in test_checklists(health_url, backups):
+        templates[f"with-{name}"] = {"type": "standard", "title": f"Checked by {name}", "checklist": name,
+                                     "rollback_plan": "undo", "implementation_commands": ["echo step one",
+                                                                                          "echo step two"],
+                                     "rollback_commands": ["echo undone"], "command_timeout_s": 30}
     (config / "templates.yaml").write_text(yaml.safe_dump(templates))
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
-    policies["pre_approved_templates"] = ["restart-service", "failing-deploy"]
+    policies["pre_approved_templates"] = ["restart-service", "failing-deploy",
+                                          *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies))
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
 
@@ -61,7 +97,8 @@ def prepare_home(home: Path) -> dict[str, str]:
 def start_flow_stack(root: Path, port: int) -> FlowStack:
     api_url = f"http://127.0.0.1:{port}/api"
     home = root / "changeflow"
-    changeflow_env = prepare_home(home)
+    health = start_health_server()
+    changeflow_env = prepare_home(home, health.url)
     stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
         **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": f"http://127.0.0.1:{port}",
     }))
@@ -71,7 +108,8 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
         wait_for_deployments(api_url, ["change-request/submit", "approval-escalation/every-minute"])
     except Exception:
         stack.stop()
+        health.stop()
         raise
     settings = Settings(home=home, secret=SECRET.decode())
     service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
-    return FlowStack(stack, api_url, home, service, settings)
+    return FlowStack(stack, api_url, home, service, settings, health)

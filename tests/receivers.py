@@ -92,3 +92,30 @@ class SmtpSink:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+def start_health_server() -> HttpReceiver:
+    """GET /healthy -> 200 {"status": "ok"}, /slow -> 200 after 1.5 s, /failing -> 503."""
+    holder: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path.startswith("/slow"):
+                time.sleep(1.5)
+            status = 503 if self.path.startswith("/failing") else 200
+            body = b'{"status": "ok", "db": {"connected": true}}' if status == 200 else b'{"status": "down"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver = HttpReceiver(server)
+    holder["receiver"] = receiver
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver

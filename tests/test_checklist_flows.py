@@ -1,0 +1,114 @@
+"""Checklists drive the change flow on a real Prefect server: a failed pre-item stops the change before
+anything is touched, a failed post-item rolls it back, advisory failures are only recorded, and manual items
+are confirmed through the Resume form or `changeflow confirm`, or time out."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.deployments import run_deployment
+
+from flows._prefect_api import paused_key, resume_with_input
+from tests.test_flows import final_run_state, submit
+
+pytestmark = pytest.mark.flows
+
+
+def templated(name: str, title: str) -> str:
+    return submit({"type": "standard", "title": title, "service": "payments", "requester": "grace",
+                   "template": f"with-{name}"})
+
+
+def results(flow_stack, key):
+    return {(r.phase, r.step, r.item_id): r for r in flow_stack.service.check_results(key)}
+
+
+def change_of(flow_stack, run_id):
+    return flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}")
+
+
+def test_failed_pre_item_stops_the_change_before_anything_is_touched(flow_stack):
+    run_id = templated("pre-fails", "pre fails")
+    assert final_run_state(run_id).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "cancelled" and change.implemented_at is None
+    result = results(flow_stack, change.key)[("pre", 0, "svc-healthy")]
+    assert not result.passed and result.evidence["status"] == 503 and result.detail == "HTTP 503, expected 200"
+    assert flow_stack.service.done_steps(change.key) == {}
+
+
+def test_failed_post_item_rolls_the_change_back(flow_stack):
+    run_id = templated("post-fails", "post fails")
+    assert final_run_state(run_id).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "review_pending" and change.outcome == "rolled_back"
+    stored = results(flow_stack, change.key)
+    assert stored[("pre", 0, "backup-fresh")].passed
+    assert not stored[("post", 0, "smoke")].passed
+    view = flow_stack.service.view(change.key)
+    rolled = next(e for e in view.events if e.to_state == "rolled_back")
+    assert rolled.data["reason"] == "post-checklist failed: smoke"
+    assert rolled.data["rollback"][0]["output"].strip() == "undone"
+
+
+def test_advisory_failure_is_recorded_and_the_change_completes(flow_stack):
+    run_id = templated("advisory", "advisory")
+    assert final_run_state(run_id).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "closed" and change.outcome == "succeeded"
+    stored = results(flow_stack, change.key)
+    assert not stored[("pre", 0, "status-page")].passed and not stored[("pre", 0, "status-page")].required
+    # The during-checklist ran after each of the two implementation steps.
+    assert stored[("during", 1, "still-healthy")].passed and stored[("during", 2, "still-healthy")].passed
+    phases = [e.data for e in flow_stack.service.view(change.key).events if e.action == "checklist_phase"]
+    assert phases[0]["status"] == "advisory_failed" and phases[0]["failed_advisory"] == ["status-page"]
+
+
+def _wait_paused(run_id, prefix, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        key = asyncio.run(paused_key(run_id))
+        if key and key.startswith(prefix):
+            return key
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never paused at {prefix}")
+
+
+def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
+    run_id = templated("manual", "manual")
+    _wait_paused(run_id, "checklist-pre-0-")
+    asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "rollback_ready": False,
+                                           "confirmed_by": "alice", "note": "bob is on call"}))
+    change = flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
+                                 what="form confirmation")
+    _wait_paused(run_id, "checklist-pre-0-")
+    cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "rollback-ready",
+                          "--as", "frank", "--note", "read it"], env=flow_stack.stack.env, capture_output=True,
+                         text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert final_run_state(run_id).is_completed()
+    change = change_of(flow_stack, run_id)
+    stored = results(flow_stack, change.key)
+    assert (stored[("pre", 0, "oncall-ready")].actor, stored[("pre", 0, "oncall-ready")].detail) == (
+        "alice", "bob is on call")
+    assert stored[("pre", 0, "rollback-ready")].actor == "frank"
+    assert change.state == "closed"
+    confirmations = [e for e in flow_stack.service.view(change.key).events if e.action == "checklist_confirmed"]
+    assert sorted(e.actor for e in confirmations) == ["alice", "frank"]
+
+
+def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):
+    run_id = templated("manual-timeout", "manual timeout")
+    _wait_paused(run_id, "checklist-pre-0-")
+    time.sleep(1.5)
+    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    assert final_run_state(run_id).is_completed()
+    change = change_of(flow_stack, run_id)
+    result = results(flow_stack, change.key)[("pre", 0, "nobody-answers")]
+    assert not result.passed and result.detail == "not confirmed within 1 s"
+    assert change.state == "cancelled"
