@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +41,8 @@ policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+window_app = typer.Typer(help="Ad hoc maintenance windows and freezes.", no_args_is_help=True)
+app.add_typer(window_app, name="window")
 notifications_app = typer.Typer(help="The notification outbox.", invoke_without_command=True)
 app.add_typer(notifications_app, name="notifications")
 
@@ -367,6 +369,63 @@ def event_summary(action: str, data: dict) -> str:
     if action == "review_recorded":
         return str(data.get("summary", ""))
     return str(data.get("reason") or ", ".join(f"{k}={v}" for k, v in data.items()))
+
+
+@window_app.command("add")
+@exits_cleanly
+def window_add(
+    start: str = typer.Option(..., help="Start (ISO time, UTC when no offset)."),
+    end: str = typer.Option(..., help="End (ISO time)."),
+    title: str = typer.Option("", help="What it is, e.g. 'Year-end freeze'."),
+    service: Optional[str] = typer.Option(None, help="Only this service (default: all)."),
+    freeze: bool = typer.Option(False, "--freeze", help="A freeze: blocks non-emergency changes."),
+    actor: str = typer.Option("changeflow", "--as", help="Who adds it (for the audit trail)."),
+) -> None:
+    """Add an ad hoc maintenance window, or a freeze with --freeze."""
+    window = context().service.add_window(
+        starts_at=_parse_time(start, "start"), ends_at=_parse_time(end, "end"), title=title, service=service,
+        freeze=freeze, kind="ad_hoc", actor=actor)
+    console.print(f"{'freeze' if window.freeze else 'window'} {window.id}: {window.starts_at:%Y-%m-%d %H:%M} to "
+                  f"{window.ends_at:%Y-%m-%d %H:%M} UTC {window.title}")
+
+
+@app.command()
+@exits_cleanly
+def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ahead."),
+             json_output: bool = JsonOption) -> None:
+    """Maintenance windows, freezes and the changes planned in them."""
+    from models._calendar import scheduled_windows
+    from models._types import utcnow
+
+    service = context().service
+    start = utcnow()
+    end = start + timedelta(days=days)
+    entries = [{"kind": w.kind, "title": w.title, "service": None, "freeze": False,
+                "starts_at": w.starts_at, "ends_at": w.ends_at} for w in scheduled_windows(start, end)]
+    entries += [{"kind": "freeze" if w.freeze else w.kind, "title": w.title, "service": w.service,
+                 "freeze": w.freeze, "starts_at": w.starts_at, "ends_at": w.ends_at}
+                for w in service.windows_between(start, end)]
+    changes = service.changes_planned_between(start, end)
+    for entry in entries:
+        entry["changes"] = [c.key for c in changes
+                            if c.planned_start < entry["ends_at"] and (c.planned_end or c.planned_start) > entry["starts_at"]
+                            and entry["service"] in (None, c.service)]
+    entries.sort(key=lambda e: e["starts_at"])
+    if json_output:
+        print_json({"windows": entries, "changes": [
+            {**change_row(c), "planned_start": c.planned_start, "planned_end": c.planned_end} for c in changes]})
+        return
+    table = Table(title=f"calendar, next {days} days", box=box.SIMPLE_HEAD)
+    for column in ("from", "to", "kind", "title", "service", "changes"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(f"{e['starts_at']:%a %Y-%m-%d %H:%M}", f"{e['ends_at']:%a %Y-%m-%d %H:%M}",
+                      f"[red]{e['kind']}[/]" if e["freeze"] else e["kind"], e["title"], e["service"] or "all",
+                      ", ".join(e["changes"]))
+    console.print(table)
+    if changes:
+        console.print("planned changes: " + ", ".join(
+            f"{c.key} {c.service} {c.planned_start:%Y-%m-%d %H:%M} ({c.state})" for c in changes))
 
 
 @notifications_app.callback()

@@ -50,6 +50,9 @@ _OUTCOMES = {
 }
 
 
+ACTIVE_STATES = {"submitted", "awaiting_approval", "approved", "scheduled", "implementing", "verifying"}
+
+
 def format_key(change_id: int) -> str:
     return f"CHG-{change_id:06d}"
 
@@ -190,13 +193,85 @@ class ChangeService:
                 return existing
         try:
             with self.db.write() as session:
-                return self._insert(session, request, idempotency_key, flow_run_id)
+                clashes = self._schedule_clashes(session, request)
+                if clashes and request.type is not ChangeType.emergency:
+                    raise PolicyViolation("; ".join(clashes))
+                change = self._insert(session, request, idempotency_key, flow_run_id)
+                if clashes:
+                    # Emergencies go through, and the override is on the record.
+                    append_event(session, actor=request.requester, action=AuditAction.policy_override.value,
+                                 change_key=change.key, data={"overridden": clashes, "reason": "emergency change"},
+                                 at=self._clock())
+                return change
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race: return its record.
             existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return existing
+
+    def _schedule_clashes(self, session: Session, request: ChangeRequestInput) -> list[str]:
+        """Freezes and other active changes on the same service that the planned window overlaps."""
+        from ._tables import MaintenanceWindow
+
+        if request.planned_start is None:
+            return []
+        start = request.planned_start
+        end = request.planned_end or start + timedelta(hours=2)
+        clashes = []
+        freezes = session.execute(
+            select(MaintenanceWindow).where(
+                MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
+                (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == request.service),
+            )
+        ).scalars()
+        for freeze in freezes:
+            clashes.append(f"planned window falls in the freeze '{freeze.title or 'freeze'}' "
+                           f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
+        active = [s.value for s in ChangeState if s.value in ACTIVE_STATES]
+        others = session.execute(
+            select(ChangeRequest).where(
+                ChangeRequest.service == request.service, ChangeRequest.state.in_(active),
+                ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,
+            )
+        ).scalars()
+        for other in others:
+            other_end = other.planned_end or other.planned_start + timedelta(hours=2)
+            if other_end > start:
+                clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}, planned "
+                               f"{other.planned_start:%Y-%m-%d %H:%M} to {other_end:%H:%M} UTC")
+        return clashes
+
+    def add_window(self, *, starts_at: datetime, ends_at: datetime, kind: str = "ad_hoc", title: str = "",
+                   service: str | None = None, freeze: bool = False, actor: str = "changeflow"):
+        from ._tables import MaintenanceWindow
+
+        if ends_at <= starts_at:
+            raise InputError("end: must be after start", [("end", "before start")])
+        with self.db.write() as session:
+            window = MaintenanceWindow(starts_at=starts_at, ends_at=ends_at, kind=kind, title=title,
+                                       service=service, freeze=freeze)
+            session.add(window)
+            session.flush()
+            append_event(session, actor=actor, action=AuditAction.policy_decision.value, at=self._clock(),
+                         data={"window": window.id, "freeze": freeze, "title": title, "service": service,
+                               "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
+            return window
+
+    def windows_between(self, start: datetime, end: datetime) -> list:
+        from ._tables import MaintenanceWindow
+
+        with self.db.read() as session:
+            return list(session.execute(
+                select(MaintenanceWindow).where(MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start)
+                .order_by(MaintenanceWindow.starts_at)).scalars())
+
+    def changes_planned_between(self, start: datetime, end: datetime) -> list[ChangeRequest]:
+        with self.db.read() as session:
+            return list(session.execute(
+                select(ChangeRequest).where(ChangeRequest.planned_start < end,
+                                            ChangeRequest.planned_start >= start - timedelta(days=1))
+                .order_by(ChangeRequest.planned_start)).scalars())
 
     def validate_request(self, request: ChangeRequestInput | dict) -> ChangeRequestInput:
         """Everything `submit` checks before writing (fields, cross-field rules, template), without writing."""

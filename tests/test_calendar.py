@@ -1,0 +1,81 @@
+"""Maintenance windows, freezes and conflicts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from models import PolicyViolation
+from models._calendar import monthly_windows, next_window, weekly_windows
+from tests.helpers import emergency_request, standard_request
+
+UTC = timezone.utc
+
+
+def test_weekly_windows_are_sundays_two_to_four():
+    windows = weekly_windows(datetime(2026, 11, 27, tzinfo=UTC), datetime(2027, 2, 1, tzinfo=UTC))
+    assert len(windows) == 10  # 2026-11-29 ... 2027-01-31
+    for w in windows:
+        assert w.starts_at.weekday() == 6 and (w.starts_at.hour, w.ends_at.hour) == (2, 4)
+
+
+def test_monthly_windows_are_first_sundays_one_to_six():
+    windows = monthly_windows(datetime(2026, 11, 27, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC))
+    assert [w.starts_at.day for w in windows][:4] == [6, 3, 7, 7]  # Dec 2026, Jan, Feb, Mar 2027
+    for w in windows:
+        assert w.starts_at.weekday() == 6 and w.starts_at.day <= 7 and (w.starts_at.hour, w.ends_at.hour) == (1, 6)
+
+
+def test_next_window_after_a_moment():
+    assert next_window("weekly", datetime(2026, 11, 29, 2, 30, tzinfo=UTC)).starts_at == datetime(
+        2026, 12, 6, 2, tzinfo=UTC)
+
+
+def _planned(start: datetime, hours: int = 1, **overrides):
+    return standard_request(planned_start=start.isoformat(), planned_end=(start + timedelta(hours=hours)).isoformat(),
+                            **overrides)
+
+
+def test_change_in_a_freeze_is_refused_naming_it(service):
+    start = datetime(2026, 12, 24, tzinfo=UTC)
+    service.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    with pytest.raises(PolicyViolation, match=r"falls in the freeze 'Year-end freeze' \(2026-12-24 00:00"):
+        service.submit(_planned(start + timedelta(days=2)))
+    assert service.list_changes() == []
+    outside = service.submit(_planned(start + timedelta(days=10)))
+    assert outside.state == "submitted"
+
+
+def test_overlapping_change_on_the_same_service_is_refused_naming_it(service):
+    start = datetime(2026, 12, 6, 2, tzinfo=UTC)
+    first = service.submit(_planned(start, hours=2))
+    with pytest.raises(PolicyViolation, match=f"conflicts with {first.key}"):
+        service.submit(_planned(start + timedelta(hours=1), title="second"))
+    other_service = service.submit(_planned(start, service="checkout"))
+    later = service.submit(_planned(start + timedelta(hours=2)))
+    assert {other_service.state, later.state} == {"submitted"}
+
+
+def test_emergency_goes_through_a_freeze_with_the_override_recorded(service):
+    start = datetime(2026, 12, 24, tzinfo=UTC)
+    service.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    change = service.submit(emergency_request(planned_start=(start + timedelta(days=1)).isoformat()))
+    override = [e for e in service.view(change.key).events if e.action == "policy_override"]
+    assert len(override) == 1 and "Year-end freeze" in override[0].data["overridden"][0]
+
+
+def test_calendar_shows_windows_freezes_and_changes(cli_env, service):
+    soon = datetime.now(UTC) + timedelta(days=3)
+    assert cli_env("window", "add", "--start", soon.isoformat(), "--end", (soon + timedelta(days=1)).isoformat(),
+                   "--title", "Launch freeze", "--freeze").exit_code == 0
+    change = service.submit(_planned(soon + timedelta(days=2), service="payments"))
+    data = json.loads(cli_env("calendar", "--days", "14", "--json").stdout)
+    kinds = {w["kind"] for w in data["windows"]}
+    assert {"weekly", "freeze"} <= kinds
+    assert change.key in [c["key"] for c in data["changes"]]
+    text = cli_env("calendar")
+    assert text.exit_code == 0 and "Launch freeze" in text.stdout
+    bad = cli_env("window", "add", "--start", "2026-12-02", "--end", "2026-12-01")
+    assert bad.exit_code == 2 and "end: must be after start" in bad.stderr
