@@ -47,7 +47,7 @@ notifications_app = typer.Typer(help="The notification outbox.", invoke_without_
 app.add_typer(notifications_app, name="notifications")
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
-CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml", "templates.yaml")
+CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml", "templates.yaml", "maintenance.yaml")
 
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 

@@ -10,6 +10,7 @@ from prefect import serve
 
 from flows.change_request import change_request
 from flows.escalation import approval_escalation
+from flows.maintenance import maintenance_announcement, maintenance_window
 
 
 def deployments(escalation_interval_s: float | None = 60):
@@ -18,6 +19,9 @@ def deployments(escalation_interval_s: float | None = 60):
         approval_escalation.to_deployment(
             name="every-minute", interval=escalation_interval_s if escalation_interval_s else None
         ),
+        # Unscheduled here: tests and benchmarks start them with an explicit (compressed) window.
+        maintenance_announcement.to_deployment(name="weekly", parameters={"kind": "weekly"}),
+        maintenance_window.to_deployment(name="weekly", parameters={"kind": "weekly"}),
     ]
 
 

@@ -185,12 +185,16 @@ class Org(BaseModel):
     policies: PolicySet
     templates: dict[str, ChangeTemplate] = Field(default_factory=dict)
     checklists: dict[str, "Checklist"] = Field(default_factory=dict)
+    maintenance: "MaintenancePlan | None" = None
 
     @model_validator(mode="after")
     def _templates_known(self) -> "Org":
         for name, template in self.templates.items():
             if template.checklist and template.checklist not in self.checklists:
                 raise ValueError(f"templates.{name}.checklist: no checklist named {template.checklist!r}")
+        for kind, plan in (self.maintenance.windows.items() if self.maintenance else []):
+            if plan.checklist and plan.checklist not in self.checklists:
+                raise ValueError(f"maintenance.windows.{kind}.checklist: no checklist named {plan.checklist!r}")
         unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]
         if unknown:
             raise ValueError(f"policies.pre_approved_templates: no template named {', '.join(unknown)}")
@@ -280,8 +284,10 @@ def load_org(config_dir: Path) -> Org:
     policies = load_policies(config_dir / "policies.yaml")
     templates = load_templates(config_dir / "templates.yaml")
     checklists = load_checklists(config_dir / "checklists.yaml")
+    maintenance = load_maintenance(config_dir / "maintenance.yaml")
     try:
-        return Org(directory=directory, policies=policies, templates=templates, checklists=checklists)
+        return Org(directory=directory, policies=policies, templates=templates, checklists=checklists,
+                   maintenance=maintenance)
     except ValidationError as exc:
         raise _format_validation(str(config_dir), exc) from None
 
@@ -289,5 +295,6 @@ def load_org(config_dir: Path) -> Org:
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 from ._checklist import Checklist, load_checklists  # noqa: E402  (defined on top of this module's helpers)
+from ._maintenance import MaintenancePlan, load_maintenance  # noqa: E402
 
 Org.model_rebuild()

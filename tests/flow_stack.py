@@ -31,6 +31,12 @@ def test_checklists(health_url: str, backups: Path) -> dict:
         "manual": {"pre": [
             {"id": "oncall-ready", "title": "On-call coordinated", "kind": "manual", "timeout_s": 600},
             {"id": "rollback-ready", "title": "Rollback plan reviewed", "kind": "manual", "timeout_s": 600}]},
+        "automated-maintenance": {
+            "pre": [{"id": "backup-fresh", "title": "Backup fresh", "kind": "backup_fresh",
+                     "path_glob": str(backups / "*.dump"), "max_age_hours": 26}],
+            "during": [{"id": "platform-healthy", "title": "Platform healthy", "kind": "http",
+                        "url": f"{health_url}/healthy"}],
+            "post": [{"id": "smoke", "title": "Smoke test", "kind": "command", "command": "echo smoke ok"}]},
         "manual-timeout": {"pre": [
             {"id": "nobody-answers", "title": "Nobody will confirm this", "kind": "manual", "timeout_s": 1}]},
     }
@@ -87,6 +93,14 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
                                                                                           "echo step two"],
                                      "rollback_commands": ["echo undone"], "command_timeout_s": 30}
     (config / "templates.yaml").write_text(yaml.safe_dump(templates))
+    maintenance = yaml.safe_load((DEFAULTS_DIR / "maintenance.yaml").read_text())
+    maintenance["windows"]["weekly"] = {"title": "Weekly maintenance", "service": "platform",
+                                        "checklist": "automated-maintenance",
+                                        "activities": ["rotate-logs", "vacuum-changeflow", "long-job", "after-long"]}
+    maintenance["activities"]["long-job"] = {"title": "A job longer than the window", "command": "sleep 60",
+                                             "timeout_s": 600}
+    maintenance["activities"]["after-long"] = {"title": "Never fits", "command": "echo too late"}
+    (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance))
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]

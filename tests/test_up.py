@@ -20,6 +20,33 @@ from notifications import Outbox
 pytestmark = pytest.mark.flows
 
 
+def next_run_times(base: str, flow: str, deployment: str, n: int):
+    """The next n run times of a deployed schedule, computed by Prefect's own server schema."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    body = httpx.get(f"{base}/api/deployments/name/{flow}/{deployment}", timeout=10).json()
+    (schedule,) = [s["schedule"] for s in body["schedules"]]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"], day_or=schedule["day_or"])
+    return asyncio.run(cron.get_dates(n=n, start=datetime(2026, 11, 27, tzinfo=timezone.utc)))
+
+
+def assert_maintenance_schedules(base: str) -> None:
+    monthly = next_run_times(base, "maintenance", "monthly", 24)
+    assert len(monthly) == 24
+    for moment in monthly:
+        assert (moment.weekday(), moment.hour, moment.minute) == (6, 1, 0) and 1 <= moment.day <= 7, moment
+        assert moment.utcoffset().total_seconds() == 0
+    assert len({(m.year, m.month) for m in monthly}) == 24, "exactly one run a month"
+    weekly = next_run_times(base, "maintenance", "weekly", 12)
+    assert all((m.weekday(), m.hour, m.minute) == (6, 2, 0) for m in weekly)
+    assert [(b - a).days for a, b in zip(weekly, weekly[1:])] == [7] * 11
+    announce = next_run_times(base, "maintenance-announcement", "weekly", 4)
+    assert all((m.weekday(), m.hour) == (4, 2) for m in announce), "Friday 02:00: 48 h before the window"
+
+
 def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
     port = free_port()
     home = tmp_path / "home"
@@ -37,6 +64,7 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
             assert time.monotonic() < deadline, "changeflow up did not come up"
             time.sleep(0.5)
         assert "<html" in httpx.get(base + "/", timeout=10).text.lower()
+        assert_maintenance_schedules(base)
         deployment = httpx.get(f"{base}/api/deployments/name/change-request/submit", timeout=10).json()
         # What the UI's "Custom run" form posts.
         created = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
@@ -55,8 +83,12 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
                 break
             assert time.monotonic() < deadline, "the submitted change never reached awaiting_approval"
             time.sleep(0.5)
-        notified = {n.recipient for n in Outbox(service.db, {}).list(change_key=change.key)}
-        assert notified == {"alice", "bob", "carol", "frank"}
+        outbox = Outbox(service.db, {})
+        deadline = time.monotonic() + 30
+        while {n.recipient for n in outbox.list(change_key=change.key) if n.state == "sent"} != {
+                "alice", "bob", "carol", "frank"}:
+            assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
+            time.sleep(0.3)
         assert "Approval needed: " + change.key in (home / "logs" / "worker.log").read_text()
     finally:
         up.send_signal(signal.SIGINT)

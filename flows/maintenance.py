@@ -1,0 +1,215 @@
+"""Scheduled maintenance: an announcement 48 h ahead (a standard change that asks for approval and tells the
+stakeholders), then the window run: only if approved, activities wrapped in the checklist, inside the window.
+
+The window can be given explicitly (`window_start`, `window_minutes`): that is how a test compresses the clock
+and how an operator re-runs a window by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from sqlalchemy import create_engine
+
+from flows._commands import run_command
+from flows._runtime import runtime
+from flows.checklists import run_phase
+from models import ChangeState
+from models._calendar import WindowSpec, next_window
+from models._types import utcnow
+
+Kind = Literal["weekly", "monthly"]
+ANNOUNCE_AHEAD = timedelta(hours=48)
+REQUESTER = "maintenance"
+
+
+def resolve_window(kind: str, window_start: datetime | None, window_minutes: float | None, *, at_start: bool) -> WindowSpec:
+    if window_start is not None:
+        minutes = window_minutes or (120 if kind == "weekly" else 300)
+        return WindowSpec(kind, window_start, window_start + timedelta(minutes=minutes))
+    # A scheduled window run starts at the window's start: look back a little to find "this" window.
+    return next_window(kind, utcnow() - (timedelta(hours=1) if at_start else timedelta(0)))
+
+
+def window_key(window: WindowSpec) -> str:
+    return f"maintenance:{window.kind}:{window.starts_at.isoformat()}"
+
+
+def _window_context(window: WindowSpec, service: str, title: str) -> dict:
+    return {"window": {"kind": window.kind, "service": service, "title": title,
+                       "starts_at": f"{window.starts_at:%Y-%m-%d %H:%M}", "ends_at": f"{window.ends_at:%Y-%m-%d %H:%M}"}}
+
+
+def _audience(change) -> list[str]:
+    directory = runtime().service.org.directory
+    entry = directory.services.get(change.service)
+    return sorted(set(entry.owners + entry.stakeholders) if entry else set())
+
+
+@flow(name="maintenance-announcement", log_prints=True)
+def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | None = None,
+                             window_minutes: float | None = None) -> str | None:
+    """Record the coming window as a standard change, ask for its approvals and tell the stakeholders."""
+    rt = runtime()
+    plan = rt.service.org.maintenance.windows[kind]
+    window = resolve_window(kind, window_start, window_minutes, at_start=False)
+    if window_start is None and window.starts_at - utcnow() > ANNOUNCE_AHEAD + timedelta(hours=1):
+        get_run_logger().info("next %s window %s is more than 48 h away: nothing to announce", kind, window.starts_at)
+        return None
+    activities = rt.service.org.maintenance.activities
+    change = rt.service.submit({
+        "type": "standard",
+        "title": f"{plan.title} {window.starts_at:%Y-%m-%d %H:%M} UTC",
+        "service": plan.service,
+        "requester": REQUESTER,
+        "description": f"Recurring {kind} maintenance window.",
+        "implementation_plan": "\n".join(f"{i}. {activities[a].title}" for i, a in enumerate(plan.activities, 1)),
+        "rollback_plan": "Each activity is safe to stop; anything that does not fit in the window is stopped, "
+                         "recorded and reported.",
+        "test_evidence": "Recurring maintenance; previous runs in the change log.",
+        "planned_start": window.starts_at.isoformat(),
+        "planned_end": window.ends_at.isoformat(),
+        "checklist": plan.checklist,
+    }, idempotency_key=window_key(window))
+    if change.state == ChangeState.submitted.value:
+        change = rt.service.request_approval(change.key)
+    rt.notifier.request_approvals(change)
+    rt.notifier.announce(change, "maintenance_announced", _audience(change), round_=window.starts_at.isoformat(),
+                         extra=_window_context(window, plan.service, plan.title))
+    rt.notifier.deliver(change_key=change.key)
+    return change.key
+
+
+@task(name="maintenance activity")
+def run_activity(name: str, timeout_s: float) -> dict:
+    rt = runtime()
+    activity = rt.service.org.maintenance.activities[name]
+    settings = rt.settings
+    started = time.perf_counter()
+    if activity.command:
+        command = activity.command.replace("{home}", str(settings.home))
+        result = run_command(command, timeout_s=timeout_s)
+        return {"activity": name, **result.evidence(), "ok": result.ok,
+                "seconds": round(time.perf_counter() - started, 2)}
+    url = activity.database_url.replace("{database_url}", settings.resolved_database_url)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET statement_timeout = {int(timeout_s * 1000)}")
+            for statement in filter(None, (part.strip() for part in activity.sql.split(";"))):
+                conn.exec_driver_sql(statement)
+        return {"activity": name, "sql": activity.sql, "ok": True, "seconds": round(time.perf_counter() - started, 2)}
+    except Exception as exc:  # noqa: BLE001 - a failed activity is a result with its reason
+        return {"activity": name, "sql": activity.sql, "ok": False, "error": str(exc).splitlines()[0][:300]}
+    finally:
+        engine.dispose()
+
+
+@flow(name="maintenance", log_prints=True)
+def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = None,
+                       window_minutes: float | None = None) -> str:
+    """Run the window's activities if its change was approved; stop at the window's end."""
+    logger = get_run_logger()
+    rt = runtime()
+    service = rt.service
+    plan = rt.service.org.maintenance.windows[kind]
+    window = resolve_window(kind, window_start, window_minutes, at_start=True)
+    change = service.find_by_idempotency_key(window_key(window))
+    if change is None:
+        logger.warning("no announced change for the %s window at %s: nothing runs", kind, window.starts_at)
+        return "not announced"
+    key = change.key
+    context = _window_context(window, plan.service, plan.title)
+    if change.state in (ChangeState.submitted.value, ChangeState.awaiting_approval.value):
+        service.transition(key, ChangeState.cancelled, actor="maintenance",
+                           reason=f"not approved by the window start ({service.evaluation(key).describe_missing()} missing)")
+        rt.notifier.announce(service.get(key), "maintenance_completed", _audience(change), round_="not-approved",
+                             reason="The window did not run: its change was not approved in time.", extra=context)
+        rt.notifier.deliver(change_key=key)
+        return "cancelled"
+    if change.state == ChangeState.approved.value:
+        service.transition(key, ChangeState.scheduled, actor="maintenance", reason=f"window {window.starts_at}")
+    wait = (window.starts_at - utcnow()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)
+    rt.notifier.announce(service.get(key), "maintenance_started", _audience(change), round_="started", extra=context)
+    rt.notifier.deliver(change_key=key)
+
+    if service.get(key).state == ChangeState.scheduled.value:
+        pre = run_phase(key, "pre")
+        if not pre.ok:
+            service.transition(key, ChangeState.cancelled, actor="maintenance",
+                               reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
+            return finish(key, window, context, "pre-checklist failed")
+        service.transition(key, ChangeState.implementing, actor="maintenance", reason="window open")
+
+    if service.get(key).state == ChangeState.implementing.value:
+        run_activities(key, plan.activities, window)
+    return finish(key, window, context, "")
+
+
+def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
+    service = runtime().service
+    progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-progress",
+                                        description=f"{key}: maintenance activities")
+    done = service.done_steps(key)
+    failed = False
+    for step, name in enumerate(names, start=1):
+        if step not in done:
+            remaining = (window.ends_at - utcnow()).total_seconds()
+            activity = service.org.maintenance.activities[name]
+            if failed:
+                outcome = {"activity": name, "ok": False, "skipped": "an earlier activity failed"}
+            elif remaining <= 1:
+                outcome = {"activity": name, "ok": False, "skipped": "window closed before it could start"}
+            else:
+                outcome = run_activity(name, min(activity.timeout_s, remaining))
+                if not outcome["ok"] and outcome.get("timed_out"):
+                    outcome["stopped"] = "stopped at the end of the window"
+            service.record_step(key, step, outcome)
+            failed = failed or (not outcome["ok"] and "skipped" not in outcome and "stopped" not in outcome)
+            if "skipped" not in outcome:
+                run_phase(key, "during", step)
+        update_progress_artifact(progress, progress=100.0 * step / len(names))
+    results = list(service.done_steps(key).values())
+    hard_failures = [r for r in results if not r["ok"] and "skipped" not in r and "stopped" not in r]
+    if hard_failures:
+        service.transition(key, ChangeState.failed, actor="maintenance",
+                           reason=f"activity failed: {', '.join(r['activity'] for r in hard_failures)}",
+                           data={"activities": results})
+        return
+    service.transition(key, ChangeState.verifying, actor="maintenance", reason="activities done",
+                       data={"activities": results})
+    post = run_phase(key, "post")
+    if post.ok:
+        service.transition(key, ChangeState.completed, actor="maintenance", reason="post-checklist passed")
+    else:
+        service.transition(key, ChangeState.failed, actor="maintenance",
+                           reason=f"post-checklist failed: {', '.join(post.failed_required)}")
+
+
+def finish(key: str, window: WindowSpec, context: dict, note: str) -> str:
+    rt = runtime()
+    service = rt.service
+    change = service.get(key)
+    if change.state == ChangeState.completed.value:
+        change = service.transition(key, ChangeState.closed, actor="maintenance", reason="window complete")
+    elif change.state == ChangeState.failed.value:
+        change = service.transition(key, ChangeState.review_pending, actor="maintenance", reason="review the failure")
+    results = list(service.done_steps(key).values())
+    not_done = [r["activity"] for r in results if "skipped" in r or "stopped" in r]
+    report = note or (f"Not done (reported): {', '.join(not_done)}." if not_done else "All activities done.")
+    rows = ["| activity | result | seconds |", "|---|---|---|"] + [
+        f"| {r['activity']} | {'ok' if r['ok'] else r.get('skipped') or r.get('stopped') or 'FAILED'} | "
+        f"{r.get('seconds', '-')} |" for r in results]
+    create_markdown_artifact(key=f"{key.lower()}-maintenance", description=f"{key} maintenance report",
+                             markdown=f"# {key} {window.kind} maintenance\n\n{report}\n\n" + "\n".join(rows))
+    rt.notifier.announce(change, "maintenance_completed", _audience(change), round_="done", reason=report,
+                         extra=context)
+    rt.notifier.deliver(change_key=key)
+    return change.state

@@ -1,0 +1,58 @@
+"""A weekly maintenance run end to end on the embedded default, with a compressed clock: announcement ->
+approvals -> window -> activities wrapped in the checklist -> closed, stopping what does not fit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prefect.deployments import run_deployment
+
+from tests.test_flows import notifications_for
+
+pytestmark = pytest.mark.flows
+
+
+def test_weekly_maintenance_end_to_end_in_a_compressed_window(flow_stack):
+    service = flow_stack.service
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=15)
+    window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 0.5}
+    announced = run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
+    assert announced.state.is_completed()
+    change = service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
+    key = change.key
+    assert change.state == "awaiting_approval" and change.requester == "maintenance"
+    assert change.planned_start == start and change.checklist == "automated-maintenance"
+    events = {n["event"]: n for n in notifications_for(flow_stack, key)}
+    assert {"approval_requested", "maintenance_announced"} <= set(events)
+    for person in ("alice", "bob"):
+        service.decide(key, approver=person, decision="approve", code=service.approval_code_for(key, person))
+    assert service.get(key).state == "approved"
+
+    run = run_deployment("maintenance/weekly", parameters=window, timeout=180)
+    assert run.state.is_completed(), run.state
+    change = service.get(key)
+    assert change.state == "closed", service.view(key).events[-1]
+    steps = service.done_steps(key)
+    assert steps[1]["ok"] and steps[2]["ok"] and steps[2]["sql"] == "VACUUM; ANALYZE"
+    assert steps[3]["timed_out"] and steps[3]["stopped"] == "stopped at the end of the window"
+    assert steps[4]["skipped"] == "window closed before it could start"
+    finished = max(e.occurred_at for e in service.view(key).events)
+    assert finished <= start + timedelta(seconds=45), "the run must end with its window"
+    results = {(r.phase, r.step, r.item_id): r.passed for r in service.check_results(key)}
+    assert results[("pre", 0, "backup-fresh")] and results[("post", 0, "smoke")]
+    assert results[("during", 1, "platform-healthy")] and results[("during", 3, "platform-healthy")]
+    sent = {n["event"] for n in notifications_for(flow_stack, key)}
+    assert {"maintenance_started", "maintenance_completed"} <= sent
+    report = next(n for n in notifications_for(flow_stack, key) if n["event"] == "maintenance_completed")
+    assert "Not done (reported): long-job, after-long." in report["body_text"]
+
+
+def test_unapproved_window_does_not_run(flow_stack):
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
+    window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 1}
+    assert run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120).state.is_completed()
+    key = flow_stack.service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}").key
+    assert run_deployment("maintenance/weekly", parameters=window, timeout=120).state.is_completed()
+    assert flow_stack.service.get(key).state == "cancelled"
+    assert flow_stack.service.done_steps(key) == {}
