@@ -139,6 +139,10 @@ def wait_for_window(key: str) -> ChangeRequest:
     service = runtime().service
     change = service.get(key)
     if change.state == ChangeState.approved.value:
+        clashes = service.schedule_clashes(key)
+        if clashes:
+            return service.transition(key, ChangeState.cancelled, actor="changeflow",
+                                      reason="cannot be scheduled: " + "; ".join(clashes))
         change = service.transition(key, ChangeState.scheduled, actor="changeflow",
                                     reason=f"waiting for the window starting {change.planned_start or 'now'}")
     if change.state == ChangeState.scheduled.value and change.planned_start and change.planned_start > utcnow():
@@ -237,6 +241,12 @@ def close(key: str) -> str:
     return change.state
 
 
+def service_reason(key: str) -> str:
+    """The reason of the change's last transition (what the requester is told)."""
+    events = runtime().service.view(key).events
+    return next((e.data.get("reason", "") for e in reversed(events) if e.action == "transition"), "")
+
+
 @flow(name="change-request", log_prints=True)
 def change_request(request: ChangeRequestInput) -> str:
     """File a change request: it is recorded, approved by the people its policy names, and implemented."""
@@ -250,6 +260,9 @@ def change_request(request: ChangeRequestInput) -> str:
     announce(key, "approved")
     if change.type != ChangeType.emergency.value:
         change = wait_for_window(key)
+        if change.state == ChangeState.cancelled.value:
+            announce(key, "change_failed", reason=service_reason(key))
+            return change.state
     pre = run_phase(key, "pre")
     if not pre.ok:
         # Nothing has been touched yet: the change stops here.

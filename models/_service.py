@@ -210,7 +210,14 @@ class ChangeService:
                 raise
             return existing
 
-    def _schedule_clashes(self, session: Session, request: ChangeRequestInput) -> list[str]:
+    def schedule_clashes(self, key: str) -> list[str]:
+        """For a recorded change: the freezes and other changes its window now overlaps (checked again when
+        it is scheduled, since a freeze may have been declared after it was submitted)."""
+        with self.db.read() as session:
+            change = self._load(session, key)
+            return self._schedule_clashes(session, change, exclude=change.key)
+
+    def _schedule_clashes(self, session: Session, request, exclude: str | None = None) -> list[str]:
         """Freezes and other active changes on the same service that the planned window overlaps."""
         from ._tables import MaintenanceWindow
 
@@ -236,6 +243,8 @@ class ChangeService:
             )
         ).scalars()
         for other in others:
+            if other.key == exclude:
+                continue
             other_end = other.planned_end or other.planned_start + timedelta(hours=2)
             if other_end > start:
                 clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}, planned "

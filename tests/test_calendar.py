@@ -79,3 +79,13 @@ def test_calendar_shows_windows_freezes_and_changes(cli_env, service):
     assert text.exit_code == 0 and "Launch freeze" in text.stdout
     bad = cli_env("window", "add", "--start", "2026-12-02", "--end", "2026-12-01")
     assert bad.exit_code == 2 and "end: must be after start" in bad.stderr
+
+
+def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(service):
+    start = datetime(2027, 3, 7, 2, tzinfo=UTC)
+    change = service.submit(_planned(start))
+    assert service.schedule_clashes(change.key) == []
+    service.add_window(starts_at=start - timedelta(days=1), ends_at=start + timedelta(days=1),
+                       title="Release freeze", freeze=True)
+    (clash,) = service.schedule_clashes(change.key)
+    assert "Release freeze" in clash
