@@ -131,3 +131,45 @@ def test_backup_fresh_and_stale(tmp_path):
     missing = run(kind="backup_fresh", path_glob=str(tmp_path / "none" / "*.dump"), max_age_hours=26)
     assert not missing.passed and "no file matches" in missing.detail
     assert Path(ok.evidence["file"]).exists()
+
+
+def test_metric_check_against_a_prometheus_http_api():
+    """A local server speaking Prometheus' instant-query API (the canary issue brings the real Prometheus)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    seen = []
+
+    class Prometheus(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            query = parse_qs(urlsplit(self.path).query)["query"][0]
+            seen.append(query)
+            value = "0.02" if "errors" in query else "NaN"
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {}, "value": [1764230400, value]}] if "missing" not in query else []}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Prometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = run(kind="metric", prometheus_url=url, query='rate(errors_total{job="api"}[5m])', operator="<",
+                 threshold=0.05)
+        assert ok.passed and ok.evidence["value"] == 0.02 and seen[-1] == 'rate(errors_total{job="api"}[5m])'
+        breach = run(kind="metric", prometheus_url=url, query="errors", operator="<", threshold=0.01)
+        assert not breach.passed and breach.detail == "0.02 < 0.01 is False"
+        empty = run(kind="metric", prometheus_url=url, query="missing", threshold=1)
+        assert not empty.passed and "no value" in empty.detail
+        nan = run(kind="metric", prometheus_url=url, query="latency", threshold=1)
+        assert not nan.passed, "NaN compares false: no data is not a pass"
+    finally:
+        server.shutdown()
+        server.server_close()
