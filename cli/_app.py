@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from enum import Enum
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,7 @@ from models import (
     ChangeState,
     ChangeType,
     Decision,
+    RiskLevel,
     InputError,
     Settings,
     parse_yaml,
@@ -26,12 +28,13 @@ from models import (
     verify_chain,
 )
 
+from models._queries import ChangeFilter
 from notifications import Notifier, run_url
 from notifications._channels import describe_target
 
 from ._context import context
 from ._flows import nudge_gate, nudge_run, start_change_flow
-from ._output import console, exits_cleanly, fmt_time, print_error, print_json
+from ._output import console, err_console, exits_cleanly, fmt_time, print_error, print_json
 
 app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -293,6 +296,45 @@ def review(
 # ---- queries -------------------------------------------------------------------------------------------
 
 
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+LOG_FIELDS = ("key", "type", "state", "service", "title", "requester", "risk_level", "outcome", "created_at",
+              "implemented_at", "closed_at")
+
+
+def log_row(change: ChangeRequest) -> dict:
+    """The stable fields of `log --format json|csv` (documented in the README)."""
+    row = {name: getattr(change, name) for name in LOG_FIELDS}
+    for name in ("created_at", "implemented_at", "closed_at"):
+        row[name] = row[name].isoformat() if row[name] else None
+    return row
+
+
+def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, title: str) -> None:
+    """One renderer for every listing: a Rich table, a JSON list of objects, or CSV with a header row."""
+    if output is OutputFormat.json:
+        print_json(rows)
+    elif output is OutputFormat.csv:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(title=title, box=box.SIMPLE_HEAD)
+        for name in fields:
+            table.add_column(name, no_wrap=name in ("key", "created_at"))
+        for row in rows:
+            table.add_row(*("" if row.get(n) is None else str(row[n])[:19 if n.endswith("_at") else None]
+                            for n in fields))
+        console.print(table)
+
+
 @app.command("log")
 @exits_cleanly
 def log_command(
@@ -300,25 +342,45 @@ def log_command(
     state: Optional[ChangeState] = typer.Option(None, help="Only changes in this state."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
     requester: Optional[str] = typer.Option(None, help="Only this requester."),
+    approver: Optional[str] = typer.Option(None, help="Only changes this person approved."),
+    risk: Optional[RiskLevel] = typer.Option(None, help="Only this risk level."),
     since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time, UTC default)."),
     until: Optional[str] = typer.Option(None, help="Created before (ISO date/time)."),
+    implemented_since: Optional[str] = typer.Option(None, help="Implementation started at or after."),
+    implemented_until: Optional[str] = typer.Option(None, help="Implementation started before."),
+    closed_since: Optional[str] = typer.Option(None, help="Closed at or after."),
+    closed_until: Optional[str] = typer.Option(None, help="Closed before."),
+    text: Optional[str] = typer.Option(None, help="Words the title contains."),
     limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
+    after: Optional[str] = typer.Option(None, help="Cursor printed by the previous page."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
     json_output: bool = JsonOption,
 ) -> None:
-    """List changes, newest first."""
-    changes = context().service.list_changes(
-        type=type, state=state, service=service, requester=requester,
-        since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit,
-    )
-    if json_output:
-        print_json([change_row(c) for c in changes])
-        return
-    table = Table(title=f"changes ({len(changes)})", box=box.SIMPLE_HEAD)
-    for column in ("key", "type", "state", "service", "title", "requester", "risk", "created"):
-        table.add_column(column, no_wrap=column in ("key", "created"), min_width=12 if column == "title" else None)
-    for c in changes:
-        table.add_row(c.key, c.type, c.state, c.service, c.title, c.requester, c.risk_level, f"{c.created_at:%Y-%m-%d}")
-    console.print(table)
+    """List changes, newest first, a page at a time."""
+    change_filter = build_filter(
+        type=type, state=state, service=service, requester=requester, approver=approver, risk=risk,
+        created_since=_parse_time(since, "since"), created_until=_parse_time(until, "until"),
+        implemented_since=_parse_time(implemented_since, "implemented-since"),
+        implemented_until=_parse_time(implemented_until, "implemented-until"),
+        closed_since=_parse_time(closed_since, "closed-since"), closed_until=_parse_time(closed_until, "closed-until"),
+        text=text)
+    page = context().service.query(change_filter, limit=limit, after=after)
+    output = OutputFormat.json if json_output else output
+    emit_rows([log_row(c) for c in page.items], LOG_FIELDS, output, f"changes ({len(page.items)})")
+    if page.next_cursor and output is OutputFormat.table:
+        console.print(f"more: changeflow log ... --after {page.next_cursor}")
+    elif page.next_cursor:
+        err_console.print(f"next page: --after {page.next_cursor}")
+
+
+def build_filter(**fields) -> ChangeFilter:
+    from pydantic import ValidationError
+
+    try:
+        return ChangeFilter(**fields)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise InputError("; ".join(f"--{f.replace('_', '-')}: {m}" for f, m in problems), problems) from None
 
 
 @app.command()
@@ -353,6 +415,23 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
         moved = f"{e.from_state or ''} -> {e.to_state}" if e.to_state else ""
         timeline.add_row(str(e.seq), fmt_time(e.occurred_at), e.actor, e.action, moved, event_summary(e.action, e.data))
     console.print(timeline)
+    if view.checklist_results:
+        checks = Table(title=f"checklist {view.checklist}", box=box.SIMPLE_HEAD)
+        for column in ("phase", "step", "item", "result", "detail", "by"):
+            checks.add_column(column)
+        for c in view.checklist_results:
+            result = "passed" if c["passed"] else ("FAILED" if c["required"] else "failed (advisory)")
+            checks.add_row(c["phase"], str(c["step"]), c["title"], result, c["detail"][:80], c["actor"])
+        console.print(checks)
+    if view.notifications:
+        sent = Table(title="notifications", box=box.SIMPLE_HEAD)
+        for column in ("id", "event", "to", "channel", "state", "tries"):
+            sent.add_column(column)
+        for n in view.notifications:
+            sent.add_row(str(n["id"]), n["event"], n["recipient"], n["channel"], n["state"], str(n["attempts"]))
+        console.print(sent)
+    if view.flow_run_id:
+        console.print(f"flow run: {run_url(context().settings, view.flow_run_id)}")
 
 
 def event_summary(action: str, data: dict) -> str:

@@ -190,8 +190,16 @@ class ChangeRequestView(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+    outcome: str | None = None
+    implemented_at: datetime | None = None
+    ended_at: datetime | None = None
+    closed_at: datetime | None = None
+    template: str | None = None
+    checklist: str | None = None
     approvals: list[ApprovalView] = []
     events: list[AuditEventView] = []
+    checklist_results: list[dict] = []
+    notifications: list[dict] = []
 
 
 def parse_change_request(data: object, *, template_applied: bool = False) -> ChangeRequestInput:

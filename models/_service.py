@@ -25,6 +25,7 @@ from ._db import Database
 from ._enums import AuditAction, ChangeState, ChangeType, Decision, RiskLevel
 from ._errors import ConflictError, InputError, NotFound, PolicyViolation
 from ._lifecycle import plan_transition
+from ._queries import ChangeFilter, Page, query_changes
 from ._policy import (
     GivenApproval,
     PolicyEvaluation,
@@ -137,9 +138,19 @@ class ChangeService:
                 select(Approval).where(Approval.change_id == change.id).order_by(Approval.decided_at, Approval.id)
             ).scalars()
             events = events_for(session, change.key)
+            from ._tables import ChecklistResult, Notification
+
+            checks = session.execute(select(ChecklistResult).where(ChecklistResult.change_key == change.key)
+                                     .order_by(ChecklistResult.id)).scalars()
+            notes = session.execute(select(Notification).where(Notification.change_key == change.key)
+                                    .order_by(Notification.id)).scalars()
             return ChangeRequestView(
-                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "implemented_at",
-                                             "closed_at", "outcome"}),
+                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "approval_requested_at"}),
+                checklist_results=[c.model_dump(include={"phase", "step", "item_id", "title", "kind", "required",
+                                                         "passed", "detail", "actor", "recorded_at"}) for c in checks],
+                notifications=[{"id": n.id, "event": n.event, "recipient": n.recipient,
+                                "channel": n.channel.get("type"), "state": n.state, "attempts": n.attempts,
+                                "sent_at": n.sent_at} for n in notes],
                 approvals=[ApprovalView(**a.model_dump()) for a in approvals],
                 events=[
                     AuditEventView(**e.model_dump(exclude={"data", "change_key", "prev_hash", "hash"}),
@@ -148,33 +159,12 @@ class ChangeService:
                 ],
             )
 
-    def list_changes(
-        self,
-        *,
-        type: ChangeType | None = None,
-        state: ChangeState | None = None,
-        service: str | None = None,
-        requester: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-    ) -> list[ChangeRequest]:
-        stmt = select(ChangeRequest)
-        for column, value in (
-            (ChangeRequest.type, type),
-            (ChangeRequest.state, state),
-            (ChangeRequest.service, service),
-            (ChangeRequest.requester, requester),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == getattr(value, "value", value))
-        if since is not None:
-            stmt = stmt.where(ChangeRequest.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(ChangeRequest.created_at < until)
-        stmt = stmt.order_by(ChangeRequest.created_at.desc(), ChangeRequest.id.desc()).limit(limit)
+    def list_changes(self, *, limit: int = 50, after: str | None = None, **filters) -> list[ChangeRequest]:
+        return self.query(ChangeFilter(**filters), limit=limit, after=after).items
+
+    def query(self, change_filter: "ChangeFilter", *, limit: int = 50, after: str | None = None) -> "Page":
         with self.db.read() as session:
-            return list(session.execute(stmt).scalars())
+            return query_changes(session, change_filter, limit=limit, after=after)
 
     # ---- writes -----------------------------------------------------------------------------------------
 
@@ -797,6 +787,7 @@ class ChangeService:
             values["approval_requested_at"] = now
         if target in _OUTCOMES:
             values["outcome"] = _OUTCOMES[target]
+            values["ended_at"] = now
         if target in _CLOSING_STATES:
             values["closed_at"] = now
         if target is ChangeState.review_pending:

@@ -21,6 +21,9 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_state", "state"),
         Index("ix_change_type", "type"),
         Index("ix_change_requester", "requester"),
+        Index("ix_change_created_id", "created_at", "id"),
+        Index("ix_change_implemented", "implemented_at"),
+        Index("ix_change_service_ended", "service", "ended_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -57,6 +60,9 @@ class ChangeRequest(SQLModel, table=True):
     approval_requested_at: datetime | None = _optional_time()
     outcome: str | None = Field(
         default=None, sa_type=String(16), description="succeeded / failed / rolled_back, once implemented"
+    )
+    ended_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, nullable=True, description="When the outcome was recorded"
     )
     version: int = Field(default=1, description="Optimistic-concurrency counter, bumped by every update")
 
