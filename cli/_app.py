@@ -385,6 +385,23 @@ def build_filter(**fields) -> ChangeFilter:
 
 @app.command()
 @exits_cleanly
+def report(
+    name: str = typer.Argument(..., help="dora, compliance or sla."),
+    since: Optional[str] = typer.Option(None, help="Start of the range (default: a year before --until)."),
+    until: Optional[str] = typer.Option(None, help="End of the range (default: now)."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
+) -> None:
+    """DORA figures, compliance findings or approval SLAs over a time range."""
+    from models._report_runner import run_report
+
+    rows, fields = run_report(context().service, name, _parse_time(since, "since"), _parse_time(until, "until"),
+                              service)
+    emit_rows(rows, fields, output, f"{name} report ({len(rows)} rows)")
+
+
+@app.command()
+@exits_cleanly
 def show(key: str = typer.Argument(..., help="Change key."), json_output: bool = JsonOption) -> None:
     """Show one change with its approvals and full event timeline."""
     view = context().service.view(key)

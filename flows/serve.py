@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import serve
 
+from flows.audit_report import audit_report
 from flows.change_request import change_request
 from flows.escalation import approval_escalation
 from flows.maintenance import maintenance_announcement, maintenance_window
@@ -22,6 +23,7 @@ def deployments(escalation_interval_s: float | None = 60):
         # Unscheduled here: tests and benchmarks start them with an explicit (compressed) window.
         maintenance_announcement.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         maintenance_window.to_deployment(name="weekly", parameters={"kind": "weekly"}),
+        audit_report.to_deployment(name="audit-report"),
     ]
 
 

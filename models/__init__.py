@@ -16,6 +16,7 @@ from ._config import (
     parse_yaml,
 )
 from ._db import Database
+from ._queries import ChangeFilter, Page
 from ._enums import (
     AuditAction,
     BackoutDifficulty,
@@ -64,7 +65,7 @@ from ._settings import Settings
 from ._tables import Approval, AuditEvent, AuditHead, ChangeRequest, MaintenanceWindow, Notification
 
 __all__ = [
-    "Approval", "ApprovalView", "AuditAction", "AuditEvent", "AuditEventView", "AuditHead", "BackoutDifficulty",
+    "Approval", "ChangeFilter", "Page", "ApprovalView", "AuditAction", "AuditEvent", "AuditEventView", "AuditHead", "BackoutDifficulty",
     "ChangeRequest", "ChangeRequestInput", "ChangeRequestView", "ChangeService", "ChangeState", "ChangeType",
     "ChangeflowError", "Channel", "Complexity", "ConfigError", "ConflictError", "DEFAULTS_DIR", "Database",
     "DatabaseBusy", "Decision", "DecisionResult", "Directory", "GENESIS_HASH", "GivenApproval",

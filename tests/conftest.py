@@ -134,6 +134,25 @@ def pytest_terminal_summary(terminalreporter):
     )
 
 
+@pytest.fixture
+def cli_env_for(db, tmp_path, monkeypatch):
+    """`changeflow` in-process against an existing database (the example config, the test secret)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.setenv("CHANGEFLOW_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", db.url)
+    monkeypatch.setenv("CHANGEFLOW_SECRET", SECRET.decode())
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+
+    def bind(_service):
+        return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+    return bind
+
+
 @pytest.fixture(scope="session")
 def flow_stack(tmp_path_factory):
     """Prefect server + runner serving our deployments, shared by every flow test (start-up costs ~15 s)."""

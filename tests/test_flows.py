@@ -276,3 +276,16 @@ def test_submit_form_is_the_change_request_model(flow_stack):
     assert request["properties"]["rollback_plan"]["description"].startswith("How to undo the change")
     assert schema["definitions"]["ChangeType"]["enum"] == ["emergency", "standard", "major"]
     assert request["additionalProperties"] is False
+
+
+def test_audit_report_deployment_publishes_table_and_markdown(flow_stack):
+    import httpx
+
+    run = run_deployment("audit-report/audit-report", parameters={"report": "dora"}, timeout=120)
+    assert run.state.is_completed(), run.state
+    artifacts = httpx.post(f"{flow_stack.api_url}/artifacts/filter",
+                           json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}}).json()
+    kinds = {a["key"]: a["type"] for a in artifacts}
+    assert kinds == {"dora-report": "table", "dora-report-summary": "markdown"}
+    summary = next(a for a in artifacts if a["key"] == "dora-report-summary")["data"]
+    assert "| service | deployments |" in summary and "(all)" in summary

@@ -1,0 +1,34 @@
+"""The audit-report deployment: an auditor runs a report from the Prefect UI and reads it as artifacts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import Field
+
+from flows._runtime import runtime
+from models._report_runner import REPORT_FIELDS, ReportName, run_report
+
+
+@flow(name="audit-report", log_prints=True)
+def audit_report(
+    report: Annotated[ReportName, Field(description="dora, compliance or sla")] = "compliance",
+    since: Annotated[datetime | None, Field(description="Start of the range (default: a year ago)")] = None,
+    until: Annotated[datetime | None, Field(description="End of the range (default: now)")] = None,
+    service: Annotated[str | None, Field(description="Only this service")] = None,
+) -> int:
+    rows, fields = run_report(runtime().service, report, since, until, service)
+    create_table_artifact(key=f"{report}-report", table=[{f: row.get(f) for f in fields} for row in rows],
+                          description=f"{report} report")
+    lines = [f"# {report} report", "", f"range: {since or 'a year ago'} to {until or 'now'}"
+             + (f", service {service}" if service else ""), "",
+             "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join("" if row.get(f) is None else str(row.get(f)) for f in fields) + " |" for row in rows]
+    if not rows:
+        lines.append("\nNo rows." + (" No compliance findings." if report == "compliance" else ""))
+    create_markdown_artifact(key=f"{report}-report-summary", markdown="\n".join(lines),
+                             description=f"{report} report")
+    return len(rows)
