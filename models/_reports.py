@@ -10,12 +10,13 @@ Definitions (the README repeats them):
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlmodel import Session
 
 from ._audit import decode_data, verify_chain
@@ -51,29 +52,35 @@ def dora(session: Session, since: datetime, until: datetime, service: str | None
         stmt = stmt.where(ChangeRequest.service == service)
     rows = session.execute(stmt).all()
     days = max((until - since).total_seconds() / 86400, 1e-9)
+    # Successes after the range's start, per service, sorted: "the next success after a failure" is a bisect
+    # instead of one query per failure (a year holds tens of thousands of failures).
+    later = select(ChangeRequest.service, ChangeRequest.ended_at).where(
+        ChangeRequest.outcome == "succeeded", ChangeRequest.ended_at >= since)
+    if service:
+        later = later.where(ChangeRequest.service == service)
+    successes: dict[str, list[datetime]] = defaultdict(list)
+    for name, ended in session.execute(later.order_by(ChangeRequest.service, ChangeRequest.ended_at)):
+        successes[name].append(ended)
     groups: dict[str, list] = defaultdict(list)
     for row in rows:
         groups[row.service].append(row)
-    result = [_dora_row(session, name, group, days) for name, group in sorted(groups.items())]
-    result.append(_dora_row(session, "(all)", rows, days))
+    result = [_dora_row(successes, name, group, days) for name, group in sorted(groups.items())]
+    result.append(_dora_row(successes, "(all)", rows, days))
     return result
 
 
-def _dora_row(session: Session, name: str, rows: list, days: float) -> dict:
+def _dora_row(successes: dict[str, list[datetime]], name: str, rows: list, days: float) -> dict:
     succeeded = [r for r in rows if r.outcome == "succeeded"]
     failures = [r for r in rows if r.outcome in FAILED_OUTCOMES]
     lead = [_hours(r.ended_at - r.created_at) for r in succeeded]
     restores, unrestored = [], 0
     for failure in failures:
-        restored_at = session.execute(
-            select(func.min(ChangeRequest.ended_at)).where(
-                ChangeRequest.service == failure.service, ChangeRequest.outcome == "succeeded",
-                ChangeRequest.ended_at > failure.ended_at)
-        ).scalar()
-        if restored_at is None:
+        later = successes.get(failure.service, [])
+        index = bisect.bisect_right(later, failure.ended_at)
+        if index == len(later):
             unrestored += 1
         else:
-            restores.append(_hours(restored_at - failure.ended_at))
+            restores.append(_hours(later[index] - failure.ended_at))
     return {
         "service": name,
         "deployments": len(succeeded),
