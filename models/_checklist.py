@@ -10,9 +10,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from ._errors import ConfigError
 
 PHASES = ("pre", "during", "post")
 Phase = Literal["pre", "during", "post"]
@@ -155,16 +154,6 @@ _CHECKLISTS = TypeAdapter(dict[str, Checklist])
 
 
 def load_checklists(path: Path) -> dict[str, Checklist]:
-    from ._config import _format_validation, read_yaml
+    from ._config import load_optional_mapping
 
-    if not path.exists():
-        return {}
-    data, _ = read_yaml(path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of checklist names to phases")
-    try:
-        return _CHECKLISTS.validate_python(data)
-    except ValidationError as exc:
-        raise _format_validation(str(path), exc) from None
+    return load_optional_mapping(path, _CHECKLISTS.validate_python, "checklist names to phases") or {}

@@ -6,7 +6,7 @@ import hashlib
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ._enums import ChangeType, RiskLevel
 from ._errors import ConfigError, InputError
 
+T = TypeVar("T")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -264,19 +265,26 @@ def load_directory(path: Path) -> Directory:
         raise _format_validation(str(path), exc) from None
 
 
-def load_templates(path: Path) -> dict[str, ChangeTemplate]:
-    """Templates are optional: no file means no templates."""
+def load_optional_mapping(path: Path, validate: Callable[[dict], T], what: str) -> T | None:
+    """An optional YAML file holding a mapping (templates, checklists, maintenance): None when absent or empty."""
     if not path.exists():
-        return {}
+        return None
     data, _ = read_yaml(path)
     if data is None:
-        return {}
+        return None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of template names")
+        raise ConfigError(f"{path}: expected a mapping of {what}")
     try:
-        return {str(name): ChangeTemplate.model_validate(body) for name, body in data.items()}
+        return validate(data)
     except ValidationError as exc:
         raise _format_validation(str(path), exc) from None
+
+
+def load_templates(path: Path) -> dict[str, ChangeTemplate]:
+    """Templates are optional: no file means no templates."""
+    return load_optional_mapping(
+        path, lambda data: {str(name): ChangeTemplate.model_validate(body) for name, body in data.items()},
+        "template names") or {}
 
 
 def load_org(config_dir: Path) -> Org:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._errors import ConfigError
 
 
 class Activity(BaseModel):
@@ -55,12 +54,6 @@ class MaintenancePlan(BaseModel):
 
 
 def load_maintenance(path: Path) -> MaintenancePlan | None:
-    from ._config import _format_validation, read_yaml
+    from ._config import load_optional_mapping
 
-    if not path.exists():
-        return None
-    data, _ = read_yaml(path)
-    try:
-        return MaintenancePlan.model_validate(data)
-    except ValidationError as exc:
-        raise _format_validation(str(path), exc) from None
+    return load_optional_mapping(path, MaintenancePlan.model_validate, "windows and activities")
