@@ -34,14 +34,15 @@ CHANGE_COLUMNS = ("id", "key", "type", "state", "title", "description", "service
                   "implementation_plan", "rollback_plan", "test_evidence", "incident_id", "incident_severity",
                   "flow_run_id", "policy_version", "approval_round", "review_due_at", "idempotency_key", "created_at",
                   "updated_at", "implemented_at", "closed_at", "outcome", "template", "approval_requested_at",
-                  "checklist", "ended_at", "version")
+                  "checklist", "ended_at", "approved_at", "version")
 EVENT_COLUMNS = ("seq", "change_key", "occurred_at", "actor", "action", "from_state", "to_state", "data",
                  "prev_hash", "hash")
 APPROVAL_COLUMNS = ("id", "change_id", "round", "approver", "role", "decision", "comment", "decided_at")
 
 
 def naive(at: datetime | None) -> str | None:
-    return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ") if at else None
+    """Naive UTC in the exact form SQLAlchemy stores on SQLite (always six fraction digits)."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") if at else None
 
 
 class Chain:
@@ -76,7 +77,7 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
                                                                  "policy_version": POLICY})
         chain.add(key, at, "changeflow", "transition", "submitted", "awaiting_approval", {"reason": "approvals"})
         requested = at
-        state, implemented, ended, closed, outcome = "awaiting_approval", None, None, None, None
+        state, implemented, ended, closed, outcome, approved = "awaiting_approval", None, None, None, None, None
         if fate < 0.02:
             state, closed = "rejected", at + timedelta(hours=5)
             chain.add(key, closed, "bob", "rejection", data={"role": "peer_reviewer"})
@@ -91,6 +92,7 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
                 approvals.append((approval_id[0], change_id, 1, person, role, "approve", "", naive(at)))
                 chain.add(key, at, person, "approval", data={"role": role, "round": 1})
             chain.add(key, at, "policy-engine", "transition", "awaiting_approval", "approved", {"reason": "ok"})
+            approved = at
             at += timedelta(hours=rng.randint(1, 48))
             implemented = at
             chain.add(key, at, "changeflow", "transition", "approved", "implementing", {"reason": "window"})
@@ -105,7 +107,7 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
         changes.append((change_id, key, change_type, state, f"Change {change_id} to {service}", "", service, requester,
                         "low", 1, "[]", "{}", "", None, None, "", "undo", "", None, None, None, POLICY, 1, None, None,
                         naive(created), naive(closed or at), naive(implemented), naive(closed), outcome, None,
-                        naive(requested), None, naive(ended), 5))
+                        naive(requested), None, naive(ended), naive(approved), 5))
     return changes, approvals
 
 

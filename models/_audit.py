@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, select, update
 from sqlmodel import Session
 
 from ._tables import AuditEvent, AuditHead
@@ -32,7 +32,7 @@ def _iso(at: datetime) -> str:
 def event_hash(
     seq: int,
     change_key: str | None,
-    occurred_at: datetime,
+    occurred_at: datetime | str,
     actor: str,
     action: str,
     from_state: str | None,
@@ -40,10 +40,23 @@ def event_hash(
     data: str,
     prev_hash: str,
 ) -> str:
+    """`occurred_at` as a datetime, or already in the canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ."""
+    when = occurred_at if isinstance(occurred_at, str) else _iso(occurred_at)
     encoded = "\x1f".join(
-        (str(seq), change_key or "", _iso(occurred_at), actor, action, from_state or "", to_state or "", data, prev_hash)
+        (str(seq), change_key or "", when, actor, action, from_state or "", to_state or "", data, prev_hash)
     )
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _canonical_time_sql(dialect: str):
+    """The event time rendered canonically by the database itself: verify then skips a datetime object per row."""
+    column = AuditEvent.__table__.c.occurred_at
+    if dialect == "postgresql":
+        return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    if dialect == "sqlite":
+        # Stored by SQLAlchemy as 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC, always six digits).
+        return func.replace(cast(column, String), " ", "T") + "Z"
+    return None
 
 
 _HEAD = AuditHead.__table__
@@ -156,9 +169,11 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None) -> VerifyRe
 
 def verify_chain(session: Session) -> VerifyResult:
     head_row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
-    rows = session.execute(
-        select(*_VERIFY_COLUMNS).order_by(AuditEvent.seq).execution_options(yield_per=10_000)
-    )
+    table = AuditEvent.__table__.c
+    when = _canonical_time_sql(session.get_bind().dialect.name)
+    columns = [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
+               table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
+    rows = session.execute(select(*columns).order_by(table.seq).execution_options(yield_per=20_000))
     return verify_rows(rows, tuple(head_row) if head_row else None)
 
 

@@ -24,6 +24,7 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_created_id", "created_at", "id"),
         Index("ix_change_implemented", "implemented_at"),
         Index("ix_change_service_ended", "service", "ended_at"),
+        Index("ix_change_approval_requested", "approval_requested_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -58,6 +59,7 @@ class ChangeRequest(SQLModel, table=True):
     template: str | None = Field(default=None, sa_type=String(100), description="Change template it came from")
     checklist: str | None = Field(default=None, sa_type=String(100), description="Checklist its phases run")
     approval_requested_at: datetime | None = _optional_time()
+    approved_at: datetime | None = _optional_time()
     outcome: str | None = Field(
         default=None, sa_type=String(16), description="succeeded / failed / rolled_back, once implemented"
     )
