@@ -56,8 +56,11 @@ def dora(session: Session, since: datetime, until: datetime, service: str | None
     """
     t = ChangeRequest.__table__.c
     dialect = session.get_bind().dialect.name
+    # Newest first, the frame "everything before this row" holds the later outcomes; a frame anchored at
+    # UNBOUNDED PRECEDING is aggregated incrementally (a frame of the *following* rows is re-aggregated per row
+    # on PostgreSQL: quadratic in a service's history).
     next_success = func.min(case((t.outcome == "succeeded", t.ended_at))).over(
-        partition_by=t.service, order_by=(t.ended_at, t.id), rows=(1, None))
+        partition_by=t.service, order_by=(t.ended_at.desc(), t.id.desc()), rows=(None, -1))
     inner = select(t.service, t.outcome, t.created_at, t.ended_at, next_success.label("restored_at")).where(
         t.ended_at >= since, t.outcome.is_not(None))
     if service:
@@ -187,23 +190,24 @@ def _service_of(session: Session, key: str | None) -> str | None:
 
 def sla(session: Session, org: Org, since: datetime, until: datetime, service: str | None = None) -> list[dict]:
     """Approval times against each type's SLA, and the escalation reminders fired."""
-    stmt = select(ChangeRequest).where(ChangeRequest.approval_requested_at >= since,
-                                       ChangeRequest.approval_requested_at < until)
+    t = ChangeRequest.__table__.c
+    stmt = select(t.key, t.type, t.approval_requested_at, t.approved_at).where(
+        t.approval_requested_at >= since, t.approval_requested_at < until)
     if service:
-        stmt = stmt.where(ChangeRequest.service == service)
-    changes = list(session.execute(stmt).scalars())
-    approved_at = {c.key: c.approved_at for c in changes if c.approved_at is not None}
+        stmt = stmt.where(t.service == service)
+    changes = session.execute(stmt).all()
     reminders = Counter(session.execute(
         select(Notification.change_key).where(Notification.event == "approval_reminder",
-                                              Notification.change_key.in_([c.key for c in changes] or ["-"]))
+                                              Notification.created_at >= since)
     ).scalars())
     rows = []
     for change_type in ("emergency", "standard", "major"):
         of_type = [c for c in changes if c.type == change_type]
         limit = org.policies.types[change_type].approval_sla
-        waits = [_hours(approved_at[c.key] - c.approval_requested_at) for c in of_type if c.key in approved_at]
-        breaches = sum(1 for c in of_type if c.key in approved_at and approved_at[c.key] - c.approval_requested_at > limit)
+        waits = [c.approved_at - c.approval_requested_at for c in of_type if c.approved_at is not None]
+        hours = [_hours(w) for w in waits]
         rows.append({"type": change_type, "requested": len(of_type), "approved": len(waits),
-                     "sla_h": _hours(limit), "median_h": _median(waits), "max_h": max(waits) if waits else None,
-                     "breaches": breaches, "escalations": sum(reminders[c.key] for c in of_type)})
+                     "sla_h": _hours(limit), "median_h": _median(hours), "max_h": max(hours) if hours else None,
+                     "breaches": sum(1 for w in waits if w > limit),
+                     "escalations": sum(reminders[c.key] for c in of_type)})
     return rows
