@@ -65,6 +65,8 @@ def history(db, org, tmp_path):
 
     at(timedelta(days=1))
     s2 = service.request_approval(service.submit(standard_request(title="S2")).key)
+    with pytest.raises(PolicyViolation):
+        service.decide(s2.key, approver="bob", decision="approve", code="WRONG-CODE")
     approve_all(s2.key, ["frank", "carol"])
     run(s2.key, [("scheduled", timedelta(days=1, hours=1)), ("implementing", timedelta(days=1, hours=2)),
                  ("rolled_back", timedelta(days=1, hours=3))])
@@ -150,6 +152,7 @@ def test_compliance_findings(history):
     assert ("outside_window", keys["S2"]) in findings and ("outside_window", keys["S1"]) not in findings
     assert ("outside_window", keys["E1"]) not in findings, "emergency changes may run any time"
     assert ("undelivered_notification", keys["S1"]) in findings
+    assert ("refused_attempt", keys["S2"]) in findings
     assert not any(kind == "audit_chain_broken" for kind, _ in findings)
     details = {f["kind"]: f["detail"] for f in report(service, "compliance")}
     assert details["unapproved_implementation"] == "missing 1 x peer_reviewer, 1 x team_lead"
@@ -178,3 +181,17 @@ def test_report_csv_and_json_outputs(history, cli_env_for):
                                                    "closed_at"}
     bad = run("report", "velocity")
     assert bad.exit_code == 2 and "not one of dora, compliance, sla" in bad.stderr
+
+
+def test_compliance_reports_a_broken_audit_chain(history, db):
+    service, _ = history
+    with db.write_engine.connect() as conn:
+        if db.dialect == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER audit_events_no_update")
+        else:
+            conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        conn.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 7")
+        conn.commit()
+    broken = [f for f in report(service, "compliance") if f["kind"] == "audit_chain_broken"]
+    assert broken == [{"kind": "audit_chain_broken", "change": None,
+                       "detail": "first broken event 7: event 7 was altered (its hash does not match its content)"}]
