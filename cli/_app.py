@@ -224,7 +224,7 @@ def confirm(
 
     service = context().service
     change = service.get(key)
-    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    checklist = service.checklist_of(change)
     found = checklist.find(item) if checklist else None
     if found is None or found[1].kind != "manual":
         known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])

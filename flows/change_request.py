@@ -169,7 +169,7 @@ def implement(key: str) -> bool:
         change = rt.service.transition(key, ChangeState.implementing, actor="changeflow", reason="implementation started")
     if change.state != ChangeState.implementing.value:
         return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
-    template = rt.service.org.templates.get(change.template) if change.template else None
+    template = rt.service.template_of(change)
     commands = template.implementation_commands if template else []
     done = rt.service.done_steps(key)
     evidence = []
@@ -203,7 +203,7 @@ def verify(key: str) -> bool:
     change = rt.service.get(key)
     if change.state != ChangeState.verifying.value:
         return change.state == ChangeState.completed.value
-    template = rt.service.org.templates.get(change.template) if change.template else None
+    template = rt.service.template_of(change)
     checks = []
     for command in template.verify_commands if template else []:
         checks.append(run_step(command, change.service, template.command_timeout_s))
@@ -221,7 +221,7 @@ def verify(key: str) -> bool:
 def roll_back(key: str, why: str, evidence: list[dict]) -> None:
     rt = runtime()
     change = rt.service.get(key)
-    template = rt.service.org.templates.get(change.template) if change.template else None
+    template = rt.service.template_of(change)
     results = run_commands(template.rollback_commands, service=change.service,
                            timeout_s=template.command_timeout_s) if template else []
     rt.service.transition(key, ChangeState.rolled_back, actor="changeflow", reason=why,

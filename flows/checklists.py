@@ -129,7 +129,7 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     """Run one phase of the change's checklist; the verdict is the worst of its items."""
     service = runtime().service
     change = service.get(key)
-    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    checklist = service.checklist_of(change)
     items = checklist.items(phase) if checklist else []
     if not items:
         return phase_verdict(phase, [])

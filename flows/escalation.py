@@ -52,7 +52,7 @@ def checklist_deadline_passed(change, pause_key: str) -> bool:
     """A manual checklist item of the waiting phase is past its timeout: the run must record it as failed."""
     _, phase, step, _attempt = pause_key.split("-", 3)
     service = runtime().service
-    checklist = service.org.checklists.get(change.checklist) if change.checklist else None
+    checklist = service.checklist_of(change)
     if checklist is None:
         return False
     done = {r.item_id for r in service.check_results(change.key, phase=phase, step=int(step))}

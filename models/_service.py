@@ -315,6 +315,14 @@ class ChangeService:
 
         return self._retry(attempt, None)
 
+    def template_of(self, change: ChangeRequest):
+        """The change template the change was filed from, if any (its commands drive the implementation)."""
+        return self.org.templates.get(change.template) if change.template else None
+
+    def checklist_of(self, change: ChangeRequest):
+        """The checklist the change runs, if any."""
+        return self.org.checklists.get(change.checklist) if change.checklist else None
+
     def approval_sla(self, change: ChangeRequest) -> timedelta:
         return self.org.policies.for_type(ChangeType(change.type)).approval_sla
 
