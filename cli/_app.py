@@ -250,7 +250,7 @@ def pending(json_output: bool = JsonOption) -> None:
     notifier = Notifier(service, ctx.settings)
     rows = []
     for change, evaluation in service.pending_approvals():
-        deadline = change.approval_requested_at + service.approval_sla(change) if change.approval_requested_at else None
+        deadline = service.approval_deadline(change)
         rows.append({
             "key": change.key, "type": change.type, "title": change.title, "service": change.service,
             "waiting_since": change.approval_requested_at.isoformat() if change.approval_requested_at else None,

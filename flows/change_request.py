@@ -63,7 +63,7 @@ def gate_description(change: ChangeRequest, refusal: str | None) -> str:
     service = runtime().service
     evaluation = service.evaluation(change.key)
     approved_by = ", ".join(evaluation.approved_by) or "nobody yet"
-    deadline = change.approval_requested_at + service.approval_sla(change) if change.approval_requested_at else None
+    deadline = service.approval_deadline(change)
     lines = [
         f"## {change.key}: {change.title}",
         f"**{change.type}** change to **{change.service}**, requested by **{change.requester}**; "

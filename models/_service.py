@@ -326,6 +326,10 @@ class ChangeService:
     def approval_sla(self, change: ChangeRequest) -> timedelta:
         return self.org.policies.for_type(ChangeType(change.type)).approval_sla
 
+    def approval_deadline(self, change: ChangeRequest) -> datetime | None:
+        """When the approval SLA runs out (None before approvals were requested)."""
+        return change.approval_requested_at + self.approval_sla(change) if change.approval_requested_at else None
+
     def pending_approvals(self) -> list[tuple[ChangeRequest, PolicyEvaluation]]:
         """Changes waiting for decisions, oldest request first, with what each still needs."""
         with self.db.read() as session:
@@ -477,16 +481,9 @@ class ChangeService:
 
     def record_phase(self, key: str, verdict, *, step: int) -> None:
         """The phase verdict in the audit trail (once per change, phase and step)."""
-        with self.db.write() as session:
-            change = self._load(session, key, for_update=True)
-            for event in events_for(session, change.key):
-                data = decode_data(event) if event.action == AuditAction.checklist_phase.value else {}
-                if data.get("phase") == verdict.phase and data.get("step") == step:
-                    return
-            append_event(session, actor="changeflow", action=AuditAction.checklist_phase.value,
-                         change_key=change.key, at=self._clock(),
-                         data={"phase": verdict.phase, "step": step, "status": verdict.status.name,
-                               "failed_required": verdict.failed_required, "failed_advisory": verdict.failed_advisory})
+        self._marker(key, AuditAction.checklist_phase, {"phase": verdict.phase, "step": step},
+                     {"status": verdict.status.name, "failed_required": verdict.failed_required,
+                      "failed_advisory": verdict.failed_advisory})
 
     def _marker(self, key: str, action: AuditAction, match: dict, data: dict | None = None):
         """Append an event once per `match` (a resumed run asks again); return the time it was first written."""

@@ -48,8 +48,7 @@ class Notifier:
 
     def _change_context(self, change: ChangeRequest) -> dict:
         evaluation = self.service.evaluation(change.key)
-        deadline = (change.approval_requested_at + self.service.approval_sla(change)
-                    if change.approval_requested_at else None)
+        deadline = self.service.approval_deadline(change)
         return {
             "change": change,
             "missing": evaluation.describe_missing(),
