@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
+from flows.metrics import MetricError, prometheus
 from models._checklist import BackupFreshItem, CommandItem, HttpItem, ItemOutcome, MetricItem, SqlItem
 from models._settings import normalise_database_url
 
@@ -107,12 +108,9 @@ _OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": opera
 
 def check_metric(item: MetricItem) -> ItemOutcome:
     try:
-        response = httpx.get(f"{item.prometheus_url.rstrip('/')}/api/v1/query", params={"query": item.query},
-                             timeout=item.timeout_s)
-        result = response.json()["data"]["result"]
-        value = float(result[0]["value"][1])
-    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
-        return _outcome(item, False, f"no value for the query: {type(exc).__name__}", query=item.query)
+        value = prometheus.instant(item.prometheus_url, item.query, timeout_s=item.timeout_s)
+    except (MetricError, ValueError) as exc:
+        return _outcome(item, False, f"no value for the query: {exc}", query=item.query)
     passed = _OPERATORS[item.operator](value, item.threshold)
     return _outcome(item, passed, f"{value:g} {item.operator} {item.threshold:g} is {passed}", query=item.query,
                     value=value)

@@ -26,6 +26,7 @@ from models._types import utcnow
 
 from flows._commands import run_commands
 from flows._runtime import runtime
+from flows.canary import run_canary
 from flows.checklists import run_phase
 
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
@@ -123,14 +124,15 @@ def approval_gate(key: str) -> ChangeRequest:
 
 
 @task(name="announce")
-def announce(key: str, event: str, reason: str = "") -> None:
+def announce(key: str, event: str, reason: str = "", extra: dict | None = None) -> None:
     """Tell the requester, the approvers and the service's owners and stakeholders."""
     rt = runtime()
     change = rt.service.get(key)
     directory = rt.service.org.directory
     entry = directory.services.get(change.service)
     audience = {change.requester, *rt.service.decided_by(key), *(entry.owners + entry.stakeholders if entry else [])}
-    rt.notifier.announce(change, event, sorted(p for p in audience if p in directory.people), reason=reason)
+    rt.notifier.announce(change, event, sorted(p for p in audience if p in directory.people), reason=reason,
+                         extra=extra)
     rt.notifier.deliver(change_key=key)
 
 
@@ -191,10 +193,35 @@ def implement(key: str) -> bool:
             roll_back(key, f"during-checklist failed after step {step}: {', '.join(during.failed_required)}",
                       evidence)
             return False
+    plan = rt.service.canary_plan(change)
+    if plan is not None:
+        return ship_canary(key, first_step=len(commands), evidence=evidence)
     rt.service.transition(key, ChangeState.verifying, actor="changeflow",
                           reason="implementation steps done" if template else "implementation plan handed to the operator",
                           data={"steps": evidence})
     return True
+
+
+def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:
+    """The canary rollout is the last part of the implementation; its during-checklist runs after each step."""
+    rt = runtime()
+
+    def during(index: int) -> str:
+        verdict = run_phase(key, "during", first_step + index)
+        return "" if verdict.ok else f"during-checklist failed after canary step {index}: " \
+                                     f"{', '.join(verdict.failed_required)}"
+
+    result, reason, failing = run_canary(key, during=during)
+    if result == "promoted":
+        rt.service.transition(key, ChangeState.verifying, actor="changeflow", reason=reason,
+                              data={"steps": evidence, "canary": rt.service.canary_decisions(key)})
+        return True
+    if result == "rolled_back":
+        roll_back(key, f"canary rolled back: {reason}", [*evidence, {"canary": rt.service.canary_decisions(key)}])
+        announce(key, "canary_rolled_back", reason=reason, extra={"measurements": failing})
+        return False
+    fail(key, reason, [*evidence, {"canary": rt.service.canary_decisions(key)}])
+    return False
 
 
 def verify(key: str) -> bool:
@@ -229,6 +256,13 @@ def roll_back(key: str, why: str, evidence: list[dict]) -> None:
     rt.service.transition(key, ChangeState.review_pending, actor="changeflow", reason="rolled back: review due")
 
 
+def fail(key: str, why: str, evidence: list[dict]) -> None:
+    """The change could not be carried out and nothing was undone (there was nothing to undo)."""
+    rt = runtime()
+    rt.service.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence})
+    rt.service.transition(key, ChangeState.review_pending, actor="changeflow", reason="failed: review due")
+
+
 @task(name="close")
 def close(key: str) -> str:
     service = runtime().service
@@ -245,6 +279,16 @@ def service_reason(key: str) -> str:
     """The reason of the change's last transition (what the requester is told)."""
     events = runtime().service.view(key).events
     return next((e.data.get("reason", "") for e in reversed(events) if e.action == "transition"), "")
+
+
+def service_reason_of_outcome(key: str, outcome: str | None) -> str:
+    """Why the change ended as it did: the reason recorded with its failed / rolled_back transition."""
+    if not outcome:
+        return "not implemented"
+    events = runtime().service.view(key).events
+    reason = next((e.data.get("reason", "") for e in reversed(events)
+                   if e.action == "transition" and e.to_state == outcome), "")
+    return f"{outcome.replace('_', ' ')}: {reason}" if reason else outcome.replace("_", " ")
 
 
 @flow(name="change-request", log_prints=True)
@@ -281,7 +325,7 @@ def change_request(request: ChangeRequestInput) -> str:
     if outcome == "succeeded":
         announce(key, "change_completed")
     else:
-        announce(key, "change_failed", reason=(outcome or "not implemented").replace("_", " "))
+        announce(key, "change_failed", reason=service_reason_of_outcome(key, outcome))
     return close(key)
 
 

@@ -187,6 +187,7 @@ class Org(BaseModel):
     templates: dict[str, ChangeTemplate] = Field(default_factory=dict)
     checklists: dict[str, "Checklist"] = Field(default_factory=dict)
     maintenance: "MaintenancePlan | None" = None
+    canary: "CanaryConfig | None" = None
 
     @model_validator(mode="after")
     def _templates_known(self) -> "Org":
@@ -293,9 +294,10 @@ def load_org(config_dir: Path) -> Org:
     templates = load_templates(config_dir / "templates.yaml")
     checklists = load_checklists(config_dir / "checklists.yaml")
     maintenance = load_maintenance(config_dir / "maintenance.yaml")
+    canary = load_canary(config_dir / "canary.yaml")
     try:
         return Org(directory=directory, policies=policies, templates=templates, checklists=checklists,
-                   maintenance=maintenance)
+                   maintenance=maintenance, canary=canary)
     except ValidationError as exc:
         raise _format_validation(str(config_dir), exc) from None
 
@@ -304,5 +306,6 @@ DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 from ._checklist import Checklist, load_checklists  # noqa: E402  (defined on top of this module's helpers)
 from ._maintenance import MaintenancePlan, load_maintenance  # noqa: E402
+from ._canary_plan import CanaryConfig, load_canary  # noqa: E402
 
 Org.model_rebuild()

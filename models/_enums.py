@@ -87,3 +87,5 @@ class AuditAction(str, Enum):
     checklist_waiting = "checklist_waiting"
     implementation_step = "implementation_step"
     policy_override = "policy_override"
+    canary_decision = "canary_decision"
+    canary_confirmation = "canary_confirmation"

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from ._canary_plan import CanaryPlan
 from ._enums import (
     BackoutDifficulty,
     ChangeState,
@@ -122,6 +123,12 @@ class ChangeRequestInput(BaseModel):
         description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
         "automated); empty: none, or the template's.",
         json_schema_extra={"position": 15},
+    )
+    canary: CanaryPlan | None = Field(
+        default=None,
+        description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
+        "interval, automatic rollback on a breach. Empty: no canary.",
+        json_schema_extra={"position": 16},
     )
 
     @model_validator(mode="after")

@@ -20,10 +20,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from ._audit import append_event, decode_data, events_for
+from ._canary_plan import CanaryConfig, CanaryPlan, CanaryTarget
 from ._config import Org
 from ._db import Database
 from ._enums import AuditAction, ChangeState, ChangeType, Decision, RiskLevel
-from ._errors import ConflictError, InputError, NotFound, PolicyViolation
+from ._errors import ConfigError, ConflictError, InputError, NotFound, PolicyViolation
 from ._lifecycle import plan_transition
 from ._queries import ChangeFilter, Page, query_changes
 from ._policy import (
@@ -38,7 +39,7 @@ from ._policy import (
 )
 from ._risk import ServiceHistory, assess_risk
 from ._schemas import ApprovalView, AuditEventView, ChangeRequestInput, ChangeRequestView, parse_change_request
-from ._tables import Approval, ChangeRequest
+from ._tables import Approval, CanaryMeasurement, ChangeRequest
 from ._types import utcnow
 
 T = TypeVar("T")
@@ -509,6 +510,50 @@ class ChangeService:
             return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
                     if e.action == AuditAction.implementation_step.value}
 
+    # ---- canary ------------------------------------------------------------------------------------------
+
+    def canary_plan(self, change: ChangeRequest) -> CanaryPlan | None:
+        return CanaryPlan.model_validate(change.canary) if change.canary else None
+
+    def canary_target(self, change: ChangeRequest) -> CanaryTarget:
+        target = (self.org.canary or CanaryConfig()).services.get(change.service)
+        if target is None:
+            raise ConfigError(f"canary.yaml: no traffic router for service {change.service!r}")
+        return target
+
+    def record_measurements(self, key: str, rows: list[dict]) -> None:
+        with self.db.write() as session:
+            change = self._load(session, key)
+            session.add_all(CanaryMeasurement(change_key=change.key, **row) for row in rows)
+
+    def measurements(self, key: str, *, step: int | None = None) -> list[CanaryMeasurement]:
+        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == key.upper())
+        if step is not None:
+            stmt = stmt.where(CanaryMeasurement.step == step)
+        with self.db.read() as session:
+            return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())
+
+    def record_canary_decision(self, key: str, *, step: int, bake: str, decision: dict) -> dict:
+        """A step's decision in the audit trail, once per bake of the step; returns the first record's data."""
+        return self._marker(key, AuditAction.canary_decision, {"step": step, "bake": bake}, decision)[1]
+
+    def canary_decisions(self, key: str) -> dict[int, dict]:
+        """The last decision of each canary step."""
+        with self.db.read() as session:
+            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
+                    if e.action == AuditAction.canary_decision.value}
+
+    def confirm_canary(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict:
+        """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
+        approval: someone in the directory, with their personal code for this change."""
+        change = self.get(key)
+        if person not in self.org.directory.people:
+            raise PolicyViolation(f"person: {person!r} is not in the approver directory")
+        if not verify_code(self._secret, change.key, person, change.approval_round, code):
+            raise PolicyViolation(f"approval_code: wrong code for {person} on {change.key}")
+        return self._marker(key, AuditAction.canary_confirmation, {"gate": gate},
+                            {"person": person, "answer": action, "comment": comment})[1]
+
     # ---- internals --------------------------------------------------------------------------------------
 
     def _retry(self, attempt: Callable[[], T], expected_version: int | None) -> T:
@@ -654,6 +699,10 @@ class ChangeService:
             known = ", ".join(sorted(self.org.checklists)) or "none configured"
             raise InputError(f"checklist: unknown checklist {request.checklist!r} (known: {known})",
                              [("checklist", "unknown checklist")])
+        if request.canary is not None:
+            problems = (self.org.canary or CanaryConfig()).check_plan(request.service, request.canary)
+            if problems:
+                raise InputError("; ".join(problems), [(p.split(":")[0], p.split(": ", 1)[1]) for p in problems])
         return request
 
     def _apply_template_fields(self, request: ChangeRequestInput) -> ChangeRequestInput:

@@ -66,6 +66,7 @@ class ChangeRequest(SQLModel, table=True):
     ended_at: datetime | None = Field(
         default=None, sa_type=UTCDateTime, nullable=True, description="When the outcome was recorded"
     )
+    canary: dict | None = Field(default=None, sa_type=JSON, description="Canary plan, when shipped as a canary")
     version: int = Field(default=1, description="Optimistic-concurrency counter, bumped by every update")
 
 
@@ -171,3 +172,23 @@ class ChecklistResult(SQLModel, table=True):
     evidence: dict = Field(default_factory=dict, sa_type=JSON)
     actor: str = Field(default="changeflow", sa_type=String(100))
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class CanaryMeasurement(SQLModel, table=True):
+    """One analysed value of a canary step (append-only): what every rollout decision was based on."""
+
+    __tablename__ = "canary_measurements"
+    __table_args__ = (Index("ix_canary_change_step", "change_key", "step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    change_key: str = Field(sa_type=String(20))
+    step: int
+    weight: int
+    bake: str = Field(sa_type=String(64), description="Which bake of the step (a resumed run bakes it again)")
+    metric: str = Field(sa_type=String(64))
+    version: str = Field(sa_type=String(16), description="canary or stable")
+    value: float | None = None
+    error: str | None = Field(default=None, sa_type=Text)
+    threshold: float | None = None
+    operator: str | None = Field(default=None, sa_type=String(2))
+    taken_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

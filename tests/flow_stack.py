@@ -43,6 +43,14 @@ def test_checklists(health_url: str, backups: Path) -> dict:
 
 
 TEST_TEMPLATES = {
+    "canary-release": {
+        "type": "standard",
+        "title": "Release a new version as a canary",
+        "implementation_plan": "shift traffic in steps while the analysis watches",
+        "rollback_plan": "send all traffic back to the stable version",
+        "rollback_commands": ["echo rollback of {service} done"],
+        "command_timeout_s": 30,
+    },
     "failing-deploy": {
         "type": "standard",
         "title": "Deploy that fails",
@@ -102,7 +110,7 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     maintenance["activities"]["after-long"] = {"title": "Never fits", "command": "echo too late"}
     (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance))
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
-    policies["pre_approved_templates"] = ["restart-service", "failing-deploy",
+    policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies))
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}

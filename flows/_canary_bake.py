@@ -1,0 +1,146 @@
+"""One canary step: set the weight, measure every interval, decide (models/_canary) after each measurement.
+
+No Prefect here: the flow wraps `bake_step` in a task, and the rollback-reaction benchmark calls it directly.
+A rollback sets the canary's weight to 0 inside the loop, the moment the failure limit is reached, before
+anything else is recorded or announced.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+
+from flows.metrics import MetricError, http_probe, prometheus
+from flows.traffic import RouterError
+from models._canary import ComparisonResult, Measurement, StepDecision, compare_to_baseline, decide_step
+from models._canary_plan import CanaryPlan, CanaryStep, CanaryTarget
+from models._types import utcnow
+
+
+@dataclass
+class StepResult:
+    action: str  # continue | promote | rollback | pause | router_failed
+    reasons: list[str]
+    rows: list[dict] = field(default_factory=list)
+    router: list[dict] = field(default_factory=list)
+    failing: list[dict] = field(default_factory=list)
+
+    def as_decision(self) -> dict:
+        return {"action": self.action, "reasons": self.reasons, "measured": len(self.rows)}
+
+
+class Analyzer:
+    """Takes one measurement of every metric of the plan (and the latency samples for the comparison)."""
+
+    def __init__(self, plan: CanaryPlan, target: CanaryTarget, *, service: str, prometheus_url: str | None,
+                 timeout_s: float = 5):
+        self.plan, self.target, self.service = plan, target, service
+        self.prometheus_url = prometheus_url
+        self.timeout_s = timeout_s
+        self.client = httpx.Client(limits=httpx.Limits(max_connections=32))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _probe(self, url: str | None) -> http_probe.ProbeResult | None:
+        if url is None:
+            return None
+        return http_probe.probe(self.client, url, self.plan.probe_requests,
+                                timeout_s=min(self.timeout_s, max(self.plan.interval_s, 0.5)))
+
+    def measure(self) -> tuple[list[Measurement], list[float], list[float]]:
+        canary_probe = self._probe(self.target.canary_url) if self.plan.uses("http_probe") or \
+            self.plan.comparison.enabled else None
+        stable_probe = self._probe(self.target.stable_url) if self.plan.comparison.enabled else None
+        measurements = [self._one(metric, canary_probe) for metric in self.plan.metrics]
+        return (measurements, canary_probe.latencies_ms if canary_probe else [],
+                stable_probe.latencies_ms if stable_probe else [])
+
+    def _one(self, metric, canary_probe) -> Measurement:
+        try:
+            if metric.provider == "http_probe":
+                return Measurement(metric=metric.name, value=canary_probe.value(metric.query))
+            query = prometheus.render(metric.query, service=self.service, version=self.plan.canary_version,
+                                      interval_s=self.plan.interval_s)
+            if metric.range_query:
+                values = prometheus.range_values(self.prometheus_url, query, seconds=self.plan.interval_s,
+                                                 step_s=max(self.plan.interval_s / 10, 0.2), timeout_s=self.timeout_s)
+                worst = max(values) if metric.operator in (">", ">=") else min(values)
+                return Measurement(metric=metric.name, value=worst)
+            return Measurement(metric=metric.name,
+                               value=prometheus.instant(self.prometheus_url, query, timeout_s=self.timeout_s))
+        except MetricError as exc:
+            return Measurement(metric=metric.name, error=str(exc))
+
+
+def _failing(metric, value) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    return {"<": value < metric.threshold, "<=": value <= metric.threshold, ">": value > metric.threshold,
+            ">=": value >= metric.threshold}[metric.operator]
+
+
+def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyzer: Analyzer, bake: str,
+              on_tick: Callable[[int, int], None] = lambda done, total: None,
+              sleep: Callable[[float], None] = time.sleep) -> StepResult:
+    last = index == len(plan.steps)
+    try:
+        applied = [router.set_weight(step.weight)]
+    except RouterError as exc:
+        return StepResult("router_failed", [f"traffic router: {exc}"])
+    rules = [metric.rule() for metric in plan.metrics]
+    by_name = {metric.name: metric for metric in plan.metrics}
+    measurements: list[Measurement] = []
+    canary_samples: list[float] = []
+    stable_samples: list[float] = []
+    rows: list[dict] = []
+    total = plan.measurements_per_step(step)
+    started = time.monotonic()
+    decision: StepDecision | None = None
+    for tick in range(1, total + 1):
+        # Measure at the end of each interval, so every value describes traffic at this step's weight.
+        sleep(max(0.0, started + tick * plan.interval_s - time.monotonic()))
+        taken, canary_latencies, stable_latencies = analyzer.measure()
+        measurements += taken
+        canary_samples += canary_latencies
+        stable_samples += stable_latencies
+        now = utcnow()
+        for m in taken:
+            metric = by_name[m.metric]
+            rows.append({"step": index, "weight": step.weight, "bake": bake, "metric": m.metric, "version": "canary",
+                         "value": None if m.value is None or math.isnan(m.value) else m.value, "error": m.error,
+                         "threshold": metric.threshold, "operator": metric.operator, "taken_at": now})
+        comparison: ComparisonResult | None = None
+        if plan.comparison.enabled:
+            comparison = compare_to_baseline(canary_samples, stable_samples, metric="latency_ms",
+                                             min_samples=plan.comparison.min_samples, alpha=plan.comparison.alpha,
+                                             tolerance=plan.comparison.tolerance)
+            for version, samples in (("canary", canary_latencies), ("stable", stable_latencies)):
+                if samples:
+                    rows.append({"step": index, "weight": step.weight, "bake": bake, "metric": "latency_median_ms",
+                                 "version": version, "value": http_probe.percentile(samples, 0.5), "error": None,
+                                 "threshold": None, "operator": None, "taken_at": now})
+        decision = decide_step(rules, measurements, last_step=last, comparison=comparison)
+        on_tick(tick, total)
+        if decision.action == "rollback":
+            return _roll_back_now(decision, rows, applied, router, by_name)
+        if decision.action == "pause":
+            return StepResult("pause", decision.reasons, rows, applied)
+    return StepResult(decision.action, decision.reasons, rows, applied)
+
+
+def _roll_back_now(decision: StepDecision, rows: list[dict], applied: list[dict], router, by_name) -> StepResult:
+    reasons = list(decision.reasons)
+    try:
+        applied.append(router.set_weight(0))
+    except RouterError as exc:
+        reasons.append(f"setting the canary weight to 0 failed: {exc}")
+    failing = [{"metric": r["metric"], "value": round(r["value"], 4), "limit": f"{r['operator']} {r['threshold']:g}",
+                "weight": r["weight"]}
+               for r in rows if r["version"] == "canary" and r["metric"] in by_name
+               and _failing(by_name[r["metric"]], r["value"])]
+    return StepResult("rollback", reasons, rows, applied, failing[-10:])

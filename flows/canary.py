@@ -1,0 +1,164 @@
+"""The canary rollout of a change: each step a Prefect task (set weight, bake, decide), gates between steps.
+
+Runs inside the change-request flow as its implementation. Resumable like the rest of the flow: decided
+steps are in the audit trail and are not baked again; a gate's key is stable, so a resumed run gets the
+stored answer back from Prefect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from flows._canary_bake import Analyzer, StepResult, bake_step
+from flows._runtime import runtime
+from flows.traffic import RouterError, router_for
+from models import PolicyViolation
+
+DONE = {"continue", "promote", "proceed"}
+
+
+class CanaryGateAnswer(RunInput):
+    """A person's answer at a canary gate, in the Resume dialog."""
+
+    person: str = Field(description="Your user name in the approver directory.")
+    approval_code: str = Field(description="Your personal approval code for this change.")
+    answer: Literal["proceed", "roll_back"] = Field(
+        default="proceed", description="proceed: go on with the rollout; roll_back: send all traffic back to stable."
+    )
+    comment: str = Field(default="", max_length=5000, description="What you looked at, for the record.")
+
+
+def _router(change, plan):
+    target = runtime().service.canary_target(change)
+    return target, router_for(target.router, service=change.service, stable_version=plan.stable_version,
+                              canary_version=plan.canary_version)
+
+
+@task(name="canary step")
+def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepResult:
+    rt = runtime()
+    change = rt.service.get(key)
+    plan = rt.service.canary_plan(change)
+    step = plan.steps[index - 1]
+    target, router = _router(change, plan)
+    prometheus_url = rt.service.org.canary.prometheus_url if rt.service.org.canary else None
+    analyzer = Analyzer(plan, target, service=change.service, prometheus_url=prometheus_url,
+                        timeout_s=rt.settings.http_timeout_s)
+    ticks_before = sum(plan.measurements_per_step(s) for s in plan.steps[: index - 1])
+    ticks_all = sum(plan.measurements_per_step(s) for s in plan.steps)
+
+    def on_tick(done: int, total: int) -> None:
+        if progress_id:
+            update_progress_artifact(progress_id, progress=100.0 * (ticks_before + done) / ticks_all)
+
+    try:
+        result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick)
+    finally:
+        analyzer.close()
+    rt.service.record_measurements(key, result.rows)
+    rt.service.record_canary_decision(key, step=index, bake=bake,
+                                      decision={**result.as_decision(), "weight": step.weight,
+                                                "router": result.router})
+    get_run_logger().info("step %d (%d%%): %s - %s", index, step.weight, result.action, "; ".join(result.reasons))
+    return result
+
+
+def canary_gate(key: str, gate: str, description: str) -> str:
+    """Suspend until a person in the directory answers with a valid code; returns proceed or roll_back."""
+    service = runtime().service
+    refusal = ""
+    attempt = 0
+    while True:
+        attempt += 1
+        text = description + (f"\n\n> **The last answer was refused:** {refusal}" if refusal else "")
+        answer = suspend_flow_run(wait_for_input=CanaryGateAnswer.with_initial_data(description=text),
+                                  key=f"{gate}-{attempt}")
+        try:
+            recorded = service.confirm_canary(key, person=answer.person.strip(), code=answer.approval_code,
+                                              action=answer.answer, comment=answer.comment, gate=gate)
+        except PolicyViolation as exc:
+            refusal = str(exc)
+            continue
+        return recorded["answer"]
+
+
+def analysis_table(key: str) -> None:
+    rows = runtime().service.measurements(key)
+    create_table_artifact(
+        key=f"{key.lower()}-canary-analysis",
+        table=[{"step": r.step, "weight %": r.weight, "metric": r.metric, "version": r.version,
+                "value": None if r.value is None else round(r.value, 4), "error": r.error or "",
+                "fails when": f"{r.operator} {r.threshold:g}" if r.operator else "",
+                "at": r.taken_at.strftime("%H:%M:%S")} for r in rows],
+        description=f"Canary analysis of {key}: every measurement each decision was based on",
+    )
+
+
+def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
+    """Roll the change's canary out. Returns (promoted | rolled_back | failed, reason, the failing measurements).
+
+    `during(index)` runs the during-checklist after a step and returns a failure reason or "".
+    """
+    rt = runtime()
+    change = rt.service.get(key)
+    plan = rt.service.canary_plan(change)
+    decided = rt.service.canary_decisions(key)
+    progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-canary-progress",
+                                        description=f"{key}: canary {plan.canary_version} on {change.service}")
+    progress_id = str(progress) if progress else None
+    for index, step in enumerate(plan.steps, start=1):
+        previous = decided.get(index)
+        if previous and previous["action"] in DONE:
+            continue
+        where = f"## {key}: canary {plan.canary_version} on {change.service}\n\nStep {index} of {len(plan.steps)}"
+        if step.confirm:
+            answer = canary_gate(key, f"canary-confirm-s{index}",
+                                 f"{where}: send **{step.weight} %** of traffic to the canary?")
+            if answer == "roll_back":
+                return _roll_back(key, plan, change, f"rolled back by a person before step {index}", [])
+        if previous and previous["action"] == "pause":
+            result_action, reasons, failing = "pause", previous["reasons"], []
+            bake = previous["bake"]
+        else:
+            bake = uuid.uuid4().hex[:12]
+            result = run_step(key, index, bake, progress_id)
+            result_action, reasons, failing = result.action, result.reasons, result.failing
+        if result_action == "router_failed":
+            analysis_table(key)
+            return "failed", reasons[0], []
+        if result_action == "rollback":
+            analysis_table(key)
+            return _roll_back(key, plan, change, "; ".join(reasons), failing, weight_already_zero=True)
+        if result_action == "pause":
+            answer = canary_gate(key, f"canary-inconclusive-s{index}-{bake}",
+                                 f"{where} at {step.weight} %: the analysis was **inconclusive**: "
+                                 f"{'; '.join(reasons)}.\n\nProceed as if healthy, or roll back?")
+            if answer == "roll_back":
+                analysis_table(key)
+                return _roll_back(key, plan, change, "rolled back by a person after an inconclusive analysis", [])
+            rt.service.record_canary_decision(key, step=index, bake=f"{bake}-confirmed",
+                                              decision={"action": "proceed", "reasons": ["confirmed by a person"],
+                                                        "weight": step.weight})
+        problem = during(index)
+        if problem:
+            analysis_table(key)
+            return _roll_back(key, plan, change, problem, [])
+    analysis_table(key)
+    return "promoted", f"promoted {plan.canary_version} to 100 %", []
+
+
+def _roll_back(key, plan, change, reason, failing, *, weight_already_zero: bool = False):
+    if not weight_already_zero:
+        _, router = _router(change, plan)
+        try:
+            router.set_weight(0)
+        except RouterError as exc:
+            reason += f"; setting the canary weight to 0 failed: {exc}"
+    return "rolled_back", reason, failing

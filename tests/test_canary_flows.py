@@ -1,0 +1,186 @@
+"""Canary rollouts through the change-request flow on a real Prefect server, with real nginx routing between
+two sample-service processes and a real Prometheus scraping them (both from Debian, installed by .ci/run)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, Lab, TrafficLoad, nginx_available, prometheus_available
+from flows.traffic import router_for
+from models._canary_plan import NginxRouter as NginxConfig
+from tests.test_flows import final_run_state, notifications_for, submit
+
+pytestmark = [
+    pytest.mark.flows,
+    pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (apt-get install nginx-light)"),
+]
+needs_prometheus = pytest.mark.skipif(not prometheus_available(), reason="prometheus is not installed")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = Lab(tmp_path_factory.mktemp("canary-lab"))
+    try:
+        lab.start_versions("v1", "v2")
+        lab.start_nginx()
+        if prometheus_available():
+            lab.start_prometheus()
+            lab.wait_for_scrapes()
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def canary_setup(lab, flow_stack):
+    """Healthy versions, all traffic on stable, and canary.yaml naming this lab (the flow reads it per run)."""
+    lab.stable.set(error_rate=0, latency_ms=10)
+    lab.canary.set(error_rate=0, latency_ms=10)
+    all_traffic_to_stable(lab)
+    config_file = flow_stack.home / "config" / "canary.yaml"
+
+    def write(router: dict | None = None) -> None:
+        config_file.write_text(yaml.safe_dump(lab.canary_config(router)))
+
+    write()
+    yield write
+    config_file.unlink(missing_ok=True)
+
+
+def all_traffic_to_stable(lab) -> None:
+    router_for(NginxConfig(**lab.nginx_router()), service=lab.service).set_weight(0)
+
+
+def plan(provider: str, *, interval_s: float = 0.5, bake_s: float = 2.0) -> dict:
+    if provider == "prometheus":
+        metrics = [{"name": "error_rate", "provider": "prometheus", "query": PROMQL_ERROR_RATE, "threshold": 0.05},
+                   {"name": "latency_p95_ms", "provider": "prometheus", "query": PROMQL_P95_MS, "threshold": 500}]
+    else:
+        metrics = [{"name": "error_rate", "query": "error_rate", "threshold": 0.05},
+                   {"name": "latency_p95_ms", "query": "latency_p95_ms", "threshold": 500}]
+    return {"stable_version": "v1", "canary_version": "v2", "interval_s": interval_s, "probe_requests": 20,
+            "steps": [{"weight": w, "bake_s": bake_s} for w in (10, 50, 100)], "metrics": metrics}
+
+
+def ship(canary: dict, title: str) -> str:
+    return submit({"type": "standard", "title": title, "service": "shop", "requester": "grace",
+                   "template": "canary-release", "canary": canary})
+
+
+def change_of(flow_stack, run_id):
+    return flow_stack.wait_for(run_id, lambda c: True, what="the change record")
+
+
+def fail_canary_at_step_two(flow_stack, lab, run_id) -> None:
+    """Make the canary start failing once step 1 (10 %) has been judged healthy."""
+    change = change_of(flow_stack, run_id)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if 1 in flow_stack.service.canary_decisions(change.key):
+            lab.canary.set(error_rate=0.6)
+            return
+        time.sleep(0.05)
+    raise AssertionError("step 1 was never decided")
+
+
+def wait_for_split(lab, expected: set[str], timeout_s: float = 10) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        split = lab.traffic_split(30)
+        if set(split) == expected or time.monotonic() > deadline:
+            return split
+        time.sleep(0.2)
+
+
+def assert_promoted(flow_stack, lab, run_id):
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "closed" and change.outcome == "succeeded"
+    decisions = flow_stack.service.canary_decisions(change.key)
+    assert [decisions[i]["action"] for i in (1, 2, 3)] == ["continue", "continue", "promote"]
+    assert [decisions[i]["weight"] for i in (1, 2, 3)] == [10, 50, 100]
+    return change
+
+
+def assert_rolled_back(flow_stack, run_id, failing_metric: str = "error_rate"):
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "review_pending" and change.outcome == "rolled_back"
+    decisions = flow_stack.service.canary_decisions(change.key)
+    assert decisions[1]["action"] == "continue" and decisions[2]["action"] == "rollback"
+    assert decisions[2]["weight"] == 50 and 3 not in decisions
+    assert any(failing_metric in reason for reason in decisions[2]["reasons"])
+    # Every measurement behind the decision is stored, and the failing ones are over the threshold.
+    rows = flow_stack.service.measurements(change.key, step=2)
+    failed = [r for r in rows if r.metric == failing_metric and r.value is not None and r.value > r.threshold]
+    assert len(failed) >= 2
+    sent = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "canary_rolled_back"]
+    assert sent and "error_rate" in sent[0]["body_text"] and "at 50% traffic" in sent[0]["body_text"]
+    rolled = next(e for e in flow_stack.service.view(change.key).events if e.to_state == "rolled_back")
+    assert rolled.data["reason"].startswith("canary rolled back: error_rate")
+    assert rolled.data["rollback"][0]["output"].strip() == "rollback of shop done"
+    return change
+
+
+@needs_prometheus
+def test_healthy_canary_is_promoted_through_nginx_with_prometheus(flow_stack, lab, canary_setup):
+    with TrafficLoad(lab.entry_url):
+        run_id = ship(plan("prometheus", interval_s=1, bake_s=4), "healthy canary, prometheus")
+        change = assert_promoted(flow_stack, lab, run_id)
+    assert wait_for_split(lab, {"v2"}) == {"v2": 30}
+    values = {r.metric for r in flow_stack.service.measurements(change.key)}
+    assert values == {"error_rate", "latency_p95_ms"}
+
+
+@needs_prometheus
+def test_canary_failing_at_50_percent_is_rolled_back_with_prometheus(flow_stack, lab, canary_setup):
+    with TrafficLoad(lab.entry_url):
+        run_id = ship(plan("prometheus", interval_s=1, bake_s=4), "failing canary, prometheus")
+        fail_canary_at_step_two(flow_stack, lab, run_id)
+        assert_rolled_back(flow_stack, run_id)
+    # Afterwards nginx sends the canary nothing.
+    assert wait_for_split(lab, {"v1"}) == {"v1": 30}
+    assert "server 127.0.0.1:%d" % lab.canary.port not in lab.include_file.read_text()
+
+
+def test_http_probe_without_prometheus_promotes_and_rolls_back(flow_stack, lab, canary_setup):
+    canary_setup(None)
+    run_id = ship(plan("http_probe"), "healthy canary, probe")
+    assert_promoted(flow_stack, lab, run_id)
+    assert wait_for_split(lab, {"v2"}) == {"v2": 30}
+
+    all_traffic_to_stable(lab)
+    lab.canary.set(error_rate=0)
+    run_id = ship(plan("http_probe"), "failing canary, probe")
+    fail_canary_at_step_two(flow_stack, lab, run_id)
+    assert_rolled_back(flow_stack, run_id)
+    assert wait_for_split(lab, {"v1"}) == {"v1": 30}
+
+
+def test_command_router_receives_each_weight_and_zero_on_rollback(flow_stack, lab, canary_setup, tmp_path):
+    weights = tmp_path / "weights.log"
+    canary_setup({"kind": "command", "command": ["sh", "-c", f"echo {{service}} {{canary_version}} {{weight}} >> {weights}"]})
+    run_id = ship(plan("http_probe"), "failing canary, command router")
+    fail_canary_at_step_two(flow_stack, lab, run_id)
+    assert_rolled_back(flow_stack, run_id)
+    assert weights.read_text().splitlines() == ["shop v2 10", "shop v2 50", "shop v2 0"]
+
+
+def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow_stack, lab, canary_setup):
+    before = lab.include_file.read_text()
+    # An address nginx refuses: `nginx -t` fails as soon as the canary gets a weight.
+    canary_setup(lab.nginx_router(canary_address="127.0.0.1:99999"))
+    run_id = ship(plan("http_probe"), "canary behind a broken router config")
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "review_pending" and change.outcome == "failed"
+    failed = next(e for e in flow_stack.service.view(change.key).events if e.to_state == "failed")
+    assert "nginx -t failed, previous weights kept" in failed.data["reason"]
+    assert 'invalid port in upstream "127.0.0.1:99999"' in failed.data["reason"]
+    assert lab.include_file.read_text() == before
+    assert wait_for_split(lab, {"v1"}) == {"v1": 30}
+    told = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "change_failed"]
+    assert told and "nginx -t failed" in told[0]["body_text"]
