@@ -243,6 +243,26 @@ def confirm(
 
 @app.command()
 @exits_cleanly
+def canary(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="Who answers (a person in the approver directory)."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
+    roll_back: bool = typer.Option(False, "--roll-back", help="Send all traffic back to stable instead."),
+    comment: str = typer.Option("", help="What you looked at, for the record."),
+) -> None:
+    """Answer a canary gate: confirm the next step (or an inconclusive analysis), or roll back."""
+    service = context().service
+    service.check_person_code(key, person, code)
+    change = service.get(key)
+    answer = {"person": person, "approval_code": code, "answer": "roll_back" if roll_back else "proceed",
+              "comment": comment}
+    if not nudge_run(change, "canary-", answer):
+        raise InputError(f"{change.key}: its run is not waiting at a canary gate")
+    console.print(f"{change.key}: {'roll back' if roll_back else 'proceed'} sent to the canary gate")
+
+
+@app.command()
+@exits_cleanly
 def pending(json_output: bool = JsonOption) -> None:
     """What waits for approval, on whom, and since when."""
     ctx = context()

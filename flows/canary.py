@@ -110,7 +110,9 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     change = rt.service.get(key)
     plan = rt.service.canary_plan(change)
     decided = rt.service.canary_decisions(key)
-    progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-canary-progress",
+    ticks = [plan.measurements_per_step(s) for s in plan.steps]
+    already = sum(t for i, t in enumerate(ticks, start=1) if decided.get(i, {}).get("action") in DONE)
+    progress = create_progress_artifact(progress=100.0 * already / sum(ticks), key=f"{key.lower()}-canary-progress",
                                         description=f"{key}: canary {plan.canary_version} on {change.service}")
     progress_id = str(progress) if progress else None
     for index, step in enumerate(plan.steps, start=1):

@@ -543,14 +543,17 @@ class ChangeService:
             return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
                     if e.action == AuditAction.canary_decision.value}
 
-    def confirm_canary(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict:
-        """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
-        approval: someone in the directory, with their personal code for this change."""
+    def check_person_code(self, key: str, person: str, code: str) -> None:
         change = self.get(key)
         if person not in self.org.directory.people:
             raise PolicyViolation(f"person: {person!r} is not in the approver directory")
         if not verify_code(self._secret, change.key, person, change.approval_round, code):
             raise PolicyViolation(f"approval_code: wrong code for {person} on {change.key}")
+
+    def confirm_canary(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict:
+        """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
+        approval: someone in the directory, with their personal code for this change."""
+        self.check_person_code(key, person, code)
         return self._marker(key, AuditAction.canary_confirmation, {"gate": gate},
                             {"person": person, "answer": action, "comment": comment})[1]
 

@@ -3,12 +3,17 @@ two sample-service processes and a real Prometheus scraping them (both from Debi
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, Lab, TrafficLoad, nginx_available, prometheus_available
+from flows._prefect_api import paused_key, resume_with_input
 from flows.traffic import router_for
 from models._canary_plan import NginxRouter as NginxConfig
 from tests.test_flows import final_run_state, notifications_for, submit
@@ -184,3 +189,74 @@ def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow
     assert wait_for_split(lab, {"v1"}) == {"v1": 30}
     told = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "change_failed"]
     assert told and "nginx -t failed" in told[0]["body_text"]
+
+
+def _wait_paused(run_id, prefix, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        key = asyncio.run(paused_key(run_id))
+        if key and key.startswith(prefix):
+            return key
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never paused at {prefix}")
+
+
+def _artifacts(key: str) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(
+                any_=[f"{key.lower()}-canary-analysis", f"{key.lower()}-canary-progress"])))
+            return {a.key: a for a in found}
+
+    return asyncio.run(read())
+
+
+def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stack, lab, canary_setup):
+    canary_setup(None)
+    gated = plan("http_probe")
+    gated["steps"][1]["confirm"] = True
+    run_id = ship(gated, "canary with a confirmation before 50 %")
+    _wait_paused(run_id, "canary-confirm-s2-")
+    change = change_of(flow_stack, run_id)
+    assert flow_stack.service.canary_decisions(change.key)[1]["action"] == "continue"
+    # A wrong code through the Resume form is refused and the run asks again.
+    asyncio.run(resume_with_input(run_id, {"person": "alice", "approval_code": "AAAA-BBBB-CCCC",
+                                           "answer": "proceed", "comment": ""}))
+    _wait_paused(run_id, "canary-confirm-s2-2")
+    code = flow_stack.service.approval_code_for(change.key, "alice")
+    cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "canary", change.key, "--as", "alice",
+                          "--code", code, "--comment", "dashboards look fine"], env=flow_stack.stack.env,
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert_promoted(flow_stack, lab, run_id)
+    confirmed = [e for e in flow_stack.service.view(change.key).events if e.action == "canary_confirmation"]
+    assert [(e.data["person"], e.data["answer"], e.data["comment"]) for e in confirmed] == [
+        ("alice", "proceed", "dashboards look fine")]
+    artifacts = _artifacts(change.key)
+    table = artifacts[f"{change.key.lower()}-canary-analysis"]
+    assert table.type == "table" and "latency_p95_ms" in str(table.data)
+    assert artifacts[f"{change.key.lower()}-canary-progress"].data == 100.0
+
+
+@needs_prometheus
+def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, lab, canary_setup):
+    blind = plan("prometheus")
+    blind["metrics"] = [{"name": "error_rate", "provider": "prometheus", "query": "sum(no_such_metric)",
+                         "threshold": 0.05, "inconclusive_limit": 2}]
+    run_id = ship(blind, "canary without data")
+    _wait_paused(run_id, "canary-inconclusive-s1-")
+    change = change_of(flow_stack, run_id)
+    decision = flow_stack.service.canary_decisions(change.key)[1]
+    assert decision["action"] == "pause" and "missing or errored" in decision["reasons"][0]
+    stored = flow_stack.service.measurements(change.key, step=1)
+    assert stored and all(r.value is None and "no data" in r.error for r in stored)
+    code = flow_stack.service.approval_code_for(change.key, "frank")
+    asyncio.run(resume_with_input(run_id, {"person": "frank", "approval_code": code, "answer": "roll_back",
+                                           "comment": "no metrics, not shipping blind"}))
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.outcome == "rolled_back"
+    assert wait_for_split(lab, {"v1"}) == {"v1": 30}

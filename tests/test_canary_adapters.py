@@ -1,0 +1,179 @@
+"""The canary's adapters against real local peers (nginx, Prometheus, the sample service, an HTTP receiver) and
+the plan's validation; no Prefect."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from cli._canary_lab import PROMQL_ERROR_RATE, Lab, TrafficLoad, nginx_available, prometheus_available
+from flows.metrics import MetricError, http_probe, prometheus
+from flows.traffic import RouterError, router_for
+from flows.traffic.nginx import upstream_block
+from models import ChangeService, InputError
+from models._canary_plan import CanaryConfig, CanaryPlan, CommandRouter, HttpRouter, NginxRouter
+from tests.helpers import SECRET
+from tests.receivers import start_http_receiver
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = Lab(tmp_path_factory.mktemp("adapters-lab"))
+    try:
+        lab.start_versions("v1", "v2")
+        if nginx_available():
+            lab.start_nginx()
+        if prometheus_available():
+            lab.start_prometheus()
+            lab.wait_for_scrapes()
+        yield lab
+    finally:
+        lab.stop()
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+
+def test_default_plan_is_10_50_100_with_error_rate_and_latency():
+    plan = CanaryPlan(canary_version="v2")
+    assert [s.weight for s in plan.steps] == [10, 50, 100]
+    assert {m.name: (m.operator, m.threshold) for m in plan.metrics} == {
+        "error_rate": (">", 0.05), "latency_p95_ms": (">", 500)}
+    assert plan.measurements_per_step(plan.steps[0]) == 6
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"steps": [{"weight": 50}, {"weight": 10}, {"weight": 100}]}, "steps: weights must increase"),
+    ({"steps": [{"weight": 10}, {"weight": 50}]}, "the last step must send 100"),
+    ({"steps": [{"weight": 0}, {"weight": 100}]}, "steps.0.weight"),
+    ({"metrics": [{"name": "x", "query": "p42", "threshold": 1}]}, "http_probe provider measures one of"),
+    ({"metrics": [{"name": "x", "query": "error_rate", "threshold": 1, "range_query": True}]}, "range_query"),
+    ({"metrics": [{"name": "x", "query": "error_rate", "threshold": 1}] * 2}, "metrics: names must be unique"),
+    ({"interval_s": 0}, "interval_s"),
+])
+def test_bad_plans_are_refused_naming_the_field(change, message):
+    with pytest.raises(ValidationError) as caught:
+        CanaryPlan.model_validate({"canary_version": "v2", **change})
+    assert message in str(caught.value)
+
+
+def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
+    service = ChangeService(db, org, SECRET)
+    with pytest.raises(InputError) as caught:
+        service.submit({"type": "standard", "title": "t", "service": "shop", "requester": "grace",
+                        "rollback_plan": "back", "canary": {"canary_version": "v2"}})
+    assert "canary: no traffic router is configured for service 'shop'" in str(caught.value)
+    config = CanaryConfig.model_validate({"services": {"shop": {"router": {
+        "kind": "http", "url": "http://127.0.0.1:1/w"}}}})
+    problems = config.check_plan("shop", CanaryPlan.model_validate(
+        {"canary_version": "v2", "metrics": [{"name": "e", "provider": "prometheus", "query": "up", "threshold": 1}],
+         "comparison": {"enabled": True}}))
+    assert problems == ["canary.metrics: a prometheus metric needs prometheus_url in canary.yaml",
+                        "canary.comparison: needs stable_url and canary_url for 'shop' in canary.yaml"]
+
+
+# ---- routers --------------------------------------------------------------------------------------------
+
+def test_upstream_block_leaves_out_a_version_without_traffic():
+    zero, half, full = (upstream_block("shop", "a:1", "b:2", w) for w in (0, 50, 100))
+    assert "server a:1 weight=100;" in zero and "b:2" not in zero
+    assert "server a:1 weight=50;" in half and "server b:2 weight=50;" in half
+    assert "a:1" not in full and "server b:2 weight=100;" in full
+
+
+@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed")
+def test_nginx_router_moves_traffic_and_a_refused_config_changes_nothing(lab):
+    router = router_for(NginxRouter(**lab.nginx_router()), service="shop")
+    router.set_weight(50)
+    # A reload hands over to new workers gracefully: a connection or two may still meet an old one.
+    split = lab.traffic_split(40)
+    assert abs(split["v1"] - 20) <= 2 and split["v1"] + split["v2"] == 40
+    kept = lab.include_file.read_text()
+    broken = router_for(NginxRouter(**lab.nginx_router(canary_address="127.0.0.1:99999")), service="shop")
+    with pytest.raises(RouterError, match="nginx -t failed, previous weights kept: .*invalid port"):
+        broken.set_weight(10)
+    assert lab.include_file.read_text() == kept
+    assert lab.traffic_split(40) == {"v1": 20, "v2": 20}  # smooth weighted round robin: exact over a cycle
+    assert router.set_weight(0)["changed"]
+    time.sleep(0.5)
+    assert lab.traffic_split(20) == {"v1": 20}
+    assert router.set_weight(0)["changed"] is False
+
+
+def test_command_router_fills_the_template_and_reports_a_failure(tmp_path):
+    log = tmp_path / "calls"
+    router = router_for(CommandRouter(kind="command", command=["sh", "-c", f"echo {{service}} {{weight}} "
+                                                                          f"{{stable_weight}} >> {log}"]),
+                        service="shop", canary_version="v2")
+    router.set_weight(10)
+    assert log.read_text() == "shop 10 90\n"
+    failing = router_for(CommandRouter(kind="command", command=["sh", "-c", "echo mesh says no >&2; exit 4"]),
+                         service="shop")
+    with pytest.raises(RouterError, match="exited 4: mesh says no"):
+        failing.set_weight(10)
+
+
+def test_http_router_posts_the_weight_and_reports_a_refusal():
+    receiver = start_http_receiver()
+    try:
+        router = router_for(HttpRouter(kind="http", url=f"{receiver.url}/weights"), service="shop",
+                            canary_version="v2")
+        router.set_weight(50)
+        assert json.loads(receiver.delivered("/weights")[0].body) == {
+            "service": "shop", "weight": 50, "stable_weight": 50, "canary_version": "v2"}
+        receiver.answer((409, {}))
+        with pytest.raises(RouterError, match="HTTP 409"):
+            router.set_weight(100)
+    finally:
+        receiver.stop()
+
+
+# ---- metric sources ---------------------------------------------------------------------------------------
+
+def test_http_probe_measures_error_rate_and_latency(lab):
+    lab.canary.set(error_rate=1.0, latency_ms=80)
+    try:
+        with httpx.Client() as client:
+            result = http_probe.probe(client, f"{lab.canary.url}/", 20)
+        assert result.count == 20 and result.value("error_rate") == 1.0
+        assert 60 <= result.value("latency_p50_ms") <= 200
+        with httpx.Client() as client:
+            dead = http_probe.probe(client, "http://127.0.0.1:9/", 3, timeout_s=1)
+        assert dead.value("error_rate") == 1.0
+    finally:
+        lab.canary.set(error_rate=0, latency_ms=10)
+    assert http_probe.percentile([5, 1, 4, 2, 3], 0.95) == 5 and http_probe.percentile([5, 1, 4, 2, 3], 0.5) == 3
+    with pytest.raises(MetricError, match="no answers"):
+        http_probe.ProbeResult(url="x").value("error_rate")
+
+
+@pytest.mark.skipif(not (nginx_available() and prometheus_available()), reason="nginx and prometheus needed")
+def test_prometheus_instant_and_range_queries(lab):
+    router_for(NginxRouter(**lab.nginx_router()), service="shop").set_weight(50)
+    lab.canary.set(error_rate=0.5)
+    query = prometheus.render(PROMQL_ERROR_RATE, service="shop", version="v2", interval_s=1)
+    try:
+        with TrafficLoad(lab.entry_url):
+            deadline = time.monotonic() + 20
+            value = 0.0
+            while value < 0.3 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                try:
+                    value = prometheus.instant(lab.prometheus_url, query)
+                except MetricError:  # the canary's series appear with its first scraped requests
+                    value = 0.0
+            assert 0.3 <= value <= 0.7
+            assert max(prometheus.range_values(lab.prometheus_url, query, seconds=3, step_s=0.5)) >= 0.3
+    finally:
+        lab.canary.set(error_rate=0)
+    with pytest.raises(MetricError, match="bad_data"):
+        prometheus.instant(lab.prometheus_url, "sum(")
+    with pytest.raises(MetricError, match="no data"):
+        prometheus.instant(lab.prometheus_url, "sum(no_such_metric)")
+    with pytest.raises(MetricError, match="2 series, expected one"):
+        prometheus.instant(lab.prometheus_url, "up")
+    with pytest.raises(MetricError, match="ConnectError"):
+        prometheus.instant("http://127.0.0.1:9", "up", timeout_s=1)
