@@ -460,6 +460,14 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
             result = "passed" if c["passed"] else ("FAILED" if c["required"] else "failed (advisory)")
             checks.add_row(c["phase"], str(c["step"]), c["title"], result, c["detail"][:80], c["actor"])
         console.print(checks)
+    if view.canary_steps:
+        steps = Table(title=f"canary {view.canary['canary_version']}", box=box.SIMPLE_HEAD)
+        for column in ("step", "weight %", "decision", "measurements", "why"):
+            steps.add_column(column)
+        for s in view.canary_steps:
+            steps.add_row(str(s["step"]), str(s.get("weight", "")), s["action"], str(s.get("measured", "")),
+                          "; ".join(s.get("reasons", []))[:100])
+        console.print(steps)
     if view.notifications:
         sent = Table(title="notifications", box=box.SIMPLE_HEAD)
         for column in ("id", "event", "to", "channel", "state", "tries"):

@@ -207,6 +207,8 @@ class ChangeRequestView(BaseModel):
     events: list[AuditEventView] = []
     checklist_results: list[dict] = []
     notifications: list[dict] = []
+    canary: dict | None = None
+    canary_steps: list[dict] = []
 
 
 def parse_change_request(data: object, *, template_applied: bool = False) -> ChangeRequestInput:

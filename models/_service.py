@@ -158,6 +158,8 @@ class ChangeService:
                                    data=decode_data(e))
                     for e in events
                 ],
+                canary_steps=[{k: v for k, v in decode_data(e).items() if k != "router"} | {"at": e.occurred_at}
+                              for e in events if e.action == AuditAction.canary_decision.value],
             )
 
     def list_changes(self, *, limit: int = 50, after: str | None = None, **filters) -> list[ChangeRequest]:

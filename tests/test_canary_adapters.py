@@ -178,3 +178,39 @@ def test_prometheus_instant_and_range_queries(lab):
         prometheus.instant(lab.prometheus_url, "up")
     with pytest.raises(MetricError, match="ConnectError"):
         prometheus.instant("http://127.0.0.1:9", "up", timeout_s=1)
+
+
+# ---- one canary step, end to end without Prefect ---------------------------------------------------------------
+
+def _bake(lab, tmp_path, *, canary_latency_ms: float):
+    from flows._canary_bake import Analyzer, bake_step
+    from models._canary_plan import CanaryTarget
+
+    lab.stable.set(error_rate=0, latency_ms=20)
+    lab.canary.set(error_rate=0, latency_ms=canary_latency_ms)
+    target = CanaryTarget.model_validate({"router": {"kind": "command", "command": ["true"]},
+                                          "stable_url": f"{lab.stable.url}/", "canary_url": f"{lab.canary.url}/"})
+    plan = CanaryPlan.model_validate({
+        "canary_version": "v2", "interval_s": 0.5, "probe_requests": 15, "steps": [{"weight": 100, "bake_s": 2}],
+        "comparison": {"enabled": True, "min_samples": 20}})
+    analyzer = Analyzer(plan, target, service="shop", prometheus_url=None)
+    try:
+        return bake_step(plan, plan.steps[0], index=1, router=router_for(target.router, service="shop"),
+                         analyzer=analyzer, bake="t")
+    finally:
+        analyzer.close()
+        lab.canary.set(latency_ms=10)
+        lab.stable.set(latency_ms=10)
+
+
+def test_comparison_rolls_back_a_canary_slower_than_stable_but_under_the_threshold(lab, tmp_path):
+    result = _bake(lab, tmp_path, canary_latency_ms=30)  # 50 % slower, far under the 500 ms threshold
+    assert result.action == "rollback"
+    assert any(r.startswith("latency_ms: canary median") for r in result.reasons)
+    medians = {r["version"] for r in result.rows if r["metric"] == "latency_median_ms"}
+    assert medians == {"canary", "stable"}
+
+
+def test_comparison_promotes_a_canary_as_fast_as_stable(lab, tmp_path):
+    result = _bake(lab, tmp_path, canary_latency_ms=20)
+    assert result.action == "promote", result.reasons

@@ -127,6 +127,9 @@ def assert_rolled_back(flow_stack, run_id, failing_metric: str = "error_rate"):
     rolled = next(e for e in flow_stack.service.view(change.key).events if e.to_state == "rolled_back")
     assert rolled.data["reason"].startswith("canary rolled back: error_rate")
     assert rolled.data["rollback"][0]["output"].strip() == "rollback of shop done"
+    shown = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "show", change.key],
+                           env=flow_stack.stack.env, capture_output=True, text=True)
+    assert shown.returncode == 0 and "canary v2" in shown.stdout and "rollback" in shown.stdout
     return change
 
 
