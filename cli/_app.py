@@ -347,11 +347,17 @@ def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, t
         writer.writerows(rows)
     else:
         table = Table(title=title, box=box.SIMPLE_HEAD)
-        for name in fields:
-            table.add_column(name, no_wrap=name in ("key", "created_at"))
-        for row in rows:
-            table.add_row(*("" if row.get(n) is None else str(row[n])[:19 if n.endswith("_at") else None]
-                            for n in fields))
+        cells = [["" if row.get(n) is None else
+                  str(row[n])[:16].replace("T", " ") if n.endswith("_at") else str(row[n]) for n in fields]
+                 for row in rows]
+        for i, name in enumerate(fields):
+            # Keys, states and times keep their width; free text gives way and is cut with an ellipsis.
+            free_text = name in ("title", "detail")
+            widest = max((len(r[i]) for r in cells), default=0)
+            table.add_column(name, no_wrap=not free_text or None, overflow="ellipsis",
+                             max_width=48 if free_text else None, min_width=None if free_text else min(widest, 16))
+        for row in cells:
+            table.add_row(*row)
         console.print(table)
 
 

@@ -1,126 +1,319 @@
-"""`changeflow demo`: one change of each type through the real policy engine, on a throw-away HOME."""
+"""`changeflow demo`: the whole story on the embedded default, through the real flows.
+
+A throw-away HOME (SQLite, console and file notifications), a local Prefect server, the deployments of
+prefect.yaml and a process worker, and two canary labs (the sample service as stable + canary, behind nginx
+when it is installed). Five scenarios run side by side; approvers answer with their personal codes through
+the API the UI's Resume button calls. Everything started is stopped at the end.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from models import ChangeState, PolicyViolation, Settings
+from models import Settings
 
-from ._context import AppContext
+from ._canary_lab import Lab, TrafficLoad, nginx_available
+from ._demo_config import write_demo_config
 from ._output import console
+from ._stack import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
 
-STANDARD = {
-    "type": "standard",
-    "title": "Upgrade payments API to 2.4",
-    "service": "payments",
-    "requester": "grace",
-    "description": "Adds idempotency keys to refunds.",
-    "implementation_plan": "1. deploy 2.4 to one node\n2. watch error rate\n3. roll out to all nodes",
-    "rollback_plan": "redeploy 2.3 (image payments:2.3.7)",
-    "test_evidence": "staging run #4411 green",
-    "risk": {"users_affected": "many", "complexity": "medium"},
+CANARY_PLAN = {"stable_version": "v1", "canary_version": "v2", "interval_s": 1, "probe_requests": 20,
+               "steps": [{"weight": 10, "bake_s": 3}, {"weight": 50, "bake_s": 3}, {"weight": 100, "bake_s": 3}]}
+
+STANDARD_SHOP = {
+    "type": "standard", "title": "Release shop v2 (faster search) as a canary", "service": "shop",
+    "requester": "grace", "template": "canary-shop", "description": "New search index; same API.",
+    "test_evidence": "staging run #4411 green", "risk": {"users_affected": "many", "complexity": "medium"},
+    "canary": CANARY_PLAN,
+}
+STANDARD_CART = {
+    "type": "standard", "title": "Release cart v2 (new pricing engine) as a canary", "service": "cart",
+    "requester": "grace", "template": "canary-cart", "test_evidence": "staging run #4412 green",
+    "canary": CANARY_PLAN,
 }
 MAJOR = {
-    "type": "major",
-    "title": "Move checkout database to PostgreSQL 16",
-    "service": "checkout",
-    "requester": "frank",
+    "type": "major", "title": "Move checkout database to PostgreSQL 16", "service": "checkout", "requester": "frank",
     "implementation_plan": "logical replication, cut over in the monthly window",
     "rollback_plan": "point checkout back at the PostgreSQL 13 primary",
     "test_evidence": "full suite + UAT sign-off UAT-88",
     "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "touches_data": True},
 }
 EMERGENCY = {
-    "type": "emergency",
-    "title": "Raise checkout connection pool after outage",
-    "service": "checkout",
-    "requester": "bob",
-    "incident_id": "INC-2041",
-    "incident_severity": "P1",
-    "implementation_plan": "set POOL_SIZE=200 and restart",
-    "rollback_plan": "set POOL_SIZE=50",
+    "type": "emergency", "title": "Raise checkout connection pool after outage", "service": "checkout",
+    "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1",
+    "implementation_plan": "set POOL_SIZE=200 and restart", "rollback_plan": "set POOL_SIZE=50",
 }
 
 
-def _approve(ctx: AppContext, key: str, approver: str, comment: str) -> None:
-    service = ctx.service
-    result = service.decide(key, approver=approver, decision="approve",
-                            code=service.approval_code_for(key, approver), comment=comment)
-    console.print(f"  [green]approved[/] by {approver} as {result.role}; "
-                  f"still needed: {result.evaluation.describe_missing()}")
+class Demo:
+    def __init__(self, home: Path, started: float):
+        self.home, self.started = home, started
+        self.outcomes: dict[str, tuple[str, str, bool]] = {}
+        self.lock = threading.Lock()
+
+    # ---- talking to Prefect the way the UI does ---------------------------------------------------------
+    def say(self, tag: str, text: str) -> None:
+        with self.lock:
+            console.print(f"[dim]{time.perf_counter() - self.started:6.1f}s[/] [bold]{tag:<10}[/] {text}")
+
+    def submit(self, request: dict) -> str:
+        from prefect.deployments import run_deployment
+
+        return str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+
+    def change_of(self, run_id: str, timeout_s: float = 90):
+        return self.wait(lambda: self.service.find_by_idempotency_key(f"flow-run:{run_id}"), timeout_s, "record")
+
+    def wait(self, probe, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            time.sleep(0.25)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def paused_at(self, run_id: str, prefix: str, timeout_s: float = 120) -> str:
+        import asyncio
+
+        from flows._prefect_api import paused_key
+
+        def probe():
+            key = asyncio.run(paused_key(run_id))
+            return key if key and key.startswith(prefix) else None
+
+        return self.wait(probe, timeout_s, f"a pause at {prefix}")
+
+    def resume(self, run_id: str, run_input: dict) -> None:
+        import asyncio
+
+        from flows._prefect_api import resume_with_input
+
+        asyncio.run(resume_with_input(run_id, run_input))
+
+    def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None:
+        self.paused_at(run_id, "approval-")
+        code = self.service.approval_code_for(key, person)
+        self.resume(run_id, {"approver": person, "decision": "approve", "approval_code": code, "comment": comment})
+        self.say(tag, f"{person} approves with code {code} in the resume form")
+
+    def final_state(self, run_id: str, key: str, timeout_s: float = 180) -> str:
+        import asyncio
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+
+        async def state():
+            async with get_client() as client:
+                return (await client.read_flow_run(UUID(run_id))).state
+
+        self.wait(lambda: asyncio.run(state()).is_final(), timeout_s, f"{key} to finish")
+        return self.service.get(key).state
+
+    def record(self, name: str, key: str, got: str, expected: str) -> None:
+        self.outcomes[name] = (key, got, got == expected)
+
+    # ---- scenarios --------------------------------------------------------------------------------------
+    def canary_change(self, tag: str, request: dict, lab: Lab, *, fail_at_50: bool) -> None:
+        run_id = self.submit(request)
+        change = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
+                           c.state == "awaiting_approval" and c, 90, "approval request")
+        key = change.key
+        self.say(tag, f"{key} submitted by grace: {change.title} (risk {change.risk_level}); waiting for "
+                      "team lead + peer reviewer")
+        self.approve(tag, run_id, key, "alice", "plan and rollback look right")
+        self.approve(tag, run_id, key, "bob", "reviewed the diff")
+        if fail_at_50:
+            self.wait(lambda: 1 in self.service.canary_decisions(key), 120, "step 1")
+            lab.canary.set(error_rate=0.6)
+            self.say(tag, "10 % step healthy; the canary starts answering 60 % errors during the 50 % step")
+        state = self.final_state(run_id, key)
+        decisions = self.service.canary_decisions(key)
+        steps = ", ".join(f"{d['weight']}%: {d['action']}" for _, d in sorted(decisions.items()))
+        checks = self.service.check_results(key)
+        passed = sum(1 for c in checks if c.passed)
+        self.say(tag, f"{key} canary [{steps}]; checklist {passed}/{len(checks)} items passed; "
+                      f"outcome {self.service.get(key).outcome}, state {state}")
+        if fail_at_50:
+            traffic = lab.traffic_split(20) if lab.nginx_port else {"(weights)": "see canary.yaml command log"}
+            self.say(tag, f"traffic through nginx afterwards: {traffic}")
+        self.record(tag, key, self.service.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
+
+    def major_change(self, tag: str) -> None:
+        start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=15)
+        run_id = self.submit({**MAJOR, "planned_start": start.isoformat(),
+                              "planned_end": (start + timedelta(hours=3)).isoformat()})
+        key = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
+                        c.state == "awaiting_approval" and c, 90, "approval request").key
+        quorum = self.service.evaluation(key).describe_missing()
+        self.say(tag, f"{key} submitted by frank for {start:%Y-%m-%d %H:%M} UTC; needs {quorum}")
+        self.paused_at(run_id, "approval-")
+        self.resume(run_id, {"approver": "frank", "decision": "approve", "comment": "my own change",
+                             "approval_code": self.service.approval_code_for(key, "frank")})
+        refused = self.wait(lambda: next((e for e in self.service.view(key).events
+                                          if e.action == "approval_refused"), None), 60, "the refusal")
+        self.say(tag, f"[red]refused[/]: {refused.data.get('reason', refused.data)}")
+        for person in ("alice", "carol", "dave"):
+            self.approve(tag, run_id, key, person, "CAB vote: in favour")
+        change = self.wait(lambda: (c := self.service.get(key)).state == "scheduled" and c, 90, "scheduling")
+        self.say(tag, f"{key} has its quorum and is {change.state}: the run is suspended until the window "
+                      f"({change.planned_start:%Y-%m-%d %H:%M} UTC) and holds no worker")
+        self.record(tag, key, change.state, "scheduled")
+
+    def emergency_change(self, tag: str) -> None:
+        run_id = self.submit(EMERGENCY)
+        key = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
+                        c.state == "awaiting_approval" and c, 90, "approval request").key
+        self.say(tag, f"{key} for P1 incident INC-2041, filed by bob; paging the incident commander")
+        self.approve(tag, run_id, key, "erin", "go, P1 in progress")
+        state = self.final_state(run_id, key)
+        due = self.service.get(key).review_due_at
+        self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
+        change = self.service.record_review(key, actor="erin", summary="pool exhausted by a retry storm; "
+                                                                       "alert on pool saturation added")
+        self.say(tag, f"erin records the review: {change.key} {change.state}")
+        self.record(tag, key, change.state, "closed")
+
+    def maintenance(self, tag: str) -> None:
+        from prefect.deployments import run_deployment
+
+        start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=25)
+        window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 0.75}
+        run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
+        change = self.service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
+        key = change.key
+        self.say(tag, f"{key} weekly window announced for {start:%H:%M:%S} UTC (compressed to 45 s)")
+        for person in ("alice", "bob"):
+            self.service.decide(key, approver=person, decision="approve",
+                                code=self.service.approval_code_for(key, person), comment="window approved")
+        self.say(tag, f"{key} approved by alice and bob; the window run starts at its time")
+        run = run_deployment("maintenance/weekly", parameters=window, timeout=240)
+        steps = self.service.done_steps(key)
+        done = ", ".join(f"{n}: {'ok' if s.get('ok') else s.get('skipped') or 'failed'}" for n, s in sorted(steps.items()))
+        state = self.service.get(key).state
+        self.say(tag, f"{key} run {run.state.name.lower()}: activities [{done}]; change {state}")
+        self.record(tag, key, state, "closed")
+
+    def run_all(self, labs: dict[str, Lab]) -> None:
+        scenarios = {
+            "canary": lambda: self.canary_change("canary", STANDARD_SHOP, labs["shop"], fail_at_50=False),
+            "rollback": lambda: self.canary_change("rollback", STANDARD_CART, labs["cart"], fail_at_50=True),
+            "major": lambda: self.major_change("major"),
+            "emergency": lambda: self.emergency_change("emergency"),
+            "weekly": lambda: self.maintenance("weekly"),
+        }
+        threads = [threading.Thread(target=self._guard, args=(name, body), daemon=True)
+                   for name, body in scenarios.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=400)
+
+    def _guard(self, name: str, body) -> None:
+        try:
+            body()
+        except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, the others go on
+            self.say(name, f"[red]failed[/]: {type(exc).__name__}: {exc}")
+            self.outcomes[name] = ("-", f"error: {exc}", False)
 
 
-def _run_to_done(ctx: AppContext, key: str, path: list[ChangeState], actor: str) -> None:
-    for target in path:
-        ctx.service.transition(key, target, actor=actor, reason="demo")
-    console.print(f"  {key} -> {ctx.service.get(key).state}")
-
-
-def run_demo(home: Path) -> None:
+def run_demo(home: Path) -> bool:
     started = time.perf_counter()
     os.environ["CHANGEFLOW_HOME"] = str(home)
     for name in ("CHANGEFLOW_DATABASE_URL", "CHANGEFLOW_CONFIG_DIR", "CHANGEFLOW_SECRET"):
         os.environ.pop(name, None)
     from ._app import app
+    from ._context import AppContext
 
     console.rule("[bold]changeflow demo")
     console.print(f"throw-away HOME: {home}")
     app(["init"], standalone_mode=False)
-    ctx = AppContext(Settings())
-    service = ctx.service
-
-    console.rule("standard change: team lead + peer reviewer")
-    standard = service.request_approval(service.submit(STANDARD).key)
-    console.print(f"{standard.key} {standard.title} (risk {standard.risk_level}, score {standard.risk_score})")
-    _approve(ctx, standard.key, "alice", "plan and rollback look right")
-    _approve(ctx, standard.key, "bob", "reviewed the diff")
-    _run_to_done(ctx, standard.key, [ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying,
-                                     ChangeState.completed, ChangeState.closed], "alice")
-
-    console.rule("major change: CAB quorum, one refused self-approval")
-    major = service.request_approval(service.submit(MAJOR).key)
-    console.print(f"{major.key} {major.title} (risk {major.risk_level})")
+    settings = Settings()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    stack = Stack(api_url, prefect_env(api_url, home / "prefect", {
+        **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"), "CHANGEFLOW_HOME": str(home),
+    }))
+    labs = {name: Lab(home / f"lab-{name}", service=name) for name in ("shop", "cart")}
     try:
-        service.decide(major.key, approver="frank", decision="approve",
-                       code=service.approval_code_for(major.key, "frank"))
-    except PolicyViolation as refused:
-        console.print(f"  [red]refused[/]: {refused}")
-    for person in ("alice", "carol", "dave"):
-        _approve(ctx, major.key, person, "CAB vote")
-    _run_to_done(ctx, major.key, [ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying,
-                                  ChangeState.completed, ChangeState.closed], "frank")
+        for lab in labs.values():
+            lab.root.mkdir(parents=True)
+            lab.start_versions("v1", "v2")
+            if nginx_available():
+                lab.start_nginx()
+        write_demo_config(settings.config_dir, home, labs, {n: home / f"weights-{n}.log" for n in labs})
+        router = "nginx" if nginx_available() else "a command router (nginx is not installed)"
+        console.print(f"sample service: shop and cart, each v1 (stable) + v2 (canary) behind {router}")
+        # This process talks to the demo's server too (prefect reads PREFECT_API_URL when first imported).
+        os.environ.update({k: stack.env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME",
+                                                     "PREFECT_SERVER_ANALYTICS_ENABLED")})
+        console.print(f"starting a Prefect server on 127.0.0.1:{port}, work pool `changeflow`, a process worker")
+        start_server(stack, port, home / "logs")
+        create_pool_and_deploy(stack)
+        start_worker(stack, home / "logs")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        app(["window", "add", "--start", now.isoformat(), "--end", (now + timedelta(hours=1)).isoformat(),
+             "--title", "Release window for the demo", "--as", "alice"], standalone_mode=False)
+        console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
+        demo = Demo(home, started)
+        demo.service = AppContext(Settings()).service
+        loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
+        for load in loads:
+            load.__enter__()
+        console.rule("five scenarios, side by side")
+        try:
+            demo.run_all(labs)
+        finally:
+            for load in loads:
+                load.__exit__(None, None, None)
+        ok = _summary(demo)
+        console.rule("changeflow log")
+        app(["log"], standalone_mode=False)
+        console.rule("DORA report")
+        app(["report", "dora"], standalone_mode=False)
+        console.rule("compliance report")
+        app(["report", "compliance"], standalone_mode=False)
+        console.rule("audit")
+        app(["audit", "verify"], standalone_mode=False)
+    finally:
+        console.print("stopping the worker, the Prefect server and the sample services")
+        stack.stop()
+        for lab in labs.values():
+            lab.stop()
+    console.print(f"[bold]demo finished in {time.perf_counter() - started:.1f} s[/]"
+                  f"{'' if ok else ' [red](a scenario did not end as expected)[/]'}")
+    return ok
 
-    console.rule("emergency change: incident commander, review after the fact")
-    emergency = service.request_approval(service.submit(EMERGENCY).key)
-    console.print(f"{emergency.key} {emergency.title} ({emergency.incident_id}, {emergency.incident_severity})")
-    _approve(ctx, emergency.key, "erin", "go, P1 in progress")
-    _run_to_done(ctx, emergency.key, [ChangeState.implementing, ChangeState.verifying, ChangeState.completed,
-                                      ChangeState.review_pending], "bob")
-    due = service.get(emergency.key).review_due_at
-    console.print(f"  post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
-    service.record_review(emergency.key, actor="erin", summary="pool exhausted by retry storm; add alert")
-    console.print(f"  review recorded, {emergency.key} closed")
 
-    console.rule("change log")
-    app(["log"], standalone_mode=False)
-    console.rule("audit")
-    app(["audit", "verify"], standalone_mode=False)
-    console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+def _summary(demo: Demo) -> bool:
+    table = Table(title="scenarios")
+    for column in ("scenario", "change", "outcome", "as expected"):
+        table.add_column(column)
+    for name in ("canary", "rollback", "major", "emergency", "weekly"):
+        key, got, fine = demo.outcomes.get(name, ("-", "did not finish", False))
+        table.add_row(name, key, got, "[green]yes[/]" if fine else "[red]no[/]")
+    console.print(table)
+    return len(demo.outcomes) == 5 and all(fine for _, _, fine in demo.outcomes.values())
 
 
 def demo(keep: bool = typer.Option(False, help="Keep the throw-away HOME for a look afterwards.")) -> None:
-    """Play one change of each type through the policy engine on a throw-away HOME."""
+    """Play every scenario through the real flows on a local Prefect server, then stop everything."""
     home = Path(tempfile.mkdtemp(prefix="changeflow-demo-"))
     try:
-        run_demo(home)
+        ok = run_demo(home)
     finally:
         if keep:
             console.print(f"kept {home}: CHANGEFLOW_HOME={home} changeflow show CHG-000001")
         else:
             shutil.rmtree(home, ignore_errors=True)
+    if not ok:
+        raise typer.Exit(1)
