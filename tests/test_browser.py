@@ -1,0 +1,137 @@
+"""The Prefect UI in a real headless Chromium (Debian's, driven by Playwright): a requester files a standard
+change in the deployment's run form, two approvers resume the suspended run with the codes from their
+notifications, and the change ends completed in the database and in `changeflow show`.
+
+Everything a person does goes through the UI; the test reads only what a person would read (the notification
+text, the page) plus the database at the end. Screenshots go to docs/ for the README.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_flows import notifications_for
+
+pytestmark = pytest.mark.flows
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page():
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def form_field(scope, label: str):
+    """The schema-form property in `scope` (the page or a dialog) whose own label is `label` (Prefect marks
+    optional fields '(Optional)')."""
+    title = re.compile(rf"^{re.escape(label)}( \(Optional\))?$")
+    page = getattr(scope, "page", scope)
+    return scope.locator(".schema-form-property").filter(
+        has=page.locator(":scope > .p-label__header .schema-form-property__label", has_text=title))
+
+
+def fill_text(scope, label: str, value: str) -> None:
+    field = form_field(scope, label)
+    assert field.count() == 1, f"the form has no single field {label!r}"
+    field.locator("textarea, input").first.fill(value)
+
+
+def choose(page, label: str, option: str) -> None:
+    form_field(page, label).locator("button.p-select-button__control").focus()
+    page.keyboard.press("ArrowDown")  # opens Prefect's select; a click toggles it open and shut again
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def code_from_notification(flow_stack, key: str, person: str) -> str:
+    text = next(n["body_text"] for n in notifications_for(flow_stack, key)
+                if n["event"] == "approval_requested" and n["recipient"] == person)
+    return re.search(r"Your approval code: (\S+)", text).group(1)
+
+
+def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, screenshot: Path | None) -> None:
+    page.goto(f"{ui}/runs/flow-run/{run_id}")
+    resume = page.get_by_role("button", name="Resume")
+    for _ in range(6):  # the run page follows state changes; a reload covers a missed update
+        try:
+            resume.wait_for(timeout=15_000)
+            break
+        except playwright_api.TimeoutError:
+            page.reload()
+    resume.click()
+    dialog = page.locator(".p-modal")
+    dialog.get_by_text("Still needed:").wait_for()
+    fill_text(dialog, "Approver", person)
+    fill_text(dialog, "Approval Code", code)
+    fill_text(dialog, "Comment", comment)
+    if screenshot:
+        page.screenshot(path=str(screenshot))
+    dialog.get_by_role("button", name="Submit").click()
+    dialog.wait_for(state="hidden")
+
+
+def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
+    ui = flow_stack.api_url.removesuffix("/api")
+    deployment = httpx.get(f"{flow_stack.api_url}/deployments/name/change-request/submit").json()["id"]
+    DOCS.mkdir(exist_ok=True)
+
+    page.goto(f"{ui}/deployments/deployment/{deployment}/run")
+    choose(page, "Type", "standard")
+    fill_text(page, "Title", "Rotate the payments API signing key")
+    fill_text(page, "Service", "payments")
+    fill_text(page, "Requester", "grace")
+    fill_text(page, "Implementation Plan", "1. publish the new key\n2. switch signing\n3. retire the old key")
+    fill_text(page, "Rollback Plan", "switch signing back to the old key")
+    run_name = f"rotate-signing-key-{uuid.uuid4().hex[:6]}"
+    page.locator(".flow-run-name-input input").fill(run_name)
+    page.locator(".flow-run-name-input").scroll_into_view_if_needed()
+    page.screenshot(path=str(DOCS / "ui-run-form.png"))
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_role("link", name=run_name).first.click()
+    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}"))
+    run_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+    change = flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="the approval request")
+    assert (change.title, change.requester, change.type) == ("Rotate the payments API signing key", "grace",
+                                                             "standard")
+    resume_as(page, ui, run_id, "alice", code_from_notification(flow_stack, change.key, "alice"),
+              "plan and rollback look right", DOCS / "ui-resume-dialog.png")
+    flow_stack.wait_for(change.key, lambda c: len(flow_stack.service.decided_by(c.key)) == 1, what="alice's approval")
+    resume_as(page, ui, run_id, "bob", code_from_notification(flow_stack, change.key, "bob"), "reviewed", None)
+
+    done = flow_stack.wait_for(change.key, lambda c: c.outcome == "succeeded" and c.state == "closed",
+                               timeout_s=90, what="completion")
+    assert sorted(flow_stack.service.decided_by(done.key)) == ["alice", "bob"]
+    filed = flow_stack.service.list_changes(requester="grace", limit=500)
+    assert [c.key for c in filed if c.title == "Rotate the payments API signing key"] == [done.key]
+    assert any(e.to_state == "completed" for e in flow_stack.service.view(done.key).events)
+    page.goto(f"{ui}/runs/flow-run/{run_id}")
+    page.get_by_text("Finished in state Completed").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(DOCS / "ui-finished-run.png"))
+
+    shown = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "show", done.key],
+                           env=flow_stack.stack.env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "completed" in shown.stdout and "alice" in shown.stdout and "bob" in shown.stdout
