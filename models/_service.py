@@ -488,7 +488,8 @@ class ChangeService:
                      {"status": verdict.status.name, "failed_required": verdict.failed_required,
                       "failed_advisory": verdict.failed_advisory})
 
-    def _marker(self, key: str, action: AuditAction, match: dict, data: dict | None = None):
+    def _marker(self, key: str, action: AuditAction, match: dict, data: dict | None = None, *,
+                actor: str = "changeflow"):
         """Append an event once per `match` (a resumed run asks again); return the time it was first written."""
         with self.db.write() as session:
             change = self._load(session, key, for_update=True)
@@ -496,7 +497,7 @@ class ChangeService:
                 if event.action == action.value and all(decode_data(event).get(k) == v for k, v in match.items()):
                     return event.occurred_at, decode_data(event)
             now = self._clock()
-            append_event(session, actor="changeflow", action=action.value, change_key=change.key, at=now,
+            append_event(session, actor=actor, action=action.value, change_key=change.key, at=now,
                          data={**match, **(data or {})})
             return now, {**match, **(data or {})}
 
@@ -557,7 +558,7 @@ class ChangeService:
         approval: someone in the directory, with their personal code for this change."""
         self.check_person_code(key, person, code)
         return self._marker(key, AuditAction.canary_confirmation, {"gate": gate},
-                            {"person": person, "answer": action, "comment": comment})[1]
+                            {"person": person, "answer": action, "comment": comment}, actor=person)[1]
 
     # ---- internals --------------------------------------------------------------------------------------
 
