@@ -184,7 +184,8 @@ http {{
         return {
             "prometheus_url": self.prometheus_url if self.prometheus_port else None,
             "services": {self.service: {"router": router or self.nginx_router(),
-                                        "stable_url": f"{self.stable.url}/", "canary_url": f"{self.canary.url}/"}},
+                                        "stable_url": f"{self.stable.url}/", "canary_url": f"{self.canary.url}/",
+                                        **({"router_url": f"{self.entry_url}/"} if self.nginx_port else {})}},
         }
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,10 +54,18 @@ class Analyzer:
                                 timeout_s=min(self.timeout_s, max(self.plan.interval_s, 0.5)))
 
     def measure(self) -> tuple[list[Measurement], list[float], list[float]]:
-        canary_probe = self._probe(self.target.canary_url) if self.plan.uses("http_probe") or \
-            self.plan.comparison.enabled else None
-        stable_probe = self._probe(self.target.stable_url) if self.plan.comparison.enabled else None
-        measurements = [self._one(metric, canary_probe) for metric in self.plan.metrics]
+        probing = self.plan.uses("http_probe")
+        urls = {
+            "routed": self.target.router_url if probing and self.plan.probe_through_router else None,
+            "canary": self.target.canary_url if self.plan.comparison.enabled or (
+                probing and not self.plan.probe_through_router) else None,
+            "stable": self.target.stable_url if self.plan.comparison.enabled else None,
+        }
+        # Side by side, so canary and stable are measured under the same conditions in the same interval.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            probes = dict(zip(urls, pool.map(self._probe, urls.values())))
+        routed, canary_probe, stable_probe = probes["routed"], probes["canary"], probes["stable"]
+        measurements = [self._one(metric, routed or canary_probe) for metric in self.plan.metrics]
         return (measurements, canary_probe.latencies_ms if canary_probe else [],
                 stable_probe.latencies_ms if stable_probe else [])
 

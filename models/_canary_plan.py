@@ -109,6 +109,10 @@ class CanaryPlan(BaseModel):
     probe_requests: int = Field(
         default=20, ge=1, le=10_000, description="http_probe: requests sent to each version every interval."
     )
+    probe_through_router: bool = Field(
+        default=False, description="http_probe: send the requests through the router (the mix users see) "
+        "instead of to the canary directly.",
+    )
     comparison: BaselineComparison = Field(
         default_factory=BaselineComparison, description="Statistical comparison with the stable version."
     )
@@ -185,6 +189,7 @@ class CanaryTarget(BaseModel):
     router: RouterConfig
     stable_url: str | None = Field(default=None, pattern=r"^https?://", description="stable version, for probes")
     canary_url: str | None = Field(default=None, pattern=r"^https?://", description="canary version, for probes")
+    router_url: str | None = Field(default=None, pattern=r"^https?://", description="the service through its router")
 
 
 class CanaryConfig(BaseModel):
@@ -201,7 +206,9 @@ class CanaryConfig(BaseModel):
         problems = []
         if plan.uses("prometheus") and not self.prometheus_url:
             problems.append("canary.metrics: a prometheus metric needs prometheus_url in canary.yaml")
-        if plan.uses("http_probe") and not target.canary_url:
+        if plan.uses("http_probe") and plan.probe_through_router and not target.router_url:
+            problems.append(f"canary.probe_through_router: needs router_url for {service!r} in canary.yaml")
+        elif plan.uses("http_probe") and not plan.probe_through_router and not target.canary_url:
             problems.append(f"canary.metrics: http_probe needs canary_url for {service!r} in canary.yaml")
         if plan.comparison.enabled and not (target.canary_url and target.stable_url):
             problems.append(f"canary.comparison: needs stable_url and canary_url for {service!r} in canary.yaml")
