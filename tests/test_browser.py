@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -64,10 +65,17 @@ def choose(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def code_from_notification(flow_stack, key: str, person: str) -> str:
-    text = next(n["body_text"] for n in notifications_for(flow_stack, key)
-                if n["event"] == "approval_requested" and n["recipient"] == person)
-    return re.search(r"Your approval code: (\S+)", text).group(1)
+def code_from_notification(flow_stack, key: str, person: str, timeout_s: float = 30) -> str:
+    """The code in `person`'s approval request (written by the run just after the change is recorded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        texts = [n["body_text"] for n in notifications_for(flow_stack, key)
+                 if n["event"] == "approval_requested" and n["recipient"] == person]
+        if texts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert texts, f"{person} was never asked to approve {key}"
+    return re.search(r"Your approval code: (\S+)", texts[0]).group(1)
 
 
 def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, screenshot: Path | None) -> None:
@@ -108,7 +116,11 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     page.locator(".flow-run-name-input").scroll_into_view_if_needed()
     page.screenshot(path=str(DOCS / "ui-run-form.png"))
     page.get_by_role("button", name="Submit").click()
-    page.get_by_role("link", name=run_name).first.click()
+    # The toast that confirms the new run links to it; it slides in, so click it without waiting for it to
+    # stand still.
+    view_run = page.locator(".toast-flow-run-create__button").first
+    view_run.wait_for()
+    view_run.dispatch_event("click")
     page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}"))
     run_id = page.url.rstrip("/").rsplit("/", 1)[1]
 
