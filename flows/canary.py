@@ -41,7 +41,7 @@ def _router(change, plan):
                               canary_version=plan.canary_version)
 
 
-@task(name="canary step")
+@task(name="canary step", task_run_name="canary step {index}")
 def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepResult:
     rt = runtime()
     change = rt.service.get(key)
