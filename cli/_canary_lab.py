@@ -77,6 +77,18 @@ class Lab:
     _processes: list[subprocess.Popen] = field(default_factory=list)
     _nginx_conf: Path | None = None
 
+    def start(self, *, nginx: bool = True, prometheus: bool = False) -> "Lab":
+        """Both versions, then nginx and Prometheus when asked for and installed (`nginx_port` and
+        `prometheus_port` stay None otherwise)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_versions("v1", "v2")
+        if nginx and nginx_available():
+            self.start_nginx()
+        if prometheus and prometheus_available():
+            self.start_prometheus()
+            self.wait_for_scrapes()
+        return self
+
     # ---- sample service -------------------------------------------------------------------------------
     def start_versions(self, stable_version: str = "v1", canary_version: str = "v2", latency_ms: float = 10) -> None:
         self.stable = self._start_sample(stable_version, latency_ms)

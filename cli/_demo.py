@@ -246,10 +246,7 @@ def run_demo(home: Path) -> bool:
     labs = {name: Lab(home / f"lab-{name}", service=name) for name in ("shop", "cart")}
     try:
         for lab in labs.values():
-            lab.root.mkdir(parents=True)
-            lab.start_versions("v1", "v2")
-            if nginx_available():
-                lab.start_nginx()
+            lab.start()
         write_demo_config(settings.config_dir, home, labs, {n: home / f"weights-{n}.log" for n in labs})
         router = "nginx" if nginx_available() else "a command router (nginx is not installed)"
         console.print(f"sample service: shop and cart, each v1 (stable) + v2 (canary) behind {router}")

@@ -53,7 +53,7 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
             "type": "standard", "title": f"Release a new {name} version as a canary",
             "implementation_plan": "deploy the new version beside the old one; shift traffic 10 -> 50 -> 100 %",
             "rollback_plan": "send all traffic back to the stable version and stop the canary",
-            "rollback_commands": [f"echo canary of {{service}} stopped"], "checklist": f"canary-{name}",
+            "rollback_commands": ["echo canary of {service} stopped"], "checklist": f"canary-{name}",
             "command_timeout_s": 30,
         } for name in labs
     }

@@ -71,9 +71,13 @@ def make_server(port: int, version: str, behaviour: Behaviour) -> ThreadingHTTPS
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        # The default listen backlog (5) overflows under a burst of probe connections, and a dropped SYN is
+        # retried only after a second: that second would show up as latency the service never had.
+        request_queue_size = 128
+        daemon_threads = True
+
+    return Server(("127.0.0.1", port), Handler)
 
 
 def main() -> None:

@@ -50,8 +50,9 @@ class Analyzer:
     def _probe(self, url: str | None) -> http_probe.ProbeResult | None:
         if url is None:
             return None
-        return http_probe.probe(self.client, url, self.plan.probe_requests,
-                                timeout_s=min(self.timeout_s, max(self.plan.interval_s, 0.5)))
+        # A request that times out counts as an error, so the timeout is a user's patience (http_timeout_s),
+        # not the interval: on a busy host a slow answer is a latency figure, not a failure.
+        return http_probe.probe(self.client, url, self.plan.probe_requests, timeout_s=self.timeout_s)
 
     def measure(self) -> tuple[list[Measurement], list[float], list[float]]:
         probing = self.plan.uses("http_probe")

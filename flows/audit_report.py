@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from flows._runtime import runtime
-from models._report_runner import REPORT_FIELDS, ReportName, run_report
+from models._report_runner import ReportName, run_report
 
 
 @flow(name="audit-report", log_prints=True)

@@ -173,3 +173,15 @@ def flow_stack(tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The sample service as v1 + v2, behind nginx and scraped by Prometheus where they are installed."""
+    from cli._canary_lab import Lab
+
+    lab = Lab(tmp_path_factory.mktemp("canary-lab"))
+    try:
+        yield lab.start(prometheus=True)
+    finally:
+        lab.stop()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from cli._canary_lab import PROMQL_ERROR_RATE, Lab, TrafficLoad, nginx_available, prometheus_available
+from cli._canary_lab import PROMQL_ERROR_RATE, TrafficLoad, nginx_available, prometheus_available
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError, router_for
 from flows.traffic.nginx import upstream_block
@@ -19,20 +19,6 @@ from models._canary_plan import CanaryConfig, CanaryPlan, CommandRouter, HttpRou
 from tests.helpers import SECRET
 from tests.receivers import start_http_receiver
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("adapters-lab"))
-    try:
-        lab.start_versions("v1", "v2")
-        if nginx_available():
-            lab.start_nginx()
-        if prometheus_available():
-            lab.start_prometheus()
-            lab.wait_for_scrapes()
-        yield lab
-    finally:
-        lab.stop()
 
 
 # ---- the plan ------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, Lab, TrafficLoad, nginx_available, prometheus_available
-from flows._prefect_api import paused_key, resume_with_input
+from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
+from flows._prefect_api import resume_with_input
 from flows.traffic import router_for
 from models._canary_plan import NginxRouter as NginxConfig
-from tests.test_flows import final_run_state, notifications_for, submit
+from tests.test_flows import final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = [
     pytest.mark.flows,
@@ -24,19 +24,6 @@ pytestmark = [
 ]
 needs_prometheus = pytest.mark.skipif(not prometheus_available(), reason="prometheus is not installed")
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("canary-lab"))
-    try:
-        lab.start_versions("v1", "v2")
-        lab.start_nginx()
-        if prometheus_available():
-            lab.start_prometheus()
-            lab.wait_for_scrapes()
-        yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture
@@ -103,8 +90,8 @@ def wait_for_split(lab, expected: set[str], timeout_s: float = 10) -> dict:
 def assert_promoted(flow_stack, lab, run_id):
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
-    assert change.state == "closed" and change.outcome == "succeeded"
     decisions = flow_stack.service.canary_decisions(change.key)
+    assert (change.state, change.outcome) == ("closed", "succeeded"), decisions
     assert [decisions[i]["action"] for i in (1, 2, 3)] == ["continue", "continue", "promote"]
     assert [decisions[i]["weight"] for i in (1, 2, 3)] == [10, 50, 100]
     return change
@@ -194,15 +181,6 @@ def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow
     assert told and "nginx -t failed" in told[0]["body_text"]
 
 
-def _wait_paused(run_id, prefix, timeout_s=90):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        key = asyncio.run(paused_key(run_id))
-        if key and key.startswith(prefix):
-            return key
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never paused at {prefix}")
-
 
 def _artifacts(key: str) -> dict:
     from prefect.client.orchestration import get_client
@@ -222,13 +200,13 @@ def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stac
     gated = plan("http_probe")
     gated["steps"][1]["confirm"] = True
     run_id = ship(gated, "canary with a confirmation before 50 %")
-    _wait_paused(run_id, "canary-confirm-s2-")
+    wait_paused(run_id, "canary-confirm-s2-")
     change = change_of(flow_stack, run_id)
     assert flow_stack.service.canary_decisions(change.key)[1]["action"] == "continue"
     # A wrong code through the Resume form is refused and the run asks again.
     asyncio.run(resume_with_input(run_id, {"person": "alice", "approval_code": "AAAA-BBBB-CCCC",
                                            "answer": "proceed", "comment": ""}))
-    _wait_paused(run_id, "canary-confirm-s2-2")
+    wait_paused(run_id, "canary-confirm-s2-2")
     code = flow_stack.service.approval_code_for(change.key, "alice")
     cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "canary", change.key, "--as", "alice",
                           "--code", code, "--comment", "dashboards look fine"], env=flow_stack.stack.env,
@@ -250,7 +228,7 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     blind["metrics"] = [{"name": "error_rate", "provider": "prometheus", "query": "sum(no_such_metric)",
                          "threshold": 0.05, "inconclusive_limit": 2}]
     run_id = ship(blind, "canary without data")
-    _wait_paused(run_id, "canary-inconclusive-s1-")
+    wait_paused(run_id, "canary-inconclusive-s1-")
     change = change_of(flow_stack, run_id)
     decision = flow_stack.service.canary_decisions(change.key)[1]
     assert decision["action"] == "pause" and "missing or errored" in decision["reasons"][0]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prefect.deployments import run_deployment
 
-from flows._prefect_api import paused_key, resume_with_input
-from tests.test_flows import final_run_state, submit
+from flows._prefect_api import resume_with_input
+from tests.test_flows import final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
 
@@ -69,24 +69,15 @@ def test_advisory_failure_is_recorded_and_the_change_completes(flow_stack):
     assert phases[0]["status"] == "advisory_failed" and phases[0]["failed_advisory"] == ["status-page"]
 
 
-def _wait_paused(run_id, prefix, timeout_s=60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        key = asyncio.run(paused_key(run_id))
-        if key and key.startswith(prefix):
-            return key
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never paused at {prefix}")
-
 
 def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     run_id = templated("manual", "manual")
-    _wait_paused(run_id, "checklist-pre-0-")
+    wait_paused(run_id, "checklist-pre-0-")
     asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "rollback_ready": False,
                                            "confirmed_by": "alice", "note": "bob is on call"}))
     change = flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
                                  what="form confirmation")
-    _wait_paused(run_id, "checklist-pre-0-")
+    wait_paused(run_id, "checklist-pre-0-")
     cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "rollback-ready",
                           "--as", "frank", "--note", "read it"], env=flow_stack.stack.env, capture_output=True,
                          text=True)
@@ -104,7 +95,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
 
 def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):
     run_id = templated("manual-timeout", "manual timeout")
-    _wait_paused(run_id, "checklist-pre-0-")
+    wait_paused(run_id, "checklist-pre-0-")
     time.sleep(1.5)
     assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
     assert final_run_state(run_id).is_completed()

@@ -72,6 +72,17 @@ def final_run_state(run_id: str, timeout_s: float = 60):
     raise AssertionError(f"flow run {run_id} did not finish")
 
 
+def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
+    """The pause key once the run is suspended at a key starting with `prefix`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        key = asyncio.run(paused_key(run_id))
+        if key and key.startswith(prefix):
+            return key
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never paused at {prefix}")
+
+
 def notifications_for(flow_stack, key: str) -> list[Notification]:
     with flow_stack.service.db.read() as session:
         return list(session.execute(
