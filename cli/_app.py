@@ -334,8 +334,13 @@ def log_row(change: ChangeRequest) -> dict:
     return row
 
 
-def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, title: str) -> None:
-    """One renderer for every listing: a Rich table, a JSON list of objects, or CSV with a header row."""
+def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, title: str,
+              optional_in_table: tuple[str, ...] = ()) -> None:
+    """One renderer for every listing: a Rich table, a JSON list of objects, or CSV with a header row.
+
+    JSON and CSV always carry every field; a table on a terminal too narrow for all of them leaves out
+    `optional_in_table` and says so.
+    """
     if output is OutputFormat.json:
         print_json(rows)
     elif output is OutputFormat.csv:
@@ -346,19 +351,31 @@ def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, t
         writer.writeheader()
         writer.writerows(rows)
     else:
+        cells = {n: ["" if row.get(n) is None else
+                     str(row[n])[:16].replace("T", " ") if n.endswith("_at") else str(row[n]) for row in rows]
+                 for n in fields}
+        widths = {n: max([len(n), *(len(c) for c in cells[n])]) for n in fields}
+        shown = list(fields)
+        # Columns plus 2 characters of padding each; free text counts with the 20 characters it needs at least.
+        def needed(names):
+            return sum(min(widths[n], 20) if n in ("title", "detail") else widths[n] for n in names) + 2 * len(names)
+        left_out = []
+        for name in optional_in_table:
+            if needed(shown) <= console.width:
+                break
+            shown.remove(name)
+            left_out.append(name)
         table = Table(title=title, box=box.SIMPLE_HEAD)
-        cells = [["" if row.get(n) is None else
-                  str(row[n])[:16].replace("T", " ") if n.endswith("_at") else str(row[n]) for n in fields]
-                 for row in rows]
-        for i, name in enumerate(fields):
+        for name in shown:
             # Keys, states and times keep their width; free text gives way and is cut with an ellipsis.
             free_text = name in ("title", "detail")
-            widest = max((len(r[i]) for r in cells), default=0)
-            table.add_column(name, no_wrap=not free_text or None, overflow="ellipsis",
-                             max_width=48 if free_text else None, min_width=None if free_text else min(widest, 16))
-        for row in cells:
-            table.add_row(*row)
+            table.add_column(name, no_wrap=not free_text, overflow="ellipsis", max_width=48 if free_text else None,
+                             min_width=None if free_text else min(widths[name], 16))
+        for i in range(len(rows)):
+            table.add_row(*(cells[n][i] for n in shown))
         console.print(table)
+        if left_out:
+            console.print(f"[dim]not shown at this width: {', '.join(left_out)} (see --format json or csv)[/]")
 
 
 @app.command("log")
@@ -392,7 +409,8 @@ def log_command(
         text=text)
     page = context().service.query(change_filter, limit=limit, after=after)
     output = OutputFormat.json if json_output else output
-    emit_rows([log_row(c) for c in page.items], LOG_FIELDS, output, f"changes ({len(page.items)})")
+    emit_rows([log_row(c) for c in page.items], LOG_FIELDS, output, f"changes ({len(page.items)})",
+              optional_in_table=("closed_at", "implemented_at", "risk_level"))
     if page.next_cursor and output is OutputFormat.table:
         console.print(f"more: changeflow log ... --after {page.next_cursor}")
     elif page.next_cursor:
@@ -423,7 +441,8 @@ def report(
 
     rows, fields = run_report(context().service, name, _parse_time(since, "since"), _parse_time(until, "until"),
                               service)
-    emit_rows(rows, fields, output, f"{name} report ({len(rows)} rows)")
+    emit_rows(rows, fields, output, f"{name} report ({len(rows)} rows)",
+              optional_in_table=tuple(f for f in fields if f.endswith(("_p90_h", "_per_day", "unrestored_failures"))))
 
 
 @app.command()
