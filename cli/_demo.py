@@ -143,9 +143,11 @@ class Demo:
         passed = sum(1 for c in checks if c.passed)
         self.say(tag, f"{key} canary [{steps}]; checklist {passed}/{len(checks)} items passed; "
                       f"outcome {self.service.get(key).outcome}, state {state}")
-        if fail_at_50:
-            traffic = lab.traffic_split(20) if lab.nginx_port else {"(weights)": "see canary.yaml command log"}
-            self.say(tag, f"traffic through nginx afterwards: {traffic}")
+        if fail_at_50 and lab.nginx_port:
+            self.say(tag, f"20 requests through nginx afterwards reach: {lab.traffic_split(20)}")
+        elif fail_at_50:
+            weights = (self.home / f"weights-{lab.service}.log").read_text().split()
+            self.say(tag, f"canary weights sent to the router: {' -> '.join(weights)} %")
         self.record(tag, key, self.service.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
 
     def major_change(self, tag: str) -> None:
