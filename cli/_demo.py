@@ -55,8 +55,8 @@ EMERGENCY = {
 
 
 class Demo:
-    def __init__(self, home: Path, started: float):
-        self.home, self.started = home, started
+    def __init__(self, home: Path, started: float, service):
+        self.home, self.started, self.service = home, started, service
         self.outcomes: dict[str, tuple[str, str, bool]] = {}
         self.lock = threading.Lock()
 
@@ -70,8 +70,13 @@ class Demo:
 
         return str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
 
-    def change_of(self, run_id: str, timeout_s: float = 90):
-        return self.wait(lambda: self.service.find_by_idempotency_key(f"flow-run:{run_id}"), timeout_s, "record")
+    def awaiting_approval(self, run_id: str, timeout_s: float = 90):
+        """The change the run recorded, once its approval has been requested."""
+        def probe():
+            change = self.service.find_by_idempotency_key(f"flow-run:{run_id}")
+            return change if change is not None and change.state == "awaiting_approval" else None
+
+        return self.wait(probe, timeout_s, "the approval request")
 
     def wait(self, probe, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
@@ -125,8 +130,7 @@ class Demo:
     # ---- scenarios --------------------------------------------------------------------------------------
     def canary_change(self, tag: str, request: dict, lab: Lab, *, fail_at_50: bool) -> None:
         run_id = self.submit(request)
-        change = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
-                           c.state == "awaiting_approval" and c, 90, "approval request")
+        change = self.awaiting_approval(run_id)
         key = change.key
         self.say(tag, f"{key} submitted by grace: {change.title} (risk {change.risk_level}); waiting for "
                       "team lead + peer reviewer")
@@ -154,8 +158,7 @@ class Demo:
         start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=15)
         run_id = self.submit({**MAJOR, "planned_start": start.isoformat(),
                               "planned_end": (start + timedelta(hours=3)).isoformat()})
-        key = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
-                        c.state == "awaiting_approval" and c, 90, "approval request").key
+        key = self.awaiting_approval(run_id).key
         quorum = self.service.evaluation(key).describe_missing()
         self.say(tag, f"{key} submitted by frank for {start:%Y-%m-%d %H:%M} UTC; needs {quorum}")
         self.paused_at(run_id, "approval-")
@@ -173,8 +176,7 @@ class Demo:
 
     def emergency_change(self, tag: str) -> None:
         run_id = self.submit(EMERGENCY)
-        key = self.wait(lambda: (c := self.service.find_by_idempotency_key(f"flow-run:{run_id}")) and
-                        c.state == "awaiting_approval" and c, 90, "approval request").key
+        key = self.awaiting_approval(run_id).key
         self.say(tag, f"{key} for P1 incident INC-2041, filed by bob; paging the incident commander")
         self.approve(tag, run_id, key, "erin", "go, P1 in progress")
         state = self.final_state(run_id, key)
@@ -200,7 +202,8 @@ class Demo:
         self.say(tag, f"{key} approved by alice and bob; the window run starts at its time")
         run = run_deployment("maintenance/weekly", parameters=window, timeout=240)
         steps = self.service.done_steps(key)
-        done = ", ".join(f"{n}: {'ok' if s.get('ok') else s.get('skipped') or 'failed'}" for n, s in sorted(steps.items()))
+        done = ", ".join(f"{n}: {'ok' if s.get('ok') else s.get('skipped') or 'failed'}"
+                         for n, s in sorted(steps.items()))
         state = self.service.get(key).state
         self.say(tag, f"{key} run {run.state.name.lower()}: activities [{done}]; change {state}")
         self.record(tag, key, state, "closed")
@@ -263,8 +266,7 @@ def run_demo(home: Path) -> bool:
         app(["window", "add", "--start", now.isoformat(), "--end", (now + timedelta(hours=1)).isoformat(),
              "--title", "Release window for the demo", "--as", "alice"], standalone_mode=False)
         console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
-        demo = Demo(home, started)
-        demo.service = AppContext(Settings()).service
+        demo = Demo(home, started, AppContext(Settings()).service)
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()

@@ -17,7 +17,14 @@ import httpx
 
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError
-from models._canary import ComparisonResult, Measurement, StepDecision, compare_to_baseline, decide_step
+from models._canary import (
+    ComparisonResult,
+    Measurement,
+    MetricRule,
+    StepDecision,
+    compare_to_baseline,
+    decide_step,
+)
 from models._canary_plan import CanaryPlan, CanaryStep, CanaryTarget
 from models._types import utcnow
 
@@ -87,13 +94,6 @@ class Analyzer:
             return Measurement(metric=metric.name, error=str(exc))
 
 
-def _failing(metric, value) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    return {"<": value < metric.threshold, "<=": value <= metric.threshold, ">": value > metric.threshold,
-            ">=": value >= metric.threshold}[metric.operator]
-
-
 def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyzer: Analyzer, bake: str,
               on_tick: Callable[[int, int], None] = lambda done, total: None,
               sleep: Callable[[float], None] = time.sleep) -> StepResult:
@@ -102,12 +102,19 @@ def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyze
         applied = [router.set_weight(step.weight)]
     except RouterError as exc:
         return StepResult("router_failed", [f"traffic router: {exc}"])
-    rules = [metric.rule() for metric in plan.metrics]
-    by_name = {metric.name: metric for metric in plan.metrics}
+    rules = {metric.name: metric.rule() for metric in plan.metrics}
     measurements: list[Measurement] = []
     canary_samples: list[float] = []
     stable_samples: list[float] = []
     rows: list[dict] = []
+
+    def row(taken_at, metric: str, version: str, value: float | None, error: str | None = None,
+            rule: MetricRule | None = None) -> dict:
+        return {"step": index, "weight": step.weight, "bake": bake, "metric": metric, "version": version,
+                "value": None if value is None or math.isnan(value) else value, "error": error,
+                "threshold": rule.threshold if rule else None, "operator": rule.operator if rule else None,
+                "taken_at": taken_at}
+
     total = plan.measurements_per_step(step)
     started = time.monotonic()
     decision: StepDecision | None = None
@@ -119,31 +126,25 @@ def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyze
         canary_samples += canary_latencies
         stable_samples += stable_latencies
         now = utcnow()
-        for m in taken:
-            metric = by_name[m.metric]
-            rows.append({"step": index, "weight": step.weight, "bake": bake, "metric": m.metric, "version": "canary",
-                         "value": None if m.value is None or math.isnan(m.value) else m.value, "error": m.error,
-                         "threshold": metric.threshold, "operator": metric.operator, "taken_at": now})
+        rows += [row(now, m.metric, "canary", m.value, m.error, rules[m.metric]) for m in taken]
         comparison: ComparisonResult | None = None
         if plan.comparison.enabled:
             comparison = compare_to_baseline(canary_samples, stable_samples, metric="latency_ms",
                                              min_samples=plan.comparison.min_samples, alpha=plan.comparison.alpha,
                                              tolerance=plan.comparison.tolerance)
-            for version, samples in (("canary", canary_latencies), ("stable", stable_latencies)):
-                if samples:
-                    rows.append({"step": index, "weight": step.weight, "bake": bake, "metric": "latency_median_ms",
-                                 "version": version, "value": http_probe.percentile(samples, 0.5), "error": None,
-                                 "threshold": None, "operator": None, "taken_at": now})
-        decision = decide_step(rules, measurements, last_step=last, comparison=comparison)
+            rows += [row(now, "latency_median_ms", version, http_probe.percentile(samples, 0.5))
+                     for version, samples in (("canary", canary_latencies), ("stable", stable_latencies)) if samples]
+        decision = decide_step(list(rules.values()), measurements, last_step=last, comparison=comparison)
         on_tick(tick, total)
         if decision.action == "rollback":
-            return _roll_back_now(decision, rows, applied, router, by_name)
+            return _roll_back_now(decision, rows, applied, router, rules)
         if decision.action == "pause":
             return StepResult("pause", decision.reasons, rows, applied)
     return StepResult(decision.action, decision.reasons, rows, applied)
 
 
-def _roll_back_now(decision: StepDecision, rows: list[dict], applied: list[dict], router, by_name) -> StepResult:
+def _roll_back_now(decision: StepDecision, rows: list[dict], applied: list[dict], router,
+                   rules: dict[str, MetricRule]) -> StepResult:
     reasons = list(decision.reasons)
     try:
         applied.append(router.set_weight(0))
@@ -151,6 +152,6 @@ def _roll_back_now(decision: StepDecision, rows: list[dict], applied: list[dict]
         reasons.append(f"setting the canary weight to 0 failed: {exc}")
     failing = [{"metric": r["metric"], "value": round(r["value"], 4), "limit": f"{r['operator']} {r['threshold']:g}",
                 "weight": r["weight"]}
-               for r in rows if r["version"] == "canary" and r["metric"] in by_name
-               and _failing(by_name[r["metric"]], r["value"])]
+               for r in rows if r["version"] == "canary" and r["metric"] in rules
+               and rules[r["metric"]].breached_by(r["value"])]
     return StepResult("rollback", reasons, rows, applied, failing[-10:])

@@ -4,7 +4,6 @@ raises nothing for an ordinary failure (a failed check is a result, not an error
 from __future__ import annotations
 
 import glob
-import operator
 import os
 import time
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
 from flows.metrics import MetricError, prometheus
+from models._canary import compare
 from models._checklist import BackupFreshItem, CommandItem, HttpItem, ItemOutcome, MetricItem, SqlItem
 from models._settings import normalise_database_url
 
@@ -103,7 +103,6 @@ def check_backup_fresh(item: BackupFreshItem) -> ItemOutcome:
                     taken_at=taken.isoformat(), age_hours=round(age_h, 2), **source)
 
 
-_OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 def check_metric(item: MetricItem) -> ItemOutcome:
@@ -111,7 +110,7 @@ def check_metric(item: MetricItem) -> ItemOutcome:
         value = prometheus.instant(item.prometheus_url, item.query, timeout_s=item.timeout_s)
     except (MetricError, ValueError) as exc:
         return _outcome(item, False, f"no value for the query: {exc}", query=item.query)
-    passed = _OPERATORS[item.operator](value, item.threshold)
+    passed = compare(value, item.operator, item.threshold)
     return _outcome(item, passed, f"{value:g} {item.operator} {item.threshold:g} is {passed}", query=item.query,
                     value=value)
 

@@ -48,15 +48,12 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
     plan = rt.service.canary_plan(change)
     step = plan.steps[index - 1]
     target, router = _router(change, plan)
-    prometheus_url = rt.service.org.canary.prometheus_url if rt.service.org.canary else None
-    analyzer = Analyzer(plan, target, service=change.service, prometheus_url=prometheus_url,
+    analyzer = Analyzer(plan, target, service=change.service, prometheus_url=rt.service.canary_config.prometheus_url,
                         timeout_s=rt.settings.http_timeout_s)
-    ticks_before = sum(plan.measurements_per_step(s) for s in plan.steps[: index - 1])
-    ticks_all = sum(plan.measurements_per_step(s) for s in plan.steps)
 
     def on_tick(done: int, total: int) -> None:
         if progress_id:
-            update_progress_artifact(progress_id, progress=100.0 * (ticks_before + done) / ticks_all)
+            update_progress_artifact(progress_id, progress=plan.progress_percent(index, done))
 
     try:
         result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick)
@@ -110,9 +107,10 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     change = rt.service.get(key)
     plan = rt.service.canary_plan(change)
     decided = rt.service.canary_decisions(key)
-    ticks = [plan.measurements_per_step(s) for s in plan.steps]
-    already = sum(t for i, t in enumerate(ticks, start=1) if decided.get(i, {}).get("action") in DONE)
-    progress = create_progress_artifact(progress=100.0 * already / sum(ticks), key=f"{key.lower()}-canary-progress",
+    # Steps are decided in order, so the decided ones are the first few.
+    first_open = 1 + sum(1 for i in range(1, len(plan.steps) + 1) if decided.get(i, {}).get("action") in DONE)
+    progress = create_progress_artifact(progress=plan.progress_percent(first_open),
+                                        key=f"{key.lower()}-canary-progress",
                                         description=f"{key}: canary {plan.canary_version} on {change.service}")
     progress_id = str(progress) if progress else None
     for index, step in enumerate(plan.steps, start=1):

@@ -275,19 +275,18 @@ def close(key: str) -> str:
     return change.state
 
 
-def service_reason(key: str) -> str:
-    """The reason of the change's last transition (what the requester is told)."""
+def service_reason(key: str, to_state: str | None = None) -> str:
+    """The reason of the change's last transition (into `to_state`, when given): what the requester is told."""
     events = runtime().service.view(key).events
-    return next((e.data.get("reason", "") for e in reversed(events) if e.action == "transition"), "")
+    return next((e.data.get("reason", "") for e in reversed(events)
+                 if e.action == "transition" and to_state in (None, e.to_state)), "")
 
 
-def service_reason_of_outcome(key: str, outcome: str | None) -> str:
-    """Why the change ended as it did: the reason recorded with its failed / rolled_back transition."""
+def outcome_reason(key: str, outcome: str | None) -> str:
+    """Why the change ended as it did: its outcome and the reason of the transition that recorded it."""
     if not outcome:
         return "not implemented"
-    events = runtime().service.view(key).events
-    reason = next((e.data.get("reason", "") for e in reversed(events)
-                   if e.action == "transition" and e.to_state == outcome), "")
+    reason = service_reason(key, outcome)
     return f"{outcome.replace('_', ' ')}: {reason}" if reason else outcome.replace("_", " ")
 
 
@@ -325,7 +324,7 @@ def change_request(request: ChangeRequestInput) -> str:
     if outcome == "succeeded":
         announce(key, "change_completed")
     else:
-        announce(key, "change_failed", reason=service_reason_of_outcome(key, outcome))
+        announce(key, "change_failed", reason=outcome_reason(key, outcome))
     return close(key)
 
 

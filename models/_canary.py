@@ -7,12 +7,18 @@ and folded "worst wins" across metrics.
 from __future__ import annotations
 
 import math
+import operator
 from enum import IntEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_OPS = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t, ">": lambda v, t: v > t, ">=": lambda v, t: v >= t}
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def compare(value: float, op: str, threshold: float) -> bool:
+    """`value <op> threshold` for the four operators of rules and checklist metric items."""
+    return _OPS[op](value, threshold)
 
 
 class Verdict(IntEnum):
@@ -33,6 +39,10 @@ class MetricRule(BaseModel):
     threshold: float = Field(description="Failure condition: value <operator> threshold")
     failure_limit: int = Field(default=2, ge=1, description="Failed measurements in a step before rolling back")
     inconclusive_limit: int = Field(default=3, ge=1, description="Missing/errored measurements before pausing")
+
+    def breached_by(self, value: float | None) -> bool:
+        """The failure condition holds; a missing or NaN value never breaches (it is inconclusive)."""
+        return value is not None and not math.isnan(value) and compare(value, self.operator, self.threshold)
 
 
 class Measurement(BaseModel):
@@ -63,7 +73,7 @@ def judge_metric(rule: MetricRule, measurements: list[Measurement]) -> MetricVer
     for m in measurements:
         if m.error is not None or m.value is None or math.isnan(m.value):
             inconclusive += 1
-        elif _OPS[rule.operator](m.value, rule.threshold):
+        elif rule.breached_by(m.value):
             failed += 1
     if failed >= rule.failure_limit:
         verdict = Verdict.failed

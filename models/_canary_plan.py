@@ -132,6 +132,11 @@ class CanaryPlan(BaseModel):
     def measurements_per_step(self, step: CanaryStep) -> int:
         return max(1, round(step.bake_s / self.interval_s))
 
+    def progress_percent(self, index: int, measured_in_step: int = 0) -> float:
+        """How far the rollout is with `measured_in_step` measurements of step `index` (1-based) taken."""
+        ticks = [self.measurements_per_step(s) for s in self.steps]
+        return 100.0 * (sum(ticks[: index - 1]) + measured_in_step) / sum(ticks)
+
     def uses(self, provider: str) -> bool:
         return any(m.provider == provider for m in self.metrics)
 

@@ -509,17 +509,26 @@ class ChangeService:
         return self._marker(key, AuditAction.implementation_step, {"step": step}, evidence)[1]
 
     def done_steps(self, key: str) -> dict[int, dict]:
+        return self._last_event_per_step(key, AuditAction.implementation_step)
+
+    def _last_event_per_step(self, key: str, action: AuditAction) -> dict[int, dict]:
+        """The data of the change's latest `action` event for each `step`."""
         with self.db.read() as session:
             return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
-                    if e.action == AuditAction.implementation_step.value}
+                    if e.action == action.value}
 
     # ---- canary ------------------------------------------------------------------------------------------
 
     def canary_plan(self, change: ChangeRequest) -> CanaryPlan | None:
         return CanaryPlan.model_validate(change.canary) if change.canary else None
 
+    @property
+    def canary_config(self) -> CanaryConfig:
+        """canary.yaml, or an empty one (no service has a router) when the file is absent."""
+        return self.org.canary or CanaryConfig()
+
     def canary_target(self, change: ChangeRequest) -> CanaryTarget:
-        target = (self.org.canary or CanaryConfig()).services.get(change.service)
+        target = self.canary_config.services.get(change.service)
         if target is None:
             raise ConfigError(f"canary.yaml: no traffic router for service {change.service!r}")
         return target
@@ -542,9 +551,7 @@ class ChangeService:
 
     def canary_decisions(self, key: str) -> dict[int, dict]:
         """The last decision of each canary step."""
-        with self.db.read() as session:
-            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
-                    if e.action == AuditAction.canary_decision.value}
+        return self._last_event_per_step(key, AuditAction.canary_decision)
 
     def check_person_code(self, key: str, person: str, code: str) -> None:
         change = self.get(key)
@@ -706,7 +713,7 @@ class ChangeService:
             raise InputError(f"checklist: unknown checklist {request.checklist!r} (known: {known})",
                              [("checklist", "unknown checklist")])
         if request.canary is not None:
-            problems = (self.org.canary or CanaryConfig()).check_plan(request.service, request.canary)
+            problems = self.canary_config.check_plan(request.service, request.canary)
             if problems:
                 raise InputError("; ".join(problems), [(p.split(":")[0], p.split(": ", 1)[1]) for p in problems])
         return request
