@@ -29,7 +29,7 @@ from cli._stack import (  # noqa: E402
     start_server,
     start_worker,
 )
-from models import ChangeService, Database, Settings, load_org  # noqa: E402
+from models import Services, Database, Settings, load_org  # noqa: E402
 
 SECRET = "latency-benchmark"
 READING_TIME_S = 3
@@ -62,7 +62,7 @@ def run_approvals(label: str, home: Path, changes: int) -> list[float]:
     from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
 
     settings = Settings(home=home, secret=SECRET)
-    service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
+    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
     latencies = []
     for i in range(changes):
         run = run_deployment("change-request/submit", timeout=0, parameters={"request": {
@@ -73,15 +73,15 @@ def run_approvals(label: str, home: Path, changes: int) -> list[float]:
             time.sleep(0.1)
         # A person reads the notification before deciding; the suspended process has exited by then.
         time.sleep(READING_TIME_S)
-        change = service.find_by_idempotency_key(f"flow-run:{run_id}")
-        code = service.approval_code_for(change.key, "alice")
+        change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
+        code = services.approvals.approval_code_for(change.key, "alice")
         try:
             asyncio.run(resume_with_input(run_id, {"approver": "alice", "decision": "approve",
                                                    "approval_code": code, "comment": ""}))
         except ResumeRefused as exc:
             raise SystemExit(str(exc)) from None
         accepted = time.perf_counter()
-        while not service.decided_by(change.key):
+        while not services.approvals.decided_by(change.key):
             time.sleep(0.02)
         latencies.append(time.perf_counter() - accepted)
         print(f"  {label}: {change.key} recorded {latencies[-1]:.2f} s after the resume", flush=True)

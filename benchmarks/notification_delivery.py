@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import ChangeService, Database, Settings  # noqa: E402
+from models import Services, Database, Settings  # noqa: E402
 from notifications import Notifier  # noqa: E402
 from tests.receivers import start_http_receiver  # noqa: E402
 from tests.test_notifications import org_with_channels  # noqa: E402
@@ -27,9 +27,9 @@ def main() -> None:
     home = Path(tempfile.mkdtemp())
     org = org_with_channels({"alice": [{"type": "webhook", "url": f"{receiver.url}/hook"}]})
     settings = Settings(home=home, secret="bench")
-    service = ChangeService(Database(f"sqlite:///{home / 'cf.db'}"), org, b"bench")
-    notifier = Notifier(service, settings)
-    changes = [service.submit({"type": "standard", "title": f"bench {i}", "service": "payments",
+    services = Services.build(Database(f"sqlite:///{home / 'cf.db'}"), org, b"bench")
+    notifier = Notifier(services, settings)
+    changes = [services.changes.submit({"type": "standard", "title": f"bench {i}", "service": "payments",
                                "requester": "grace", "rollback_plan": "undo"}) for i in range(args.count)]
     queued_started = time.perf_counter()
     for change in changes:

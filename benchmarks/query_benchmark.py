@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import DEFAULTS_DIR, ChangeFilter, ChangeService, Database, load_org, verify_chain  # noqa: E402
-from models._reports import compliance, dora, sla  # noqa: E402
+from models import DEFAULTS_DIR, ChangeFilter, Services, Database, load_org, verify_chain  # noqa: E402
+from models import compliance, dora, sla  # noqa: E402
 
 RUNS = 20
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     args = parser.parse_args()
     db = Database(args.url)
-    service = ChangeService(db, load_org(DEFAULTS_DIR), b"bench")
+    services = Services.build(db, load_org(DEFAULTS_DIR), b"bench")
     rng = random.Random(7)
     with db.read() as session:
         total = session.execute(__import__("sqlalchemy").text("SELECT COUNT(*) FROM change_requests")).scalar()
@@ -49,14 +49,14 @@ def main() -> None:
     def log_page():
         svc = f"svc-{rng.randrange(200):03d}"
         start = end - timedelta(days=rng.randint(30, 1000))
-        service.query(ChangeFilter(service=svc, created_since=start, created_until=start + timedelta(days=90)),
+        services.changes.query(ChangeFilter(service=svc, created_since=start, created_until=start + timedelta(days=90)),
                       limit=50)
 
     def log_unfiltered_page():
-        service.query(ChangeFilter(), limit=50)
+        services.changes.query(ChangeFilter(), limit=50)
 
     def show():
-        service.view(f"CHG-{rng.randint(1, total):06d}")
+        services.changes.view(f"CHG-{rng.randint(1, total):06d}")
 
     results = {
         "log page (service + 90-day range, 50 rows)": timed(log_page),
@@ -65,9 +65,9 @@ def main() -> None:
     }
     with db.read() as session:
         results["dora, one year, all services"] = timed(lambda: dora(session, end - timedelta(days=365), end), runs=5)
-        results["sla, one month"] = timed(lambda: sla(session, service.org, end - timedelta(days=30), end), runs=5)
+        results["sla, one month"] = timed(lambda: sla(session, services.org, end - timedelta(days=30), end), runs=5)
         results["compliance, one week"] = timed(
-            lambda: compliance(session, service.org, end - timedelta(days=7), end), runs=3)
+            lambda: compliance(session, services.org, end - timedelta(days=7), end), runs=3)
         started = time.perf_counter()
         chain = verify_chain(session)
         verify_s = time.perf_counter() - started

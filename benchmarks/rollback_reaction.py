@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 from cli._canary_lab import Lab  # noqa: E402
 from flows._canary_bake import Analyzer, bake_step  # noqa: E402
 from flows.traffic import router_for  # noqa: E402
-from models._canary_plan import CanaryPlan, CanaryTarget  # noqa: E402
+from models import CanaryPlan, CanaryTarget  # noqa: E402
 
 STABLE_RUN = 10
 

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import Database  # noqa: E402
-from models._audit import GENESIS_HASH, canonical_json, event_hash  # noqa: E402
+from models import GENESIS_HASH, canonical_json, event_hash  # noqa: E402
 
 START = datetime(2023, 11, 27, tzinfo=timezone.utc)
 SPAN = timedelta(days=3 * 365)

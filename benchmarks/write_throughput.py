@@ -21,25 +21,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy  # noqa: E402
 
-from models import DEFAULTS_DIR, ChangeService, Database, load_org, verify_chain  # noqa: E402
-from models._settings import normalise_database_url  # noqa: E402
+from models import DEFAULTS_DIR, Services, Database, load_org, verify_chain  # noqa: E402
+from models import normalise_database_url  # noqa: E402
 
 SERVICES = [f"svc-{i:03d}" for i in range(200)]
 
 
 def run(db: Database, count: int) -> None:
-    service = ChangeService(db, load_org(DEFAULTS_DIR), b"benchmark-secret")
+    services = Services.build(db, load_org(DEFAULTS_DIR), b"benchmark-secret")
     db.migrate()
     started = time.perf_counter()
     for i in range(count):
-        change = service.submit({
+        change = services.changes.submit({
             "type": "standard",
             "title": f"Change {i}",
             "service": SERVICES[i % len(SERVICES)],
             "requester": "grace",
             "rollback_plan": "redeploy previous version",
         })
-        service.request_approval(change.key)
+        services.approvals.request_approval(change.key)
         if (i + 1) % 10_000 == 0:
             rate = (i + 1) / (time.perf_counter() - started)
             print(f"  {db.dialect}: {i + 1:>7} changes, {rate:,.0f} changes/s", flush=True)

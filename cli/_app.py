@@ -17,7 +17,6 @@ from models import (
     DEFAULTS_DIR,
     ChangeRequest,
     ChangeState,
-    ChangeType,
     Decision,
     RiskLevel,
     InputError,
@@ -28,9 +27,9 @@ from models import (
     verify_chain,
 )
 
-from models._queries import ChangeFilter
+from models import ChangeFilter
 from notifications import Notifier, run_url
-from notifications._channels import describe_target
+from notifications import describe_target
 
 from ._context import context
 from ._flows import nudge_gate, nudge_run, start_change_flow
@@ -145,13 +144,13 @@ def submit(
 ) -> None:
     """Validate a change request and start its flow (deployment change-request/submit)."""
     data = read_request_file(file)
-    service = context().service
-    request = service.validate_request(data)
+    services = context().services
+    request = services.changes.validate_request(data)
     if local:
-        change = service.request_approval(service.submit(request).key)
+        change = services.approvals.request_approval(services.changes.submit(request).key)
     else:
-        change, _run_id = start_change_flow(service, request.model_dump(mode="json", exclude_unset=True))
-    required = service.required_for(change) if change.state == ChangeState.awaiting_approval.value else []
+        change, _run_id = start_change_flow(services, request.model_dump(mode="json", exclude_unset=True))
+    required = services.approvals.required_for(change) if change.state == ChangeState.awaiting_approval.value else []
     if json_output:
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
                     "required": [r.__dict__ for r in required]})
@@ -166,11 +165,11 @@ def submit(
 
 def _decide(key: str, approver: str, code: str, role: Optional[str], comment: str, decision: Decision,
             json_output: bool) -> None:
-    service = context().service
-    result = service.decide(key, approver=approver, decision=decision, code=code, role=role, comment=comment)
+    services = context().services
+    result = services.approvals.decide(key, approver=approver, decision=decision, code=code, role=role, comment=comment)
     nudged = nudge_gate(result.change, {"approver": approver, "decision": decision.value,
                                         "approval_code": code, "comment": comment})
-    change = service.get(key)
+    change = services.changes.get(key)
     if json_output:
         print_json({**change_row(change), "role": result.role, "missing": result.evaluation.missing,
                     "flow_resumed": nudged})
@@ -220,11 +219,11 @@ def confirm(
     note: str = typer.Option("", help="What you checked."),
 ) -> None:
     """Confirm a manual checklist item; the change's run continues when its phase is complete."""
-    from models._checklist import ItemOutcome
+    from models import ItemOutcome
 
-    service = context().service
-    change = service.get(key)
-    checklist = service.checklist_of(change)
+    services = context().services
+    change = services.changes.get(key)
+    checklist = services.org.checklist_of(change)
     found = checklist.find(item) if checklist else None
     if found is None or found[1].kind != "manual":
         known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])
@@ -232,11 +231,11 @@ def confirm(
         raise InputError(f"item: {item!r} is not a manual item of {change.key}'s checklist "
                          f"({', '.join(known) or 'it has none'})")
     phase, definition = found
-    step = max(service.done_steps(key), default=1) if phase == "during" else 0
-    written = service.record_check(key, phase=phase, step=step, item=definition, actor=person,
+    step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
+    written = services.checklists.record_check(key, phase=phase, step=step, item=definition, actor=person,
                                    outcome=ItemOutcome(item_id=item, passed=True, required=definition.required,
                                                        detail=note or "confirmed"))
-    nudged = nudge_run(service.get(key), "checklist-", {"confirmed_by": person, "note": note})
+    nudged = nudge_run(services.changes.get(key), "checklist-", {"confirmed_by": person, "note": note})
     console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
                   f"{'; the run continues' if nudged else ''}")
 
@@ -251,9 +250,9 @@ def canary(
     comment: str = typer.Option("", help="What you looked at, for the record."),
 ) -> None:
     """Answer a canary gate: confirm the next step (or an inconclusive analysis), or roll back."""
-    service = context().service
-    service.check_person_code(key, person, code)
-    change = service.get(key)
+    services = context().services
+    services.approvals.check_person_code(key, person, code)
+    change = services.changes.get(key)
     answer = {"person": person, "approval_code": code, "answer": "roll_back" if roll_back else "proceed",
               "comment": comment}
     if not nudge_run(change, "canary-", answer):
@@ -266,11 +265,11 @@ def canary(
 def pending(json_output: bool = JsonOption) -> None:
     """What waits for approval, on whom, and since when."""
     ctx = context()
-    service = ctx.service
-    notifier = Notifier(service, ctx.settings)
+    services = ctx.services
+    notifier = Notifier(services, ctx.settings)
     rows = []
-    for change, evaluation in service.pending_approvals():
-        deadline = service.approval_deadline(change)
+    for change, evaluation in services.approvals.pending_approvals():
+        deadline = services.approvals.approval_deadline(change)
         rows.append({
             "key": change.key, "type": change.type, "title": change.title, "service": change.service,
             "waiting_since": change.approval_requested_at.isoformat() if change.approval_requested_at else None,
@@ -298,7 +297,7 @@ def approval_code_command(
     approver: str = typer.Option(..., "--for", help="Approver user name."),
 ) -> None:
     """Print an approver's personal code (operators only: it needs the server secret)."""
-    console.print(context().service.approval_code_for(key, approver))
+    console.print(context().services.approvals.approval_code_for(key, approver))
 
 
 @app.command()
@@ -309,7 +308,7 @@ def review(
     summary: str = typer.Option(..., help="What happened, what was learned, follow-ups."),
 ) -> None:
     """Record a post-implementation review and close the change."""
-    change = context().service.record_review(key, actor=actor, summary=summary)
+    change = context().services.changes.record_review(key, actor=actor, summary=summary)
     console.print(f"{change.key}: review recorded, {change.state}")
 
 
@@ -381,7 +380,7 @@ def emit_rows(rows: list[dict], fields: tuple[str, ...], output: OutputFormat, t
 @app.command("log")
 @exits_cleanly
 def log_command(
-    type: Optional[ChangeType] = typer.Option(None, help="Only this change type."),
+    type: Optional[str] = typer.Option(None, help="Only this change type (a name from policies.yaml)."),
     state: Optional[ChangeState] = typer.Option(None, help="Only changes in this state."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
     requester: Optional[str] = typer.Option(None, help="Only this requester."),
@@ -407,7 +406,7 @@ def log_command(
         implemented_until=_parse_time(implemented_until, "implemented-until"),
         closed_since=_parse_time(closed_since, "closed-since"), closed_until=_parse_time(closed_until, "closed-until"),
         text=text)
-    page = context().service.query(change_filter, limit=limit, after=after)
+    page = context().services.changes.query(change_filter, limit=limit, after=after)
     output = OutputFormat.json if json_output else output
     emit_rows([log_row(c) for c in page.items], LOG_FIELDS, output, f"changes ({len(page.items)})",
               optional_in_table=("closed_at", "implemented_at", "risk_level"))
@@ -437,10 +436,8 @@ def report(
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
 ) -> None:
     """DORA figures, compliance findings or approval SLAs over a time range."""
-    from models._report_runner import run_report
-
-    rows, fields = run_report(context().service, name, _parse_time(since, "since"), _parse_time(until, "until"),
-                              service)
+    result = context().services.reports.run(name, _parse_time(since, "since"), _parse_time(until, "until"), service)
+    rows, fields = result.rows, result.fields
     emit_rows(rows, fields, output, f"{name} report ({len(rows)} rows)",
               optional_in_table=tuple(f for f in fields if f.endswith(("_p90_h", "_per_day", "unrestored_failures"))))
 
@@ -449,7 +446,7 @@ def report(
 @exits_cleanly
 def show(key: str = typer.Argument(..., help="Change key."), json_output: bool = JsonOption) -> None:
     """Show one change with its approvals and full event timeline."""
-    view = context().service.view(key)
+    view = context().services.changes.view(key)
     if json_output:
         print_json(view.model_dump(mode="json"))
         return
@@ -531,7 +528,7 @@ def window_add(
     actor: str = typer.Option("changeflow", "--as", help="Who adds it (for the audit trail)."),
 ) -> None:
     """Add an ad hoc maintenance window, or a freeze with --freeze."""
-    window = context().service.add_window(
+    window = context().services.scheduling.add_window(
         starts_at=_parse_time(start, "start"), ends_at=_parse_time(end, "end"), title=title, service=service,
         freeze=freeze, kind="ad_hoc", actor=actor)
     console.print(f"{'freeze' if window.freeze else 'window'} {window.id}: {window.starts_at:%Y-%m-%d %H:%M} to "
@@ -543,18 +540,18 @@ def window_add(
 def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ahead."),
              json_output: bool = JsonOption) -> None:
     """Maintenance windows, freezes and the changes planned in them."""
-    from models._calendar import scheduled_windows
-    from models._types import utcnow
+    from models import scheduled_windows
+    from models import utcnow
 
-    service = context().service
+    services = context().services
     start = utcnow()
     end = start + timedelta(days=days)
     entries = [{"kind": w.kind, "title": w.title, "service": None, "freeze": False,
                 "starts_at": w.starts_at, "ends_at": w.ends_at} for w in scheduled_windows(start, end)]
     entries += [{"kind": "freeze" if w.freeze else w.kind, "title": w.title, "service": w.service,
                  "freeze": w.freeze, "starts_at": w.starts_at, "ends_at": w.ends_at}
-                for w in service.windows_between(start, end)]
-    changes = service.changes_planned_between(start, end)
+                for w in services.scheduling.windows_between(start, end)]
+    changes = services.scheduling.changes_planned_between(start, end)
     for entry in entries:
         entry["changes"] = [c.key for c in changes
                             if c.planned_start < entry["ends_at"] and (c.planned_end or c.planned_start) > entry["starts_at"]
@@ -592,7 +589,7 @@ def notifications_list(
     if state is not None and state not in ("pending", "sending", "sent", "failed"):
         raise InputError(f"--state: {state!r} is not one of pending, sending, sent, failed")
     app_ctx = context()
-    rows = Notifier(app_ctx.service, app_ctx.settings).outbox.list(state=state, change_key=change, limit=limit)
+    rows = Notifier(app_ctx.services, app_ctx.settings).outbox.list(state=state, change_key=change, limit=limit)
     data = [{"id": n.id, "change": n.change_key, "event": n.event, "recipient": n.recipient,
              "channel": describe_target(n.channel), "state": n.state, "attempts": n.attempts,
              "created_at": n.created_at.isoformat(), "sent_at": n.sent_at.isoformat() if n.sent_at else None,
@@ -614,7 +611,7 @@ def notifications_list(
 def notifications_retry(notification_id: int = typer.Argument(..., help="Notification id (see the listing).")) -> None:
     """Queue a failed notification again and try to send it now."""
     app_ctx = context()
-    notifier = Notifier(app_ctx.service, app_ctx.settings)
+    notifier = Notifier(app_ctx.services, app_ctx.settings)
     row = notifier.outbox.retry(notification_id)
     notifier.deliver(change_key=row.change_key)
     after = next(n for n in notifier.outbox.list(change_key=row.change_key, limit=10_000) if n.id == notification_id)
@@ -650,12 +647,11 @@ def policy_show(json_output: bool = JsonOption) -> None:
     """Who must approve what, per change type and risk level."""
     org = context().org
     rows = []
-    for change_type in ChangeType:
-        policy = org.policies.for_type(change_type)
+    for change_type, policy in org.policies.types.items():
         for level in ("low", "medium", "high"):
             required = required_approvals(change_type, level, org.policies, org.directory)
             rows.append({
-                "type": change_type.value,
+                "type": change_type,
                 "risk": level,
                 "approvals": [{"role": r.role, "count": r.count, "holders": org.directory.holders(r.role)}
                               for r in required],
@@ -664,6 +660,9 @@ def policy_show(json_output: bool = JsonOption) -> None:
                 "notice_days": policy.notice.total_seconds() / 86400,
                 "documentation": policy.documentation,
                 "testing": policy.testing,
+                "requires": policy.requires,
+                "review": policy.review,
+                "review_within_hours": policy.review_within.total_seconds() / 3600,
             })
     if json_output:
         print_json({"policy_version": org.policies.version, "rules": rows})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from models import ChangeService, Database, Org, Settings, load_org
+from models import Database, Org, Services, Settings, load_org
 
 
 @dataclass
@@ -21,8 +21,8 @@ class AppContext:
         return load_org(self.settings.config_dir)
 
     @cached_property
-    def service(self) -> ChangeService:
-        return ChangeService(self.db, self.org, self.settings.secret_bytes())
+    def services(self) -> Services:
+        return Services.build(self.db, self.org, self.settings.secret_bytes())
 
 
 def context() -> AppContext:

@@ -55,8 +55,8 @@ EMERGENCY = {
 
 
 class Demo:
-    def __init__(self, home: Path, started: float, service):
-        self.home, self.started, self.service = home, started, service
+    def __init__(self, home: Path, started: float, services):
+        self.home, self.started, self.services = home, started, services
         self.outcomes: dict[str, tuple[str, str, bool]] = {}
         self.lock = threading.Lock()
 
@@ -73,7 +73,7 @@ class Demo:
     def awaiting_approval(self, run_id: str, timeout_s: float = 90):
         """The change the run recorded, once its approval has been requested."""
         def probe():
-            change = self.service.find_by_idempotency_key(f"flow-run:{run_id}")
+            change = self.services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
             return change if change is not None and change.state == "awaiting_approval" else None
 
         return self.wait(probe, timeout_s, "the approval request")
@@ -107,7 +107,7 @@ class Demo:
 
     def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None:
         self.paused_at(run_id, "approval-")
-        code = self.service.approval_code_for(key, person)
+        code = self.services.approvals.approval_code_for(key, person)
         self.resume(run_id, {"approver": person, "decision": "approve", "approval_code": code, "comment": comment})
         self.say(tag, f"{person} approves with code {code} in the resume form")
 
@@ -122,7 +122,7 @@ class Demo:
                 return (await client.read_flow_run(UUID(run_id))).state
 
         self.wait(lambda: asyncio.run(state()).is_final(), timeout_s, f"{key} to finish")
-        return self.service.get(key).state
+        return self.services.changes.get(key).state
 
     def record(self, name: str, key: str, got: str, expected: str) -> None:
         self.outcomes[name] = (key, got, got == expected)
@@ -137,39 +137,39 @@ class Demo:
         self.approve(tag, run_id, key, "alice", "plan and rollback look right")
         self.approve(tag, run_id, key, "bob", "reviewed the diff")
         if fail_at_50:
-            self.wait(lambda: 1 in self.service.canary_decisions(key), 120, "step 1")
+            self.wait(lambda: 1 in self.services.canary.decisions(key), 120, "step 1")
             lab.canary.set(error_rate=0.6)
             self.say(tag, "10 % step healthy; the canary starts answering 60 % errors during the 50 % step")
         state = self.final_state(run_id, key)
-        decisions = self.service.canary_decisions(key)
+        decisions = self.services.canary.decisions(key)
         steps = ", ".join(f"{d['weight']}%: {d['action']}" for _, d in sorted(decisions.items()))
-        checks = self.service.check_results(key)
+        checks = self.services.checklists.check_results(key)
         passed = sum(1 for c in checks if c.passed)
         self.say(tag, f"{key} canary [{steps}]; checklist {passed}/{len(checks)} items passed; "
-                      f"outcome {self.service.get(key).outcome}, state {state}")
+                      f"outcome {self.services.changes.get(key).outcome}, state {state}")
         if fail_at_50 and lab.nginx_port:
             self.say(tag, f"20 requests through nginx afterwards reach: {lab.traffic_split(20)}")
         elif fail_at_50:
             weights = (self.home / f"weights-{lab.service}.log").read_text().split()
             self.say(tag, f"canary weights sent to the router: {' -> '.join(weights)} %")
-        self.record(tag, key, self.service.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
+        self.record(tag, key, self.services.changes.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
 
     def major_change(self, tag: str) -> None:
         start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=15)
         run_id = self.submit({**MAJOR, "planned_start": start.isoformat(),
                               "planned_end": (start + timedelta(hours=3)).isoformat()})
         key = self.awaiting_approval(run_id).key
-        quorum = self.service.evaluation(key).describe_missing()
+        quorum = self.services.approvals.evaluation(key).describe_missing()
         self.say(tag, f"{key} submitted by frank for {start:%Y-%m-%d %H:%M} UTC; needs {quorum}")
         self.paused_at(run_id, "approval-")
         self.resume(run_id, {"approver": "frank", "decision": "approve", "comment": "my own change",
-                             "approval_code": self.service.approval_code_for(key, "frank")})
-        refused = self.wait(lambda: next((e for e in self.service.view(key).events
+                             "approval_code": self.services.approvals.approval_code_for(key, "frank")})
+        refused = self.wait(lambda: next((e for e in self.services.changes.view(key).events
                                           if e.action == "approval_refused"), None), 60, "the refusal")
         self.say(tag, f"[red]refused[/]: {refused.data.get('reason', refused.data)}")
         for person in ("alice", "carol", "dave"):
             self.approve(tag, run_id, key, person, "CAB vote: in favour")
-        change = self.wait(lambda: (c := self.service.get(key)).state == "scheduled" and c, 90, "scheduling")
+        change = self.wait(lambda: (c := self.services.changes.get(key)).state == "scheduled" and c, 90, "scheduling")
         self.say(tag, f"{key} has its quorum and is {change.state}: the run is suspended until the window "
                       f"({change.planned_start:%Y-%m-%d %H:%M} UTC) and holds no worker")
         self.record(tag, key, change.state, "scheduled")
@@ -180,9 +180,9 @@ class Demo:
         self.say(tag, f"{key} for P1 incident INC-2041, filed by bob; paging the incident commander")
         self.approve(tag, run_id, key, "erin", "go, P1 in progress")
         state = self.final_state(run_id, key)
-        due = self.service.get(key).review_due_at
+        due = self.services.changes.get(key).review_due_at
         self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
-        change = self.service.record_review(key, actor="erin", summary="pool exhausted by a retry storm; "
+        change = self.services.changes.record_review(key, actor="erin", summary="pool exhausted by a retry storm; "
                                                                        "alert on pool saturation added")
         self.say(tag, f"erin records the review: {change.key} {change.state}")
         self.record(tag, key, change.state, "closed")
@@ -193,18 +193,18 @@ class Demo:
         start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=25)
         window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 0.75}
         run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
-        change = self.service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
+        change = self.services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
         key = change.key
         self.say(tag, f"{key} weekly window announced for {start:%H:%M:%S} UTC (compressed to 45 s)")
         for person in ("alice", "bob"):
-            self.service.decide(key, approver=person, decision="approve",
-                                code=self.service.approval_code_for(key, person), comment="window approved")
+            self.services.approvals.decide(key, approver=person, decision="approve",
+                                code=self.services.approvals.approval_code_for(key, person), comment="window approved")
         self.say(tag, f"{key} approved by alice and bob; the window run starts at its time")
         run = run_deployment("maintenance/weekly", parameters=window, timeout=240)
-        steps = self.service.done_steps(key)
+        steps = self.services.checklists.done_steps(key)
         done = ", ".join(f"{n}: {'ok' if s.get('ok') else s.get('skipped') or 'failed'}"
                          for n, s in sorted(steps.items()))
-        state = self.service.get(key).state
+        state = self.services.changes.get(key).state
         self.say(tag, f"{key} run {run.state.name.lower()}: activities [{done}]; change {state}")
         self.record(tag, key, state, "closed")
 
@@ -266,7 +266,7 @@ def run_demo(home: Path) -> bool:
         app(["window", "add", "--start", now.isoformat(), "--end", (now + timedelta(hours=1)).isoformat(),
              "--title", "Release window for the demo", "--as", "alice"], standalone_mode=False)
         console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
-        demo = Demo(home, started, AppContext(Settings()).service)
+        demo = Demo(home, started, AppContext(Settings()).services)
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from models import ChangeRequest, ChangeService, ChangeState, ChangeflowError
+from models import ChangeRequest, Services, ChangeState, ChangeflowError
 
 SUBMIT_DEPLOYMENT = "change-request/submit"
 
@@ -14,7 +14,7 @@ class PrefectUnavailable(ChangeflowError):
     exit_code = 1
 
 
-def start_change_flow(service: ChangeService, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
+def start_change_flow(service: Services, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
     """Start the submit deployment and wait until its run has recorded the change."""
     from prefect.deployments import run_deployment
 
@@ -27,7 +27,7 @@ def start_change_flow(service: ChangeService, request: dict, *, wait_s: float = 
         ) from None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        change = service.find_by_idempotency_key(f"flow-run:{run.id}")
+        change = services.changes.find_by_idempotency_key(f"flow-run:{run.id}")
         if change is not None and change.state != ChangeState.submitted.value:
             return change, str(run.id)
         time.sleep(0.25)

@@ -17,7 +17,7 @@ import httpx
 
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError
-from models._canary import (
+from models import (
     ComparisonResult,
     Measurement,
     MetricRule,
@@ -25,8 +25,8 @@ from models._canary import (
     compare_to_baseline,
     decide_step,
 )
-from models._canary_plan import CanaryPlan, CanaryStep, CanaryTarget
-from models._types import utcnow
+from models import CanaryPlan, CanaryStep, CanaryTarget
+from models import utcnow
 
 
 @dataclass

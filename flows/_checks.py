@@ -13,9 +13,9 @@ from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
 from flows.metrics import MetricError, prometheus
-from models._canary import compare
-from models._checklist import BackupFreshItem, CommandItem, HttpItem, ItemOutcome, MetricItem, SqlItem
-from models._settings import normalise_database_url
+from models import compare
+from models import BackupFreshItem, CommandItem, HttpItem, ItemOutcome, MetricItem, SqlItem
+from models import normalise_database_url
 
 
 def _outcome(item, passed: bool, detail: str, **evidence) -> ItemOutcome:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from models import ChangeService, Database, Settings, load_org
+from models import Services, Settings
 from notifications import Notifier
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    service: ChangeService
+    services: Services
     notifier: Notifier
 
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     settings = Settings()
-    service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), settings.secret_bytes())
-    return Runtime(settings, service, Notifier(service, settings))
+    services = Services.from_settings(settings)
+    return Runtime(settings, services, Notifier(services, settings))

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from flows._runtime import runtime
-from models._report_runner import ReportName, run_report
+from models import REPORTS
+
+
+# The run form offers the registered reports as choices.
+ReportName = Literal[tuple(REPORTS)]  # type: ignore[misc]
 
 
 @flow(name="audit-report", log_prints=True)
 def audit_report(
-    report: Annotated[ReportName, Field(description="dora, compliance or sla")] = "compliance",
+    report: Annotated[ReportName, Field(description="dora, compliance or sla")] = "compliance",  # type: ignore[valid-type]
     since: Annotated[datetime | None, Field(description="Start of the range (default: a year ago)")] = None,
     until: Annotated[datetime | None, Field(description="End of the range (default: now)")] = None,
     service: Annotated[str | None, Field(description="Only this service")] = None,
 ) -> int:
-    rows, fields = run_report(runtime().service, report, since, until, service)
+    result = runtime().services.reports.run(report, since, until, service)
+    rows, fields = result.rows, result.fields
     create_table_artifact(key=f"{report}-report", table=[{f: row.get(f) for f in fields} for row in rows],
                           description=f"{report} report")
     lines = [f"# {report} report", "", f"range: {since or 'a year ago'} to {until or 'now'}"

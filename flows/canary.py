@@ -36,7 +36,7 @@ class CanaryGateAnswer(RunInput):
 
 
 def _router(change, plan):
-    target = runtime().service.canary_target(change)
+    target = runtime().services.canary.target(change)
     return target, router_for(target.router, service=change.service, stable_version=plan.stable_version,
                               canary_version=plan.canary_version)
 
@@ -44,11 +44,11 @@ def _router(change, plan):
 @task(name="canary step", task_run_name="canary step {index}")
 def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepResult:
     rt = runtime()
-    change = rt.service.get(key)
-    plan = rt.service.canary_plan(change)
+    change = rt.services.changes.get(key)
+    plan = rt.services.canary.plan(change)
     step = plan.steps[index - 1]
     target, router = _router(change, plan)
-    analyzer = Analyzer(plan, target, service=change.service, prometheus_url=rt.service.canary_config.prometheus_url,
+    analyzer = Analyzer(plan, target, services=change.service, prometheus_url=rt.services.org.canary_config.prometheus_url,
                         timeout_s=rt.settings.http_timeout_s)
 
     def on_tick(done: int, total: int) -> None:
@@ -59,8 +59,8 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
         result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick)
     finally:
         analyzer.close()
-    rt.service.record_measurements(key, result.rows)
-    rt.service.record_canary_decision(key, step=index, bake=bake,
+    rt.services.canary.record_measurements(key, result.rows)
+    rt.services.canary.record_decision(key, step=index, bake=bake,
                                       decision={**result.as_decision(), "weight": step.weight,
                                                 "router": result.router})
     get_run_logger().info("step %d (%d%%): %s - %s", index, step.weight, result.action, "; ".join(result.reasons))
@@ -69,7 +69,7 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
 
 def canary_gate(key: str, gate: str, description: str) -> str:
     """Suspend until a person in the directory answers with a valid code; returns proceed or roll_back."""
-    service = runtime().service
+    services = runtime().services
     refusal = ""
     attempt = 0
     while True:
@@ -78,7 +78,7 @@ def canary_gate(key: str, gate: str, description: str) -> str:
         answer = suspend_flow_run(wait_for_input=CanaryGateAnswer.with_initial_data(description=text),
                                   key=f"{gate}-{attempt}")
         try:
-            recorded = service.confirm_canary(key, person=answer.person.strip(), code=answer.approval_code,
+            recorded = services.canary.confirm(key, person=answer.person.strip(), code=answer.approval_code,
                                               action=answer.answer, comment=answer.comment, gate=gate)
         except PolicyViolation as exc:
             refusal = str(exc)
@@ -87,7 +87,7 @@ def canary_gate(key: str, gate: str, description: str) -> str:
 
 
 def analysis_table(key: str) -> None:
-    rows = runtime().service.measurements(key)
+    rows = runtime().services.canary.measurements(key)
     create_table_artifact(
         key=f"{key.lower()}-canary-analysis",
         table=[{"step": r.step, "weight %": r.weight, "metric": r.metric, "version": r.version,
@@ -104,9 +104,9 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     `during(index)` runs the during-checklist after a step and returns a failure reason or "".
     """
     rt = runtime()
-    change = rt.service.get(key)
-    plan = rt.service.canary_plan(change)
-    decided = rt.service.canary_decisions(key)
+    change = rt.services.changes.get(key)
+    plan = rt.services.canary.plan(change)
+    decided = rt.services.canary.decisions(key)
     # Steps are decided in order, so the decided ones are the first few.
     first_open = 1 + sum(1 for i in range(1, len(plan.steps) + 1) if decided.get(i, {}).get("action") in DONE)
     progress = create_progress_artifact(progress=plan.progress_percent(first_open),
@@ -143,7 +143,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             if answer == "roll_back":
                 analysis_table(key)
                 return _roll_back(key, plan, change, "rolled back by a person after an inconclusive analysis", [])
-            rt.service.record_canary_decision(key, step=index, bake=f"{bake}-confirmed",
+            rt.services.canary.record_decision(key, step=index, bake=f"{bake}-confirmed",
                                               decision={"action": "proceed", "reasons": ["confirmed by a person"],
                                                         "weight": step.weight})
         problem = during(index)

@@ -7,7 +7,9 @@ outbox by change + event + recipient + round, and each approval gate input by it
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import ConfigDict, Field
 from prefect import flow, get_run_logger, task
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -17,12 +19,14 @@ from models import (
     ChangeRequest,
     ChangeRequestInput,
     ChangeState,
-    ChangeType,
+    ChangeflowError,
     ConflictError,
     Decision,
     PolicyViolation,
+    Settings,
+    load_policies,
+    utcnow,
 )
-from models._types import utcnow
 
 from flows._commands import run_commands
 from flows._runtime import runtime
@@ -30,6 +34,22 @@ from flows.canary import run_canary
 from flows.checklists import run_phase
 
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
+
+
+def offer_change_types(schema: dict[str, Any]) -> None:
+    """The run form's `type` is a drop-down of the change types in the deploying worker's policies.yaml (read
+    when the deployment is made, so a new type in the YAML appears at the next `changeflow up` / deploy)."""
+    try:
+        policies = load_policies(Settings().config_dir / "policies.yaml")
+    except (ChangeflowError, OSError):
+        return  # no config yet: a free-text field, checked by the service at submit
+    schema["properties"]["type"]["enum"] = list(policies.types)
+
+
+class ChangeRequestForm(ChangeRequestInput):
+    """A change request as the Prefect run form asks for it."""
+
+    model_config = ConfigDict(json_schema_extra=offer_change_types)
 
 
 class ApprovalDecision(RunInput):
@@ -43,17 +63,17 @@ class ApprovalDecision(RunInput):
 
 @task(name="record change")
 def record_change(request: ChangeRequestInput, run_id: str) -> str:
-    service = runtime().service
-    change = service.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
+    services = runtime().services
+    change = services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
     if change.state == ChangeState.submitted.value:
-        change = service.request_approval(change.key)
+        change = services.approvals.request_approval(change.key)
     return change.key
 
 
 @task(name="notify approvers")
 def notify_approvers(key: str) -> int:
     rt = runtime()
-    change = rt.service.get(key)
+    change = rt.services.changes.get(key)
     written = rt.notifier.request_approvals(change)
     rt.notifier.deliver(change_key=key)
     return written
@@ -61,10 +81,10 @@ def notify_approvers(key: str) -> int:
 
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:
     """The Markdown shown above the Resume form: what is being approved and what is still needed."""
-    service = runtime().service
-    evaluation = service.evaluation(change.key)
+    services = runtime().services
+    evaluation = services.approvals.evaluation(change.key)
     approved_by = ", ".join(evaluation.approved_by) or "nobody yet"
-    deadline = service.approval_deadline(change)
+    deadline = services.approvals.approval_deadline(change)
     lines = [
         f"## {change.key}: {change.title}",
         f"**{change.type}** change to **{change.service}**, requested by **{change.requester}**; "
@@ -91,11 +111,11 @@ def approval_gate(key: str) -> ChangeRequest:
     holds for fired keys, and `attempt_id` makes each replay a no-op, until it reaches the first new key.
     """
     logger = get_run_logger()
-    service = runtime().service
+    services = runtime().services
     refusal: str | None = None
     attempt = 0
     while True:
-        change = service.get(key)
+        change = services.changes.get(key)
         if change.state != ChangeState.awaiting_approval.value:
             return change
         attempt += 1
@@ -103,7 +123,7 @@ def approval_gate(key: str) -> ChangeRequest:
         form = ApprovalDecision.with_initial_data(description=gate_description(change, refusal))
         decision = suspend_flow_run(wait_for_input=form, key=pause_key)
         try:
-            result = service.decide(
+            result = services.approvals.decide(
                 key,
                 approver=decision.approver.strip(),
                 decision=decision.decision,
@@ -127,10 +147,10 @@ def approval_gate(key: str) -> ChangeRequest:
 def announce(key: str, event: str, reason: str = "", extra: dict | None = None) -> None:
     """Tell the requester, the approvers and the service's owners and stakeholders."""
     rt = runtime()
-    change = rt.service.get(key)
-    directory = rt.service.org.directory
+    change = rt.services.changes.get(key)
+    directory = rt.services.org.directory
     entry = directory.services.get(change.service)
-    audience = {change.requester, *rt.service.decided_by(key), *(entry.owners + entry.stakeholders if entry else [])}
+    audience = {change.requester, *rt.services.approvals.decided_by(key), *(entry.owners + entry.stakeholders if entry else [])}
     rt.notifier.announce(change, event, sorted(p for p in audience if p in directory.people), reason=reason,
                          extra=extra)
     rt.notifier.deliver(change_key=key)
@@ -138,19 +158,19 @@ def announce(key: str, event: str, reason: str = "", extra: dict | None = None) 
 
 def wait_for_window(key: str) -> ChangeRequest:
     """Standard and major changes wait for their planned start; the escalation sweep resumes them."""
-    service = runtime().service
-    change = service.get(key)
+    services = runtime().services
+    change = services.changes.get(key)
     if change.state == ChangeState.approved.value:
-        clashes = service.schedule_clashes(key)
+        clashes = services.scheduling.schedule_clashes(key)
         if clashes:
-            return service.transition(key, ChangeState.cancelled, actor="changeflow",
+            return services.changes.transition(key, ChangeState.cancelled, actor="changeflow",
                                       reason="cannot be scheduled: " + "; ".join(clashes))
-        change = service.transition(key, ChangeState.scheduled, actor="changeflow",
+        change = services.changes.transition(key, ChangeState.scheduled, actor="changeflow",
                                     reason=f"waiting for the window starting {change.planned_start or 'now'}")
     if change.state == ChangeState.scheduled.value and change.planned_start and change.planned_start > utcnow():
         # Suspended, not sleeping: a change scheduled for next week holds no worker.
         suspend_flow_run(key="window")
-    return service.get(key)
+    return services.changes.get(key)
 
 
 @task(name="implementation step")
@@ -166,14 +186,14 @@ def implement(key: str) -> bool:
     a step twice.
     """
     rt = runtime()
-    change = rt.service.get(key)
+    change = rt.services.changes.get(key)
     if change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
-        change = rt.service.transition(key, ChangeState.implementing, actor="changeflow", reason="implementation started")
+        change = rt.services.changes.transition(key, ChangeState.implementing, actor="changeflow", reason="implementation started")
     if change.state != ChangeState.implementing.value:
         return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
-    template = rt.service.template_of(change)
+    template = rt.services.org.template_of(change)
     commands = template.implementation_commands if template else []
-    done = rt.service.done_steps(key)
+    done = rt.services.checklists.done_steps(key)
     evidence = []
     for step, command in enumerate(commands or [None], start=1):
         if step in done:
@@ -187,16 +207,16 @@ def implement(key: str) -> bool:
         if not outcome["ok"]:
             roll_back(key, f"implementation step {step} failed", [*evidence, outcome])
             return False
-        evidence.append(rt.service.record_step(key, step, outcome))
+        evidence.append(rt.services.checklists.record_step(key, step, outcome))
         during = run_phase(key, "during", step)
         if not during.ok:
             roll_back(key, f"during-checklist failed after step {step}: {', '.join(during.failed_required)}",
                       evidence)
             return False
-    plan = rt.service.canary_plan(change)
+    plan = rt.services.canary.plan(change)
     if plan is not None:
         return ship_canary(key, first_step=len(commands), evidence=evidence)
-    rt.service.transition(key, ChangeState.verifying, actor="changeflow",
+    rt.services.changes.transition(key, ChangeState.verifying, actor="changeflow",
                           reason="implementation steps done" if template else "implementation plan handed to the operator",
                           data={"steps": evidence})
     return True
@@ -213,24 +233,24 @@ def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:
 
     result, reason, failing = run_canary(key, during=during)
     if result == "promoted":
-        rt.service.transition(key, ChangeState.verifying, actor="changeflow", reason=reason,
-                              data={"steps": evidence, "canary": rt.service.canary_decisions(key)})
+        rt.services.changes.transition(key, ChangeState.verifying, actor="changeflow", reason=reason,
+                              data={"steps": evidence, "canary": rt.services.canary.decisions(key)})
         return True
     if result == "rolled_back":
-        roll_back(key, f"canary rolled back: {reason}", [*evidence, {"canary": rt.service.canary_decisions(key)}])
+        roll_back(key, f"canary rolled back: {reason}", [*evidence, {"canary": rt.services.canary.decisions(key)}])
         announce(key, "canary_rolled_back", reason=reason, extra={"measurements": failing})
         return False
-    fail(key, reason, [*evidence, {"canary": rt.service.canary_decisions(key)}])
+    fail(key, reason, [*evidence, {"canary": rt.services.canary.decisions(key)}])
     return False
 
 
 def verify(key: str) -> bool:
     """The template's verify commands, then the post-checklist; a required failure rolls the change back."""
     rt = runtime()
-    change = rt.service.get(key)
+    change = rt.services.changes.get(key)
     if change.state != ChangeState.verifying.value:
         return change.state == ChangeState.completed.value
-    template = rt.service.template_of(change)
+    template = rt.services.org.template_of(change)
     checks = []
     for command in template.verify_commands if template else []:
         checks.append(run_step(command, change.service, template.command_timeout_s))
@@ -241,35 +261,35 @@ def verify(key: str) -> bool:
     if not post.ok:
         roll_back(key, f"post-checklist failed: {', '.join(post.failed_required)}", checks)
         return False
-    rt.service.transition(key, ChangeState.completed, actor="changeflow", reason="verified", data={"checks": checks})
+    rt.services.changes.transition(key, ChangeState.completed, actor="changeflow", reason="verified", data={"checks": checks})
     return True
 
 
 def roll_back(key: str, why: str, evidence: list[dict]) -> None:
     rt = runtime()
-    change = rt.service.get(key)
-    template = rt.service.template_of(change)
+    change = rt.services.changes.get(key)
+    template = rt.services.org.template_of(change)
     results = run_commands(template.rollback_commands, service=change.service,
                            timeout_s=template.command_timeout_s) if template else []
-    rt.service.transition(key, ChangeState.rolled_back, actor="changeflow", reason=why,
+    rt.services.changes.transition(key, ChangeState.rolled_back, actor="changeflow", reason=why,
                           data={"evidence": evidence, "rollback": [r.evidence() for r in results]})
-    rt.service.transition(key, ChangeState.review_pending, actor="changeflow", reason="rolled back: review due")
+    rt.services.changes.transition(key, ChangeState.review_pending, actor="changeflow", reason="rolled back: review due")
 
 
 def fail(key: str, why: str, evidence: list[dict]) -> None:
     """The change could not be carried out and nothing was undone (there was nothing to undo)."""
     rt = runtime()
-    rt.service.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence})
-    rt.service.transition(key, ChangeState.review_pending, actor="changeflow", reason="failed: review due")
+    rt.services.changes.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence})
+    rt.services.changes.transition(key, ChangeState.review_pending, actor="changeflow", reason="failed: review due")
 
 
 @task(name="close")
 def close(key: str) -> str:
-    service = runtime().service
-    change = service.get(key)
+    services = runtime().services
+    change = services.changes.get(key)
     if change.state == ChangeState.completed.value:
-        target = ChangeState.review_pending if change.type == ChangeType.emergency.value else ChangeState.closed
-        change = service.transition(key, target, actor="changeflow",
+        target = ChangeState.review_pending if services.rules(change).always_reviewed else ChangeState.closed
+        change = services.changes.transition(key, target, actor="changeflow",
                                     reason="post-implementation review due" if target is ChangeState.review_pending
                                     else "completed")
     return change.state
@@ -277,7 +297,7 @@ def close(key: str) -> str:
 
 def service_reason(key: str, to_state: str | None = None) -> str:
     """The reason of the change's last transition (into `to_state`, when given): what the requester is told."""
-    events = runtime().service.view(key).events
+    events = runtime().services.changes.view(key).events
     return next((e.data.get("reason", "") for e in reversed(events)
                  if e.action == "transition" and to_state in (None, e.to_state)), "")
 
@@ -291,7 +311,7 @@ def outcome_reason(key: str, outcome: str | None) -> str:
 
 
 @flow(name="change-request", log_prints=True)
-def change_request(request: ChangeRequestInput) -> str:
+def change_request(request: ChangeRequestForm) -> str:
     """File a change request: it is recorded, approved by the people its policy names, and implemented."""
     run_id = str(flow_run.id)
     key = record_change(request, run_id)
@@ -301,7 +321,7 @@ def change_request(request: ChangeRequestInput) -> str:
         announce(key, change.state)
         return change.state
     announce(key, "approved")
-    if change.type != ChangeType.emergency.value:
+    if runtime().services.rules(change).scheduled:
         change = wait_for_window(key)
         if change.state == ChangeState.cancelled.value:
             announce(key, "change_failed", reason=service_reason(key))
@@ -310,17 +330,17 @@ def change_request(request: ChangeRequestInput) -> str:
     if not pre.ok:
         # Nothing has been touched yet: the change stops here.
         rt = runtime()
-        if rt.service.get(key).state in (ChangeState.approved.value, ChangeState.scheduled.value):
-            rt.service.transition(key, ChangeState.cancelled, actor="changeflow",
+        if rt.services.changes.get(key).state in (ChangeState.approved.value, ChangeState.scheduled.value):
+            rt.services.changes.transition(key, ChangeState.cancelled, actor="changeflow",
                                   reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
         announce(key, "change_failed", reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
-        return rt.service.get(key).state
+        return rt.services.changes.get(key).state
     announce(key, "change_started")
     if implement(key):
         verify(key)
     # The recorded outcome, not this run's return values, decides: a re-run of a finished change repeats
     # the same announcement (a no-op in the outbox) instead of inventing a failure.
-    outcome = runtime().service.get(key).outcome
+    outcome = runtime().services.changes.get(key).outcome
     if outcome == "succeeded":
         announce(key, "change_completed")
     else:

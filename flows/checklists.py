@@ -17,8 +17,8 @@ from pydantic import Field, create_model
 
 from flows._checks import CHECKS
 from flows._runtime import runtime
-from models._checklist import ItemOutcome, PhaseVerdict, phase_verdict
-from models._types import utcnow
+from models import ItemOutcome, PhaseVerdict, phase_verdict
+from models import utcnow
 
 
 class CheckFailed(Exception):
@@ -51,12 +51,12 @@ def confirmation_form(phase: str, items: list, description: str):
 
 
 def _stored(key: str, phase: str, step: int) -> dict:
-    return {r.item_id: r for r in runtime().service.check_results(key, phase=phase, step=step)}
+    return {r.item_id: r for r in runtime().services.checklists.check_results(key, phase=phase, step=step)}
 
 
 def run_automated(key: str, phase: str, step: int, items: list) -> None:
     logger = get_run_logger()
-    service = runtime().service
+    services = runtime().services
     done = _stored(key, phase, step)
     futures = {}
     for item in items:
@@ -74,16 +74,16 @@ def run_automated(key: str, phase: str, step: int, items: list) -> None:
         else:
             outcome = ItemOutcome(item_id=item.id, passed=False, required=item.required,
                                   detail=f"check did not finish: {type(result).__name__}", evidence={})
-        service.record_check(key, phase=phase, step=step, item=item, outcome=outcome)
+        services.checklists.record_check(key, phase=phase, step=step, item=item, outcome=outcome)
         logger.info("%s %s: %s (%s)", phase, item.id, "passed" if outcome.passed else "FAILED", outcome.detail)
 
 
 def run_manual(key: str, phase: str, step: int, items: list) -> None:
-    service = runtime().service
+    services = runtime().services
     if not items:
         return
     # Timeouts count from the first time the phase waited for people, across suspends and restarts.
-    first = service.phase_waiting_since(key, phase, step)
+    first = services.checklists.phase_waiting_since(key, phase, step)
     attempt = 0
     while True:
         done = _stored(key, phase, step)
@@ -92,14 +92,14 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
             return
         expired = [i for i in waiting if utcnow() >= first + timedelta(seconds=i.timeout_s)]
         for item in expired:
-            service.record_check(key, phase=phase, step=step, item=item, outcome=ItemOutcome(
+            services.checklists.record_check(key, phase=phase, step=step, item=item, outcome=ItemOutcome(
                 item_id=item.id, passed=False, required=item.required,
                 detail=f"not confirmed within {item.timeout_s:g} s"))
         waiting = [i for i in waiting if i not in expired]
         if not waiting:
             return
         attempt += 1
-        change = service.get(key)
+        change = services.changes.get(key)
         notify_people(key, phase, waiting)
         lines = [f"## {change.key} {phase}-checklist{f' (step {step})' if step else ''}",
                  "Tick each item you have confirmed; or run `changeflow confirm "
@@ -109,16 +109,16 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
         answer = suspend_flow_run(wait_for_input=form, key=f"checklist-{phase}-{step}-{attempt}")
         for item in waiting:
             if getattr(answer, field_name(item.id), False):
-                service.record_check(key, phase=phase, step=step, item=item, actor=answer.confirmed_by or "unknown",
+                services.checklists.record_check(key, phase=phase, step=step, item=item, actor=answer.confirmed_by or "unknown",
                                      outcome=ItemOutcome(item_id=item.id, passed=True, required=item.required,
                                                          detail=answer.note or "confirmed"))
 
 
 def notify_people(key: str, phase: str, items: list) -> None:
     rt = runtime()
-    change = rt.service.get(key)
-    entry = rt.service.org.directory.services.get(change.service)
-    people = sorted({change.requester, *(entry.owners if entry else [])} & set(rt.service.org.directory.people))
+    change = rt.services.changes.get(key)
+    entry = rt.services.org.directory.services.get(change.service)
+    people = sorted({change.requester, *(entry.owners if entry else [])} & set(rt.services.org.directory.people))
     for item in items:
         rt.notifier.announce(change, "checklist_item_needs_person", people, round_=f"{phase}-{item.id}",
                              extra={"item": {"id": item.id, "title": item.title, "phase": phase}})
@@ -127,9 +127,9 @@ def notify_people(key: str, phase: str, items: list) -> None:
 
 def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     """Run one phase of the change's checklist; the verdict is the worst of its items."""
-    service = runtime().service
-    change = service.get(key)
-    checklist = service.checklist_of(change)
+    services = runtime().services
+    change = services.changes.get(key)
+    checklist = services.org.checklist_of(change)
     items = checklist.items(phase) if checklist else []
     if not items:
         return phase_verdict(phase, [])
@@ -138,11 +138,11 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     stored = _stored(key, phase, step)
     outcomes = [ItemOutcome(item_id=i.id, passed=stored[i.id].passed, required=i.required) for i in items]
     verdict = phase_verdict(phase, outcomes)
-    service.record_phase(key, verdict, step=step)
+    services.checklists.record_phase(key, verdict, step=step)
     if verdict.failed_advisory:
         rt = runtime()
         rt.notifier.announce(change, "change_failed", [change.requester] if change.requester in
-                             service.org.directory.people else [], round_=f"advisory-{phase}-{step}",
+                             services.org.directory.people else [], round_=f"advisory-{phase}-{step}",
                              reason=f"advisory {phase} items failed: {', '.join(verdict.failed_advisory)}")
     publish_results(key)
     return verdict
@@ -150,7 +150,7 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
 
 def publish_results(key: str) -> None:
     """The change's checklist results as a Markdown artifact on the run."""
-    results = runtime().service.check_results(key)
+    results = runtime().services.checklists.check_results(key)
     rows = ["| phase | step | item | result | detail | by |", "|---|---|---|---|---|---|"]
     for r in results:
         mark = "passed" if r.passed else ("FAILED" if r.required else "failed (advisory)")

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 
-from models import ChangeState, ChangeType
-from models._escalation import due_escalations, format_wait, sla_passed
-from models._types import utcnow
+from models import ChangeState
+from models import due_escalations, format_wait, sla_passed
+from models import utcnow
 
 from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input
 from flows._runtime import runtime
@@ -20,27 +20,25 @@ REVIEW_REMINDER_LEAD = timedelta(hours=24)
 
 def escalate_and_expire() -> dict:
     rt = runtime()
-    service, notifier = rt.service, rt.notifier
-    ladder = service.org.policies.escalation
+    services, notifier = rt.services, rt.notifier
     now = utcnow()
     reminded = expired = 0
-    for change, _evaluation in service.pending_approvals():
+    for change, _evaluation in services.approvals.pending_approvals():
         if change.approval_requested_at is None:
             continue
         # Every rung whose delay has passed is written once (the outbox key holds the rung), then the SLA
         # decides: a P1 whose one-hour SLA ran out has still reached the executive.
         waited = format_wait(now - change.approval_requested_at)
+        ladder = list(services.rules(change).ladder)  # each change type may have its own (policies.yaml)
         for due in due_escalations(change.approval_requested_at, now, ladder, change.incident_severity):
-            if change.type != ChangeType.emergency.value and due.step.severities:
-                continue
-            people = [p for p in service.org.directory.holders(due.step.role) if p != change.requester]
+            people = [p for p in services.org.directory.holders(due.step.role) if p != change.requester]
             reminded += notifier.remind(change, level=f"L{due.level}-{due.step.role}", people=people,
                                         role=due.step.role, waited=waited)
-        sla = service.approval_sla(change)
+        sla = services.approvals.approval_sla(change)
         if sla_passed(change.approval_requested_at, now, sla):
-            change = service.transition(change.key, ChangeState.expired, actor="approval-escalation",
+            change = services.changes.transition(change.key, ChangeState.expired, actor="approval-escalation",
                                         reason=f"no decision within the approval SLA ({format_wait(sla)})")
-            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(service.org.directory.people))
+            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(services.org.directory.people))
             notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
             if change.flow_run_id:
                 asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
@@ -51,35 +49,35 @@ def escalate_and_expire() -> dict:
 def checklist_deadline_passed(change, pause_key: str) -> bool:
     """A manual checklist item of the waiting phase is past its timeout: the run must record it as failed."""
     _, phase, step, _attempt = pause_key.split("-", 3)
-    service = runtime().service
-    checklist = service.checklist_of(change)
+    services = runtime().services
+    checklist = services.org.checklist_of(change)
     if checklist is None:
         return False
-    done = {r.item_id for r in service.check_results(change.key, phase=phase, step=int(step))}
-    since = service.phase_waiting_since(change.key, phase, int(step))
+    done = {r.item_id for r in services.checklists.check_results(change.key, phase=phase, step=int(step))}
+    since = services.checklists.phase_waiting_since(change.key, phase, int(step))
     return any(i.kind == "manual" and i.id not in done and utcnow() >= since + timedelta(seconds=i.timeout_s)
                for i in checklist.items(phase))
 
 
 def decision_replay_input(key: str) -> dict | None:
     """The last recorded decision as gate input: the flow sees a repeat, records nothing, and moves on."""
-    service = runtime().service
-    last = service.last_decision(key)
+    services = runtime().services
+    last = services.approvals.last_decision(key)
     if last is None:
         return None
     return {"approver": last.approver, "decision": last.decision,
-            "approval_code": service.approval_code_for(key, last.approver), "comment": last.comment}
+            "approval_code": services.approvals.approval_code_for(key, last.approver), "comment": last.comment}
 
 
 def nudge_runs_that_can_continue() -> int:
     """Resume suspended runs whose change moved on without them (a CLI decision, an opened window)."""
     rt = runtime()
-    service = rt.service
+    services = rt.services
     nudged = 0
     candidates = []
     for state in (ChangeState.approved, ChangeState.rejected, ChangeState.scheduled, ChangeState.implementing,
                   ChangeState.verifying):
-        candidates += service.list_changes(state=state, limit=500)
+        candidates += services.changes.list_changes(state=state, limit=500)
     for change in candidates:
         if not change.flow_run_id:
             continue
@@ -111,14 +109,14 @@ def nudge_runs_that_can_continue() -> int:
 
 def remind_reviews() -> int:
     rt = runtime()
-    service, notifier = rt.service, rt.notifier
+    services, notifier = rt.services, rt.notifier
     now = utcnow()
     written = 0
-    for change in service.list_changes(state=ChangeState.review_pending, limit=1000):
+    for change in services.changes.list_changes(state=ChangeState.review_pending, limit=1000):
         if change.review_due_at is None or change.review_due_at - now > REVIEW_REMINDER_LEAD:
             continue
-        owners = service.org.directory.services.get(change.service)
-        people = sorted({change.requester, *(owners.owners if owners else [])} & set(service.org.directory.people))
+        owners = services.org.directory.services.get(change.service)
+        people = sorted({change.requester, *(owners.owners if owners else [])} & set(services.org.directory.people))
         stage = "overdue" if change.review_due_at <= now else "due"
         written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at)
     return written

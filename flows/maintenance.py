@@ -19,8 +19,8 @@ from flows._commands import run_command
 from flows._runtime import runtime
 from flows.checklists import run_phase
 from models import ChangeState
-from models._calendar import WindowSpec, next_window
-from models._types import utcnow
+from models import WindowSpec, next_window
+from models import utcnow
 
 Kind = Literal["weekly", "monthly"]
 ANNOUNCE_AHEAD = timedelta(hours=48)
@@ -45,7 +45,7 @@ def _window_context(window: WindowSpec, service: str, title: str) -> dict:
 
 
 def _audience(change) -> list[str]:
-    directory = runtime().service.org.directory
+    directory = runtime().services.org.directory
     entry = directory.services.get(change.service)
     return sorted(set(entry.owners + entry.stakeholders) if entry else set())
 
@@ -55,13 +55,13 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
                              window_minutes: float | None = None) -> str | None:
     """Record the coming window as a standard change, ask for its approvals and tell the stakeholders."""
     rt = runtime()
-    plan = rt.service.org.maintenance.windows[kind]
+    plan = rt.services.org.maintenance.windows[kind]
     window = resolve_window(kind, window_start, window_minutes, at_start=False)
     if window_start is None and window.starts_at - utcnow() > ANNOUNCE_AHEAD + timedelta(hours=1):
         get_run_logger().info("next %s window %s is more than 48 h away: nothing to announce", kind, window.starts_at)
         return None
-    activities = rt.service.org.maintenance.activities
-    change = rt.service.submit({
+    activities = rt.services.org.maintenance.activities
+    change = rt.services.changes.submit({
         "type": "standard",
         "title": f"{plan.title} {window.starts_at:%Y-%m-%d %H:%M} UTC",
         "service": plan.service,
@@ -76,7 +76,7 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
         "checklist": plan.checklist,
     }, idempotency_key=window_key(window))
     if change.state == ChangeState.submitted.value:
-        change = rt.service.request_approval(change.key)
+        change = rt.services.approvals.request_approval(change.key)
     rt.notifier.request_approvals(change)
     rt.notifier.announce(change, "maintenance_announced", _audience(change), round_=window.starts_at.isoformat(),
                          extra=_window_context(window, plan.service, plan.title))
@@ -87,7 +87,7 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
 @task(name="maintenance activity")
 def run_activity(name: str, timeout_s: float) -> dict:
     rt = runtime()
-    activity = rt.service.org.maintenance.activities[name]
+    activity = rt.services.org.maintenance.activities[name]
     settings = rt.settings
     started = time.perf_counter()
     if activity.command:
@@ -116,53 +116,53 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
     """Run the window's activities if its change was approved; stop at the window's end."""
     logger = get_run_logger()
     rt = runtime()
-    service = rt.service
-    plan = rt.service.org.maintenance.windows[kind]
+    services = rt.services
+    plan = rt.services.org.maintenance.windows[kind]
     window = resolve_window(kind, window_start, window_minutes, at_start=True)
-    change = service.find_by_idempotency_key(window_key(window))
+    change = services.changes.find_by_idempotency_key(window_key(window))
     if change is None:
         logger.warning("no announced change for the %s window at %s: nothing runs", kind, window.starts_at)
         return "not announced"
     key = change.key
     context = _window_context(window, plan.service, plan.title)
     if change.state in (ChangeState.submitted.value, ChangeState.awaiting_approval.value):
-        service.transition(key, ChangeState.cancelled, actor="maintenance",
-                           reason=f"not approved by the window start ({service.evaluation(key).describe_missing()} missing)")
-        rt.notifier.announce(service.get(key), "maintenance_completed", _audience(change), round_="not-approved",
+        services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
+                           reason=f"not approved by the window start ({services.approvals.evaluation(key).describe_missing()} missing)")
+        rt.notifier.announce(services.changes.get(key), "maintenance_completed", _audience(change), round_="not-approved",
                              reason="The window did not run: its change was not approved in time.", extra=context)
         rt.notifier.deliver(change_key=key)
         return "cancelled"
     if change.state == ChangeState.approved.value:
-        service.transition(key, ChangeState.scheduled, actor="maintenance", reason=f"window {window.starts_at}")
+        services.changes.transition(key, ChangeState.scheduled, actor="maintenance", reason=f"window {window.starts_at}")
     wait = (window.starts_at - utcnow()).total_seconds()
     if wait > 0:
         time.sleep(wait)
-    rt.notifier.announce(service.get(key), "maintenance_started", _audience(change), round_="started", extra=context)
+    rt.notifier.announce(services.changes.get(key), "maintenance_started", _audience(change), round_="started", extra=context)
     rt.notifier.deliver(change_key=key)
 
-    if service.get(key).state == ChangeState.scheduled.value:
+    if services.changes.get(key).state == ChangeState.scheduled.value:
         pre = run_phase(key, "pre")
         if not pre.ok:
-            service.transition(key, ChangeState.cancelled, actor="maintenance",
+            services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             return finish(key, window, context, "pre-checklist failed")
-        service.transition(key, ChangeState.implementing, actor="maintenance", reason="window open")
+        services.changes.transition(key, ChangeState.implementing, actor="maintenance", reason="window open")
 
-    if service.get(key).state == ChangeState.implementing.value:
+    if services.changes.get(key).state == ChangeState.implementing.value:
         run_activities(key, plan.activities, window)
     return finish(key, window, context, "")
 
 
 def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
-    service = runtime().service
+    services = runtime().services
     progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-progress",
                                         description=f"{key}: maintenance activities")
-    done = service.done_steps(key)
+    done = services.checklists.done_steps(key)
     failed = False
     for step, name in enumerate(names, start=1):
         if step not in done:
             remaining = (window.ends_at - utcnow()).total_seconds()
-            activity = service.org.maintenance.activities[name]
+            activity = services.org.maintenance.activities[name]
             if failed:
                 outcome = {"activity": name, "ok": False, "skipped": "an earlier activity failed"}
             elif remaining <= 1:
@@ -171,37 +171,37 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
                 outcome = run_activity(name, min(activity.timeout_s, remaining))
                 if not outcome["ok"] and outcome.get("timed_out"):
                     outcome["stopped"] = "stopped at the end of the window"
-            service.record_step(key, step, outcome)
+            services.checklists.record_step(key, step, outcome)
             failed = failed or (not outcome["ok"] and "skipped" not in outcome and "stopped" not in outcome)
             if "skipped" not in outcome:
                 run_phase(key, "during", step)
         update_progress_artifact(progress, progress=100.0 * step / len(names))
-    results = list(service.done_steps(key).values())
+    results = list(services.checklists.done_steps(key).values())
     hard_failures = [r for r in results if not r["ok"] and "skipped" not in r and "stopped" not in r]
     if hard_failures:
-        service.transition(key, ChangeState.failed, actor="maintenance",
+        services.changes.transition(key, ChangeState.failed, actor="maintenance",
                            reason=f"activity failed: {', '.join(r['activity'] for r in hard_failures)}",
                            data={"activities": results})
         return
-    service.transition(key, ChangeState.verifying, actor="maintenance", reason="activities done",
+    services.changes.transition(key, ChangeState.verifying, actor="maintenance", reason="activities done",
                        data={"activities": results})
     post = run_phase(key, "post")
     if post.ok:
-        service.transition(key, ChangeState.completed, actor="maintenance", reason="post-checklist passed")
+        services.changes.transition(key, ChangeState.completed, actor="maintenance", reason="post-checklist passed")
     else:
-        service.transition(key, ChangeState.failed, actor="maintenance",
+        services.changes.transition(key, ChangeState.failed, actor="maintenance",
                            reason=f"post-checklist failed: {', '.join(post.failed_required)}")
 
 
 def finish(key: str, window: WindowSpec, context: dict, note: str) -> str:
     rt = runtime()
-    service = rt.service
-    change = service.get(key)
+    services = rt.services
+    change = services.changes.get(key)
     if change.state == ChangeState.completed.value:
-        change = service.transition(key, ChangeState.closed, actor="maintenance", reason="window complete")
+        change = services.changes.transition(key, ChangeState.closed, actor="maintenance", reason="window complete")
     elif change.state == ChangeState.failed.value:
-        change = service.transition(key, ChangeState.review_pending, actor="maintenance", reason="review the failure")
-    results = list(service.done_steps(key).values())
+        change = services.changes.transition(key, ChangeState.review_pending, actor="maintenance", reason="review the failure")
+    results = list(services.checklists.done_steps(key).values())
     not_done = [r["activity"] for r in results if "skipped" in r or "stopped" in r]
     report = note or (f"Not done (reported): {', '.join(not_done)}." if not_done else "All activities done.")
     rows = ["| activity | result | seconds |", "|---|---|---|"] + [

@@ -1,11 +1,21 @@
 """Who hears about a change, and proof that they did: templates, channels and the outbox."""
 
-from ._channels import ConsoleChannel, DeliveryError, FileChannel, Outbound, default_channels
+from ._channels import (
+    SIGNATURE_HEADER,
+    ConsoleChannel,
+    DeliveryError,
+    FileChannel,
+    Outbound,
+    default_channels,
+    describe_target,
+    verify_signature,
+)
 from ._notifier import Notifier, run_url
 from ._outbox import Outbox, enqueue, idempotency_key
 from ._templates import Rendered, TemplateRenderer
 
 __all__ = [
-    "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound", "Outbox", "Rendered",
-    "TemplateRenderer", "default_channels", "enqueue", "idempotency_key", "run_url",
+    "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound", "Outbox",
+    "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "idempotency_key", "run_url",
+    "verify_signature",
 ]

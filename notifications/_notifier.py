@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from models import ChangeRequest, ChangeService, Settings
+from models import ChangeRequest, Services, Settings
 
 from ._channels import Channel, default_channels
 from ._outbox import Outbox, enqueue, idempotency_key
@@ -22,12 +22,12 @@ def _when(moment: datetime | None) -> str:
 
 
 class Notifier:
-    def __init__(self, service: ChangeService, settings: Settings, channels: dict[str, Channel] | None = None):
-        self.service = service
+    def __init__(self, services: Services, settings: Settings, channels: dict[str, Channel] | None = None):
+        self.services = services
         self.settings = settings
         self.renderer = TemplateRenderer(settings.config_dir / "templates")
         self.outbox = Outbox(
-            service.db,
+            services.db,
             channels if channels is not None else default_channels(settings),
             max_attempts=settings.notify_max_attempts,
             backoff_s=settings.notify_backoff_s,
@@ -36,7 +36,7 @@ class Notifier:
 
     def next_channel(self, person: str, failed: dict) -> tuple[int, dict] | None:
         """The directory's next channel for `person` after the one that failed for good."""
-        entry = self.service.org.directory.people.get(person)
+        entry = self.services.org.directory.people.get(person)
         if entry is None:
             return None
         channels = [c.model_dump(exclude_none=True) for c in entry.channels]
@@ -47,8 +47,8 @@ class Notifier:
         return (index + 1, channels[index + 1]) if index + 1 < len(channels) else None
 
     def _change_context(self, change: ChangeRequest) -> dict:
-        evaluation = self.service.evaluation(change.key)
-        deadline = self.service.approval_deadline(change)
+        evaluation = self.services.approvals.evaluation(change.key)
+        deadline = self.services.approvals.approval_deadline(change)
         return {
             "change": change,
             "missing": evaluation.describe_missing(),
@@ -57,11 +57,11 @@ class Notifier:
         }
 
     def _enqueue(self, change: ChangeRequest, event: str, person: str, round_: int | str, context: dict) -> bool:
-        directory = self.service.org.directory
+        directory = self.services.org.directory
         entry = directory.people[person]
         channel = entry.channels[0].model_dump(exclude_none=True)
         rendered = self.renderer.render(event, {**context, "person": person, "person_name": entry.name})
-        with self.service.db.write() as session:
+        with self.services.db.write() as session:
             return enqueue(
                 session,
                 key=idempotency_key(change.key, event, person, round_),
@@ -74,9 +74,9 @@ class Notifier:
 
     def approvers_to_ask(self, change: ChangeRequest) -> dict[str, str]:
         """Each person who could fill a still-missing role (never the requester, never someone who acted)."""
-        evaluation = self.service.evaluation(change.key)
-        acted = set(self.service.decided_by(change.key))
-        directory = self.service.org.directory
+        evaluation = self.services.approvals.evaluation(change.key)
+        acted = set(self.services.approvals.decided_by(change.key))
+        directory = self.services.org.directory
         people: dict[str, str] = {}
         for role in evaluation.missing:
             for person in directory.holders(role):
@@ -88,7 +88,7 @@ class Notifier:
         context = self._change_context(change)
         written = 0
         for person, role in self.approvers_to_ask(change).items():
-            code = self.service.approval_code_for(change.key, person)
+            code = self.services.approvals.approval_code_for(change.key, person)
             written += self._enqueue(change, "approval_requested", person, change.approval_round, {
                 **context,
                 "role": role,

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from models import AuditAction, Database, Notification, append_event
-from models._types import utcnow
+from models import utcnow
 
 from ._channels import Channel, DeliveryError, Outbound, describe_target
 from ._templates import Rendered

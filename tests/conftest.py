@@ -9,8 +9,8 @@ import uuid
 import pytest
 import sqlalchemy
 
-from models import DEFAULTS_DIR, ChangeService, Database, load_org
-from models._settings import normalise_database_url
+from models import DEFAULTS_DIR, Services, Database, load_org
+from models import normalise_database_url
 
 from tests.helpers import SECRET
 
@@ -93,8 +93,8 @@ def sqlite_db(tmp_path):
 
 
 @pytest.fixture
-def service(db, org):
-    return ChangeService(db, org, SECRET)
+def services(db, org):
+    return Services.build(db, org, SECRET)
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def flow_stack(tmp_path_factory):
     finally:
         stack.stack.stop()
         stack.health.stop()
-        stack.service.db.dispose()
+        stack.services.db.dispose()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from cli._stack import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
-from models import DEFAULTS_DIR, ChangeService, Database, Settings, load_org
+from models import DEFAULTS_DIR, Services, Database, Settings, load_org
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
 
@@ -68,15 +68,15 @@ class FlowStack:
     stack: Stack
     api_url: str
     home: Path
-    service: ChangeService
+    service: Services
     settings: Settings
     health: object = None
 
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            change = (self.service.get(key_or_run) if key_or_run.startswith("CHG-")
-                      else self.service.find_by_idempotency_key(f"flow-run:{key_or_run}"))
+            change = (self.services.changes.get(key_or_run) if key_or_run.startswith("CHG-")
+                      else self.services.changes.find_by_idempotency_key(f"flow-run:{key_or_run}"))
             if change is not None and predicate(change):
                 return change
             time.sleep(0.2)
@@ -133,5 +133,5 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
         health.stop()
         raise
     settings = Settings(home=home, secret=SECRET.decode())
-    service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
-    return FlowStack(stack, api_url, home, service, settings, health)
+    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+    return FlowStack(stack, api_url, home, services, settings, health)

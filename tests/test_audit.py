@@ -10,12 +10,12 @@ from models import GENESIS_HASH, verify_chain
 from tests.helpers import approve, emergency_request, standard_request
 
 
-def _history(service, changes: int = 2) -> int:
+def _history(services, changes: int = 2) -> int:
     for _ in range(changes):
-        change = service.request_approval(service.submit(standard_request()).key)
-        approve(service, change.key, "alice")
-        approve(service, change.key, "bob")
-    with service.db.read() as session:
+        change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+        approve(services, change.key, "alice")
+        approve(services, change.key, "bob")
+    with services.db.read() as session:
         result = verify_chain(session)
     assert result.ok
     return result.count
@@ -34,8 +34,8 @@ def _tamper(db, *statements: str) -> None:
         conn.commit()
 
 
-def test_intact_chain_verifies_with_its_event_count(service, cli_env):
-    count = _history(service)
+def test_intact_chain_verifies_with_its_event_count(services, cli_env):
+    count = _history(services)
     result = cli_env("audit", "verify")
     assert result.exit_code == 0, result.output
     assert f"audit chain intact: {count} events" in result.output
@@ -60,34 +60,34 @@ def test_intact_chain_verifies_with_its_event_count(service, cli_env):
     ],
     ids=["edit-actor", "edit-data", "delete", "swap", "delete-last"],
 )
-def test_tampering_with_any_row_is_named_by_verify(service, cli_env, statements, first_broken, reason):
-    assert _history(service) == 12
-    _tamper(service.db, *statements)
+def test_tampering_with_any_row_is_named_by_verify(services, cli_env, statements, first_broken, reason):
+    assert _history(services) == 12
+    _tamper(services.db, *statements)
     result = cli_env("audit", "verify")
     assert result.exit_code == 1, result.output
     assert f"audit chain broken at event {first_broken}" in result.output
     assert reason in result.output
 
 
-def test_database_refuses_to_update_or_delete_audit_events(service):
-    _history(service, changes=1)
+def test_database_refuses_to_update_or_delete_audit_events(services):
+    _history(services, changes=1)
     for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1", "DELETE FROM audit_events WHERE seq = 1"):
         with pytest.raises(DBAPIError, match="append-only"):
-            with service.db.write_engine.begin() as conn:
+            with services.db.write_engine.begin() as conn:
                 conn.exec_driver_sql(statement)
-    with service.db.read() as session:
+    with services.db.read() as session:
         assert verify_chain(session).ok
 
 
-def test_first_event_links_to_the_genesis_hash(service):
-    service.submit(emergency_request())
-    with service.db.read() as session:
+def test_first_event_links_to_the_genesis_hash(services):
+    services.changes.submit(emergency_request())
+    with services.db.read() as session:
         first = session.execute(sqlalchemy.text("SELECT prev_hash FROM audit_events WHERE seq = 1")).scalar_one()
     assert first == GENESIS_HASH
 
 
-def test_verify_json_output(service, cli_env):
-    _history(service, changes=1)
+def test_verify_json_output(services, cli_env):
+    _history(services, changes=1)
     result = cli_env("audit", "verify", "--json")
     assert result.exit_code == 0
     assert '"ok": true' in result.stdout

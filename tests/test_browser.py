@@ -129,15 +129,15 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
                                                              "standard")
     resume_as(page, ui, run_id, "alice", code_from_notification(flow_stack, change.key, "alice"),
               "plan and rollback look right", DOCS / "ui-resume-dialog.png")
-    flow_stack.wait_for(change.key, lambda c: len(flow_stack.service.decided_by(c.key)) == 1, what="alice's approval")
+    flow_stack.wait_for(change.key, lambda c: len(flow_stack.services.approvals.decided_by(c.key)) == 1, what="alice's approval")
     resume_as(page, ui, run_id, "bob", code_from_notification(flow_stack, change.key, "bob"), "reviewed", None)
 
     done = flow_stack.wait_for(change.key, lambda c: c.outcome == "succeeded" and c.state == "closed",
                                timeout_s=90, what="completion")
-    assert sorted(flow_stack.service.decided_by(done.key)) == ["alice", "bob"]
-    filed = flow_stack.service.list_changes(requester="grace", limit=500)
+    assert sorted(flow_stack.services.approvals.decided_by(done.key)) == ["alice", "bob"]
+    filed = flow_stack.services.changes.list_changes(requester="grace", limit=500)
     assert [c.key for c in filed if c.title == "Rotate the payments API signing key"] == [done.key]
-    assert any(e.to_state == "completed" for e in flow_stack.service.view(done.key).events)
+    assert any(e.to_state == "completed" for e in flow_stack.services.changes.view(done.key).events)
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     page.get_by_text("Finished in state Completed").first.wait_for()
     page.wait_for_load_state("networkidle")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import PolicyViolation
-from models._calendar import monthly_windows, next_window, weekly_windows
+from models import monthly_windows, next_window, weekly_windows
 from tests.helpers import emergency_request, standard_request
 
 UTC = timezone.utc
@@ -38,39 +38,39 @@ def _planned(start: datetime, hours: int = 1, **overrides):
                             **overrides)
 
 
-def test_change_in_a_freeze_is_refused_naming_it(service):
+def test_change_in_a_freeze_is_refused_naming_it(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
-    service.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
     with pytest.raises(PolicyViolation, match=r"falls in the freeze 'Year-end freeze' \(2026-12-24 00:00"):
-        service.submit(_planned(start + timedelta(days=2)))
-    assert service.list_changes() == []
-    outside = service.submit(_planned(start + timedelta(days=10)))
+        services.changes.submit(_planned(start + timedelta(days=2)))
+    assert services.changes.list_changes() == []
+    outside = services.changes.submit(_planned(start + timedelta(days=10)))
     assert outside.state == "submitted"
 
 
-def test_overlapping_change_on_the_same_service_is_refused_naming_it(service):
+def test_overlapping_change_on_the_same_service_is_refused_naming_it(services):
     start = datetime(2026, 12, 6, 2, tzinfo=UTC)
-    first = service.submit(_planned(start, hours=2))
+    first = services.changes.submit(_planned(start, hours=2))
     with pytest.raises(PolicyViolation, match=f"conflicts with {first.key}"):
-        service.submit(_planned(start + timedelta(hours=1), title="second"))
-    other_service = service.submit(_planned(start, service="checkout"))
-    later = service.submit(_planned(start + timedelta(hours=2)))
+        services.changes.submit(_planned(start + timedelta(hours=1), title="second"))
+    other_service = services.changes.submit(_planned(start, service="checkout"))
+    later = services.changes.submit(_planned(start + timedelta(hours=2)))
     assert {other_service.state, later.state} == {"submitted"}
 
 
-def test_emergency_goes_through_a_freeze_with_the_override_recorded(service):
+def test_emergency_goes_through_a_freeze_with_the_override_recorded(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
-    service.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
-    change = service.submit(emergency_request(planned_start=(start + timedelta(days=1)).isoformat()))
-    override = [e for e in service.view(change.key).events if e.action == "policy_override"]
+    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    change = services.changes.submit(emergency_request(planned_start=(start + timedelta(days=1)).isoformat()))
+    override = [e for e in services.changes.view(change.key).events if e.action == "policy_override"]
     assert len(override) == 1 and "Year-end freeze" in override[0].data["overridden"][0]
 
 
-def test_calendar_shows_windows_freezes_and_changes(cli_env, service):
+def test_calendar_shows_windows_freezes_and_changes(cli_env, services):
     soon = datetime.now(UTC) + timedelta(days=3)
     assert cli_env("window", "add", "--start", soon.isoformat(), "--end", (soon + timedelta(days=1)).isoformat(),
                    "--title", "Launch freeze", "--freeze").exit_code == 0
-    change = service.submit(_planned(soon + timedelta(days=2), service="payments"))
+    change = services.changes.submit(_planned(soon + timedelta(days=2), service="payments"))
     data = json.loads(cli_env("calendar", "--days", "14", "--json").stdout)
     kinds = {w["kind"] for w in data["windows"]}
     assert {"weekly", "freeze"} <= kinds
@@ -81,11 +81,11 @@ def test_calendar_shows_windows_freezes_and_changes(cli_env, service):
     assert bad.exit_code == 2 and "end: must be after start" in bad.stderr
 
 
-def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(service):
+def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(services):
     start = datetime(2027, 3, 7, 2, tzinfo=UTC)
-    change = service.submit(_planned(start))
-    assert service.schedule_clashes(change.key) == []
-    service.add_window(starts_at=start - timedelta(days=1), ends_at=start + timedelta(days=1),
+    change = services.changes.submit(_planned(start))
+    assert services.scheduling.schedule_clashes(change.key) == []
+    services.scheduling.add_window(starts_at=start - timedelta(days=1), ends_at=start + timedelta(days=1),
                        title="Release freeze", freeze=True)
-    (clash,) = service.schedule_clashes(change.key)
+    (clash,) = services.scheduling.schedule_clashes(change.key)
     assert "Release freeze" in clash

@@ -14,8 +14,8 @@ from cli._canary_lab import PROMQL_ERROR_RATE, TrafficLoad, nginx_available, pro
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError, router_for
 from flows.traffic.nginx import upstream_block
-from models import ChangeService, InputError
-from models._canary_plan import CanaryConfig, CanaryPlan, CommandRouter, HttpRouter, NginxRouter
+from models import Services, InputError
+from models import CanaryConfig, CanaryPlan, CommandRouter, HttpRouter, NginxRouter
 from tests.helpers import SECRET
 from tests.receivers import start_http_receiver
 
@@ -47,9 +47,9 @@ def test_bad_plans_are_refused_naming_the_field(change, message):
 
 
 def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
-    service = ChangeService(db, org, SECRET)
+    services = Services.build(db, org, SECRET)
     with pytest.raises(InputError) as caught:
-        service.submit({"type": "standard", "title": "t", "service": "shop", "requester": "grace",
+        services.changes.submit({"type": "standard", "title": "t", "service": "shop", "requester": "grace",
                         "rollback_plan": "back", "canary": {"canary_version": "v2"}})
     assert "canary: no traffic router is configured for service 'shop'" in str(caught.value)
     config = CanaryConfig.model_validate({"services": {"shop": {"router": {
@@ -57,8 +57,9 @@ def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
     problems = config.check_plan("shop", CanaryPlan.model_validate(
         {"canary_version": "v2", "metrics": [{"name": "e", "provider": "prometheus", "query": "up", "threshold": 1}],
          "comparison": {"enabled": True}}))
-    assert problems == ["canary.metrics: a prometheus metric needs prometheus_url in canary.yaml",
-                        "canary.comparison: needs stable_url and canary_url for 'shop' in canary.yaml"]
+    assert [str(p) for p in problems] == ["canary.metrics: a prometheus metric needs prometheus_url in canary.yaml",
+                                          "canary.comparison: needs stable_url and canary_url for 'shop' in canary.yaml"]
+    assert [p.field for p in problems] == ["canary.metrics", "canary.comparison"]
 
 
 # ---- routers --------------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def test_prometheus_instant_and_range_queries(lab):
 
 def _bake(lab, tmp_path, *, canary_latency_ms: float):
     from flows._canary_bake import Analyzer, bake_step
-    from models._canary_plan import CanaryTarget
+    from models import CanaryTarget
 
     lab.stable.set(error_rate=0, latency_ms=20)
     lab.canary.set(error_rate=0, latency_ms=canary_latency_ms)
@@ -207,7 +208,7 @@ def test_comparison_promotes_a_canary_as_fast_as_stable(lab, tmp_path):
 @pytest.mark.skipif(not nginx_available(), reason="nginx is not installed")
 def test_probe_through_the_router_sees_the_mix_users_see(lab):
     from flows._canary_bake import Analyzer
-    from models._canary_plan import CanaryTarget
+    from models import CanaryTarget
 
     router_for(NginxRouter(**lab.nginx_router()), service="shop").set_weight(50)
     lab.canary.set(error_rate=1.0)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from models._canary import Measurement, MetricRule, Verdict, compare_to_baseline, decide_step, judge_metric
+from models import Measurement, MetricRule, Verdict, compare_to_baseline, decide_step, judge_metric
 
 ERRORS = MetricRule(name="error_rate", operator=">", threshold=0.05, failure_limit=2, inconclusive_limit=2)
 LATENCY = MetricRule(name="latency_p95_ms", operator=">", threshold=500, failure_limit=2, inconclusive_limit=2)

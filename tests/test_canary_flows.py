@@ -15,7 +15,7 @@ import yaml
 from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
 from flows._prefect_api import resume_with_input
 from flows.traffic import router_for
-from models._canary_plan import NginxRouter as NginxConfig
+from models import NginxRouter as NginxConfig
 from tests.test_flows import final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = [
@@ -71,7 +71,7 @@ def fail_canary_at_step_two(flow_stack, lab, run_id) -> None:
     change = change_of(flow_stack, run_id)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if 1 in flow_stack.service.canary_decisions(change.key):
+        if 1 in flow_stack.services.canary.decisions(change.key):
             lab.canary.set(error_rate=0.6)
             return
         time.sleep(0.05)
@@ -90,7 +90,7 @@ def wait_for_split(lab, expected: set[str], timeout_s: float = 10) -> dict:
 def assert_promoted(flow_stack, lab, run_id):
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
-    decisions = flow_stack.service.canary_decisions(change.key)
+    decisions = flow_stack.services.canary.decisions(change.key)
     assert (change.state, change.outcome) == ("closed", "succeeded"), decisions
     assert [decisions[i]["action"] for i in (1, 2, 3)] == ["continue", "continue", "promote"]
     assert [decisions[i]["weight"] for i in (1, 2, 3)] == [10, 50, 100]
@@ -101,17 +101,17 @@ def assert_rolled_back(flow_stack, run_id, failing_metric: str = "error_rate"):
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "rolled_back"
-    decisions = flow_stack.service.canary_decisions(change.key)
+    decisions = flow_stack.services.canary.decisions(change.key)
     assert decisions[1]["action"] == "continue" and decisions[2]["action"] == "rollback"
     assert decisions[2]["weight"] == 50 and 3 not in decisions
     assert any(failing_metric in reason for reason in decisions[2]["reasons"])
     # Every measurement behind the decision is stored, and the failing ones are over the threshold.
-    rows = flow_stack.service.measurements(change.key, step=2)
+    rows = flow_stack.services.canary.measurements(change.key, step=2)
     failed = [r for r in rows if r.metric == failing_metric and r.value is not None and r.value > r.threshold]
     assert len(failed) >= 2
     sent = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "canary_rolled_back"]
     assert sent and "error_rate" in sent[0]["body_text"] and "at 50% traffic" in sent[0]["body_text"]
-    rolled = next(e for e in flow_stack.service.view(change.key).events if e.to_state == "rolled_back")
+    rolled = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "rolled_back")
     assert rolled.data["reason"].startswith("canary rolled back: error_rate")
     assert rolled.data["rollback"][0]["output"].strip() == "rollback of shop done"
     shown = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "show", change.key],
@@ -126,7 +126,7 @@ def test_healthy_canary_is_promoted_through_nginx_with_prometheus(flow_stack, la
         run_id = ship(plan("prometheus", interval_s=1, bake_s=4), "healthy canary, prometheus")
         change = assert_promoted(flow_stack, lab, run_id)
     assert wait_for_split(lab, {"v2"}) == {"v2": 30}
-    values = {r.metric for r in flow_stack.service.measurements(change.key)}
+    values = {r.metric for r in flow_stack.services.canary.measurements(change.key)}
     assert values == {"error_rate", "latency_p95_ms"}
 
 
@@ -172,7 +172,7 @@ def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "failed"
-    failed = next(e for e in flow_stack.service.view(change.key).events if e.to_state == "failed")
+    failed = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "failed")
     assert "nginx -t failed, previous weights kept" in failed.data["reason"]
     assert 'invalid port in upstream "127.0.0.1:99999"' in failed.data["reason"]
     assert lab.include_file.read_text() == before
@@ -202,18 +202,18 @@ def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stac
     run_id = ship(gated, "canary with a confirmation before 50 %")
     wait_paused(run_id, "canary-confirm-s2-")
     change = change_of(flow_stack, run_id)
-    assert flow_stack.service.canary_decisions(change.key)[1]["action"] == "continue"
+    assert flow_stack.services.canary.decisions(change.key)[1]["action"] == "continue"
     # A wrong code through the Resume form is refused and the run asks again.
     asyncio.run(resume_with_input(run_id, {"person": "alice", "approval_code": "AAAA-BBBB-CCCC",
                                            "answer": "proceed", "comment": ""}))
     wait_paused(run_id, "canary-confirm-s2-2")
-    code = flow_stack.service.approval_code_for(change.key, "alice")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "alice")
     cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "canary", change.key, "--as", "alice",
                           "--code", code, "--comment", "dashboards look fine"], env=flow_stack.stack.env,
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert_promoted(flow_stack, lab, run_id)
-    confirmed = [e for e in flow_stack.service.view(change.key).events if e.action == "canary_confirmation"]
+    confirmed = [e for e in flow_stack.services.changes.view(change.key).events if e.action == "canary_confirmation"]
     assert [(e.data["person"], e.data["answer"], e.data["comment"]) for e in confirmed] == [
         ("alice", "proceed", "dashboards look fine")]
     artifacts = _artifacts(change.key)
@@ -230,11 +230,11 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     run_id = ship(blind, "canary without data")
     wait_paused(run_id, "canary-inconclusive-s1-")
     change = change_of(flow_stack, run_id)
-    decision = flow_stack.service.canary_decisions(change.key)[1]
+    decision = flow_stack.services.canary.decisions(change.key)[1]
     assert decision["action"] == "pause" and "missing or errored" in decision["reasons"][0]
-    stored = flow_stack.service.measurements(change.key, step=1)
+    stored = flow_stack.services.canary.measurements(change.key, step=1)
     assert stored and all(r.value is None and "no data" in r.error for r in stored)
-    code = flow_stack.service.approval_code_for(change.key, "frank")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "frank")
     asyncio.run(resume_with_input(run_id, {"person": "frank", "approval_code": code, "answer": "roll_back",
                                            "comment": "no metrics, not shipping blind"}))
     assert final_run_state(run_id, timeout_s=120).is_completed()

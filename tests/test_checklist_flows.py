@@ -25,11 +25,11 @@ def templated(name: str, title: str) -> str:
 
 
 def results(flow_stack, key):
-    return {(r.phase, r.step, r.item_id): r for r in flow_stack.service.check_results(key)}
+    return {(r.phase, r.step, r.item_id): r for r in flow_stack.services.checklists.check_results(key)}
 
 
 def change_of(flow_stack, run_id):
-    return flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}")
+    return flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
 
 
 def test_failed_pre_item_stops_the_change_before_anything_is_touched(flow_stack):
@@ -39,7 +39,7 @@ def test_failed_pre_item_stops_the_change_before_anything_is_touched(flow_stack)
     assert change.state == "cancelled" and change.implemented_at is None
     result = results(flow_stack, change.key)[("pre", 0, "svc-healthy")]
     assert not result.passed and result.evidence["status"] == 503 and result.detail == "HTTP 503, expected 200"
-    assert flow_stack.service.done_steps(change.key) == {}
+    assert flow_stack.services.checklists.done_steps(change.key) == {}
 
 
 def test_failed_post_item_rolls_the_change_back(flow_stack):
@@ -50,7 +50,7 @@ def test_failed_post_item_rolls_the_change_back(flow_stack):
     stored = results(flow_stack, change.key)
     assert stored[("pre", 0, "backup-fresh")].passed
     assert not stored[("post", 0, "smoke")].passed
-    view = flow_stack.service.view(change.key)
+    view = flow_stack.services.changes.view(change.key)
     rolled = next(e for e in view.events if e.to_state == "rolled_back")
     assert rolled.data["reason"] == "post-checklist failed: smoke"
     assert rolled.data["rollback"][0]["output"].strip() == "undone"
@@ -65,7 +65,7 @@ def test_advisory_failure_is_recorded_and_the_change_completes(flow_stack):
     assert not stored[("pre", 0, "status-page")].passed and not stored[("pre", 0, "status-page")].required
     # The during-checklist ran after each of the two implementation steps.
     assert stored[("during", 1, "still-healthy")].passed and stored[("during", 2, "still-healthy")].passed
-    phases = [e.data for e in flow_stack.service.view(change.key).events if e.action == "checklist_phase"]
+    phases = [e.data for e in flow_stack.services.changes.view(change.key).events if e.action == "checklist_phase"]
     assert phases[0]["status"] == "advisory_failed" and phases[0]["failed_advisory"] == ["status-page"]
 
 
@@ -89,7 +89,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
         "alice", "bob is on call")
     assert stored[("pre", 0, "rollback-ready")].actor == "frank"
     assert change.state == "closed"
-    confirmations = [e for e in flow_stack.service.view(change.key).events if e.action == "checklist_confirmed"]
+    confirmations = [e for e in flow_stack.services.changes.view(change.key).events if e.action == "checklist_confirmed"]
     assert sorted(e.actor for e in confirmations) == ["alice", "frank"]
 
 

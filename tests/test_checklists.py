@@ -11,7 +11,7 @@ import yaml
 
 from flows._checks import CHECKS
 from models import ConfigError
-from models._checklist import Checklist, ItemOutcome, Status, load_checklists, phase_verdict
+from models import Checklist, ItemOutcome, Status, load_checklists, phase_verdict
 from tests.conftest import POSTGRES_URL, needs_postgres
 from tests.receivers import start_health_server
 

@@ -36,7 +36,7 @@ def _count_changes(cli_env) -> int:
     [
         ("type: standard\ntitle: [unclosed\n", "not valid YAML"),
         ({**GOOD, "colour": "blue"}, "colour: unknown field"),
-        ({**GOOD, "type": "urgent"}, "type: Input should be 'emergency', 'standard' or 'major'"),
+        ({**GOOD, "type": "urgent"}, "type: unknown change type 'urgent' (known: emergency, standard, major)"),
         ({k: v for k, v in GOOD.items() if k != "rollback_plan"}, "rollback_plan: a standard change needs a rollback plan"),
         ({**GOOD, "type": "emergency", "incident_severity": "P1"}, "incident_id: an emergency change must name the incident"),
         ({**GOOD, "type": "emergency", "incident_id": "INC-9"}, "incident_severity: an emergency change needs the incident severity"),
@@ -47,7 +47,7 @@ def _count_changes(cli_env) -> int:
         ({**GOOD, "service": "pay ments; drop"}, "service: String should match pattern"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
-    ids=["malformed", "unknown-field", "wrong-enum", "no-rollback", "emergency-no-incident", "emergency-no-severity",
+    ids=["malformed", "unknown-field", "unknown-type", "no-rollback", "emergency-no-incident", "emergency-no-severity",
          "1MB-title", "end-before-start", "naive-time", "nested-enum", "bad-service", "not-a-mapping"],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):

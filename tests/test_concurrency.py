@@ -33,26 +33,26 @@ def _race(pool: ThreadPoolExecutor, attempts):
 
 
 @pytest.mark.slow
-def test_conflicting_writers_exactly_one_wins(service):
+def test_conflicting_writers_exactly_one_wins(services):
     codes = {}
     won = {"transition": 0, "approval": 0}
     with ThreadPoolExecutor(THREADS) as pool:
         for trial in range(TRIALS):
-            change = service.request_approval(service.submit(standard_request(title=f"trial {trial}")).key)
+            change = services.approvals.request_approval(services.changes.submit(standard_request(title=f"trial {trial}")).key)
             version = change.version
             if trial % 2 == 0:
                 kind = "transition"
                 attempts = [
-                    (lambda target=TRANSITION_TARGETS[i % 3], i=i: service.transition(
+                    (lambda target=TRANSITION_TARGETS[i % 3], i=i: services.changes.transition(
                         change.key, target, actor=f"ops{i}", reason="race", expected_version=version))
                     for i in range(THREADS)
                 ]
             else:
                 kind = "approval"
                 for person, _ in APPROVERS:
-                    codes[person] = service.approval_code_for(change.key, person)
+                    codes[person] = services.approvals.approval_code_for(change.key, person)
                 attempts = [
-                    (lambda person=APPROVERS[i % 4][0]: service.decide(
+                    (lambda person=APPROVERS[i % 4][0]: services.approvals.decide(
                         change.key, approver=person, decision="approve", code=codes[person],
                         expected_version=version))
                     for i in range(THREADS)
@@ -66,9 +66,9 @@ def test_conflicting_writers_exactly_one_wins(service):
                 assert not isinstance(loser, DatabaseBusy), f"trial {trial}: {loser}"
                 assert "re-read" in str(loser)
             won[kind] += 1
-            after = service.get(change.key)
+            after = services.changes.get(change.key)
             assert after.version == version + 1
-    with service.db.read() as session:
+    with services.db.read() as session:
         result = verify_chain(session)
     # Per trial: submitted, policy decision, awaiting transition, and the one winning write.
     assert result.ok and result.count == 4 * TRIALS, result
@@ -76,26 +76,26 @@ def test_conflicting_writers_exactly_one_wins(service):
 
 
 @pytest.mark.slow
-def test_simultaneous_approvals_without_a_version_are_both_recorded(service):
+def test_simultaneous_approvals_without_a_version_are_both_recorded(services):
     """The CLI path: two approvers acting at the same moment; neither decision is lost."""
     with ThreadPoolExecutor(4) as pool:
         for trial in range(max(TRIALS // 10, 10)):
-            change = service.request_approval(service.submit(major_request(title=f"cab {trial}")).key)
-            codes = {p: service.approval_code_for(change.key, p) for p in ("alice", "carol", "dave")}
+            change = services.approvals.request_approval(services.changes.submit(major_request(title=f"cab {trial}")).key)
+            codes = {p: services.approvals.approval_code_for(change.key, p) for p in ("alice", "carol", "dave")}
             outcomes = _race(pool, [
-                (lambda p=p: service.decide(change.key, approver=p, decision="approve", code=codes[p]))
+                (lambda p=p: services.approvals.decide(change.key, approver=p, decision="approve", code=codes[p]))
                 for p in codes
             ])
             assert [o[0] for o in outcomes] == ["won"] * 3
-            final = service.get(change.key)
+            final = services.changes.get(change.key)
             assert final.state == ChangeState.approved.value
-            assert service.evaluation(change.key).satisfied
-    with service.db.read() as session:
+            assert services.approvals.evaluation(change.key).satisfied
+    with services.db.read() as session:
         assert verify_chain(session).ok
 
 
-def test_stale_version_is_a_clear_conflict(service):
-    change = service.request_approval(service.submit(standard_request()).key)
-    approve(service, change.key, "alice")
+def test_stale_version_is_a_clear_conflict(services):
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    approve(services, change.key, "alice")
     with pytest.raises(ConflictError, match=r"changed since you read it \(version 2, now 3\)"):
-        service.transition(change.key, ChangeState.cancelled, actor="ops", expected_version=change.version)
+        services.changes.transition(change.key, ChangeState.cancelled, actor="ops", expected_version=change.version)

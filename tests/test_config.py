@@ -26,7 +26,10 @@ def _edit(path, change):
 @pytest.mark.parametrize(
     ("file", "change", "message"),
     [
-        ("policies.yaml", lambda d: d["types"].pop("major"), "types: no policy for major"),
+        # Types are data: removing one is allowed unless something still names it.
+        ("policies.yaml", lambda d: d["types"].pop("standard"),
+         "templates.restart-service.type: no change type named 'standard' in policies.yaml"),
+        ("policies.yaml", lambda d: d.update(types={}), "types: Dictionary should have at least 1 item"),
         ("policies.yaml", lambda d: d["types"]["standard"].update(approval_sla="two days"),
          "types.standard.approval_sla: Value error, 'two days' is not a duration"),
         ("policies.yaml", lambda d: d["types"]["emergency"].update(approvals=[{"role": "incident_commander", "count": 2}]),
@@ -37,7 +40,7 @@ def _edit(path, change):
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
          "a email channel needs `address`"),
     ],
-    ids=["missing-type", "bad-duration", "quorum-impossible", "unknown-key", "unknown-owner", "channel-target"],
+    ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key", "unknown-owner", "channel-target"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)
@@ -80,6 +83,6 @@ def test_init_writes_a_private_secret(monkeypatch, tmp_path):
 
 
 def test_schema_revision_constant_is_alembics_head():
-    from models._migrate import SCHEMA_REVISION, head_revision
+    from models import SCHEMA_REVISION, head_revision
 
     assert SCHEMA_REVISION == head_revision()

@@ -16,7 +16,7 @@ from sqlalchemy import text, update
 
 from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
 from models import ChangeRequest, Notification
-from models._types import utcnow
+from models import utcnow
 from tests.helpers import emergency_request, major_request, standard_request
 
 pytestmark = pytest.mark.flows
@@ -33,7 +33,7 @@ def awaiting(flow_stack, run_id: str) -> ChangeRequest:
 
 
 def decisions(flow_stack, key: str) -> list[dict]:
-    view = flow_stack.service.view(key)
+    view = flow_stack.services.changes.view(key)
     return [{"actor": e.actor, "action": e.action, **e.data} for e in view.events if e.action in DECISION_ACTIONS]
 
 
@@ -41,7 +41,7 @@ def act(flow_stack, change: ChangeRequest, approver: str, *, code: str | None = 
         comment: str = "") -> dict:
     """Resume the gate like the UI does, then wait until the flow has processed the input."""
     before = len(decisions(flow_stack, change.key))
-    code = code or flow_stack.service.approval_code_for(change.key, approver)
+    code = code or flow_stack.services.approvals.approval_code_for(change.key, approver)
     deadline = time.monotonic() + 60
     while True:
         key = asyncio.run(paused_key(change.flow_run_id))
@@ -84,7 +84,7 @@ def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
 
 
 def notifications_for(flow_stack, key: str) -> list[Notification]:
-    with flow_stack.service.db.read() as session:
+    with flow_stack.services.db.read() as session:
         return list(session.execute(
             text("SELECT * FROM notifications WHERE change_key = :k ORDER BY id"), {"k": key}).mappings())
 
@@ -101,11 +101,11 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     assert refused["action"] == "approval_refused" and "wrong approval code" in refused["reason"]
     refused = act(flow_stack, change, "grace")
     assert refused["action"] == "approval_refused" and "self-approval" in refused["reason"]
-    assert flow_stack.service.get(change.key).state == "awaiting_approval"
+    assert flow_stack.services.changes.get(change.key).state == "awaiting_approval"
 
     act(flow_stack, change, "bob", comment="lgtm")
     assert final_run_state(run_id).is_completed()
-    view = flow_stack.service.view(change.key)
+    view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed"
     assert [(a.approver, a.role) for a in view.approvals] == [("alice", "team_lead"), ("bob", "peer_reviewer")]
     # Each input processed exactly once although every resume replays the earlier gate keys.
@@ -120,7 +120,7 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     assert requested == ["alice", "bob", "carol", "frank"]
     assert all(n["state"] == "sent" for n in sent)
     alice_mail = next(n for n in sent if n["event"] == "approval_requested" and n["recipient"] == "alice")
-    assert flow_stack.service.approval_code_for(change.key, "alice") in alice_mail["body_text"]
+    assert flow_stack.services.approvals.approval_code_for(change.key, "alice") in alice_mail["body_text"]
     assert f"/runs/flow-run/{run_id}" in alice_mail["body_text"]
 
 
@@ -130,10 +130,10 @@ def test_major_change_waits_for_the_cab_quorum(flow_stack):
     assert act(flow_stack, change, "alice")["reason"].endswith("(self-approval)")
     for person in ("carol", "dave"):
         act(flow_stack, change, person)
-        assert flow_stack.service.get(change.key).state == "awaiting_approval"
+        assert flow_stack.services.changes.get(change.key).state == "awaiting_approval"
     act(flow_stack, change, "frank")
     assert final_run_state(run_id).is_completed()
-    view = flow_stack.service.view(change.key)
+    view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["carol", "dave", "frank"]
 
 
@@ -142,10 +142,10 @@ def test_emergency_change_goes_to_review_due_in_48h(flow_stack):
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "erin", comment="P1, go")
     assert final_run_state(run_id).is_completed()
-    done = flow_stack.service.get(change.key)
+    done = flow_stack.services.changes.get(change.key)
     assert done.state == "review_pending"
     assert timedelta(hours=47, minutes=59) < done.review_due_at - done.implemented_at < timedelta(hours=48, minutes=1)
-    transitions = [e.to_state for e in flow_stack.service.view(change.key).events if e.action == "transition"]
+    transitions = [e.to_state for e in flow_stack.services.changes.view(change.key).events if e.action == "transition"]
     assert "scheduled" not in transitions
 
 
@@ -156,7 +156,7 @@ def test_rejection_ends_the_flow_with_the_change_rejected(flow_stack):
     act(flow_stack, change, "carol", decision="reject", comment="no load test")
     state = final_run_state(run_id)
     assert state.is_completed()
-    change = flow_stack.service.get(change.key)
+    change = flow_stack.services.changes.get(change.key)
     assert change.state == "rejected" and change.implemented_at is None
     announced = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "rejected"}
     # requester, the two approvers, and payments' owner (alice) and stakeholder (dave)
@@ -170,14 +170,14 @@ def test_expired_gate_ends_as_expired(flow_stack):
     _backdate(flow_stack, change.key, timedelta(hours=2))
     sweep = run_deployment("approval-escalation/every-minute", timeout=90)
     assert sweep.state.is_completed()
-    assert flow_stack.service.get(change.key).state == "expired"
+    assert flow_stack.services.changes.get(change.key).state == "expired"
     assert final_run_state(run_id).is_cancelled()
     expired_notices = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "expired"}
     assert expired_notices == {"bob", "erin"}
 
 
 def _backdate(flow_stack, key: str, waited: timedelta) -> None:
-    with flow_stack.service.db.write() as session:
+    with flow_stack.services.db.write() as session:
         session.execute(update(ChangeRequest).where(ChangeRequest.key == key)
                         .values(approval_requested_at=utcnow() - waited))
 
@@ -197,15 +197,15 @@ def test_unanswered_gate_escalates_up_the_ladder_once_per_rung(flow_stack):
              if n["event"] == "approval_reminder"}
     # P1 emergency: the executive rung applies; every rung was written exactly once (the key is unique).
     assert rungs == {"1-L1-oncall_primary", "1-L2-oncall_secondary", "1-L3-management", "1-L4-executive"}
-    assert flow_stack.service.get(change.key).state == "expired"
+    assert flow_stack.services.changes.get(change.key).state == "expired"
 
 
 def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
     run_id = submit({"type": "standard", "title": "Restart payments", "service": "payments",
                      "requester": "grace", "template": "restart-service"})
     assert final_run_state(run_id).is_completed()
-    change = flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}")
-    view = flow_stack.service.view(change.key)
+    change = flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
+    view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed" and view.approvals == []
     decision = next(e for e in view.events if e.action == "policy_decision")
     assert decision.data["pre_approved_template"] == "restart-service"
@@ -218,7 +218,7 @@ def test_failed_implementation_rolls_back(flow_stack):
     run_id = submit({"type": "standard", "title": "Broken deploy", "service": "checkout",
                      "requester": "grace", "template": "failing-deploy"})
     assert final_run_state(run_id).is_completed()
-    view = flow_stack.service.view(flow_stack.service.find_by_idempotency_key(f"flow-run:{run_id}").key)
+    view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
     assert view.state == "review_pending"
     rolled = next(e for e in view.events if e.to_state == "rolled_back")
     assert rolled.data["evidence"][-1]["exit_code"] == 3
@@ -231,7 +231,7 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     act(flow_stack, change, "alice")
     act(flow_stack, change, "carol")
     assert final_run_state(run_id).is_completed()
-    before = (flow_stack.service.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+    before = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
 
     async def rerun():
         from prefect.states import Scheduled
@@ -241,9 +241,9 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     asyncio.run(rerun())
     time.sleep(1)
     assert final_run_state(run_id).is_completed()
-    after = (flow_stack.service.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+    after = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
     assert after == before
-    with flow_stack.service.db.read() as session:
+    with flow_stack.services.db.read() as session:
         assert session.execute(text("SELECT COUNT(*) FROM change_requests WHERE idempotency_key = :k"),
                                {"k": f"flow-run:{run_id}"}).scalar_one() == 1
 
@@ -264,13 +264,13 @@ def test_cli_decisions_move_the_same_suspended_run(flow_stack):
 
     def approve(person):
         return cli("approve", change.key, "--as", person, "--code",
-                   flow_stack.service.approval_code_for(change.key, person), "--json")
+                   flow_stack.services.approvals.approval_code_for(change.key, person), "--json")
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(approve, ["frank", "bob"]))
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert final_run_state(run_id, timeout_s=90).is_completed()
-    view = flow_stack.service.view(change.key)
+    view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["bob", "frank"]
     assert [d["action"] for d in decisions(flow_stack, change.key)] == ["approval", "approval"]
 
@@ -283,9 +283,11 @@ def test_submit_form_is_the_change_request_model(flow_stack):
 
     deployment = httpx.get(f"{flow_stack.api_url}/deployments/name/change-request/submit").json()
     schema = deployment["parameter_openapi_schema"]
-    request = schema["definitions"]["ChangeRequestInput"]
+    request = schema["definitions"]["ChangeRequestForm"]
     assert request["properties"]["rollback_plan"]["description"].startswith("How to undo the change")
-    assert schema["definitions"]["ChangeType"]["enum"] == ["emergency", "standard", "major"]
+    # The change types are the config's (the flow stack's policies.yaml adds `normal` to the shipped three).
+    assert request["properties"]["type"]["enum"] == list(flow_stack.services.org.policies.types)
+    assert request["properties"]["type"]["enum"][:3] == ["emergency", "standard", "major"]
     assert request["additionalProperties"] is False
 
 

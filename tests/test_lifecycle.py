@@ -8,14 +8,13 @@ import pytest
 
 from models import (
     ChangeState as S,
-    ChangeType,
     IllegalTransition,
     PolicyViolation,
     allowed_targets,
     plan_transition,
     verify_chain,
 )
-from tests.helpers import approve, emergency_request, standard_request
+from tests.helpers import SHIPPED_RULES, approve, emergency_request, standard_request
 
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
 
@@ -24,52 +23,52 @@ def test_standard_change_follows_the_documented_path():
     path = [S.submitted, S.awaiting_approval, S.approved, S.scheduled, S.implementing, S.verifying, S.completed,
             S.closed]
     for source, target in zip(path, path[1:]):
-        plan_transition(ChangeType.standard, source, target, actor="ops", reason="", at=NOW)
+        plan_transition(SHIPPED_RULES["standard"], source, target, actor="ops", reason="", at=NOW)
 
 
 def test_emergency_change_skips_scheduling_and_cannot_close_without_review():
-    assert S.implementing in allowed_targets(ChangeType.emergency, S.approved)
-    assert S.scheduled not in allowed_targets(ChangeType.emergency, S.approved)
+    assert S.implementing in allowed_targets(SHIPPED_RULES["emergency"], S.approved)
+    assert S.scheduled not in allowed_targets(SHIPPED_RULES["emergency"], S.approved)
     with pytest.raises(IllegalTransition, match="emergency change cannot move from completed to closed"):
-        plan_transition(ChangeType.emergency, S.completed, S.closed, actor="ops", reason="", at=NOW)
+        plan_transition(SHIPPED_RULES["emergency"], S.completed, S.closed, actor="ops", reason="", at=NOW)
 
 
 def test_terminal_states_allow_nothing():
-    for change_type in ChangeType:
+    for rules in SHIPPED_RULES.values():
         for state in (S.closed, S.rejected, S.expired, S.cancelled):
-            assert allowed_targets(change_type, state) == frozenset()
+            assert allowed_targets(rules, state) == frozenset()
 
 
 def test_transition_needs_an_actor():
     with pytest.raises(IllegalTransition, match="actor"):
-        plan_transition(ChangeType.standard, S.submitted, S.awaiting_approval, actor=" ", reason="", at=NOW)
+        plan_transition(SHIPPED_RULES["standard"], S.submitted, S.awaiting_approval, actor=" ", reason="", at=NOW)
 
 
-def test_illegal_transition_writes_nothing(service):
-    change = service.submit(standard_request())
-    with service.db.read() as session:
+def test_illegal_transition_writes_nothing(services):
+    change = services.changes.submit(standard_request())
+    with services.db.read() as session:
         before = verify_chain(session).count
     with pytest.raises(IllegalTransition, match="cannot move from submitted to implementing"):
-        service.transition(change.key, S.implementing, actor="ops", reason="skip the queue")
-    after = service.get(change.key)
+        services.changes.transition(change.key, S.implementing, actor="ops", reason="skip the queue")
+    after = services.changes.get(change.key)
     assert after.state == S.submitted.value and after.version == change.version
-    with service.db.read() as session:
+    with services.db.read() as session:
         assert verify_chain(session).count == before
 
 
-def test_approved_needs_the_policy_satisfied(service):
-    change = service.request_approval(service.submit(standard_request()).key)
+def test_approved_needs_the_policy_satisfied(services):
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
     with pytest.raises(PolicyViolation, match="still needs 1 x peer_reviewer, 1 x team_lead"):
-        service.transition(change.key, S.approved, actor="ops", reason="trust me")
-    assert service.get(change.key).state == S.awaiting_approval.value
+        services.changes.transition(change.key, S.approved, actor="ops", reason="trust me")
+    assert services.changes.get(change.key).state == S.awaiting_approval.value
 
 
-def test_emergency_change_runs_to_review_with_a_48h_deadline(service):
-    change = service.request_approval(service.submit(emergency_request()).key)
-    result = approve(service, change.key, "erin")
+def test_emergency_change_runs_to_review_with_a_48h_deadline(services):
+    change = services.approvals.request_approval(services.changes.submit(emergency_request()).key)
+    result = approve(services, change.key, "erin")
     assert result.change.state == S.approved.value
     for target in (S.implementing, S.verifying, S.completed, S.review_pending):
-        done = service.transition(change.key, target, actor="erin", reason="hotfix")
+        done = services.changes.transition(change.key, target, actor="erin", reason="hotfix")
     assert (done.review_due_at - done.updated_at).total_seconds() == 48 * 3600
-    closed = service.record_review(change.key, actor="erin", summary="root cause: bad config push")
+    closed = services.changes.record_review(change.key, actor="erin", summary="root cause: bad config push")
     assert closed.state == S.closed.value and closed.closed_at is not None

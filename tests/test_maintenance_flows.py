@@ -14,32 +14,32 @@ pytestmark = pytest.mark.flows
 
 
 def test_weekly_maintenance_end_to_end_in_a_compressed_window(flow_stack):
-    service = flow_stack.service
+    services = flow_stack.services
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=15)
     window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 0.5}
     announced = run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
     assert announced.state.is_completed()
-    change = service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
+    change = services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}")
     key = change.key
     assert change.state == "awaiting_approval" and change.requester == "maintenance"
     assert change.planned_start == start and change.checklist == "automated-maintenance"
     events = {n["event"]: n for n in notifications_for(flow_stack, key)}
     assert {"approval_requested", "maintenance_announced"} <= set(events)
     for person in ("alice", "bob"):
-        service.decide(key, approver=person, decision="approve", code=service.approval_code_for(key, person))
-    assert service.get(key).state == "approved"
+        services.approvals.decide(key, approver=person, decision="approve", code=services.approvals.approval_code_for(key, person))
+    assert services.changes.get(key).state == "approved"
 
     run = run_deployment("maintenance/weekly", parameters=window, timeout=180)
     assert run.state.is_completed(), run.state
-    change = service.get(key)
-    assert change.state == "closed", service.view(key).events[-1]
-    steps = service.done_steps(key)
+    change = services.changes.get(key)
+    assert change.state == "closed", services.changes.view(key).events[-1]
+    steps = services.checklists.done_steps(key)
     assert steps[1]["ok"] and steps[2]["ok"] and steps[2]["sql"] == "VACUUM; ANALYZE"
     assert steps[3]["timed_out"] and steps[3]["stopped"] == "stopped at the end of the window"
     assert steps[4]["skipped"] == "window closed before it could start"
-    finished = max(e.occurred_at for e in service.view(key).events)
+    finished = max(e.occurred_at for e in services.changes.view(key).events)
     assert finished <= start + timedelta(seconds=45), "the run must end with its window"
-    results = {(r.phase, r.step, r.item_id): r.passed for r in service.check_results(key)}
+    results = {(r.phase, r.step, r.item_id): r.passed for r in services.checklists.check_results(key)}
     assert results[("pre", 0, "backup-fresh")] and results[("post", 0, "smoke")]
     assert results[("during", 1, "platform-healthy")] and results[("during", 3, "platform-healthy")]
     sent = {n["event"] for n in notifications_for(flow_stack, key)}
@@ -52,7 +52,7 @@ def test_unapproved_window_does_not_run(flow_stack):
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
     window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 1}
     assert run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120).state.is_completed()
-    key = flow_stack.service.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}").key
+    key = flow_stack.services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}").key
     assert run_deployment("maintenance/weekly", parameters=window, timeout=120).state.is_completed()
-    assert flow_stack.service.get(key).state == "cancelled"
-    assert flow_stack.service.done_steps(key) == {}
+    assert flow_stack.services.changes.get(key).state == "cancelled"
+    assert flow_stack.services.checklists.done_steps(key) == {}

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from cli._stack import free_port
-from models import DEFAULTS_DIR, ChangeService, Database, Directory, Org, Settings, load_org, verify_chain
-from models._audit import events_for
+from models import DEFAULTS_DIR, Services, Database, Directory, Org, Settings, load_org, verify_chain
+from models import events_for
 from notifications import Notifier, TemplateRenderer
-from notifications._channels import SIGNATURE_HEADER, verify_signature
+from notifications import SIGNATURE_HEADER, verify_signature
 from tests.helpers import SECRET, emergency_request, major_request, standard_request
 from tests.receivers import SmtpSink, start_http_receiver
 
@@ -47,14 +47,14 @@ def org_with_channels(channels: dict[str, list[dict]]) -> Org:
 def make_notifier(tmp_path, org, smtp_port=25, **settings_overrides):
     settings = Settings(home=tmp_path, secret=SECRET.decode(), smtp_port=smtp_port, notify_backoff_s=0.05,
                         http_timeout_s=2, prefect_ui_url="http://127.0.0.1:4200", **settings_overrides)
-    service = ChangeService(Database(f"sqlite:///{tmp_path / 'cf.db'}"), org, SECRET)
-    return Notifier(service, settings), service
+    services = Services.build(Database(f"sqlite:///{tmp_path / 'cf.db'}"), org, SECRET)
+    return Notifier(services, settings), services
 
 
-def awaiting_change(service, request=None):
-    change = service.submit(request or standard_request())
-    change = service.attach_flow_run(change.key, "6f1c0d0e-0000-4000-8000-000000000001")
-    return service.request_approval(change.key)
+def awaiting_change(services, request=None):
+    change = services.changes.submit(request or standard_request())
+    change = services.changes.attach_flow_run(change.key, "6f1c0d0e-0000-4000-8000-000000000001")
+    return services.approvals.request_approval(change.key)
 
 
 def deliver_until_settled(notifier, timeout_s=15):
@@ -75,41 +75,41 @@ def test_every_channel_delivers_key_code_and_link(tmp_path, receiver, smtp):
         "bob": [{"type": "webhook", "url": f"{receiver.url}/hook"}],
         "carol": [{"type": "email", "address": "carol@example.org"}],
     })
-    notifier, service = make_notifier(tmp_path, org, smtp_port=smtp.port)
-    change = awaiting_change(service)
+    notifier, services = make_notifier(tmp_path, org, smtp_port=smtp.port)
+    change = awaiting_change(services)
     assert notifier.request_approvals(change) == 4
     deliver_until_settled(notifier)
     link = f"http://127.0.0.1:4200/runs/flow-run/{change.flow_run_id}"
 
     slack = json.loads(receiver.delivered("/slack/T000/B000/XXXXSECRET")[0].body)
-    code = service.approval_code_for(change.key, "alice")
+    code = services.approvals.approval_code_for(change.key, "alice")
     assert change.key in slack["text"] and code in slack["text"] and link in slack["text"]
     assert slack["blocks"][1]["type"] == "section" and code in slack["blocks"][1]["text"]["text"]
 
     teams = json.loads(receiver.delivered("/teams/webhookb2/SECRET")[0].body)
     card = teams["attachments"][0]["content"]
     assert card["type"] == "AdaptiveCard"
-    assert service.approval_code_for(change.key, "frank") in card["body"][1]["text"] and link in card["body"][1]["text"]
+    assert services.approvals.approval_code_for(change.key, "frank") in card["body"][1]["text"] and link in card["body"][1]["text"]
 
     hook = receiver.delivered("/hook")[0]
     assert verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body)
     assert not verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body + b" ")
     assert not verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body, now=time.time() + 301)
     payload = json.loads(hook.body)
-    assert payload["change"] == change.key and service.approval_code_for(change.key, "bob") in payload["text"]
+    assert payload["change"] == change.key and services.approvals.approval_code_for(change.key, "bob") in payload["text"]
 
     (rcpts, mail), = smtp.messages
     assert rcpts == ["carol@example.org"] and change.key in mail["Subject"]
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    carol_code = service.approval_code_for(change.key, "carol")
+    carol_code = services.approvals.approval_code_for(change.key, "carol")
     assert carol_code in text and link in text and carol_code in html and f'href="{link}"' in html
 
 
 def test_server_errors_are_retried_and_delivered_once(tmp_path, receiver):
     org = org_with_channels({"alice": [{"type": "webhook", "url": f"{receiver.url}/hook"}]})
-    notifier, service = make_notifier(tmp_path, org)
-    change = awaiting_change(service, emergency_request(incident_severity="P1", requester="bob"))
+    notifier, services = make_notifier(tmp_path, org)
+    change = awaiting_change(services, emergency_request(incident_severity="P1", requester="bob"))
     receiver.answer((500, {}), (500, {}))
     notifier.announce(change, "approved", ["alice"])
     deliver_until_settled(notifier)
@@ -120,8 +120,8 @@ def test_server_errors_are_retried_and_delivered_once(tmp_path, receiver):
 
 def test_429_waits_for_retry_after(tmp_path, receiver):
     org = org_with_channels({"alice": [{"type": "slack", "url": f"{receiver.url}/slack"}]})
-    notifier, service = make_notifier(tmp_path, org)
-    change = awaiting_change(service)
+    notifier, services = make_notifier(tmp_path, org)
+    change = awaiting_change(services)
     receiver.answer((429, {"Retry-After": "2"}))
     notifier.announce(change, "approved", ["alice"])
     deliver_until_settled(notifier)
@@ -134,8 +134,8 @@ def test_client_error_fails_at_once_is_audited_and_falls_back(tmp_path, receiver
     fallback = tmp_path / "alice.jsonl"
     org = org_with_channels({"alice": [{"type": "teams", "url": f"{receiver.url}/teams/SECRETPATH"},
                                        {"type": "file", "path": str(fallback)}]})
-    notifier, service = make_notifier(tmp_path, org)
-    change = awaiting_change(service)
+    notifier, services = make_notifier(tmp_path, org)
+    change = awaiting_change(services)
     receiver.answer((400, {}))
     notifier.announce(change, "approved", ["alice"])
     deliver_until_settled(notifier)
@@ -145,7 +145,7 @@ def test_client_error_fails_at_once_is_audited_and_falls_back(tmp_path, receiver
     assert "SECRETPATH" not in failed.last_error
     assert resent.state == "sent" and resent.channel["type"] == "file"
     assert json.loads(fallback.read_text())["subject"] == failed.subject
-    with service.db.read() as session:
+    with services.db.read() as session:
         (audit,) = [e for e in events_for(session, change.key) if e.action == "notification_failed"]
         assert verify_chain(session).ok
     data = json.loads(audit.data)
@@ -156,8 +156,8 @@ def test_client_error_fails_at_once_is_audited_and_falls_back(tmp_path, receiver
 def test_receiver_down_is_retried_until_it_comes_back(tmp_path):
     port = free_port()
     org = org_with_channels({"alice": [{"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}]})
-    notifier, service = make_notifier(tmp_path, org, notify_max_attempts=50)
-    change = awaiting_change(service)
+    notifier, services = make_notifier(tmp_path, org, notify_max_attempts=50)
+    change = awaiting_change(services)
     notifier.announce(change, "approved", ["alice"])
     for _ in range(3):
         notifier.deliver()
@@ -174,15 +174,15 @@ def test_receiver_down_is_retried_until_it_comes_back(tmp_path):
 
 def test_crash_between_write_and_send_loses_nothing(tmp_path, receiver):
     org = org_with_channels({"alice": [{"type": "webhook", "url": f"{receiver.url}/hook"}]})
-    notifier, service = make_notifier(tmp_path, org)
-    change = awaiting_change(service)
+    notifier, services = make_notifier(tmp_path, org)
+    change = awaiting_change(services)
     # Another process writes the notification and is killed before it sends anything.
     script = f"""
 import os, signal
 from tests.test_notifications import make_notifier, org_with_channels
 from pathlib import Path
-notifier, service = make_notifier(Path({str(tmp_path)!r}), org_with_channels({{"alice": [{{"type": "webhook", "url": {receiver.url + '/hook'!r}}}]}}))
-notifier.announce(service.get({change.key!r}), "approved", ["alice"])
+notifier, services = make_notifier(Path({str(tmp_path)!r}), org_with_channels({{"alice": [{{"type": "webhook", "url": {receiver.url + '/hook'!r}}}]}}))
+notifier.announce(services.changes.get({change.key!r}), "approved", ["alice"])
 os.kill(os.getpid(), signal.SIGKILL)
 """
     killed = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True, text=True)
@@ -212,9 +212,9 @@ def test_cli_lists_and_retries_failed_notifications(tmp_path, receiver, monkeypa
         f"  alice:\n    name: Alice Moreau\n    roles: [team_lead, cab_member]\n    channels:\n"
         f"      - type: webhook\n        url: {receiver.url}/hook/SECRETTOKEN"))
     settings = Settings()
-    service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
-    notifier = Notifier(service, settings)
-    change = service.submit(standard_request())
+    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+    notifier = Notifier(services, settings)
+    change = services.changes.submit(standard_request())
     receiver.answer((403, {}))
     notifier.announce(change, "approved", ["alice"])
     notifier.deliver()
@@ -242,8 +242,8 @@ SAMPLE_EXTRAS = {
 @pytest.mark.parametrize("request_builder", [standard_request, major_request, emergency_request],
                          ids=["standard", "major", "emergency"])
 def test_every_template_renders_for_every_change_type(tmp_path, request_builder):
-    service = ChangeService(Database(f"sqlite:///{tmp_path / 'cf.db'}"), load_org(DEFAULTS_DIR), SECRET)
-    change = service.request_approval(service.submit(request_builder()).key)
+    services = Services.build(Database(f"sqlite:///{tmp_path / 'cf.db'}"), load_org(DEFAULTS_DIR), SECRET)
+    change = services.approvals.request_approval(services.changes.submit(request_builder()).key)
     renderer = TemplateRenderer()
     events = renderer.events()
     assert {"approval_requested", "approval_reminder", "approved", "rejected", "expired", "change_started",
@@ -257,8 +257,8 @@ def test_every_template_renders_for_every_change_type(tmp_path, request_builder)
 
 def test_html_in_a_title_is_escaped_in_the_email(tmp_path, smtp):
     org = org_with_channels({"carol": [{"type": "email", "address": "carol@example.org"}]})
-    notifier, service = make_notifier(tmp_path, org, smtp_port=smtp.port)
-    change = awaiting_change(service, standard_request(title='<script>alert("x")</script> & <b>bold</b>'))
+    notifier, services = make_notifier(tmp_path, org, smtp_port=smtp.port)
+    change = awaiting_change(services, standard_request(title='<script>alert("x")</script> & <b>bold</b>'))
     notifier.request_approvals(change)
     deliver_until_settled(notifier)
     (_, mail), = [m for m in smtp.messages if m[0] == ["carol@example.org"]]
@@ -270,8 +270,8 @@ def test_templates_can_be_overridden_from_the_config_dir(tmp_path):
     override = tmp_path / "templates"
     override.mkdir()
     (override / "approved.subject.j2").write_text("APPROVED {{ change.key }}")
-    service = ChangeService(Database(f"sqlite:///{tmp_path / 'cf.db'}"), load_org(DEFAULTS_DIR), SECRET)
-    change = service.submit(standard_request())
+    services = Services.build(Database(f"sqlite:///{tmp_path / 'cf.db'}"), load_org(DEFAULTS_DIR), SECRET)
+    change = services.changes.submit(standard_request())
     rendered = TemplateRenderer(override).render("approved", {"change": change, **SAMPLE_EXTRAS})
     assert rendered.subject == f"APPROVED {change.key}"
     assert change.key in rendered.text  # the rest still comes from the package

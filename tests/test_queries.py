@@ -14,38 +14,38 @@ HOSTILE = ["O'Brien's \"quoted\" change", "100% done", "snake_case_title", "'; D
 
 
 @pytest.fixture
-def titled(service):
-    keys = {title: service.submit(standard_request(title=title)).key for title in HOSTILE + ["plain change"]}
-    return service, keys
+def titled(services):
+    keys = {title: services.changes.submit(standard_request(title=title)).key for title in HOSTILE + ["plain change"]}
+    return services, keys
 
 
 @pytest.mark.parametrize("title", HOSTILE)
 def test_text_filter_matches_hostile_titles_literally(titled, title):
-    service, keys = titled
-    found = [c.key for c in service.query(ChangeFilter(text=title)).items]
+    services, keys = titled
+    found = [c.key for c in services.changes.query(ChangeFilter(text=title)).items]
     assert found == [keys[title]]
 
 
 def test_wildcards_are_not_wildcards(titled):
-    service, keys = titled
-    assert [c.key for c in service.query(ChangeFilter(text="%")).items] == [keys["100% done"]]
-    assert [c.key for c in service.query(ChangeFilter(text="_case_")).items] == [keys["snake_case_title"]]
-    assert service.query(ChangeFilter(text="O_Brien")).items == [], "_ must not match the apostrophe"
+    services, keys = titled
+    assert [c.key for c in services.changes.query(ChangeFilter(text="%")).items] == [keys["100% done"]]
+    assert [c.key for c in services.changes.query(ChangeFilter(text="_case_")).items] == [keys["snake_case_title"]]
+    assert services.changes.query(ChangeFilter(text="O_Brien")).items == [], "_ must not match the apostrophe"
 
 
 def test_hostile_values_in_exact_filters_match_nothing(titled):
-    service, _ = titled
+    services, _ = titled
     for value in ("' OR '1'='1", "payments'; --", "x" * 100):
-        assert service.query(ChangeFilter(service=value)).items == []
-        assert service.query(ChangeFilter(requester=value)).items == []
-    assert len(service.query(ChangeFilter(service="payments")).items) == len(HOSTILE) + 1
+        assert services.changes.query(ChangeFilter(service=value)).items == []
+        assert services.changes.query(ChangeFilter(requester=value)).items == []
+    assert len(services.changes.query(ChangeFilter(service="payments")).items) == len(HOSTILE) + 1
 
 
-def test_keyset_pages_cover_everything_once(service):
-    keys = [service.submit(standard_request(title=f"change {i}")).key for i in range(23)]
+def test_keyset_pages_cover_everything_once(services):
+    keys = [services.changes.submit(standard_request(title=f"change {i}")).key for i in range(23)]
     seen, cursor = [], None
     while True:
-        page = service.query(ChangeFilter(), limit=5, after=cursor)
+        page = services.changes.query(ChangeFilter(), limit=5, after=cursor)
         seen += [c.key for c in page.items]
         cursor = page.next_cursor
         if cursor is None:
@@ -53,12 +53,12 @@ def test_keyset_pages_cover_everything_once(service):
     assert seen == list(reversed(keys))
 
 
-def test_approver_filter(service):
-    first = service.request_approval(service.submit(standard_request(title="a")).key)
-    second = service.request_approval(service.submit(standard_request(title="b")).key)
-    approve(service, first.key, "alice")
-    approve(service, second.key, "frank")
-    assert [c.key for c in service.query(ChangeFilter(approver="alice")).items] == [first.key]
+def test_approver_filter(services):
+    first = services.approvals.request_approval(services.changes.submit(standard_request(title="a")).key)
+    second = services.approvals.request_approval(services.changes.submit(standard_request(title="b")).key)
+    approve(services, first.key, "alice")
+    approve(services, second.key, "frank")
+    assert [c.key for c in services.changes.query(ChangeFilter(approver="alice")).items] == [first.key]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -74,8 +74,8 @@ def test_bad_filters_exit_2_with_a_clear_message(cli_env, args, message):
     assert message in result.stderr and "Traceback" not in result.output and "SQL" not in result.stderr
 
 
-def test_hostile_filters_on_the_cli_give_results_not_errors(cli_env, service):
-    service.submit(standard_request(title="50% rollout of payments_v2"))
+def test_hostile_filters_on_the_cli_give_results_not_errors(cli_env, services):
+    services.changes.submit(standard_request(title="50% rollout of payments_v2"))
     for text in ("%", "_v2", "'; DELETE FROM change_requests; --", "\\"):
         result = cli_env("log", "--text", text, "--format", "json")
         assert result.exit_code == 0, result.output
@@ -87,6 +87,6 @@ def test_filter_model_refuses_unknown_fields():
     with pytest.raises(Exception):
         ChangeFilter(colour="blue")
     with pytest.raises(InputError):
-        from models._queries import decode_cursor
+        from models import decode_cursor
 
         decode_cursor("!!!")

@@ -10,8 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from models import ChangeRequest, ChangeService, PolicyViolation
-from models._report_runner import run_report
+from models import ChangeRequest, Services, PolicyViolation
 from notifications import Notifier
 from tests.helpers import SECRET, emergency_request, major_request, standard_request
 
@@ -38,7 +37,7 @@ def history(db, org, tmp_path):
               M1 major: approval took 8 days (SLA 7 d), failed T0+12d+6h, nothing restores it
     """
     clock = Clock(T0)
-    service = ChangeService(db, org, SECRET, clock=clock)
+    services = Services.build(db, org, SECRET, clock=clock)
 
     def at(delta):
         clock.at = T0 + delta
@@ -46,35 +45,35 @@ def history(db, org, tmp_path):
 
     def approve_all(key, people):
         for person in people:
-            service.decide(key, approver=person, decision="approve", code=service.approval_code_for(key, person))
+            services.approvals.decide(key, approver=person, decision="approve", code=services.approvals.approval_code_for(key, person))
 
     def run(key, steps, windowed=True):
         for state, delta in steps:
             at(delta)
-            service.transition(key, state, actor="ops", reason="history")
+            services.changes.transition(key, state, actor="ops", reason="history")
 
     at(timedelta(0))
-    s1 = service.request_approval(service.submit(standard_request(title="S1")).key)
+    s1 = services.approvals.request_approval(services.changes.submit(standard_request(title="S1")).key)
     at(timedelta(minutes=10))
     with pytest.raises(PolicyViolation):
-        service.decide(s1.key, approver="grace", decision="approve", code="nope")
+        services.approvals.decide(s1.key, approver="grace", decision="approve", code="nope")
     at(timedelta(hours=1))
     approve_all(s1.key, ["alice", "bob"])
     run(s1.key, [("scheduled", timedelta(hours=1)), ("implementing", timedelta(hours=1, minutes=10)),
                  ("verifying", timedelta(hours=1, minutes=50)), ("completed", timedelta(hours=2))])
 
     at(timedelta(days=1))
-    s2 = service.request_approval(service.submit(standard_request(title="S2")).key)
+    s2 = services.approvals.request_approval(services.changes.submit(standard_request(title="S2")).key)
     with pytest.raises(PolicyViolation):
-        service.decide(s2.key, approver="bob", decision="approve", code="WRONG-CODE")
+        services.approvals.decide(s2.key, approver="bob", decision="approve", code="WRONG-CODE")
     approve_all(s2.key, ["frank", "carol"])
     run(s2.key, [("scheduled", timedelta(days=1, hours=1)), ("implementing", timedelta(days=1, hours=2)),
                  ("rolled_back", timedelta(days=1, hours=3))])
 
-    service.add_window(starts_at=T0 + timedelta(days=2), ends_at=T0 + timedelta(days=2, hours=6),
+    services.scheduling.add_window(starts_at=T0 + timedelta(days=2), ends_at=T0 + timedelta(days=2, hours=6),
                        title="Audit freeze", freeze=True)
     at(timedelta(days=1, hours=5))
-    s3 = service.request_approval(service.submit(standard_request(title="S3")).key)
+    s3 = services.approvals.request_approval(services.changes.submit(standard_request(title="S3")).key)
     approve_all(s3.key, ["alice", "bob"])
     clock.at = T0 + timedelta(days=2)
     with db.write() as session:  # S3 was created at T0+2d (created before the freeze was declared)
@@ -83,19 +82,19 @@ def history(db, org, tmp_path):
                  ("verifying", timedelta(days=2, hours=3)), ("completed", timedelta(days=2, hours=4))])
 
     at(timedelta(days=2, hours=8))
-    s4 = service.request_approval(service.submit(standard_request(title="S4 bypass")).key)
+    s4 = services.approvals.request_approval(services.changes.submit(standard_request(title="S4 bypass")).key)
     with db.write() as session:
         session.execute(update(ChangeRequest).where(ChangeRequest.key == s4.key).values(
             state="implementing", implemented_at=T0 + timedelta(days=2, hours=9)))
 
     at(timedelta(days=3))
-    e1 = service.request_approval(service.submit(emergency_request(title="E1")).key)
+    e1 = services.approvals.request_approval(services.changes.submit(emergency_request(title="E1")).key)
     approve_all(e1.key, ["erin"])
     run(e1.key, [("implementing", timedelta(days=3, minutes=5)), ("verifying", timedelta(days=3, minutes=20)),
                  ("completed", timedelta(days=3, minutes=30)), ("review_pending", timedelta(days=3, minutes=31))])
 
     at(timedelta(days=4))
-    m1 = service.request_approval(service.submit(major_request(title="M1", service="checkout")).key)
+    m1 = services.approvals.request_approval(services.changes.submit(major_request(title="M1", service="checkout")).key)
     at(timedelta(days=12))
     approve_all(m1.key, ["alice", "carol", "dave"])
     run(m1.key, [("scheduled", timedelta(days=12, hours=1)), ("implementing", timedelta(days=12, hours=2)),
@@ -104,26 +103,25 @@ def history(db, org, tmp_path):
     settings_home = tmp_path
     from models import Settings
 
-    notifier = Notifier(service, Settings(home=settings_home, secret=SECRET.decode(), notify_max_attempts=1),
+    notifier = Notifier(services, Settings(home=settings_home, secret=SECRET.decode(), notify_max_attempts=1),
                         channels={})
-    notifier.announce(service.get(s1.key), "approved", ["alice"])  # no sender for console: fails at once
+    notifier.announce(services.changes.get(s1.key), "approved", ["alice"])  # no sender for console: fails at once
     notifier.deliver()
     from models import Notification
 
     with db.write() as session:  # the outbox stamps real time; place the failed message inside the history
         session.execute(update(Notification).values(created_at=T0 + timedelta(hours=3)))
     clock.at = T0 + timedelta(days=20)
-    return service, {"S1": s1.key, "S2": s2.key, "S3": s3.key, "S4": s4.key, "E1": e1.key, "M1": m1.key}
+    return services, {"S1": s1.key, "S2": s2.key, "S3": s3.key, "S4": s4.key, "E1": e1.key, "M1": m1.key}
 
 
-def report(service, name, **kw):
-    rows, _ = run_report(service, name, T0, T0 + timedelta(days=14), **kw)
-    return rows
+def report(services, name, **kw):
+    return services.reports.run(name, T0, T0 + timedelta(days=14), **kw).rows
 
 
 def test_dora_figures(history):
-    service, _ = history
-    rows = {r["service"]: r for r in report(service, "dora")}
+    services, _ = history
+    rows = {r["service"]: r for r in report(services, "dora")}
     overall = rows["(all)"]
     # succeeded: S1 (2 h), S3 (4 h... created T0+2d, ended T0+2d+4h), E1 (0.5 h); failed: S2, M1
     assert overall["deployments"] == 3 and overall["deployments_per_day"] == round(3 / 14, 4)
@@ -137,13 +135,13 @@ def test_dora_figures(history):
     checkout = rows["checkout"]
     assert (checkout["deployments"], checkout["lead_time_median_h"], checkout["change_failure_rate"]) == (1, 0.5, 0.5)
     assert checkout["time_to_restore_median_h"] is None and checkout["unrestored_failures"] == 1
-    only = report(service, "dora", on_service="checkout")
+    only = report(services, "dora", on_service="checkout")
     assert [r["service"] for r in only] == ["checkout", "(all)"] and only[1]["implemented"] == 2
 
 
 def test_compliance_findings(history):
-    service, keys = history
-    findings = {(f["kind"], f["change"]) for f in report(service, "compliance")}
+    services, keys = history
+    findings = {(f["kind"], f["change"]) for f in report(services, "compliance")}
     assert ("unapproved_implementation", keys["S4"]) in findings
     assert [k for k, c in findings if k == "unapproved_implementation"] == ["unapproved_implementation"]
     assert ("self_approval", keys["S1"]) in findings
@@ -154,14 +152,14 @@ def test_compliance_findings(history):
     assert ("undelivered_notification", keys["S1"]) in findings
     assert ("refused_attempt", keys["S2"]) in findings
     assert not any(kind == "audit_chain_broken" for kind, _ in findings)
-    details = {f["kind"]: f["detail"] for f in report(service, "compliance")}
+    details = {f["kind"]: f["detail"] for f in report(services, "compliance")}
     assert details["unapproved_implementation"] == "missing 1 x peer_reviewer, 1 x team_lead"
     assert "Audit freeze" in details["inside_freeze"]
 
 
 def test_sla_report(history):
-    service, _ = history
-    rows = {r["type"]: r for r in report(service, "sla")}
+    services, _ = history
+    rows = {r["type"]: r for r in report(services, "sla")}
     assert rows["standard"]["requested"] == 4 and rows["standard"]["approved"] == 3
     assert rows["standard"]["breaches"] == 0 and rows["standard"]["sla_h"] == 48.0
     assert rows["major"]["approved"] == 1 and rows["major"]["breaches"] == 1 and rows["major"]["max_h"] == 192.0
@@ -184,7 +182,7 @@ def test_report_csv_and_json_outputs(history, cli_env_for):
 
 
 def test_compliance_reports_a_broken_audit_chain(history, db):
-    service, _ = history
+    services, _ = history
     with db.write_engine.connect() as conn:
         if db.dialect == "sqlite":
             conn.exec_driver_sql("DROP TRIGGER audit_events_no_update")
@@ -192,6 +190,6 @@ def test_compliance_reports_a_broken_audit_chain(history, db):
             conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
         conn.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 7")
         conn.commit()
-    broken = [f for f in report(service, "compliance") if f["kind"] == "audit_chain_broken"]
+    broken = [f for f in report(services, "compliance") if f["kind"] == "audit_chain_broken"]
     assert broken == [{"kind": "audit_chain_broken", "change": None,
                        "detail": "first broken event 7: event 7 was altered (its hash does not match its content)"}]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cli._stack import free_port
-from models import ChangeService, Database, Settings, load_org
+from models import Services, Database, Settings, load_org
 from notifications import Outbox
 
 pytestmark = pytest.mark.flows
@@ -74,16 +74,16 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
         settings = Settings(home=home)
-        service = ChangeService(Database.from_settings(settings), load_org(settings.config_dir),
+        services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                 settings.secret_bytes())
         deadline = time.monotonic() + 60
         while True:
-            change = service.find_by_idempotency_key(f"flow-run:{run_id}")
+            change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
             if change is not None and change.state == "awaiting_approval" and change.flow_run_id == run_id:
                 break
             assert time.monotonic() < deadline, "the submitted change never reached awaiting_approval"
             time.sleep(0.5)
-        outbox = Outbox(service.db, {})
+        outbox = Outbox(services.db, {})
         deadline = time.monotonic() + 30
         while {n.recipient for n in outbox.list(change_key=change.key) if n.state == "sent"} != {
                 "alice", "bob", "carol", "frank"}:

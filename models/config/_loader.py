@@ -1,0 +1,121 @@
+"""Reads the organisation config directory (directory, policies, templates, checklists, maintenance,
+canary) into the domain's shapes, turning every YAML or validation problem into a ConfigError that names the
+file and the field."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from ..domain import (
+    CanaryConfig,
+    ChangeTemplate,
+    Checklist,
+    ConfigError,
+    Directory,
+    InputError,
+    MaintenancePlan,
+    Org,
+    PolicySet,
+)
+
+T = TypeVar("T")
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+_CHECKLISTS = TypeAdapter(dict[str, Checklist])
+
+
+def _format_validation(source: str, exc: ValidationError) -> ConfigError:
+    problems = [(".".join(str(p) for p in err["loc"]) or "(top level)", err["msg"]) for err in exc.errors()]
+    lines = "; ".join(f"{loc}: {msg}" for loc, msg in problems)
+    return ConfigError(f"{source}: {lines}", problems)
+
+
+def parse_yaml(raw: bytes | str, source: str, error: type[InputError] = ConfigError) -> object:
+    """Parse YAML; a syntax error becomes `error` naming the source, line and column."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise error(f"{source}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+def read_yaml(path: Path) -> tuple[object, bytes]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run `changeflow init` to install the example config)") from None
+    return parse_yaml(raw, str(path)), raw
+
+
+def load_policies(path: Path) -> PolicySet:
+    data, raw = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        policies = PolicySet.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(str(path), exc) from None
+    return policies.model_copy(update={"version": hashlib.sha256(raw).hexdigest()})
+
+
+def load_directory(path: Path) -> Directory:
+    data, _ = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return Directory.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(str(path), exc) from None
+
+
+def load_optional_mapping(path: Path, validate: Callable[[dict], T], what: str) -> T | None:
+    """An optional YAML file holding a mapping (templates, checklists, maintenance): None when absent or empty."""
+    if not path.exists():
+        return None
+    data, _ = read_yaml(path)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what}")
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        raise _format_validation(str(path), exc) from None
+
+
+def load_templates(path: Path) -> dict[str, ChangeTemplate]:
+    """Templates are optional: no file means no templates."""
+    return load_optional_mapping(
+        path, lambda data: {str(name): ChangeTemplate.model_validate(body) for name, body in data.items()},
+        "template names") or {}
+
+
+def load_checklists(path: Path) -> dict[str, Checklist]:
+    return load_optional_mapping(path, _CHECKLISTS.validate_python, "checklist names to phases") or {}
+
+
+def load_maintenance(path: Path) -> MaintenancePlan | None:
+    return load_optional_mapping(path, MaintenancePlan.model_validate, "windows and activities")
+
+
+def load_canary(path: Path) -> CanaryConfig | None:
+    return load_optional_mapping(path, CanaryConfig.model_validate, "canary settings")
+
+
+def load_org(config_dir: Path) -> Org:
+    directory = load_directory(config_dir / "directory.yaml")
+    policies = load_policies(config_dir / "policies.yaml")
+    templates = load_templates(config_dir / "templates.yaml")
+    checklists = load_checklists(config_dir / "checklists.yaml")
+    maintenance = load_maintenance(config_dir / "maintenance.yaml")
+    canary = load_canary(config_dir / "canary.yaml")
+    try:
+        return Org(directory=directory, policies=policies, templates=templates, checklists=checklists,
+                   maintenance=maintenance, canary=canary)
+    except ValidationError as exc:
+        raise _format_validation(str(config_dir), exc) from None

@@ -1,0 +1,221 @@
+"""What a canary rollout is: the plan a requester files (part of the change request, so it is a UI form) and the
+traffic targets an administrator configures per service (`canary.yaml`).
+
+Split on purpose: the request says *what* to roll out and how to judge it; where traffic goes and which
+command or URL moves it lives only in the config directory, so a request can never bring commands of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._canary import MetricRule
+from ._errors import FieldProblem
+
+PROBE_QUERIES = ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+HOST_PORT = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$|^unix:/\S+$"
+
+
+class CanaryStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: int = Field(ge=1, le=100, description="Percent of traffic sent to the canary during this step.")
+    bake_s: float = Field(default=60, gt=0, le=86400, description="How long to hold this weight while measuring.")
+    confirm: bool = Field(
+        default=False, description="Wait for a person to confirm in the UI (or `changeflow canary`) before this step."
+    )
+
+
+class CanaryMetric(BaseModel):
+    """One analysed metric. The canary fails this metric when `value <operator> threshold`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Name shown in the analysis (error_rate).")
+    provider: Literal["http_probe", "prometheus"] = Field(
+        default="http_probe",
+        description="http_probe: requests sent by changeflow each interval; prometheus: a PromQL query.",
+    )
+    query: str = Field(
+        min_length=1, max_length=2000,
+        description="http_probe: error_rate, latency_p50_ms, latency_p95_ms or latency_p99_ms. prometheus: PromQL, "
+        "with {service}, {version} and {interval} filled in (e.g. an error ratio for version=\"{version}\").",
+    )
+    range_query: bool = Field(
+        default=False, description="prometheus only: a range query over the interval; the worst point counts."
+    )
+    operator: Literal["<", "<=", ">", ">="] = Field(default=">", description="Failure condition operator.")
+    threshold: float = Field(description="Failure condition: value <operator> threshold (0.05 = 5 % errors).")
+    failure_limit: int = Field(default=2, ge=1, le=1000, description="Failed measurements in a step before rollback.")
+    inconclusive_limit: int = Field(
+        default=3, ge=1, le=1000, description="Missing or errored measurements in a step before pausing for a person."
+    )
+
+    @model_validator(mode="after")
+    def _query_fits_provider(self) -> "CanaryMetric":
+        if self.provider == "http_probe" and self.query not in PROBE_QUERIES:
+            raise ValueError(f"query: the http_probe provider measures one of {', '.join(PROBE_QUERIES)}, "
+                             f"not {self.query!r}")
+        if self.provider == "http_probe" and self.range_query:
+            raise ValueError("range_query: only the prometheus provider has range queries")
+        return self
+
+    def rule(self) -> MetricRule:
+        return MetricRule(name=self.name, operator=self.operator, threshold=self.threshold,
+                          failure_limit=self.failure_limit, inconclusive_limit=self.inconclusive_limit)
+
+
+class BaselineComparison(BaseModel):
+    """Judge the canary against stable over the same interval (Kayenta): one-sided Mann-Whitney U on the
+    latencies of probe requests sent to each version directly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Roll back when the canary is significantly slower than stable.")
+    min_samples: int = Field(default=20, ge=5, le=100_000, description="Latency samples per version before judging.")
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="Significance level of the test.")
+    tolerance: float = Field(
+        default=0.10, ge=0, le=10, description="Ignore a slowdown of the median smaller than this (0.10 = 10 %)."
+    )
+
+
+def _default_steps() -> list[CanaryStep]:
+    return [CanaryStep(weight=10), CanaryStep(weight=50), CanaryStep(weight=100)]
+
+
+def _default_metrics() -> list[CanaryMetric]:
+    return [
+        CanaryMetric(name="error_rate", query="error_rate", threshold=0.05),
+        CanaryMetric(name="latency_p95_ms", query="latency_p95_ms", threshold=500),
+    ]
+
+
+class CanaryPlan(BaseModel):
+    """Ship a new version in traffic steps, analysing it at every interval; a breach rolls back automatically."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stable_version: str = Field(default="stable", max_length=100, description="Version serving traffic now.")
+    canary_version: str = Field(max_length=100, min_length=1, description="The new version being rolled out.")
+    steps: list[CanaryStep] = Field(
+        default_factory=_default_steps, min_length=1, max_length=20,
+        description="Traffic weights in order; the last must be 100 (promotion).",
+    )
+    interval_s: float = Field(default=10, ge=0.2, le=3600, description="Seconds between measurements.")
+    metrics: list[CanaryMetric] = Field(
+        default_factory=_default_metrics, min_length=1, max_length=20, description="What is measured and when it fails."
+    )
+    probe_requests: int = Field(
+        default=20, ge=1, le=10_000, description="http_probe: requests sent to each version every interval."
+    )
+    probe_through_router: bool = Field(
+        default=False, description="http_probe: send the requests through the router (the mix users see) "
+        "instead of to the canary directly.",
+    )
+    comparison: BaselineComparison = Field(
+        default_factory=BaselineComparison, description="Statistical comparison with the stable version."
+    )
+
+    @model_validator(mode="after")
+    def _steps_climb_to_100(self) -> "CanaryPlan":
+        weights = [step.weight for step in self.steps]
+        if any(b <= a for a, b in zip(weights, weights[1:])):
+            raise ValueError(f"steps: weights must increase step by step, got {weights}")
+        if weights[-1] != 100:
+            raise ValueError(f"steps: the last step must send 100 % to the canary (promotion), got {weights[-1]}")
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError("metrics: names must be unique")
+        return self
+
+    def measurements_per_step(self, step: CanaryStep) -> int:
+        return max(1, round(step.bake_s / self.interval_s))
+
+    def progress_percent(self, index: int, measured_in_step: int = 0) -> float:
+        """How far the rollout is with `measured_in_step` measurements of step `index` (1-based) taken."""
+        ticks = [self.measurements_per_step(s) for s in self.steps]
+        return 100.0 * (sum(ticks[: index - 1]) + measured_in_step) / sum(ticks)
+
+    def uses(self, provider: str) -> bool:
+        return any(m.provider == provider for m in self.metrics)
+
+
+# ---- administrator side: where traffic goes (canary.yaml) ---------------------------------------------------
+
+
+class _Router(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NginxRouter(_Router):
+    """Weighted `server` lines of one upstream, written to an include file of the nginx configuration."""
+
+    kind: Literal["nginx"]
+    upstream: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    include_file: str = Field(description="File the main nginx.conf includes inside `http {}`; changeflow owns it.")
+    stable: str = Field(pattern=HOST_PORT, description="host:port of the stable version")
+    canary: str = Field(pattern=HOST_PORT, description="host:port of the canary version")
+    nginx: str = Field(default="nginx", description="nginx binary")
+    conf: str | None = Field(default=None, description="main configuration file (-c); default: nginx's own")
+    prefix: str | None = Field(default=None, description="prefix path (-p)")
+    timeout_s: float = Field(default=30, gt=0)
+
+
+class CommandRouter(_Router):
+    """A command run with the weight, e.g. `kubectl argo rollouts set weight ...` or a service-mesh CLI.
+
+    Arguments are templates filled with {service}, {weight}, {stable_weight}, {stable_version},
+    {canary_version}; the command is run without a shell.
+    """
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=60, gt=0)
+
+
+class HttpRouter(_Router):
+    """POST {"service", "weight", "stable_weight", "canary_version"} to a control-plane URL."""
+
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10, gt=0)
+
+
+RouterConfig = Annotated[Union[NginxRouter, CommandRouter, HttpRouter], Field(discriminator="kind")]
+
+
+class CanaryTarget(BaseModel):
+    """One service's canary setup: how traffic moves and where each version answers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    router: RouterConfig
+    stable_url: str | None = Field(default=None, pattern=r"^https?://", description="stable version, for probes")
+    canary_url: str | None = Field(default=None, pattern=r"^https?://", description="canary version, for probes")
+    router_url: str | None = Field(default=None, pattern=r"^https?://", description="the service through its router")
+
+
+class CanaryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    services: dict[str, CanaryTarget] = Field(default_factory=dict)
+
+    def check_plan(self, service: str, plan: CanaryPlan) -> list[FieldProblem]:
+        """What stops `plan` from running on `service`, as field-named problems (empty: it can run)."""
+        target = self.services.get(service)
+        if target is None:
+            return [FieldProblem("canary", f"no traffic router is configured for service {service!r} (canary.yaml)")]
+        problems: list[FieldProblem] = []
+        if plan.uses("prometheus") and not self.prometheus_url:
+            problems.append(FieldProblem("canary.metrics", "a prometheus metric needs prometheus_url in canary.yaml"))
+        if plan.uses("http_probe") and plan.probe_through_router and not target.router_url:
+            problems.append(FieldProblem("canary.probe_through_router", f"needs router_url for {service!r} in canary.yaml"))
+        elif plan.uses("http_probe") and not plan.probe_through_router and not target.canary_url:
+            problems.append(FieldProblem("canary.metrics", f"http_probe needs canary_url for {service!r} in canary.yaml"))
+        if plan.comparison.enabled and not (target.canary_url and target.stable_url):
+            problems.append(FieldProblem("canary.comparison", f"needs stable_url and canary_url for {service!r} in canary.yaml"))
+        return problems

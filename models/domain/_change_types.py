@@ -1,0 +1,85 @@
+"""Change types as data: everything that makes an emergency, standard or major change behave as it does is read
+from its policy (`types:` in policies.yaml), so a new change type is a YAML edit.
+
+Every place that would branch on the type's name asks a `ChangeTypeRules` instead: does it wait for a
+scheduled window, does a review always follow, which fields must a request fill, which escalation ladder
+reminds people, may it override a freeze.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from ._errors import FieldProblem, InputError
+from ._org import EscalationStep, PolicySet, TypePolicy
+
+# What a missing required field is called in the refusal ("a standard change needs a rollback plan").
+_FIELD_NEEDS = {
+    "rollback_plan": "needs a rollback plan",
+    "test_evidence": "needs test evidence (where it was tested and the result)",
+    "implementation_plan": "needs an implementation plan",
+    "description": "needs a description",
+    "impact": "needs an impact statement",
+    "incident_id": "must name the incident it fixes",
+    "incident_severity": "needs the incident severity (P1-P4)",
+    "planned_start": "needs a planned start",
+}
+
+
+class RequestFields(Protocol):
+    """What the type rules read of a request or a stored change."""
+
+    type: str
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class ChangeTypeRules:
+    name: str
+    policy: TypePolicy
+    ladder: tuple[EscalationStep, ...]
+
+    @property
+    def scheduled(self) -> bool:
+        """Waits in `scheduled` for its planned start; `window: any` types go straight to implementation."""
+        return self.policy.window != "any"
+
+    @property
+    def always_reviewed(self) -> bool:
+        """Every change of this type passes `review_pending`, success or not (emergencies: documented after)."""
+        return self.policy.review == "always"
+
+    @property
+    def review_within(self) -> timedelta:
+        return self.policy.review_within
+
+    @property
+    def approval_sla(self) -> timedelta:
+        return self.policy.approval_sla
+
+    @property
+    def overrides_freeze(self) -> bool:
+        return self.policy.overrides_freeze
+
+    def missing_fields(self, request: object) -> list[FieldProblem]:
+        """The fields this type requires that the request leaves empty, each as a field-named problem."""
+        return [
+            FieldProblem(name, f"{article(self.name)} {self.name} change {_FIELD_NEEDS[name]}")
+            for name in self.policy.requires
+            if getattr(request, name, None) in (None, "")
+        ]
+
+
+def change_type(policies: PolicySet, name: str) -> ChangeTypeRules:
+    """The rules of the change type `name`; an unknown name is an input error naming the known ones."""
+    policy = policies.types.get(str(name))
+    if policy is None:
+        known = ", ".join(policies.types)
+        raise InputError(f"type: unknown change type {name!r} (known: {known})", [("type", "unknown change type")])
+    ladder = policy.escalation if policy.escalation is not None else policies.escalation
+    return ChangeTypeRules(name=str(name), policy=policy, ladder=tuple(ladder))

@@ -1,0 +1,150 @@
+"""Maintenance checklists: definitions (YAML), item results, and the phase verdict (worst wins).
+
+Phases follow the operations spec: `pre` before anything is touched, `during` around each implementation
+step, `post` after. A required item that fails fails its phase; an advisory one is recorded and notified.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+PHASES = ("pre", "during", "post")
+Phase = Literal["pre", "during", "post"]
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="Stable id, e.g. backup-verified")
+    title: str = Field(min_length=1, max_length=200)
+    required: bool = Field(default=True, description="A failed required item fails the phase; advisory only warns")
+    timeout_s: float = Field(default=60, gt=0, le=86_400)
+    retries: int = Field(default=0, ge=0, le=10)
+
+
+class ManualItem(_Item):
+    kind: Literal["manual"] = "manual"
+
+
+class HttpItem(_Item):
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    expect_status: int = Field(default=200, ge=100, le=599)
+    json_field: str | None = Field(default=None, description="Dotted path into a JSON body, e.g. status.db")
+    json_value: str | int | float | bool | None = None
+    body_contains: str | None = None
+    max_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class CommandItem(_Item):
+    kind: Literal["command"]
+    command: str = Field(min_length=1)
+
+
+class SqlItem(_Item):
+    kind: Literal["sql"]
+    database_url: str = Field(min_length=1, description="SQLAlchemy URL of the database to check (read-only)")
+    query: str = Field(min_length=1)
+    expect: str | int | float | bool | None = Field(default=None, description="Expected first column of row 1")
+
+
+class BackupFreshItem(_Item):
+    kind: Literal["backup_fresh"]
+    path_glob: str | None = Field(default=None, description="Newest file matching this glob must be young enough")
+    timestamp_url: str | None = Field(default=None, description="Or: an endpoint answering an ISO timestamp")
+    max_age_hours: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "BackupFreshItem":
+        if bool(self.path_glob) == bool(self.timestamp_url):
+            raise ValueError("give exactly one of path_glob or timestamp_url")
+        return self
+
+
+class MetricItem(_Item):
+    kind: Literal["metric"]
+    prometheus_url: str = Field(pattern=r"^https?://")
+    query: str = Field(min_length=1)
+    operator: Literal["<", "<=", ">", ">="] = "<"
+    threshold: float
+
+
+ChecklistItem = Annotated[
+    Union[ManualItem, HttpItem, CommandItem, SqlItem, BackupFreshItem, MetricItem], Field(discriminator="kind")
+]
+
+
+class Checklist(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pre: list[ChecklistItem] = Field(default_factory=list)
+    during: list[ChecklistItem] = Field(default_factory=list)
+    post: list[ChecklistItem] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Checklist":
+        seen: set[str] = set()
+        for phase in PHASES:
+            for item in getattr(self, phase):
+                if item.id in seen:
+                    raise ValueError(f"item id {item.id!r} is used twice")
+                seen.add(item.id)
+        return self
+
+    def items(self, phase: Phase) -> list:
+        return list(getattr(self, phase))
+
+    def find(self, item_id: str):
+        for phase in PHASES:
+            for item in getattr(self, phase):
+                if item.id == item_id:
+                    return phase, item
+        return None
+
+
+class Status(IntEnum):
+    """Ordered best to worst so a phase's verdict is the worst of its items (Argo Rollouts' way)."""
+
+    passed = 0
+    skipped = 1
+    advisory_failed = 2
+    failed = 3
+
+
+class ItemOutcome(BaseModel):
+    item_id: str
+    passed: bool
+    required: bool
+    evidence: dict = Field(default_factory=dict)
+    detail: str = ""
+
+
+class PhaseVerdict(BaseModel):
+    phase: str
+    status: Status
+    failed_required: list[str] = Field(default_factory=list)
+    failed_advisory: list[str] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status < Status.failed
+
+
+def phase_verdict(phase: str, outcomes: list[ItemOutcome]) -> PhaseVerdict:
+    status = Status.passed
+    failed_required, failed_advisory = [], []
+    for outcome in outcomes:
+        if outcome.passed:
+            continue
+        if outcome.required:
+            failed_required.append(outcome.item_id)
+            status = max(status, Status.failed)
+        else:
+            failed_advisory.append(outcome.item_id)
+            status = max(status, Status.advisory_failed)
+    return PhaseVerdict(phase=phase, status=status, failed_required=failed_required, failed_advisory=failed_advisory)
+

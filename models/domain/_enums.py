@@ -1,0 +1,85 @@
+"""The vocabulary of the domain, spelled once. Change types are not here: they are data (policies.yaml)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ChangeState(str, Enum):
+    submitted = "submitted"
+    awaiting_approval = "awaiting_approval"
+    approved = "approved"
+    scheduled = "scheduled"
+    implementing = "implementing"
+    verifying = "verifying"
+    completed = "completed"
+    failed = "failed"
+    rolled_back = "rolled_back"
+    review_pending = "review_pending"
+    closed = "closed"
+    rejected = "rejected"
+    expired = "expired"
+    cancelled = "cancelled"
+
+
+class Severity(str, Enum):
+    """Incident severity; response times from the operations spec: 15 min / 1 h / 4 h / 24 h."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+
+class RiskLevel(str, Enum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class Decision(str, Enum):
+    approve = "approve"
+    reject = "reject"
+
+
+class WindowKind(str, Enum):
+    weekly = "weekly"
+    monthly = "monthly"
+    ad_hoc = "ad_hoc"
+
+
+class UsersAffected(str, Enum):
+    none = "none"
+    few = "few"
+    many = "many"
+    all = "all"
+
+
+class Complexity(str, Enum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class BackoutDifficulty(str, Enum):
+    easy = "easy"
+    moderate = "moderate"
+    hard = "hard"
+
+
+class AuditAction(str, Enum):
+    submitted = "submitted"
+    transition = "transition"
+    approval = "approval"
+    rejection = "rejection"
+    approval_refused = "approval_refused"
+    policy_decision = "policy_decision"
+    review_recorded = "review_recorded"
+    notification_failed = "notification_failed"
+    checklist_phase = "checklist_phase"
+    checklist_confirmed = "checklist_confirmed"
+    checklist_waiting = "checklist_waiting"
+    implementation_step = "implementation_step"
+    policy_override = "policy_override"
+    canary_decision = "canary_decision"
+    canary_confirmation = "canary_confirmation"

@@ -1,0 +1,38 @@
+"""Which escalation reminders are due for a waiting change: a pure function of time and policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ._org import EscalationStep
+
+
+@dataclass(frozen=True)
+class EscalationDue:
+    step: EscalationStep
+    level: int
+
+
+def due_escalations(
+    requested_at: datetime, now: datetime, ladder: list[EscalationStep], severity: str | None
+) -> list[EscalationDue]:
+    """Every rung whose delay has passed; a rung limited to severities applies only to those incidents."""
+    waited = now - requested_at
+    return [
+        EscalationDue(step, level)
+        for level, step in enumerate(ladder, start=1)
+        if waited >= step.after and (not step.severities or severity in step.severities)
+    ]
+
+
+def sla_passed(requested_at: datetime, now: datetime, sla: timedelta) -> bool:
+    return now - requested_at >= sla
+
+
+def format_wait(waited: timedelta) -> str:
+    minutes = int(waited.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d"

@@ -1,0 +1,84 @@
+"""The change lifecycle as data, and the one function that moves a change along it.
+
+submitted -> awaiting_approval -> approved -> scheduled -> implementing -> verifying -> completed -> closed
+
+The graph a change type walks is derived from its rules, never from its name: a type whose window is `any`
+skips `scheduled` (emergencies: any time is their window), and a type that is always reviewed must pass
+`review_pending` (the post-implementation review) before it closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from ._change_types import ChangeTypeRules, article
+from ._enums import ChangeState as S
+from ._errors import IllegalTransition
+
+_COMMON: dict[S, frozenset[S]] = {
+    S.submitted: frozenset({S.awaiting_approval, S.rejected, S.cancelled}),
+    S.awaiting_approval: frozenset({S.approved, S.rejected, S.expired, S.cancelled}),
+    S.implementing: frozenset({S.verifying, S.failed, S.rolled_back}),
+    S.verifying: frozenset({S.completed, S.failed, S.rolled_back}),
+    S.failed: frozenset({S.review_pending}),
+    S.rolled_back: frozenset({S.review_pending}),
+    S.review_pending: frozenset({S.closed}),
+}
+
+
+@lru_cache(maxsize=None)
+def _graph(scheduled: bool, always_reviewed: bool) -> dict[S, frozenset[S]]:
+    graph = dict(_COMMON)
+    if scheduled:
+        graph[S.approved] = frozenset({S.scheduled, S.cancelled})
+        graph[S.scheduled] = frozenset({S.implementing, S.cancelled})
+    else:
+        graph[S.approved] = frozenset({S.implementing, S.cancelled})
+    # A type documented after the fact always goes through review; the others close or are reviewed.
+    graph[S.completed] = frozenset({S.review_pending}) if always_reviewed else frozenset({S.closed, S.review_pending})
+    return graph
+
+
+def transitions_for(rules: ChangeTypeRules) -> dict[S, frozenset[S]]:
+    """The lifecycle graph of one change type."""
+    return _graph(rules.scheduled, rules.always_reviewed)
+
+
+TERMINAL_STATES = frozenset({S.closed, S.rejected, S.expired, S.cancelled})
+INITIAL_STATE = S.submitted
+
+
+def allowed_targets(rules: ChangeTypeRules, state: S) -> frozenset[S]:
+    return transitions_for(rules).get(S(state), frozenset())
+
+
+def is_allowed(rules: ChangeTypeRules, source: S, target: S) -> bool:
+    return S(target) in allowed_targets(rules, source)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One applied move: what the audit event of a transition records."""
+
+    source: S
+    target: S
+    actor: str
+    reason: str
+    at: datetime
+
+
+def plan_transition(
+    rules: ChangeTypeRules, source: S, target: S, *, actor: str, reason: str, at: datetime
+) -> Transition:
+    """Check a move against the lifecycle; raise IllegalTransition (and decide nothing) when it is not allowed."""
+    if not actor or not actor.strip():
+        raise IllegalTransition("a transition needs an actor (who is doing this?)")
+    if not is_allowed(rules, source, target):
+        allowed = ", ".join(sorted(t.value for t in allowed_targets(rules, source))) or "none"
+        raise IllegalTransition(
+            f"{article(rules.name)} {rules.name} change cannot move from {S(source).value} to "
+            f"{S(target).value} (allowed from {S(source).value}: {allowed})"
+        )
+    return Transition(S(source), S(target), actor.strip(), reason, at)

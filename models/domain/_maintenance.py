@@ -1,0 +1,52 @@
+"""Scheduled maintenance: which activities run in the weekly and monthly windows (maintenance.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+
+class Activity(BaseModel):
+    """One maintenance activity: a command, or a SQL statement run outside a transaction (VACUUM needs that)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(min_length=1, max_length=200)
+    command: str | None = None
+    sql: str | None = None
+    database_url: str | None = Field(default=None, description="For sql; {database_url} is the change database")
+    timeout_s: float = Field(default=600, gt=0, le=6 * 3600)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "Activity":
+        if bool(self.command) == bool(self.sql):
+            raise ValueError("give exactly one of command or sql")
+        if self.sql and not self.database_url:
+            raise ValueError("an sql activity needs database_url")
+        return self
+
+
+class WindowPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str
+    service: str = Field(description="Service the maintenance change is recorded against")
+    checklist: str | None = None
+    activities: list[str] = Field(min_length=1)
+
+
+class MaintenancePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: dict[Literal["weekly", "monthly"], WindowPlan]
+    activities: dict[str, Activity]
+
+    @model_validator(mode="after")
+    def _known_activities(self) -> "MaintenancePlan":
+        for kind, plan in self.windows.items():
+            unknown = [a for a in plan.activities if a not in self.activities]
+            if unknown:
+                raise ValueError(f"windows.{kind}.activities: unknown activity {', '.join(unknown)}")
+        return self

@@ -1,0 +1,233 @@
+"""The organisation's rules as data: approver directory, approval policies per change type, templates.
+
+Shapes only: `models.config` reads them from YAML; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._canary_plan import CanaryConfig
+from ._checklist import Checklist
+from ._enums import RiskLevel
+from ._fields import Duration, Name, Strict
+from ._maintenance import MaintenancePlan
+
+class Channel(Strict):
+    """One way to reach a person. The notifications package knows how to send on each type."""
+
+    type: Literal["console", "file", "email", "slack", "teams", "webhook"]
+    address: str | None = Field(default=None, description="e-mail address (email)")
+    url: str | None = Field(default=None, description="incoming-webhook URL (slack, teams, webhook)")
+    path: str | None = Field(default=None, description="file to append to (file)")
+
+    @model_validator(mode="after")
+    def _target_present(self) -> "Channel":
+        needed = {"email": "address", "slack": "url", "teams": "url", "webhook": "url", "file": "path"}.get(self.type)
+        if needed and not getattr(self, needed):
+            raise ValueError(f"a {self.type} channel needs `{needed}`")
+        return self
+
+
+class Person(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    roles: list[Name] = Field(default_factory=list)
+    channels: list[Channel] = Field(default_factory=lambda: [Channel(type="console")])
+
+
+class ServiceEntry(Strict):
+    owners: list[Name] = Field(default_factory=list)
+    stakeholders: list[Name] = Field(default_factory=list)
+
+
+class Directory(Strict):
+    """Who may approve what, and how to reach them."""
+
+    people: dict[Name, Person]
+    services: dict[Name, ServiceEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _services_name_known_people(self) -> "Directory":
+        for service, entry in self.services.items():
+            for who in (*entry.owners, *entry.stakeholders):
+                if who not in self.people:
+                    raise ValueError(f"services.{service}: {who!r} is not in people")
+        return self
+
+    def holders(self, role: str) -> list[str]:
+        return sorted(user for user, person in self.people.items() if role in person.roles)
+
+    def holds(self, user: str, role: str) -> bool:
+        person = self.people.get(user)
+        return person is not None and role in person.roles
+
+
+class ApprovalRequirement(Strict):
+    role: Name
+    count: int | None = Field(default=None, ge=1, le=50, description="How many different people of this role")
+    quorum: Literal["majority"] | None = Field(
+        default=None, description="'majority': more than half of the role's members in the directory"
+    )
+
+    @model_validator(mode="after")
+    def _count_or_quorum(self) -> "ApprovalRequirement":
+        if self.count is not None and self.quorum is not None:
+            raise ValueError("give either count or quorum, not both")
+        return self
+
+
+class EscalationStep(Strict):
+    """Re-notify `role` when nobody has decided `after` the approval was requested."""
+
+    after: Duration
+    role: Name
+    severities: list[str] = Field(
+        default_factory=list, description="Only for changes fixing incidents of these severities (empty: all)"
+    )
+
+
+# Request fields a change type can make mandatory (`requires:` in policies.yaml).
+RequiredField = Literal["rollback_plan", "test_evidence", "implementation_plan", "description", "impact",
+                        "incident_id", "incident_severity", "planned_start"]
+
+
+class TypePolicy(Strict):
+    """Everything that makes one change type behave as it does; `models.domain.change_type` reads it."""
+
+    description: str = Field(default="", description="One line for the run form: what the type is for")
+    approvals: list[ApprovalRequirement] = Field(min_length=1)
+    approval_sla: Duration
+    window: Literal["any", "maintenance"] = Field(
+        description="any: implemented right after approval; maintenance: scheduled, waits for its planned start")
+    notice: Duration = timedelta(0)
+    documentation: str = ""
+    testing: str = ""
+    requires: list[RequiredField] = Field(default_factory=list, description="Fields a request of this type must fill")
+    review: Literal["always", "after_failure"] = Field(
+        default="after_failure", description="always: every change gets a post-implementation review")
+    review_within: Duration = Field(default=timedelta(hours=48), description="When the review is due")
+    overrides_freeze: bool = Field(
+        default=False, description="A freeze or clash is recorded as an override instead of refusing the change")
+    escalation: list[EscalationStep] | None = Field(
+        default=None, description="This type's reminder ladder (empty: the policy set's `escalation`)")
+    extra_for_risk: dict[RiskLevel, list[ApprovalRequirement]] = Field(default_factory=dict)
+
+
+class RiskPolicy(Strict):
+    medium_from: int = Field(default=4, ge=1, description="score at which a change is medium risk")
+    high_from: int = Field(default=7, ge=1, description="score at which a change is high risk")
+    failure_rate_window: Duration = timedelta(days=90)
+    failure_rate_min_changes: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RiskPolicy":
+        if self.high_from <= self.medium_from:
+            raise ValueError("high_from must be greater than medium_from")
+        return self
+
+
+class PolicySet(Strict):
+    reject_on_any_rejection: bool = True
+    pre_approved_templates: list[Name] = Field(
+        default_factory=list, description="Change templates whose runs skip the approval gate (ITIL standard changes)"
+    )
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    types: dict[Name, TypePolicy] = Field(min_length=1)
+    risk: RiskPolicy = Field(default_factory=RiskPolicy)
+    version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
+
+    def for_type(self, change_type: str) -> TypePolicy:
+        return self.types[str(change_type)]
+
+
+class ChangeTemplate(Strict):
+    """A named, reviewed recipe that pre-fills a change request (restart a service, rotate a certificate...).
+
+    Commands live only here, in the config directory an administrator controls: a request can name a
+    template but can never bring commands of its own.
+    """
+
+    type: Name = "standard"
+    title: str = ""
+    description: str = ""
+    impact: str = ""
+    implementation_plan: str = ""
+    rollback_plan: str = ""
+    test_evidence: str = ""
+    risk: dict = Field(default_factory=dict)
+    implementation_commands: list[str] = Field(default_factory=list)
+    verify_commands: list[str] = Field(default_factory=list)
+    rollback_commands: list[str] = Field(default_factory=list)
+    command_timeout_s: float = Field(default=300, gt=0, le=86400)
+    checklist: str | None = Field(default=None, description="Checklist (checklists.yaml) its changes run")
+
+
+class Org(BaseModel):
+    """Everything the rules need from the config directory."""
+
+    model_config = ConfigDict(frozen=True)
+
+    directory: Directory
+    policies: PolicySet
+    templates: dict[str, ChangeTemplate] = Field(default_factory=dict)
+    checklists: dict[str, Checklist] = Field(default_factory=dict)
+    maintenance: MaintenancePlan | None = None
+    canary: CanaryConfig | None = None
+
+    @model_validator(mode="after")
+    def _templates_known(self) -> "Org":
+        for name, template in self.templates.items():
+            if template.type not in self.policies.types:
+                raise ValueError(f"templates.{name}.type: no change type named {template.type!r} in policies.yaml")
+            if template.checklist and template.checklist not in self.checklists:
+                raise ValueError(f"templates.{name}.checklist: no checklist named {template.checklist!r}")
+        for kind, plan in (self.maintenance.windows.items() if self.maintenance else []):
+            if plan.checklist and plan.checklist not in self.checklists:
+                raise ValueError(f"maintenance.windows.{kind}.checklist: no checklist named {plan.checklist!r}")
+        unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]
+        if unknown:
+            raise ValueError(f"policies.pre_approved_templates: no template named {', '.join(unknown)}")
+        ladders = [self.policies.escalation, *(p.escalation or [] for p in self.policies.types.values())]
+        for step in (step for ladder in ladders for step in ladder):
+            if not self.directory.holders(step.role):
+                raise ValueError(f"policies.escalation: nobody in the directory holds the role {step.role!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _policies_fit_directory(self) -> "Org":
+        for change_type, policy in self.policies.types.items():
+            requirements = list(policy.approvals)
+            for extra in policy.extra_for_risk.values():
+                requirements.extend(extra)
+            for requirement in requirements:
+                holders = self.directory.holders(requirement.role)
+                if len(holders) < (requirement.count or 1):
+                    raise ValueError(
+                        f"policies.types.{change_type}: role {requirement.role!r} needs "
+                        f"{requirement.count or 1} approver(s) but the directory has {len(holders)}"
+                    )
+        return self
+
+    @property
+    def canary_config(self) -> CanaryConfig:
+        """canary.yaml, or an empty one (no service has a router) when the file is absent."""
+        return self.canary or CanaryConfig()
+
+    def template_of(self, change: "HasTemplate") -> ChangeTemplate | None:
+        """The change template a change or request names, if any (its commands drive the implementation)."""
+        return self.templates.get(change.template) if change.template else None
+
+    def checklist_of(self, change: "HasChecklist") -> Checklist | None:
+        """The checklist a change runs, if any."""
+        return self.checklists.get(change.checklist) if change.checklist else None
+
+
+class HasTemplate(Protocol):
+    template: str | None
+
+
+class HasChecklist(Protocol):
+    checklist: str | None

@@ -1,0 +1,138 @@
+"""The policy engine: who must approve a change, whether the approvals given satisfy it, and who may act.
+
+Segregation of duties (operations spec, change control): the requester never approves their own change,
+one person fills one role per change, and authority comes from the approver directory, never from a form.
+Because the Prefect UI carries no identity, each approver proves who they are with a personal approval
+code: an HMAC of change key, approver and round under the server secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ._enums import Decision, RiskLevel
+from ._org import ApprovalRequirement, Directory, PolicySet
+from ._errors import PolicyViolation
+
+
+@dataclass(frozen=True)
+class RequiredApproval:
+    role: str
+    count: int
+
+
+@dataclass(frozen=True)
+class GivenApproval:
+    approver: str
+    role: str
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    satisfied: bool
+    rejected: bool
+    missing: dict[str, int] = field(default_factory=dict)
+    approved_by: tuple[str, ...] = ()
+
+    def describe_missing(self) -> str:
+        return ", ".join(f"{count} x {role}" for role, count in sorted(self.missing.items())) or "nothing"
+
+
+def _resolve_count(requirement: ApprovalRequirement, directory: Directory) -> int:
+    if requirement.quorum == "majority":
+        return len(directory.holders(requirement.role)) // 2 + 1
+    return requirement.count or 1
+
+
+def required_approvals(
+    change_type: str, risk_level: RiskLevel, policies: PolicySet, directory: Directory
+) -> list[RequiredApproval]:
+    """The roles and counts a change needs: its type's approvals plus what its risk level adds."""
+    policy = policies.for_type(change_type)
+    needed: dict[str, int] = {}
+    for requirement in (*policy.approvals, *policy.extra_for_risk.get(RiskLevel(risk_level), [])):
+        # Several rules naming the same role ask for the larger count, not the sum.
+        needed[requirement.role] = max(needed.get(requirement.role, 0), _resolve_count(requirement, directory))
+    return [RequiredApproval(role, count) for role, count in needed.items()]
+
+
+def evaluate(
+    required: Iterable[RequiredApproval], given: Iterable[GivenApproval], *, reject_on_any_rejection: bool = True
+) -> PolicyEvaluation:
+    given = list(given)
+    approvals = [g for g in given if g.decision == Decision.approve]
+    rejected = reject_on_any_rejection and any(g.decision == Decision.reject for g in given)
+    counted = Counter(g.role for g in approvals)
+    missing = {r.role: r.count - counted[r.role] for r in required if counted[r.role] < r.count}
+    return PolicyEvaluation(
+        satisfied=not missing and not rejected,
+        rejected=rejected,
+        missing=missing,
+        approved_by=tuple(g.approver for g in approvals),
+    )
+
+
+def authorise_decision(
+    *,
+    requester: str,
+    approver: str,
+    role: str | None,
+    decision: Decision,
+    required: list[RequiredApproval],
+    given: list[GivenApproval],
+    directory: Directory,
+) -> str:
+    """Check that `approver` may decide now; return the role they act in, or raise PolicyViolation."""
+    if approver not in directory.people:
+        raise PolicyViolation(f"{approver!r} is not in the approver directory")
+    if approver == requester:
+        raise PolicyViolation(f"{approver} requested this change and cannot approve or reject it (self-approval)")
+    earlier = next((g for g in given if g.approver == approver), None)
+    if earlier is not None:
+        raise PolicyViolation(
+            f"{approver} already acted on this change as {earlier.role}; one person fills one role per change"
+        )
+    required_roles = [r.role for r in required]
+    if role is not None:
+        if role not in required_roles:
+            raise PolicyViolation(f"role {role!r} is not needed for this change (needed: {', '.join(required_roles)})")
+        if not directory.holds(approver, role):
+            raise PolicyViolation(f"{approver} does not hold the role {role!r} in the approver directory")
+    else:
+        held = [r for r in required_roles if directory.holds(approver, r)]
+        if not held:
+            raise PolicyViolation(
+                f"{approver} holds none of the roles this change needs ({', '.join(required_roles)})"
+            )
+        if decision == Decision.approve:
+            still_open = evaluate(required, given).missing
+            role = next((r for r in held if r in still_open), held[0])
+        else:
+            role = held[0]
+    if decision == Decision.approve and role not in evaluate(required, given).missing:
+        raise PolicyViolation(f"the {role} approvals this change needs are already given")
+    return role
+
+
+# ---- approval codes -------------------------------------------------------------------------------------
+
+def approval_code(secret: bytes, change_key: str, approver: str, round_: int) -> str:
+    """A short personal code, e.g. 'K7Q2-M9XA-3BTD' (60 bits): shown only to that approver."""
+    digest = hmac.new(secret, f"{change_key}|{approver}|{round_}".encode(), hashlib.sha256).digest()
+    text = base64.b32encode(digest).decode()[:12]
+    return "-".join(text[i : i + 4] for i in range(0, 12, 4))
+
+
+def _normalise_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def verify_code(secret: bytes, change_key: str, approver: str, round_: int, code: str) -> bool:
+    expected = _normalise_code(approval_code(secret, change_key, approver, round_))
+    return hmac.compare_digest(expected.encode(), _normalise_code(code or "").encode())

@@ -1,0 +1,233 @@
+"""What comes in (the UI form and `changeflow submit` file) and what goes out (`show --json`).
+
+Field descriptions are written for the person filling the Prefect run form.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from ._canary_plan import CanaryPlan
+from ._enums import (
+    BackoutDifficulty,
+    ChangeState,
+    Complexity,
+    RiskLevel,
+    Severity,
+    UsersAffected,
+)
+from ._errors import FieldProblem, InputError
+from ._fields import NAME_PATTERN
+
+TITLE_MAX = 200
+TEXT_MAX = 20_000
+
+
+class RiskAnswers(BaseModel):
+    """The risk questionnaire; scored into low / medium / high."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users_affected: UsersAffected = Field(
+        default=UsersAffected.few, description="How many users could notice this change if it goes wrong?"
+    )
+    complexity: Complexity = Field(default=Complexity.low, description="How complex is the change itself?")
+    backout_difficulty: BackoutDifficulty = Field(
+        default=BackoutDifficulty.easy, description="How hard is it to back the change out?"
+    )
+    tested_in_staging: bool = Field(default=True, description="Was the change tested in staging first?")
+    touches_data: bool = Field(
+        default=False, description="Does the change modify stored data (migrations, backfills, deletions)?"
+    )
+
+
+class ChangeRequestInput(BaseModel):
+    """A change request as a requester files it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: str = Field(
+        pattern=NAME_PATTERN,
+        description="The change type from policies.yaml (emergency: fixes a live incident, approved by the incident "
+        "commander; standard: team lead + peer reviewer; major: Change Advisory Board quorum).",
+        json_schema_extra={"position": 0},
+    )
+    title: str = Field(
+        min_length=1, max_length=TITLE_MAX, description="One line saying what changes.", json_schema_extra={"position": 1}
+    )
+    service: str = Field(
+        pattern=NAME_PATTERN,
+        description="The service being changed (letters, digits, . _ - @).",
+        json_schema_extra={"position": 2},
+    )
+    requester: str = Field(
+        pattern=NAME_PATTERN,
+        description="Your user name in the approver directory. You can never approve your own change.",
+        json_schema_extra={"position": 3},
+    )
+    description: str = Field(
+        default="", max_length=TEXT_MAX, description="Why the change is needed and what it does.",
+        json_schema_extra={"position": 4},
+    )
+    impact: str = Field(
+        default="", max_length=TEXT_MAX, description="Who and what is affected, and for how long.",
+        json_schema_extra={"position": 5},
+    )
+    implementation_plan: str = Field(
+        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 6}
+    )
+    rollback_plan: str = Field(
+        default="",
+        max_length=TEXT_MAX,
+        description="How to undo the change. Required where the change type's policy says so (standard, major).",
+        json_schema_extra={"position": 7},
+    )
+    test_evidence: str = Field(
+        default="",
+        max_length=TEXT_MAX,
+        description="Where it was tested and the result (staging run, test report link).",
+        json_schema_extra={"position": 8},
+    )
+    planned_start: AwareDatetime | None = Field(
+        default=None, description="When the change should start (with a UTC offset).", json_schema_extra={"position": 9}
+    )
+    planned_end: AwareDatetime | None = Field(
+        default=None, description="When the change should be finished.", json_schema_extra={"position": 10}
+    )
+    incident_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The incident this change fixes. Required for emergency changes (their policy says so).",
+        json_schema_extra={"position": 11},
+    )
+    incident_severity: Severity | None = Field(
+        default=None,
+        description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
+        json_schema_extra={"position": 12},
+    )
+    risk: RiskAnswers = Field(
+        default_factory=RiskAnswers, description="Risk questionnaire.", json_schema_extra={"position": 13}
+    )
+    template: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Name of a change template (restart-service, rotate-certificate, ...) that fills the fields "
+        "you leave empty. Some templates are pre-approved.",
+        json_schema_extra={"position": 14},
+    )
+
+    checklist: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
+        "automated); empty: none, or the template's.",
+        json_schema_extra={"position": 15},
+    )
+    canary: CanaryPlan | None = Field(
+        default=None,
+        description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
+        "interval, automatic rollback on a breach. Empty: no canary.",
+        json_schema_extra={"position": 16},
+    )
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> "ChangeRequestInput":
+        # Rules that depend on the change type live in its policy (models.domain.change_type), checked by
+        # the service once a template has filled in what it supplies.
+        if self.planned_start and self.planned_end and self.planned_end <= self.planned_start:
+            raise ValueError("planned_end: must be after planned_start")
+        return self
+
+
+class ApprovalView(BaseModel):
+    approver: str
+    role: str
+    decision: str
+    comment: str
+    round: int
+    decided_at: datetime
+
+
+class AuditEventView(BaseModel):
+    seq: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    data: dict
+
+
+class ChangeRequestView(BaseModel):
+    """What `changeflow show --json` returns."""
+
+    key: str
+    type: str
+    state: ChangeState
+    title: str
+    description: str
+    service: str
+    requester: str
+    risk_level: RiskLevel
+    risk_score: int
+    risk_reasons: list[str]
+    impact: str
+    planned_start: datetime | None
+    planned_end: datetime | None
+    implementation_plan: str
+    rollback_plan: str
+    test_evidence: str
+    incident_id: str | None
+    incident_severity: Severity | None
+    flow_run_id: str | None
+    policy_version: str
+    approval_round: int
+    review_due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    outcome: str | None = None
+    implemented_at: datetime | None = None
+    ended_at: datetime | None = None
+    closed_at: datetime | None = None
+    template: str | None = None
+    checklist: str | None = None
+    approvals: list[ApprovalView] = []
+    events: list[AuditEventView] = []
+    checklist_results: list[dict] = []
+    notifications: list[dict] = []
+    canary: dict | None = None
+    canary_steps: list[dict] = []
+
+
+def parse_change_request(data: object) -> ChangeRequestInput:
+    """Validate a change request, turning pydantic's errors into one InputError naming each field."""
+    from pydantic import ValidationError
+
+    if isinstance(data, ChangeRequestInput):
+        return data
+    if not isinstance(data, dict):
+        raise InputError(f"a change request must be a mapping of fields, not {type(data).__name__}")
+    try:
+        return ChangeRequestInput.model_validate(data)
+    except ValidationError as exc:
+        problems: list[FieldProblem] = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown field (not part of a change request)"
+            if not field and message.startswith("Value error, "):
+                # Cross-field rules name their own fields: "rollback_plan: ...; incident_id: ..."
+                for part in message.removeprefix("Value error, ").split("; "):
+                    name, _, detail = part.partition(": ")
+                    problems.append(FieldProblem(name, detail))
+                continue
+            problems.append(FieldProblem(field or "(request)", message))
+        raise invalid_request(problems) from None
+
+
+def invalid_request(problems: list[FieldProblem]) -> InputError:
+    return InputError(f"invalid change request: {'; '.join(str(p) for p in problems)}", problems)

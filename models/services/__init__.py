@@ -1,0 +1,32 @@
+"""Services: one small service per concern over a shared unit of work (load, version check, bump, transition,
+audit event in one transaction). Entry points (flows, CLI, notifications) call these, never storage directly."""
+
+from ._approvals import ApprovalService, DecisionResult
+from ._canary import CanaryService
+from ._changes import ChangeService, format_key
+from ._checklists import ChecklistService
+from ._container import Services
+from ._report_service import REPORTS, Report, ReportResult, ReportService
+from ._reports import compliance, dora, sla
+from ._scheduling import ACTIVE_STATES, SchedulingService
+from ._unit_of_work import UnitOfWork
+
+__all__ = [
+    "ACTIVE_STATES",
+    "ApprovalService",
+    "CanaryService",
+    "ChangeService",
+    "ChecklistService",
+    "DecisionResult",
+    "REPORTS",
+    "Report",
+    "ReportResult",
+    "ReportService",
+    "SchedulingService",
+    "Services",
+    "UnitOfWork",
+    "compliance",
+    "dora",
+    "format_key",
+    "sla",
+]

@@ -1,0 +1,264 @@
+"""Approvals: asking for them, recording each decision under the policy, and the personal codes that prove who
+an approver is (the Prefect UI carries no identity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..domain import (
+    AuditAction,
+    ChangeState,
+    Decision,
+    GivenApproval,
+    PolicyEvaluation,
+    PolicyViolation,
+    RequiredApproval,
+    approval_code,
+    authorise_decision,
+    evaluate,
+    verify_code,
+)
+from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
+from ._unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    change: ChangeRequest
+    role: str
+    evaluation: PolicyEvaluation
+    repeated: bool = False
+
+
+class ApprovalService:
+    def __init__(self, uow: UnitOfWork, secret: bytes):
+        self._uow = uow
+        self._secret = secret
+
+    # ---- reads ------------------------------------------------------------------------------------------
+
+    def required_for(self, change: ChangeRequest) -> list[RequiredApproval]:
+        return self._uow.required_for(change)
+
+    def evaluation(self, key: str) -> PolicyEvaluation:
+        with self._uow.read() as session:
+            return self._uow.evaluate(session, self._uow.load(session, key))
+
+    def last_decision(self, key: str) -> Approval | None:
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+            return session.execute(
+                select(Approval)
+                .where(Approval.change_id == change.id, Approval.round == change.approval_round)  # type: ignore[arg-type]
+                .order_by(Approval.id.desc())  # type: ignore[union-attr]
+                .limit(1)
+            ).scalar_one_or_none()
+
+    def decided_by(self, key: str) -> list[str]:
+        """Who has already decided on the change in its current approval round."""
+        with self._uow.read() as session:
+            return [g.approver for g in self._uow.given(session, self._uow.load(session, key))]
+
+    def pending_approvals(self) -> list[tuple[ChangeRequest, PolicyEvaluation]]:
+        """Changes waiting for decisions, oldest request first, with what each still needs."""
+        with self._uow.read() as session:
+            changes = session.execute(
+                select(ChangeRequest)
+                .where(ChangeRequest.state == ChangeState.awaiting_approval.value)  # type: ignore[arg-type]
+                .order_by(ChangeRequest.approval_requested_at, ChangeRequest.id)  # type: ignore[arg-type]
+            ).scalars().all()
+            return [(change, self._uow.evaluate(session, change)) for change in changes]
+
+    def approval_sla(self, change: ChangeRequest) -> timedelta:
+        return self._uow.rules(change).approval_sla
+
+    def approval_deadline(self, change: ChangeRequest) -> datetime | None:
+        """When the approval SLA runs out (None before approvals were requested)."""
+        return change.approval_requested_at + self.approval_sla(change) if change.approval_requested_at else None
+
+    # ---- codes ------------------------------------------------------------------------------------------
+
+    def approval_code_for(self, key: str, approver: str) -> str:
+        """The personal code to send to `approver` for the change's current approval round."""
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+        return approval_code(self._secret, change.key, approver, change.approval_round)
+
+    def check_person_code(self, key: str, person: str, code: str) -> None:
+        """`person` is in the directory and `code` is their personal code for this change's current round."""
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+        if person not in self._uow.org.directory.people:
+            raise PolicyViolation(f"person: {person!r} is not in the approver directory")
+        if not verify_code(self._secret, change.key, person, change.approval_round, code):
+            raise PolicyViolation(f"approval_code: wrong code for {person} on {change.key}")
+
+    # ---- writes -----------------------------------------------------------------------------------------
+
+    def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
+        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve.
+
+        A change from a pre-approved template goes straight on to `approved`, recorded with the template and
+        the policy version that allowed it.
+        """
+        uow = self._uow
+        policies = uow.org.policies
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                pre_approved = change.template is not None and change.template in policies.pre_approved_templates
+                required = [] if pre_approved else uow.required_for(change)
+                append_event(
+                    session,
+                    actor=actor,
+                    action=AuditAction.policy_decision.value,
+                    change_key=change.key,
+                    data={
+                        "policy_version": change.policy_version,
+                        "required": [{"role": r.role, "count": r.count} for r in required],
+                        "risk_level": change.risk_level,
+                        "approval_sla_s": self.approval_sla(change).total_seconds(),
+                        **({"pre_approved_template": change.template} if pre_approved else {}),
+                    },
+                    at=uow.clock(),
+                )
+                change = uow.apply_transition(
+                    session, change, ChangeState.awaiting_approval, actor, "approvals requested", change.version
+                )
+                if pre_approved:
+                    change = uow.apply_transition(
+                        session, change, ChangeState.approved, "policy-engine",
+                        f"pre-approved template {change.template} (policy {change.policy_version[:12]})",
+                        change.version,
+                    )
+                return change
+
+        return uow.retry(attempt, None)
+
+    def decide(self, key: str, *, approver: str, decision: Decision | str, code: str, role: str | None = None,
+               comment: str = "", expected_version: int | None = None,
+               attempt_id: str | None = None) -> DecisionResult:
+        """Record an approver's decision. A refused attempt is written to the audit trail, then raised.
+
+        `attempt_id` names one submission (a gate's suspend key): replaying it, as a resumed flow run does,
+        returns the first outcome instead of recording it again.
+        """
+        decision = Decision(decision)
+        uow = self._uow
+
+        def attempt() -> DecisionResult:
+            refusal: PolicyViolation | None = None
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                version = uow.check_version(change, expected_version)
+                required = uow.required_for(change)
+                given = uow.given(session, change)
+                replayed = self._replayed_attempt(session, change, attempt_id)
+                if replayed is not None:
+                    if replayed.action == AuditAction.approval_refused.value:
+                        refusal = PolicyViolation(decode_data(replayed)["reason"])
+                    else:
+                        return DecisionResult(change=change, role=decode_data(replayed)["role"],
+                                              evaluation=uow.evaluate(session, change), repeated=True)
+                repeat = None if refusal else self._repeated_decision(change, approver, role, decision, code, given)
+                if refusal is None and repeat is not None:
+                    # The same person sending the same decision again (a resumed run, the CLI nudging the
+                    # flow after recording it): acknowledged, not recorded twice.
+                    return DecisionResult(change=change, role=repeat.role, evaluation=uow.evaluate(session, change),
+                                          repeated=True)
+                if refusal is None:
+                    try:
+                        acting_role = self._authorise(change, approver, role, decision, code, required, given)
+                    except PolicyViolation as exc:
+                        refusal = exc
+                        append_event(
+                            session,
+                            actor=approver,
+                            action=AuditAction.approval_refused.value,
+                            change_key=change.key,
+                            data={"decision": decision.value, "role": role, "reason": str(exc),
+                                  **({"attempt": attempt_id} if attempt_id else {})},
+                            at=uow.clock(),
+                        )
+                    else:
+                        result = self._record_decision(
+                            session, change, version, approver, acting_role, decision, comment, required, given,
+                            attempt_id,
+                        )
+            if refusal is not None:
+                raise refusal
+            return result
+
+        return uow.retry(attempt, expected_version)
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _replayed_attempt(session: Session, change: ChangeRequest, attempt_id: str | None) -> AuditEvent | None:
+        if not attempt_id:
+            return None
+        decisions = (AuditAction.approval.value, AuditAction.rejection.value, AuditAction.approval_refused.value)
+        for event in events_for(session, change.key):
+            if event.action in decisions and decode_data(event).get("attempt") == attempt_id:
+                return event
+        return None
+
+    def _repeated_decision(self, change: ChangeRequest, approver: str, role: str | None, decision: Decision,
+                           code: str, given: list[GivenApproval]) -> GivenApproval | None:
+        earlier = next(
+            (g for g in given if g.approver == approver and g.decision == decision and role in (None, g.role)), None
+        )
+        if earlier and verify_code(self._secret, change.key, approver, change.approval_round, code):
+            return earlier
+        return None
+
+    def _authorise(self, change: ChangeRequest, approver: str, role: str | None, decision: Decision, code: str,
+                   required: list[RequiredApproval], given: list[GivenApproval]) -> str:
+        if change.state != ChangeState.awaiting_approval.value:
+            raise PolicyViolation(f"{change.key} is {change.state}, not awaiting approval")
+        if approver == change.requester:
+            raise PolicyViolation(
+                f"{approver} requested this change and cannot approve or reject it (self-approval)"
+            )
+        directory = self._uow.org.directory
+        if approver in directory.people and not verify_code(
+            self._secret, change.key, approver, change.approval_round, code
+        ):
+            raise PolicyViolation(f"wrong approval code for {approver} on {change.key} (round {change.approval_round})")
+        return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
+                                  required=required, given=given, directory=directory)
+
+    def _record_decision(self, session: Session, change: ChangeRequest, version: int, approver: str, role: str,
+                         decision: Decision, comment: str, required: list[RequiredApproval],
+                         given: list[GivenApproval], attempt_id: str | None) -> DecisionResult:
+        uow = self._uow
+        now = uow.clock()
+        uow.bump(session, change, version, now)
+        session.add(Approval(change_id=change.id, round=change.approval_round, approver=approver, role=role,
+                             decision=decision.value, comment=comment, decided_at=now))
+        after = evaluate(required, [*given, GivenApproval(approver, role, decision)],
+                         reject_on_any_rejection=uow.org.policies.reject_on_any_rejection)
+        append_event(
+            session,
+            actor=approver,
+            action=(AuditAction.approval if decision is Decision.approve else AuditAction.rejection).value,
+            change_key=change.key,
+            data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing,
+                  **({"attempt": attempt_id} if attempt_id else {})},
+            at=now,
+        )
+        if after.rejected:
+            change = uow.apply_transition(
+                session, change, ChangeState.rejected, approver, f"rejected by {approver} ({role})", change.version
+            )
+        elif after.satisfied:
+            change = uow.apply_transition(
+                session, change, ChangeState.approved, "policy-engine",
+                f"approvals complete: {', '.join(after.approved_by)}", change.version,
+            )
+        return DecisionResult(change=change, role=role, evaluation=after)

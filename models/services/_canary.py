@@ -1,0 +1,55 @@
+"""The canary's record: its plan and traffic target, every measurement (append-only), each step's decision
+once per bake, and the answers people give at its gates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ..domain import AuditAction, CanaryPlan, CanaryTarget, ConfigError
+from ..storage import CanaryMeasurement, ChangeRequest
+from ._approvals import ApprovalService
+from ._unit_of_work import UnitOfWork
+
+
+class CanaryService:
+    def __init__(self, uow: UnitOfWork, approvals: ApprovalService):
+        self._uow = uow
+        self._approvals = approvals
+
+    def plan(self, change: ChangeRequest) -> CanaryPlan | None:
+        return CanaryPlan.model_validate(change.canary) if change.canary else None
+
+    def target(self, change: ChangeRequest) -> CanaryTarget:
+        target = self._uow.org.canary_config.services.get(change.service)
+        if target is None:
+            raise ConfigError(f"canary.yaml: no traffic router for service {change.service!r}")
+        return target
+
+    def record_measurements(self, key: str, rows: list[dict[str, Any]]) -> None:
+        with self._uow.write() as session:
+            change = self._uow.load(session, key)
+            session.add_all(CanaryMeasurement(change_key=change.key, **row) for row in rows)
+
+    def measurements(self, key: str, *, step: int | None = None) -> list[CanaryMeasurement]:
+        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == key.upper())  # type: ignore[arg-type]
+        if step is not None:
+            stmt = stmt.where(CanaryMeasurement.step == step)  # type: ignore[arg-type]
+        with self._uow.read() as session:
+            return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())  # type: ignore[arg-type]
+
+    def record_decision(self, key: str, *, step: int, bake: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """A step's decision in the audit trail, once per bake of the step; returns the first record's data."""
+        return self._uow.marker(key, AuditAction.canary_decision, {"step": step, "bake": bake}, decision)[1]
+
+    def decisions(self, key: str) -> dict[int, dict]:
+        """The last decision of each canary step."""
+        return self._uow.last_event_per_step(key, AuditAction.canary_decision)
+
+    def confirm(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict[str, Any]:
+        """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
+        approval: someone in the directory, with their personal code for this change."""
+        self._approvals.check_person_code(key, person, code)
+        return self._uow.marker(key, AuditAction.canary_confirmation, {"gate": gate},
+                                {"person": person, "answer": action, "comment": comment}, actor=person)[1]

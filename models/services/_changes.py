@@ -1,0 +1,277 @@
+"""Changes: filing, reading and moving a change along its lifecycle (each write one transaction with its audit
+events). Approvals, scheduling, checklists and the canary are their own services over the same unit of work."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from ..domain import (
+    AuditAction,
+    AuditEventView,
+    ApprovalView,
+    ChangeRequestInput,
+    ChangeRequestView,
+    ChangeState,
+    FieldProblem,
+    InputError,
+    PolicyViolation,
+    ServiceHistory,
+    assess_risk,
+    change_type,
+    invalid_request,
+    parse_change_request,
+)
+from ..storage import (
+    Approval,
+    ChangeFilter,
+    ChangeRequest,
+    ChecklistResult,
+    Notification,
+    Page,
+    append_event,
+    decode_data,
+    events_for,
+    query_changes,
+)
+from ._scheduling import SchedulingService
+from ._unit_of_work import UnitOfWork
+
+# Template fields a request may leave empty for its template to fill ({service} is replaced).
+_TEMPLATE_TEXT_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence")
+
+
+def format_key(change_id: int) -> str:
+    return f"CHG-{change_id:06d}"
+
+
+class ChangeService:
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService):
+        self._uow = uow
+        self._scheduling = scheduling
+
+    # ---- reads ------------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> ChangeRequest:
+        with self._uow.read() as session:
+            return self._uow.load(session, key)
+
+    def find_by_idempotency_key(self, idempotency_key: str) -> ChangeRequest | None:
+        with self._uow.read() as session:
+            return session.execute(
+                select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)  # type: ignore[arg-type]
+            ).scalar_one_or_none()
+
+    def view(self, key: str) -> ChangeRequestView:
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+            approvals = session.execute(
+                select(Approval).where(Approval.change_id == change.id)  # type: ignore[arg-type]
+                .order_by(Approval.decided_at, Approval.id)  # type: ignore[arg-type]
+            ).scalars()
+            events = events_for(session, change.key)
+            checks = session.execute(select(ChecklistResult).where(ChecklistResult.change_key == change.key)  # type: ignore[arg-type]
+                                     .order_by(ChecklistResult.id)).scalars()  # type: ignore[arg-type]
+            notes = session.execute(select(Notification).where(Notification.change_key == change.key)  # type: ignore[arg-type]
+                                    .order_by(Notification.id)).scalars()  # type: ignore[arg-type]
+            return ChangeRequestView(
+                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "approval_requested_at", "approved_at"}),
+                checklist_results=[c.model_dump(include={"phase", "step", "item_id", "title", "kind", "required",
+                                                         "passed", "detail", "actor", "recorded_at"}) for c in checks],
+                notifications=[{"id": n.id, "event": n.event, "recipient": n.recipient,
+                                "channel": n.channel.get("type"), "state": n.state, "attempts": n.attempts,
+                                "sent_at": n.sent_at} for n in notes],
+                approvals=[ApprovalView(**a.model_dump()) for a in approvals],
+                events=[
+                    AuditEventView(**e.model_dump(exclude={"data", "change_key", "prev_hash", "hash"}),
+                                   data=decode_data(e))
+                    for e in events
+                ],
+                canary_steps=[{k: v for k, v in decode_data(e).items() if k != "router"} | {"at": e.occurred_at}
+                              for e in events if e.action == AuditAction.canary_decision.value],
+            )
+
+    def list_changes(self, *, limit: int = 50, after: str | None = None, **filters: object) -> list[ChangeRequest]:
+        return self.query(ChangeFilter(**filters), limit=limit, after=after).items  # type: ignore[arg-type]
+
+    def query(self, change_filter: ChangeFilter, *, limit: int = 50, after: str | None = None) -> Page:
+        with self._uow.read() as session:
+            return query_changes(session, change_filter, limit=limit, after=after)
+
+    # ---- writes -----------------------------------------------------------------------------------------
+
+    def validate_request(self, request: ChangeRequestInput | dict) -> ChangeRequestInput:
+        """Everything `submit` checks before writing (fields, the type's rules, template), without writing."""
+        request = self._apply_template(parse_change_request(request))
+        problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).missing_fields(request)
+        if request.checklist and request.checklist not in self._uow.org.checklists:
+            known = ", ".join(sorted(self._uow.org.checklists)) or "none configured"
+            problems.append(FieldProblem("checklist", f"unknown checklist {request.checklist!r} (known: {known})"))
+        if request.canary is not None:
+            problems += self._uow.org.canary_config.check_plan(request.service, request.canary)
+        if problems:
+            raise invalid_request(problems)
+        return request
+
+    def submit(self, request: ChangeRequestInput | dict, *, idempotency_key: str | None = None,
+               flow_run_id: str | None = None) -> ChangeRequest:
+        """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""
+        request = self.validate_request(request)
+        if idempotency_key:
+            existing = self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        rules = change_type(self._uow.org.policies, request.type)
+        try:
+            with self._uow.write() as session:
+                clashes = self._scheduling.clashes(session, request)
+                if clashes and not rules.overrides_freeze:
+                    raise PolicyViolation("; ".join(clashes))
+                change = self._insert(session, request, idempotency_key, flow_run_id)
+                if clashes:
+                    # A type that may override (emergencies) goes through, and the override is on the record.
+                    append_event(session, actor=request.requester, action=AuditAction.policy_override.value,
+                                 change_key=change.key, at=self._uow.clock(),
+                                 data={"overridden": clashes, "reason": f"{request.type} change"})
+                return change
+        except IntegrityError:
+            # A concurrent submit with the same idempotency key won the race: return its record.
+            existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing
+
+    def attach_flow_run(self, key: str, flow_run_id: str) -> ChangeRequest:
+        """Record the Prefect flow run that drives the change (no audit event: it is bookkeeping)."""
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                if change.flow_run_id != flow_run_id:
+                    uow.bump(session, change, change.version, uow.clock(), flow_run_id=flow_run_id)
+                return change
+
+        return uow.retry(attempt, None)
+
+    def transition(self, key: str, target: ChangeState | str, *, actor: str, reason: str = "",
+                   expected_version: int | None = None, data: dict | None = None) -> ChangeRequest:
+        """Apply one lifecycle move; raises IllegalTransition / ConflictError / PolicyViolation and writes nothing."""
+        target = ChangeState(target)
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                version = uow.check_version(change, expected_version)
+                if target is ChangeState.approved:
+                    evaluation = uow.evaluate(session, change)
+                    if not evaluation.satisfied:
+                        raise PolicyViolation(
+                            f"{change.key} cannot be approved yet: still needs {evaluation.describe_missing()}"
+                        )
+                return uow.apply_transition(session, change, target, actor, reason, version, data)
+
+        return uow.retry(attempt, expected_version)
+
+    def record_review(self, key: str, *, actor: str, summary: str) -> ChangeRequest:
+        """Record the post-implementation review and close the change."""
+        if not summary.strip():
+            raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                append_event(session, actor=actor, action=AuditAction.review_recorded.value,
+                             change_key=change.key, data={"summary": summary}, at=uow.clock())
+                return uow.apply_transition(
+                    session, change, ChangeState.closed, actor, "post-implementation review recorded", change.version
+                )
+
+        return uow.retry(attempt, None)
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    def _insert(self, session: Session, request: ChangeRequestInput, idempotency_key: str | None,
+                flow_run_id: str | None) -> ChangeRequest:
+        org = self._uow.org
+        now = self._uow.clock()
+        risk = assess_risk(request.risk, self._history(session, request.service, now), org.policies.risk)
+        change = ChangeRequest(
+            **request.model_dump(exclude={"risk"}, mode="python"),
+            state=ChangeState.submitted.value,
+            risk_level=risk.level.value,
+            risk_score=risk.score,
+            risk_reasons=list(risk.reasons),
+            risk_answers=request.risk.model_dump(mode="json"),
+            policy_version=org.policies.version,
+            idempotency_key=idempotency_key,
+            flow_run_id=flow_run_id,
+            created_at=now,
+            updated_at=now,
+        )
+        change.incident_severity = request.incident_severity.value if request.incident_severity else None
+        session.add(change)
+        session.flush()
+        assert change.id is not None
+        change.key = format_key(change.id)
+        session.flush()
+        append_event(
+            session,
+            actor=request.requester,
+            action=AuditAction.submitted.value,
+            change_key=change.key,
+            to_state=ChangeState.submitted.value,
+            data={
+                "type": change.type,
+                "title": change.title,
+                "service": change.service,
+                "risk_level": change.risk_level,
+                "risk_score": change.risk_score,
+                "risk_reasons": change.risk_reasons,
+                "policy_version": change.policy_version,
+                "flow_run_id": flow_run_id,
+            },
+            at=now,
+        )
+        return change
+
+    def _history(self, session: Session, service: str, now) -> ServiceHistory:
+        since = now - self._uow.org.policies.risk.failure_rate_window
+        outcome = ChangeRequest.outcome
+        implemented, failed = session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((outcome.in_(("failed", "rolled_back")), 1), else_=0)), 0),  # type: ignore[union-attr]
+            ).where(
+                ChangeRequest.service == service,  # type: ignore[arg-type]
+                ChangeRequest.implemented_at >= since,  # type: ignore[operator]
+                outcome.is_not(None),  # type: ignore[union-attr]
+            )
+        ).one()
+        return ServiceHistory(implemented=int(implemented), failed=int(failed))
+
+    def _apply_template(self, request: ChangeRequestInput) -> ChangeRequestInput:
+        """Fill the fields the request leaves empty from the template it names."""
+        if not request.template:
+            return request
+        org = self._uow.org
+        template = org.templates.get(request.template)
+        if template is None:
+            known = ", ".join(sorted(org.templates)) or "none configured"
+            raise InputError(f"template: unknown template {request.template!r} (known: {known})",
+                             [("template", "unknown template")])
+        if template.type != request.type:
+            raise InputError(f"type: template {request.template} is a {template.type} change",
+                             [("type", "does not match the template")])
+        merged = request.model_dump()
+        for name in _TEMPLATE_TEXT_FIELDS:
+            if not merged[name]:
+                merged[name] = getattr(template, name).replace("{service}", request.service)
+        if "risk" not in request.model_fields_set and template.risk:
+            merged["risk"] = template.risk
+        if not merged.get("checklist") and template.checklist:
+            merged["checklist"] = template.checklist
+        return parse_change_request(merged)

@@ -1,0 +1,55 @@
+"""Checklists and implementation steps: each item's outcome stored once with its evidence, phase verdicts and
+finished steps in the audit trail once, so a resumed run never runs or records anything twice."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from ..domain import AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict
+from ..storage import ChecklistResult, append_event, insert_result
+from ._unit_of_work import UnitOfWork
+
+
+class ChecklistService:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def record_check(self, key: str, *, phase: str, step: int, item: ChecklistItem, outcome: ItemOutcome,
+                     actor: str = "changeflow") -> bool:
+        """Store one item's outcome once; False when (change, phase, step, item) already has one."""
+        uow = self._uow
+        with uow.write() as session:
+            change = uow.load(session, key)
+            written = insert_result(session, change.key, phase, step, item, outcome, actor)
+            if written and actor != "changeflow":
+                append_event(session, actor=actor, action=AuditAction.checklist_confirmed.value,
+                             change_key=change.key, data={"phase": phase, "step": step, "item": item.id,
+                                                          "note": outcome.detail}, at=uow.clock())
+            return written
+
+    def check_results(self, key: str, *, phase: str | None = None, step: int | None = None) -> list[ChecklistResult]:
+        stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper())  # type: ignore[arg-type]
+        if phase is not None:
+            stmt = stmt.where(ChecklistResult.phase == phase)  # type: ignore[arg-type]
+        if step is not None:
+            stmt = stmt.where(ChecklistResult.step == step)  # type: ignore[arg-type]
+        with self._uow.read() as session:
+            return list(session.execute(stmt.order_by(ChecklistResult.id)).scalars())  # type: ignore[arg-type]
+
+    def record_phase(self, key: str, verdict: PhaseVerdict, *, step: int) -> None:
+        """The phase verdict in the audit trail (once per change, phase and step)."""
+        self._uow.marker(key, AuditAction.checklist_phase, {"phase": verdict.phase, "step": step},
+                         {"status": verdict.status.name, "failed_required": verdict.failed_required,
+                          "failed_advisory": verdict.failed_advisory})
+
+    def phase_waiting_since(self, key: str, phase: str, step: int) -> datetime:
+        return self._uow.marker(key, AuditAction.checklist_waiting, {"phase": phase, "step": step})[0]
+
+    def record_step(self, key: str, step: int, evidence: dict) -> dict:
+        """Record an implementation step as done (once); returns the first record's data."""
+        return self._uow.marker(key, AuditAction.implementation_step, {"step": step}, evidence)[1]
+
+    def done_steps(self, key: str) -> dict[int, dict]:
+        return self._uow.last_event_per_step(key, AuditAction.implementation_step)

@@ -1,0 +1,50 @@
+"""All services over one unit of work: what the flows, the CLI and the notifier are handed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from ..config import Settings, load_org
+from ..domain import ChangeTypeRules, Org, change_type, utcnow
+from ..storage import ChangeRequest, Database
+from ._approvals import ApprovalService
+from ._canary import CanaryService
+from ._changes import ChangeService
+from ._checklists import ChecklistService
+from ._report_service import ReportService
+from ._scheduling import SchedulingService
+from ._unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Services:
+    """One small service per concern, sharing the database, the config and the clock."""
+
+    org: Org
+    db: Database
+    changes: ChangeService
+    approvals: ApprovalService
+    scheduling: SchedulingService
+    checklists: ChecklistService
+    canary: CanaryService
+    reports: ReportService
+
+    @classmethod
+    def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
+              conflict_retries: int = 8) -> "Services":
+        uow = UnitOfWork(db, org, clock=clock, conflict_retries=conflict_retries)
+        scheduling = SchedulingService(uow)
+        approvals = ApprovalService(uow, secret)
+        return cls(org=org, db=db, changes=ChangeService(uow, scheduling), approvals=approvals,
+                   scheduling=scheduling, checklists=ChecklistService(uow), canary=CanaryService(uow, approvals),
+                   reports=ReportService(uow))
+
+    def rules(self, change: ChangeRequest) -> ChangeTypeRules:
+        """The rules of the change's type (policies.yaml): every branch on a change type asks these."""
+        return change_type(self.org.policies, change.type)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Services":
+        return cls.build(Database.from_settings(settings), load_org(settings.config_dir), settings.secret_bytes())

@@ -1,0 +1,185 @@
+"""The transaction core every service writes through: load a change (locked on PostgreSQL), check the version
+the caller read, bump it conditionally, apply a lifecycle move and append its audit event, all in one database
+transaction.
+
+Concurrency: every update of a change is conditional on the version the writer read (optimistic
+concurrency), so two writers never both succeed from the same version. A caller that passes
+`expected_version` gets a ConflictError when it is stale; internal callers that pass none are retried
+against the fresh row.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+from typing import Any, Callable, ContextManager, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from ..domain import (
+    AuditAction,
+    ChangeState,
+    ChangeTypeRules,
+    ConflictError,
+    Decision,
+    GivenApproval,
+    NotFound,
+    Org,
+    PolicyEvaluation,
+    RequiredApproval,
+    RiskLevel,
+    change_type,
+    evaluate,
+    plan_transition,
+    required_approvals,
+    utcnow,
+)
+from ..storage import Approval, ChangeRequest, Database, append_event, decode_data, events_for
+
+T = TypeVar("T")
+
+_CLOSING_STATES = {ChangeState.closed, ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
+_OUTCOMES = {
+    ChangeState.completed: "succeeded",
+    ChangeState.failed: "failed",
+    ChangeState.rolled_back: "rolled_back",
+}
+
+
+class UnitOfWork:
+    def __init__(self, db: Database, org: Org, *, clock: Callable[[], datetime] = utcnow,
+                 conflict_retries: int = 8):
+        self.db = db
+        self.org = org
+        self.clock = clock
+        self._conflict_retries = conflict_retries
+
+    def read(self) -> ContextManager[Session]:
+        return self.db.read()
+
+    def write(self) -> ContextManager[Session]:
+        return self.db.write()
+
+    # ---- the change row ----------------------------------------------------------------------------------
+
+    def retry(self, attempt: Callable[[], T], expected_version: int | None) -> T:
+        attempts = 1 if expected_version is not None else self._conflict_retries
+        for number in range(1, attempts + 1):
+            try:
+                return attempt()
+            except ConflictError:
+                if number == attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * number))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def load(session: Session, key: str, *, for_update: bool = False) -> ChangeRequest:
+        stmt = select(ChangeRequest).where(ChangeRequest.key == key.upper())  # type: ignore[arg-type]
+        if for_update and session.get_bind().dialect.name == "postgresql":
+            # Under READ COMMITTED each statement sees newer commits; locking the row makes the version,
+            # the approvals and the policy check one consistent snapshot (SQLite writers are serial anyway).
+            stmt = stmt.with_for_update()
+        change = session.execute(stmt).scalar_one_or_none()
+        if change is None:
+            raise NotFound(f"no change {key!r}")
+        return change
+
+    @staticmethod
+    def check_version(change: ChangeRequest, expected_version: int | None) -> int:
+        if expected_version is not None and change.version != expected_version:
+            raise ConflictError(
+                f"{change.key} changed since you read it (version {expected_version}, now {change.version}); "
+                "re-read it and try again"
+            )
+        return change.version
+
+    def bump(self, session: Session, change: ChangeRequest, version: int, now: datetime, **values: Any) -> None:
+        """The conditional, version-checked update every write of a change goes through."""
+        result = session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == change.id, ChangeRequest.version == version)  # type: ignore[arg-type]
+            .values(version=version + 1, updated_at=now, **values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(f"{change.key} was changed by someone else at the same time; re-read and try again")
+        # Mirror the row we just wrote instead of reading it back.
+        for name, value in {"version": version + 1, "updated_at": now, **values}.items():
+            set_committed_value(change, name, value)
+
+    def rules(self, change: ChangeRequest) -> ChangeTypeRules:
+        return change_type(self.org.policies, change.type)
+
+    def apply_transition(self, session: Session, change: ChangeRequest, target: ChangeState, actor: str,
+                         reason: str, version: int, data: dict | None = None) -> ChangeRequest:
+        now = self.clock()
+        rules = self.rules(change)
+        move = plan_transition(rules, ChangeState(change.state), target, actor=actor, reason=reason, at=now)
+        values: dict[str, Any] = {"state": target.value}
+        if target is ChangeState.implementing:
+            values["implemented_at"] = now
+        if target is ChangeState.awaiting_approval:
+            values["approval_requested_at"] = now
+        if target is ChangeState.approved:
+            values["approved_at"] = now
+        if target in _OUTCOMES:
+            values["outcome"] = _OUTCOMES[target]
+            values["ended_at"] = now
+        if target in _CLOSING_STATES:
+            values["closed_at"] = now
+        if target is ChangeState.review_pending:
+            values["review_due_at"] = now + rules.review_within
+        self.bump(session, change, version, now, **values)
+        append_event(
+            session,
+            actor=move.actor,
+            action=AuditAction.transition.value,
+            change_key=change.key,
+            from_state=move.source.value,
+            to_state=move.target.value,
+            data={"reason": reason, **(data or {})},
+            at=now,
+        )
+        return change
+
+    # ---- the approval policy, as every service that moves a change must see it --------------------------
+
+    def required_for(self, change: ChangeRequest) -> list[RequiredApproval]:
+        return required_approvals(change.type, RiskLevel(change.risk_level), self.org.policies, self.org.directory)
+
+    @staticmethod
+    def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:
+        rows = session.execute(
+            select(Approval.approver, Approval.role, Approval.decision).where(  # type: ignore[call-overload]
+                Approval.change_id == change.id, Approval.round == change.approval_round
+            )
+        )
+        return [GivenApproval(a, r, Decision(d)) for a, r, d in rows]
+
+    def evaluate(self, session: Session, change: ChangeRequest) -> PolicyEvaluation:
+        return evaluate(self.required_for(change), self.given(session, change),
+                        reject_on_any_rejection=self.org.policies.reject_on_any_rejection)
+
+    # ---- once-only audit markers -------------------------------------------------------------------------
+
+    def marker(self, key: str, action: AuditAction, match: dict, data: dict | None = None, *,
+               actor: str = "changeflow") -> tuple[datetime, dict]:
+        """Append an event once per `match` (a resumed run asks again); return when and what was first written."""
+        with self.write() as session:
+            change = self.load(session, key, for_update=True)
+            for event in events_for(session, change.key):
+                if event.action == action.value and all(decode_data(event).get(k) == v for k, v in match.items()):
+                    return event.occurred_at, decode_data(event)
+            now = self.clock()
+            append_event(session, actor=actor, action=action.value, change_key=change.key, at=now,
+                         data={**match, **(data or {})})
+            return now, {**match, **(data or {})}
+
+    def last_event_per_step(self, key: str, action: AuditAction) -> dict[int, dict]:
+        """The data of the change's latest `action` event for each `step`."""
+        with self.read() as session:
+            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
+                    if e.action == action.value}

@@ -1,0 +1,56 @@
+"""Storage: the database, its tables and migrations, the hash-chained audit trail and the change queries.
+Everything that speaks SQLAlchemy lives here."""
+
+from ._audit import (
+    GENESIS_HASH,
+    VerifyResult,
+    append_event,
+    canonical_json,
+    decode_data,
+    event_hash,
+    events_for,
+    verify_chain,
+)
+from ._checklist_store import insert_result
+from ._db import Database
+from ._migrate import SCHEMA_REVISION, head_revision
+from ._migrate import upgrade as upgrade_database
+from ._queries import ChangeFilter, Page, decode_cursor, query_changes
+from ._tables import (
+    Approval,
+    AuditEvent,
+    AuditHead,
+    CanaryMeasurement,
+    ChangeRequest,
+    ChecklistResult,
+    MaintenanceWindow,
+    Notification,
+)
+
+__all__ = [
+    "Approval",
+    "AuditEvent",
+    "AuditHead",
+    "CanaryMeasurement",
+    "ChangeFilter",
+    "ChangeRequest",
+    "ChecklistResult",
+    "Database",
+    "GENESIS_HASH",
+    "MaintenanceWindow",
+    "Notification",
+    "Page",
+    "SCHEMA_REVISION",
+    "VerifyResult",
+    "append_event",
+    "canonical_json",
+    "decode_cursor",
+    "decode_data",
+    "event_hash",
+    "events_for",
+    "head_revision",
+    "insert_result",
+    "query_changes",
+    "upgrade_database",
+    "verify_chain",
+]

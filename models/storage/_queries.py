@@ -1,0 +1,103 @@
+"""The change-log query layer: every filter bound as a parameter, keyset pagination, newest first.
+
+One function serves the CLI, the reports and the audit-report flow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import and_, exists, or_, select
+from sqlmodel import Session
+
+from ..domain import ChangeState, InputError, RiskLevel
+from ._tables import Approval, ChangeRequest
+
+MAX_TEXT = 200
+
+
+class ChangeFilter(BaseModel):
+    """Which changes to list (the audit-report form in the Prefect UI shows these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(default=None, max_length=100, description="Only this change type.")
+    state: ChangeState | None = Field(default=None, description="Only changes in this state.")
+    service: str | None = Field(default=None, max_length=100, description="Only this service.")
+    requester: str | None = Field(default=None, max_length=100, description="Only changes requested by this person.")
+    approver: str | None = Field(default=None, max_length=100, description="Only changes this person approved.")
+    risk: RiskLevel | None = Field(default=None, description="Only this risk level.")
+    created_since: AwareDatetime | None = Field(default=None, description="Created at or after.")
+    created_until: AwareDatetime | None = Field(default=None, description="Created before.")
+    implemented_since: AwareDatetime | None = Field(default=None, description="Implementation started at or after.")
+    implemented_until: AwareDatetime | None = Field(default=None, description="Implementation started before.")
+    closed_since: AwareDatetime | None = Field(default=None, description="Closed at or after.")
+    closed_until: AwareDatetime | None = Field(default=None, description="Closed before.")
+    text: str | None = Field(default=None, max_length=MAX_TEXT, description="Words the title contains.")
+
+
+class Page(BaseModel):
+    items: list
+    next_cursor: str | None
+
+
+def encode_cursor(change: ChangeRequest) -> str:
+    raw = f"{change.created_at.isoformat()}|{change.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, change_id = raw.split("|")
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError
+        return moment, int(change_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InputError("--after: not a cursor printed by a previous page", [("after", "invalid cursor")]) from None
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def filtered(stmt, f: ChangeFilter):
+    """Apply the filter's conditions to a select over ChangeRequest."""
+    for column, value in ((ChangeRequest.type, f.type), (ChangeRequest.state, f.state),
+                          (ChangeRequest.service, f.service), (ChangeRequest.requester, f.requester),
+                          (ChangeRequest.risk_level, f.risk)):
+        if value is not None:
+            stmt = stmt.where(column == getattr(value, "value", value))
+    for column, since, until in ((ChangeRequest.created_at, f.created_since, f.created_until),
+                                 (ChangeRequest.implemented_at, f.implemented_since, f.implemented_until),
+                                 (ChangeRequest.closed_at, f.closed_since, f.closed_until)):
+        if since is not None:
+            stmt = stmt.where(column >= since)
+        if until is not None:
+            stmt = stmt.where(column < until)
+    if f.approver is not None:
+        stmt = stmt.where(exists().where(Approval.change_id == ChangeRequest.id, Approval.approver == f.approver,
+                                         Approval.decision == "approve"))
+    if f.text:
+        stmt = stmt.where(ChangeRequest.title.ilike(_like_pattern(f.text), escape="\\"))
+    return stmt
+
+
+def query_changes(session: Session, f: ChangeFilter, *, limit: int = 50, after: str | None = None) -> Page:
+    if not 1 <= limit <= 10_000:
+        raise InputError("--limit: between 1 and 10000", [("limit", "out of range")])
+    stmt = filtered(select(ChangeRequest), f)
+    if after:
+        at, change_id = decode_cursor(after)
+        stmt = stmt.where(or_(ChangeRequest.created_at < at,
+                              and_(ChangeRequest.created_at == at, ChangeRequest.id < change_id)))
+    rows = list(session.execute(
+        stmt.order_by(ChangeRequest.created_at.desc(), ChangeRequest.id.desc()).limit(limit + 1)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)
