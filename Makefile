@@ -17,6 +17,7 @@ demo: $(INSTALLED)
 	$(BIN)/changeflow demo
 
 test: $(INSTALLED)
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 up: $(INSTALLED)

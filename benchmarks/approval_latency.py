@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli._stack import (  # noqa: E402
+from cli.dev import (  # noqa: E402
     FAST_POLLING,
     Stack,
     create_pool_and_deploy,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from cli._canary_lab import Lab  # noqa: E402
+from cli.dev import Lab  # noqa: E402
 from flows._canary_bake import Analyzer, bake_step  # noqa: E402
 from flows.traffic import router_for  # noqa: E402
 from models import CanaryPlan, CanaryTarget  # noqa: E402

@@ -14,7 +14,7 @@ class PrefectUnavailable(ChangeflowError):
     exit_code = 1
 
 
-def start_change_flow(service: Services, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
+def start_change_flow(services: Services, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
     """Start the submit deployment and wait until its run has recorded the change."""
     from prefect.deployments import run_deployment
 
@@ -49,7 +49,7 @@ def nudge_run(change: ChangeRequest, key_prefix: str, run_input: dict, *, wait_s
     """
     if not change.flow_run_id:
         return False
-    from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
+    from flows import ResumeRefused, paused_key, resume_with_input
 
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

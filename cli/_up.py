@@ -10,7 +10,8 @@ import typer
 from models import ChangeflowError, Settings
 
 from ._output import console
-from ._stack import (
+from ._setup import init
+from .dev import (
     FAST_POLLING,
     Stack,
     create_pool_and_deploy,
@@ -38,9 +39,7 @@ def up(
 ) -> None:
     """Start a Prefect server (unless PREFECT_API_URL names one), the work pool, the deployments and a worker."""
     settings = Settings()
-    from ._app import app
-
-    app(["init"], standalone_mode=False)
+    init(force=False)
     logs = settings.home / "logs"
     existing = _configured_api_url()
     api_url = existing or f"http://127.0.0.1:{port}/api"

@@ -48,12 +48,13 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
     plan = rt.services.canary.plan(change)
     step = plan.steps[index - 1]
     target, router = _router(change, plan)
-    analyzer = Analyzer(plan, target, services=change.service, prometheus_url=rt.services.org.canary_config.prometheus_url,
+    analyzer = Analyzer(plan, target, service=change.service,
+                        prometheus_url=rt.services.org.canary_config.prometheus_url,
                         timeout_s=rt.settings.http_timeout_s)
 
     def on_tick(done: int, total: int) -> None:
         if progress_id:
-            update_progress_artifact(progress_id, progress=plan.progress_percent(index, done))
+            update_progress_artifact(uuid.UUID(progress_id), progress=plan.progress_percent(index, done))
 
     try:
         result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick)

@@ -7,6 +7,8 @@ picks up where it stopped.
 
 from __future__ import annotations
 
+from typing import Any
+
 from datetime import timedelta
 
 from prefect import get_run_logger, task
@@ -43,7 +45,7 @@ def field_name(item_id: str) -> str:
 
 def confirmation_form(phase: str, items: list, description: str):
     """A RunInput with one checkbox per manual item of the phase."""
-    fields = {field_name(i.id): (bool, Field(default=False, description=i.title)) for i in items}
+    fields: dict[str, Any] = {field_name(i.id): (bool, Field(default=False, description=i.title)) for i in items}
     fields["confirmed_by"] = (str, Field(description="Your user name"))
     fields["note"] = (str, Field(default="", description="What you checked, or a deviation to record"))
     model = create_model(f"Confirm{phase.title()}Checklist", __base__=RunInput, **fields)

@@ -175,7 +175,7 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
             failed = failed or (not outcome["ok"] and "skipped" not in outcome and "stopped" not in outcome)
             if "skipped" not in outcome:
                 run_phase(key, "during", step)
-        update_progress_artifact(progress, progress=100.0 * step / len(names))
+        update_progress_artifact(progress, progress=100.0 * step / len(names))  # type: ignore[arg-type]
     results = list(services.checklists.done_steps(key).values())
     hard_failures = [r for r in results if not r["ok"] and "skipped" not in r and "stopped" not in r]
     if hard_failures:

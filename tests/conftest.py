@@ -19,7 +19,7 @@ os.environ.setdefault("COLUMNS", "200")
 
 # Prefect reads its settings once, at import, and threads do not inherit temporary_settings(): fix the API
 # address of the session's server before anything imports prefect, and never fall back to a temporary server.
-from cli._stack import free_port  # noqa: E402
+from cli.dev import free_port  # noqa: E402
 
 FLOW_STACK_PORT = free_port()
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{FLOW_STACK_PORT}/api"
@@ -178,7 +178,7 @@ def flow_stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The sample service as v1 + v2, behind nginx and scraped by Prometheus where they are installed."""
-    from cli._canary_lab import Lab
+    from cli.dev import Lab
 
     lab = Lab(tmp_path_factory.mktemp("canary-lab"))
     try:

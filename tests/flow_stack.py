@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cli._stack import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
+from cli.dev import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
 from models import DEFAULTS_DIR, Services, Database, Settings, load_org
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
@@ -42,6 +42,16 @@ def test_checklists(health_url: str, backups: Path) -> dict:
     }
 
 
+NORMAL_TYPE = {
+    "description": "a routine change one team lead approves",
+    "approvals": [{"role": "team_lead", "count": 1}],
+    "approval_sla": "24h",
+    "window": "maintenance",
+    "notice": "2d",
+    "requires": ["rollback_plan", "test_evidence"],
+    "escalation": [{"after": "4h", "role": "management"}],
+}
+
 TEST_TEMPLATES = {
     "canary-release": {
         "type": "standard",
@@ -68,7 +78,7 @@ class FlowStack:
     stack: Stack
     api_url: str
     home: Path
-    service: Services
+    services: Services
     settings: Settings
     health: object = None
 
@@ -110,9 +120,11 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     maintenance["activities"]["after-long"] = {"title": "Never fits", "command": "echo too late"}
     (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance))
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
+    # A fourth change type, added by editing YAML only (tests/test_change_types.py runs it through the flow).
+    policies["types"]["normal"] = NORMAL_TYPE
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
-    (config / "policies.yaml").write_text(yaml.safe_dump(policies))
+    (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
 
 

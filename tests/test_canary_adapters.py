@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from cli._canary_lab import PROMQL_ERROR_RATE, TrafficLoad, nginx_available, prometheus_available
+from cli.dev import PROMQL_ERROR_RATE, TrafficLoad, nginx_available, prometheus_available
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError, router_for
 from flows.traffic.nginx import upstream_block

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli._canary_lab import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
-from flows._prefect_api import resume_with_input
+from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
+from flows import resume_with_input
 from flows.traffic import router_for
 from models import NginxRouter as NginxConfig
 from tests.test_flows import final_run_state, notifications_for, submit, wait_paused

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prefect.deployments import run_deployment
 
-from flows._prefect_api import resume_with_input
+from flows import resume_with_input
 from tests.test_flows import final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows

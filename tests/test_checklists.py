@@ -173,3 +173,15 @@ def test_metric_check_against_a_prometheus_http_api():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_automated_item_kind_has_a_checker():
+    """The kinds a checklist may declare (models.domain) and the checkers that run them (flows) stay in step."""
+    import typing
+
+    from flows._checks import CHECKS
+    from models import ChecklistItem
+
+    union = typing.get_args(ChecklistItem)[0]
+    declared = {typing.get_args(item.model_fields["kind"].annotation)[0] for item in typing.get_args(union)}
+    assert declared - {"manual"} == set(CHECKS), "each automated kind needs exactly one checker in flows/_checks.py"

@@ -14,7 +14,7 @@ from prefect import get_client
 from prefect.deployments import run_deployment
 from sqlalchemy import text, update
 
-from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
+from flows import ResumeRefused, paused_key, resume_with_input
 from models import ChangeRequest, Notification
 from models import utcnow
 from tests.helpers import emergency_request, major_request, standard_request
@@ -302,3 +302,16 @@ def test_audit_report_deployment_publishes_table_and_markdown(flow_stack):
     assert kinds == {"dora-report": "table", "dora-report-summary": "markdown"}
     summary = next(a for a in artifacts if a["key"] == "dora-report-summary")["data"]
     assert "| service | deployments |" in summary and "(all)" in summary
+
+
+def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
+    """`normal` exists only in the stack's policies.yaml (tests/flow_stack.py): filed from the run form, approved by
+    the one team lead its policy names, implemented and closed without a review (its policy's lifecycle)."""
+    run_id = submit(standard_request(type="normal", title="Raise the payments log level",
+                                     test_evidence="staging run 4711"))
+    change = awaiting(flow_stack, run_id)
+    assert [(r.role, r.count) for r in flow_stack.services.approvals.required_for(change)] == [("team_lead", 1)]
+    assert act(flow_stack, change, "alice")["action"] == "approval"
+    assert final_run_state(run_id, timeout_s=90).is_completed()
+    done = flow_stack.services.changes.get(change.key)
+    assert (done.type, done.state, done.outcome) == ("normal", "closed", "succeeded")

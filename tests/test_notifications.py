@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cli._stack import free_port
+from cli.dev import free_port
 from models import DEFAULTS_DIR, Services, Database, Directory, Org, Settings, load_org, verify_chain
 from models import events_for
 from notifications import Notifier, TemplateRenderer

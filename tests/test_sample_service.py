@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from cli._stack import free_port
+from cli.dev import free_port
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "sample_service.py"
 

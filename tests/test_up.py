@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli._stack import free_port
+from cli.dev import free_port
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
-from flows.traffic import RouterError
+from ._base import RouterError
 
 
 class CommandRouter:

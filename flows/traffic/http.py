@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from flows.traffic import RouterError
+from ._base import RouterError
 
 
 class HttpRouter:

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from flows.traffic import RouterError
+from ._base import RouterError
 
 
 def upstream_block(upstream: str, stable: str, canary: str, weight: int) -> str:

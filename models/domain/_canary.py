@@ -18,7 +18,7 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 
 def compare(value: float, op: str, threshold: float) -> bool:
     """`value <op> threshold` for the four operators of rules and checklist metric items."""
-    return _OPS[op](value, threshold)
+    return bool(_OPS[op](value, threshold))
 
 
 class Verdict(IntEnum):

@@ -7,7 +7,7 @@ step, `post` after. A required item that fails fails its phase; an advisory one 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -95,10 +95,10 @@ class Checklist(BaseModel):
                 seen.add(item.id)
         return self
 
-    def items(self, phase: Phase) -> list:
+    def items(self, phase: str) -> list[ChecklistItem]:
         return list(getattr(self, phase))
 
-    def find(self, item_id: str):
+    def find(self, item_id: str) -> tuple[str, ChecklistItem] | None:
         for phase in PHASES:
             for item in getattr(self, phase):
                 if item.id == item_id:
@@ -119,7 +119,7 @@ class ItemOutcome(BaseModel):
     item_id: str
     passed: bool
     required: bool
-    evidence: dict = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict)
     detail: str = ""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 
 class FieldProblem(NamedTuple):
@@ -26,7 +26,7 @@ class InputError(ChangeflowError):
 
     exit_code = 2
 
-    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None):
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] | None = None):
         super().__init__(message)
         self.problems = [FieldProblem(*p) for p in problems or []]
 

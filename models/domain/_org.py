@@ -6,7 +6,7 @@ Shapes only: `models.config` reads them from YAML; nothing here does I/O.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -157,7 +157,7 @@ class ChangeTemplate(Strict):
     implementation_plan: str = ""
     rollback_plan: str = ""
     test_evidence: str = ""
-    risk: dict = Field(default_factory=dict)
+    risk: dict[str, Any] = Field(default_factory=dict)
     implementation_commands: list[str] = Field(default_factory=list)
     verify_commands: list[str] = Field(default_factory=list)
     rollback_commands: list[str] = Field(default_factory=list)

@@ -60,7 +60,7 @@ def first_sunday(year: int, month: int) -> datetime:
 
 def monthly_windows(start: datetime, end: datetime) -> list[WindowSpec]:
     year, month = start.astimezone(timezone.utc).year, start.astimezone(timezone.utc).month
-    windows = []
+    windows: list[WindowSpec] = []
     while True:
         begins = first_sunday(year, month).replace(hour=1)
         if begins >= end:

@@ -6,6 +6,7 @@ Field descriptions are written for the person filling the Prefect run form.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -157,7 +158,7 @@ class AuditEventView(BaseModel):
     action: str
     from_state: str | None
     to_state: str | None
-    data: dict
+    data: dict[str, Any]
 
 
 class ChangeRequestView(BaseModel):
@@ -196,10 +197,10 @@ class ChangeRequestView(BaseModel):
     checklist: str | None = None
     approvals: list[ApprovalView] = []
     events: list[AuditEventView] = []
-    checklist_results: list[dict] = []
-    notifications: list[dict] = []
-    canary: dict | None = None
-    canary_steps: list[dict] = []
+    checklist_results: list[dict[str, Any]] = []
+    notifications: list[dict[str, Any]] = []
+    canary: dict[str, Any] | None = None
+    canary_steps: list[dict[str, Any]] = []
 
 
 def parse_change_request(data: object) -> ChangeRequestInput:

@@ -53,8 +53,8 @@ class ApprovalService:
             change = self._uow.load(session, key)
             return session.execute(
                 select(Approval)
-                .where(Approval.change_id == change.id, Approval.round == change.approval_round)  # type: ignore[arg-type]
-                .order_by(Approval.id.desc())  # type: ignore[union-attr]
+                .where(Approval.change_id == change.id, Approval.round == change.approval_round)
+                .order_by(Approval.id.desc())
                 .limit(1)
             ).scalar_one_or_none()
 
@@ -68,8 +68,8 @@ class ApprovalService:
         with self._uow.read() as session:
             changes = session.execute(
                 select(ChangeRequest)
-                .where(ChangeRequest.state == ChangeState.awaiting_approval.value)  # type: ignore[arg-type]
-                .order_by(ChangeRequest.approval_requested_at, ChangeRequest.id)  # type: ignore[arg-type]
+                .where(ChangeRequest.state == ChangeState.awaiting_approval.value)
+                .order_by(ChangeRequest.approval_requested_at, ChangeRequest.id)
             ).scalars().all()
             return [(change, self._uow.evaluate(session, change)) for change in changes]
 

@@ -33,11 +33,11 @@ class CanaryService:
             session.add_all(CanaryMeasurement(change_key=change.key, **row) for row in rows)
 
     def measurements(self, key: str, *, step: int | None = None) -> list[CanaryMeasurement]:
-        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == key.upper())  # type: ignore[arg-type]
+        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == key.upper())
         if step is not None:
-            stmt = stmt.where(CanaryMeasurement.step == step)  # type: ignore[arg-type]
+            stmt = stmt.where(CanaryMeasurement.step == step)
         with self._uow.read() as session:
-            return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())  # type: ignore[arg-type]
+            return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())
 
     def record_decision(self, key: str, *, step: int, bake: str, decision: dict[str, Any]) -> dict[str, Any]:
         """A step's decision in the audit trail, once per bake of the step; returns the first record's data."""

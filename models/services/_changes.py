@@ -60,21 +60,21 @@ class ChangeService:
     def find_by_idempotency_key(self, idempotency_key: str) -> ChangeRequest | None:
         with self._uow.read() as session:
             return session.execute(
-                select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)  # type: ignore[arg-type]
+                select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)
             ).scalar_one_or_none()
 
     def view(self, key: str) -> ChangeRequestView:
         with self._uow.read() as session:
             change = self._uow.load(session, key)
             approvals = session.execute(
-                select(Approval).where(Approval.change_id == change.id)  # type: ignore[arg-type]
-                .order_by(Approval.decided_at, Approval.id)  # type: ignore[arg-type]
+                select(Approval).where(Approval.change_id == change.id)
+                .order_by(Approval.decided_at, Approval.id)
             ).scalars()
             events = events_for(session, change.key)
-            checks = session.execute(select(ChecklistResult).where(ChecklistResult.change_key == change.key)  # type: ignore[arg-type]
-                                     .order_by(ChecklistResult.id)).scalars()  # type: ignore[arg-type]
-            notes = session.execute(select(Notification).where(Notification.change_key == change.key)  # type: ignore[arg-type]
-                                    .order_by(Notification.id)).scalars()  # type: ignore[arg-type]
+            checks = session.execute(select(ChecklistResult).where(ChecklistResult.change_key == change.key)
+                                     .order_by(ChecklistResult.id)).scalars()
+            notes = session.execute(select(Notification).where(Notification.change_key == change.key)
+                                    .order_by(Notification.id)).scalars()
             return ChangeRequestView(
                 **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "approval_requested_at", "approved_at"}),
                 checklist_results=[c.model_dump(include={"phase", "step", "item_id", "title", "kind", "required",
@@ -93,7 +93,7 @@ class ChangeService:
             )
 
     def list_changes(self, *, limit: int = 50, after: str | None = None, **filters: object) -> list[ChangeRequest]:
-        return self.query(ChangeFilter(**filters), limit=limit, after=after).items  # type: ignore[arg-type]
+        return self.query(ChangeFilter(**filters), limit=limit, after=after).items
 
     def query(self, change_filter: ChangeFilter, *, limit: int = 50, after: str | None = None) -> Page:
         with self._uow.read() as session:
@@ -244,11 +244,11 @@ class ChangeService:
         implemented, failed = session.execute(
             select(
                 func.count(),
-                func.coalesce(func.sum(case((outcome.in_(("failed", "rolled_back")), 1), else_=0)), 0),  # type: ignore[union-attr]
+                func.coalesce(func.sum(case((outcome.in_(("failed", "rolled_back")), 1), else_=0)), 0),
             ).where(
-                ChangeRequest.service == service,  # type: ignore[arg-type]
-                ChangeRequest.implemented_at >= since,  # type: ignore[operator]
-                outcome.is_not(None),  # type: ignore[union-attr]
+                ChangeRequest.service == service,
+                ChangeRequest.implemented_at >= since,
+                outcome.is_not(None),
             )
         ).one()
         return ServiceHistory(implemented=int(implemented), failed=int(failed))

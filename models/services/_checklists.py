@@ -30,13 +30,13 @@ class ChecklistService:
             return written
 
     def check_results(self, key: str, *, phase: str | None = None, step: int | None = None) -> list[ChecklistResult]:
-        stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper())  # type: ignore[arg-type]
+        stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper())
         if phase is not None:
-            stmt = stmt.where(ChecklistResult.phase == phase)  # type: ignore[arg-type]
+            stmt = stmt.where(ChecklistResult.phase == phase)
         if step is not None:
-            stmt = stmt.where(ChecklistResult.step == step)  # type: ignore[arg-type]
+            stmt = stmt.where(ChecklistResult.step == step)
         with self._uow.read() as session:
-            return list(session.execute(stmt.order_by(ChecklistResult.id)).scalars())  # type: ignore[arg-type]
+            return list(session.execute(stmt.order_by(ChecklistResult.id)).scalars())
 
     def record_phase(self, key: str, verdict: PhaseVerdict, *, step: int) -> None:
         """The phase verdict in the audit trail (once per change, phase and step)."""

@@ -36,9 +36,9 @@ class SchedulingService:
         clashes = []
         freezes = session.execute(
             select(MaintenanceWindow).where(
-                MaintenanceWindow.freeze.is_(True),  # type: ignore[attr-defined]
-                MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,  # type: ignore[operator]
-                (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == request.service),  # type: ignore[union-attr]
+                MaintenanceWindow.freeze.is_(True),
+                MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
+                (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == request.service),
             )
         ).scalars()
         for freeze in freezes:
@@ -46,9 +46,9 @@ class SchedulingService:
                            f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
         others = session.execute(
             select(ChangeRequest).where(
-                ChangeRequest.service == request.service,  # type: ignore[arg-type]
-                ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]),  # type: ignore[attr-defined]
-                ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,  # type: ignore[union-attr,operator]
+                ChangeRequest.service == request.service,
+                ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]),
+                ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,
             )
         ).scalars()
         for other in others:
@@ -84,13 +84,13 @@ class SchedulingService:
     def windows_between(self, start: datetime, end: datetime) -> list[MaintenanceWindow]:
         with self._uow.read() as session:
             return list(session.execute(
-                select(MaintenanceWindow).where(MaintenanceWindow.starts_at < end,  # type: ignore[operator]
-                                                MaintenanceWindow.ends_at > start)  # type: ignore[operator]
-                .order_by(MaintenanceWindow.starts_at)).scalars())  # type: ignore[arg-type]
+                select(MaintenanceWindow).where(MaintenanceWindow.starts_at < end,
+                                                MaintenanceWindow.ends_at > start)
+                .order_by(MaintenanceWindow.starts_at)).scalars())
 
     def changes_planned_between(self, start: datetime, end: datetime) -> list[ChangeRequest]:
         with self._uow.read() as session:
             return list(session.execute(
-                select(ChangeRequest).where(ChangeRequest.planned_start < end,  # type: ignore[operator]
-                                            ChangeRequest.planned_start >= start - timedelta(days=1))  # type: ignore[operator]
-                .order_by(ChangeRequest.planned_start)).scalars())  # type: ignore[arg-type]
+                select(ChangeRequest).where(ChangeRequest.planned_start < end,
+                                            ChangeRequest.planned_start >= start - timedelta(days=1))
+                .order_by(ChangeRequest.planned_start)).scalars())

@@ -78,7 +78,7 @@ class UnitOfWork:
 
     @staticmethod
     def load(session: Session, key: str, *, for_update: bool = False) -> ChangeRequest:
-        stmt = select(ChangeRequest).where(ChangeRequest.key == key.upper())  # type: ignore[arg-type]
+        stmt = select(ChangeRequest).where(ChangeRequest.key == key.upper())
         if for_update and session.get_bind().dialect.name == "postgresql":
             # Under READ COMMITTED each statement sees newer commits; locking the row makes the version,
             # the approvals and the policy check one consistent snapshot (SQLite writers are serial anyway).
@@ -101,10 +101,10 @@ class UnitOfWork:
         """The conditional, version-checked update every write of a change goes through."""
         result = session.execute(
             update(ChangeRequest)
-            .where(ChangeRequest.id == change.id, ChangeRequest.version == version)  # type: ignore[arg-type]
+            .where(ChangeRequest.id == change.id, ChangeRequest.version == version)
             .values(version=version + 1, updated_at=now, **values)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             raise ConflictError(f"{change.key} was changed by someone else at the same time; re-read and try again")
         # Mirror the row we just wrote instead of reading it back.
         for name, value in {"version": version + 1, "updated_at": now, **values}.items():
@@ -153,7 +153,7 @@ class UnitOfWork:
     @staticmethod
     def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:
         rows = session.execute(
-            select(Approval.approver, Approval.role, Approval.decision).where(  # type: ignore[call-overload]
+            select(Approval.approver, Approval.role, Approval.decision).where(
                 Approval.change_id == change.id, Approval.round == change.approval_round
             )
         )

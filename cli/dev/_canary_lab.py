@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from cli._stack import free_port
+from ._stack import free_port
 from flows.traffic.nginx import upstream_block
 
-SAMPLE_SERVICE = Path(__file__).resolve().parent.parent / "examples" / "sample_service.py"
+SAMPLE_SERVICE = Path(__file__).resolve().parents[2] / "examples" / "sample_service.py"
 
 # Error ratio of one version over the last 3 s; `or vector(0)` makes "no errors yet" a 0, not "no data".
 PROMQL_ERROR_RATE = ('(sum(rate(sample_requests_total{version="{version}",code="500"}[3s])) or vector(0)) / '

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from cli._canary_lab import Lab
+from ._canary_lab import Lab
 
 
 def _merge(path: Path, extra: dict) -> None:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+from typing import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from models import Settings
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_config import write_demo_config
-from ._output import console
+from .._output import console
 from ._stack import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
 
 CANARY_PLAN = {"stable_version": "v1", "canary_version": "v2", "interval_s": 1, "probe_requests": 20,
@@ -90,7 +91,7 @@ class Demo:
     def paused_at(self, run_id: str, prefix: str, timeout_s: float = 120) -> str:
         import asyncio
 
-        from flows._prefect_api import paused_key
+        from flows import paused_key
 
         def probe():
             key = asyncio.run(paused_key(run_id))
@@ -101,7 +102,7 @@ class Demo:
     def resume(self, run_id: str, run_input: dict) -> None:
         import asyncio
 
-        from flows._prefect_api import resume_with_input
+        from flows import resume_with_input
 
         asyncio.run(resume_with_input(run_id, run_input))
 
@@ -231,13 +232,13 @@ class Demo:
             self.outcomes[name] = ("-", f"error: {exc}", False)
 
 
-def run_demo(home: Path) -> bool:
+def run_demo(home: Path, app: Callable[..., object]) -> bool:
+    """`app` is the changeflow command itself: the demo drives it as a person would (init, log, reports)."""
     started = time.perf_counter()
     os.environ["CHANGEFLOW_HOME"] = str(home)
     for name in ("CHANGEFLOW_DATABASE_URL", "CHANGEFLOW_CONFIG_DIR", "CHANGEFLOW_SECRET"):
         os.environ.pop(name, None)
-    from ._app import app
-    from ._context import AppContext
+    from .._context import AppContext
 
     console.rule("[bold]changeflow demo")
     console.print(f"throw-away HOME: {home}")
@@ -306,11 +307,11 @@ def _summary(demo: Demo) -> bool:
     return len(demo.outcomes) == 5 and all(fine for _, _, fine in demo.outcomes.values())
 
 
-def demo(keep: bool = typer.Option(False, help="Keep the throw-away HOME for a look afterwards.")) -> None:
+def play_demo(app: Callable[..., object], keep: bool) -> None:
     """Play every scenario through the real flows on a local Prefect server, then stop everything."""
     home = Path(tempfile.mkdtemp(prefix="changeflow-demo-"))
     try:
-        ok = run_demo(home)
+        ok = run_demo(home, app)
     finally:
         if keep:
             console.print(f"kept {home}: CHANGEFLOW_HOME={home} changeflow show CHG-000001")

@@ -1,0 +1,80 @@
+"""Maintenance windows and freezes: `window add` and the `calendar`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from models import overlaps, planned_span, scheduled_windows, utcnow
+
+from ._context import context
+from ._options import JsonOption, required_time
+from ._output import console, exits_cleanly, print_json
+from ._render import change_row
+
+
+app = typer.Typer()
+
+
+@app.command()
+@exits_cleanly
+def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ahead."),
+             json_output: bool = JsonOption) -> None:
+    """Maintenance windows, freezes and the changes planned in them."""
+    services = context().services
+    start = utcnow()
+    end = start + timedelta(days=days)
+    entries: list[dict[str, Any]] = [{"kind": w.kind, "title": w.title, "service": None, "freeze": False,
+                "starts_at": w.starts_at, "ends_at": w.ends_at} for w in scheduled_windows(start, end)]
+    entries += [{"kind": "freeze" if w.freeze else w.kind, "title": w.title, "service": w.service,
+                 "freeze": w.freeze, "starts_at": w.starts_at, "ends_at": w.ends_at}
+                for w in services.scheduling.windows_between(start, end)]
+    changes = services.scheduling.changes_planned_between(start, end)
+    for entry in entries:
+        # The same span and overlap rule as the freeze and clash checks (a change without an end takes the
+        # default length), so the calendar never shows a change outside a window that refused it.
+        entry["changes"] = [c.key for c in changes if c.planned_start is not None
+                            and overlaps(*planned_span(c.planned_start, c.planned_end), entry["starts_at"],
+                                         entry["ends_at"])
+                            and entry["service"] in (None, c.service)]
+    entries.sort(key=lambda e: e["starts_at"])
+    if json_output:
+        print_json({"windows": entries, "changes": [
+            {**change_row(c), "planned_start": c.planned_start, "planned_end": c.planned_end} for c in changes]})
+        return
+    table = Table(title=f"calendar, next {days} days", box=box.SIMPLE_HEAD)
+    for column in ("from", "to", "kind", "title", "service", "changes"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(f"{e['starts_at']:%a %Y-%m-%d %H:%M}", f"{e['ends_at']:%a %Y-%m-%d %H:%M}",
+                      f"[red]{e['kind']}[/]" if e["freeze"] else e["kind"], e["title"], e["service"] or "all",
+                      ", ".join(e["changes"]))
+    console.print(table)
+    if changes:
+        console.print("planned changes: " + ", ".join(
+            f"{c.key} {c.service} {c.planned_start:%Y-%m-%d %H:%M} ({c.state})" for c in changes))
+
+
+window_app = typer.Typer(help="Ad hoc maintenance windows and freezes.", no_args_is_help=True)
+
+
+@window_app.command("add")
+@exits_cleanly
+def window_add(
+    start: str = typer.Option(..., help="Start (ISO time, UTC when no offset)."),
+    end: str = typer.Option(..., help="End (ISO time)."),
+    title: str = typer.Option("", help="What it is, e.g. 'Year-end freeze'."),
+    service: Optional[str] = typer.Option(None, help="Only this service (default: all)."),
+    freeze: bool = typer.Option(False, "--freeze", help="A freeze: blocks non-emergency changes."),
+    actor: str = typer.Option("changeflow", "--as", help="Who adds it (for the audit trail)."),
+) -> None:
+    """Add an ad hoc maintenance window, or a freeze with --freeze."""
+    window = context().services.scheduling.add_window(
+        starts_at=required_time(start, "start"), ends_at=required_time(end, "end"), title=title, service=service,
+        freeze=freeze, kind="ad_hoc", actor=actor)
+    console.print(f"{'freeze' if window.freeze else 'window'} {window.id}: {window.starts_at:%Y-%m-%d %H:%M} to "
+                  f"{window.ends_at:%Y-%m-%d %H:%M} UTC {window.title}")

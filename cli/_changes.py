@@ -1,0 +1,162 @@
+"""Filing and reading changes: `submit`, `show`, `log`, `review`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.panel import Panel
+from rich.table import Table
+
+from models import ChangeState, RiskLevel
+from notifications import run_url
+
+from ._context import context
+from ._flows import start_change_flow
+from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file
+from ._output import console, err_console, exits_cleanly, fmt_time, print_json
+from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
+
+
+app = typer.Typer()
+
+
+@app.command()
+@exits_cleanly
+def submit(
+    file: Path = typer.Argument(..., help="Change request as YAML or JSON (fields of the submit form)."),
+    local: bool = typer.Option(False, "--local", help="Record the change without starting its Prefect flow."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Validate a change request and start its flow (deployment change-request/submit)."""
+    data = read_request_file(file)
+    services = context().services
+    request = services.changes.validate_request(data)
+    if local:
+        change = services.approvals.request_approval(services.changes.submit(request).key)
+    else:
+        change, _run_id = start_change_flow(services, request.model_dump(mode="json", exclude_unset=True))
+    required = services.approvals.required_for(change) if change.state == ChangeState.awaiting_approval.value else []
+    if json_output:
+        print_json({**change_row(change), "flow_run_id": change.flow_run_id,
+                    "required": [r.__dict__ for r in required]})
+        return
+    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, "
+                  f"risk {change.risk_level}, {change.state}")
+    if required:
+        console.print("needs: " + ", ".join(f"{r.count} x {r.role}" for r in required))
+    if change.flow_run_id:
+        console.print(f"flow run: {run_url(context().settings, change.flow_run_id)}")
+
+
+@app.command()
+@exits_cleanly
+def show(key: str = typer.Argument(..., help="Change key."), json_output: bool = JsonOption) -> None:
+    """Show one change with its approvals and full event timeline."""
+    view = context().services.changes.view(key)
+    if json_output:
+        print_json(view.model_dump(mode="json"))
+        return
+    facts = Table.grid(padding=(0, 2))
+    for name in ("type", "state", "service", "requester", "risk_level", "risk_score", "incident_id",
+                 "incident_severity", "planned_start", "planned_end", "review_due_at", "flow_run_id",
+                 "policy_version"):
+        value = getattr(view, name)
+        if value is not None:
+            facts.add_row(name, fmt_time(value) if isinstance(value, datetime) else str(getattr(value, "value", value)))
+    facts.add_row("risk reasons", "; ".join(view.risk_reasons) or "-")
+    facts.add_row("rollback plan", view.rollback_plan or "-")
+    console.print(Panel(facts, title=f"{view.key}  {view.title}"))
+    if view.approvals:
+        approvals = Table(title="approvals")
+        for column in ("approver", "role", "decision", "round", "when", "comment"):
+            approvals.add_column(column)
+        for a in view.approvals:
+            approvals.add_row(a.approver, a.role, a.decision, str(a.round), fmt_time(a.decided_at), a.comment)
+        console.print(approvals)
+    timeline = Table(title="timeline")
+    for column in ("#", "when", "actor", "action", "state", "details"):
+        timeline.add_column(column)
+    for e in view.events:
+        moved = f"{e.from_state or ''} -> {e.to_state}" if e.to_state else ""
+        timeline.add_row(str(e.seq), fmt_time(e.occurred_at), e.actor, e.action, moved, event_summary(e.action, e.data))
+    console.print(timeline)
+    if view.checklist_results:
+        checks = Table(title=f"checklist {view.checklist}", box=box.SIMPLE_HEAD)
+        for column in ("phase", "step", "item", "result", "detail", "by"):
+            checks.add_column(column)
+        for c in view.checklist_results:
+            result = "passed" if c["passed"] else ("FAILED" if c["required"] else "failed (advisory)")
+            checks.add_row(c["phase"], str(c["step"]), c["title"], result, c["detail"][:80], c["actor"])
+        console.print(checks)
+    if view.canary_steps:
+        steps = Table(title=f"canary {view.canary['canary_version']}", box=box.SIMPLE_HEAD)
+        for column in ("step", "weight %", "decision", "measurements", "why"):
+            steps.add_column(column)
+        for s in view.canary_steps:
+            steps.add_row(str(s["step"]), str(s.get("weight", "")), s["action"], str(s.get("measured", "")),
+                          "; ".join(s.get("reasons", []))[:100])
+        console.print(steps)
+    if view.notifications:
+        sent = Table(title="notifications", box=box.SIMPLE_HEAD)
+        for column in ("id", "event", "to", "channel", "state", "tries"):
+            sent.add_column(column)
+        for n in view.notifications:
+            sent.add_row(str(n["id"]), n["event"], n["recipient"], n["channel"], n["state"], str(n["attempts"]))
+        console.print(sent)
+    if view.flow_run_id:
+        console.print(f"flow run: {run_url(context().settings, view.flow_run_id)}")
+
+
+@app.command("log")
+@exits_cleanly
+def log_command(
+    type: Optional[str] = typer.Option(None, help="Only this change type (a name from policies.yaml)."),
+    state: Optional[ChangeState] = typer.Option(None, help="Only changes in this state."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    requester: Optional[str] = typer.Option(None, help="Only this requester."),
+    approver: Optional[str] = typer.Option(None, help="Only changes this person approved."),
+    risk: Optional[RiskLevel] = typer.Option(None, help="Only this risk level."),
+    since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time, UTC default)."),
+    until: Optional[str] = typer.Option(None, help="Created before (ISO date/time)."),
+    implemented_since: Optional[str] = typer.Option(None, help="Implementation started at or after."),
+    implemented_until: Optional[str] = typer.Option(None, help="Implementation started before."),
+    closed_since: Optional[str] = typer.Option(None, help="Closed at or after."),
+    closed_until: Optional[str] = typer.Option(None, help="Closed before."),
+    text: Optional[str] = typer.Option(None, help="Words the title contains."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
+    after: Optional[str] = typer.Option(None, help="Cursor printed by the previous page."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
+    json_output: bool = JsonOption,
+) -> None:
+    """List changes, newest first, a page at a time."""
+    change_filter = build_filter(
+        type=type, state=state, service=service, requester=requester, approver=approver, risk=risk,
+        created_since=parse_time(since, "since"), created_until=parse_time(until, "until"),
+        implemented_since=parse_time(implemented_since, "implemented-since"),
+        implemented_until=parse_time(implemented_until, "implemented-until"),
+        closed_since=parse_time(closed_since, "closed-since"), closed_until=parse_time(closed_until, "closed-until"),
+        text=text)
+    page = context().services.changes.query(change_filter, limit=limit, after=after)
+    output = OutputFormat.json if json_output else output
+    emit_rows([log_row(c) for c in page.items], LOG_FIELDS, output, f"changes ({len(page.items)})",
+              optional_in_table=("closed_at", "implemented_at", "risk_level"))
+    if page.next_cursor and output is OutputFormat.table:
+        console.print(f"more: changeflow log ... --after {page.next_cursor}")
+    elif page.next_cursor:
+        err_console.print(f"next page: --after {page.next_cursor}")
+
+
+@app.command()
+@exits_cleanly
+def review(
+    key: str = typer.Argument(..., help="Change key."),
+    actor: str = typer.Option(..., "--as", help="Who records the review."),
+    summary: str = typer.Option(..., help="What happened, what was learned, follow-ups."),
+) -> None:
+    """Record a post-implementation review and close the change."""
+    change = context().services.changes.record_review(key, actor=actor, summary=summary)
+    console.print(f"{change.key}: review recorded, {change.state}")

@@ -1,0 +1,157 @@
+"""What people do at a gate: `approve`, `reject`, `confirm` a checklist item, answer a `canary` gate, see what is
+`pending`, and print an `approval-code` (operators)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from models import Decision, InputError, ItemOutcome
+from notifications import Notifier
+
+from ._context import context
+from ._flows import nudge_gate, nudge_run
+from ._options import JsonOption
+from ._output import console, exits_cleanly, print_json
+from ._render import change_row
+
+
+app = typer.Typer()
+
+
+def _decide(key: str, approver: str, code: str, role: Optional[str], comment: str, decision: Decision,
+            json_output: bool) -> None:
+    services = context().services
+    result = services.approvals.decide(key, approver=approver, decision=decision, code=code, role=role, comment=comment)
+    nudged = nudge_gate(result.change, {"approver": approver, "decision": decision.value,
+                                        "approval_code": code, "comment": comment})
+    change = services.changes.get(key)
+    if json_output:
+        print_json({**change_row(change), "role": result.role, "missing": result.evaluation.missing,
+                    "flow_resumed": nudged})
+        return
+    console.print(f"{change.key}: {decision.value} by {approver} as {result.role}"
+                  f"{' (already recorded)' if result.repeated else ''}; state {change.state}; "
+                  f"still needed: {result.evaluation.describe_missing()}")
+    if change.flow_run_id and not nudged:
+        console.print("the flow run was not waiting at its gate just now; the escalation sweep resumes it "
+                      "within a minute")
+
+
+@app.command()
+@exits_cleanly
+def approve(
+    key: str = typer.Argument(..., help="Change key, e.g. CHG-000042."),
+    approver: str = typer.Option(..., "--as", help="Your user name in the approver directory."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code from the notification."),
+    role: Optional[str] = typer.Option(None, help="Role you approve in (default: the one still needed)."),
+    comment: str = typer.Option("", help="Comment for the record."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Approve a change awaiting approval (the same gate the Prefect UI resumes)."""
+    _decide(key, approver, code, role, comment, Decision.approve, json_output)
+
+
+@app.command()
+@exits_cleanly
+def reject(
+    key: str = typer.Argument(..., help="Change key, e.g. CHG-000042."),
+    approver: str = typer.Option(..., "--as", help="Your user name in the approver directory."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code from the notification."),
+    role: Optional[str] = typer.Option(None, help="Role you act in."),
+    comment: str = typer.Option(..., help="Why the change is rejected."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Reject a change awaiting approval."""
+    _decide(key, approver, code, role, comment, Decision.reject, json_output)
+
+
+@app.command()
+@exits_cleanly
+def confirm(
+    key: str = typer.Argument(..., help="Change key."),
+    item: str = typer.Argument(..., help="Checklist item id, e.g. backup-verified."),
+    person: str = typer.Option(..., "--as", help="Who confirms."),
+    note: str = typer.Option("", help="What you checked."),
+) -> None:
+    """Confirm a manual checklist item; the change's run continues when its phase is complete."""
+    services = context().services
+    change = services.changes.get(key)
+    checklist = services.org.checklist_of(change)
+    found = checklist.find(item) if checklist else None
+    if found is None or found[1].kind != "manual":
+        known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])
+                 if i.kind == "manual"]
+        raise InputError(f"item: {item!r} is not a manual item of {change.key}'s checklist "
+                         f"({', '.join(known) or 'it has none'})")
+    phase, definition = found
+    step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
+    written = services.checklists.record_check(key, phase=phase, step=step, item=definition, actor=person,
+                                   outcome=ItemOutcome(item_id=item, passed=True, required=definition.required,
+                                                       detail=note or "confirmed"))
+    nudged = nudge_run(services.changes.get(key), "checklist-", {"confirmed_by": person, "note": note})
+    console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
+                  f"{'; the run continues' if nudged else ''}")
+
+
+@app.command()
+@exits_cleanly
+def canary(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="Who answers (a person in the approver directory)."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
+    roll_back: bool = typer.Option(False, "--roll-back", help="Send all traffic back to stable instead."),
+    comment: str = typer.Option("", help="What you looked at, for the record."),
+) -> None:
+    """Answer a canary gate: confirm the next step (or an inconclusive analysis), or roll back."""
+    services = context().services
+    services.approvals.check_person_code(key, person, code)
+    change = services.changes.get(key)
+    answer = {"person": person, "approval_code": code, "answer": "roll_back" if roll_back else "proceed",
+              "comment": comment}
+    if not nudge_run(change, "canary-", answer):
+        raise InputError(f"{change.key}: its run is not waiting at a canary gate")
+    console.print(f"{change.key}: {'roll back' if roll_back else 'proceed'} sent to the canary gate")
+
+
+@app.command()
+@exits_cleanly
+def pending(json_output: bool = JsonOption) -> None:
+    """What waits for approval, on whom, and since when."""
+    ctx = context()
+    services = ctx.services
+    notifier = Notifier(services, ctx.settings)
+    rows: list[dict[str, Any]] = []
+    for change, evaluation in services.approvals.pending_approvals():
+        deadline = services.approvals.approval_deadline(change)
+        rows.append({
+            "key": change.key, "type": change.type, "title": change.title, "service": change.service,
+            "waiting_since": change.approval_requested_at.isoformat() if change.approval_requested_at else None,
+            "deadline": deadline.isoformat() if deadline else None,
+            "missing": evaluation.missing, "approved_by": list(evaluation.approved_by),
+            "waiting_on": sorted(notifier.approvers_to_ask(change)),
+        })
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title=f"waiting for approval ({len(rows)})", box=box.SIMPLE_HEAD)
+    for column in ("key", "type", "title", "since", "deadline", "still needed", "waiting on"):
+        table.add_column(column, no_wrap=column in ("key", "since", "deadline"))
+    for row in rows:
+        table.add_row(row["key"], row["type"], row["title"], (row["waiting_since"] or "-")[:16].replace("T", " "),
+                      (row["deadline"] or "-")[:16].replace("T", " "),
+                      ", ".join(f"{n} x {r}" for r, n in row["missing"].items()), ", ".join(row["waiting_on"]))
+    console.print(table)
+
+
+@app.command("approval-code")
+@exits_cleanly
+def approval_code_command(
+    key: str = typer.Argument(..., help="Change key."),
+    approver: str = typer.Option(..., "--for", help="Approver user name."),
+) -> None:
+    """Print an approver's personal code (operators only: it needs the server secret)."""
+    console.print(context().services.approvals.approval_code_for(key, approver))

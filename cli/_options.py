@@ -1,0 +1,66 @@
+"""Options and argument parsing shared by the commands: every problem is an InputError naming the option."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from models import ChangeFilter, InputError, parse_yaml
+
+MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
+
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def parse_time(value: Optional[str], name: str) -> Optional[datetime]:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--{name}: {value!r} is not a date or time like 2026-11-01 or 2026-11-01T14:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def required_time(value: str, name: str) -> datetime:
+    parsed = parse_time(value, name)
+    assert parsed is not None
+    return parsed
+
+
+def read_request_file(path: Path) -> dict:
+    """Read a change request from YAML or JSON; every problem is an InputError naming the file."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    if size > MAX_REQUEST_FILE_BYTES:
+        raise InputError(f"{path}: {size} bytes is larger than the {MAX_REQUEST_FILE_BYTES} bytes a request may be")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    data = parse_yaml(text, str(path), InputError)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of change-request fields at the top level")
+    return data
+
+
+def build_filter(**fields: Any) -> ChangeFilter:
+    from pydantic import ValidationError
+
+    try:
+        return ChangeFilter(**fields)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise InputError("; ".join(f"--{f.replace('_', '-')}: {m}" for f, m in problems), problems) from None

@@ -1,0 +1,96 @@
+"""Setting up: `init`, `db upgrade`, `policy show`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import shutil
+
+import typer
+from rich.table import Table
+
+from models import DEFAULTS_DIR, RiskLevel, Settings, required_approvals, upgrade_database
+
+from ._context import context
+from ._options import JsonOption
+from ._output import console, exits_cleanly, print_json
+
+
+CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml", "templates.yaml", "maintenance.yaml")
+
+app = typer.Typer()
+
+
+@app.command()
+@exits_cleanly
+def init(force: bool = typer.Option(False, help="Overwrite config files that already exist.")) -> None:
+    """Create HOME, the secret, the example organisation config and the database."""
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    wrote_secret = settings.ensure_secret_file()
+    settings.config_dir.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for name in CONFIG_FILES:
+        target = settings.config_dir / name
+        if force or not target.exists():
+            shutil.copyfile(DEFAULTS_DIR / name, target)
+            installed.append(name)
+    ctx = context()
+    revision = upgrade_database(ctx.db)
+    ctx.org  # validate the config now, not at the first approval
+    console.print(f"home:     {settings.home}")
+    console.print(f"secret:   {settings.secret_file if not settings.secret else 'CHANGEFLOW_SECRET'}"
+                  f"{' (new)' if wrote_secret else ''}")
+    console.print(f"config:   {settings.config_dir} ({', '.join(installed) or 'kept existing files'})")
+    console.print(f"database: {ctx.db.url} (schema {revision})")
+
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+@exits_cleanly
+def db_upgrade() -> None:
+    """Apply pending database migrations."""
+    ctx = context()
+    revision = upgrade_database(ctx.db)
+    console.print(f"database at schema {revision}: {ctx.db.url}")
+
+
+policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
+
+
+@policy_app.command("show")
+@exits_cleanly
+def policy_show(json_output: bool = JsonOption) -> None:
+    """Who must approve what, per change type and risk level."""
+    org = context().org
+    rows: list[dict[str, Any]] = []
+    for change_type, policy in org.policies.types.items():
+        for level in ("low", "medium", "high"):
+            required = required_approvals(change_type, RiskLevel(level), org.policies, org.directory)
+            rows.append({
+                "type": change_type,
+                "risk": level,
+                "approvals": [{"role": r.role, "count": r.count, "holders": org.directory.holders(r.role)}
+                              for r in required],
+                "approval_sla_hours": policy.approval_sla.total_seconds() / 3600,
+                "window": policy.window,
+                "notice_days": policy.notice.total_seconds() / 86400,
+                "documentation": policy.documentation,
+                "testing": policy.testing,
+                "requires": policy.requires,
+                "review": policy.review,
+                "review_within_hours": policy.review_within.total_seconds() / 3600,
+            })
+    if json_output:
+        print_json({"policy_version": org.policies.version, "rules": rows})
+        return
+    table = Table(title=f"approval policy {org.policies.version[:12]}")
+    for column in ("type", "risk", "approvals (holders)", "SLA", "window"):
+        table.add_column(column)
+    for row in rows:
+        approvals = "; ".join(f"{a['count']} x {a['role']} ({', '.join(a['holders'])})" for a in row["approvals"])
+        table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
+    console.print(table)
+    console.print("The requester never approves their own change; one person fills one role per change.")

@@ -1,0 +1,36 @@
+"""Developer tooling, apart from the product commands: local Prefect stacks (server, runner, worker), the
+canary lab (the sample service behind nginx and Prometheus) and the whole-story demo. `changeflow up`,
+`changeflow demo`, the tests and the benchmarks start everything through these."""
+
+from ._canary_lab import (
+    PROMQL_ERROR_RATE,
+    PROMQL_P95_MS,
+    Lab,
+    SampleVersion,
+    TrafficLoad,
+    nginx_available,
+    prometheus_available,
+)
+from ._demo import play_demo, run_demo
+from ._stack import (
+    FAST_POLLING,
+    REPO_ROOT,
+    WORK_POOL,
+    Stack,
+    create_pool_and_deploy,
+    free_port,
+    port_in_use,
+    prefect_env,
+    start_runner,
+    start_server,
+    start_worker,
+    wait_for_deployments,
+    wait_healthy,
+)
+
+__all__ = [
+    "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "Lab", "SampleVersion", "Stack",
+    "TrafficLoad", "create_pool_and_deploy", "free_port", "nginx_available", "play_demo", "port_in_use",
+    "prefect_env", "prometheus_available", "run_demo", "start_runner", "start_server", "start_worker",
+    "wait_for_deployments", "wait_healthy",
+]
