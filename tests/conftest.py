@@ -19,9 +19,16 @@ os.environ.setdefault("COLUMNS", "200")
 
 # Prefect reads its settings once, at import, and threads do not inherit temporary_settings(): fix the API
 # address of the session's server before anything imports prefect, and never fall back to a temporary server.
-from cli.dev import free_port  # noqa: E402
+def _free_port() -> int:
+    # Not cli.dev.free_port: importing the cli package here would import Prefect before its address is set.
+    import socket
 
-FLOW_STACK_PORT = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+FLOW_STACK_PORT = _free_port()
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{FLOW_STACK_PORT}/api"
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
