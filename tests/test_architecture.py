@@ -108,3 +108,14 @@ def test_no_import_cycles_between_files():
 def test_no_source_file_is_past_400_lines():
     long = {name: n for name, path in ALL.items() if (n := len(path.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def test_the_cli_does_not_import_prefect_at_start():
+    """Prefect fixes its settings when first imported; `changeflow demo` sets PREFECT_API_URL for its own server
+    after start-up, so loading the commands must not import Prefect (else a temporary server answers)."""
+    import subprocess
+    import sys
+
+    code = "import sys, cli._app, cli.dev, flows.traffic; print('prefect' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
