@@ -25,7 +25,6 @@ from models import (
     PolicyViolation,
     Settings,
     load_policies,
-    utcnow,
 )
 
 from flows._commands import run_commands
@@ -50,6 +49,15 @@ class ChangeRequestForm(ChangeRequestInput):
     """A change request as the Prefect run form asks for it."""
 
     model_config = ConfigDict(json_schema_extra=offer_change_types)
+
+
+class WindowGateInput(RunInput):
+    """The Resume form of a run waiting for its window. Resuming it empty starts nothing: the run checks the
+    window again and waits on. Starting early is an explicit act of a person the policy allows."""
+
+    person: str = Field(default="", description="Only to start before the window: your user name.")
+    approval_code: str = Field(default="", description="Your personal approval code for this change.")
+    reason: str = Field(default="", max_length=2000, description="Why it must start now (recorded).")
 
 
 class ApprovalDecision(RunInput):
@@ -156,21 +164,54 @@ def announce(key: str, event: str, reason: str = "", extra: dict | None = None) 
     rt.notifier.deliver(change_key=key)
 
 
+def window_description(change: ChangeRequest, reason: str, refusal: str | None) -> str:
+    """What the Resume dialog of a run waiting for its window says: unmistakably not an approval form."""
+    services = runtime().services
+    allowed = services.rules(change).policy.early_start
+    lines = [
+        f"## {change.key} is waiting for its maintenance window",
+        f"**{change.title}** ({change.type} change to **{change.service}**) is approved and scheduled: {reason}.",
+        "It starts by itself when its window opens. **Pressing Resume does not start it**: the run checks the "
+        "window and the freezes again and goes on waiting.",
+        (f"To start it **before** its window, a person holding {' or '.join(allowed)} enters their user name, "
+         "personal approval code and the reason; the early start is recorded under their name.") if allowed
+        else f"The {change.type} policy does not allow starting before the window.",
+    ]
+    if refusal:
+        lines.append(f"> **The last attempt was refused:** {refusal}")
+    return "\n\n".join(lines)
+
+
 def wait_for_window(key: str) -> ChangeRequest:
-    """Standard and major changes wait for their planned start; the escalation sweep resumes them."""
+    """A scheduled change waits, suspended (holding no worker), until its window opens, no freeze covers it, or an
+    authorised person starts it early. Every resume re-checks: a suspend key that already fired returns at once
+    on a re-run (Prefect), so the gate is the check after it, never the suspend itself."""
     services = runtime().services
     change = services.changes.get(key)
     if change.state == ChangeState.approved.value:
         clashes = services.scheduling.schedule_clashes(key)
         if clashes:
             return services.changes.transition(key, ChangeState.cancelled, actor="changeflow",
-                                      reason="cannot be scheduled: " + "; ".join(clashes))
+                                               reason="cannot be scheduled: " + "; ".join(clashes))
         change = services.changes.transition(key, ChangeState.scheduled, actor="changeflow",
-                                    reason=f"waiting for the window starting {change.planned_start or 'now'}")
-    if change.state == ChangeState.scheduled.value and change.planned_start and change.planned_start > utcnow():
-        # Suspended, not sleeping: a change scheduled for next week holds no worker.
-        suspend_flow_run(key="window")
-    return services.changes.get(key)
+                                             reason=f"waiting for the window starting {change.planned_start or 'now'}")
+    refusal: str | None = None
+    attempt = 0
+    while True:
+        change = services.changes.get(key)
+        if change.state != ChangeState.scheduled.value:
+            return change
+        check = services.scheduling.start_check(key)
+        if check.may_start:
+            return change
+        attempt += 1
+        pause_key = f"window-{attempt}"
+        form = WindowGateInput.with_initial_data(description=window_description(change, check.reason, refusal))
+        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
+        refusal = services.scheduling.answer_window_gate(key, person=answer.person, code=answer.approval_code,
+                                                         reason=answer.reason, attempt_id=pause_key)
+        if refusal:
+            get_run_logger().warning("window gate: %s", refusal)
 
 
 @task(name="implementation step")
@@ -187,8 +228,12 @@ def implement(key: str) -> bool:
     """
     rt = runtime()
     change = rt.services.changes.get(key)
-    if change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
-        change = rt.services.changes.transition(key, ChangeState.implementing, actor="changeflow", reason="implementation started")
+    while change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
+        try:
+            # Window and freezes are checked again at this moment, in the transaction that starts it.
+            change = rt.services.scheduling.begin_implementation(key)
+        except PolicyViolation:
+            change = wait_for_window(key)
     if change.state != ChangeState.implementing.value:
         return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
     template = rt.services.org.template_of(change)

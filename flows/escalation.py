@@ -84,11 +84,12 @@ def nudge_runs_that_can_continue() -> int:
         key = asyncio.run(paused_key(change.flow_run_id))
         if key is None:
             continue
-        if key == "window":
-            if change.planned_start is None or change.planned_start <= utcnow():
-                run_input = None
-            else:
+        if key == "window" or key.startswith("window-"):
+            # Only when the window gate would let it start anyway: the nudge authorises nothing.
+            if not services.scheduling.start_check(change.key).may_start:
                 continue
+            # (A run suspended before the window gate had a form, under the bare key "window", takes no input.)
+            run_input = None if key == "window" else {"reason": "the window opened (approval-escalation sweep)"}
         elif key.startswith("checklist-"):
             if not checklist_deadline_passed(change, key):
                 continue

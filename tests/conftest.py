@@ -1,9 +1,10 @@
-"""Shared fixtures: real SQLite files, a real PostgreSQL (fresh schema per test), the example org config."""
+"""Shared fixtures: real SQLite files, a real PostgreSQL (fresh schema per test), the example org config.
+
+Nothing here talks to Prefect: the folders that do (flows/, e2e/) import tests.prefect_env in their own conftest."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 
 import pytest
@@ -16,23 +17,6 @@ from tests.helpers import SECRET
 
 # Wide, stable tables for CLI output assertions (Rich reads COLUMNS when the CLI's console is created).
 os.environ.setdefault("COLUMNS", "200")
-
-# Prefect reads its settings once, at import, and threads do not inherit temporary_settings(): fix the API
-# address of the session's server before anything imports prefect, and never fall back to a temporary server.
-def _free_port() -> int:
-    # Not cli.dev.free_port: importing the cli package here would import Prefect before its address is set.
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-FLOW_STACK_PORT = _free_port()
-os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{FLOW_STACK_PORT}/api"
-os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="changeflow-test-prefect-"))
 
 POSTGRES_URL = os.environ.get("CHANGEFLOW_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -158,28 +142,6 @@ def cli_env_for(db, tmp_path, monkeypatch):
         return lambda *args: runner.invoke(app, [str(a) for a in args])
 
     return bind
-
-
-@pytest.fixture(scope="session")
-def flow_stack(tmp_path_factory):
-    """Prefect server + runner serving our deployments, shared by every flow test (start-up costs ~15 s)."""
-    from tests.flow_stack import start_flow_stack
-
-    stack = start_flow_stack(tmp_path_factory.mktemp("flows"), FLOW_STACK_PORT)
-    saved = {k: os.environ.get(k) for k in ("CHANGEFLOW_HOME", "CHANGEFLOW_SECRET")}
-    os.environ["CHANGEFLOW_HOME"] = str(stack.home)
-    os.environ["CHANGEFLOW_SECRET"] = SECRET.decode()
-    try:
-        yield stack
-    finally:
-        stack.stack.stop()
-        stack.health.stop()
-        stack.services.db.dispose()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

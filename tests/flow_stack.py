@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     maintenance["activities"]["after-long"] = {"title": "Never fits", "command": "echo too late"}
     (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance))
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
-    # A fourth change type, added by editing YAML only (tests/test_change_types.py runs it through the flow).
+    # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
@@ -147,3 +148,40 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
     settings = Settings(home=home, secret=SECRET.decode())
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
     return FlowStack(stack, api_url, home, services, settings, health)
+
+
+class SharedFlowStack:
+    """One stack per test session, however many folders' conftests ask for it (the Prefect client of this
+    process can talk to one server only: tests.prefect_env fixed its address)."""
+
+    def __init__(self) -> None:
+        self.stack: FlowStack | None = None
+        self.users = 0
+
+    def acquire(self, tmp_path_factory) -> FlowStack:
+        from tests.prefect_env import FLOW_STACK_PORT
+
+        if self.stack is None:
+            self.stack = start_flow_stack(tmp_path_factory.mktemp("flows"), FLOW_STACK_PORT)
+            self._saved = {k: os.environ.get(k) for k in ("CHANGEFLOW_HOME", "CHANGEFLOW_SECRET")}
+            os.environ["CHANGEFLOW_HOME"] = str(self.stack.home)
+            os.environ["CHANGEFLOW_SECRET"] = SECRET.decode()
+        self.users += 1
+        return self.stack
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users or self.stack is None:
+            return
+        self.stack.stack.stop()
+        self.stack.health.stop()
+        self.stack.services.db.dispose()
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.stack = None
+
+
+SHARED = SharedFlowStack()

@@ -142,6 +142,8 @@ from ._escalation import (
 )
 from ._scheduling import (
     DEFAULT_CHANGE_LENGTH,
+    StartCheck,
+    decide_start,
     WindowSpec,
     monthly_windows,
     next_window,
@@ -231,6 +233,7 @@ __all__ = [
     "ServiceHistory",
     "Severity",
     "SqlItem",
+    "StartCheck",
     "Status",
     "StepDecision",
     "Strict",
@@ -250,6 +253,7 @@ __all__ = [
     "change_type",
     "compare",
     "compare_to_baseline",
+    "decide_start",
     "decide_step",
     "due_escalations",
     "evaluate",

@@ -83,3 +83,5 @@ class AuditAction(str, Enum):
     policy_override = "policy_override"
     canary_decision = "canary_decision"
     canary_confirmation = "canary_confirmation"
+    window_gate_refused = "window_gate_refused"
+    early_start = "early_start"

@@ -15,6 +15,7 @@ from ._checklist import Checklist
 from ._enums import RiskLevel
 from ._fields import Duration, Name, Strict
 from ._maintenance import MaintenancePlan
+from ._schemas import RiskAnswers
 
 class Channel(Strict):
     """One way to reach a person. The notifications package knows how to send on each type."""
@@ -109,6 +110,10 @@ class TypePolicy(Strict):
     review: Literal["always", "after_failure"] = Field(
         default="after_failure", description="always: every change gets a post-implementation review")
     review_within: Duration = Field(default=timedelta(hours=48), description="When the review is due")
+    early_start: list[Name] = Field(
+        default_factory=list,
+        description="Roles that may start a scheduled change before its planned start, with their personal code "
+        "(empty: nobody; the window is binding)")
     overrides_freeze: bool = Field(
         default=False, description="A freeze or clash is recorded as an override instead of refusing the change")
     escalation: list[EscalationStep] | None = Field(
@@ -163,6 +168,21 @@ class ChangeTemplate(Strict):
     rollback_commands: list[str] = Field(default_factory=list)
     command_timeout_s: float = Field(default=300, gt=0, le=86400)
     checklist: str | None = Field(default=None, description="Checklist (checklists.yaml) its changes run")
+
+    def extras_in(self, change: "FiledFromTemplate") -> list[str]:
+        """The fields of a change filed from this template that carry more than the template gives: a plan,
+        risk answers, a canary or a checklist of its own. Pre-approval covers only what was reviewed, so a
+        change with any of these goes through the normal gate (ITIL: a standard change is the recipe, as is)."""
+        extras = [name for name in ("impact", "implementation_plan", "rollback_plan", "test_evidence")
+                  if getattr(change, name) and getattr(change, name) != getattr(self, name).replace(
+                      "{service}", change.service)]
+        if change.risk_answers != RiskAnswers.model_validate(self.risk).model_dump(mode="json"):
+            extras.append("risk")
+        if change.canary:
+            extras.append("canary")
+        if (change.checklist or None) != self.checklist:
+            extras.append("checklist")
+        return extras
 
 
 class Org(BaseModel):
@@ -223,6 +243,17 @@ class Org(BaseModel):
     def checklist_of(self, change: "HasChecklist") -> Checklist | None:
         """The checklist a change runs, if any."""
         return self.checklists.get(change.checklist) if change.checklist else None
+
+
+class FiledFromTemplate(Protocol):
+    service: str
+    impact: str
+    implementation_plan: str
+    rollback_plan: str
+    test_evidence: str
+    risk_answers: dict[str, Any]
+    canary: dict[str, Any] | None
+    checklist: str | None
 
 
 class HasTemplate(Protocol):

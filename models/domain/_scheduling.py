@@ -19,6 +19,30 @@ def overlaps(start: datetime, end: datetime, other_start: datetime, other_end: d
     return start < other_end and other_start < end
 
 
+@dataclass(frozen=True)
+class StartCheck:
+    """Whether a scheduled change may start at this moment, and if not, why and when its window opens."""
+
+    may_start: bool
+    reason: str
+    opens_at: datetime | None = None
+    frozen: bool = False
+
+
+def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list[str],
+                 started_early_by: str | None) -> StartCheck:
+    """The window gate's rule, checked at the moment implementation would begin (not when the change was filed):
+    no freeze covers now, and its planned start has come or an authorised person started it early. An early
+    start never lifts a freeze."""
+    if freezes:
+        return StartCheck(False, "; ".join(freezes), frozen=True)
+    if planned_start is not None and planned_start > now:
+        if started_early_by:
+            return StartCheck(True, f"started before its window by {started_early_by}")
+        return StartCheck(False, f"its window opens at {planned_start:%Y-%m-%d %H:%M} UTC", planned_start)
+    return StartCheck(True, "its window is open")
+
+
 def planned_span(start: datetime, end: datetime | None) -> tuple[datetime, datetime]:
     """The interval a planned change occupies: its end, or the default length when it names none."""
     return start, end or start + DEFAULT_CHANGE_LENGTH

@@ -111,7 +111,10 @@ class ApprovalService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                pre_approved = change.template is not None and change.template in policies.pre_approved_templates
+                template = uow.org.template_of(change)
+                pre_approved = template is not None and change.template in policies.pre_approved_templates
+                dropped = template.extras_in(change) if template is not None and pre_approved else []
+                pre_approved = pre_approved and not dropped
                 required = [] if pre_approved else uow.required_for(change)
                 append_event(
                     session,
@@ -124,6 +127,8 @@ class ApprovalService:
                         "risk_level": change.risk_level,
                         "approval_sla_s": self.approval_sla(change).total_seconds(),
                         **({"pre_approved_template": change.template} if pre_approved else {}),
+                        # Why a pre-approved template's change still needs its approvals (what it added).
+                        **({"pre_approval_dropped": dropped} if dropped else {}),
                     },
                     at=uow.clock(),
                 )
@@ -173,7 +178,8 @@ class ApprovalService:
                                           repeated=True)
                 if refusal is None:
                     try:
-                        acting_role = self._authorise(change, approver, role, decision, code, required, given)
+                        acting_role = self._authorise(change, approver, role, decision, code, comment, required,
+                                                      given)
                     except PolicyViolation as exc:
                         refusal = exc
                         append_event(
@@ -218,13 +224,16 @@ class ApprovalService:
         return None
 
     def _authorise(self, change: ChangeRequest, approver: str, role: str | None, decision: Decision, code: str,
-                   required: list[RequiredApproval], given: list[GivenApproval]) -> str:
+                   comment: str, required: list[RequiredApproval], given: list[GivenApproval]) -> str:
         if change.state != ChangeState.awaiting_approval.value:
             raise PolicyViolation(f"{change.key} is {change.state}, not awaiting approval")
         if approver == change.requester:
             raise PolicyViolation(
                 f"{approver} requested this change and cannot approve or reject it (self-approval)"
             )
+        if decision is Decision.reject and not comment.strip():
+            # The requester and the audit must learn why; a bare "no" is sent back to the person.
+            raise PolicyViolation("a rejection needs a comment saying why")
         directory = self._uow.org.directory
         if approver in directory.people and not verify_code(
             self._secret, change.key, approver, change.approval_round, code

@@ -35,7 +35,7 @@ class Services:
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
               conflict_retries: int = 8) -> "Services":
         uow = UnitOfWork(db, org, clock=clock, conflict_retries=conflict_retries)
-        scheduling = SchedulingService(uow)
+        scheduling = SchedulingService(uow, secret)
         approvals = ApprovalService(uow, secret)
         return cls(org=org, db=db, changes=ChangeService(uow, scheduling), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow), canary=CanaryService(uow, approvals),

@@ -9,9 +9,23 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlmodel import Session
 
-from ..domain import AuditAction, ChangeState, InputError, overlaps, planned_span
-from ..storage import ChangeRequest, MaintenanceWindow, append_event
+from ..domain import (
+    AuditAction,
+    ChangeState,
+    InputError,
+    PolicyViolation,
+    article,
+    StartCheck,
+    decide_start,
+    overlaps,
+    planned_span,
+    verify_code,
+)
+from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._unit_of_work import UnitOfWork
+
+# Who resumed a gate when the form carried no name: Prefect's UI shows no identity.
+ANONYMOUS = "unknown (Prefect UI)"
 
 # States in which a change still holds its slot on the calendar.
 ACTIVE_STATES = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled,
@@ -25,8 +39,9 @@ class Planned(Protocol):
 
 
 class SchedulingService:
-    def __init__(self, uow: UnitOfWork):
+    def __init__(self, uow: UnitOfWork, secret: bytes = b""):
         self._uow = uow
+        self._secret = secret
 
     def clashes(self, session: Session, request: Planned, exclude: str | None = None) -> list[str]:
         """Freezes and other active changes on the same service that the planned window overlaps."""
@@ -94,3 +109,98 @@ class SchedulingService:
                 select(ChangeRequest).where(ChangeRequest.planned_start < end,
                                             ChangeRequest.planned_start >= start - timedelta(days=1))
                 .order_by(ChangeRequest.planned_start)).scalars())
+
+    # ---- the window gate: checked when implementation would begin, whatever woke the run ---------------------
+
+    def start_check(self, key: str) -> StartCheck:
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+            return self._start_check(session, change)
+
+    def begin_implementation(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
+        """Move an approved or scheduled change to `implementing` if, at this moment, its window is open (or an
+        authorised early start was recorded) and no freeze covers it; otherwise PolicyViolation, nothing written."""
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                if change.state == ChangeState.scheduled.value:
+                    check = self._start_check(session, change)
+                    if not check.may_start:
+                        raise PolicyViolation(f"{change.key} cannot start: {check.reason}")
+                    reason = f"implementation started ({check.reason})"
+                else:
+                    reason = "implementation started"
+                return uow.apply_transition(session, change, ChangeState.implementing, actor, reason, change.version)
+
+        return uow.retry(attempt, None)
+
+    def answer_window_gate(self, key: str, *, person: str, code: str, reason: str, attempt_id: str) -> str | None:
+        """A Resume on a run waiting for its window. Empty: nothing is authorised, so it only lets the run go on
+        when the window is open anyway. With a name: an explicit early start, allowed to the roles the type's
+        policy names (`early_start`), with that person's code. Returns the refusal (recorded), or None."""
+        uow = self._uow
+        person = person.strip()
+        with uow.write() as session:
+            change = uow.load(session, key, for_update=True)
+            replayed = self._replayed(session, change.key, attempt_id)
+            if replayed is not None:
+                return replayed.get("refusal")
+            if change.state != ChangeState.scheduled.value:
+                return None
+            check = self._start_check(session, change)
+            refusal = self._early_start_refusal(change, person, code, check)
+            data = {"attempt": attempt_id, "reason": reason[:2000], "check": check.reason}
+            if refusal is None and person:
+                append_event(session, actor=person, action=AuditAction.early_start.value, change_key=change.key,
+                             data=data, at=uow.clock())
+            elif refusal is not None:
+                append_event(session, actor=person or ANONYMOUS, action=AuditAction.window_gate_refused.value,
+                             change_key=change.key, data={**data, "refusal": refusal}, at=uow.clock())
+            return refusal
+
+    def _early_start_refusal(self, change: ChangeRequest, person: str, code: str, check: StartCheck) -> str | None:
+        if not person:
+            return None if check.may_start else f"resumed without a name and code while {check.reason}: nothing " \
+                                                 "was started (to start early, give your name and personal code)"
+        rules = self._uow.rules(change)
+        directory = self._uow.org.directory
+        if person not in directory.people:
+            return f"{person!r} is not in the approver directory"
+        if person == change.requester:
+            return f"{person} requested this change and cannot start it early (segregation of duties)"
+        if not verify_code(self._secret, change.key, person, change.approval_round, code):
+            return f"wrong approval code for {person} on {change.key} (round {change.approval_round})"
+        allowed = rules.policy.early_start
+        if not allowed:
+            return f"the {rules.name} policy does not allow starting before the window"
+        if not any(directory.holds(person, role) for role in allowed):
+            return (f"{person} does not hold a role that may start {article(rules.name)} {rules.name} change early "
+                    f"({', '.join(allowed)})")
+        if check.frozen:
+            return f"an early start does not lift a freeze: {check.reason}"
+        return None
+
+    def _start_check(self, session: Session, change: ChangeRequest) -> StartCheck:
+        rules = self._uow.rules(change)
+        now = self._uow.clock()
+        freezes = [] if rules.overrides_freeze else self._freezes_at(session, change.service, now)
+        early = next((e.actor for e in reversed(events_for(session, change.key))
+                      if e.action == AuditAction.early_start.value), None)
+        return decide_start(planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early)
+
+    @staticmethod
+    def _freezes_at(session: Session, service: str, now: datetime) -> list[str]:
+        freezes = session.execute(select(MaintenanceWindow).where(
+            MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at <= now, MaintenanceWindow.ends_at > now,
+            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
+        )).scalars()
+        return [f"the freeze '{f.title or 'freeze'}' covers now (until {f.ends_at:%Y-%m-%d %H:%M} UTC)"
+                for f in freezes]
+
+    @staticmethod
+    def _replayed(session: Session, key: str, attempt_id: str) -> dict | None:
+        gate = (AuditAction.early_start.value, AuditAction.window_gate_refused.value)
+        return next((decode_data(e) for e in events_for(session, key)
+                     if e.action in gate and decode_data(e).get("attempt") == attempt_id), None)

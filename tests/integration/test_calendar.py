@@ -14,30 +14,6 @@ from tests.helpers import emergency_request, standard_request
 UTC = timezone.utc
 
 
-def test_weekly_windows_are_sundays_two_to_four():
-    windows = weekly_windows(datetime(2026, 11, 27, tzinfo=UTC), datetime(2027, 2, 1, tzinfo=UTC))
-    assert len(windows) == 10  # 2026-11-29 ... 2027-01-31
-    for w in windows:
-        assert w.starts_at.weekday() == 6 and (w.starts_at.hour, w.ends_at.hour) == (2, 4)
-
-
-def test_monthly_windows_are_first_sundays_one_to_six():
-    windows = monthly_windows(datetime(2026, 11, 27, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC))
-    assert [w.starts_at.day for w in windows][:4] == [6, 3, 7, 7]  # Dec 2026, Jan, Feb, Mar 2027
-    for w in windows:
-        assert w.starts_at.weekday() == 6 and w.starts_at.day <= 7 and (w.starts_at.hour, w.ends_at.hour) == (1, 6)
-
-
-def test_next_window_after_a_moment():
-    assert next_window("weekly", datetime(2026, 11, 29, 2, 30, tzinfo=UTC)).starts_at == datetime(
-        2026, 12, 6, 2, tzinfo=UTC)
-
-
-def _planned(start: datetime, hours: int = 1, **overrides):
-    return standard_request(planned_start=start.isoformat(), planned_end=(start + timedelta(hours=hours)).isoformat(),
-                            **overrides)
-
-
 def test_change_in_a_freeze_is_refused_naming_it(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
     services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
@@ -89,3 +65,8 @@ def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(services):
                        title="Release freeze", freeze=True)
     (clash,) = services.scheduling.schedule_clashes(change.key)
     assert "Release freeze" in clash
+
+
+def _planned(start: datetime, hours: int = 1, **overrides):
+    return standard_request(planned_start=start.isoformat(), planned_end=(start + timedelta(hours=hours)).isoformat(),
+                            **overrides)

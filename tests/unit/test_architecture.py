@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "flows", "notifications", "cli")
 # The pure domain does no I/O and knows no database or orchestrator.
 NOT_IN_DOMAIN = {"sqlalchemy", "sqlmodel", "alembic", "psycopg", "prefect", "httpx", "yaml", "subprocess",

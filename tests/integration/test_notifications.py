@@ -179,7 +179,7 @@ def test_crash_between_write_and_send_loses_nothing(tmp_path, receiver):
     # Another process writes the notification and is killed before it sends anything.
     script = f"""
 import os, signal
-from tests.test_notifications import make_notifier, org_with_channels
+from tests.integration.test_notifications import make_notifier, org_with_channels
 from pathlib import Path
 notifier, services = make_notifier(Path({str(tmp_path)!r}), org_with_channels({{"alice": [{{"type": "webhook", "url": {receiver.url + '/hook'!r}}}]}}))
 notifier.announce(services.changes.get({change.key!r}), "approved", ["alice"])

@@ -11,7 +11,7 @@ import httpx
 
 from cli.dev import free_port
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "sample_service.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "sample_service.py"
 
 
 def start(version, *args):

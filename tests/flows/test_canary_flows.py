@@ -16,7 +16,7 @@ from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_availab
 from flows import resume_with_input
 from flows.traffic import router_for
 from models import NginxRouter as NginxConfig
-from tests.test_flows import final_run_state, notifications_for, submit, wait_paused
+from tests.flows.test_flows import act, awaiting, final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = [
     pytest.mark.flows,
@@ -57,9 +57,14 @@ def plan(provider: str, *, interval_s: float = 0.5, bake_s: float = 2.0) -> dict
             "steps": [{"weight": w, "bake_s": bake_s} for w in (10, 50, 100)], "metrics": metrics}
 
 
-def ship(canary: dict, title: str) -> str:
-    return submit({"type": "standard", "title": title, "service": "shop", "requester": "grace",
-                   "template": "canary-release", "canary": canary})
+def ship(flow_stack, canary: dict, title: str) -> str:
+    """A canary release: its own plan means it is more than the template's recipe, so it is approved first."""
+    run_id = submit({"type": "standard", "title": title, "service": "shop", "requester": "grace",
+                     "template": "canary-release", "canary": canary})
+    change = awaiting(flow_stack, run_id)
+    for person in ("alice", "bob"):
+        act(flow_stack, change, person)
+    return run_id
 
 
 def change_of(flow_stack, run_id):
@@ -123,7 +128,7 @@ def assert_rolled_back(flow_stack, run_id, failing_metric: str = "error_rate"):
 @needs_prometheus
 def test_healthy_canary_is_promoted_through_nginx_with_prometheus(flow_stack, lab, canary_setup):
     with TrafficLoad(lab.entry_url):
-        run_id = ship(plan("prometheus", interval_s=1, bake_s=4), "healthy canary, prometheus")
+        run_id = ship(flow_stack, plan("prometheus", interval_s=1, bake_s=4), "healthy canary, prometheus")
         change = assert_promoted(flow_stack, lab, run_id)
     assert wait_for_split(lab, {"v2"}) == {"v2": 30}
     values = {r.metric for r in flow_stack.services.canary.measurements(change.key)}
@@ -133,7 +138,7 @@ def test_healthy_canary_is_promoted_through_nginx_with_prometheus(flow_stack, la
 @needs_prometheus
 def test_canary_failing_at_50_percent_is_rolled_back_with_prometheus(flow_stack, lab, canary_setup):
     with TrafficLoad(lab.entry_url):
-        run_id = ship(plan("prometheus", interval_s=1, bake_s=4), "failing canary, prometheus")
+        run_id = ship(flow_stack, plan("prometheus", interval_s=1, bake_s=4), "failing canary, prometheus")
         fail_canary_at_step_two(flow_stack, lab, run_id)
         assert_rolled_back(flow_stack, run_id)
     # Afterwards nginx sends the canary nothing.
@@ -143,13 +148,13 @@ def test_canary_failing_at_50_percent_is_rolled_back_with_prometheus(flow_stack,
 
 def test_http_probe_without_prometheus_promotes_and_rolls_back(flow_stack, lab, canary_setup):
     canary_setup(None)
-    run_id = ship(plan("http_probe"), "healthy canary, probe")
+    run_id = ship(flow_stack, plan("http_probe"), "healthy canary, probe")
     assert_promoted(flow_stack, lab, run_id)
     assert wait_for_split(lab, {"v2"}) == {"v2": 30}
 
     all_traffic_to_stable(lab)
     lab.canary.set(error_rate=0)
-    run_id = ship(plan("http_probe"), "failing canary, probe")
+    run_id = ship(flow_stack, plan("http_probe"), "failing canary, probe")
     fail_canary_at_step_two(flow_stack, lab, run_id)
     assert_rolled_back(flow_stack, run_id)
     assert wait_for_split(lab, {"v1"}) == {"v1": 30}
@@ -158,7 +163,7 @@ def test_http_probe_without_prometheus_promotes_and_rolls_back(flow_stack, lab, 
 def test_command_router_receives_each_weight_and_zero_on_rollback(flow_stack, lab, canary_setup, tmp_path):
     weights = tmp_path / "weights.log"
     canary_setup({"kind": "command", "command": ["sh", "-c", f"echo {{service}} {{canary_version}} {{weight}} >> {weights}"]})
-    run_id = ship(plan("http_probe"), "failing canary, command router")
+    run_id = ship(flow_stack, plan("http_probe"), "failing canary, command router")
     fail_canary_at_step_two(flow_stack, lab, run_id)
     assert_rolled_back(flow_stack, run_id)
     assert weights.read_text().splitlines() == ["shop v2 10", "shop v2 50", "shop v2 0"]
@@ -168,7 +173,7 @@ def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow
     before = lab.include_file.read_text()
     # An address nginx refuses: `nginx -t` fails as soon as the canary gets a weight.
     canary_setup(lab.nginx_router(canary_address="127.0.0.1:99999"))
-    run_id = ship(plan("http_probe"), "canary behind a broken router config")
+    run_id = ship(flow_stack, plan("http_probe"), "canary behind a broken router config")
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "failed"
@@ -199,7 +204,7 @@ def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stac
     canary_setup(None)
     gated = plan("http_probe")
     gated["steps"][1]["confirm"] = True
-    run_id = ship(gated, "canary with a confirmation before 50 %")
+    run_id = ship(flow_stack, gated, "canary with a confirmation before 50 %")
     wait_paused(run_id, "canary-confirm-s2-")
     change = change_of(flow_stack, run_id)
     assert flow_stack.services.canary.decisions(change.key)[1]["action"] == "continue"
@@ -227,7 +232,7 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     blind = plan("prometheus")
     blind["metrics"] = [{"name": "error_rate", "provider": "prometheus", "query": "sum(no_such_metric)",
                          "threshold": 0.05, "inconclusive_limit": 2}]
-    run_id = ship(blind, "canary without data")
+    run_id = ship(flow_stack, blind, "canary without data")
     wait_paused(run_id, "canary-inconclusive-s1-")
     change = change_of(flow_stack, run_id)
     decision = flow_stack.services.canary.decisions(change.key)[1]

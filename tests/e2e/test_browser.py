@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_flows import notifications_for
+from tests.flows.test_flows import notifications_for
 
 pytestmark = pytest.mark.flows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prefect.deployments import run_deployment
 
-from tests.test_flows import notifications_for
+from tests.flows.test_flows import notifications_for
 
 pytestmark = pytest.mark.flows
 

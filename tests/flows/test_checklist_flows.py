@@ -14,7 +14,7 @@ import pytest
 from prefect.deployments import run_deployment
 
 from flows import resume_with_input
-from tests.test_flows import final_run_state, submit, wait_paused
+from tests.flows.test_flows import final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
 

@@ -1,0 +1,83 @@
+"""Walking around the window gate through Prefect, as anyone who reaches the UI could: Resume with an empty
+form, with an invented name, with someone else's code, twice; each goes through the same REST call the UI's
+Resume button makes. Nothing starts early unless an authorised person says so with their code."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+
+from flows import ResumeRefused, resume_with_input
+from models import ChangeRequest, utcnow
+from tests.flows.test_flows import act, awaiting, final_run_state, submit, wait_paused
+
+pytestmark = pytest.mark.flows
+
+
+def waiting_for_its_window(flow_stack, service: str) -> tuple[str, ChangeRequest]:
+    """A standard change approved by alice and bob, planned three days out: its run suspends at the window gate."""
+    start = utcnow() + timedelta(days=3)
+    run_id = submit({"type": "standard", "title": f"window gate on {service}", "service": service,
+                     "requester": "grace", "rollback_plan": "redeploy", "planned_start": start.isoformat(),
+                     "planned_end": (start + timedelta(hours=1)).isoformat()})
+    change = awaiting(flow_stack, run_id)
+    for person in ("alice", "bob"):
+        act(flow_stack, change, person)
+    assert wait_paused(run_id, "window-") == "window-1"
+    return run_id, flow_stack.services.changes.get(change.key)
+
+
+def resume_like_the_ui(run_id: str, run_input: dict) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            asyncio.run(resume_with_input(run_id, run_input))
+            return
+        except ResumeRefused:
+            assert time.monotonic() < deadline, "the run never accepted the resume"
+            time.sleep(0.3)
+
+
+def gate_events(flow_stack, key: str) -> list[tuple[str, str, dict]]:
+    return [(e.actor, e.action, e.data) for e in flow_stack.services.changes.view(key).events
+            if e.action in ("window_gate_refused", "early_start")]
+
+
+def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
+    run_id, change = waiting_for_its_window(flow_stack, "window-gate-empty")
+    resume_like_the_ui(run_id, {})  # the UI's Resume with the form left empty
+    assert wait_paused(run_id, "window-2") == "window-2"
+    resume_like_the_ui(run_id, {"person": "nobody-at-all", "approval_code": "AAAA-BBBB-CCCC", "reason": "now"})
+    assert wait_paused(run_id, "window-3") == "window-3"
+    resume_like_the_ui(run_id, {"person": "bob", "reason": "peer reviewers cannot",
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob")})
+    assert wait_paused(run_id, "window-4") == "window-4"
+    after = flow_stack.services.changes.get(change.key)
+    assert (after.state, after.implemented_at) == ("scheduled", None)
+    events = gate_events(flow_stack, change.key)
+    assert [(actor, action) for actor, action, _ in events] == [
+        ("unknown (Prefect UI)", "window_gate_refused"), ("nobody-at-all", "window_gate_refused"),
+        ("bob", "window_gate_refused")]
+    assert "resumed without a name and code" in events[0][2]["refusal"]
+    assert "not in the approver directory" in events[1][2]["refusal"]
+    assert "does not hold a role that may start a standard change early" in events[2][2]["refusal"]
+    # The sweep's nudge authorises nothing either: the window is days away.
+    from flows.escalation import nudge_runs_that_can_continue
+
+    nudge_runs_that_can_continue()
+    assert flow_stack.services.changes.get(change.key).state == "scheduled"
+
+
+def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow_stack):
+    run_id, change = waiting_for_its_window(flow_stack, "window-gate-early")
+    resume_like_the_ui(run_id, {"person": "alice", "reason": "customer outage needs the fix now",
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice")})
+    assert final_run_state(run_id, timeout_s=90).is_completed()
+    done = flow_stack.services.changes.get(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    assert [(actor, action) for actor, action, _ in gate_events(flow_stack, change.key)] == [("alice", "early_start")]
+    started = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "implementing")
+    assert "started before its window by alice" in started.data["reason"]

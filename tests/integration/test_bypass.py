@@ -1,0 +1,171 @@
+"""Trying to walk around the controls through the service, as an insider with the CLI or a careless user would:
+each attempt is refused (or has no effect), says why, and is on the audit trail. The same attempts through
+Prefect's Resume (the REST call the UI makes) are in tests/flows/test_bypass_flows.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from models import ChangeState, PolicyViolation, Services, decode_data, events_for
+from tests.helpers import SECRET, approve, major_request, standard_request
+
+UTC = timezone.utc
+T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday, 12:00
+WINDOW = datetime(2026, 12, 6, 2, tzinfo=UTC)  # the next Sunday maintenance window
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def at_t0(db, org, clock):
+    return Services.build(db, org, SECRET, clock=clock)
+
+
+def scheduled(services: Services, request: dict | None = None):
+    """A standard change approved by alice and bob, waiting for its window on Sunday 02:00."""
+    request = request or standard_request(planned_start=WINDOW.isoformat(),
+                                          planned_end=(WINDOW + timedelta(hours=1)).isoformat())
+    change = services.approvals.request_approval(services.changes.submit(request).key)
+    for person in {"standard": ("alice", "bob"), "major": ("alice", "carol", "dave")}[change.type]:
+        approve(services, change.key, person)
+    return services.changes.transition(change.key, ChangeState.scheduled, actor="changeflow", reason="waiting")
+
+
+def actions(services: Services, key: str) -> list[tuple[str, str]]:
+    with services.db.read() as session:
+        return [(e.actor, e.action) for e in events_for(session, key)]
+
+
+def code(services: Services, key: str, person: str) -> str:
+    return services.approvals.approval_code_for(key, person)
+
+
+# ---- the window gate -------------------------------------------------------------------------------------
+
+def test_a_scheduled_change_may_not_start_before_its_window(at_t0):
+    change = scheduled(at_t0)
+    check = at_t0.scheduling.start_check(change.key)
+    assert not check.may_start and check.opens_at == WINDOW
+    with pytest.raises(PolicyViolation, match="its window opens at 2026-12-06 02:00 UTC"):
+        at_t0.scheduling.begin_implementation(change.key)
+    assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
+
+
+@pytest.mark.parametrize(("person", "who_code", "message"), [
+    ("", "", "resumed without a name and code"),
+    ("nobody-at-all", "alice", "'nobody-at-all' is not in the approver directory"),
+    ("alice", "bob", "wrong approval code for alice"),
+    ("grace", "grace", "grace requested this change"),
+    ("bob", "bob", "bob does not hold a role that may start a standard change early (team_lead)"),
+], ids=["empty-resume", "invented-name", "someone-elses-code", "requester", "role-without-authority"])
+def test_an_early_start_without_authority_is_refused_and_recorded(at_t0, person, who_code, message):
+    change = scheduled(at_t0)
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person=person, code=code(at_t0, change.key, who_code)
+                                                  if who_code else "", reason="please", attempt_id="window-1")
+    assert refusal is not None and message in refusal
+    assert actions(at_t0, change.key)[-1] == (person or "unknown (Prefect UI)", "window_gate_refused")
+    assert not at_t0.scheduling.start_check(change.key).may_start
+
+
+def test_an_authorised_early_start_is_recorded_and_lets_the_change_begin(at_t0):
+    change = scheduled(at_t0)
+    assert at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+                                               reason="customer outage", attempt_id="window-1") is None
+    assert actions(at_t0, change.key)[-1] == ("alice", "early_start")
+    assert at_t0.scheduling.start_check(change.key).may_start
+    assert at_t0.scheduling.begin_implementation(change.key).state == ChangeState.implementing.value
+
+
+def test_a_replayed_gate_answer_is_not_recorded_twice(at_t0):
+    change = scheduled(at_t0)
+    first = at_t0.scheduling.answer_window_gate(change.key, person="", code="", reason="", attempt_id="window-1")
+    again = at_t0.scheduling.answer_window_gate(change.key, person="", code="", reason="", attempt_id="window-1")
+    assert first == again and first is not None
+    assert [a for _, a in actions(at_t0, change.key)].count("window_gate_refused") == 1
+
+
+def test_a_policy_without_early_start_refuses_even_an_approver(at_t0):
+    change = scheduled(at_t0, major_request(planned_start=(T0 + timedelta(days=20)).isoformat()))
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+                                                  reason="eager", attempt_id="window-1")
+    assert "the major policy does not allow starting before the window" in refusal
+    assert not at_t0.scheduling.start_check(change.key).may_start
+
+
+def test_an_empty_resume_after_the_window_opened_lets_it_start(at_t0, clock):
+    change = scheduled(at_t0)
+    clock.at = WINDOW + timedelta(minutes=1)
+    assert at_t0.scheduling.answer_window_gate(change.key, person="", code="", reason="", attempt_id="w") is None
+    assert at_t0.scheduling.begin_implementation(change.key).state == ChangeState.implementing.value
+
+
+def test_a_freeze_declared_after_scheduling_holds_the_change_when_its_window_opens(at_t0, clock):
+    change = scheduled(at_t0)
+    at_t0.scheduling.add_window(starts_at=WINDOW - timedelta(hours=1), ends_at=WINDOW + timedelta(days=2),
+                                title="Incident freeze", freeze=True, actor="carol")
+    clock.at = WINDOW + timedelta(minutes=1)
+    check = at_t0.scheduling.start_check(change.key)
+    assert not check.may_start and "Incident freeze" in check.reason
+    with pytest.raises(PolicyViolation, match="Incident freeze"):
+        at_t0.scheduling.begin_implementation(change.key)
+    # An early start does not lift a freeze either.
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+                                                  reason="now", attempt_id="window-2")
+    assert "Incident freeze" in refusal
+    assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
+
+
+# ---- pre-approved templates ------------------------------------------------------------------------------
+
+def test_a_plain_pre_approved_template_skips_the_gate(at_t0):
+    change = at_t0.changes.submit(standard_request(template="restart-service", rollback_plan="", implementation_plan=""))
+    assert at_t0.approvals.request_approval(change.key).state == ChangeState.approved.value
+
+
+@pytest.mark.parametrize(("extra", "smuggled"), [
+    ({"implementation_plan": "also drop the orders table"}, "implementation_plan"),
+    ({"risk": {"users_affected": "all", "complexity": "high"}}, "risk"),
+    ({"canary": {"canary_version": "v9"}}, "canary"),
+    ({"checklist": "maintenance"}, "checklist"),
+], ids=["own-plan", "own-risk-answers", "own-canary", "own-checklist"])
+def test_a_pre_approved_template_carrying_more_goes_through_the_normal_gate(db, org, extra, smuggled):
+    from models import CanaryConfig
+
+    if "canary" in extra:  # the service needs a router for the plan to be accepted at all
+        org = org.model_copy(update={"canary": CanaryConfig.model_validate(
+            {"services": {"payments": {"router": {"kind": "http", "url": "http://127.0.0.1:1/w"},
+                                       "canary_url": "http://127.0.0.1:1"}}})})
+    services = Services.build(db, org, SECRET)
+    change = services.changes.submit(standard_request(**{"template": "restart-service", "rollback_plan": "",
+                                                         "implementation_plan": "", **extra}))
+    change = services.approvals.request_approval(change.key)
+    assert change.state == ChangeState.awaiting_approval.value
+    missing = services.approvals.evaluation(change.key).missing
+    assert {"team_lead": 1, "peer_reviewer": 1}.items() <= missing.items()
+    with services.db.read() as session:
+        decision = [e for e in events_for(session, change.key) if e.action == "policy_decision"][-1]
+        assert decode_data(decision)["pre_approval_dropped"] == [smuggled]
+
+
+# ---- decisions -------------------------------------------------------------------------------------------
+
+def test_a_rejection_without_a_comment_is_refused_and_recorded(at_t0):
+    change = at_t0.approvals.request_approval(at_t0.changes.submit(standard_request()).key)
+    with pytest.raises(PolicyViolation, match="a rejection needs a comment"):
+        at_t0.approvals.decide(change.key, approver="alice", decision="reject", code=code(at_t0, change.key, "alice"),
+                               comment="  ")
+    assert at_t0.changes.get(change.key).state == ChangeState.awaiting_approval.value
+    assert actions(at_t0, change.key)[-1] == ("alice", "approval_refused")

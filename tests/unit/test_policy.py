@@ -1,0 +1,60 @@
+"""Approval policies and segregation of duties: every refusal is explained and recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models import (
+    AuditAction,
+    ChangeState,
+    Decision,
+    GivenApproval,
+    PolicyViolation,
+    RequiredApproval,
+    RiskLevel,
+    approval_code,
+    evaluate,
+    required_approvals,
+    verify_code,
+)
+from models import events_for
+from tests.helpers import SECRET, approve, emergency_request, major_request, standard_request
+
+
+def test_each_type_needs_the_approvers_of_the_policy_table(org):
+    def needs(change_type, risk="low"):
+        return {(r.role, r.count) for r in required_approvals(change_type, risk, org.policies, org.directory)}
+
+    assert needs("emergency") == {("incident_commander", 1)}
+    assert needs("standard") == {("team_lead", 1), ("peer_reviewer", 1)}
+    # Four CAB members in the example directory: a majority is three.
+    assert needs("major") == {("cab_member", 3)}
+    assert needs("standard", RiskLevel.high) == {("team_lead", 1), ("peer_reviewer", 1), ("cab_member", 3)}
+
+
+def test_standard_change_needs_two_different_people():
+    required = [RequiredApproval("team_lead", 1), RequiredApproval("peer_reviewer", 1)]
+    one = [GivenApproval("alice", "team_lead", Decision.approve)]
+    assert evaluate(required, one).missing == {"peer_reviewer": 1}
+    both = one + [GivenApproval("bob", "peer_reviewer", Decision.approve)]
+    assert evaluate(required, both).satisfied
+
+
+def test_any_rejection_rejects_unless_configured_otherwise():
+    required = [RequiredApproval("cab_member", 2)]
+    given = [GivenApproval("alice", "cab_member", Decision.approve), GivenApproval("dave", "cab_member", Decision.reject)]
+    assert evaluate(required, given).rejected
+    assert not evaluate(required, given, reject_on_any_rejection=False).rejected
+
+
+def test_approval_codes_are_personal_per_change_and_round():
+    code = approval_code(SECRET, "CHG-000001", "alice", 1)
+    assert verify_code(SECRET, "CHG-000001", "alice", 1, code)
+    assert verify_code(SECRET, "CHG-000001", "alice", 1, code.lower().replace("-", " "))
+    assert not verify_code(SECRET, "CHG-000001", "bob", 1, code)
+    assert not verify_code(SECRET, "CHG-000002", "alice", 1, code)
+    assert not verify_code(SECRET, "CHG-000001", "alice", 2, code)
+    assert not verify_code(b"other-secret", "CHG-000001", "alice", 1, code)
+    assert not verify_code(SECRET, "CHG-000001", "alice", 1, "")
