@@ -154,9 +154,10 @@ def log_command(
 @exits_cleanly
 def review(
     key: str = typer.Argument(..., help="Change key."),
-    actor: str = typer.Option(..., "--as", help="Who records the review."),
+    actor: str = typer.Option(..., "--as", help="Who records the review (a person in the approver directory)."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
     summary: str = typer.Option(..., help="What happened, what was learned, follow-ups."),
 ) -> None:
     """Record a post-implementation review and close the change."""
-    change = context().services.changes.record_review(key, actor=actor, summary=summary)
+    change = context().services.changes.record_review(key, actor=actor, code=code, summary=summary)
     console.print(f"{change.key}: review recorded, {change.state}")

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import Decision, InputError, ItemOutcome
+from models import Decision, InputError
 from notifications import Notifier
 
 from ._context import context
@@ -74,7 +74,8 @@ def reject(
 def confirm(
     key: str = typer.Argument(..., help="Change key."),
     item: str = typer.Argument(..., help="Checklist item id, e.g. backup-verified."),
-    person: str = typer.Option(..., "--as", help="Who confirms."),
+    person: str = typer.Option(..., "--as", help="Who confirms (a person in the approver directory)."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
     note: str = typer.Option("", help="What you checked."),
 ) -> None:
     """Confirm a manual checklist item; the change's run continues when its phase is complete."""
@@ -89,9 +90,8 @@ def confirm(
                          f"({', '.join(known) or 'it has none'})")
     phase, definition = found
     step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
-    written = services.checklists.record_check(key, phase=phase, step=step, item=definition, actor=person,
-                                   outcome=ItemOutcome(item_id=item, passed=True, required=definition.required,
-                                                       detail=note or "confirmed"))
+    written = services.checklists.confirm_item(key, person=person, code=code, phase=phase, step=step,
+                                               item=definition, note=note)
     nudged = nudge_run(services.changes.get(key), "checklist-", {"confirmed_by": person, "note": note})
     console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
                   f"{'; the run continues' if nudged else ''}")

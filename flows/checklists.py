@@ -7,9 +7,8 @@ picks up where it stopped.
 
 from __future__ import annotations
 
-from typing import Any
-
 from datetime import timedelta
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -19,8 +18,7 @@ from pydantic import Field, create_model
 
 from flows._checks import CHECKS
 from flows._runtime import runtime
-from models import ItemOutcome, PhaseVerdict, phase_verdict
-from models import utcnow
+from models import ItemOutcome, PhaseVerdict, PolicyViolation, phase_verdict, utcnow
 
 
 class CheckFailed(Exception):
@@ -46,7 +44,8 @@ def field_name(item_id: str) -> str:
 def confirmation_form(phase: str, items: list, description: str):
     """A RunInput with one checkbox per manual item of the phase."""
     fields: dict[str, Any] = {field_name(i.id): (bool, Field(default=False, description=i.title)) for i in items}
-    fields["confirmed_by"] = (str, Field(description="Your user name"))
+    fields["confirmed_by"] = (str, Field(default="", description="Your user name in the approver directory"))
+    fields["approval_code"] = (str, Field(default="", description="Your personal approval code for this change"))
     fields["note"] = (str, Field(default="", description="What you checked, or a deviation to record"))
     model = create_model(f"Confirm{phase.title()}Checklist", __base__=RunInput, **fields)
     return model.with_initial_data(description=description)
@@ -87,6 +86,7 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
     # Timeouts count from the first time the phase waited for people, across suspends and restarts.
     first = services.checklists.phase_waiting_since(key, phase, step)
     attempt = 0
+    refusal: str | None = None
     while True:
         done = _stored(key, phase, step)
         waiting = [i for i in items if i.id not in done]
@@ -104,16 +104,25 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
         change = services.changes.get(key)
         notify_people(key, phase, waiting)
         lines = [f"## {change.key} {phase}-checklist{f' (step {step})' if step else ''}",
-                 "Tick each item you have confirmed; or run `changeflow confirm "
-                 f"{change.key} ITEM --as NAME`."]
+                 "Tick each item you have confirmed and give your user name and personal approval code; or run "
+                 f"`changeflow confirm {change.key} ITEM --as NAME --code CODE`."]
         lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)") for i in waiting]
+        if refusal:
+            lines.append(f"> **The last confirmation was refused:** {refusal}")
         form = confirmation_form(phase, waiting, "\n".join(lines))
-        answer = suspend_flow_run(wait_for_input=form, key=f"checklist-{phase}-{step}-{attempt}")
-        for item in waiting:
-            if getattr(answer, field_name(item.id), False):
-                services.checklists.record_check(key, phase=phase, step=step, item=item, actor=answer.confirmed_by or "unknown",
-                                     outcome=ItemOutcome(item_id=item.id, passed=True, required=item.required,
-                                                         detail=answer.note or "confirmed"))
+        pause_key = f"checklist-{phase}-{step}-{attempt}"
+        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
+        refusal = None
+        for item in (i for i in waiting if getattr(answer, field_name(i.id), False)):
+            try:
+                services.checklists.confirm_item(key, person=answer.confirmed_by, code=answer.approval_code,
+                                                 phase=phase, step=step, item=item, note=answer.note,
+                                                 attempt_id=pause_key)
+            except PolicyViolation as exc:
+                # Shown at the top of the next form; one refusal per answer (the same name and code fail
+                # for every item it ticked).
+                refusal = str(exc)
+                break
 
 
 def notify_people(key: str, phase: str, items: list) -> None:

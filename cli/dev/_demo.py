@@ -2,7 +2,7 @@
 
 A throw-away HOME (SQLite, console and file notifications), a local Prefect server, the deployments of
 prefect.yaml and a process worker, and two canary labs (the sample service as stable + canary, behind nginx
-when it is installed). Five scenarios run side by side; approvers answer with their personal codes through
+when it is installed). Six scenarios run side by side; approvers answer with their personal codes through
 the API the UI's Resume button calls. Everything started is stopped at the end.
 """
 
@@ -48,11 +48,19 @@ MAJOR = {
     "test_evidence": "full suite + UAT sign-off UAT-88",
     "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "touches_data": True},
 }
+STANDARD_PAYMENTS = {
+    "type": "standard", "title": "Rotate the payments API signing key", "service": "payments", "requester": "grace",
+    "implementation_plan": "publish the new key, switch signing, retire the old key",
+    "rollback_plan": "switch signing back to the old key", "test_evidence": "staging rotation rehearsal",
+}
 EMERGENCY = {
     "type": "emergency", "title": "Raise checkout connection pool after outage", "service": "checkout",
     "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1",
     "implementation_plan": "set POOL_SIZE=200 and restart", "rollback_plan": "set POOL_SIZE=50",
 }
+
+# The scenarios the demo plays side by side, in the order its summary lists them.
+SCENARIOS = ("canary", "rollback", "major", "emergency", "weekly", "early-resume")
 
 
 class Demo:
@@ -175,6 +183,25 @@ class Demo:
                       f"({change.planned_start:%Y-%m-%d %H:%M} UTC) and holds no worker")
         self.record(tag, key, change.state, "scheduled")
 
+    def early_resume(self, tag: str) -> None:
+        """Someone presses Resume on a change waiting for its window: nothing starts, the refusal is recorded."""
+        start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
+        run_id = self.submit({**STANDARD_PAYMENTS, "planned_start": start.isoformat(),
+                              "planned_end": (start + timedelta(hours=1)).isoformat()})
+        key = self.awaiting_approval(run_id).key
+        for person in ("alice", "bob"):
+            self.approve(tag, run_id, key, person, "approved for its window")
+        self.paused_at(run_id, "window-")
+        self.say(tag, f"{key} is scheduled for {start:%Y-%m-%d %H:%M} UTC; someone presses Resume in the UI now")
+        self.resume(run_id, {})
+        refused = self.wait(lambda: next((e for e in self.services.changes.view(key).events
+                                          if e.action == "window_gate_refused"), None), 60, "the refusal")
+        self.paused_at(run_id, "window-2")
+        change = self.services.changes.get(key)
+        self.say(tag, f"[red]refused[/] ({refused.actor}): {refused.data['refusal'][:90]}...; {key} is still "
+                      f"{change.state} and waits again")
+        self.record(tag, key, change.state, "scheduled")
+
     def emergency_change(self, tag: str) -> None:
         run_id = self.submit(EMERGENCY)
         key = self.awaiting_approval(run_id).key
@@ -183,8 +210,9 @@ class Demo:
         state = self.final_state(run_id, key)
         due = self.services.changes.get(key).review_due_at
         self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
-        change = self.services.changes.record_review(key, actor="erin", summary="pool exhausted by a retry storm; "
-                                                                       "alert on pool saturation added")
+        code = self.services.approvals.approval_code_for(key, "erin")
+        change = self.services.changes.record_review(
+            key, actor="erin", code=code, summary="pool exhausted by a retry storm; alert on pool saturation added")
         self.say(tag, f"erin records the review: {change.key} {change.state}")
         self.record(tag, key, change.state, "closed")
 
@@ -216,6 +244,7 @@ class Demo:
             "major": lambda: self.major_change("major"),
             "emergency": lambda: self.emergency_change("emergency"),
             "weekly": lambda: self.maintenance("weekly"),
+            "early-resume": lambda: self.early_resume("early-resume"),
         }
         threads = [threading.Thread(target=self._guard, args=(name, body), daemon=True)
                    for name, body in scenarios.items()]
@@ -271,7 +300,7 @@ def run_demo(home: Path, app: Callable[..., object]) -> bool:
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()
-        console.rule("five scenarios, side by side")
+        console.rule(f"{len(SCENARIOS)} scenarios, side by side")
         try:
             demo.run_all(labs)
         finally:
@@ -300,11 +329,11 @@ def _summary(demo: Demo) -> bool:
     table = Table(title="scenarios")
     for column in ("scenario", "change", "outcome", "as expected"):
         table.add_column(column)
-    for name in ("canary", "rollback", "major", "emergency", "weekly"):
+    for name in SCENARIOS:
         key, got, fine = demo.outcomes.get(name, ("-", "did not finish", False))
         table.add_row(name, key, got, "[green]yes[/]" if fine else "[red]no[/]")
     console.print(table)
-    return len(demo.outcomes) == 5 and all(fine for _, _, fine in demo.outcomes.values())
+    return len(demo.outcomes) == len(SCENARIOS) and all(fine for _, _, fine in demo.outcomes.values())
 
 
 def play_demo(app: Callable[..., object], keep: bool) -> None:

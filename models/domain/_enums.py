@@ -85,3 +85,4 @@ class AuditAction(str, Enum):
     canary_confirmation = "canary_confirmation"
     window_gate_refused = "window_gate_refused"
     early_start = "early_start"
+    confirmation_refused = "confirmation_refused"

@@ -49,6 +49,10 @@ class Directory(Strict):
 
     people: dict[Name, Person]
     services: dict[Name, ServiceEntry] = Field(default_factory=dict)
+    automations: list[Name] = Field(
+        default_factory=list,
+        description="Names that file changes on their own (the scheduled maintenance): they may request, never "
+        "approve, confirm or start anything")
 
     @model_validator(mode="after")
     def _services_name_known_people(self) -> "Directory":
@@ -57,6 +61,11 @@ class Directory(Strict):
                 if who not in self.people:
                     raise ValueError(f"services.{service}: {who!r} is not in people")
         return self
+
+    def may_request(self, name: str) -> bool:
+        """A requester is a person of the directory or one of its automations: never an invented name, which
+        would let someone file under a stranger's name and approve their own change."""
+        return name in self.people or name in self.automations
 
     def holders(self, role: str) -> list[str]:
         return sorted(user for user, person in self.people.items() if role in person.roles)

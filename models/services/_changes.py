@@ -35,6 +35,7 @@ from ..storage import (
     events_for,
     query_changes,
 )
+from ._identity import Identities
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 
@@ -47,9 +48,10 @@ def format_key(change_id: int) -> str:
 
 
 class ChangeService:
-    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService):
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService, identities: Identities | None = None):
         self._uow = uow
         self._scheduling = scheduling
+        self._identities = identities
 
     # ---- reads ------------------------------------------------------------------------------------------
 
@@ -105,6 +107,8 @@ class ChangeService:
         """Everything `submit` checks before writing (fields, the type's rules, template), without writing."""
         request = self._apply_template(parse_change_request(request))
         problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).missing_fields(request)
+        if not self._uow.org.directory.may_request(request.requester):
+            problems.append(FieldProblem("requester", f"{request.requester!r} is not in the approver directory"))
         if request.checklist and request.checklist not in self._uow.org.checklists:
             known = ", ".join(sorted(self._uow.org.checklists)) or "none configured"
             problems.append(FieldProblem("checklist", f"unknown checklist {request.checklist!r} (known: {known})"))
@@ -175,20 +179,27 @@ class ChangeService:
 
         return uow.retry(attempt, expected_version)
 
-    def record_review(self, key: str, *, actor: str, summary: str) -> ChangeRequest:
-        """Record the post-implementation review and close the change."""
+    def record_review(self, key: str, *, actor: str, code: str, summary: str) -> ChangeRequest:
+        """Record the post-implementation review and close the change: by a person of the directory with their
+        personal code (a refusal is recorded and raised)."""
         if not summary.strip():
             raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
         uow = self._uow
+        assert self._identities is not None, "built by Services.build, which passes the identities"
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                append_event(session, actor=actor, action=AuditAction.review_recorded.value,
-                             change_key=change.key, data={"summary": summary}, at=uow.clock())
-                return uow.apply_transition(
-                    session, change, ChangeState.closed, actor, "post-implementation review recorded", change.version
-                )
+                refusal = self._identities.refusal(change, actor, code)
+                if refusal is None:
+                    append_event(session, actor=actor, action=AuditAction.review_recorded.value,
+                                 change_key=change.key, data={"summary": summary}, at=uow.clock())
+                    return uow.apply_transition(session, change, ChangeState.closed, actor,
+                                                "post-implementation review recorded", change.version)
+                # The refusal is committed with this transaction, then raised.
+                append_event(session, actor=actor or "unknown", action=AuditAction.confirmation_refused.value,
+                             change_key=change.key, data={"review": True, "refusal": refusal}, at=uow.clock())
+            raise PolicyViolation(f"review: {refusal}")
 
         return uow.retry(attempt, None)
 

@@ -7,14 +7,40 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict
-from ..storage import ChecklistResult, append_event, insert_result
+from ..domain import AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation
+from ..storage import ChecklistResult, append_event, decode_data, events_for, insert_result
+from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
 
 class ChecklistService:
-    def __init__(self, uow: UnitOfWork):
+    def __init__(self, uow: UnitOfWork, identities: Identities | None = None):
         self._uow = uow
+        self._identities = identities
+
+    def confirm_item(self, key: str, *, person: str, code: str, phase: str, step: int, item: ChecklistItem,
+                     note: str = "", attempt_id: str | None = None) -> bool:
+        """A person confirms a manual item: someone of the directory with their personal code for the change.
+        A refusal is recorded (`confirmation_refused`) and raised; nothing is confirmed. False when the item
+        already had its result."""
+        uow = self._uow
+        assert self._identities is not None, "built by Services.build, which passes the identities"
+        with uow.write() as session:
+            change = uow.load(session, key, for_update=True)
+            replayed = next((decode_data(e) for e in events_for(session, change.key)
+                             if attempt_id and e.action == AuditAction.confirmation_refused.value
+                             and decode_data(e).get("attempt") == attempt_id), None)
+            refusal = replayed["refusal"] if replayed else self._identities.refusal(change, person.strip(), code)
+            if refusal is not None and replayed is None:
+                append_event(session, actor=person.strip() or "unknown (Prefect UI)",
+                             action=AuditAction.confirmation_refused.value, change_key=change.key, at=uow.clock(),
+                             data={"phase": phase, "step": step, "item": item.id, "refusal": refusal,
+                                   **({"attempt": attempt_id} if attempt_id else {})})
+        if refusal is not None:
+            raise PolicyViolation(f"{item.id}: {refusal}")
+        return self.record_check(key, phase=phase, step=step, item=item, actor=person.strip(),
+                                 outcome=ItemOutcome(item_id=item.id, passed=True, required=item.required,
+                                                     detail=note or "confirmed"))
 
     def record_check(self, key: str, *, phase: str, step: int, item: ChecklistItem, outcome: ItemOutcome,
                      actor: str = "changeflow") -> bool:

@@ -13,6 +13,7 @@ from ._approvals import ApprovalService
 from ._canary import CanaryService
 from ._changes import ChangeService
 from ._checklists import ChecklistService
+from ._identity import Identities
 from ._report_service import ReportService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
@@ -35,11 +36,12 @@ class Services:
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
               conflict_retries: int = 8) -> "Services":
         uow = UnitOfWork(db, org, clock=clock, conflict_retries=conflict_retries)
+        identities = Identities(org, secret)
         scheduling = SchedulingService(uow, secret)
         approvals = ApprovalService(uow, secret)
-        return cls(org=org, db=db, changes=ChangeService(uow, scheduling), approvals=approvals,
-                   scheduling=scheduling, checklists=ChecklistService(uow), canary=CanaryService(uow, approvals),
-                   reports=ReportService(uow))
+        return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities), approvals=approvals,
+                   scheduling=scheduling, checklists=ChecklistService(uow, identities),
+                   canary=CanaryService(uow, approvals), reports=ReportService(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -22,8 +22,10 @@ def test_demo_plays_every_scenario_and_exits_0(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     out = result.stdout
     for scenario, outcome in (("canary", "succeeded"), ("rollback", "rolled_back"), ("major", "scheduled"),
-                              ("emergency", "closed"), ("weekly", "closed")):
+                              ("emergency", "closed"), ("weekly", "closed"), ("early-resume", "scheduled")):
         assert re.search(rf"│ {scenario}\s+│ CHG-\d{{6}} │ {outcome}\s+│ yes", out), f"{scenario} did not end {outcome}"
     assert "refused: frank requested this change and cannot approve or reject it (self-approval)" in out
+    assert re.search(r"refused \(unknown \(Prefect UI\)\): resumed without a name and code", out), \
+        "an early Resume on a scheduled change must be refused and the refusal shown"
     assert "audit chain intact" in out and re.search(r"demo finished in \d+\.\d s", out)
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out

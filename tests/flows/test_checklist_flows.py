@@ -72,15 +72,23 @@ def test_advisory_failure_is_recorded_and_the_change_completes(flow_stack):
 
 def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     run_id = templated("manual", "manual")
+    assert wait_paused(run_id, "checklist-pre-0-") == "checklist-pre-0-1"
+    change = change_of(flow_stack, run_id)
+    # A typed name proves nothing: ticking an item without the person's code confirms nothing, and says so.
+    asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "confirmed_by": "nobody-at-all", "note": "trust me"}))
+    assert wait_paused(run_id, "checklist-pre-0-2") == "checklist-pre-0-2"
+    asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "rollback_ready": False, "confirmed_by": "alice",
+                                           "approval_code": flow_stack.services.approvals.approval_code_for(
+                                               change.key, "alice"), "note": "bob is on call"}))
+    flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
+                        what="form confirmation")
     wait_paused(run_id, "checklist-pre-0-")
-    asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "rollback_ready": False,
-                                           "confirmed_by": "alice", "note": "bob is on call"}))
-    change = flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
-                                 what="form confirmation")
-    wait_paused(run_id, "checklist-pre-0-")
-    cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "rollback-ready",
-                          "--as", "frank", "--note", "read it"], env=flow_stack.stack.env, capture_output=True,
-                         text=True)
+    changeflow = [str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "rollback-ready", "--as",
+                  "frank", "--note", "read it", "--code"]
+    wrong = subprocess.run([*changeflow, "AAAA-BBBB-CCCC"], env=flow_stack.stack.env, capture_output=True, text=True)
+    assert wrong.returncode == 1 and "wrong approval code for frank" in wrong.stderr
+    cli = subprocess.run([*changeflow, flow_stack.services.approvals.approval_code_for(change.key, "frank")],
+                         env=flow_stack.stack.env, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert final_run_state(run_id).is_completed()
     change = change_of(flow_stack, run_id)
@@ -89,8 +97,11 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
         "alice", "bob is on call")
     assert stored[("pre", 0, "rollback-ready")].actor == "frank"
     assert change.state == "closed"
-    confirmations = [e for e in flow_stack.services.changes.view(change.key).events if e.action == "checklist_confirmed"]
-    assert sorted(e.actor for e in confirmations) == ["alice", "frank"]
+    events = flow_stack.services.changes.view(change.key).events
+    assert sorted(e.actor for e in events if e.action == "checklist_confirmed") == ["alice", "frank"]
+    refused = [(e.actor, e.data["refusal"]) for e in events if e.action == "confirmation_refused"]
+    assert refused == [("nobody-at-all", "'nobody-at-all' is not in the approver directory"),
+                       ("frank", "wrong approval code for frank on " + change.key + " (round 1)")]
 
 
 def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):

@@ -169,3 +169,59 @@ def test_a_rejection_without_a_comment_is_refused_and_recorded(at_t0):
                                comment="  ")
     assert at_t0.changes.get(change.key).state == ChangeState.awaiting_approval.value
     assert actions(at_t0, change.key)[-1] == ("alice", "approval_refused")
+
+
+# ---- identities ------------------------------------------------------------------------------------------
+
+def test_a_change_filed_under_an_invented_name_is_refused_and_nothing_is_written(at_t0):
+    from models import InputError
+
+    with pytest.raises(InputError) as caught:
+        at_t0.changes.submit(standard_request(requester="zoe"))
+    assert [p.field for p in caught.value.problems] == ["requester"]
+    assert "'zoe' is not in the approver directory" in str(caught.value)
+    assert at_t0.changes.list_changes() == []
+
+
+def test_an_automation_may_file_a_change_but_never_approve_one(at_t0):
+    change = at_t0.approvals.request_approval(at_t0.changes.submit(standard_request(requester="maintenance")).key)
+    with pytest.raises(PolicyViolation):
+        at_t0.approvals.decide(change.key, approver="maintenance", decision="approve", code="", comment="")
+    assert actions(at_t0, change.key)[-1] == ("maintenance", "approval_refused")
+
+
+def test_a_review_needs_a_person_of_the_directory_with_their_code(at_t0):
+    from tests.helpers import emergency_request
+
+    change = at_t0.approvals.request_approval(at_t0.changes.submit(emergency_request()).key)
+    approve(at_t0, change.key, "erin")
+    for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed,
+                   ChangeState.review_pending):
+        at_t0.changes.transition(change.key, target, actor="erin", reason="hotfix")
+    for person, who_code in (("nobody-at-all", "erin"), ("erin", "bob")):
+        with pytest.raises(PolicyViolation, match="review: "):
+            at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, who_code),
+                                        summary="all fine")
+    assert at_t0.changes.get(change.key).state == ChangeState.review_pending.value
+    assert [a for _, a in actions(at_t0, change.key)][-2:] == ["confirmation_refused", "confirmation_refused"]
+    closed = at_t0.changes.record_review(change.key, actor="erin", code=code(at_t0, change.key, "erin"),
+                                         summary="root cause found")
+    assert closed.state == ChangeState.closed.value
+
+
+def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_records_nothing_twice(db, org):
+    from models import ManualItem
+
+    services = Services.build(db, org, SECRET)
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    item = ManualItem(id="oncall-ready", title="On-call coordinated", kind="manual")
+    for _ in range(2):  # the same answer replayed by a resumed run
+        with pytest.raises(PolicyViolation, match="oncall-ready: 'nobody-at-all' is not in the approver directory"):
+            services.checklists.confirm_item(change.key, person="nobody-at-all", code="", phase="pre", step=0,
+                                             item=item, attempt_id="checklist-pre-0-1")
+    assert [a for _, a in actions(services, change.key)].count("confirmation_refused") == 1
+    assert services.checklists.check_results(change.key) == []
+    assert services.checklists.confirm_item(change.key, person="alice", code=code(services, change.key, "alice"),
+                                            phase="pre", step=0, item=item, note="bob is on call")
+    assert [(r.item_id, r.actor, r.passed) for r in services.checklists.check_results(change.key)] == [
+        ("oncall-ready", "alice", True)]
