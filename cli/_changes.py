@@ -15,7 +15,7 @@ from models import ChangeState, RiskLevel
 from notifications import run_url
 
 from ._context import context
-from ._flows import start_change_flow
+from ._flows import cancel_run, start_change_flow
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
@@ -161,3 +161,17 @@ def review(
     """Record a post-implementation review and close the change."""
     change = context().services.changes.record_review(key, actor=actor, code=code, summary=summary)
     console.print(f"{change.key}: review recorded, {change.state}")
+
+
+@app.command()
+@exits_cleanly
+def cancel(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="The requester, or someone who may approve the change."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
+    reason: str = typer.Option(..., help="Why it is called off (recorded)."),
+) -> None:
+    """Withdraw a change before it is implemented; its Prefect run is cancelled too."""
+    change = context().services.changes.withdraw(key, person=person, code=code, reason=reason)
+    stopped = cancel_run(change, f"{change.key} cancelled by {person}")
+    console.print(f"{change.key}: {change.state}" + ("; its flow run is cancelled" if stopped else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from models import ChangeRequest, Services, ChangeState, ChangeflowError
+from models import ChangeflowError, ChangeRequest, ChangeState, Services
 
 SUBMIT_DEPLOYMENT = "change-request/submit"
 
@@ -64,3 +64,17 @@ def nudge_run(change: ChangeRequest, key_prefix: str, run_input: dict, *, wait_s
             return False
         time.sleep(0.5)
     return False
+
+
+def cancel_run(change: ChangeRequest, message: str) -> bool:
+    """Cancel the change's Prefect run so it stops waiting at its gate; False when Prefect could not be reached
+    (the change is cancelled anyway: its run then finds it cancelled at its next resume)."""
+    if not change.flow_run_id:
+        return False
+    from flows import cancel
+
+    try:
+        asyncio.run(cancel(change.flow_run_id, message))
+    except Exception:  # noqa: BLE001 - the change's record is what counts; the run is housekeeping
+        return False
+    return True

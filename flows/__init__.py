@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ResumeRefused", "cancel", "paused_key", "resume_with_input"]
+__all__ = ["ResumeRefused", "cancel", "paused_key", "resume_with_input", "run_state"]
 
 
 def __getattr__(name: str) -> Any:

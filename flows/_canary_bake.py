@@ -18,15 +18,17 @@ import httpx
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError
 from models import (
+    CanaryPlan,
+    CanaryStep,
+    CanaryTarget,
+    compare_to_baseline,
     ComparisonResult,
+    decide_step,
     Measurement,
     MetricRule,
     StepDecision,
-    compare_to_baseline,
-    decide_step,
+    utcnow,
 )
-from models import CanaryPlan, CanaryStep, CanaryTarget
-from models import utcnow
 
 
 @dataclass

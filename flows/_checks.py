@@ -15,9 +15,16 @@ from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
 from flows.metrics import MetricError, prometheus
-from models import compare
-from models import BackupFreshItem, CommandItem, HttpItem, ItemOutcome, MetricItem, SqlItem
-from models import normalise_database_url
+from models import (
+    BackupFreshItem,
+    CommandItem,
+    compare,
+    HttpItem,
+    ItemOutcome,
+    MetricItem,
+    normalise_database_url,
+    SqlItem,
+)
 
 
 def _outcome(item, passed: bool, detail: str, **evidence) -> ItemOutcome:

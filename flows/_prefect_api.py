@@ -31,6 +31,18 @@ async def paused_key(flow_run_id: str) -> str | None:
     return str(run.state.state_details.pause_key)
 
 
+async def run_state(flow_run_id: str) -> str | None:
+    """The run's state type (CANCELLED, PAUSED, RUNNING, ...), or None when Prefect does not know the run."""
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            run = await client.read_flow_run(UUID(flow_run_id))
+        except ObjectNotFound:
+            return None
+    return run.state.type.value if run.state else None
+
+
 async def cancel(flow_run_id: str, message: str) -> None:
     async with get_client() as client:
         await client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)

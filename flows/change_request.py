@@ -24,6 +24,7 @@ from models import (
     Decision,
     PolicyViolation,
     Settings,
+    everyone_concerned,
     load_policies,
 )
 
@@ -156,11 +157,8 @@ def announce(key: str, event: str, reason: str = "", extra: dict | None = None) 
     """Tell the requester, the approvers and the service's owners and stakeholders."""
     rt = runtime()
     change = rt.services.changes.get(key)
-    directory = rt.services.org.directory
-    entry = directory.services.get(change.service)
-    audience = {change.requester, *rt.services.approvals.decided_by(key), *(entry.owners + entry.stakeholders if entry else [])}
-    rt.notifier.announce(change, event, sorted(p for p in audience if p in directory.people), reason=reason,
-                         extra=extra)
+    audience = everyone_concerned(change, rt.services.org.directory, rt.services.approvals.decided_by(key))
+    rt.notifier.announce(change, event, audience, reason=reason, extra=extra)
     rt.notifier.deliver(change_key=key)
 
 

@@ -18,7 +18,7 @@ from pydantic import Field, create_model
 
 from flows._checks import CHECKS
 from flows._runtime import runtime
-from models import ItemOutcome, PhaseVerdict, PolicyViolation, phase_verdict, utcnow
+from models import ItemOutcome, PhaseVerdict, PolicyViolation, phase_verdict, responsible, utcnow
 
 
 class CheckFailed(Exception):
@@ -128,8 +128,7 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
 def notify_people(key: str, phase: str, items: list) -> None:
     rt = runtime()
     change = rt.services.changes.get(key)
-    entry = rt.services.org.directory.services.get(change.service)
-    people = sorted({change.requester, *(entry.owners if entry else [])} & set(rt.services.org.directory.people))
+    people = responsible(change, rt.services.org.directory)
     for item in items:
         rt.notifier.announce(change, "checklist_item_needs_person", people, round_=f"{phase}-{item.id}",
                              extra={"item": {"id": item.id, "title": item.title, "phase": phase}})

@@ -8,11 +8,9 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 
-from models import ChangeState
-from models import due_escalations, format_wait, sla_passed
-from models import utcnow
+from models import ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
 
-from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input
+from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input, run_state
 from flows._runtime import runtime
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -38,7 +36,7 @@ def escalate_and_expire() -> dict:
         if sla_passed(change.approval_requested_at, now, sla):
             change = services.changes.transition(change.key, ChangeState.expired, actor="approval-escalation",
                                         reason=f"no decision within the approval SLA ({format_wait(sla)})")
-            people = sorted({change.requester, *notifier.approvers_to_ask(change)} & set(services.org.directory.people))
+            people = requester_and(change, services.org.directory, notifier.approvers_to_ask(change))
             notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
             if change.flow_run_id:
                 asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
@@ -67,6 +65,21 @@ def decision_replay_input(key: str) -> dict | None:
         return None
     return {"approver": last.approver, "decision": last.decision,
             "approval_code": services.approvals.approval_code_for(key, last.approver), "comment": last.comment}
+
+
+def cancel_changes_of_cancelled_runs() -> int:
+    """Someone cancelled a change's run in the Prefect UI (a suspended run has no process to run a hook): the
+    change is cancelled too, instead of staying `scheduled` and blocking its slot."""
+    services = runtime().services
+    cancelled = 0
+    for state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
+        for change in services.changes.list_changes(state=state, limit=500):
+            if not change.flow_run_id:
+                continue
+            run = asyncio.run(run_state(change.flow_run_id))
+            if run in ("CANCELLED", "CANCELLING") and services.changes.cancel_for_cancelled_run(change.key, run):
+                cancelled += 1
+    return cancelled
 
 
 def nudge_runs_that_can_continue() -> int:
@@ -116,8 +129,7 @@ def remind_reviews() -> int:
     for change in services.changes.list_changes(state=ChangeState.review_pending, limit=1000):
         if change.review_due_at is None or change.review_due_at - now > REVIEW_REMINDER_LEAD:
             continue
-        owners = services.org.directory.services.get(change.service)
-        people = sorted({change.requester, *(owners.owners if owners else [])} & set(services.org.directory.people))
+        people = responsible(change, services.org.directory)
         stage = "overdue" if change.review_due_at <= now else "due"
         written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at)
     return written
@@ -127,6 +139,7 @@ def remind_reviews() -> int:
 def approval_escalation() -> dict:
     logger = get_run_logger()
     summary = escalate_and_expire()
+    summary["cancelled"] = cancel_changes_of_cancelled_runs()
     summary["nudged"] = nudge_runs_that_can_continue()
     summary["review_reminders"] = remind_reviews()
     report = runtime().notifier.deliver()

@@ -18,9 +18,7 @@ from sqlalchemy import create_engine
 from flows._commands import run_command
 from flows._runtime import runtime
 from flows.checklists import run_phase
-from models import ChangeState
-from models import WindowSpec, next_window
-from models import utcnow
+from models import ChangeState, WindowSpec, next_window, stakeholders, utcnow
 
 Kind = Literal["weekly", "monthly"]
 ANNOUNCE_AHEAD = timedelta(hours=48)
@@ -45,9 +43,7 @@ def _window_context(window: WindowSpec, service: str, title: str) -> dict:
 
 
 def _audience(change) -> list[str]:
-    directory = runtime().services.org.directory
-    entry = directory.services.get(change.service)
-    return sorted(set(entry.owners + entry.stakeholders) if entry else set())
+    return stakeholders(runtime().services.org.directory, change.service)
 
 
 @flow(name="maintenance-announcement", log_prints=True)

@@ -16,8 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from models import AuditAction, Database, Notification, append_event
-from models import utcnow
+from models import append_event, AuditAction, Database, Notification, utcnow
 
 from ._channels import Channel, DeliveryError, Outbound, describe_target
 from ._templates import Rendered

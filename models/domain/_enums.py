@@ -86,3 +86,4 @@ class AuditAction(str, Enum):
     window_gate_refused = "window_gate_refused"
     early_start = "early_start"
     confirmation_refused = "confirmation_refused"
+    cancel_refused = "cancel_refused"

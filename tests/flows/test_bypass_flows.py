@@ -81,3 +81,55 @@ def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow
     assert [(actor, action) for actor, action, _ in gate_events(flow_stack, change.key)] == [("alice", "early_start")]
     started = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "implementing")
     assert "started before its window by alice" in started.data["reason"]
+
+
+def cancel_like_the_ui(run_id: str) -> None:
+    """The UI's Cancel on a suspended run: Prefect sets the state; no process is there to run a hook."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    async def cancel():
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(run_id), Cancelled(message="cancelled from the UI"), force=True)
+
+    asyncio.run(cancel())
+
+
+def test_cancelling_the_run_in_the_ui_cancels_the_change_and_frees_its_slot(flow_stack):
+    from flows.escalation import cancel_changes_of_cancelled_runs
+
+    run_id, change = waiting_for_its_window(flow_stack, "window-gate-cancel")
+    cancel_like_the_ui(run_id)
+    assert cancel_changes_of_cancelled_runs() >= 1
+    cancelled = flow_stack.services.changes.view(change.key)
+    assert cancelled.state == "cancelled"
+    assert next(e for e in cancelled.events if e.to_state == "cancelled").data["reason"] == \
+        "its Prefect flow run was cancelled"
+    # The slot is free again: the same window on the same service is accepted.
+    again = flow_stack.services.changes.submit({
+        "type": "standard", "title": "the same slot", "service": "window-gate-cancel", "requester": "grace",
+        "rollback_plan": "redeploy", "planned_start": change.planned_start.isoformat(),
+        "planned_end": change.planned_end.isoformat()})
+    assert again.state == "submitted"
+
+
+def test_changeflow_cancel_withdraws_the_change_and_stops_its_run(flow_stack):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_id, change = waiting_for_its_window(flow_stack, "window-gate-withdraw")
+    changeflow = [str(Path(sys.executable).parent / "changeflow"), "cancel", change.key, "--reason", "superseded"]
+    refused = subprocess.run([*changeflow, "--as", "dave", "--code",
+                              flow_stack.services.approvals.approval_code_for(change.key, "dave")],
+                             env=flow_stack.stack.env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "dave neither requested" in refused.stderr
+    done = subprocess.run([*changeflow, "--as", "grace", "--code",
+                           flow_stack.services.approvals.approval_code_for(change.key, "grace")],
+                          env=flow_stack.stack.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cancelled; its flow run is cancelled" in done.stdout
+    assert final_run_state(run_id).is_cancelled()
+    assert flow_stack.services.changes.get(change.key).state == "cancelled"

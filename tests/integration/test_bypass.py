@@ -225,3 +225,33 @@ def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_reco
                                             phase="pre", step=0, item=item, note="bob is on call")
     assert [(r.item_id, r.actor, r.passed) for r in services.checklists.check_results(change.key)] == [
         ("oncall-ready", "alice", True)]
+
+
+# ---- withdrawing a change --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("person", "who_code", "message"), [
+    ("dave", "dave", "dave neither requested"),
+    ("nobody-at-all", "grace", "not in the approver directory"),
+    ("grace", "alice", "wrong approval code for grace"),
+], ids=["no-authority", "invented-name", "someone-elses-code"])
+def test_only_the_requester_or_an_approver_may_withdraw_a_change(at_t0, person, who_code, message):
+    change = scheduled(at_t0)
+    with pytest.raises(PolicyViolation, match=message):
+        at_t0.changes.withdraw(change.key, person=person, code=code(at_t0, change.key, who_code), reason="no")
+    assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
+    assert actions(at_t0, change.key)[-1] == (person, "cancel_refused")
+
+
+def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_withdrawn(at_t0, clock):
+    change = scheduled(at_t0)
+    done = at_t0.changes.withdraw(change.key, person="grace", code=code(at_t0, change.key, "grace"),
+                                  reason="superseded by CHG-9")
+    assert done.state == ChangeState.cancelled.value
+    again = scheduled(at_t0)  # the same slot on the same service no longer clashes
+    clock.at = WINDOW + timedelta(minutes=1)
+    at_t0.scheduling.begin_implementation(again.key)
+    from models import IllegalTransition
+
+    with pytest.raises(IllegalTransition):
+        at_t0.changes.withdraw(again.key, person="grace", code=code(at_t0, again.key, "grace"), reason="too late")
+    assert at_t0.changes.cancel_for_cancelled_run(again.key, "CANCELLED") is None
