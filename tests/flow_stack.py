@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from cli.dev import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
-from models import DEFAULTS_DIR, Services, Database, Settings, load_org
+from models import DEFAULTS_DIR, Database, Services, Settings, load_org, utcnow
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
 
@@ -49,6 +50,7 @@ NORMAL_TYPE = {
     "approval_sla": "24h",
     "window": "maintenance",
     "notice": "2d",
+    "early_start": ["team_lead"],
     "requires": ["rollback_plan", "test_evidence"],
     "escalation": [{"after": "4h", "role": "management"}],
 }
@@ -147,6 +149,10 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
         raise
     settings = Settings(home=home, secret=SECRET.decode())
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+    # Changes filed without a date start in the next maintenance window: the session runs inside an ad hoc one.
+    now = utcnow()
+    services.scheduling.add_window(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
+                                   title="Release window for the test session", actor="alice")
     return FlowStack(stack, api_url, home, services, settings, health)
 
 

@@ -30,16 +30,24 @@ class StartCheck:
 
 
 def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list[str],
-                 started_early_by: str | None) -> StartCheck:
+                 started_early_by: str | None, in_window: bool = True, next_window: datetime | None = None,
+                 notice_until: datetime | None = None) -> StartCheck:
     """The window gate's rule, checked at the moment implementation would begin (not when the change was filed):
-    no freeze covers now, and its planned start has come or an authorised person started it early. An early
-    start never lifts a freeze."""
+    no freeze covers now; and either an authorised person started it early, or its notice period is over, its
+    planned start has come and a maintenance window is open now (a change filed without a date waits for the
+    next one; a run that wakes after its window closed waits for the next). An early start never lifts a freeze."""
     if freezes:
         return StartCheck(False, "; ".join(freezes), frozen=True)
+    if started_early_by:
+        return StartCheck(True, f"started before its window by {started_early_by}")
+    if notice_until is not None and now < notice_until:
+        return StartCheck(False, f"its notice period runs until {notice_until:%Y-%m-%d %H:%M} UTC",
+                          max(notice_until, planned_start or notice_until))
     if planned_start is not None and planned_start > now:
-        if started_early_by:
-            return StartCheck(True, f"started before its window by {started_early_by}")
         return StartCheck(False, f"its window opens at {planned_start:%Y-%m-%d %H:%M} UTC", planned_start)
+    if not in_window:
+        when = f" (the next opens at {next_window:%Y-%m-%d %H:%M} UTC)" if next_window else ""
+        return StartCheck(False, f"no maintenance window is open now{when}", next_window)
     return StartCheck(True, "its window is open")
 
 

@@ -19,6 +19,7 @@ from ..domain import (
     decide_start,
     overlaps,
     planned_span,
+    scheduled_windows,
     verify_code,
 )
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
@@ -188,7 +189,32 @@ class SchedulingService:
         freezes = [] if rules.overrides_freeze else self._freezes_at(session, change.service, now)
         early = next((e.actor for e in reversed(events_for(session, change.key))
                       if e.action == AuditAction.early_start.value), None)
-        return decide_start(planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early)
+        if not rules.scheduled:  # `window: any`: approved means go (emergencies)
+            return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
+        in_window = self._window_open(session, change.service, now)
+        return decide_start(
+            planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early,
+            in_window=in_window, next_window=None if in_window else self._next_window(session, change.service, now),
+            notice_until=change.created_at + rules.policy.notice if rules.policy.notice else None)
+
+    @staticmethod
+    def _ad_hoc_windows(session: Session, service: str, start: datetime, end: datetime) -> list[MaintenanceWindow]:
+        return list(session.execute(select(MaintenanceWindow).where(
+            MaintenanceWindow.freeze.is_(False), MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
+            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
+        )).scalars())
+
+    def _window_open(self, session: Session, service: str, now: datetime) -> bool:
+        """A maintenance window (weekly, monthly or ad hoc for this service) covers this moment."""
+        generated = scheduled_windows(now - timedelta(hours=6), now + timedelta(seconds=1))
+        return any(w.starts_at <= now < w.ends_at for w in generated) or bool(
+            self._ad_hoc_windows(session, service, now, now + timedelta(microseconds=1)))
+
+    def _next_window(self, session: Session, service: str, after: datetime) -> datetime | None:
+        starts = [w.starts_at for w in scheduled_windows(after, after + timedelta(days=40)) if w.starts_at > after]
+        starts += [w.starts_at for w in self._ad_hoc_windows(session, service, after, after + timedelta(days=40))
+                   if w.starts_at > after]
+        return min(starts, default=None)
 
     @staticmethod
     def _freezes_at(session: Session, service: str, now: datetime) -> list[str]:

@@ -132,9 +132,13 @@ def test_major_change_waits_for_the_cab_quorum(flow_stack):
         act(flow_stack, change, person)
         assert flow_stack.services.changes.get(change.key).state == "awaiting_approval"
     act(flow_stack, change, "frank")
-    assert final_run_state(run_id).is_completed()
     view = flow_stack.services.changes.view(change.key)
-    assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["carol", "dave", "frank"]
+    assert sorted(a.approver for a in view.approvals) == ["carol", "dave", "frank"]
+    # Approved is not "go": a major change serves its 14 days' notice even when a window is open now, and its
+    # policy allows nobody to start it early.
+    assert wait_paused(run_id, "window-") == "window-1"
+    assert flow_stack.services.changes.get(change.key).state == "scheduled"
+    assert flow_stack.services.scheduling.start_check(change.key).reason.startswith("its notice period runs until")
 
 
 def test_emergency_change_goes_to_review_due_in_48h(flow_stack):
@@ -312,6 +316,11 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     change = awaiting(flow_stack, run_id)
     assert [(r.role, r.count) for r in flow_stack.services.approvals.required_for(change)] == [("team_lead", 1)]
     assert act(flow_stack, change, "alice")["action"] == "approval"
+    # Its policy's two days' notice holds it at the window gate; its policy lets a team lead start it early.
+    assert wait_paused(run_id, "window-") == "window-1"
+    asyncio.run(resume_with_input(run_id, {"person": "frank", "reason": "routine, agreed with the team",
+                                           "approval_code": flow_stack.services.approvals.approval_code_for(
+                                               change.key, "frank")}))
     assert final_run_state(run_id, timeout_s=90).is_completed()
     done = flow_stack.services.changes.get(change.key)
     assert (done.type, done.state, done.outcome) == ("normal", "closed", "succeeded")

@@ -255,3 +255,35 @@ def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_w
     with pytest.raises(IllegalTransition):
         at_t0.changes.withdraw(again.key, person="grace", code=code(at_t0, again.key, "grace"), reason="too late")
     assert at_t0.changes.cancel_for_cancelled_run(again.key, "CANCELLED") is None
+
+
+# ---- windows and notice, checked when the change would start ----------------------------------------------
+
+def test_a_change_without_a_date_waits_for_the_next_maintenance_window(at_t0, clock):
+    change = scheduled(at_t0, standard_request())  # no planned_start: omitting a date skips nothing
+    check = at_t0.scheduling.start_check(change.key)
+    # 6 December is the first Sunday: the monthly window (01:00-06:00) opens before the weekly one.
+    assert not check.may_start and check.opens_at == WINDOW - timedelta(hours=1)
+    assert check.reason == "no maintenance window is open now (the next opens at 2026-12-06 01:00 UTC)"
+    with pytest.raises(PolicyViolation, match="no maintenance window is open now"):
+        at_t0.scheduling.begin_implementation(change.key)
+    at_t0.scheduling.add_window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1),
+                                title="Ad hoc release window", service="payments", actor="alice")
+    assert at_t0.scheduling.start_check(change.key).may_start
+
+
+def test_a_run_that_wakes_after_its_window_closed_waits_for_the_next(at_t0, clock):
+    change = scheduled(at_t0)
+    clock.at = WINDOW + timedelta(hours=5)  # Sunday 07:00: the weekly (02-04) and monthly (01-06) windows are over
+    check = at_t0.scheduling.start_check(change.key)
+    assert not check.may_start and check.opens_at == WINDOW + timedelta(days=7)
+
+
+def test_a_change_without_a_date_still_serves_its_notice(at_t0, clock):
+    at_t0.scheduling.add_window(starts_at=T0 - timedelta(days=1), ends_at=T0 + timedelta(days=30),
+                                title="Long release window", actor="alice")
+    change = scheduled(at_t0, major_request())
+    check = at_t0.scheduling.start_check(change.key)
+    assert not check.may_start and check.reason == "its notice period runs until 2026-12-15 12:00 UTC"
+    clock.at = T0 + timedelta(days=14, minutes=1)
+    assert at_t0.scheduling.start_check(change.key).may_start

@@ -58,3 +58,13 @@ def test_approval_codes_are_personal_per_change_and_round():
     assert not verify_code(SECRET, "CHG-000001", "alice", 2, code)
     assert not verify_code(b"other-secret", "CHG-000001", "alice", 1, code)
     assert not verify_code(SECRET, "CHG-000001", "alice", 1, "")
+
+
+def test_each_type_has_the_escalation_ladder_its_policy_gives(org):
+    from models import change_type
+
+    ladder = {name: [(s.after.total_seconds(), s.role) for s in change_type(org.policies, name).ladder]
+              for name in ("emergency", "standard", "major")}
+    assert ladder["standard"][0] == (15 * 60, "oncall_primary")
+    assert ladder["emergency"] == ladder["standard"], "types without a ladder of their own use the shared one"
+    assert ladder["major"] == [(86400, "management"), (3 * 86400, "executive")]
