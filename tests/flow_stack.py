@@ -8,6 +8,7 @@ from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cli.dev import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
@@ -191,3 +192,14 @@ class SharedFlowStack:
 
 
 SHARED = SharedFlowStack()
+
+
+@pytest.fixture(scope="session")
+def flow_stack(tmp_path_factory):
+    """Prefect server + runner serving our deployments, shared by every test that needs one (~15 s to start).
+    The conftests of flows/ and e2e/ import this fixture after tests.prefect_env."""
+    stack = SHARED.acquire(tmp_path_factory)
+    try:
+        yield stack
+    finally:
+        SHARED.release()

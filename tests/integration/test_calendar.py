@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import PolicyViolation
-from models import monthly_windows, next_window, weekly_windows
 from tests.helpers import emergency_request, standard_request
 
 UTC = timezone.utc

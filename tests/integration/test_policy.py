@@ -6,19 +6,7 @@ import json
 
 import pytest
 
-from models import (
-    AuditAction,
-    ChangeState,
-    Decision,
-    GivenApproval,
-    PolicyViolation,
-    RequiredApproval,
-    RiskLevel,
-    approval_code,
-    evaluate,
-    required_approvals,
-    verify_code,
-)
+from models import AuditAction, ChangeState, PolicyViolation, approval_code
 from models import events_for
 from tests.helpers import SECRET, approve, emergency_request, major_request, standard_request
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from models import RiskAnswers, RiskLevel, ServiceHistory, assess_risk
 from models import RiskPolicy
 from tests.helpers import approve, standard_request
 

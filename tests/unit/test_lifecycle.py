@@ -6,15 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models import (
-    ChangeState as S,
-    IllegalTransition,
-    PolicyViolation,
-    allowed_targets,
-    plan_transition,
-    verify_chain,
-)
-from tests.helpers import SHIPPED_RULES, approve, emergency_request, standard_request
+from models import ChangeState as S, IllegalTransition, allowed_targets, plan_transition
+from tests.helpers import SHIPPED_RULES
 
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
 

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
 from models import (
-    AuditAction,
-    ChangeState,
     Decision,
     GivenApproval,
-    PolicyViolation,
     RequiredApproval,
     RiskLevel,
     approval_code,
@@ -19,8 +12,7 @@ from models import (
     required_approvals,
     verify_code,
 )
-from models import events_for
-from tests.helpers import SECRET, approve, emergency_request, major_request, standard_request
+from tests.helpers import SECRET, approve
 
 
 def test_each_type_needs_the_approvers_of_the_policy_table(org):

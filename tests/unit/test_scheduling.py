@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-import pytest
 
-from models import PolicyViolation
 from models import monthly_windows, next_window, weekly_windows
-from tests.helpers import emergency_request, standard_request
 
 UTC = timezone.utc
 
