@@ -57,6 +57,11 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
         get_run_logger().info("next %s window %s is more than 48 h away: nothing to announce", kind, window.starts_at)
         return None
     activities = rt.services.org.maintenance.activities
+    if window_start is not None:
+        # A window given explicitly (ad hoc, or compressed for a test) is not one of the generated weekly or
+        # monthly ones: recorded as an ad hoc window of the service, its change fits in a window like any other.
+        rt.services.scheduling.ensure_window(starts_at=window.starts_at, ends_at=window.ends_at, kind="ad_hoc",
+                                             title=f"{plan.title} (ad hoc)", service=plan.service, actor=REQUESTER)
     change = rt.services.changes.submit({
         "type": "standard",
         "title": f"{plan.title} {window.starts_at:%Y-%m-%d %H:%M} UTC",

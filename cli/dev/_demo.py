@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from models import Settings
+from models import Settings, next_window
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_config import write_demo_config
@@ -164,9 +164,10 @@ class Demo:
         self.record(tag, key, self.services.changes.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
 
     def major_change(self, tag: str) -> None:
-        start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=15)
+        # Major changes need 14 days' notice and a maintenance window: the first weekly window after that.
+        start = next_window("weekly", datetime.now(timezone.utc) + timedelta(days=15)).starts_at
         run_id = self.submit({**MAJOR, "planned_start": start.isoformat(),
-                              "planned_end": (start + timedelta(hours=3)).isoformat()})
+                              "planned_end": (start + timedelta(hours=2)).isoformat()})
         key = self.awaiting_approval(run_id).key
         quorum = self.services.approvals.evaluation(key).describe_missing()
         self.say(tag, f"{key} submitted by frank for {start:%Y-%m-%d %H:%M} UTC; needs {quorum}")
@@ -185,7 +186,7 @@ class Demo:
 
     def early_resume(self, tag: str) -> None:
         """Someone presses Resume on a change waiting for its window: nothing starts, the refusal is recorded."""
-        start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
+        start = next_window("weekly", datetime.now(timezone.utc) + timedelta(days=1)).starts_at
         run_id = self.submit({**STANDARD_PAYMENTS, "planned_start": start.isoformat(),
                               "planned_end": (start + timedelta(hours=1)).isoformat()})
         key = self.awaiting_approval(run_id).key

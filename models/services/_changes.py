@@ -118,6 +118,8 @@ class ChangeService:
             problems.append(FieldProblem("checklist", f"unknown checklist {request.checklist!r} (known: {known})"))
         if request.canary is not None:
             problems += self._uow.org.canary_config.check_plan(request.service, request.canary)
+        with self._uow.read() as session:
+            problems += self._scheduling.slot_problems(session, request, request.type)
         if problems:
             raise invalid_request(problems)
         return request

@@ -12,11 +12,15 @@ from sqlmodel import Session
 from ..domain import (
     AuditAction,
     ChangeState,
+    FieldProblem,
     InputError,
     PolicyViolation,
-    article,
     StartCheck,
+    WindowSpec,
+    article,
+    change_type,
     decide_start,
+    format_wait,
     overlaps,
     planned_span,
     scheduled_windows,
@@ -76,6 +80,42 @@ class SchedulingService:
                                f"{other_start:%Y-%m-%d %H:%M} to {other_end:%H:%M} UTC")
         return clashes
 
+    def slot_problems(self, session: Session, request: Planned, type_name: str) -> list[FieldProblem]:
+        """A dated change of a type that runs in maintenance windows: its notice is served and its planned span
+        lies inside one window (weekly, monthly or ad hoc for its service). Each refusal names the next slot."""
+        rules = change_type(self._uow.org.policies, type_name)
+        if not rules.scheduled or request.planned_start is None:
+            return []  # undated: it waits for the next window, checked when it would start
+        start, end = planned_span(request.planned_start, request.planned_end)
+        earliest = self._uow.clock() + rules.policy.notice
+        a = f"{article(rules.name)} {rules.name} change"
+        if start < earliest:
+            notice = f"{format_wait(rules.policy.notice)} notice" if rules.policy.notice else "a start in the future"
+            slot = self._next_slot(session, request.service, earliest, end - start)
+            return [FieldProblem("planned_start", f"{a} needs {notice}: earliest {earliest:%Y-%m-%d %H:%M} UTC"
+                                 + (f"; the next maintenance window after that is {slot}" if slot else ""))]
+        if not any(w.starts_at <= start and end <= w.ends_at for w in self._windows(session, request.service,
+                                                                                   start, end)):
+            slot = self._next_slot(session, request.service, start, end - start)
+            return [FieldProblem("planned_start", f"{a} runs in a maintenance window: {start:%a %Y-%m-%d %H:%M} to "
+                                 f"{end:%H:%M} UTC is outside every window" + (f"; the next is {slot}" if slot else ""))]
+        return []
+
+    def _windows(self, session: Session, service: str, start: datetime, end: datetime) -> list[WindowSpec]:
+        generated = scheduled_windows(start - timedelta(days=1), end + timedelta(days=1))
+        ad_hoc = [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service)
+                  for w in self._ad_hoc_windows(session, service, start - timedelta(days=1), end + timedelta(days=1))]
+        return generated + ad_hoc
+
+    def _next_slot(self, session: Session, service: str, after: datetime, length: timedelta) -> str | None:
+        """The first window starting at or after `after` that a change of this length fits in, described."""
+        fitting = sorted((w for w in self._windows(session, service, after, after + timedelta(days=62))
+                          if w.starts_at >= after and w.ends_at - w.starts_at >= length), key=lambda w: w.starts_at)
+        if not fitting:
+            return None
+        w = fitting[0]
+        return f"{w.title or w.kind} {w.starts_at:%a %Y-%m-%d %H:%M}-{w.ends_at:%H:%M} UTC"
+
     def schedule_clashes(self, key: str) -> list[str]:
         """For a recorded change: the freezes and other changes its window now overlaps (checked again when
         it is scheduled, since a freeze may have been declared after it was submitted)."""
@@ -96,6 +136,15 @@ class SchedulingService:
                          data={"window": window.id, "freeze": freeze, "title": title, "service": service,
                                "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
             return window
+
+    def ensure_window(self, *, starts_at: datetime, ends_at: datetime, kind: str, title: str, service: str | None,
+                      actor: str) -> MaintenanceWindow:
+        """The ad hoc window with exactly these bounds for this service, added once (a re-run finds it)."""
+        for window in self.windows_between(starts_at, ends_at):
+            if (window.starts_at, window.ends_at, window.service, window.freeze) == (starts_at, ends_at, service, False):
+                return window
+        return self.add_window(starts_at=starts_at, ends_at=ends_at, kind=kind, title=title, service=service,
+                               actor=actor)
 
     def windows_between(self, start: datetime, end: datetime) -> list[MaintenanceWindow]:
         with self._uow.read() as session:

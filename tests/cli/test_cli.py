@@ -43,12 +43,14 @@ def _count_changes(cli_env) -> int:
         ({**GOOD, "title": "x" * 1_000_000}, "title: String should have at most 200 characters"),
         ({**GOOD, "planned_start": "2026-12-01T02:00:00Z", "planned_end": "2026-12-01T01:00:00Z"}, "planned_end: must be after planned_start"),
         ({**GOOD, "planned_start": "2026-12-01T02:00:00"}, "planned_start: Input should have timezone info"),
+        ({**GOOD, "planned_start": "2030-01-01T12:00:00Z"}, "planned_start: a standard change runs in a maintenance "
+         "window: Tue 2030-01-01 12:00 to 14:00 UTC is outside every window; the next is"),
         ({**GOOD, "risk": {"users_affected": "everyone"}}, "risk.users_affected: Input should be"),
         ({**GOOD, "service": "pay ments; drop"}, "service: String should match pattern"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
     ids=["malformed", "unknown-field", "unknown-type", "no-rollback", "emergency-no-incident", "emergency-no-severity",
-         "1MB-title", "end-before-start", "naive-time", "nested-enum", "bad-service", "not-a-mapping"],
+         "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum", "bad-service", "not-a-mapping"],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):
     result = cli_env("submit", "--local", _write(tmp_path, content))

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from flows import ResumeRefused, resume_with_input
-from models import ChangeRequest, utcnow
+from models import ChangeRequest, next_window, utcnow
 from tests.flows.test_flows import act, awaiting, final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.flows
 
 def waiting_for_its_window(flow_stack, service: str) -> tuple[str, ChangeRequest]:
     """A standard change approved by alice and bob, planned three days out: its run suspends at the window gate."""
-    start = utcnow() + timedelta(days=3)
+    start = next_window("weekly", utcnow() + timedelta(days=1)).starts_at  # days away, in a maintenance window
     run_id = submit({"type": "standard", "title": f"window gate on {service}", "service": service,
                      "requester": "grace", "rollback_plan": "redeploy", "planned_start": start.isoformat(),
                      "planned_end": (start + timedelta(hours=1)).isoformat()})

@@ -98,7 +98,7 @@ def test_a_replayed_gate_answer_is_not_recorded_twice(at_t0):
 
 
 def test_a_policy_without_early_start_refuses_even_an_approver(at_t0):
-    change = scheduled(at_t0, major_request(planned_start=(T0 + timedelta(days=20)).isoformat()))
+    change = scheduled(at_t0, major_request(planned_start=(WINDOW + timedelta(days=14)).isoformat()))
     refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
                                                   reason="eager", attempt_id="window-1")
     assert "the major policy does not allow starting before the window" in refusal
@@ -287,3 +287,24 @@ def test_a_change_without_a_date_still_serves_its_notice(at_t0, clock):
     assert not check.may_start and check.reason == "its notice period runs until 2026-12-15 12:00 UTC"
     clock.at = T0 + timedelta(days=14, minutes=1)
     assert at_t0.scheduling.start_check(change.key).may_start
+
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    (standard_request(planned_start=T0.isoformat()), "planned_start: a standard change runs in a maintenance window: "
+     "Tue 2026-12-01 12:00 to 14:00 UTC is outside every window; the next is Monthly maintenance "
+     "Sun 2026-12-06 01:00-06:00 UTC"),
+    (major_request(planned_start=(T0 + timedelta(days=1)).isoformat()), "planned_start: a major change needs 14 d "
+     "notice: earliest 2026-12-15 12:00 UTC; the next maintenance window after that is Weekly maintenance "
+     "Sun 2026-12-20 02:00-04:00 UTC"),
+    (standard_request(planned_start=(T0 - timedelta(days=3)).isoformat()), "planned_start: a standard change needs "
+     "a start in the future: earliest 2026-12-01 12:00 UTC"),
+], ids=["outside-every-window", "short-notice", "in-the-past"])
+def test_a_dated_change_outside_its_policy_is_refused_at_submit_naming_the_next_slot(at_t0, request_, message):
+    from models import InputError
+
+    with pytest.raises(InputError) as caught:
+        at_t0.changes.submit(request_)
+    assert message in str(caught.value)
+    assert [p.field for p in caught.value.problems] == ["planned_start"]
+    assert at_t0.changes.list_changes() == []

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models import PolicyViolation
-from tests.helpers import emergency_request, standard_request
+from models import PolicyViolation, Services, next_window
+from tests.helpers import SECRET, emergency_request, standard_request
 
 UTC = timezone.utc
 
@@ -17,9 +17,9 @@ def test_change_in_a_freeze_is_refused_naming_it(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
     services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
     with pytest.raises(PolicyViolation, match=r"falls in the freeze 'Year-end freeze' \(2026-12-24 00:00"):
-        services.changes.submit(_planned(start + timedelta(days=2)))
+        services.changes.submit(_planned(SUNDAY_27_DEC))  # the weekly window, inside the freeze
     assert services.changes.list_changes() == []
-    outside = services.changes.submit(_planned(start + timedelta(days=10)))
+    outside = services.changes.submit(_planned(SUNDAY_27_DEC + timedelta(days=7)))
     assert outside.state == "submitted"
 
 
@@ -45,7 +45,8 @@ def test_calendar_shows_windows_freezes_and_changes(cli_env, services):
     soon = datetime.now(UTC) + timedelta(days=3)
     assert cli_env("window", "add", "--start", soon.isoformat(), "--end", (soon + timedelta(days=1)).isoformat(),
                    "--title", "Launch freeze", "--freeze").exit_code == 0
-    change = services.changes.submit(_planned(soon + timedelta(days=2), service="payments"))
+    change = services.changes.submit(_planned(next_window("weekly", soon + timedelta(days=1)).starts_at,
+                                              service="payments"))
     data = json.loads(cli_env("calendar", "--days", "14", "--json").stdout)
     kinds = {w["kind"] for w in data["windows"]}
     assert {"weekly", "freeze"} <= kinds
@@ -64,6 +65,17 @@ def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(services):
                        title="Release freeze", freeze=True)
     (clash,) = services.scheduling.schedule_clashes(change.key)
     assert "Release freeze" in clash
+
+
+@pytest.fixture
+def services(db, org):
+    """Submits judged on 29 Nov 2026, so the fixed dates below stay in the future (notice is checked at submit)."""
+    return Services.build(db, org, SECRET, clock=lambda: datetime(2026, 11, 29, tzinfo=UTC))
+
+
+# Dates in maintenance windows (a standard change runs in one): 27 Dec 2026 is a Sunday, 6 Dec and 7 Mar
+# first Sundays (the monthly window, 01:00-06:00).
+SUNDAY_27_DEC = datetime(2026, 12, 27, 2, tzinfo=UTC)
 
 
 def _planned(start: datetime, hours: int = 1, **overrides):
