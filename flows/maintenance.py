@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from flows._commands import run_command
 from flows._runtime import runtime
 from flows.checklists import run_phase
-from models import ChangeState, WindowSpec, next_window, stakeholders, utcnow
+from models import ChangeState, PolicyViolation, WindowSpec, next_window, stakeholders, superseded_by_monthly, utcnow
 
 Kind = Literal["weekly", "monthly"]
 ANNOUNCE_AHEAD = timedelta(hours=48)
@@ -55,6 +55,10 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
     window = resolve_window(kind, window_start, window_minutes, at_start=False)
     if window_start is None and window.starts_at - utcnow() > ANNOUNCE_AHEAD + timedelta(hours=1):
         get_run_logger().info("next %s window %s is more than 48 h away: nothing to announce", kind, window.starts_at)
+        return None
+    if window_start is None and superseded_by_monthly(window):
+        get_run_logger().info("the %s window %s falls in the monthly window: the monthly change covers it", kind,
+                              window.starts_at)
         return None
     activities = rt.services.org.maintenance.activities
     if window_start is not None:
@@ -147,7 +151,12 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
             services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             return finish(key, window, context, "pre-checklist failed")
-        services.changes.transition(key, ChangeState.implementing, actor="maintenance", reason="window open")
+        try:
+            # The same gate as every change: a freeze declared since the approval holds the window.
+            services.scheduling.begin_implementation(key, actor="maintenance")
+        except PolicyViolation as exc:
+            services.changes.transition(key, ChangeState.cancelled, actor="maintenance", reason=str(exc))
+            return finish(key, window, context, str(exc))
 
     if services.changes.get(key).state == ChangeState.implementing.value:
         run_activities(key, plan.activities, window)

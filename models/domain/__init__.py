@@ -150,6 +150,7 @@ from ._scheduling import (
     overlaps,
     planned_span,
     scheduled_windows,
+    superseded_by_monthly,
     weekly_windows,
 )
 from ._audience import (
@@ -276,6 +277,7 @@ __all__ = [
     "scheduled_windows",
     "sla_passed",
     "stakeholders",
+    "superseded_by_monthly",
     "transitions_for",
     "utcnow",
     "verify_code",

@@ -106,6 +106,13 @@ def scheduled_windows(start: datetime, end: datetime) -> list[WindowSpec]:
     return sorted(weekly_windows(start, end) + monthly_windows(start, end), key=lambda w: w.starts_at)
 
 
+def superseded_by_monthly(window: WindowSpec) -> bool:
+    """A weekly window on a first Sunday lies inside that day's monthly window: the monthly change covers the
+    day, so the weekly one is not filed (two changes on one service in one slot would clash)."""
+    return window.kind == "weekly" and any(
+        w.overlaps(window.starts_at, window.ends_at) for w in monthly_windows(window.starts_at, window.ends_at))
+
+
 def next_window(kind: str, after: datetime) -> WindowSpec:
     generate = weekly_windows if kind == "weekly" else monthly_windows
     return next(w for w in generate(after, after + timedelta(days=70)) if w.starts_at >= after)
