@@ -19,7 +19,7 @@ from pydantic import Field
 from flows._canary_bake import Analyzer, StepResult, bake_step
 from flows._runtime import runtime
 from flows.traffic import RouterError, router_for
-from models import PolicyViolation
+from models import PolicyViolation, responsible, utcnow
 
 DONE = {"continue", "promote", "proceed"}
 
@@ -69,11 +69,20 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
 
 
 def canary_gate(key: str, gate: str, description: str) -> str:
-    """Suspend until a person in the directory answers with a valid code; returns proceed or roll_back."""
-    services = runtime().services
+    """Suspend until a person in the directory answers with a valid code; returns proceed, roll_back, or timed_out
+    when nobody answered within canary.yaml's gate_timeout_s (the caller then rolls back: fail-safe)."""
+    rt = runtime()
+    services = rt.services
+    deadline = services.canary.gate_deadline(key, gate)
+    change = services.changes.get(key)
+    rt.notifier.announce(change, "canary_gate_waiting", responsible_and_on_call(change), round_=gate,
+                         deadline=deadline, extra={"gate": gate}, personal_code=True)
+    rt.notifier.deliver(change_key=key)
     refusal = ""
     attempt = 0
     while True:
+        if utcnow() >= deadline:
+            return "timed_out"
         attempt += 1
         text = description + (f"\n\n> **The last answer was refused:** {refusal}" if refusal else "")
         answer = suspend_flow_run(wait_for_input=CanaryGateAnswer.with_initial_data(description=text),
@@ -122,8 +131,8 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
         if step.confirm:
             answer = canary_gate(key, f"canary-confirm-s{index}",
                                  f"{where}: send **{step.weight} %** of traffic to the canary?")
-            if answer == "roll_back":
-                return _roll_back(key, plan, change, f"rolled back by a person before step {index}", [])
+            if answer != "proceed":
+                return _roll_back(key, plan, change, _gate_reason(answer, f"before step {index}"), [])
         if previous and previous["action"] == "pause":
             result_action, reasons, failing = "pause", previous["reasons"], []
             bake = previous["bake"]
@@ -141,9 +150,9 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             answer = canary_gate(key, f"canary-inconclusive-s{index}-{bake}",
                                  f"{where} at {step.weight} %: the analysis was **inconclusive**: "
                                  f"{'; '.join(reasons)}.\n\nProceed as if healthy, or roll back?")
-            if answer == "roll_back":
+            if answer != "proceed":
                 analysis_table(key)
-                return _roll_back(key, plan, change, "rolled back by a person after an inconclusive analysis", [])
+                return _roll_back(key, plan, change, _gate_reason(answer, "after an inconclusive analysis"), [])
             rt.services.canary.record_decision(key, step=index, bake=f"{bake}-confirmed",
                                               decision={"action": "proceed", "reasons": ["confirmed by a person"],
                                                         "weight": step.weight})
@@ -153,6 +162,22 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             return _roll_back(key, plan, change, problem, [])
     analysis_table(key)
     return "promoted", f"promoted {plan.canary_version} to 100 %", []
+
+
+def _gate_reason(answer: str, where: str) -> str:
+    if answer == "timed_out":
+        timeout = runtime().services.org.canary_config.gate_timeout_s
+        return f"nobody answered the canary gate {where} within {timeout:g} s: rolled back (fail-safe)"
+    return f"rolled back by a person {where}"
+
+
+def responsible_and_on_call(change) -> list[str]:
+    """Who hears that a canary waits for a person: the requester, the service's owners and the first rung of the
+    change type's escalation ladder (the people on call)."""
+    services = runtime().services
+    ladder = services.rules(change).ladder
+    on_call = services.org.directory.holders(ladder[0].role) if ladder else []
+    return sorted({*responsible(change, services.org.directory), *on_call})
 
 
 def _roll_back(key, plan, change, reason, failing, *, weight_already_zero: bool = False):

@@ -131,6 +131,7 @@ def notify_people(key: str, phase: str, items: list) -> None:
     people = responsible(change, rt.services.org.directory)
     for item in items:
         rt.notifier.announce(change, "checklist_item_needs_person", people, round_=f"{phase}-{item.id}",
+                             personal_code=True,
                              extra={"item": {"id": item.id, "title": item.title, "phase": phase}})
     rt.notifier.deliver(change_key=key)
 

@@ -107,6 +107,13 @@ def nudge_runs_that_can_continue() -> int:
             if not checklist_deadline_passed(change, key):
                 continue
             run_input = {"confirmed_by": "approval-escalation", "note": "timeout sweep"}
+        elif key.startswith("canary-"):
+            # A canary nobody answered: past its gate's deadline the run rolls it back (fail-safe). The input
+            # authorises nothing; the flow checks the deadline itself.
+            if utcnow() < services.canary.gate_deadline(change.key, key.rsplit("-", 1)[0]):
+                continue
+            run_input = {"person": "approval-escalation", "approval_code": "", "answer": "roll_back",
+                         "comment": "gate timeout sweep"}
         elif key.startswith("approval-"):
             run_input = decision_replay_input(change.key)
             if run_input is None:

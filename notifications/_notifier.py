@@ -110,13 +110,17 @@ class Notifier:
 
     def announce(self, change: ChangeRequest, event: str, people: list[str], *, reason: str = "",
                  round_: int | str | None = None, deadline: datetime | None = None,
-                 extra: dict | None = None) -> int:
+                 extra: dict | None = None, personal_code: bool = False) -> int:
+        """`personal_code`: the message asks the person to act (confirm an item, answer a gate), which needs the
+        code that proves who they are; each message carries its recipient's own code only."""
         context = {**self._change_context(change), **(extra or {})}
         if deadline is not None:
             context["deadline"] = _when(deadline)
         return sum(
             self._enqueue(change, event, person, change.approval_round if round_ is None else round_,
-                          {**context, "reason": reason})
+                          {**context, "reason": reason,
+                           **({"code": self.services.approvals.approval_code_for(change.key, person)}
+                              if personal_code else {})})
             for person in people
         )
 

@@ -203,6 +203,10 @@ class CanaryConfig(BaseModel):
 
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
     services: dict[str, CanaryTarget] = Field(default_factory=dict)
+    gate_timeout_s: float = Field(
+        default=1800, gt=0, le=7 * 86400,
+        description="How long a canary gate (a confirm step, an inconclusive analysis) waits for a person before "
+        "the canary is rolled back: traffic never stays on an unwatched canary (fail-safe)")
 
     def check_plan(self, service: str, plan: CanaryPlan) -> list[FieldProblem]:
         """What stops `plan` from running on `service`, as field-named problems (empty: it can run)."""

@@ -87,3 +87,4 @@ class AuditAction(str, Enum):
     early_start = "early_start"
     confirmation_refused = "confirmation_refused"
     cancel_refused = "cancel_refused"
+    canary_gate_waiting = "canary_gate_waiting"

@@ -3,6 +3,7 @@ once per bake, and the answers people give at its gates."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -46,6 +47,13 @@ class CanaryService:
     def decisions(self, key: str) -> dict[int, dict]:
         """The last decision of each canary step."""
         return self._uow.last_event_per_step(key, AuditAction.canary_decision)
+
+    def gate_waiting_since(self, key: str, gate: str) -> datetime:
+        """When the gate first waited for a person (once per gate: restarts and refusals do not reset it)."""
+        return self._uow.marker(key, AuditAction.canary_gate_waiting, {"gate": gate})[0]
+
+    def gate_deadline(self, key: str, gate: str) -> datetime:
+        return self.gate_waiting_since(key, gate) + timedelta(seconds=self._uow.org.canary_config.gate_timeout_s)
 
     def confirm(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict[str, Any]:
         """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an

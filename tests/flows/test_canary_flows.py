@@ -34,8 +34,8 @@ def canary_setup(lab, flow_stack):
     all_traffic_to_stable(lab)
     config_file = flow_stack.home / "config" / "canary.yaml"
 
-    def write(router: dict | None = None) -> None:
-        config_file.write_text(yaml.safe_dump(lab.canary_config(router)))
+    def write(router: dict | None = None, **settings) -> None:
+        config_file.write_text(yaml.safe_dump({**lab.canary_config(router), **settings}))
 
     write()
     yield write
@@ -245,4 +245,30 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     assert final_run_state(run_id, timeout_s=120).is_completed()
     change = change_of(flow_stack, run_id)
     assert change.outcome == "rolled_back"
+    assert wait_for_split(lab, {"v1"}) == {"v1": 30}
+
+
+def test_a_canary_nobody_answers_goes_back_to_stable_and_the_people_on_call_are_told(flow_stack, lab, canary_setup):
+    """A paused canary is never left unwatched: past canary.yaml's gate_timeout_s the sweep wakes the run and it
+    rolls back (fail-safe); an empty Resume before that changes nothing."""
+    from flows.escalation import nudge_runs_that_can_continue
+
+    canary_setup(None, gate_timeout_s=6)
+    gated = plan("http_probe")
+    gated["steps"][1]["confirm"] = True
+    run_id = ship(flow_stack, gated, "canary whose gate nobody answers")
+    assert wait_paused(run_id, "canary-confirm-s2-") == "canary-confirm-s2-1"
+    change = change_of(flow_stack, run_id)
+    told = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "canary_gate_waiting"}
+    assert {"grace", "bob"} <= told, "the requester and the on-call (first rung of the ladder) are told"
+    nudge_runs_that_can_continue()  # before the deadline the sweep leaves the gate alone
+    assert wait_paused(run_id, "canary-confirm-s2-") == "canary-confirm-s2-1"
+    time.sleep(6)
+    nudge_runs_that_can_continue()
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = change_of(flow_stack, run_id)
+    assert done.outcome == "rolled_back"
+    reason = next(e for e in flow_stack.services.changes.view(done.key).events if e.to_state == "rolled_back")
+    assert "nobody answered the canary gate before step 2 within 6 s: rolled back (fail-safe)" in \
+        reason.data["reason"]
     assert wait_for_split(lab, {"v1"}) == {"v1": 30}
