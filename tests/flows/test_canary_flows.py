@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.deployments import run_deployment
 
 from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
 from flows import resume_with_input
 from flows.traffic import router_for
-from models import NginxRouter as NginxConfig
+from models import NginxRouter as NginxConfig, utcnow
 from tests.flows.test_flows import act, awaiting, final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = [
@@ -249,11 +250,10 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
 
 
 def test_a_canary_nobody_answers_goes_back_to_stable_and_the_people_on_call_are_told(flow_stack, lab, canary_setup):
-    """A paused canary is never left unwatched: past canary.yaml's gate_timeout_s the sweep wakes the run and it
-    rolls back (fail-safe); an empty Resume before that changes nothing."""
-    from flows.escalation import nudge_runs_that_can_continue
-
-    canary_setup(None, gate_timeout_s=6)
+    """A paused canary is never left unwatched: an empty Resume changes nothing, and past canary.yaml's
+    gate_timeout_s the escalation sweep (a run of its own deployment, reading the config) wakes the run and it
+    rolls back (fail-safe)."""
+    canary_setup(None, gate_timeout_s=45)
     gated = plan("http_probe")
     gated["steps"][1]["confirm"] = True
     run_id = ship(flow_stack, gated, "canary whose gate nobody answers")
@@ -261,14 +261,15 @@ def test_a_canary_nobody_answers_goes_back_to_stable_and_the_people_on_call_are_
     change = change_of(flow_stack, run_id)
     told = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "canary_gate_waiting"}
     assert {"grace", "bob"} <= told, "the requester and the on-call (first rung of the ladder) are told"
-    nudge_runs_that_can_continue()  # before the deadline the sweep leaves the gate alone
-    assert wait_paused(run_id, "canary-confirm-s2-") == "canary-confirm-s2-1"
-    time.sleep(6)
-    nudge_runs_that_can_continue()
+    asyncio.run(resume_with_input(run_id, {"person": "", "approval_code": ""}))  # an empty Resume in the UI
+    assert wait_paused(run_id, "canary-confirm-s2-2") == "canary-confirm-s2-2"
+    since = flow_stack.services.canary.gate_waiting_since(change.key, "canary-confirm-s2")
+    time.sleep(max(0.0, (since - utcnow()).total_seconds() + 46))
+    assert run_deployment("approval-escalation/every-minute", timeout=120).state.is_completed()
     assert final_run_state(run_id, timeout_s=120).is_completed()
     done = change_of(flow_stack, run_id)
     assert done.outcome == "rolled_back"
     reason = next(e for e in flow_stack.services.changes.view(done.key).events if e.to_state == "rolled_back")
-    assert "nobody answered the canary gate before step 2 within 6 s: rolled back (fail-safe)" in \
+    assert "nobody answered the canary gate before step 2 within 45 s: rolled back (fail-safe)" in \
         reason.data["reason"]
     assert wait_for_split(lab, {"v1"}) == {"v1": 30}
