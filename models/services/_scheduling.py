@@ -29,6 +29,8 @@ from ..domain import (
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._unit_of_work import UnitOfWork
 
+# How far in the past a planned start may be when it is filed and still count as "now".
+START_GRACE = timedelta(minutes=5)
 # Who resumed a gate when the form carried no name: Prefect's UI shows no identity.
 ANONYMOUS = "unknown (Prefect UI)"
 
@@ -89,7 +91,9 @@ class SchedulingService:
         start, end = planned_span(request.planned_start, request.planned_end)
         earliest = self._uow.clock() + rules.policy.notice
         a = f"{article(rules.name)} {rules.name} change"
-        if start < earliest:
+        # A start planned for "now" may be filed a little after it (a maintenance announcement whose run started
+        # late): within the grace it counts as now; the window gate still checks the window when it starts.
+        if start < earliest - START_GRACE:
             notice = f"{format_wait(rules.policy.notice)} notice" if rules.policy.notice else "a start in the future"
             slot = self._next_slot(session, request.service, earliest, end - start)
             return [FieldProblem("planned_start", f"{a} needs {notice}: earliest {earliest:%Y-%m-%d %H:%M} UTC"
