@@ -12,11 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from models import ChangeState, RiskLevel
-from notifications import run_url
+from notifications import Notifier, run_url
 
 from ._context import context
-from ._flows import cancel_run, start_change_flow
-from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file
+from ._flows import cancel_run, nudge_run, start_change_flow
+from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
 
@@ -172,6 +172,56 @@ def cancel(
     reason: str = typer.Option(..., help="Why it is called off (recorded)."),
 ) -> None:
     """Withdraw a change before it is implemented; its Prefect run is cancelled too."""
-    change = context().services.changes.withdraw(key, person=person, code=code, reason=reason)
+    change = context().services.amendments.withdraw(key, person=person, code=code, reason=reason)
     stopped = cancel_run(change, f"{change.key} cancelled by {person}")
     console.print(f"{change.key}: {change.state}" + ("; its flow run is cancelled" if stopped else ""))
+
+
+def _reopen(key: str, amendment: dict, person: str, code: str, reason: str) -> None:
+    """Amend, ask the new round's approvers (their new codes) and wake a run waiting at its window gate."""
+    ctx = context()
+    change = ctx.services.amendments.amend(key, amendment, person=person, code=code, reason=reason)
+    notifier = Notifier(ctx.services, ctx.settings)
+    asked = notifier.request_approvals(change)
+    notifier.deliver(change_key=change.key)
+    nudge_run(change, "window-", {}, wait_s=5)
+    console.print(f"{change.key}: {change.state}, approval round {change.approval_round} "
+                  f"({asked} approval request(s) sent; the previous round's codes no longer work)")
+
+
+@app.command()
+@exits_cleanly
+def amend(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="The requester or an owner of the service."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
+    reason: str = typer.Option(..., help="Why it changes (recorded)."),
+    title: Optional[str] = typer.Option(None, help="New title."),
+    description: Optional[str] = typer.Option(None, help="New description."),
+    impact: Optional[str] = typer.Option(None, help="New impact statement."),
+    plan: Optional[str] = typer.Option(None, "--plan", help="New implementation plan."),
+    rollback_plan: Optional[str] = typer.Option(None, "--rollback-plan", help="New rollback plan."),
+    test_evidence: Optional[str] = typer.Option(None, "--test-evidence", help="New test evidence."),
+) -> None:
+    """Change what was asked before implementation: the change is approved again, in a new round."""
+    amendment = {name: value for name, value in {
+        "title": title, "description": description, "impact": impact, "implementation_plan": plan,
+        "rollback_plan": rollback_plan, "test_evidence": test_evidence}.items() if value is not None}
+    _reopen(key, amendment, person, code, reason)
+
+
+@app.command()
+@exits_cleanly
+def reschedule(
+    key: str = typer.Argument(..., help="Change key."),
+    start: str = typer.Option(..., help="New planned start, e.g. 2026-12-13T02:00Z."),
+    end: Optional[str] = typer.Option(None, help="New planned end (default: the start + 2 h)."),
+    person: str = typer.Option(..., "--as", help="The requester or an owner of the service."),
+    code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
+    reason: str = typer.Option(..., help="Why it moves (recorded)."),
+) -> None:
+    """Move a change to another slot: checked against windows, notice and freezes, then approved again."""
+    planned_start = required_time(start, "start")
+    planned_end = parse_time(end, "end")
+    _reopen(key, {"planned_start": planned_start.isoformat(),
+                  "planned_end": planned_end.isoformat() if planned_end else None}, person, code, reason)

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import Decision, InputError
+from models import Decision, InputError, WorkOutcome, WorkStage
 from notifications import Notifier
 
 from ._context import context
@@ -94,6 +94,25 @@ def confirm(
                                                item=definition, note=note)
     nudged = nudge_run(services.changes.get(key), "checklist-", {"confirmed_by": person, "note": note})
     console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
+                  f"{'; the run continues' if nudged else ''}")
+
+
+@app.command()
+@exits_cleanly
+def work(
+    key: str = typer.Argument(..., help="Change key."),
+    stage: WorkStage = typer.Argument(..., help="What you did by hand: implemented, verified or rolled_back."),
+    person: str = typer.Option(..., "--as", help="Who did it (an implementer the change's policy names)."),
+    code: str = typer.Option(..., "--code", help="Your personal code for this change."),
+    failed: bool = typer.Option(False, "--failed", help="It did not work (say what happened in --note)."),
+    note: str = typer.Option("", help="What you did or saw (recorded)."),
+) -> None:
+    """Confirm manual work on a change without automation; its run continues."""
+    services = context().services
+    done = services.work.confirm(key, stage=stage, person=person, code=code,
+                                 outcome=WorkOutcome.failed if failed else WorkOutcome.done, note=note)
+    nudged = nudge_run(services.changes.get(key), f"work-{stage.value}-", {})
+    console.print(f"{key.upper()} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 
 

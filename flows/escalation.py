@@ -77,7 +77,7 @@ def cancel_changes_of_cancelled_runs() -> int:
             if not change.flow_run_id:
                 continue
             run = asyncio.run(run_state(change.flow_run_id))
-            if run in ("CANCELLED", "CANCELLING") and services.changes.cancel_for_cancelled_run(change.key, run):
+            if run in ("CANCELLED", "CANCELLING") and services.amendments.cancel_for_cancelled_run(change.key, run):
                 cancelled += 1
     return cancelled
 

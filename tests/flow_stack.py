@@ -56,7 +56,17 @@ NORMAL_TYPE = {
     "escalation": [{"after": "4h", "role": "management"}],
 }
 
+# Changes the flow tests run end to end carry automation (a change without it waits for a person to confirm its
+# manual work, tests/flows/test_bypass_flows.py): one template per type, none pre-approved.
+SCRIPTED = {
+    f"scripted-{change_type}": {
+        "type": change_type, "title": f"A scripted {change_type} change", "rollback_plan": "run the undo script",
+        "implementation_commands": ["echo applying to {service}"], "verify_commands": ["echo {service} verified"],
+        "rollback_commands": ["echo undone on {service}"], "command_timeout_s": 30}
+    for change_type in ("standard", "emergency", "major", "normal")}
+
 TEST_TEMPLATES = {
+    **SCRIPTED,
     "canary-release": {
         "type": "standard",
         "title": "Release a new version as a canary",

@@ -197,7 +197,7 @@ class Demo:
         self.resume(run_id, {})
         refused = self.wait(lambda: next((e for e in self.services.changes.view(key).events
                                           if e.action == "window_gate_refused"), None), 60, "the refusal")
-        self.paused_at(run_id, "window-2")
+        self.paused_at(run_id, "window-r1-2")
         change = self.services.changes.get(key)
         self.say(tag, f"[red]refused[/] ({refused.actor}): {refused.data['refusal'][:90]}...; {key} is still "
                       f"{change.state} and waits again")
@@ -208,6 +208,13 @@ class Demo:
         key = self.awaiting_approval(run_id).key
         self.say(tag, f"{key} for P1 incident INC-2041, filed by bob; paging the incident commander")
         self.approve(tag, run_id, key, "erin", "go, P1 in progress")
+        # No automation: the change is done when its implementer says so, with his own code, not before.
+        bob = self.services.approvals.approval_code_for(key, "bob")
+        for stage, note in (("implemented", "POOL_SIZE=200 set, pods restarted"),
+                            ("verified", "checkout error rate back under 0.1 %")):
+            self.paused_at(run_id, f"work-{stage}-")
+            self.resume(run_id, {"person": "bob", "approval_code": bob, "outcome": "done", "note": note})
+            self.say(tag, f"bob confirms {key} {stage}: {note}")
         state = self.final_state(run_id, key)
         due = self.services.changes.get(key).review_due_at
         self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")

@@ -159,6 +159,7 @@ from ._audience import (
     responsible,
     stakeholders,
 )
+from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers
 
 __all__ = [
     "Activity",
@@ -282,4 +283,8 @@ __all__ = [
     "utcnow",
     "verify_code",
     "weekly_windows",
+    "WorkOutcome",
+    "WorkStage",
+    "implementer_refusal",
+    "implementers",
 ]

@@ -88,3 +88,6 @@ class AuditAction(str, Enum):
     confirmation_refused = "confirmation_refused"
     cancel_refused = "cancel_refused"
     canary_gate_waiting = "canary_gate_waiting"
+    work_confirmed = "work_confirmed"
+    change_amended = "change_amended"
+    amend_refused = "amend_refused"

@@ -4,7 +4,8 @@ submitted -> awaiting_approval -> approved -> scheduled -> implementing -> verif
 
 The graph a change type walks is derived from its rules, never from its name: a type whose window is `any`
 skips `scheduled` (emergencies: any time is their window), and a type that is always reviewed must pass
-`review_pending` (the post-implementation review) before it closes.
+`review_pending` (the post-implementation review) before it closes. An amended change that was approved goes back
+to `awaiting_approval` (a new approval round): what was approved is not what would run.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ _COMMON: dict[S, frozenset[S]] = {
 def _graph(scheduled: bool, always_reviewed: bool) -> dict[S, frozenset[S]]:
     graph = dict(_COMMON)
     if scheduled:
-        graph[S.approved] = frozenset({S.scheduled, S.cancelled})
-        graph[S.scheduled] = frozenset({S.implementing, S.cancelled})
+        graph[S.approved] = frozenset({S.scheduled, S.cancelled, S.awaiting_approval})
+        graph[S.scheduled] = frozenset({S.implementing, S.cancelled, S.awaiting_approval})
     else:
-        graph[S.approved] = frozenset({S.implementing, S.cancelled})
+        graph[S.approved] = frozenset({S.implementing, S.cancelled, S.awaiting_approval})
     # A type documented after the fact always goes through review; the others close or are reviewed.
     graph[S.completed] = frozenset({S.review_pending}) if always_reviewed else frozenset({S.closed, S.review_pending})
     return graph

@@ -125,6 +125,12 @@ class TypePolicy(Strict):
         "(empty: nobody; the window is binding)")
     overrides_freeze: bool = Field(
         default=False, description="A freeze or clash is recorded as an override instead of refusing the change")
+    implementers: list[Name] = Field(
+        default_factory=lambda: ["requester", "owner"],
+        description="Who confirms manual work (implemented, verified, rolled back): `requester`, `owner` (the "
+        "service's owners) or a role")
+    separate_implementer: bool = Field(
+        default=False, description="Whoever approved the change may not confirm its manual work (segregation)")
     escalation: list[EscalationStep] | None = Field(
         default=None, description="This type's reminder ladder (empty: the policy set's `escalation`)")
     extra_for_risk: dict[RiskLevel, list[ApprovalRequirement]] = Field(default_factory=dict)

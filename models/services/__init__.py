@@ -1,6 +1,7 @@
 """Services: one small service per concern over a shared unit of work (load, version check, bump, transition,
 audit event in one transaction). Entry points (flows, CLI, notifications) call these, never storage directly."""
 
+from ._amendments import AMENDABLE_FIELDS, AmendmentService
 from ._approvals import ApprovalService, DecisionResult
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
@@ -10,8 +11,11 @@ from ._report_service import REPORTS, Report, ReportResult, ReportService
 from ._reports import compliance, dora, sla
 from ._scheduling import ACTIVE_STATES, SchedulingService
 from ._unit_of_work import UnitOfWork
+from ._work import WorkConfirmation, WorkService
 
 __all__ = [
+    "AMENDABLE_FIELDS",
+    "AmendmentService",
     "ACTIVE_STATES",
     "ApprovalService",
     "CanaryService",
@@ -25,6 +29,8 @@ __all__ = [
     "SchedulingService",
     "Services",
     "UnitOfWork",
+    "WorkConfirmation",
+    "WorkService",
     "compliance",
     "dora",
     "format_key",

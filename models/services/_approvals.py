@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    IllegalTransition,
     AuditAction,
     ChangeState,
     Decision,
@@ -111,6 +112,9 @@ class ApprovalService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
+                if change.state != ChangeState.submitted.value:
+                    # Only a new change asks for approval here; an amended one is asked again by `amend`.
+                    raise IllegalTransition(f"{change.key} is {change.state}: approval was already requested")
                 template = uow.org.template_of(change)
                 pre_approved = template is not None and change.template in policies.pre_approved_templates
                 dropped = template.extras_in(change) if template is not None and pre_approved else []

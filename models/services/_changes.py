@@ -43,10 +43,6 @@ from ._unit_of_work import UnitOfWork
 _TEMPLATE_TEXT_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence")
 
 
-# States from which a change can still be called off (after these, the way back is a rollback).
-_WITHDRAWABLE = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled)
-
-
 def format_key(change_id: int) -> str:
     return f"CHG-{change_id:06d}"
 
@@ -175,6 +171,10 @@ class ChangeService:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
                 version = uow.check_version(change, expected_version)
+                if target is ChangeState.awaiting_approval and change.state != ChangeState.submitted.value:
+                    # Back to approval only with a new round (amend), or the old round's approvals would count.
+                    raise PolicyViolation(f"{change.key} goes back to approval only by an amendment (`changeflow "
+                                          "amend`), which opens a new approval round")
                 if target is ChangeState.approved:
                     evaluation = uow.evaluate(session, change)
                     if not evaluation.satisfied:
@@ -206,46 +206,6 @@ class ChangeService:
                 append_event(session, actor=actor or "unknown", action=AuditAction.confirmation_refused.value,
                              change_key=change.key, data={"review": True, "refusal": refusal}, at=uow.clock())
             raise PolicyViolation(f"review: {refusal}")
-
-        return uow.retry(attempt, None)
-
-    def withdraw(self, key: str, *, person: str, code: str, reason: str) -> ChangeRequest:
-        """Cancel a change before it is implemented: its requester, or someone who may approve it, with their
-        personal code. A refusal is recorded and raised; after implementation began, rollback is the way back."""
-        if not reason.strip():
-            raise InputError("reason: say why the change is cancelled", [("reason", "empty")])
-        uow = self._uow
-        assert self._identities is not None, "built by Services.build, which passes the identities"
-
-        def attempt() -> ChangeRequest:
-            with uow.write() as session:
-                change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, person, code)
-                roles = {r.role for r in uow.required_for(change)}
-                if refusal is None and person != change.requester and not any(
-                        uow.org.directory.holds(person, role) for role in roles):
-                    refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
-                if refusal is None:
-                    return uow.apply_transition(session, change, ChangeState.cancelled, person,
-                                                f"cancelled by {person}: {reason}", change.version)
-                append_event(session, actor=person or "unknown", action=AuditAction.cancel_refused.value,
-                             change_key=change.key, data={"refusal": refusal, "reason": reason}, at=uow.clock())
-            raise PolicyViolation(f"cancel: {refusal}")
-
-        return uow.retry(attempt, None)
-
-    def cancel_for_cancelled_run(self, key: str, run_state: str) -> ChangeRequest | None:
-        """The change's Prefect run was cancelled (from the UI, the API, or a timeout) before implementation: the
-        change is cancelled too, so it stops holding its slot on the calendar. None when it was past that point."""
-        uow = self._uow
-
-        def attempt() -> ChangeRequest | None:
-            with uow.write() as session:
-                change = uow.load(session, key, for_update=True)
-                if ChangeState(change.state) not in _WITHDRAWABLE:
-                    return None
-                return uow.apply_transition(session, change, ChangeState.cancelled, "prefect",
-                                            f"its Prefect flow run was {run_state.lower()}", change.version)
 
         return uow.retry(attempt, None)
 

@@ -9,6 +9,7 @@ from typing import Callable
 from ..config import Settings, load_org
 from ..domain import ChangeTypeRules, Org, change_type, utcnow
 from ..storage import ChangeRequest, Database
+from ._amendments import AmendmentService
 from ._approvals import ApprovalService
 from ._canary import CanaryService
 from ._changes import ChangeService
@@ -17,6 +18,7 @@ from ._identity import Identities
 from ._report_service import ReportService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
+from ._work import WorkService
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,13 @@ class Services:
     org: Org
     db: Database
     changes: ChangeService
+    amendments: AmendmentService
     approvals: ApprovalService
     scheduling: SchedulingService
     checklists: ChecklistService
     canary: CanaryService
     reports: ReportService
+    work: WorkService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -39,9 +43,11 @@ class Services:
         identities = Identities(org, secret)
         scheduling = SchedulingService(uow, secret)
         approvals = ApprovalService(uow, secret)
-        return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities), approvals=approvals,
+        return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities),
+                   amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
-                   canary=CanaryService(uow, approvals), reports=ReportService(uow))
+                   canary=CanaryService(uow, approvals), reports=ReportService(uow),
+                   work=WorkService(uow, identities))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    is_allowed,
     AuditAction,
     ChangeState,
     FieldProblem,
@@ -179,13 +180,15 @@ class SchedulingService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                if change.state == ChangeState.scheduled.value:
+                # Whatever the type and state: a type that does not wait for a window still stops at a freeze
+                # unless its policy overrides freezes.
+                reason = "implementation started"
+                if is_allowed(uow.rules(change), ChangeState(change.state), ChangeState.implementing):
                     check = self._start_check(session, change)
                     if not check.may_start:
                         raise PolicyViolation(f"{change.key} cannot start: {check.reason}")
                     reason = f"implementation started ({check.reason})"
-                else:
-                    reason = "implementation started"
+                # (otherwise the lifecycle refuses the move below: not approved, or already past it)
                 return uow.apply_transition(session, change, ChangeState.implementing, actor, reason, change.version)
 
         return uow.retry(attempt, None)
@@ -205,7 +208,8 @@ class SchedulingService:
                 return None
             check = self._start_check(session, change)
             refusal = self._early_start_refusal(change, person, code, check)
-            data = {"attempt": attempt_id, "reason": reason[:2000], "check": check.reason}
+            data = {"attempt": attempt_id, "reason": reason[:2000], "check": check.reason,
+                    "round": change.approval_round}
             if refusal is None and person:
                 append_event(session, actor=person, action=AuditAction.early_start.value, change_key=change.key,
                              data=data, at=uow.clock())
@@ -240,8 +244,11 @@ class SchedulingService:
         rules = self._uow.rules(change)
         now = self._uow.clock()
         freezes = [] if rules.overrides_freeze else self._freezes_at(session, change.service, now)
+        # An early start authorises the round it was given in: an amended change is approved again, and so is
+        # an early start of it.
         early = next((e.actor for e in reversed(events_for(session, change.key))
-                      if e.action == AuditAction.early_start.value), None)
+                      if e.action == AuditAction.early_start.value
+                      and decode_data(e).get("round", 1) == change.approval_round), None)
         if not rules.scheduled:  # `window: any`: approved means go (emergencies)
             return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
         in_window = self._window_open(session, change.service, now)

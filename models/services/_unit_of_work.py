@@ -178,6 +178,24 @@ class UnitOfWork:
                          data={**match, **(data or {})})
             return now, {**match, **(data or {})}
 
+    def replayed_refusal(self, session: Session, change: ChangeRequest, attempt_id: str | None) -> str | None:
+        """The refusal already recorded for this gate attempt: a resumed run replays the inputs of the keys that
+        fired before, and each must be refused once, not once per replay."""
+        if not attempt_id:
+            return None
+        for event in events_for(session, change.key):
+            data = decode_data(event)
+            if data.get("attempt") == attempt_id and "refusal" in data:
+                return str(data["refusal"])
+        return None
+
+    def record_refusal(self, session: Session, change: ChangeRequest, *, actor: str, action: AuditAction,
+                       refusal: str, attempt_id: str | None = None, **data: object) -> None:
+        """A refused attempt on the record (committed with the caller's transaction, which then raises)."""
+        append_event(session, actor=actor.strip() or "unknown (Prefect UI)", action=action.value,
+                     change_key=change.key, at=self.clock(),
+                     data={**data, "refusal": refusal, **({"attempt": attempt_id} if attempt_id else {})})
+
     def last_event_per_step(self, key: str, action: AuditAction) -> dict[int, dict]:
         """The data of the change's latest `action` event for each `step`."""
         with self.read() as session:

@@ -21,12 +21,13 @@ def waiting_for_its_window(flow_stack, service: str) -> tuple[str, ChangeRequest
     """A standard change approved by alice and bob, planned three days out: its run suspends at the window gate."""
     start = next_window("weekly", utcnow() + timedelta(days=1)).starts_at  # days away, in a maintenance window
     run_id = submit({"type": "standard", "title": f"window gate on {service}", "service": service,
-                     "requester": "grace", "rollback_plan": "redeploy", "planned_start": start.isoformat(),
+                     "requester": "grace", "rollback_plan": "redeploy", "template": "scripted-standard",
+                     "planned_start": start.isoformat(),
                      "planned_end": (start + timedelta(hours=1)).isoformat()})
     change = awaiting(flow_stack, run_id)
     for person in ("alice", "bob"):
         act(flow_stack, change, person)
-    assert wait_paused(run_id, "window-") == "window-1"
+    assert wait_paused(run_id, "window-") == "window-r1-1"
     return run_id, flow_stack.services.changes.get(change.key)
 
 
@@ -49,12 +50,12 @@ def gate_events(flow_stack, key: str) -> list[tuple[str, str, dict]]:
 def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-empty")
     resume_like_the_ui(run_id, {})  # the UI's Resume with the form left empty
-    assert wait_paused(run_id, "window-2") == "window-2"
+    assert wait_paused(run_id, "window-r1-2") == "window-r1-2"
     resume_like_the_ui(run_id, {"person": "nobody-at-all", "approval_code": "AAAA-BBBB-CCCC", "reason": "now"})
-    assert wait_paused(run_id, "window-3") == "window-3"
+    assert wait_paused(run_id, "window-r1-3") == "window-r1-3"
     resume_like_the_ui(run_id, {"person": "bob", "reason": "peer reviewers cannot",
                                 "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob")})
-    assert wait_paused(run_id, "window-4") == "window-4"
+    assert wait_paused(run_id, "window-r1-4") == "window-r1-4"
     after = flow_stack.services.changes.get(change.key)
     assert (after.state, after.implemented_at) == ("scheduled", None)
     events = gate_events(flow_stack, change.key)
@@ -133,3 +134,84 @@ def test_changeflow_cancel_withdraws_the_change_and_stops_its_run(flow_stack):
     assert "cancelled; its flow run is cancelled" in done.stdout
     assert final_run_state(run_id).is_cancelled()
     assert flow_stack.services.changes.get(change.key).state == "cancelled"
+
+
+# ---- manual work: nobody's change completes itself ---------------------------------------------------------
+
+def work_events(flow_stack, key: str) -> list[tuple[str, str, dict]]:
+    return [(e.actor, e.action, e.data) for e in flow_stack.services.changes.view(key).events
+            if e.action in ("work_confirmed", "confirmation_refused")]
+
+
+def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_its_implementer(flow_stack):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import emergency_request
+
+    run_id = submit(emergency_request(title="manual: pool size", implementation_plan="set POOL_SIZE=200",
+                                      rollback_plan="set POOL_SIZE=50"))
+    change = awaiting(flow_stack, run_id)
+    act(flow_stack, change, "erin", comment="go")
+    assert wait_paused(run_id, "work-implemented-") == "work-implemented-1"
+    assert flow_stack.services.changes.get(change.key).state == "implementing"
+    bob = flow_stack.services.approvals.approval_code_for(change.key, "bob")
+
+    resume_like_the_ui(run_id, {})  # Resume with the form left empty
+    assert wait_paused(run_id, "work-implemented-2") == "work-implemented-2"
+    resume_like_the_ui(run_id, {"person": "erin", "outcome": "done", "approval_code":
+                                flow_stack.services.approvals.approval_code_for(change.key, "erin")})
+    assert wait_paused(run_id, "work-implemented-3") == "work-implemented-3"
+    assert flow_stack.services.changes.get(change.key).state == "implementing"
+    resume_like_the_ui(run_id, {"person": "bob", "approval_code": bob, "note": "pool raised, pods restarted"})
+
+    # Verification fails, said on the CLI; the manual rollback is confirmed in the UI.
+    assert wait_paused(run_id, "work-verified-") == "work-verified-1"
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    failed = subprocess.run([changeflow, "work", change.key, "verified", "--as", "bob", "--code", bob, "--failed",
+                             "--note", "error rate still 4 %"], env=flow_stack.stack.env, capture_output=True,
+                            text=True)
+    assert failed.returncode == 0, failed.stderr
+    assert wait_paused(run_id, "work-rolled_back-") == "work-rolled_back-1"
+    resume_like_the_ui(run_id, {"person": "bob", "approval_code": bob, "note": "POOL_SIZE=50 again"})
+    assert final_run_state(run_id, timeout_s=90).is_completed()
+
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("review_pending", "rolled_back")
+    events = work_events(flow_stack, change.key)
+    assert [(actor, action) for actor, action, _ in events] == [
+        ("unknown (Prefect UI)", "confirmation_refused"), ("erin", "confirmation_refused"),
+        ("bob", "work_confirmed"), ("bob", "work_confirmed"), ("bob", "work_confirmed")]
+    assert "no name given" in events[0][2]["refusal"] and "erin may not confirm the work" in events[1][2]["refusal"]
+    assert [(d["stage"], d["outcome"]) for _, a, d in events if a == "work_confirmed"] == [
+        ("implemented", "done"), ("verified", "failed"), ("rolled_back", "done")]
+    rolled = next(e for e in done.events if e.to_state == "rolled_back")
+    assert rolled.data["rollback"] == [{"manual": "POOL_SIZE=50 again", "confirmed_by": "bob", "ok": True}]
+    # The people who may do the work were asked, each with their own code.
+    asked = {n["recipient"] for n in done.notifications if n["event"] == "work_needed"}
+    assert asked == {"bob", "frank"}
+
+
+def test_amending_a_scheduled_change_sends_it_back_to_approval_and_its_old_codes_stop_working(flow_stack):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_id, change = waiting_for_its_window(flow_stack, "window-gate-amend")
+    old_alice = flow_stack.services.approvals.approval_code_for(change.key, "alice")
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    amended = subprocess.run([changeflow, "amend", change.key, "--as", "grace", "--code",
+                              flow_stack.services.approvals.approval_code_for(change.key, "grace"),
+                              "--plan", "deploy 2.5 instead", "--reason", "2.4 has a known bug"],
+                             env=flow_stack.stack.env, capture_output=True, text=True)
+    assert amended.returncode == 0, amended.stderr
+    assert "awaiting_approval, approval round 2" in amended.stdout
+    assert wait_paused(run_id, "approval-r2-") == "approval-r2-1"
+    refused = act(flow_stack, flow_stack.services.changes.get(change.key), "alice", code=old_alice)
+    assert refused["action"] == "approval_refused" and "(round 2)" in refused["reason"]
+    for person in ("alice", "bob"):
+        act(flow_stack, flow_stack.services.changes.get(change.key), person)
+    assert wait_paused(run_id, "window-r2-") == "window-r2-1"
+    again = flow_stack.services.changes.get(change.key)
+    assert (again.state, again.approval_round, again.implementation_plan) == ("scheduled", 2, "deploy 2.5 instead")

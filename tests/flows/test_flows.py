@@ -90,7 +90,7 @@ def notifications_for(flow_stack, key: str) -> list[Notification]:
 
 
 def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_waiting(flow_stack):
-    run_id = submit(standard_request(title="flow: standard"))
+    run_id = submit(standard_request(title="flow: standard", template="scripted-standard"))
     change = awaiting(flow_stack, run_id)
     assert change.flow_run_id == run_id
 
@@ -136,13 +136,13 @@ def test_major_change_waits_for_the_cab_quorum(flow_stack):
     assert sorted(a.approver for a in view.approvals) == ["carol", "dave", "frank"]
     # Approved is not "go": a major change serves its 14 days' notice even when a window is open now, and its
     # policy allows nobody to start it early.
-    assert wait_paused(run_id, "window-") == "window-1"
+    assert wait_paused(run_id, "window-") == "window-r1-1"
     assert flow_stack.services.changes.get(change.key).state == "scheduled"
     assert flow_stack.services.scheduling.start_check(change.key).reason.startswith("its notice period runs until")
 
 
 def test_emergency_change_goes_to_review_due_in_48h(flow_stack):
-    run_id = submit(emergency_request(title="flow: emergency"))
+    run_id = submit(emergency_request(title="flow: emergency", template="scripted-emergency"))
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "erin", comment="P1, go")
     assert final_run_state(run_id).is_completed()
@@ -230,7 +230,7 @@ def test_failed_implementation_rolls_back(flow_stack):
 
 
 def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
-    run_id = submit(standard_request(title="flow: rerun"))
+    run_id = submit(standard_request(title="flow: rerun", template="scripted-standard"))
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "alice")
     act(flow_stack, change, "carol")
@@ -260,7 +260,7 @@ def test_cli_decisions_move_the_same_suspended_run(flow_stack):
     from pathlib import Path
 
     changeflow = str(Path(sys.executable).parent / "changeflow")
-    run_id = submit(standard_request(title="flow: cli"))
+    run_id = submit(standard_request(title="flow: cli", template="scripted-standard"))
     change = awaiting(flow_stack, run_id)
 
     def cli(*args):
@@ -311,13 +311,13 @@ def test_audit_report_deployment_publishes_table_and_markdown(flow_stack):
 def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     """`normal` exists only in the stack's policies.yaml (tests/flow_stack.py): filed from the run form, approved by
     the one team lead its policy names, implemented and closed without a review (its policy's lifecycle)."""
-    run_id = submit(standard_request(type="normal", title="Raise the payments log level",
+    run_id = submit(standard_request(type="normal", title="Raise the payments log level", template="scripted-normal",
                                      test_evidence="staging run 4711"))
     change = awaiting(flow_stack, run_id)
     assert [(r.role, r.count) for r in flow_stack.services.approvals.required_for(change)] == [("team_lead", 1)]
     assert act(flow_stack, change, "alice")["action"] == "approval"
     # Its policy's two days' notice holds it at the window gate; its policy lets a team lead start it early.
-    assert wait_paused(run_id, "window-") == "window-1"
+    assert wait_paused(run_id, "window-") == "window-r1-1"
     asyncio.run(resume_with_input(run_id, {"person": "frank", "reason": "routine, agreed with the team",
                                            "approval_code": flow_stack.services.approvals.approval_code_for(
                                                change.key, "frank")}))

@@ -49,8 +49,9 @@ implementing>verifying implementing>failed implementing>rolled_back
 verifying>completed verifying>failed verifying>rolled_back
 failed>review_pending rolled_back>review_pending review_pending>closed
 """
-_WINDOWED = "approved>scheduled approved>cancelled scheduled>implementing scheduled>cancelled completed>closed completed>review_pending"
-_EMERGENCY = "approved>implementing approved>cancelled completed>review_pending"
+_WINDOWED = ("approved>scheduled approved>cancelled scheduled>implementing scheduled>cancelled completed>closed "
+             "completed>review_pending approved>awaiting_approval scheduled>awaiting_approval")
+_EMERGENCY = "approved>implementing approved>cancelled completed>review_pending approved>awaiting_approval"
 
 
 def _edges(text: str) -> set[tuple[ChangeState, ChangeState]]:
@@ -130,7 +131,10 @@ class ChangeLifecycle(RuleBasedStateMachine):
         try:
             self.services.changes.transition(key, target, actor="ops", reason="hypothesis")
         except (IllegalTransition, PolicyViolation):
-            legal = expected_allowed(change_type, source, target) and target is not ChangeState.approved
+            # Approval is given by approvers, and a change goes back to approval only by an amendment (new round).
+            back_to_approval = target is ChangeState.awaiting_approval and source is not ChangeState.submitted
+            legal = (expected_allowed(change_type, source, target) and target is not ChangeState.approved
+                     and not back_to_approval)
             assert not legal, f"{source.value} -> {target.value} was refused for a {change_type} change"
             with self.db.read() as session:
                 assert verify_chain(session).count == events_before, "a refused transition wrote an event"

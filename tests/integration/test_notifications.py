@@ -237,6 +237,7 @@ SAMPLE_EXTRAS = {
                "ends_at": "2026-12-06 04:00"},
     "item": {"id": "backup-verified", "title": "Backup verified", "phase": "pre"},
     "gate": "canary-confirm-s2",
+    "stage": "implemented",
 }
 
 
@@ -250,7 +251,7 @@ def test_every_template_renders_for_every_change_type(tmp_path, request_builder)
     assert {"approval_requested", "approval_reminder", "approved", "rejected", "expired", "change_started",
             "change_completed", "change_failed", "canary_rolled_back", "maintenance_announced",
             "maintenance_started", "maintenance_completed", "checklist_item_needs_person", "review_due",
-            "canary_gate_waiting"} <= set(events)
+            "canary_gate_waiting", "work_needed"} <= set(events)
     for event in events:
         rendered = renderer.render(event, {"change": change, **SAMPLE_EXTRAS})
         assert rendered.subject and rendered.text.strip() and rendered.markdown.strip()

@@ -1,0 +1,77 @@
+"""The manual-work gate: where a change has no automation for a stage, the run suspends (holding no worker) until
+a person its policy names confirms the stage with their personal code, from the Resume form or
+`changeflow work`. Nothing is ever "handed to the operator" and counted as done without such a confirmation.
+
+Like every gate, the check is after the suspend, never the suspend itself: a resume with empty or wrong input
+is refused on the record and the run waits again (a fired key returns at once on a re-run, see Prefect's
+`suspend_flow_run`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from prefect import get_run_logger
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+
+from flows._runtime import runtime
+from models import ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
+
+_ASKS = {
+    WorkStage.implemented: "carry out the implementation plan, then confirm it is **done** (or **failed**)",
+    WorkStage.verified: "check the change works as intended, then confirm it is **done** (verified) or **failed**",
+    WorkStage.rolled_back: "carry out the rollback plan, then confirm the rollback is **done** (or **failed**)",
+}
+
+
+class ManualWorkInput(RunInput):
+    """The Resume form of a run waiting for a person to do part of a change by hand."""
+
+    person: str = Field(default="", description="Your user name in the approver directory.")
+    approval_code: str = Field(default="", description="Your personal code for this change (from the notification).")
+    outcome: WorkOutcome = Field(default=WorkOutcome.done, description="done, or failed (say what went wrong)")
+    note: str = Field(default="", max_length=5000, description="What you did or saw (recorded).")
+
+
+def work_description(change: ChangeRequest, stage: WorkStage, people: list[str], refusal: str | None) -> str:
+    lines = [
+        f"## {change.key} needs a person: {stage.value.replace('_', ' ')}",
+        f"**{change.title}** ({change.type} change to **{change.service}**) has no automation for this step. "
+        f"One of **{', '.join(people) or 'nobody in the directory'}** must {_ASKS[stage]}, with their personal code.",
+        f"**Implementation plan:** {change.implementation_plan or '-'}",
+        f"**Rollback plan:** {change.rollback_plan or '-'}",
+        "Pressing Resume without your name and code records a refusal and the run waits again.",
+    ]
+    if refusal:
+        lines.append(f"> **The last attempt was refused:** {refusal}")
+    return "\n\n".join(lines)
+
+
+def manual_work_gate(key: str, stage: WorkStage) -> WorkConfirmation:
+    """Wait until the stage is confirmed; its people are told once (with their own codes)."""
+    rt = runtime()
+    services = rt.services
+    refusal: str | None = None
+    attempt = 0
+    while True:
+        confirmed = services.work.confirmation(key, stage)
+        if confirmed is not None:
+            return confirmed
+        change = services.changes.get(key)
+        people = services.work.implementers(key)
+        if attempt == 0:
+            # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
+            rt.notifier.announce(change, "work_needed", people, round_=f"{change.approval_round}:{stage.value}",
+                                 extra={"stage": stage.value.replace("_", " ")}, personal_code=True)
+            rt.notifier.deliver(change_key=key)
+        attempt += 1
+        pause_key = f"work-{stage.value}-{attempt}"
+        form = ManualWorkInput.with_initial_data(description=work_description(change, stage, people, refusal))
+        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
+        try:
+            services.work.confirm(key, stage=stage, person=answer.person, code=answer.approval_code,
+                                  outcome=answer.outcome, note=answer.note, attempt_id=pause_key)
+            refusal = None
+        except PolicyViolation as exc:
+            refusal = str(exc)
+            get_run_logger().warning("manual work gate: %s", exc)

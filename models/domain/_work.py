@@ -1,0 +1,57 @@
+"""Manual work: a change without automation is carried out by a person, and only a person can say it was done.
+
+The stages a person confirms, in order: `implemented` (or failed), `verified` (or failed) and, when a manual change
+failed, `rolled_back`. Who may confirm them is the change type's policy (`implementers`, `separate_implementer`),
+never a name typed in a form alone: the service checks the person's code, this module checks their standing.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Iterable, Protocol
+
+from ._change_types import ChangeTypeRules
+from ._org import Directory
+
+
+class WorkStage(str, Enum):
+    implemented = "implemented"
+    verified = "verified"
+    rolled_back = "rolled_back"
+
+
+class WorkOutcome(str, Enum):
+    done = "done"
+    failed = "failed"
+
+
+class ChangeOwnership(Protocol):
+    requester: str
+    service: str
+
+
+def implementers(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory) -> list[str]:
+    """The people who may confirm the change's manual work, from the type's `implementers`."""
+    entry = directory.services.get(change.service)
+    people: set[str] = set()
+    for who in rules.policy.implementers:
+        if who == "requester":
+            people.add(change.requester)
+        elif who == "owner":
+            people.update(entry.owners if entry else [])
+        else:
+            people.update(directory.holders(who))
+    return sorted(p for p in people if p in directory.people)
+
+
+def implementer_refusal(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory, person: str,
+                        approvers: Iterable[str]) -> str | None:
+    """Why `person` may not confirm this change's manual work (None: they may). Identity (the code) is checked
+    by the caller; this is the policy's part."""
+    allowed = implementers(rules, change, directory)
+    if person not in allowed:
+        return (f"{person} may not confirm the work on this {rules.name} change (its implementers: "
+                f"{', '.join(allowed) or 'nobody in the directory'})")
+    if rules.policy.separate_implementer and person in set(approvers):
+        return f"{person} approved this change and its policy separates approving from implementing"
+    return None

@@ -1,0 +1,143 @@
+"""A change after it was filed, before it is implemented: withdrawn by a person, cancelled with its Prefect run,
+amended or rescheduled (which sends it back to approval in a new round: what was approved is not what would run).
+Each write is one transaction with its audit event; a refusal is recorded and raised."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from ..domain import (
+    AuditAction,
+    ChangeRequestInput,
+    ChangeState,
+    FieldProblem,
+    InputError,
+    PolicyViolation,
+    change_type,
+    invalid_request,
+    parse_change_request,
+)
+from ..storage import ChangeRequest, append_event
+from ._identity import Identities
+from ._scheduling import SchedulingService
+from ._unit_of_work import UnitOfWork
+
+# What an amendment may change. Type, service, requester and template make it another change: cancel and file anew.
+AMENDABLE_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence",
+                    "planned_start", "planned_end")
+
+# States from which a change can still be called off (after these, the way back is a rollback).
+_WITHDRAWABLE = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled)
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+
+class AmendmentService:
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService, identities: Identities):
+        self._uow = uow
+        self._scheduling = scheduling
+        self._identities = identities
+
+    def withdraw(self, key: str, *, person: str, code: str, reason: str) -> ChangeRequest:
+        """Cancel a change before it is implemented: its requester, or someone who may approve it, with their
+        personal code. A refusal is recorded and raised; after implementation began, rollback is the way back."""
+        if not reason.strip():
+            raise InputError("reason: say why the change is cancelled", [("reason", "empty")])
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                refusal = self._identities.refusal(change, person, code)
+                roles = {r.role for r in uow.required_for(change)}
+                if refusal is None and person != change.requester and not any(
+                        uow.org.directory.holds(person, role) for role in roles):
+                    refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
+                if refusal is None:
+                    return uow.apply_transition(session, change, ChangeState.cancelled, person,
+                                                f"cancelled by {person}: {reason}", change.version)
+                append_event(session, actor=person or "unknown", action=AuditAction.cancel_refused.value,
+                             change_key=change.key, data={"refusal": refusal, "reason": reason}, at=uow.clock())
+            raise PolicyViolation(f"cancel: {refusal}")
+
+        return uow.retry(attempt, None)
+
+    def amend(self, key: str, changes: dict, *, person: str, code: str, reason: str) -> ChangeRequest:
+        """Change what was asked before implementation begins (a reschedule is an amendment of the dates): by its
+        requester or an owner of the service, with their code. The amended change is approved again in a new round,
+        so the old round's approvals no longer count and its codes stop working. Bad values are an InputError and
+        a refusal is recorded and raised; in both cases nothing else is written."""
+        unknown = sorted(set(changes) - set(AMENDABLE_FIELDS))
+        if unknown:
+            raise InputError(f"{unknown[0]}: cannot be amended (amendable: {', '.join(AMENDABLE_FIELDS)}); "
+                             "cancel the change and file a new one", [(name, "not amendable") for name in unknown])
+        if not changes:
+            raise InputError("amendment: nothing to change", [("amendment", "empty")])
+        if not reason.strip():
+            raise InputError("reason: say why the change is amended", [("reason", "empty")])
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                refusal = self._identities.refusal(change, person, code)
+                entry = uow.org.directory.services.get(change.service)
+                if refusal is None and person not in (change.requester, *(entry.owners if entry else ())):
+                    refusal = f"{person} neither requested {change.key} nor owns {change.service}"
+                if refusal is None and ChangeState(change.state) not in _WITHDRAWABLE:
+                    refusal = f"{change.key} is {change.state}: only a change not yet implemented can be amended"
+                if refusal is not None:
+                    uow.record_refusal(session, change, actor=person, action=AuditAction.amend_refused,
+                                       refusal=refusal, amendment=sorted(changes))
+                else:
+                    return self._apply_amendment(session, change, changes, person, reason)
+            raise PolicyViolation(f"amend: {refusal}")
+
+        return uow.retry(attempt, None)
+
+    def _apply_amendment(self, session: Session, change: ChangeRequest, changes: dict, person: str,
+                         reason: str) -> ChangeRequest:
+        uow = self._uow
+        current = {name: getattr(change, name) for name in ChangeRequestInput.model_fields if hasattr(change, name)}
+        current["risk"] = change.risk_answers
+        request = parse_change_request({**current, **changes})
+        amended = {name: getattr(request, name) for name in changes}
+        problems: list[FieldProblem] = change_type(uow.org.policies, request.type).missing_fields(request)
+        if {"planned_start", "planned_end"} & set(changes):
+            problems += self._scheduling.slot_problems(session, request, request.type)
+            clashes = self._scheduling.clashes(session, request, exclude=change.key)
+            if clashes and not uow.rules(change).overrides_freeze:
+                problems += [FieldProblem("planned_start", clash) for clash in clashes]
+        if problems:
+            raise invalid_request(problems)
+        before = {name: _plain(getattr(change, name)) for name in amended}
+        now = uow.clock()
+        round_ = change.approval_round + 1
+        uow.bump(session, change, change.version, now, **amended, approval_round=round_, approved_at=None)
+        append_event(session, actor=person, action=AuditAction.change_amended.value, change_key=change.key, at=now,
+                     data={"reason": reason, "before": before, "after": {k: _plain(v) for k, v in amended.items()},
+                           "round": round_})
+        if change.state != ChangeState.awaiting_approval.value:
+            # Approved or waiting for its window: what was approved is not what will run, so it is approved again.
+            change = uow.apply_transition(session, change, ChangeState.awaiting_approval, person,
+                                          f"amended ({', '.join(sorted(amended))}): approval round {round_}",
+                                          change.version)
+        return change
+
+    def cancel_for_cancelled_run(self, key: str, run_state: str) -> ChangeRequest | None:
+        """The change's Prefect run was cancelled (from the UI, the API, or a timeout) before implementation: the
+        change is cancelled too, so it stops holding its slot on the calendar. None when it was past that point."""
+        uow = self._uow
+
+        def attempt() -> ChangeRequest | None:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                if ChangeState(change.state) not in _WITHDRAWABLE:
+                    return None
+                return uow.apply_transition(session, change, ChangeState.cancelled, "prefect",
+                                            f"its Prefect flow run was {run_state.lower()}", change.version)
+
+        return uow.retry(attempt, None)

@@ -1,0 +1,129 @@
+"""Manual work: the confirmations that stand in for automation. A change without implementation commands is
+done, verified or rolled back only when a person the policy names says so, with their personal code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..domain import (
+    AuditAction,
+    ChangeState,
+    InputError,
+    PolicyViolation,
+    WorkOutcome,
+    WorkStage,
+    change_type,
+    implementer_refusal,
+    implementers,
+)
+from ..storage import Approval, ChangeRequest, append_event, decode_data, events_for
+from ._identity import Identities
+from ._unit_of_work import UnitOfWork
+
+# The state a change is in while a person does each stage (the flow moves it on once confirmed).
+_STAGE_STATES = {
+    WorkStage.implemented: (ChangeState.implementing,),
+    WorkStage.verified: (ChangeState.verifying,),
+    WorkStage.rolled_back: (ChangeState.implementing, ChangeState.verifying),
+}
+
+
+@dataclass(frozen=True)
+class WorkConfirmation:
+    stage: WorkStage
+    outcome: WorkOutcome
+    person: str
+    note: str
+    at: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is WorkOutcome.done
+
+
+class WorkService:
+    def __init__(self, uow: UnitOfWork, identities: Identities):
+        self._uow = uow
+        self._identities = identities
+
+    def implementers(self, key: str) -> list[str]:
+        """Who is asked to confirm the change's manual work."""
+        change = self._change(key)
+        return implementers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
+
+    def confirmation(self, key: str, stage: WorkStage | str) -> WorkConfirmation | None:
+        with self._uow.read() as session:
+            return self._recorded(session, self._uow.load(session, key), WorkStage(stage))
+
+    def confirm(self, key: str, *, stage: WorkStage | str, person: str, code: str,
+                outcome: WorkOutcome | str = WorkOutcome.done, note: str = "",
+                attempt_id: str | None = None) -> WorkConfirmation:
+        """Record that `person` did (or failed) a stage of the change's manual work. Idempotent: the stage's first
+        confirmation stands and is returned again. A refusal is recorded and raised; nothing is confirmed."""
+        stage, person = WorkStage(stage), person.strip()
+        try:
+            outcome = WorkOutcome(outcome)
+        except ValueError:
+            raise InputError(f"outcome: must be one of {', '.join(o.value for o in WorkOutcome)}",
+                             [("outcome", "unknown outcome")]) from None
+        uow = self._uow
+
+        def attempt() -> WorkConfirmation:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                earlier = self._recorded(session, change, stage)
+                if earlier is not None:
+                    return earlier
+                refusal = uow.replayed_refusal(session, change, attempt_id)
+                replayed = refusal is not None
+                if refusal is None:
+                    refusal = self._refusal(session, change, stage, person, code, outcome, note)
+                if refusal is None:
+                    at = uow.clock()
+                    append_event(session, actor=person, action=AuditAction.work_confirmed.value,
+                                 change_key=change.key, at=at,
+                                 data={"stage": stage.value, "outcome": outcome.value, "note": note})
+                    return WorkConfirmation(stage, outcome, person, note, at)
+                if not replayed:
+                    uow.record_refusal(session, change, actor=person, action=AuditAction.confirmation_refused,
+                                       refusal=refusal, attempt_id=attempt_id, work=stage.value)
+            raise PolicyViolation(f"{stage.value}: {refusal}")
+
+        return uow.retry(attempt, None)
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    def _change(self, key: str) -> ChangeRequest:
+        with self._uow.read() as session:
+            return self._uow.load(session, key)
+
+    def _refusal(self, session: Session, change: ChangeRequest, stage: WorkStage, person: str, code: str,
+                 outcome: WorkOutcome, note: str) -> str | None:
+        if ChangeState(change.state) not in _STAGE_STATES[stage]:
+            return f"{change.key} is {change.state}: there is no {stage.value.replace('_', ' ')} work to confirm"
+        identity = self._identities.refusal(change, person, code)
+        if identity is not None:
+            return identity
+        approvers = session.execute(
+            select(Approval.approver).where(Approval.change_id == change.id, Approval.round == change.approval_round,
+                                            Approval.decision == "approve")).scalars()
+        standing = implementer_refusal(change_type(self._uow.org.policies, change.type), change,
+                                       self._uow.org.directory, person, approvers)
+        if standing is not None:
+            return standing
+        if outcome is WorkOutcome.failed and not note.strip():
+            return "say what went wrong (a failed stage needs a note)"
+        return None
+
+    @staticmethod
+    def _recorded(session: Session, change: ChangeRequest, stage: WorkStage) -> WorkConfirmation | None:
+        for event in events_for(session, change.key):
+            data = decode_data(event)
+            if event.action == AuditAction.work_confirmed.value and data.get("stage") == stage.value:
+                return WorkConfirmation(stage, WorkOutcome(data["outcome"]), event.actor, data.get("note", ""),
+                                        event.occurred_at)
+        return None
