@@ -111,7 +111,7 @@ def work(
     services = context().services
     done = services.work.confirm(key, stage=stage, person=person, code=code,
                                  outcome=WorkOutcome.failed if failed else WorkOutcome.done, note=note)
-    nudged = nudge_run(services.changes.get(key), f"work-{stage.value}-", {})
+    nudged = nudge_run(services.changes.get(key), f"work-{stage.value.replace('_', '-')}-", {})
     console.print(f"{key.upper()} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from models import ChangeFilter, InputError, parse_yaml
+from models import EARLIEST_MOMENT, LATEST_MOMENT, ChangeFilter, InputError, parse_yaml
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
 
@@ -27,9 +27,15 @@ def parse_time(value: Optional[str], name: str) -> Optional[datetime]:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"--{name}: {value!r} is not a date or time like 2026-11-01 or 2026-11-01T14:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed.astimezone(timezone.utc)  # year 1 at +14:00 overflows here
+    except (ValueError, OverflowError):
+        raise InputError(f"--{name}: {value[:60]!r} is not a date or time like 2026-11-01 or 2026-11-01T14:00",
+                         [(name, "not a date")]) from None
+    if not EARLIEST_MOMENT <= parsed < LATEST_MOMENT:
+        raise InputError(f"--{name}: must be between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d}",
+                         [(name, "out of range")])
+    return parsed
 
 
 def required_time(value: str, name: str) -> datetime:

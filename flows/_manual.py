@@ -47,6 +47,10 @@ def work_description(change: ChangeRequest, stage: WorkStage, people: list[str],
     return "\n\n".join(lines)
 
 
+def work_key_prefix(stage: WorkStage) -> str:
+    return f"work-{stage.value.replace('_', '-')}-"
+
+
 def manual_work_gate(key: str, stage: WorkStage) -> WorkConfirmation:
     """Wait until the stage is confirmed; its people are told once (with their own codes)."""
     rt = runtime()
@@ -65,7 +69,8 @@ def manual_work_gate(key: str, stage: WorkStage) -> WorkConfirmation:
                                  extra={"stage": stage.value.replace("_", " ")}, personal_code=True)
             rt.notifier.deliver(change_key=key)
         attempt += 1
-        pause_key = f"work-{stage.value}-{attempt}"
+        # (Prefect's run-input keys allow letters, digits and dashes only.)
+        pause_key = f"{work_key_prefix(stage)}{attempt}"
         form = ManualWorkInput.with_initial_data(description=work_description(change, stage, people, refusal))
         answer = suspend_flow_run(wait_for_input=form, key=pause_key)
         try:

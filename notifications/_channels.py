@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from models import url_problem
+
 SIGNATURE_HEADER = "X-Changeflow-Signature"
 TIMESTAMP_HEADER = "X-Changeflow-Timestamp"
 
@@ -52,8 +54,12 @@ def mask_url(url: str | None) -> str:
     """Webhook URLs are credentials (the path is the key): keep scheme and host only."""
     if not url:
         return "-"
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/***"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port out of range
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{parts.hostname}{f':{port}' if port else ''}/***"
 
 
 def describe_target(target: dict) -> str:
@@ -133,6 +139,9 @@ class _HttpChannel:
         url = target["url"]
         body = json.dumps(self.payload(message), separators=(",", ":")).encode()
         where = mask_url(url)
+        if url_problem(url):
+            # Will not parse on a retry either: fail this channel now so the person's next one is tried.
+            raise DeliveryError(f"{self.kind} {where}: invalid URL", permanent=True)
         try:
             response = self._client.post(url, content=body,
                                          headers={"Content-Type": "application/json", **self.headers(body)})

@@ -43,7 +43,9 @@ class Notifier:
         try:
             index = channels.index(failed)
         except ValueError:
-            return None
+            # Not one of the person's channels any more (the directory changed since it was queued): start over
+            # with their current first channel.
+            return (0, channels[0]) if channels else None
         return (index + 1, channels[index + 1]) if index + 1 < len(channels) else None
 
     def _change_context(self, change: ChangeRequest) -> dict:

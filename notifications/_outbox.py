@@ -59,8 +59,9 @@ def enqueue(
         next_attempt_at=now,
         last_error="",
         created_at=now,
-    ).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    return session.execute(statement).rowcount == 1
+    ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(_TABLE.c.id)
+    # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING on PostgreSQL.
+    return session.execute(statement).first() is not None
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,9 @@ class Outbox:
                 error, permanent, retry_after = str(exc), exc.permanent, exc.retry_after_s
             else:
                 # Not our error type: its text may quote a URL; keep only the kind of failure.
-                error, permanent, retry_after = f"{describe_target(row.channel)}: {type(exc).__name__}", False, None
+                # An address that cannot be parsed (a port out of range) will not parse on a retry either.
+                error, permanent, retry_after = (f"{describe_target(row.channel)}: {type(exc).__name__}",
+                                                 isinstance(exc, ValueError), None)
             if permanent or attempts >= self.max_attempts:
                 self._fail(row, attempts, error)
                 return "failed"

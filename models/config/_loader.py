@@ -34,14 +34,44 @@ def _format_validation(source: str, exc: ValidationError) -> ConfigError:
     return ConfigError(f"{source}: {lines}", problems)
 
 
+# Bounds on what a YAML document may build: deeper nesting overflows the parser's recursion, and aliases can
+# make a small file expand into billions of values ("billion laughs").
+MAX_YAML_DEPTH = 32
+# libyaml's safe loader: the same documents, ten times faster (every CLI call loads the whole config), and it
+# refuses pathological nesting itself.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_YAML_VALUES = 100_000
+
+
 def parse_yaml(raw: bytes | str, source: str, error: type[InputError] = ConfigError) -> object:
     """Parse YAML; a syntax error becomes `error` naming the source, line and column."""
     try:
-        return yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's when installed)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         raise error(f"{source}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise error(f"{source}: nested deeper than {MAX_YAML_DEPTH} levels") from None
+    _check_shape(data, source, error)
+    return data
+
+
+def _check_shape(data: object, source: str, error: type[InputError]) -> None:
+    """Walk the loaded document without recursion (aliases are walked again, as a consumer would)."""
+    stack: list[tuple[object, int]] = [(data, 0)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if depth > MAX_YAML_DEPTH:
+            raise error(f"{source}: nested deeper than {MAX_YAML_DEPTH} levels")
+        if seen > MAX_YAML_VALUES:
+            raise error(f"{source}: more than {MAX_YAML_VALUES} values (aliases included)")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
 
 
 def read_yaml(path: Path) -> tuple[object, bytes]:

@@ -159,6 +159,8 @@ from ._audience import (
     responsible,
     stakeholders,
 )
+from ._org import url_problem
+from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text
 from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers
 
 __all__ = [
@@ -284,6 +286,11 @@ __all__ = [
     "verify_code",
     "weekly_windows",
     "WorkOutcome",
+    "EARLIEST_MOMENT",
+    "LATEST_MOMENT",
+    "Moment",
+    "plain_text",
+    "url_problem",
     "WorkStage",
     "implementer_refusal",
     "implementers",

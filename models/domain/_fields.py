@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,3 +31,35 @@ class Strict(BaseModel):
     """Config shapes: unknown keys are typos, and a loaded config never changes under a running flow."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Moments a change can be planned or searched for: outside these the arithmetic of windows and default lengths
+# overflows (a start at 9999-12-31T23:00 plus two hours), and no real change is planned there.
+EARLIEST_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_MOMENT = datetime(2100, 1, 1, tzinfo=timezone.utc)
+_NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
+
+
+def refuse_numbers(value: object) -> object:
+    """A date must look like one: pydantic would read 1733450400, -1 or 0 as seconds since 1970."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("give a date and time like 2026-12-06T02:00:00Z, not a number")
+    return value
+
+
+def within_range(value: datetime) -> datetime:
+    if not EARLIEST_MOMENT <= value < LATEST_MOMENT:
+        raise ValueError(f"must be between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d} UTC")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(refuse_numbers), AfterValidator(within_range)]
+
+
+def plain_text(value: object) -> object:
+    """Text is text: no NUL character (PostgreSQL cannot store it) and no bytes (YAML's !!binary)."""
+    if isinstance(value, (bytes, bytearray)):
+        raise ValueError("Input should be a valid string (not binary data)")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value

@@ -5,6 +5,8 @@ Shapes only: `models.config` reads them from YAML; nothing here does I/O.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
@@ -30,7 +32,23 @@ class Channel(Strict):
         needed = {"email": "address", "slack": "url", "teams": "url", "webhook": "url", "file": "path"}.get(self.type)
         if needed and not getattr(self, needed):
             raise ValueError(f"a {self.type} channel needs `{needed}`")
+        if self.url is not None:
+            problem = url_problem(self.url)
+            if problem:
+                raise ValueError(f"url: {problem}")
         return self
+
+
+def url_problem(url: str) -> str | None:
+    """Why a webhook URL cannot be used (None: it can). Checked when the directory loads, not at 3 a.m."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"not a usable URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
 
 
 class Person(Strict):

@@ -5,10 +5,10 @@ Field descriptions are written for the person filling the Prefect run form.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._canary_plan import CanaryPlan
 from ._enums import (
@@ -20,9 +20,10 @@ from ._enums import (
     UsersAffected,
 )
 from ._errors import FieldProblem, InputError
-from ._fields import NAME_PATTERN
+from ._fields import NAME_PATTERN, Moment, plain_text
 
 TITLE_MAX = 200
+MAX_CHANGE_LENGTH = timedelta(days=7)
 TEXT_MAX = 20_000
 
 
@@ -91,10 +92,10 @@ class ChangeRequestInput(BaseModel):
         description="Where it was tested and the result (staging run, test report link).",
         json_schema_extra={"position": 8},
     )
-    planned_start: AwareDatetime | None = Field(
+    planned_start: Moment | None = Field(
         default=None, description="When the change should start (with a UTC offset).", json_schema_extra={"position": 9}
     )
-    planned_end: AwareDatetime | None = Field(
+    planned_end: Moment | None = Field(
         default=None, description="When the change should be finished.", json_schema_extra={"position": 10}
     )
     incident_id: str | None = Field(
@@ -133,12 +134,20 @@ class ChangeRequestInput(BaseModel):
         json_schema_extra={"position": 16},
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_text(cls, value: object) -> object:
+        return plain_text(value)
+
     @model_validator(mode="after")
     def _window_in_order(self) -> "ChangeRequestInput":
         # Rules that depend on the change type live in its policy (models.domain.change_type), checked by
         # the service once a template has filled in what it supplies.
         if self.planned_start and self.planned_end and self.planned_end <= self.planned_start:
             raise ValueError("planned_end: must be after planned_start")
+        if self.planned_start and self.planned_end and self.planned_end - self.planned_start > MAX_CHANGE_LENGTH:
+            # An open-ended change would hold its service's calendar slot for ever.
+            raise ValueError(f"planned_end: a change may last at most {MAX_CHANGE_LENGTH.days} days (split it)")
         return self
 
 
@@ -217,7 +226,7 @@ def parse_change_request(data: object) -> ChangeRequestInput:
         problems: list[FieldProblem] = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            message = err["msg"]
+            message = err["msg"].removeprefix("Value error, ") if field else err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown field (not part of a change request)"
             if not field and message.startswith("Value error, "):

@@ -9,11 +9,11 @@ import base64
 import binascii
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, exists, or_, select
 from sqlmodel import Session
 
-from ..domain import ChangeState, InputError, RiskLevel
+from ..domain import ChangeState, InputError, Moment, RiskLevel, plain_text
 from ._tables import Approval, ChangeRequest
 
 MAX_TEXT = 200
@@ -30,13 +30,18 @@ class ChangeFilter(BaseModel):
     requester: str | None = Field(default=None, max_length=100, description="Only changes requested by this person.")
     approver: str | None = Field(default=None, max_length=100, description="Only changes this person approved.")
     risk: RiskLevel | None = Field(default=None, description="Only this risk level.")
-    created_since: AwareDatetime | None = Field(default=None, description="Created at or after.")
-    created_until: AwareDatetime | None = Field(default=None, description="Created before.")
-    implemented_since: AwareDatetime | None = Field(default=None, description="Implementation started at or after.")
-    implemented_until: AwareDatetime | None = Field(default=None, description="Implementation started before.")
-    closed_since: AwareDatetime | None = Field(default=None, description="Closed at or after.")
-    closed_until: AwareDatetime | None = Field(default=None, description="Closed before.")
+    created_since: Moment | None = Field(default=None, description="Created at or after.")
+    created_until: Moment | None = Field(default=None, description="Created before.")
+    implemented_since: Moment | None = Field(default=None, description="Implementation started at or after.")
+    implemented_until: Moment | None = Field(default=None, description="Implementation started before.")
+    closed_since: Moment | None = Field(default=None, description="Closed at or after.")
+    closed_until: Moment | None = Field(default=None, description="Closed before.")
     text: str | None = Field(default=None, max_length=MAX_TEXT, description="Words the title contains.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_text(cls, value: object) -> object:
+        return plain_text(value)
 
 
 class Page(BaseModel):
@@ -54,10 +59,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, change_id = raw.split("|")
         moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError
-        return moment, int(change_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        number = int(change_id)
+        if moment.tzinfo is None or not 0 < number < 2**63:
+            raise ValueError  # (a huge id overflowed the database's integer)
+        return moment, number
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise InputError("--after: not a cursor printed by a previous page", [("after", "invalid cursor")]) from None
 
 

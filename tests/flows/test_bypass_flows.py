@@ -173,7 +173,7 @@ def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_it
                              "--note", "error rate still 4 %"], env=flow_stack.stack.env, capture_output=True,
                             text=True)
     assert failed.returncode == 0, failed.stderr
-    assert wait_paused(run_id, "work-rolled_back-") == "work-rolled_back-1"
+    assert wait_paused(run_id, "work-rolled-back-") == "work-rolled-back-1"
     resume_like_the_ui(run_id, {"person": "bob", "approval_code": bob, "note": "POOL_SIZE=50 again"})
     assert final_run_state(run_id, timeout_s=90).is_completed()
 

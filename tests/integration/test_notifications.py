@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from sqlalchemy import text
 
 from cli.dev import free_port
 from models import DEFAULTS_DIR, Services, Database, Directory, Org, Settings, load_org, verify_chain
@@ -278,3 +279,42 @@ def test_templates_can_be_overridden_from_the_config_dir(tmp_path):
     rendered = TemplateRenderer(override).render("approved", {"change": change, **SAMPLE_EXTRAS})
     assert rendered.subject == f"APPROVED {change.key}"
     assert change.key in rendered.text  # the rest still comes from the package
+
+
+def test_a_channel_url_with_an_invalid_port_is_refused_when_the_directory_loads():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="url: not a usable URL"):
+        org_with_channels({"erin": [{"type": "teams", "url": "http://127.0.0.1:99999/x"}]})
+
+
+def test_a_queued_message_to_an_unusable_url_fails_that_channel_and_falls_back(tmp_path, receiver):
+    """A row queued before the directory was fixed (or edited in the database) must not stick in `sending`."""
+    fallback = tmp_path / "erin.jsonl"
+    org = org_with_channels({"erin": [{"type": "teams", "url": f"{receiver.url}/teams/x"},
+                                      {"type": "file", "path": str(fallback)}]})
+    notifier, services = make_notifier(tmp_path, org)
+    change = awaiting_change(services, emergency_request())
+    notifier.announce(change, "approved", ["erin"])
+    with services.db.write() as session:
+        session.execute(text("UPDATE notifications SET channel = :c"),
+                        {"c": json.dumps({"type": "teams", "url": "http://127.0.0.1:99999/x"})})
+    deliver_until_settled(notifier)
+    failed, resent = sorted(notifier.outbox.list(), key=lambda n: n.id)
+    assert (failed.state, failed.attempts) == ("failed", 1), "an unparsable address is not retried"
+    assert "invalid URL" in failed.last_error
+    # Not one of erin's channels any more: the message goes to her current first channel.
+    assert resent.state == "sent" and resent.channel["type"] == "teams" and len(receiver.requests) == 1
+
+
+def test_enqueue_reports_whether_it_wrote_on_every_backend(db):
+    from notifications import Rendered, enqueue
+
+    rendered = Rendered("s", "t", "m", "<p>h</p>")
+    with db.write() as session:
+        first = enqueue(session, key="k-1", change_key=None, event="e", recipient="erin",
+                        channel={"type": "console"}, rendered=rendered)
+    with db.write() as session:
+        again = enqueue(session, key="k-1", change_key=None, event="e", recipient="erin",
+                        channel={"type": "console"}, rendered=rendered)
+    assert (first, again) == (True, False)
