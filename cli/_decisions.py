@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import Decision, InputError, WorkOutcome, WorkStage
+from models import ChangeState, Decision, InputError, WorkOutcome, WorkStage
 from notifications import Notifier
 
 from ._context import context
@@ -106,12 +106,15 @@ def work(
     code: str = typer.Option(..., "--code", help="Your personal code for this change."),
     failed: bool = typer.Option(False, "--failed", help="It did not work (say what happened in --note)."),
     note: str = typer.Option("", help="What you did or saw (recorded)."),
+    step: Optional[int] = typer.Option(None, min=1, help="A step interrupted by a crash: did it take effect?"),
 ) -> None:
-    """Confirm manual work on a change without automation; its run continues."""
+    """Confirm manual work on a change without automation (or a step a crash interrupted); its run continues."""
+    from flows import work_key_prefix
+
     services = context().services
-    done = services.work.confirm(key, stage=stage, person=person, code=code,
+    done = services.work.confirm(key, stage=stage, person=person, code=code, step=step,
                                  outcome=WorkOutcome.failed if failed else WorkOutcome.done, note=note)
-    nudged = nudge_run(services.changes.get(key), f"work-{stage.value.replace('_', '-')}-", {})
+    nudged = nudge_run(services.changes.get(key), work_key_prefix(stage, step), {})
     console.print(f"{key.upper()} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 
@@ -151,19 +154,35 @@ def pending(json_output: bool = JsonOption) -> None:
             "waiting_since": change.approval_requested_at.isoformat() if change.approval_requested_at else None,
             "deadline": deadline.isoformat() if deadline else None,
             "missing": evaluation.missing, "approved_by": list(evaluation.approved_by),
-            "waiting_on": sorted(notifier.approvers_to_ask(change)),
+            "waiting_on": sorted(notifier.approvers_to_ask(change)), "waiting_for": "approval",
         })
+    for state in (ChangeState.implementing, ChangeState.verifying):
+        for change in services.changes.list_changes(state=state, limit=1000):
+            reasons = services.recovery.needs_a_person(change.key)
+            if reasons:
+                rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
+                             "waiting_since": None, "deadline": None, "missing": {}, "approved_by": [],
+                             "waiting_on": services.work.implementers(change.key), "waiting_for": "; ".join(reasons)})
     if json_output:
         print_json(rows)
         return
-    table = Table(title=f"waiting for approval ({len(rows)})", box=box.SIMPLE_HEAD)
+    approvals = [r for r in rows if r["waiting_for"] == "approval"]
+    table = Table(title=f"waiting for approval ({len(approvals)})", box=box.SIMPLE_HEAD)
     for column in ("key", "type", "title", "since", "deadline", "still needed", "waiting on"):
         table.add_column(column, no_wrap=column in ("key", "since", "deadline"))
-    for row in rows:
+    for row in approvals:
         table.add_row(row["key"], row["type"], row["title"], (row["waiting_since"] or "-")[:16].replace("T", " "),
                       (row["deadline"] or "-")[:16].replace("T", " "),
                       ", ".join(f"{n} x {r}" for r, n in row["missing"].items()), ", ".join(row["waiting_on"]))
     console.print(table)
+    stuck = [r for r in rows if r["waiting_for"] != "approval"]
+    if stuck:
+        people = Table(title=f"waiting for a person after a crash ({len(stuck)})", box=box.SIMPLE_HEAD)
+        for column in ("key", "title", "why", "who"):
+            people.add_column(column, no_wrap=column == "key")
+        for row in stuck:
+            people.add_row(row["key"], row["title"], row["waiting_for"], ", ".join(row["waiting_on"]))
+        console.print(people)
 
 
 @app.command("approval-code")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ResumeRefused", "cancel", "paused_key", "resume_with_input", "run_state"]
+_HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key": "_prefect_api",
+          "resume_with_input": "_prefect_api", "run_state": "_prefect_api", "work_key_prefix": "_manual"}
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import _prefect_api
+    if name in _HOMES:
+        from importlib import import_module
 
-        return getattr(_prefect_api, name)
+        return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
     raise AttributeError(name)

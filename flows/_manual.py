@@ -33,11 +33,16 @@ class ManualWorkInput(RunInput):
     note: str = Field(default="", max_length=5000, description="What you did or saw (recorded).")
 
 
-def work_description(change: ChangeRequest, stage: WorkStage, people: list[str], refusal: str | None) -> str:
+def work_description(change: ChangeRequest, stage: WorkStage, people: list[str], refusal: str | None,
+                     interrupted: str | None = None) -> str:
+    why = (f"Its step **{interrupted}** was interrupted when its run died: whether it took effect is unknown, and "
+           "it is not run again blindly. Check the service, then confirm it **done** (it took effect) or "
+           "**failed** (the change is rolled back)." if interrupted else
+           f"It has no automation for this step: {_ASKS[stage]}.")
     lines = [
         f"## {change.key} needs a person: {stage.value.replace('_', ' ')}",
-        f"**{change.title}** ({change.type} change to **{change.service}**) has no automation for this step. "
-        f"One of **{', '.join(people) or 'nobody in the directory'}** must {_ASKS[stage]}, with their personal code.",
+        f"**{change.title}** ({change.type} change to **{change.service}**). {why} "
+        f"One of **{', '.join(people) or 'nobody in the directory'}** answers, with their personal code.",
         f"**Implementation plan:** {change.implementation_plan or '-'}",
         f"**Rollback plan:** {change.rollback_plan or '-'}",
         "Pressing Resume without your name and code records a refusal and the run waits again.",
@@ -47,35 +52,39 @@ def work_description(change: ChangeRequest, stage: WorkStage, people: list[str],
     return "\n\n".join(lines)
 
 
-def work_key_prefix(stage: WorkStage) -> str:
-    return f"work-{stage.value.replace('_', '-')}-"
+def work_key_prefix(stage: WorkStage, step: int | None = None) -> str:
+    return f"work-{stage.value.replace('_', '-')}-" + (f"s{step}-" if step is not None else "")
 
 
-def manual_work_gate(key: str, stage: WorkStage) -> WorkConfirmation:
-    """Wait until the stage is confirmed; its people are told once (with their own codes)."""
+def manual_work_gate(key: str, stage: WorkStage, *, step: int | None = None,
+                     interrupted: str | None = None) -> WorkConfirmation:
+    """Wait until the stage (of one interrupted `step`, when given) is confirmed; its people are told once, with
+    their own codes."""
     rt = runtime()
     services = rt.services
     refusal: str | None = None
     attempt = 0
     while True:
-        confirmed = services.work.confirmation(key, stage)
+        confirmed = services.work.confirmation(key, stage, step)
         if confirmed is not None:
             return confirmed
         change = services.changes.get(key)
         people = services.work.implementers(key)
         if attempt == 0:
             # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
-            rt.notifier.announce(change, "work_needed", people, round_=f"{change.approval_round}:{stage.value}",
+            rt.notifier.announce(change, "work_needed", people,
+                                 round_=f"{change.approval_round}:{stage.value}:{step or ''}",
                                  extra={"stage": stage.value.replace("_", " ")}, personal_code=True)
             rt.notifier.deliver(change_key=key)
         attempt += 1
         # (Prefect's run-input keys allow letters, digits and dashes only.)
-        pause_key = f"{work_key_prefix(stage)}{attempt}"
-        form = ManualWorkInput.with_initial_data(description=work_description(change, stage, people, refusal))
+        pause_key = f"{work_key_prefix(stage, step)}{attempt}"
+        form = ManualWorkInput.with_initial_data(
+            description=work_description(change, stage, people, refusal, interrupted))
         answer = suspend_flow_run(wait_for_input=form, key=pause_key)
         try:
             services.work.confirm(key, stage=stage, person=answer.person, code=answer.approval_code,
-                                  outcome=answer.outcome, note=answer.note, attempt_id=pause_key)
+                                  outcome=answer.outcome, note=answer.note, attempt_id=pause_key, step=step)
             refusal = None
         except PolicyViolation as exc:
             refusal = str(exc)

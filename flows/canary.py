@@ -35,7 +35,8 @@ class CanaryGateAnswer(RunInput):
     comment: str = Field(default="", max_length=5000, description="What you looked at, for the record.")
 
 
-def _router(change, plan):
+def router_of(change, plan):
+    """The traffic router of the change's service (canary.yaml), set up for this plan's versions."""
     target = runtime().services.canary.target(change)
     return target, router_for(target.router, service=change.service, stable_version=plan.stable_version,
                               canary_version=plan.canary_version)
@@ -47,7 +48,7 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
     change = rt.services.changes.get(key)
     plan = rt.services.canary.plan(change)
     step = plan.steps[index - 1]
-    target, router = _router(change, plan)
+    target, router = router_of(change, plan)
     analyzer = Analyzer(plan, target, service=change.service,
                         prometheus_url=rt.services.org.canary_config.prometheus_url,
                         timeout_s=rt.settings.http_timeout_s)
@@ -116,6 +117,10 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     rt = runtime()
     change = rt.services.changes.get(key)
     plan = rt.services.canary.plan(change)
+    aborted = rt.services.recovery.canary_aborted(key)
+    if aborted:
+        # Its previous run died mid-rollout and the sweep sent the traffic back to stable: roll the change back.
+        return "rolled_back", aborted, []
     decided = rt.services.canary.decisions(key)
     # Steps are decided in order, so the decided ones are the first few.
     first_open = 1 + sum(1 for i in range(1, len(plan.steps) + 1) if decided.get(i, {}).get("action") in DONE)
@@ -182,7 +187,7 @@ def responsible_and_on_call(change) -> list[str]:
 
 def _roll_back(key, plan, change, reason, failing, *, weight_already_zero: bool = False):
     if not weight_already_zero:
-        _, router = _router(change, plan)
+        _, router = router_of(change, plan)
         try:
             router.set_weight(0)
         except RouterError as exc:

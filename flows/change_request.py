@@ -110,6 +110,7 @@ def implement(key: str) -> bool:
     commands: list[str | None] = list(template.implementation_commands) if template else []
     plan = rt.services.canary.plan(change)
     done = rt.services.checklists.done_steps(key)
+    interrupted = rt.services.recovery.interrupted_steps(key)  # started by a run that died, never finished
     evidence = []
     for step, command in enumerate(commands or ([] if plan is not None else [None]), start=1):
         if step in done:
@@ -119,8 +120,18 @@ def implement(key: str) -> bool:
             work = manual_work_gate(key, WorkStage.implemented)
             outcome = {"step": step, "manual": work.note or "implemented by hand", "confirmed_by": work.person,
                        "ok": work.done}
+        elif step in interrupted and not (template and template.idempotent):
+            # At most once: its outcome is unknown, so a person who checked the service says what happened.
+            work = manual_work_gate(key, WorkStage.implemented, step=step, interrupted=f"{step} ({command})")
+            outcome = {"step": step, "command": command, "interrupted": True, "confirmed_by": work.person,
+                       "manual": work.note or ("took effect" if work.done else "did not take effect"),
+                       "ok": work.done}
         else:
             assert template is not None
+            if step in interrupted:
+                # The template declares its steps idempotent: at least once, so it simply runs again.
+                rt.services.recovery.record_retry(key, step)
+            rt.services.recovery.begin_step(key, step, attempt=f"{flow_run.id}:{flow_run.run_count}")
             result = run_step(command, change.service, template.command_timeout_s)
             outcome = {"step": step, **result, "ok": result["exit_code"] == 0 and not result["timed_out"]}
         if not outcome["ok"]:

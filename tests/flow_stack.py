@@ -65,8 +65,15 @@ SCRIPTED = {
         "rollback_commands": ["echo undone on {service}"], "command_timeout_s": 30}
     for change_type in ("standard", "emergency", "major", "normal")}
 
+# One step that writes a line, then takes long enough to be killed in the middle (tests/flows/test_crash_recovery.py).
+SLOW_STEP = {"type": "standard", "title": "A slow step", "rollback_plan": "undo",
+             "implementation_commands": ['echo started >> "$CHANGEFLOW_HOME/steps-{service}.log"; sleep 15'],
+             "rollback_commands": ["echo undone"], "command_timeout_s": 60}
+
 TEST_TEMPLATES = {
     **SCRIPTED,
+    "slow-step": SLOW_STEP,
+    "slow-idempotent-step": {**SLOW_STEP, "idempotent": True},
     "canary-release": {
         "type": "standard",
         "title": "Release a new version as a canary",
@@ -136,7 +143,8 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
     # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
-    policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release",
+    policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release", "slow-step",
+                                          "slow-idempotent-step",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}

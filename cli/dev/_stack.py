@@ -78,6 +78,8 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
         "PREFECT_UI_API_URL": api_url,
         "CHANGEFLOW_REPO": str(REPO_ROOT),
+        # Runs send heartbeats, so the zombie automation (automations.yaml) can mark a silent run Crashed.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     })
     env.update(extra or {})
     return env
@@ -135,6 +137,17 @@ def create_pool_and_deploy(stack: Stack) -> None:
     deploy = stack.run([_bin("prefect"), "--no-prompt", "deploy", "--all"])
     if deploy.returncode != 0:
         raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
+    install_automations(stack)
+
+
+def install_automations(stack: Stack) -> None:
+    """The automations of automations.yaml, once per server (zombie-run detection)."""
+    listed = stack.run([_bin("prefect"), "automation", "ls"])
+    if "changeflow-crash-zombie-runs" in listed.stdout:
+        return
+    created = stack.run([_bin("prefect"), "automation", "create", "--from-file", str(REPO_ROOT / "automations.yaml")])
+    if created.returncode != 0:
+        raise RuntimeError(f"could not create the automations: {created.stdout}{created.stderr}")
 
 
 def start_worker(stack: Stack, logs: Path) -> subprocess.Popen:

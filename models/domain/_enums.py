@@ -91,3 +91,7 @@ class AuditAction(str, Enum):
     work_confirmed = "work_confirmed"
     change_amended = "change_amended"
     amend_refused = "amend_refused"
+    step_started = "step_started"
+    step_retried = "step_retried"
+    run_crashed = "run_crashed"
+    canary_aborted = "canary_aborted"

@@ -200,6 +200,9 @@ class ChangeTemplate(Strict):
     verify_commands: list[str] = Field(default_factory=list)
     rollback_commands: list[str] = Field(default_factory=list)
     command_timeout_s: float = Field(default=300, gt=0, le=86400)
+    idempotent: bool = Field(
+        default=False, description="Its implementation commands may run again after a crash (at-least-once); "
+        "otherwise an interrupted step is put to a person (at-most-once)")
     checklist: str | None = Field(default=None, description="Checklist (checklists.yaml) its changes run")
 
     def extras_in(self, change: "FiledFromTemplate") -> list[str]:

@@ -7,6 +7,7 @@ from ._canary import CanaryService
 from ._changes import ChangeService, format_key
 from ._checklists import ChecklistService
 from ._container import Services
+from ._recovery import MAX_AUTOMATIC_RESTARTS, Crash, RecoveryService
 from ._report_service import REPORTS, Report, ReportResult, ReportService
 from ._reports import compliance, dora, sla
 from ._scheduling import ACTIVE_STATES, SchedulingService
@@ -22,7 +23,10 @@ __all__ = [
     "ChangeService",
     "ChecklistService",
     "DecisionResult",
+    "Crash",
+    "MAX_AUTOMATIC_RESTARTS",
     "REPORTS",
+    "RecoveryService",
     "Report",
     "ReportResult",
     "ReportService",

@@ -15,6 +15,7 @@ from ._canary import CanaryService
 from ._changes import ChangeService
 from ._checklists import ChecklistService
 from ._identity import Identities
+from ._recovery import RecoveryService
 from ._report_service import ReportService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
@@ -35,6 +36,7 @@ class Services:
     canary: CanaryService
     reports: ReportService
     work: WorkService
+    recovery: RecoveryService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -47,7 +49,7 @@ class Services:
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
                    canary=CanaryService(uow, approvals), reports=ReportService(uow),
-                   work=WorkService(uow, identities))
+                   work=WorkService(uow, identities), recovery=RecoveryService(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

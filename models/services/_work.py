@@ -39,6 +39,7 @@ class WorkConfirmation:
     person: str
     note: str
     at: datetime
+    step: int | None = None  # one interrupted step whose outcome was unknown; None: the change's manual work
 
     @property
     def done(self) -> bool:
@@ -55,13 +56,13 @@ class WorkService:
         change = self._change(key)
         return implementers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
 
-    def confirmation(self, key: str, stage: WorkStage | str) -> WorkConfirmation | None:
+    def confirmation(self, key: str, stage: WorkStage | str, step: int | None = None) -> WorkConfirmation | None:
         with self._uow.read() as session:
-            return self._recorded(session, self._uow.load(session, key), WorkStage(stage))
+            return self._recorded(session, self._uow.load(session, key), WorkStage(stage), step)
 
     def confirm(self, key: str, *, stage: WorkStage | str, person: str, code: str,
                 outcome: WorkOutcome | str = WorkOutcome.done, note: str = "",
-                attempt_id: str | None = None) -> WorkConfirmation:
+                attempt_id: str | None = None, step: int | None = None) -> WorkConfirmation:
         """Record that `person` did (or failed) a stage of the change's manual work. Idempotent: the stage's first
         confirmation stands and is returned again. A refusal is recorded and raised; nothing is confirmed."""
         stage, person = WorkStage(stage), person.strip()
@@ -75,7 +76,7 @@ class WorkService:
         def attempt() -> WorkConfirmation:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                earlier = self._recorded(session, change, stage)
+                earlier = self._recorded(session, change, stage, step)
                 if earlier is not None:
                     return earlier
                 refusal = uow.replayed_refusal(session, change, attempt_id)
@@ -86,8 +87,9 @@ class WorkService:
                     at = uow.clock()
                     append_event(session, actor=person, action=AuditAction.work_confirmed.value,
                                  change_key=change.key, at=at,
-                                 data={"stage": stage.value, "outcome": outcome.value, "note": note})
-                    return WorkConfirmation(stage, outcome, person, note, at)
+                                 data={"stage": stage.value, "outcome": outcome.value, "note": note,
+                                       **({"step": step} if step is not None else {})})
+                    return WorkConfirmation(stage, outcome, person, note, at, step)
                 if not replayed:
                     uow.record_refusal(session, change, actor=person, action=AuditAction.confirmation_refused,
                                        refusal=refusal, attempt_id=attempt_id, work=stage.value)
@@ -120,10 +122,12 @@ class WorkService:
         return None
 
     @staticmethod
-    def _recorded(session: Session, change: ChangeRequest, stage: WorkStage) -> WorkConfirmation | None:
+    def _recorded(session: Session, change: ChangeRequest, stage: WorkStage,
+                  step: int | None) -> WorkConfirmation | None:
         for event in events_for(session, change.key):
             data = decode_data(event)
-            if event.action == AuditAction.work_confirmed.value and data.get("stage") == stage.value:
+            if (event.action == AuditAction.work_confirmed.value and data.get("stage") == stage.value
+                    and data.get("step") == step):
                 return WorkConfirmation(stage, WorkOutcome(data["outcome"]), event.actor, data.get("note", ""),
-                                        event.occurred_at)
+                                        event.occurred_at, step)
         return None

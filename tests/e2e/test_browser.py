@@ -111,6 +111,8 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     fill_text(page, "Requester", "grace")
     fill_text(page, "Implementation Plan", "1. publish the new key\n2. switch signing\n3. retire the old key")
     fill_text(page, "Rollback Plan", "switch signing back to the old key")
+    # Its commands come from a template (a change without automation would wait for its implementer).
+    fill_text(page, "Template", "scripted-standard")
     run_name = f"rotate-signing-key-{uuid.uuid4().hex[:6]}"
     page.locator(".flow-run-name-input input").fill(run_name)
     page.locator(".flow-run-name-input").scroll_into_view_if_needed()

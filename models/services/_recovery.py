@@ -1,0 +1,91 @@
+"""Crash safety: what a run that died leaves behind, and what its next run may do about it.
+
+Every side effect of an implementation records an intent before it runs (`step_started`, with the attempt) and
+its result after (`implementation_step`). A step that started and never finished was interrupted: its outcome is
+unknown, and it is never run again blindly (at-most-once), unless its template declares its steps idempotent
+(at-least-once). A crashed run is recorded once per crash, and a canary whose run died is sent back to stable and
+marked aborted, so the next run rolls the change back instead of continuing half-way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..domain import AuditAction
+from ..storage import decode_data, events_for
+from ._unit_of_work import UnitOfWork
+
+
+# A change whose runs keep dying is left to a person after this many automatic restarts.
+MAX_AUTOMATIC_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class Crash:
+    run_state: str
+    message: str
+    at: datetime
+    number: int  # the how-many-th crash of this change's runs
+
+
+class RecoveryService:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    # ---- intents of side effects ------------------------------------------------------------------------
+
+    def begin_step(self, key: str, step: int, attempt: str) -> None:
+        """Record that step `step` is about to run (before its command starts)."""
+        self._uow.marker(key, AuditAction.step_started, {"step": step, "attempt": attempt})
+
+    def record_retry(self, key: str, step: int) -> None:
+        """An idempotent step runs again after a crash (once per crash)."""
+        self._uow.marker(key, AuditAction.step_retried, {"step": step, "after_crash": self.crashes(key)})
+
+    def interrupted_steps(self, key: str) -> list[int]:
+        """Steps that started and never finished: their outcome is unknown."""
+        with self._uow.read() as session:
+            events = events_for(session, key.upper())
+        started = {decode_data(e)["step"] for e in events if e.action == AuditAction.step_started.value}
+        finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
+        return sorted(started - finished)
+
+    # ---- crashed runs -----------------------------------------------------------------------------------
+
+    def record_crash(self, key: str, *, run_id: str, run_state: str, message: str, since: str) -> Crash | None:
+        """The run's crash on the record, once per (run, state timestamp); None when it was already recorded."""
+        before = self.crashes(key)
+        at, data = self._uow.marker(key, AuditAction.run_crashed, {"run": run_id, "since": since},
+                                    {"run_state": run_state, "message": message[:500]}, actor="prefect")
+        if self.crashes(key) == before:
+            return None
+        return Crash(run_state, data["message"], at, before + 1)
+
+    def needs_a_person(self, key: str) -> list[str]:
+        """Why a change being implemented waits for a person after crashes (empty: it does not)."""
+        with self._uow.read() as session:
+            events = events_for(session, key.upper())
+        answered = {decode_data(e).get("step") for e in events if e.action == AuditAction.work_confirmed.value}
+        reasons = [f"step {step} was interrupted by a crash: is it done? (`changeflow work {key} implemented "
+                   "--step ...` or the run's Resume form)" for step in self.interrupted_steps(key)
+                   if step not in answered]
+        crashes = sum(1 for e in events if e.action == AuditAction.run_crashed.value)
+        if crashes > MAX_AUTOMATIC_RESTARTS:
+            reasons.append(f"its run died {crashes} times: check the service, then press Retry on the run")
+        return reasons
+
+    def crashes(self, key: str) -> int:
+        with self._uow.read() as session:
+            return sum(1 for e in events_for(session, key.upper()) if e.action == AuditAction.run_crashed.value)
+
+    # ---- canaries whose run died ------------------------------------------------------------------------
+
+    def abort_canary(self, key: str, reason: str) -> None:
+        self._uow.marker(key, AuditAction.canary_aborted, {}, {"reason": reason}, actor="approval-escalation")
+
+    def canary_aborted(self, key: str) -> str | None:
+        """Why the canary was aborted to stable (None: it was not)."""
+        with self._uow.read() as session:
+            return next((decode_data(e)["reason"] for e in events_for(session, key.upper())
+                         if e.action == AuditAction.canary_aborted.value), None)
