@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import Services, Database, Settings  # noqa: E402
 from notifications import Notifier  # noqa: E402
 from tests.receivers import start_http_receiver  # noqa: E402
-from tests.test_notifications import org_with_channels  # noqa: E402
+from tests.integration.test_notifications import org_with_channels  # noqa: E402
 
 
 def main() -> None:

@@ -78,7 +78,26 @@ def code_from_notification(flow_stack, key: str, person: str, timeout_s: float =
     return re.search(r"Your approval code: (\S+)", texts[0]).group(1)
 
 
+def work_code(flow_stack, key: str, person: str, timeout_s: float = 60) -> str:
+    """The code in `person`'s request to confirm manual work."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        texts = [n["body_text"] for n in notifications_for(flow_stack, key)
+                 if n["event"] == "work_needed" and n["recipient"] == person]
+        if texts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert texts, f"{person} was never asked to confirm the work on {key}"
+    return re.search(r"Your personal code for this change: (\S+)", texts[0]).group(1)
+
+
 def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, screenshot: Path | None) -> None:
+    resume_form(page, ui, run_id, "Still needed:", {"Approver": person, "Approval Code": code, "Comment": comment},
+                screenshot)
+
+
+def resume_form(page, ui: str, run_id: str, marker: str, fields: dict[str, str], screenshot: Path | None) -> None:
+    """Open the run, press Resume, wait for the dialog showing `marker`, fill the fields and submit."""
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     resume = page.get_by_role("button", name="Resume")
     for _ in range(6):  # the run page follows state changes; a reload covers a missed update
@@ -89,10 +108,9 @@ def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, 
             page.reload()
     resume.click()
     dialog = page.locator(".p-modal")
-    dialog.get_by_text("Still needed:").wait_for()
-    fill_text(dialog, "Approver", person)
-    fill_text(dialog, "Approval Code", code)
-    fill_text(dialog, "Comment", comment)
+    dialog.get_by_text(marker).first.wait_for()
+    for label, value in fields.items():
+        fill_text(dialog, label, value)
     if screenshot:
         page.screenshot(path=str(screenshot))
     dialog.get_by_role("button", name="Submit").click()
@@ -111,8 +129,6 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     fill_text(page, "Requester", "grace")
     fill_text(page, "Implementation Plan", "1. publish the new key\n2. switch signing\n3. retire the old key")
     fill_text(page, "Rollback Plan", "switch signing back to the old key")
-    # Its commands come from a template (a change without automation would wait for its implementer).
-    fill_text(page, "Template", "scripted-standard")
     run_name = f"rotate-signing-key-{uuid.uuid4().hex[:6]}"
     page.locator(".flow-run-name-input input").fill(run_name)
     page.locator(".flow-run-name-input").scroll_into_view_if_needed()
@@ -133,6 +149,15 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
               "plan and rollback look right", DOCS / "ui-resume-dialog.png")
     flow_stack.wait_for(change.key, lambda c: len(flow_stack.services.approvals.decided_by(c.key)) == 1, what="alice's approval")
     resume_as(page, ui, run_id, "bob", code_from_notification(flow_stack, change.key, "bob"), "reviewed", None)
+
+    # No automation: grace, its requester, confirms it implemented and then verified, with her own code.
+    flow_stack.wait_for(change.key, lambda c: c.state == "implementing", timeout_s=90, what="implementation")
+    grace = work_code(flow_stack, change.key, "grace")
+    resume_form(page, ui, run_id, "needs a person: implemented",
+                {"Person": "grace", "Approval Code": grace, "Note": "new key published, signing switched"}, None)
+    flow_stack.wait_for(change.key, lambda c: c.state == "verifying", timeout_s=90, what="verification")
+    resume_form(page, ui, run_id, "needs a person: verified",
+                {"Person": "grace", "Approval Code": grace, "Note": "signatures verify with the new key"}, None)
 
     done = flow_stack.wait_for(change.key, lambda c: c.outcome == "succeeded" and c.state == "closed",
                                timeout_s=90, what="completion")

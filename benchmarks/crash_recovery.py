@@ -1,0 +1,101 @@
+"""How fast changeflow notices a killed run and puts a canary back on stable, after `kill -9` of the flow-run
+process (and everything it started), min / median / max over N runs each.
+
+- detection: from the kill until Prefect marks the run Crashed (the runner sees its child die).
+- restart: from Crashed until the sweep has recorded the crash and restarted the run (the sweep is called as soon
+  as the crash is seen; in production it runs every minute, so add up to 60 s).
+- canary back to stable: from the kill, in the 50 % bake, until the router has been sent weight 0.
+
+    python benchmarks/crash_recovery.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cli.dev import Lab, free_port  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="crash-bench-"))
+    port = free_port()
+    os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(root / "prefect"),
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    from tests.flow_stack import start_flow_stack
+    from tests.flows.test_crash_recovery import kill_run, run_state_name, steps_run, wait_until
+    from tests.flows.test_flows import act, awaiting, submit
+    from tests.helpers import SECRET, standard_request
+
+    stack = start_flow_stack(root, port)
+    os.environ.update({"CHANGEFLOW_HOME": str(stack.home), "CHANGEFLOW_SECRET": SECRET.decode()})
+    from flows.escalation import reconcile_crashed_runs
+
+    lab = Lab(root / "lab").start(nginx=False)
+    weights = root / "weights.log"
+    import yaml
+
+    (stack.home / "config" / "canary.yaml").write_text(yaml.safe_dump(lab.canary_config(
+        {"kind": "command", "command": ["sh", "-c", f"echo {{weight}} >> {weights}"]})))
+    detection, restart, to_stable = [], [], []
+    try:
+        for n in range(args.runs):
+            service = f"bench-{n}"
+            run_id = submit(standard_request(title=f"bench crash {n}", service=service, template="slow-step",
+                                             implementation_plan="", rollback_plan=""))
+            wait_until(lambda: steps_run(stack, service), 90, "the step")
+            killed = time.monotonic()
+            kill_run(run_id)
+            wait_until(lambda: run_state_name(run_id) == "CRASHED", 180, "Crashed")
+            crashed = time.monotonic()
+            reconcile_crashed_runs()
+            restart.append(time.monotonic() - crashed)
+            detection.append(crashed - killed)
+
+            weights.write_text("")
+            canary_run = submit({"type": "standard", "title": f"bench canary {n}", "service": "shop",
+                                 "requester": "grace", "template": "canary-release",
+                                 "canary": {"stable_version": "v1", "canary_version": "v2", "interval_s": 0.5,
+                                            "probe_requests": 10, "steps": [{"weight": 10, "bake_s": 2},
+                                                                            {"weight": 50, "bake_s": 30},
+                                                                            {"weight": 100, "bake_s": 2}],
+                                            "metrics": [{"name": "error_rate", "query": "error_rate",
+                                                         "threshold": 0.05}]}})
+            change = awaiting(stack, canary_run)
+            for person in ("alice", "bob"):
+                act(stack, change, person)
+            wait_until(lambda: weights.read_text().split()[-1:] == ["50"], 120, "the 50 % step")
+            killed = time.monotonic()
+            kill_run(canary_run)
+            wait_until(lambda: run_state_name(canary_run) == "CRASHED", 180, "Crashed")
+            reconcile_crashed_runs()
+            wait_until(lambda: weights.read_text().split()[-1:] == ["0"], 60, "weight 0")
+            to_stable.append(time.monotonic() - killed)
+            print(f"run {n + 1}: detection {detection[-1]:.1f} s, restart {restart[-1]:.2f} s, "
+                  f"canary back to stable {to_stable[-1]:.1f} s", flush=True)
+    finally:
+        lab.stop()
+        stack.stack.stop()
+        stack.health.stop()
+
+    def row(name: str, values: list[float]) -> str:
+        return f"| {name} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} |"
+
+    print(f"\n| after kill -9 ({args.runs} runs) | min s | median s | max s |\n| --- | --- | --- | --- |")
+    print(row("run marked Crashed", detection))
+    print(row("crash recorded and run restarted (sweep)", restart))
+    print(row("canary back on stable (kill -> weight 0)", to_stable))
+
+
+if __name__ == "__main__":
+    main()
