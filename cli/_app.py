@@ -6,6 +6,7 @@ import typer
 
 from . import _audit, _calendar, _changes, _decisions, _notifications, _setup
 from ._output import exits_cleanly
+from ._stack_file import connect_to_running_stack
 from ._up import up
 from .dev import play_demo
 
@@ -22,6 +23,17 @@ app.add_typer(_calendar.window_app, name="window")
 app.add_typer(_notifications.notifications_app, name="notifications")
 # Local stacks: the Prefect UI for a person (`up`) and the whole-story demo (`demo`, dev tooling).
 app.command()(exits_cleanly(up))
+
+
+@app.callback()
+def _find_the_stack(ctx: typer.Context) -> None:
+    """Before any command: a Prefect server started by `changeflow up` in another shell is the one to use
+    (`up` and `demo` start their own)."""
+    if ctx.invoked_subcommand in ("up", "demo"):
+        return
+    from models import Settings
+
+    connect_to_running_stack(Settings().home)
 
 
 @app.command()

@@ -26,7 +26,7 @@ app = typer.Typer()
 def init(force: bool = typer.Option(False, help="Overwrite config files that already exist.")) -> None:
     """Create HOME, the secret, the example organisation config and the database."""
     settings = Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.ensure_home()
     wrote_secret = settings.ensure_secret_file()
     settings.config_dir.mkdir(parents=True, exist_ok=True)
     installed = []

@@ -11,6 +11,7 @@ from models import ChangeflowError, Settings
 
 from ._output import console
 from ._setup import init
+from ._stack_file import remove_stack_file, write_stack_file
 from .dev import (
     FAST_POLLING,
     Stack,
@@ -70,6 +71,7 @@ def up(
         console.print("creating work pool `changeflow` and deploying prefect.yaml")
         create_pool_and_deploy(stack)
         start_worker(stack, logs)
+        write_stack_file(settings.home, api_url=api_url, ui_url=ui_url)
         console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}")
         console.print(f"  submit a change: {ui_url}/deployments -> change-request / submit -> Run -> Custom run")
         console.print(f"  notifications are printed in {logs / 'worker.log'}; `changeflow pending` lists gates")
@@ -82,5 +84,6 @@ def up(
         raise StackError(str(exc)) from None
     finally:
         console.print("stopping ...")
+        remove_stack_file(settings.home)
         stack.stop()
         console.print("stopped")

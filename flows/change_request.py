@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 from prefect import flow, get_run_logger, task
-from prefect.flow_runs import suspend_flow_run
-from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from models import (
     ChangeRequest,
     ChangeRequestInput,
     ChangeState,
     ChangeflowError,
-    ConflictError,
-    Decision,
     PolicyViolation,
     Settings,
     WorkStage,
@@ -283,9 +280,17 @@ def approved_and_due(key: str) -> ChangeRequest:
 
 
 @flow(name="change-request", log_prints=True)
-def change_request(request: ChangeRequestForm) -> str:
+def change_request(request: ChangeRequestForm) -> str | State:
     """File a change request: it is recorded, approved by the people its policy names, and implemented."""
     run_id = str(flow_run.id)
+    services = runtime().services
+    if services.changes.find_by_idempotency_key(f"flow-run:{run_id}") is None:
+        problem = services.changes.refusal(request)
+        if problem is not None:
+            # Bad input ends the run in a state named Refused with the field-named reason (a Failed state makes
+            # Prefect's engine log a traceback); nothing is written.
+            get_run_logger().error("change request refused: %s", problem)
+            return Completed(name="Refused", message=f"change request refused: {problem}")
     key = record_change(request, run_id)
     while True:
         change = approved_and_due(key)

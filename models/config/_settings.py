@@ -89,11 +89,17 @@ class Settings(BaseSettings):
                 f"no secret: set CHANGEFLOW_SECRET or run `changeflow init` to create {self.secret_file}"
             ) from None
 
+    def ensure_home(self) -> None:
+        """HOME holds the secret and the database: only its owner may enter it, whatever the umask."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.home.stat().st_mode & 0o077:
+            self.home.chmod(0o700)
+
     def ensure_secret_file(self) -> bool:
         """Create HOME/secret (mode 0600) unless a secret exists; True when a new one was written."""
         if self.secret or self.secret_file.exists():
             return False
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.ensure_home()
         fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")

@@ -120,6 +120,19 @@ class ChangeService:
             raise invalid_request(problems)
         return request
 
+    def refusal(self, request: ChangeRequestInput | dict) -> InputError | PolicyViolation | None:
+        """Why `submit` would refuse this request now (None: it would take it), without writing: for the run form,
+        which must end with a clear message instead of a failed task and a traceback."""
+        try:
+            checked = self.validate_request(request)
+            with self._uow.read() as session:
+                clashes = self._scheduling.clashes(session, checked)
+        except (InputError, PolicyViolation) as exc:
+            return exc
+        if clashes and not change_type(self._uow.org.policies, checked.type).overrides_freeze:
+            return PolicyViolation("; ".join(clashes))
+        return None
+
     def submit(self, request: ChangeRequestInput | dict, *, idempotency_key: str | None = None,
                flow_run_id: str | None = None) -> ChangeRequest:
         """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""

@@ -6,6 +6,8 @@ SQLite: WAL, foreign keys, a busy timeout, and write transactions that take the 
 
 from __future__ import annotations
 
+import os
+
 import contextlib
 import threading
 from pathlib import Path
@@ -53,9 +55,18 @@ class Database:
         return self.write_engine.dialect.name
 
     def _prepare_sqlite_dir(self) -> None:
+        """The database holds approval codes in its outbox: its folder is private to the owner (0700 when we
+        create it) and the file is created 0600 whatever the umask (SQLite gives its -wal and -shm files the
+        main file's mode)."""
         path = self.url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            file = Path(path).expanduser()
+            if not file.parent.exists():
+                file.parent.mkdir(parents=True, mode=0o700)
+                file.parent.chmod(0o700)  # (mkdir's mode is filtered by the umask)
+            if not file.exists():
+                os.close(os.open(file, os.O_WRONLY | os.O_CREAT, 0o600))
+                file.chmod(0o600)
 
     def _sqlite_engine(self, *, immediate: bool) -> Engine:
         engine = create_engine(

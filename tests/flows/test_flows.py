@@ -324,3 +324,22 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     assert final_run_state(run_id, timeout_s=90).is_completed()
     done = flow_stack.services.changes.get(change.key)
     assert (done.type, done.state, done.outcome) == ("normal", "closed", "succeeded")
+
+
+def test_a_bad_request_from_the_run_form_ends_with_the_field_named_reason_and_writes_nothing(flow_stack):
+    """Issue 17: a standard change without a rollback plan became a Failed run with a Python traceback."""
+    run = run_deployment("change-request/submit", timeout=90, parameters={"request": {
+        "type": "standard", "title": "no rollback plan", "service": "payments", "requester": "grace"}})
+    assert run.state.name == "Refused"
+    assert "rollback_plan: a standard change needs a rollback plan" in run.state.message
+    assert flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run.id}") is None
+
+    async def logs():
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+
+    messages = [entry.message for entry in asyncio.run(logs())]
+    assert any("change request refused" in m for m in messages)
+    assert not any("Traceback" in m for m in messages), [m for m in messages if "Traceback" in m][0][:3000]

@@ -1,0 +1,44 @@
+"""How a second shell finds the stack `changeflow up` started: `up` writes HOME/stack.json (0600) with the
+Prefect API and UI addresses and removes it when it stops; every other command reads it when PREFECT_API_URL is
+not set, and never lets Prefect start a temporary server of its own (issue 17: `reject` in a second shell used
+to start one, print telemetry errors and report a stale state)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import MutableMapping
+
+
+def stack_file(home: Path) -> Path:
+    return home / "stack.json"
+
+
+def write_stack_file(home: Path, *, api_url: str, ui_url: str) -> Path:
+    path = stack_file(home)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid()}, fh)
+    return path
+
+
+def remove_stack_file(home: Path) -> None:
+    stack_file(home).unlink(missing_ok=True)
+
+
+def connect_to_running_stack(home: Path, environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Point this process's Prefect client at the stack `changeflow up` runs (unless PREFECT_API_URL says
+    otherwise); returns the API URL used, or None. Must run before Prefect is imported (it reads settings once)."""
+    environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "false")
+    environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if environ.get("PREFECT_API_URL"):
+        return environ["PREFECT_API_URL"]
+    try:
+        found = json.loads(stack_file(home).read_text())
+        os.kill(int(found["pid"]), 0)  # a file left behind by an `up` that was killed names a dead server
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    environ["PREFECT_API_URL"] = found["api_url"]
+    environ.setdefault("CHANGEFLOW_PREFECT_UI_URL", found["ui_url"])
+    return str(found["api_url"])
