@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from models import verify_chain
+from models import guard_problems, verify_chain
 
 from ._context import context
 from ._options import JsonOption, OutputFormat, parse_time
@@ -43,11 +43,15 @@ def audit_verify(json_output: bool = JsonOption) -> None:
     ctx = context()
     with ctx.db.read() as session:
         result = verify_chain(session)
+    # A chain that verifies today proves little if the guards that keep it append-only are gone.
+    guards = guard_problems(ctx.db.read_engine)
     if json_output:
-        print_json(result.__dict__)
+        print_json({**result.__dict__, "guard_problems": guards})
     elif result.ok:
         console.print(f"audit chain intact: {result.count} events")
     else:
         print_error(f"audit chain broken at event {result.first_broken_seq}: {result.reason}")
-    if not result.ok:
+    for problem in guards if not json_output else []:
+        print_error(f"audit guard: {problem} (`changeflow db upgrade` restores it)")
+    if not result.ok or guards:
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ import shutil
 import typer
 from rich.table import Table
 
-from models import DEFAULTS_DIR, RiskLevel, Settings, required_approvals, upgrade_database
+from models import DEFAULTS_DIR, RiskLevel, Settings, required_approvals, restore_guards, upgrade_database
 
 from ._context import context
 from ._options import JsonOption
@@ -51,9 +51,11 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 @db_app.command("upgrade")
 @exits_cleanly
 def db_upgrade() -> None:
-    """Apply pending database migrations."""
+    """Apply pending database migrations and restore the append-only guards if someone removed them."""
     ctx = context()
     revision = upgrade_database(ctx.db)
+    for repaired in restore_guards(ctx.db.write_engine):
+        console.print(f"restored: {repaired}")
     console.print(f"database at schema {revision}: {ctx.db.url}")
 
 

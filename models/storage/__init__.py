@@ -13,6 +13,7 @@ from ._audit import (
 )
 from ._checklist_store import insert_result
 from ._db import Database
+from ._guards import guard_problems, restore_guards
 from ._migrate import SCHEMA_REVISION, head_revision
 from ._migrate import upgrade as upgrade_database
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
@@ -52,5 +53,7 @@ __all__ = [
     "insert_result",
     "query_changes",
     "upgrade_database",
+    "guard_problems",
+    "restore_guards",
     "verify_chain",
 ]

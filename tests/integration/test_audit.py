@@ -91,3 +91,38 @@ def test_verify_json_output(services, cli_env):
     result = cli_env("audit", "verify", "--json")
     assert result.exit_code == 0
     assert '"ok": true' in result.stdout
+
+
+def _drop_or_disable_a_guard(db) -> str:
+    with db.write_engine.begin() as conn:
+        if db.dialect == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER audit_events_no_delete")
+            return "trigger audit_events_no_delete on audit_events is missing"
+        conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_change")
+        return "trigger audit_events_no_change on audit_events is disabled"
+
+
+def test_a_removed_guard_fails_verify_and_db_upgrade_restores_it(services, cli_env):
+    """Issue 14: once dropped, the triggers were not recreated and nothing reported their absence."""
+    _history(services, changes=1)
+    problem = _drop_or_disable_a_guard(services.db)
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1 and problem in result.output, result.output
+    assert "audit chain intact" in result.output  # the chain itself is fine: the guard is what is missing
+    repaired = cli_env("db", "upgrade")
+    assert repaired.exit_code == 0 and f"restored: {problem}" in repaired.output, repaired.output
+    assert cli_env("audit", "verify").exit_code == 0
+    with pytest.raises(DBAPIError, match="append-only"):
+        with services.db.write_engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM audit_events WHERE seq = 1")
+
+
+@pytest.mark.postgres
+def test_replica_mode_does_not_skip_the_guards_on_postgresql(services):
+    if services.db.dialect != "postgresql":
+        pytest.skip("session_replication_role is PostgreSQL's")
+    _history(services, changes=1)
+    with pytest.raises(DBAPIError, match="append-only"):
+        with services.db.write_engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+            conn.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
