@@ -60,8 +60,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         at, change_id = raw.split("|")
         moment = datetime.fromisoformat(at)
         number = int(change_id)
-        if moment.tzinfo is None or not 0 < number < 2**63:
-            raise ValueError  # (a huge id overflowed the database's integer)
+        if moment.tzinfo is None or not 0 < number < 2**31:
+            raise ValueError  # (a larger id overflowed PostgreSQL's INTEGER id column)
         return moment, number
     except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise InputError("--after: not a cursor printed by a previous page", [("after", "invalid cursor")]) from None

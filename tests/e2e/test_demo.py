@@ -19,7 +19,9 @@ def test_demo_plays_every_scenario_and_exits_0(tmp_path):
     env["COLUMNS"] = "160"
     result = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "demo"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # On failure, show what says why: each scenario's failure line and the summary table, not the reports' tail.
+    why = [line for line in result.stdout.splitlines() if "failed" in line or "│" in line or "timed out" in line]
+    assert result.returncode == 0, "\n".join(why)[-6000:] + result.stderr[-2000:]
     out = result.stdout
     for scenario, outcome in (("canary", "succeeded"), ("rollback", "rolled_back"), ("major", "scheduled"),
                               ("emergency", "closed"), ("weekly", "closed"), ("early-resume", "scheduled")):
