@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from models import EARLIEST_MOMENT, LATEST_MOMENT, ChangeFilter, InputError, parse_yaml
+from models import ChangeFilter, InputError, parse_yaml, within_range
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
 
@@ -32,10 +32,10 @@ def parse_time(value: Optional[str], name: str) -> Optional[datetime]:
     except (ValueError, OverflowError):
         raise InputError(f"--{name}: {value[:60]!r} is not a date or time like 2026-11-01 or 2026-11-01T14:00",
                          [(name, "not a date")]) from None
-    if not EARLIEST_MOMENT <= parsed < LATEST_MOMENT:
-        raise InputError(f"--{name}: must be between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d}",
-                         [(name, "out of range")])
-    return parsed
+    try:
+        return within_range(parsed)  # the same bounds as a request's dates
+    except ValueError as exc:
+        raise InputError(f"--{name}: {exc}", [(name, "out of range")]) from None
 
 
 def required_time(value: str, name: str) -> datetime:

@@ -160,7 +160,7 @@ from ._audience import (
     stakeholders,
 )
 from ._org import url_problem
-from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text
+from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text, within_range
 from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers
 
 __all__ = [
@@ -290,6 +290,7 @@ __all__ = [
     "LATEST_MOMENT",
     "Moment",
     "plain_text",
+    "within_range",
     "url_problem",
     "WorkStage",
     "implementer_refusal",

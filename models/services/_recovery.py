@@ -45,11 +45,7 @@ class RecoveryService:
 
     def interrupted_steps(self, key: str) -> list[int]:
         """Steps that started and never finished: their outcome is unknown."""
-        with self._uow.read() as session:
-            events = events_for(session, key.upper())
-        started = {decode_data(e)["step"] for e in events if e.action == AuditAction.step_started.value}
-        finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
-        return sorted(started - finished)
+        return _interrupted(self._events(key))
 
     # ---- crashed runs -----------------------------------------------------------------------------------
 
@@ -64,20 +60,21 @@ class RecoveryService:
 
     def needs_a_person(self, key: str) -> list[str]:
         """Why a change being implemented waits for a person after crashes (empty: it does not)."""
-        with self._uow.read() as session:
-            events = events_for(session, key.upper())
+        events = self._events(key)
         answered = {decode_data(e).get("step") for e in events if e.action == AuditAction.work_confirmed.value}
         reasons = [f"step {step} was interrupted by a crash: is it done? (`changeflow work {key} implemented "
-                   "--step ...` or the run's Resume form)" for step in self.interrupted_steps(key)
-                   if step not in answered]
+                   "--step ...` or the run's Resume form)" for step in _interrupted(events) if step not in answered]
         crashes = sum(1 for e in events if e.action == AuditAction.run_crashed.value)
         if crashes > MAX_AUTOMATIC_RESTARTS:
             reasons.append(f"its run died {crashes} times: check the service, then press Retry on the run")
         return reasons
 
     def crashes(self, key: str) -> int:
+        return sum(1 for e in self._events(key) if e.action == AuditAction.run_crashed.value)
+
+    def _events(self, key: str) -> list:
         with self._uow.read() as session:
-            return sum(1 for e in events_for(session, key.upper()) if e.action == AuditAction.run_crashed.value)
+            return list(events_for(session, key.upper()))
 
     # ---- canaries whose run died ------------------------------------------------------------------------
 
@@ -89,3 +86,9 @@ class RecoveryService:
         with self._uow.read() as session:
             return next((decode_data(e)["reason"] for e in events_for(session, key.upper())
                          if e.action == AuditAction.canary_aborted.value), None)
+
+
+def _interrupted(events: list) -> list[int]:
+    started = {decode_data(e)["step"] for e in events if e.action == AuditAction.step_started.value}
+    finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
+    return sorted(started - finished)

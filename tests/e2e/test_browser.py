@@ -65,30 +65,18 @@ def choose(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def code_from_notification(flow_stack, key: str, person: str, timeout_s: float = 30) -> str:
-    """The code in `person`'s approval request (written by the run just after the change is recorded)."""
+def code_from_notification(flow_stack, key: str, person: str, *, event: str = "approval_requested",
+                           label: str = "Your approval code", timeout_s: float = 60) -> str:
+    """The personal code in `person`'s `event` notification (written by the run as it reaches the gate)."""
     deadline = time.monotonic() + timeout_s
     while True:
         texts = [n["body_text"] for n in notifications_for(flow_stack, key)
-                 if n["event"] == "approval_requested" and n["recipient"] == person]
+                 if n["event"] == event and n["recipient"] == person]
         if texts or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert texts, f"{person} was never asked to approve {key}"
-    return re.search(r"Your approval code: (\S+)", texts[0]).group(1)
-
-
-def work_code(flow_stack, key: str, person: str, timeout_s: float = 60) -> str:
-    """The code in `person`'s request to confirm manual work."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        texts = [n["body_text"] for n in notifications_for(flow_stack, key)
-                 if n["event"] == "work_needed" and n["recipient"] == person]
-        if texts or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert texts, f"{person} was never asked to confirm the work on {key}"
-    return re.search(r"Your personal code for this change: (\S+)", texts[0]).group(1)
+    assert texts, f"{person} was never sent {event} for {key}"
+    return re.search(rf"{label}: (\S+)", texts[0]).group(1)
 
 
 def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, screenshot: Path | None) -> None:
@@ -152,7 +140,8 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
 
     # No automation: grace, its requester, confirms it implemented and then verified, with her own code.
     flow_stack.wait_for(change.key, lambda c: c.state == "implementing", timeout_s=90, what="implementation")
-    grace = work_code(flow_stack, change.key, "grace")
+    grace = code_from_notification(flow_stack, change.key, "grace", event="work_needed",
+                                   label="Your personal code for this change")
     resume_form(page, ui, run_id, "needs a person: implemented",
                 {"Person": "grace", "Approval Code": grace, "Note": "new key published, signing switched"}, None)
     flow_stack.wait_for(change.key, lambda c: c.state == "verifying", timeout_s=90, what="verification")
