@@ -100,7 +100,8 @@ def wait_healthy(api_url: str, timeout_s: float = 90, process: subprocess.Popen 
 
 
 def start_server(stack: Stack, port: int, logs: Path) -> None:
-    process = stack.spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    # Prefect's server application behind a layer that retries its SQLite 503s (cli/dev/_prefect_server.py).
+    process = stack.spawn([sys.executable, "-m", "cli.dev._prefect_server", "--host", "127.0.0.1", "--port", str(port)],
                           logs / "prefect-server.log")
     wait_healthy(stack.api_url, process=process)
 
@@ -140,11 +141,17 @@ def create_pool_and_deploy(stack: Stack) -> None:
     install_automations(stack)
 
 
+ZOMBIE_AUTOMATION = "changeflow-crash-zombie-runs"
+
+
 def install_automations(stack: Stack) -> None:
-    """The automations of automations.yaml, once per server (zombie-run detection)."""
+    """The automations of automations.yaml (zombie-run detection), replaced on every start: a server kept
+    from an earlier `changeflow up` gets the current definition, not the one it was first given."""
     listed = stack.run([_bin("prefect"), "automation", "ls"])
-    if "changeflow-crash-zombie-runs" in listed.stdout:
-        return
+    if ZOMBIE_AUTOMATION in listed.stdout:
+        deleted = stack.run([_bin("prefect"), "--no-prompt", "automation", "delete", ZOMBIE_AUTOMATION])
+        if deleted.returncode != 0:
+            raise RuntimeError(f"could not replace the automation: {deleted.stdout}{deleted.stderr}")
     created = stack.run([_bin("prefect"), "automation", "create", "--from-file", str(REPO_ROOT / "automations.yaml")])
     if created.returncode != 0:
         raise RuntimeError(f"could not create the automations: {created.stdout}{created.stderr}")

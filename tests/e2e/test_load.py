@@ -1,0 +1,113 @@
+"""The load check of issue 16: 50 run-form submissions and 50 resumes in parallel against `changeflow up`, sent
+the way the Prefect UI sends them (plain HTTP, no client retries). No client may see a 5xx: the UI shows
+"Something went wrong" for one and does not try again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cli.dev import free_port
+from models import Database, Services, Settings, load_org
+
+pytestmark = [pytest.mark.flows, pytest.mark.slow]
+
+PARALLEL = 50
+ZOMBIE_WINDOW_S = 90
+
+
+def start_up(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHANGEFLOW_"))}
+    env.update(CHANGEFLOW_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect-client"))
+    log_path = tmp_path / "up.log"
+    up = subprocess.Popen([str(Path(sys.executable).parent / "changeflow"), "up", "--port", str(port)], env=env,
+                          stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "changeflow is up" not in log_path.read_text():
+        assert up.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, "changeflow up did not come up"
+        time.sleep(0.5)
+    return up, f"http://127.0.0.1:{port}/api", home
+
+
+def emergency(n: int) -> dict:
+    return {"request": {"type": "emergency", "title": f"Load check {n}", "service": "payments", "requester": "grace",
+                        "incident_id": f"INC-{n}", "incident_severity": "P2"}}
+
+
+def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):
+    up, api, home = start_up(tmp_path)
+    statuses: list[int] = []
+    try:
+        with httpx.Client(base_url=api, timeout=60) as http:
+            deployment = http.get("/deployments/name/change-request/submit").json()["id"]
+
+            def submit(n: int) -> str | None:
+                response = http.post(f"/deployments/{deployment}/create_flow_run", json={"parameters": emergency(n)})
+                statuses.append(response.status_code)
+                return response.json()["id"] if response.status_code == 201 else None
+
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                first = list(pool.map(submit, range(PARALLEL)))
+            assert all(first), Counter(statuses)
+
+            settings = Settings(home=home)
+            services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
+                                      settings.secret_bytes())
+            waiting: dict[str, str] = {}
+            first_paused = 0.0
+            deadline = time.monotonic() + 600
+            while len(waiting) < PARALLEL:
+                assert time.monotonic() < deadline, f"only {len(waiting)} of {PARALLEL} runs reached their gate"
+                for run_id in first:
+                    change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
+                    if run_id not in waiting and change is not None and change.state == "awaiting_approval":
+                        run = http.get(f"/flow_runs/{run_id}")
+                        statuses.append(run.status_code)
+                        if run.json()["state"]["type"] == "PAUSED":
+                            waiting[run_id] = change.key
+                            first_paused = first_paused or time.monotonic()
+                time.sleep(1)
+
+            # Past the zombie detector's 90 s (automations.yaml): a run waiting at its gate sends no heartbeat and
+            # must not be marked Crashed for it.
+            time.sleep(max(0.0, first_paused + ZOMBIE_WINDOW_S + 15 - time.monotonic()))
+
+            def resume(run_id: str) -> None:
+                code = services.approvals.approval_code_for(waiting[run_id], "erin")
+                response = http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
+                    "approver": "erin", "decision": "approve", "approval_code": code, "comment": "load check"}})
+                statuses.append(response.status_code)
+                assert response.json().get("status") == "ACCEPT", (run_id, response.text)
+
+            # The second wave of submissions and every resume at the same moment.
+            with ThreadPoolExecutor(2 * PARALLEL) as pool:
+                jobs = [pool.submit(resume, run_id) for run_id in waiting]
+                jobs += [pool.submit(submit, PARALLEL + n) for n in range(PARALLEL)]
+                for job in jobs:
+                    job.result()
+            # Each accepted resume let its run go on (Prefect reschedules a resumed suspended run).
+            for run_id in waiting:
+                run = http.get(f"/flow_runs/{run_id}")
+                statuses.append(run.status_code)
+                assert run.json()["state"]["type"] != "PAUSED", run_id
+            services.db.dispose()
+            crashed = http.post("/flow_runs/count", json={"flow_runs": {"state": {"type": {"any_": ["CRASHED"]}}}})
+            assert crashed.json() == 0
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=90)
+    server_errors = [status for status in statuses if status >= 500]
+    assert server_errors == [], f"{len(server_errors)} of {len(statuses)} requests answered 5xx: {server_errors}"
+    assert len(statuses) >= 3 * PARALLEL
