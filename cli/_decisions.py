@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import ChangeState, Decision, InputError, WorkOutcome, WorkStage
+from models import ChangeState, Decision, InputError, WorkOutcome, WorkStage, interrupted_check_question
 from notifications import Notifier
 
 from ._context import context
@@ -83,13 +83,17 @@ def confirm(
     change = services.changes.get(key)
     checklist = services.org.checklist_of(change)
     found = checklist.find(item) if checklist else None
-    if found is None or found[1].kind != "manual":
+    phase, definition = found if found else ("", None)
+    step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
+    if definition is not None and definition.kind == "command" and not definition.idempotent and \
+            item in services.recovery.started_checks(key, phase, step) and \
+            not services.checklists.check_results(key, phase=phase, step=step, item=item):
+        definition = interrupted_check_question(definition)  # a crash interrupted it: did it pass?
+    if definition is None or definition.kind != "manual":
         known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])
                  if i.kind == "manual"]
         raise InputError(f"item: {item!r} is not a manual item of {change.key}'s checklist "
                          f"({', '.join(known) or 'it has none'})")
-    phase, definition = found
-    step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
     written = services.checklists.confirm_item(key, person=person, code=code, phase=phase, step=step,
                                                item=definition, note=note)
     nudged = nudge_run(services.changes.get(key), "checklist-", {"confirmed_by": person, "note": note})

@@ -4,7 +4,7 @@ gate is the check after the suspend, never the suspend itself (DESIGN.md, "Trust
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from prefect import get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -73,7 +73,13 @@ def approval_gate(key: str) -> ChangeRequest:
         attempt += 1
         pause_key = f"approval-r{change.approval_round}-{attempt}"
         form = ApprovalDecision.with_initial_data(description=gate_description(change, refusal))
-        decision = suspend_flow_run(wait_for_input=form, key=pause_key)
+        try:
+            decision = suspend_flow_run(wait_for_input=form, key=pause_key)
+        except ValidationError:
+            # A key this run suspended at before it died, never resumed: Prefect returns at once with no stored
+            # decision. Nothing was decided; wait again under the next key.
+            logger.warning("%s fired before a crash without a decision; waiting again", pause_key)
+            continue
         try:
             result = services.approvals.decide(
                 key,

@@ -11,65 +11,116 @@ template declares its steps idempotent, and a canary whose run died has already 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from uuid import UUID
 
 from prefect import get_client
-from prefect.states import Scheduled
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Cancelled, Crashed, Scheduled
 
 from flows._runtime import runtime
 from flows.traffic import RouterError
-from models import MAX_AUTOMATIC_RESTARTS, ChangeState, responsible
+from models import MAX_AUTOMATIC_RESTARTS, ChangeState, responsible, utcnow
 
-DEAD = {"CRASHED", "FAILED"}
+DEAD = [StateType.CRASHED, StateType.FAILED]
+# Dead runs are read back this far: a sweep that was down for days still finds the crashes it missed.
+LOOK_BACK = timedelta(days=7)
+# A worker sets Pending when it claims a run and Running once the run's process starts (seconds, a minute on
+# a loaded machine); a run still Pending after this never started: its worker died while picking it up.
+STUCK_PENDING_AFTER = timedelta(minutes=10)
+PAGE = 200
+SWEEP_FLOW = "approval-escalation"
+# Runs in these states still have work to do; a run that died there is started again. (A change that
+# completed, failed or rolled back has nothing left for its run.)
+UNFINISHED = {ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled,
+              ChangeState.implementing, ChangeState.verifying}
 
 
-async def _run(flow_run_id: str):
+async def _runs_in(states: list[StateType], ended_after=None) -> list[FlowRun]:
+    run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
+                               end_time=FlowRunFilterEndTime(after_=ended_after) if ended_after else None)
+    found: list[FlowRun] = []
     async with get_client() as client:
-        return await client.read_flow_run(UUID(flow_run_id))
+        while page := await client.read_flow_runs(flow_run_filter=run_filter, limit=PAGE, offset=len(found)):
+            found += page
+            if len(page) < PAGE:
+                break
+    return found
 
 
-async def _restart(flow_run_id: str) -> None:
-    """Retry, as the UI's Retry button would: the run starts again from the top on a free worker."""
+async def _set_state(flow_run_id: UUID, state) -> None:
     async with get_client() as client:
-        await client.set_flow_run_state(UUID(flow_run_id), Scheduled(message="restarted by changeflow after a crash"),
-                                        force=True)
+        await client.set_flow_run_state(flow_run_id, state, force=True)
+
+
+async def _flow_name(flow_id: UUID) -> str:
+    async with get_client() as client:
+        return (await client.read_flow(flow_id)).name
+
+
+def replace_stuck_runs(stuck_after: timedelta = STUCK_PENDING_AFTER) -> dict:
+    """Runs left Pending by a worker that died while starting them. A sweep run is cancelled (the next sweep,
+    a minute later, does its work); a change's run is marked Crashed, so reconcile_crashed_runs records,
+    announces and restarts it like any other crash; a run that never filed its change simply starts again."""
+    cancelled = crashed = rescheduled = 0
+    now = utcnow()
+    for run in asyncio.run(_runs_in([StateType.PENDING])):
+        if run.state is None or now - run.state.timestamp < stuck_after:
+            continue
+        minutes = (now - run.state.timestamp).total_seconds() / 60
+        why = f"stuck Pending for {minutes:.0f} min: its worker died before the run's process started"
+        if asyncio.run(_flow_name(run.flow_id)) == SWEEP_FLOW:
+            asyncio.run(_set_state(run.id, Cancelled(message=f"{why}; the next sweep does its work")))
+            cancelled += 1
+        elif runtime().services.changes.find_by_flow_run(str(run.id)) is not None:
+            asyncio.run(_set_state(run.id, Crashed(message=why)))
+            crashed += 1
+        else:
+            asyncio.run(_set_state(run.id, Scheduled(message=f"{why}; started again by changeflow")))
+            rescheduled += 1
+    return {"stuck_sweeps_cancelled": cancelled, "stuck_runs_crashed": crashed, "stuck_runs_restarted": rescheduled}
 
 
 def reconcile_crashed_runs() -> dict:
-    """Every change being implemented whose run is Crashed or Failed: record the crash once, send a canary back
-    to stable, tell the people on call, and restart the run (at most MAX_AUTOMATIC_RESTARTS times)."""
+    """Every run that died (Crashed or Failed) while its change had work left: record the crash once, send a
+    canary back to stable, tell the people on call, and restart the run (at most MAX_AUTOMATIC_RESTARTS times).
+    The runs are read from Prefect's dead runs, so the cost follows the crashes, not the open changes."""
     rt = runtime()
     services = rt.services
     restarted = aborted = left = 0
-    for state in (ChangeState.implementing, ChangeState.verifying):
-        for change in services.changes.list_changes(state=state, limit=1000):
-            if not change.flow_run_id:
-                continue
-            run = asyncio.run(_run(change.flow_run_id))
-            if run.state is None or run.state.type.value not in DEAD:
-                continue
-            crash = services.recovery.record_crash(
-                change.key, run_id=change.flow_run_id, run_state=run.state.name,
-                message=run.state.message or "", since=run.state.timestamp.isoformat())
-            if crash is None:
-                continue  # this crash was handled by an earlier sweep
-            if abort_canary(change):
-                aborted += 1
-            again = crash.number <= MAX_AUTOMATIC_RESTARTS
-            reason = (f"its flow run {run.state.name.lower()} while {change.state} "
-                      f"({crash.message or 'no message'}); " +
-                      (f"restarted ({crash.number} of {MAX_AUTOMATIC_RESTARTS})" if again
-                       else "left for a person: press Retry on the run after checking the service"))
-            ladder = services.rules(change).ladder
-            on_call = services.org.directory.holders(ladder[0].role) if ladder else []
-            rt.notifier.announce(change, "run_crashed", sorted({*responsible(change, services.org.directory),
-                                                                *on_call}),
-                                 round_=f"crash-{crash.number}", reason=reason)
-            if again:
-                asyncio.run(_restart(change.flow_run_id))
-                restarted += 1
-            else:
-                left += 1
+    for run in asyncio.run(_runs_in(DEAD, ended_after=utcnow() - LOOK_BACK)):
+        change = services.changes.find_by_flow_run(str(run.id))
+        if change is None or change.state not in UNFINISHED or run.state is None:
+            continue
+        crash = services.recovery.record_crash(
+            change.key, run_id=str(run.id), run_state=run.state.name,
+            message=run.state.message or "", since=run.state.timestamp.isoformat())
+        if crash is None:
+            continue  # this crash was handled by an earlier sweep
+        if abort_canary(change):
+            aborted += 1
+        again = crash.number <= MAX_AUTOMATIC_RESTARTS
+        reason = (f"its flow run {run.state.name.lower()} while {change.state} "
+                  f"({crash.message or 'no message'}); " +
+                  (f"restarted ({crash.number} of {MAX_AUTOMATIC_RESTARTS})" if again
+                   else "left for a person: press Retry on the run after checking the service"))
+        ladder = services.rules(change).ladder
+        on_call = services.org.directory.holders(ladder[0].role) if ladder else []
+        rt.notifier.announce(change, "run_crashed", sorted({*responsible(change, services.org.directory),
+                                                            *on_call}),
+                             round_=f"crash-{crash.number}", reason=reason)
+        if again:
+            # As the UI's Retry button would: the run starts again from the top on a free worker.
+            asyncio.run(_set_state(run.id, Scheduled(message="restarted by changeflow after a crash")))
+            restarted += 1
+        else:
+            left += 1
     return {"restarted": restarted, "canaries_aborted": aborted, "left_for_a_person": left}
 
 

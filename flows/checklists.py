@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -18,7 +19,15 @@ from pydantic import Field, create_model
 
 from flows._checks import CHECKS
 from flows._runtime import runtime
-from models import ItemOutcome, PhaseVerdict, PolicyViolation, phase_verdict, responsible, utcnow
+from models import (
+    ItemOutcome,
+    PhaseVerdict,
+    PolicyViolation,
+    interrupted_check_question,
+    phase_verdict,
+    responsible,
+    utcnow,
+)
 
 
 class CheckFailed(Exception):
@@ -55,14 +64,26 @@ def _stored(key: str, phase: str, step: int) -> dict:
     return {r.item_id: r for r in runtime().services.checklists.check_results(key, phase=phase, step=step)}
 
 
-def run_automated(key: str, phase: str, step: int, items: list) -> None:
+def run_automated(key: str, phase: str, step: int, items: list) -> list:
+    """Run the automated items that have no result yet; returns the command items a crash interrupted and that
+    are not idempotent: their outcome is unknown, and a person is asked (never run again blindly)."""
     logger = get_run_logger()
     services = runtime().services
     done = _stored(key, phase, step)
+    started = services.recovery.started_checks(key, phase, step)
+    attempt = f"{flow_run.id}:{flow_run.run_count}"
     futures = {}
+    unknown = []
     for item in items:
         if item.id in done:
             continue
+        if item.kind == "command":
+            if item.id in started:
+                if not item.idempotent:
+                    unknown.append(interrupted_check_question(item))
+                    continue
+                services.recovery.record_check_retry(key, phase, step, item.id)
+            services.recovery.begin_check(key, phase, step, item.id, attempt)
         options = run_check.with_options(retries=item.retries, retry_delay_seconds=1,
                                          timeout_seconds=item.timeout_s + 5, task_run_name=f"{phase}: {item.id}")
         futures[item.id] = (item, options.submit(item))
@@ -77,6 +98,7 @@ def run_automated(key: str, phase: str, step: int, items: list) -> None:
                                   detail=f"check did not finish: {type(result).__name__}", evidence={})
         services.checklists.record_check(key, phase=phase, step=step, item=item, outcome=outcome)
         logger.info("%s %s: %s (%s)", phase, item.id, "passed" if outcome.passed else "FAILED", outcome.detail)
+    return unknown
 
 
 def run_manual(key: str, phase: str, step: int, items: list) -> None:
@@ -144,8 +166,8 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     items = checklist.items(phase) if checklist else []
     if not items:
         return phase_verdict(phase, [])
-    run_automated(key, phase, step, [i for i in items if i.kind != "manual"])
-    run_manual(key, phase, step, [i for i in items if i.kind == "manual"])
+    unknown = run_automated(key, phase, step, [i for i in items if i.kind != "manual"])
+    run_manual(key, phase, step, [i for i in items if i.kind == "manual"] + unknown)
     stored = _stored(key, phase, step)
     outcomes = [ItemOutcome(item_id=i.id, passed=stored[i.id].passed, required=i.required) for i in items]
     verdict = phase_verdict(phase, outcomes)

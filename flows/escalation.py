@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from models import ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
 
 from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input, run_state
-from flows._recovery import reconcile_crashed_runs
+from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
 from flows._runtime import runtime
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -148,6 +148,7 @@ def approval_escalation() -> dict:
     logger = get_run_logger()
     summary = escalate_and_expire()
     summary["cancelled"] = cancel_changes_of_cancelled_runs()
+    summary.update(replace_stuck_runs())
     summary.update(reconcile_crashed_runs())
     summary["nudged"] = nudge_runs_that_can_continue()
     summary["review_reminders"] = remind_reviews()

@@ -42,7 +42,15 @@ def test_checklists(health_url: str, backups: Path) -> dict:
             "post": [{"id": "smoke", "title": "Smoke test", "kind": "command", "command": "echo smoke ok"}]},
         "manual-timeout": {"pre": [
             {"id": "nobody-answers", "title": "Nobody will confirm this", "kind": "manual", "timeout_s": 1}]},
+        # A pre-check that writes a line and then takes long enough to be killed (tests/flows/test_crash_recovery).
+        "slow-pre": {"pre": [slow_check("slow-pre")]},
+        "slow-pre-idempotent": {"pre": [{**slow_check("slow-pre-idempotent"), "idempotent": True}]},
     }
+
+
+def slow_check(name: str) -> dict:
+    return {"id": "slow-check", "title": "A slow pre-check", "kind": "command", "timeout_s": 120,
+            "command": f'echo started >> "$CHANGEFLOW_HOME/checks-{name}.log"; sleep 15'}
 
 
 NORMAL_TYPE = {

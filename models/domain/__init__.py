@@ -75,6 +75,7 @@ from ._checklist import (
     PhaseVerdict,
     SqlItem,
     Status,
+    interrupted_check_question,
     phase_verdict,
 )
 from ._maintenance import (
@@ -271,6 +272,7 @@ __all__ = [
     "overlaps",
     "parse_change_request",
     "parse_duration",
+    "interrupted_check_question",
     "phase_verdict",
     "plan_transition",
     "planned_span",

@@ -43,6 +43,18 @@ class HttpItem(_Item):
 class CommandItem(_Item):
     kind: Literal["command"]
     command: str = Field(min_length=1)
+    idempotent: bool = Field(default=False, description="Safe to run again when a crash interrupted it; otherwise "
+                                                         "a person says whether it passed")
+
+
+# A command item interrupted by a crash becomes a question to a person, who has this long to answer.
+INTERRUPTED_CHECK_TIMEOUT_S = 3600.0
+
+
+def interrupted_check_question(item: CommandItem) -> ManualItem:
+    """What a person is asked about a non-idempotent command item whose run died while it ran."""
+    return ManualItem(id=item.id, required=item.required, timeout_s=max(item.timeout_s, INTERRUPTED_CHECK_TIMEOUT_S),
+                      title=f"{item.title} (interrupted by a crash, outcome unknown: tick only if it passed)"[:200])
 
 
 class SqlItem(_Item):

@@ -93,5 +93,7 @@ class AuditAction(str, Enum):
     amend_refused = "amend_refused"
     step_started = "step_started"
     step_retried = "step_retried"
+    check_started = "check_started"
+    check_retried = "check_retried"
     run_crashed = "run_crashed"
     canary_aborted = "canary_aborted"

@@ -65,6 +65,14 @@ class ChangeService:
                 select(ChangeRequest).where(ChangeRequest.idempotency_key == idempotency_key)
             ).scalar_one_or_none()
 
+    def find_by_flow_run(self, flow_run_id: str) -> ChangeRequest | None:
+        """The change a Prefect flow run implements (the latest, should a run ever have been re-attached)."""
+        with self._uow.read() as session:
+            return session.execute(
+                select(ChangeRequest).where(ChangeRequest.flow_run_id == flow_run_id)
+                .order_by(ChangeRequest.id.desc()).limit(1)  # type: ignore[union-attr]
+            ).scalar_one_or_none()
+
     def view(self, key: str) -> ChangeRequestView:
         with self._uow.read() as session:
             change = self._uow.load(session, key)

@@ -43,6 +43,23 @@ class RecoveryService:
         """An idempotent step runs again after a crash (once per crash)."""
         self._uow.marker(key, AuditAction.step_retried, {"step": step, "after_crash": self.crashes(key)})
 
+    def begin_check(self, key: str, phase: str, step: int, item: str, attempt: str) -> None:
+        """Record that a checklist command is about to run (checks with side effects: `command` items)."""
+        self._uow.marker(key, AuditAction.check_started, {"phase": phase, "step": step, "item": item,
+                                                          "attempt": attempt})
+
+    def record_check_retry(self, key: str, phase: str, step: int, item: str) -> None:
+        """An idempotent checklist command runs again after a crash (once per crash)."""
+        self._uow.marker(key, AuditAction.check_retried, {"phase": phase, "step": step, "item": item,
+                                                          "after_crash": self.crashes(key)})
+
+    def started_checks(self, key: str, phase: str, step: int) -> set[str]:
+        """Checklist commands of (phase, step) that some run started (finished or not: the caller knows which
+        have a stored result)."""
+        return {data["item"] for data in (decode_data(e) for e in self._events(key)
+                                          if e.action == AuditAction.check_started.value)
+                if data["phase"] == phase and data["step"] == step}
+
     def interrupted_steps(self, key: str) -> list[int]:
         """Steps that started and never finished: their outcome is unknown."""
         return _interrupted(self._events(key))

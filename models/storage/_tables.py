@@ -26,6 +26,7 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_implemented", "implemented_at"),
         Index("ix_change_service_ended", "service", "ended_at"),
         Index("ix_change_approval_requested", "approval_requested_at"),
+        Index("ix_change_flow_run", "flow_run_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

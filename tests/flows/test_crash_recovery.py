@@ -129,3 +129,110 @@ def test_an_idempotent_step_killed_mid_way_runs_again_by_itself(flow_stack):
     assert steps_run(flow_stack, "crash-at-least-once") == ["started", "started"]
     retried = [e.data for e in done.events if e.action == "step_retried"]
     assert [d["step"] for d in retried] == [1]
+
+
+def checks_run(flow_stack, checklist: str) -> list[str]:
+    log = flow_stack.home / f"checks-{checklist}.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def crash_mid_pre_check(flow_stack, checklist: str):
+    run_id = submit(standard_request(title=f"crash in {checklist}", service=f"crash-{checklist}",
+                                     template=f"with-{checklist}", implementation_plan="", rollback_plan=""))
+    wait_until(lambda: checks_run(flow_stack, checklist), 90, "the pre-check to start")
+    kill_run(run_id)
+    wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
+    from flows.escalation import reconcile_crashed_runs
+
+    assert reconcile_crashed_runs()["restarted"] >= 1
+    return run_id, flow_stack.services.changes.find_by_flow_run(run_id)
+
+
+def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
+    run_id, change = crash_mid_pre_check(flow_stack, "slow-pre")
+    assert wait_paused(run_id, "checklist-pre-0-") == "checklist-pre-0-1"
+    # The question is the interrupted item; a person answers it with their code, as for any manual item.
+    import subprocess
+    import sys
+
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace")
+    confirmed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "slow-check",
+                                "--as", "grace", "--code", code, "--note", "the check had passed before the crash"],
+                               env=flow_stack.stack.env, capture_output=True, text=True)
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    assert checks_run(flow_stack, "slow-pre") == ["started"], "the interrupted check ran again"
+    actions = [e.action for e in done.events]
+    assert actions.count("check_started") == 1 and actions.count("run_crashed") == 1
+    assert "check_retried" not in actions
+    (result,) = flow_stack.services.checklists.check_results(change.key, phase="pre")
+    assert (result.item_id, result.passed, result.actor) == ("slow-check", True, "grace")
+
+
+def test_an_idempotent_pre_check_killed_mid_way_runs_again_by_itself(flow_stack):
+    run_id, change = crash_mid_pre_check(flow_stack, "slow-pre-idempotent")
+    assert final_run_state(run_id, timeout_s=150).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    assert checks_run(flow_stack, "slow-pre-idempotent") == ["started", "started"]
+    assert [e.data["item"] for e in done.events if e.action == "check_retried"] == ["slow-check"]
+
+
+def test_a_run_that_died_at_its_approval_gate_waits_there_again(flow_stack):
+    """The zombie automation marks a silent run Crashed wherever it was; one that had suspended at its gate
+    is restarted by the sweep and waits at the gate again, under a new key, and an approval then moves it."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    from flows.escalation import reconcile_crashed_runs
+    from tests.flows.test_flows import act, awaiting
+
+    run_id = submit(standard_request(title="dies at the gate", service="crash-at-gate", template="scripted-standard"))
+    change = awaiting(flow_stack, run_id)
+    assert wait_paused(run_id, "approval-") == "approval-r1-1"
+
+    async def crash() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(run_id, Crashed(message="no heartbeat for 90 s"), force=True)
+
+    asyncio.run(crash())
+    assert reconcile_crashed_runs()["restarted"] >= 1
+    assert wait_paused(run_id, "approval-r1-2") == "approval-r1-2"
+    for person in ("alice", "bob"):
+        act(flow_stack, flow_stack.services.changes.get(change.key), person)
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert done.state == "closed"
+    assert [e.action for e in done.events].count("run_crashed") == 1
+
+
+def test_runs_left_pending_by_a_dead_worker_are_replaced(flow_stack):
+    """A worker killed while it picked a run up leaves it Pending for ever: the sweep cancels a stuck sweep run
+    (the next sweep does its work) and starts a stuck change run again."""
+    import asyncio
+    from datetime import timedelta
+
+    from prefect import get_client
+    from prefect.states import Pending
+
+    from flows.escalation import replace_stuck_runs
+    from tests.flows.test_flows import awaiting
+
+    async def stuck(deployment: str, parameters: dict) -> str:
+        async with get_client() as client:
+            found = await client.read_deployment_by_name(deployment)
+            run = await client.create_flow_run_from_deployment(found.id, parameters=parameters, state=Pending())
+            return str(run.id)
+
+    sweep = asyncio.run(stuck("approval-escalation/every-minute", {}))
+    change_run = asyncio.run(stuck("change-request/submit", {"request": standard_request(
+        title="picked up by a worker that died", service="stuck-pending", template="scripted-standard")}))
+    time.sleep(3)
+    summary = replace_stuck_runs(stuck_after=timedelta(seconds=2))
+    assert summary["stuck_sweeps_cancelled"] >= 1 and summary["stuck_runs_restarted"] >= 1, summary
+    assert run_state_name(sweep) == "CANCELLED"
+    assert awaiting(flow_stack, change_run).flow_run_id == change_run
