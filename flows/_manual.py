@@ -35,9 +35,11 @@ class ManualWorkInput(RunInput):
 
 def work_description(change: ChangeRequest, stage: WorkStage, people: list[str], refusal: str | None,
                      interrupted: str | None = None) -> str:
+    consequence = ("**failed** (the change is recorded as failed, nothing undone)" if stage is WorkStage.rolled_back
+                   else "**failed** (the change is rolled back)")
     why = (f"Its step **{interrupted}** was interrupted when its run died: whether it took effect is unknown, and "
-           "it is not run again blindly. Check the service, then confirm it **done** (it took effect) or "
-           "**failed** (the change is rolled back)." if interrupted else
+           f"it is not run again blindly. Check the service, then confirm it **done** (it took effect) or "
+           f"{consequence}." if interrupted else
            f"It has no automation for this step: {_ASKS[stage]}.")
     lines = [
         f"## {change.key} needs a person: {stage.value.replace('_', ' ')}",

@@ -108,9 +108,13 @@ def implement(key: str) -> bool:
     plan = rt.services.canary.plan(change)
     done = rt.services.checklists.done_steps(key)
     interrupted = rt.services.recovery.interrupted_steps(key)  # started by a run that died, never finished
-    evidence = []
+    evidence: list[dict] = []
     for step, command in enumerate(commands or ([] if plan is not None else [None]), start=1):
         if step in done:
+            if not done[step].get("ok", True):
+                # It finished and failed before a crash: the rollback it needs, not a second run.
+                roll_back(key, f"implementation step {step} failed", [*evidence, done[step]])
+                return False
             evidence.append(done[step])
             continue
         if command is None:
@@ -131,10 +135,12 @@ def implement(key: str) -> bool:
             rt.services.recovery.begin_step(key, step, attempt=f"{flow_run.id}:{flow_run.run_count}")
             result = run_step(command, change.service, template.command_timeout_s)
             outcome = {"step": step, **result, "ok": result["exit_code"] == 0 and not result["timed_out"]}
+        # Finished, whatever the outcome: a restart must know the step ran (and failed, if it did).
+        recorded = rt.services.checklists.record_step(key, step, outcome)
         if not outcome["ok"]:
-            roll_back(key, f"implementation step {step} failed", [*evidence, outcome])
+            roll_back(key, f"implementation step {step} failed", [*evidence, recorded])
             return False
-        evidence.append(rt.services.checklists.record_step(key, step, outcome))
+        evidence.append(recorded)
         during = run_phase(key, "during", step)
         if not during.ok:
             roll_back(key, f"during-checklist failed after step {step}: {', '.join(during.failed_required)}",
@@ -216,11 +222,20 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
     change = rt.services.changes.get(key)
     template = rt.services.org.template_of(change)
     rollback: list[dict] = []
-    if template and template.rollback_commands:
-        rollback = [r.evidence() for r in run_commands(template.rollback_commands, service=change.service,
+    # A rollback a crash interrupted is not run again blindly either: a person says whether it completed,
+    # unless the template declares its commands idempotent.
+    interrupted = rt.services.recovery.rollback_interrupted(key)
+    commands = template.rollback_commands if template else []
+    if commands and not (interrupted and not template.idempotent):
+        if interrupted:
+            rt.services.recovery.record_rollback_retry(key)
+        rt.services.recovery.begin_rollback(key, attempt=f"{flow_run.id}:{flow_run.run_count}")
+        rollback = [r.evidence() for r in run_commands(commands, service=change.service,
                                                        timeout_s=template.command_timeout_s)]
-    elif not traffic_restored and change.state in (ChangeState.implementing.value, ChangeState.verifying.value):
-        work = manual_work_gate(key, WorkStage.rolled_back)
+    elif (interrupted or not traffic_restored) and \
+            change.state in (ChangeState.implementing.value, ChangeState.verifying.value):
+        work = manual_work_gate(key, WorkStage.rolled_back,
+                                interrupted="the rollback commands" if interrupted else None)
         rollback = [{"manual": work.note or "rolled back by hand", "confirmed_by": work.person, "ok": work.done}]
         if not work.done:
             fail(key, f"{why}; the manual rollback failed: {work.note}", [*evidence, *rollback])

@@ -81,6 +81,10 @@ SLOW_STEP = {"type": "standard", "title": "A slow step", "rollback_plan": "undo"
 TEST_TEMPLATES = {
     **SCRIPTED,
     "slow-step": SLOW_STEP,
+    # A step that fails, then a rollback slow enough to be killed in the middle.
+    "slow-rollback": {"type": "standard", "title": "A slow rollback", "rollback_plan": "undo",
+                      "implementation_commands": ["exit 3"], "command_timeout_s": 60,
+                      "rollback_commands": ['echo started >> "$CHANGEFLOW_HOME/rollbacks-{service}.log"; sleep 15']},
     "slow-idempotent-step": {**SLOW_STEP, "idempotent": True},
     "canary-release": {
         "type": "standard",
@@ -152,7 +156,7 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release", "slow-step",
-                                          "slow-idempotent-step",
+                                          "slow-idempotent-step", "slow-rollback",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}

@@ -95,5 +95,7 @@ class AuditAction(str, Enum):
     step_retried = "step_retried"
     check_started = "check_started"
     check_retried = "check_retried"
+    rollback_started = "rollback_started"
+    rollback_retried = "rollback_retried"
     run_crashed = "run_crashed"
     canary_aborted = "canary_aborted"

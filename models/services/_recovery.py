@@ -60,6 +60,20 @@ class RecoveryService:
                                           if e.action == AuditAction.check_started.value)
                 if data["phase"] == phase and data["step"] == step}
 
+    def begin_rollback(self, key: str, attempt: str) -> None:
+        """Record that the rollback commands are about to run; the rolled_back transition is their finish."""
+        self._uow.marker(key, AuditAction.rollback_started, {"attempt": attempt})
+
+    def record_rollback_retry(self, key: str) -> None:
+        self._uow.marker(key, AuditAction.rollback_retried, {"after_crash": self.crashes(key)})
+
+    def rollback_interrupted(self, key: str) -> bool:
+        """The rollback commands started and the change never reached rolled_back."""
+        events = self._events(key)
+        started = any(e.action == AuditAction.rollback_started.value for e in events)
+        return started and not any(e.action == AuditAction.transition.value and e.to_state == "rolled_back"
+                                   for e in events)
+
     def interrupted_steps(self, key: str) -> list[int]:
         """Steps that started and never finished: their outcome is unknown."""
         return _interrupted(self._events(key))

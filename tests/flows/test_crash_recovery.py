@@ -236,3 +236,28 @@ def test_runs_left_pending_by_a_dead_worker_are_replaced(flow_stack):
     assert summary["stuck_sweeps_cancelled"] >= 1 and summary["stuck_runs_restarted"] >= 1, summary
     assert run_state_name(sweep) == "CANCELLED"
     assert awaiting(flow_stack, change_run).flow_run_id == change_run
+
+
+def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
+    service = "crash-in-rollback"
+    rollbacks = flow_stack.home / f"rollbacks-{service}.log"
+    run_id = submit(standard_request(title="its rollback dies", service=service, template="slow-rollback",
+                                     implementation_plan="", rollback_plan=""))
+    wait_until(rollbacks.exists, 90, "the rollback to start")
+    kill_run(run_id)
+    wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
+    from flows.escalation import reconcile_crashed_runs
+
+    assert reconcile_crashed_runs()["restarted"] >= 1
+    # The failed step is not run again (its failure was recorded); the interrupted rollback is put to a person.
+    assert wait_paused(run_id, "work-rolled-back-") == "work-rolled-back-1"
+    change = flow_stack.services.changes.find_by_flow_run(run_id)
+    resume_like_the_ui(run_id, {"person": "grace", "note": "checked: the undo had completed",
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace")})
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert done.state == "review_pending" and done.outcome == "rolled_back"
+    assert rollbacks.read_text().split() == ["started"], "the interrupted rollback ran again"
+    actions = [e.action for e in done.events]
+    assert actions.count("rollback_started") == 1 and actions.count("implementation_step") == 1
+    assert "rollback_retried" not in actions
