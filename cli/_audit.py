@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from models import guard_problems, verify_chain
+from models import Checkpoint, guard_problems, verify_chain
 
 from ._context import context
 from ._options import JsonOption, OutputFormat, parse_time
@@ -38,20 +38,58 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=
 
 @audit_app.command("verify")
 @exits_cleanly
-def audit_verify(json_output: bool = JsonOption) -> None:
-    """Recompute the audit hash chain: exit 0 when intact, 1 naming the first broken event."""
+def audit_verify(
+    json_output: bool = JsonOption,
+    prefect: bool = typer.Option(False, "--prefect", help="Also check the checkpoints anchored as Prefect artifacts "
+                                                          "(needs the Prefect server)."),
+) -> None:
+    """Recompute the audit hash chain and check it against every signed checkpoint: exit 0 when intact, 1 naming
+    the first broken event, the rewritten range or the missing guard."""
     ctx = context()
     with ctx.db.read() as session:
         result = verify_chain(session)
-    # A chain that verifies today proves little if the guards that keep it append-only are gone.
+    # A chain that verifies today proves little if the guards that keep it append-only are gone, or if someone
+    # who can write the database recomputed it: the signed checkpoints outside the database catch that.
     guards = guard_problems(ctx.db.read_engine)
+    anchored = ctx.anchors.verify(result, elsewhere=prefect_checkpoints() if prefect else [])
     if json_output:
-        print_json({**result.__dict__, "guard_problems": guards})
-    elif result.ok:
-        console.print(f"audit chain intact: {result.count} events")
+        print_json({**result.__dict__, "guard_problems": guards, "checkpoints": anchored.checkpoints,
+                    "latest_checkpoint": anchored.latest.to_dict() if anchored.latest else None,
+                    "checkpoint_problems": anchored.problems})
     else:
-        print_error(f"audit chain broken at event {result.first_broken_seq}: {result.reason}")
-    for problem in guards if not json_output else []:
-        print_error(f"audit guard: {problem} (`changeflow db upgrade` restores it)")
-    if not result.ok or guards:
+        if result.ok:
+            console.print(f"audit chain intact: {result.count} events")
+        else:
+            print_error(f"audit chain broken at event {result.first_broken_seq}: {result.reason}")
+        for problem in guards:
+            print_error(f"audit guard: {problem} (`changeflow db upgrade` restores it)")
+        for problem in anchored.problems:
+            print_error(f"audit checkpoint: {problem}")
+        if anchored.latest is not None and anchored.ok:
+            console.print(f"{anchored.checkpoints} signed checkpoints hold; the latest anchors event "
+                          f"{anchored.latest.seq} ({anchored.latest.to_dict()['at']}), "
+                          f"{max(result.count - anchored.latest.seq, 0)} events since are not anchored yet")
+        elif anchored.latest is None:
+            console.print("no signed checkpoint yet: `changeflow audit checkpoint` signs one")
+    if not result.ok or guards or not anchored.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+@exits_cleanly
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of the chain's head now (the escalation sweep signs them as they fall due)."""
+    ctx = context()
+    checkpoint = ctx.anchors.checkpoint(force=True)
+    if checkpoint is None:
+        last = ctx.anchors.log.last()
+        console.print(f"nothing new since the checkpoint of event {last.seq}" if last else
+                      f"no signing key at {ctx.settings.signing_key_file}: run `changeflow init`")
+        return
+    console.print(f"checkpoint signed: event {checkpoint.seq} {checkpoint.hash[:16]}... -> {ctx.anchors.log.path}")
+
+
+def prefect_checkpoints() -> list[Checkpoint]:
+    from flows import anchored_checkpoints
+
+    return anchored_checkpoints()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from models import Database, Org, Services, Settings, load_org
+from models import AuditAnchors, Database, Org, Services, Settings, load_org
 
 
 @dataclass
@@ -19,6 +19,10 @@ class AppContext:
     @cached_property
     def org(self) -> Org:
         return load_org(self.settings.config_dir)
+
+    @cached_property
+    def anchors(self) -> AuditAnchors:
+        return AuditAnchors.from_settings(self.settings, self.db)
 
     @cached_property
     def services(self) -> Services:

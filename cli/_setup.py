@@ -28,6 +28,7 @@ def init(force: bool = typer.Option(False, help="Overwrite config files that alr
     settings = Settings()
     settings.ensure_home()
     wrote_secret = settings.ensure_secret_file()
+    wrote_key = settings.ensure_signing_key()
     settings.config_dir.mkdir(parents=True, exist_ok=True)
     installed = []
     for name in CONFIG_FILES:
@@ -41,6 +42,8 @@ def init(force: bool = typer.Option(False, help="Overwrite config files that alr
     console.print(f"home:     {settings.home}")
     console.print(f"secret:   {settings.secret_file if not settings.secret else 'CHANGEFLOW_SECRET'}"
                   f"{' (new)' if wrote_secret else ''}")
+    console.print(f"audit key: {settings.signing_key_file}{' (new)' if wrote_key else ''}; public half for "
+                  f"auditors: {settings.public_key_file}")
     console.print(f"config:   {settings.config_dir} ({', '.join(installed) or 'kept existing files'})")
     console.print(f"database: {ctx.db.url} (schema {revision})")
 

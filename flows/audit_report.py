@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
+from flows._anchors import publish_verification
 from flows._runtime import runtime
 from models import REPORTS
 
@@ -24,6 +25,8 @@ def audit_report(
     until: Annotated[datetime | None, Field(description="End of the range (default: now)")] = None,
     service: Annotated[str | None, Field(description="Only this service")] = None,
 ) -> int:
+    # The latest signed checkpoint and whether the chain holds against it, beside the report.
+    publish_verification()
     result = runtime().services.reports.run(report, since, until, service)
     rows, fields = result.rows, result.fields
     create_table_artifact(key=f"{report}-report", table=[{f: row.get(f) for f in fields} for row in rows],

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from models import ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
 
 from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input, run_state
+from flows._anchors import anchor_checkpoint
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
 from flows._runtime import runtime
 
@@ -152,6 +153,8 @@ def approval_escalation() -> dict:
     summary.update(reconcile_crashed_runs())
     summary["nudged"] = nudge_runs_that_can_continue()
     summary["review_reminders"] = remind_reviews()
+    checkpoint = anchor_checkpoint()
+    summary["checkpoint"] = checkpoint.seq if checkpoint else None
     report = runtime().notifier.deliver()
     summary.update(sent=report.sent, failed=report.failed)
     logger.info("escalation sweep: %s", summary)

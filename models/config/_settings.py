@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="First retry delay; doubles per attempt (with jitter), capped at 15 min."
     )
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of every outbound HTTP request.")
+    audit_checkpoint_every_events: int = Field(
+        default=1000, ge=1, description="Sign a checkpoint of the audit chain after this many new events ...")
+    audit_checkpoint_every_s: float = Field(
+        default=300.0, gt=0, description="... or this long after the last one when anything is new.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
@@ -88,6 +92,41 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"no secret: set CHANGEFLOW_SECRET or run `changeflow init` to create {self.secret_file}"
             ) from None
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The Ed25519 key that signs audit checkpoints (0600): outside the database, like the secret."""
+        return self.home / "audit-signing.key"
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.home / "audit-checkpoints.jsonl"
+
+    def ensure_signing_key(self) -> bool:
+        """Create the checkpoint signing key (0600) and its public half beside it; True when new."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+            PublicFormat,
+        )
+
+        if self.signing_key_file.exists():
+            return False
+        self.ensure_home()
+        key = Ed25519PrivateKey.generate()
+        fd = os.open(self.signing_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        self.public_key_file.write_bytes(key.public_key().public_bytes(Encoding.PEM,
+                                                                       PublicFormat.SubjectPublicKeyInfo))
+        return True
+
+    @property
+    def public_key_file(self) -> Path:
+        """What an auditor needs to check checkpoints offline; safe to publish."""
+        return self.home / "audit-signing.pub"
 
     def ensure_home(self) -> None:
         """HOME holds the secret and the database: only its owner may enter it, whatever the umask."""

@@ -61,6 +61,14 @@ from ._canary_plan import (
     NginxRouter,
     RouterConfig,
 )
+from ._checkpoints import (
+    CHECKPOINT_ORIGIN,
+    Checkpoint,
+    checkpoint_due,
+    checkpoint_problems,
+    key_id,
+    sign_checkpoint,
+)
 from ._checklist import (
     PHASES,
     BackupFreshItem,
@@ -165,6 +173,12 @@ from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text, within_
 from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers
 
 __all__ = [
+    "CHECKPOINT_ORIGIN",
+    "Checkpoint",
+    "checkpoint_due",
+    "checkpoint_problems",
+    "key_id",
+    "sign_checkpoint",
     "Activity",
     "ApprovalRequirement",
     "ApprovalView",

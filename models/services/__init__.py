@@ -2,6 +2,7 @@
 audit event in one transaction). Entry points (flows, CLI, notifications) call these, never storage directly."""
 
 from ._amendments import AMENDABLE_FIELDS, AmendmentService
+from ._anchors import AnchorReport, AuditAnchors
 from ._approvals import ApprovalService, DecisionResult
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
@@ -18,7 +19,9 @@ __all__ = [
     "AMENDABLE_FIELDS",
     "AmendmentService",
     "ACTIVE_STATES",
+    "AnchorReport",
     "ApprovalService",
+    "AuditAnchors",
     "CanaryService",
     "ChangeService",
     "ChecklistService",

@@ -12,6 +12,7 @@ from ._audit import (
     verify_chain,
 )
 from ._checklist_store import insert_result
+from ._checkpoint_log import CheckpointLog, chain_hashes_at, chain_head
 from ._db import Database
 from ._guards import guard_problems, restore_guards
 from ._migrate import SCHEMA_REVISION, head_revision
@@ -34,6 +35,7 @@ __all__ = [
     "AuditHead",
     "CanaryMeasurement",
     "ChangeFilter",
+    "CheckpointLog",
     "ChangeRequest",
     "ChecklistResult",
     "Database",
@@ -45,6 +47,8 @@ __all__ = [
     "VerifyResult",
     "append_event",
     "canonical_json",
+    "chain_hashes_at",
+    "chain_head",
     "decode_cursor",
     "decode_data",
     "event_hash",

@@ -1,0 +1,156 @@
+"""Signed checkpoints catch what the hash chain alone cannot: an insider with write access to the database who
+drops the guards, rewrites events and recomputes every later hash and `audit_head` (issue 14). Each attack runs
+on SQLite and PostgreSQL; the checkpoint key and file live in HOME, out of the database's reach."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from models import AuditAnchors, AuditEvent, GENESIS_HASH, Settings, event_hash, verify_chain
+from tests.helpers import approve, standard_request
+
+
+def _history(services, changes: int = 2) -> None:
+    for _ in range(changes):
+        change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+        approve(services, change.key, "alice")
+        approve(services, change.key, "bob")
+
+
+def _lift_guards(conn, dialect: str) -> None:
+    if dialect == "sqlite":
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+    else:
+        conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+
+
+def rewrite_history(db, *statements: str) -> None:
+    """The insider: lift the guards, edit, then recompute every hash from the first event and move audit_head,
+    so that the chain on its own verifies again."""
+    with db.write_engine.connect() as conn:
+        _lift_guards(conn, db.dialect)
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        # prev_hash is unique (no forks): park every link on a placeholder before re-linking.
+        conn.exec_driver_sql("UPDATE audit_events SET prev_hash = 'parked-' || CAST(seq AS VARCHAR(20)), "
+                             "hash = 'parked-' || CAST(seq AS VARCHAR(20))")
+        conn.commit()
+    with db.read() as session:
+        events = list(session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        rows = [(e.seq, e.change_key, e.occurred_at, e.actor, e.action, e.from_state, e.to_state, e.data)
+                for e in events]
+    with db.write_engine.connect() as conn:
+        prev = GENESIS_HASH
+        for number, (seq, change_key, occurred_at, actor, action, from_state, to_state, data) in enumerate(rows, 1):
+            digest = event_hash(number, change_key, occurred_at, actor, action, from_state, to_state, data, prev)
+            conn.exec_driver_sql("UPDATE audit_events SET seq = %s, prev_hash = '%s', hash = '%s' WHERE seq = %s"
+                                 % (number, prev, digest, seq))
+            prev = digest
+        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {len(rows)}, hash = '{prev}' WHERE id = 1")
+        conn.commit()
+    with db.read() as session:
+        assert verify_chain(session).ok, "the rewrite must fool the chain alone"
+
+
+ATTACKS = {
+    "rewrite-an-approver": ["UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MIN(seq) FROM "
+                            "audit_events WHERE action = 'approval')"],
+    "delete-a-refusal-and-renumber": ["DELETE FROM audit_events WHERE seq = (SELECT MIN(seq) FROM audit_events "
+                                      "WHERE action = 'approval_refused')"],
+    "insert-a-forged-approval": ["UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5",
+                                 "INSERT INTO audit_events (seq, change_key, occurred_at, actor, action, data, "
+                                 "prev_hash, hash) SELECT 5, change_key, occurred_at, 'erin', 'approval', '{}', '', '' "
+                                 "FROM audit_events WHERE seq = 4"],
+    "delete-the-last-event": ["DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)"],
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_a_rechained_rewrite_older_than_the_last_checkpoint_is_caught(services, cli_env, attack):
+    _history(services)
+    # A self-approval attempt: refused and recorded (the refusal an insider would like to erase).
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    with pytest.raises(Exception):
+        approve(services, change.key, change.requester)
+    signed = cli_env("audit", "checkpoint")
+    assert signed.exit_code == 0 and "checkpoint signed" in signed.output, signed.output
+    assert cli_env("audit", "verify").exit_code == 0
+
+    rewrite_history(services.db, *ATTACKS[attack])
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "audit chain intact" in result.output  # the chain alone is fooled ...
+    assert "audit checkpoint:" in result.output  # ... the signed checkpoint is not
+    assert ("was rewritten after the checkpoint" in result.output) or ("were deleted" in result.output)
+
+
+def test_events_after_the_last_checkpoint_are_reported_as_not_yet_anchored(services, cli_env):
+    _history(services, changes=1)
+    cli_env("audit", "checkpoint")
+    _history(services, changes=1)
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert "1 signed checkpoints hold" in result.output and "events since are not anchored yet" in result.output
+
+
+def test_an_edited_checkpoint_file_fails_its_signature(services, cli_env):
+    _history(services, changes=1)
+    cli_env("audit", "checkpoint")
+    settings = Settings()
+    line = json.loads(settings.checkpoint_file.read_text())
+    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    with services.db.read() as session:
+        line["hash"] = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == line["seq"])).scalar_one()
+    settings.checkpoint_file.write_text(json.dumps(line) + "\n")  # the insider also "fixes" the checkpoint
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1
+    assert "has no valid signature" in result.output
+
+
+def test_a_checkpoint_file_rewritten_without_the_other_anchor_is_caught(services, cli_env):
+    """The file and the Prefect artifact hold the same signed checkpoints: losing one from the file (the only
+    rewrite possible without the key) is caught by the other, and a rewrite of the chain by either."""
+    _history(services, changes=1)
+    cli_env("audit", "checkpoint")
+    settings = Settings()
+    anchors = AuditAnchors.from_settings(settings, services.db)
+    published = anchors.log.read()[0]  # what the sweep also published as artifacts
+    settings.checkpoint_file.write_text("")  # the file is emptied ...
+    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    with services.db.read() as session:
+        chain = verify_chain(session)
+    report = anchors.verify(chain, elsewhere=published)
+    assert not report.ok
+    assert any("missing from audit-checkpoints.jsonl" in p for p in report.problems)
+    assert any("was rewritten after the checkpoint" in p for p in report.problems)
+    # ... and the other way round: the artifacts gone, the file still holds.
+    anchors.log.append(published[0])
+    report = anchors.verify(chain, elsewhere=[])
+    assert any("was rewritten after the checkpoint" in p for p in report.problems)
+
+
+def test_checkpoints_fall_due_by_count_and_by_time(services, tmp_path):
+    from datetime import timedelta
+
+    from models import CheckpointLog, utcnow
+
+    now = [utcnow()]
+    settings = Settings(home=tmp_path / "anchors")
+    settings.ensure_signing_key()
+    anchors = AuditAnchors(services.db, CheckpointLog(settings.checkpoint_file), settings.signing_key_file,
+                           settings.public_key_file, every_events=20, every=timedelta(minutes=5),
+                           clock=lambda: now[0])
+    _history(services, changes=1)
+    assert anchors.checkpoint() is not None  # the first one is due at once
+    assert anchors.checkpoint() is None  # nothing new
+    _history(services, changes=1)  # 6 events: neither 20 events nor 5 minutes
+    assert anchors.checkpoint() is None
+    now[0] += timedelta(minutes=5)
+    assert anchors.checkpoint() is not None
+    _history(services, changes=4)  # 24 events
+    assert anchors.checkpoint() is not None
+    assert len(anchors.log.read()[0]) == 3
