@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from models import Checkpoint, guard_problems, verify_chain
+from models import Checkpoint, guard_problems, record_problems, verify_chain
 
 from ._context import context
 from ._options import JsonOption, OutputFormat, parse_time
@@ -43,17 +43,19 @@ def audit_verify(
     prefect: bool = typer.Option(False, "--prefect", help="Also check the checkpoints anchored as Prefect artifacts "
                                                           "(needs the Prefect server)."),
 ) -> None:
-    """Recompute the audit hash chain and check it against every signed checkpoint: exit 0 when intact, 1 naming
-    the first broken event, the rewritten range or the missing guard."""
+    """Recompute the audit hash chain, check it against every signed checkpoint and the change and approval rows
+    against it: exit 0 when all hold, 1 naming the first broken event, the rewritten range, the row the chain
+    does not explain or the missing guard."""
     ctx = context()
     with ctx.db.read() as session:
         result = verify_chain(session)
+        records = record_problems(session)
     # A chain that verifies today proves little if the guards that keep it append-only are gone, or if someone
     # who can write the database recomputed it: the signed checkpoints outside the database catch that.
     guards = guard_problems(ctx.db.read_engine)
     anchored = ctx.anchors.verify(result, elsewhere=prefect_checkpoints() if prefect else [])
     if json_output:
-        print_json({**result.__dict__, "guard_problems": guards, "checkpoints": anchored.checkpoints,
+        print_json({**result.__dict__, "guard_problems": guards, "record_problems": records, "checkpoints": anchored.checkpoints,
                     "latest_checkpoint": anchored.latest.to_dict() if anchored.latest else None,
                     "checkpoint_problems": anchored.problems})
     else:
@@ -65,13 +67,15 @@ def audit_verify(
             print_error(f"audit guard: {problem} (`changeflow db upgrade` restores it)")
         for problem in anchored.problems:
             print_error(f"audit checkpoint: {problem}")
+        for problem in records:
+            print_error(f"audit record: {problem}")
         if anchored.latest is not None and anchored.ok:
             console.print(f"{anchored.checkpoints} signed checkpoints hold; the latest anchors event "
                           f"{anchored.latest.seq} ({anchored.latest.to_dict()['at']}), "
                           f"{max(result.count - anchored.latest.seq, 0)} events since are not anchored yet")
         elif anchored.latest is None:
             console.print("no signed checkpoint yet: `changeflow audit checkpoint` signs one")
-    if not result.ok or guards or not anchored.ok:
+    if not result.ok or guards or not anchored.ok or records:
         raise typer.Exit(1)
 
 

@@ -19,7 +19,16 @@ from sqlalchemy import and_, case, func, select
 from sqlmodel import Session
 
 from ..domain import Org, change_type, scheduled_windows, utcnow
-from ..storage import Approval, AuditEvent, ChangeRequest, MaintenanceWindow, Notification, decode_data, verify_chain
+from ..storage import (
+    Approval,
+    AuditEvent,
+    ChangeRequest,
+    MaintenanceWindow,
+    Notification,
+    decode_data,
+    record_problems,
+    verify_chain,
+)
 
 FAILED_OUTCOMES = ("failed", "rolled_back")
 
@@ -176,8 +185,12 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
     if not chain.ok:
         findings.append({"kind": "audit_chain_broken", "change": None,
                          "detail": f"first broken event {chain.first_broken_seq}: {chain.reason}"})
+    # The approvals and change rows read above are trusted only as far as the chain explains them.
+    findings += [{"kind": "record_not_in_audit_trail", "change": None, "detail": problem[:300]}
+                 for problem in record_problems(session)]
     if service:
-        findings = [f for f in findings if f["kind"] == "audit_chain_broken" or f["change"] in set(keys) or
+        whole_trail = ("audit_chain_broken", "record_not_in_audit_trail")
+        findings = [f for f in findings if f["kind"] in whole_trail or f["change"] in set(keys) or
                     _service_of(session, f["change"]) == service]
     return findings
 

@@ -17,6 +17,7 @@ from ._db import Database
 from ._guards import guard_problems, restore_guards
 from ._migrate import SCHEMA_REVISION, head_revision
 from ._migrate import upgrade as upgrade_database
+from ._reconcile import record_problems
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
 from ._tables import (
     Approval,
@@ -56,6 +57,7 @@ __all__ = [
     "head_revision",
     "insert_result",
     "query_changes",
+    "record_problems",
     "upgrade_database",
     "guard_problems",
     "restore_guards",

@@ -154,3 +154,37 @@ def test_checkpoints_fall_due_by_count_and_by_time(services, tmp_path):
     _history(services, changes=4)  # 24 events
     assert anchors.checkpoint() is not None
     assert len(anchors.log.read()[0]) == 3
+
+
+ROW_ATTACKS = {
+    "close-a-change": (["UPDATE change_requests SET state = 'closed' WHERE id = 1"],
+                       "its row says state closed but its last recorded transition"),
+    "requester-becomes-the-approver": (["UPDATE change_requests SET requester = 'alice' WHERE id = 1"],
+                                       "its row names requester alice but event 1 records it filed by grace"),
+    "forged-approval-row": (["INSERT INTO approvals (change_id, round, approver, role, decision, comment, decided_at) "
+                             "SELECT id, 1, 'erin', 'team_lead', 'approve', '', created_at FROM change_requests "
+                             "WHERE id = 3"], "(CHG-000003: approve by erin, round 1) has no decision event"),
+    "delete-a-rejection-and-approve": (["DELETE FROM approvals WHERE decision = 'reject'",
+                                        "UPDATE change_requests SET state = 'approved' WHERE id = 3"],
+                                       "rejection of CHG-000003 by alice, but its approvals row is gone"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ROW_ATTACKS))
+def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services, cli_env, attack):
+    _history(services)  # CHG-000001 and -000002 approved
+    rejected = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    services.approvals.decide(rejected.key, approver="alice", decision="reject", comment="not now",
+                              code=services.approvals.approval_code_for(rejected.key, "alice"))
+    assert cli_env("audit", "verify").exit_code == 0
+    statements, named = ROW_ATTACKS[attack]
+    with services.db.write_engine.connect() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        conn.commit()
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "audit record:" in result.output and named in result.output, result.output
+    # Compliance does not take the edited rows on trust either.
+    report = cli_env("report", "compliance", "--format", "json")
+    assert "record_not_in_audit_trail" in report.output, report.output

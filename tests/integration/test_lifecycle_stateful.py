@@ -28,6 +28,7 @@ from models import (
     PolicyViolation,
     is_allowed,
     load_org,
+    record_problems,
     verify_chain,
 )
 from models import events_for
@@ -180,6 +181,7 @@ class ChangeLifecycle(RuleBasedStateMachine):
     def every_applied_transition_is_in_the_chain_exactly_once(self):
         with self.db.read() as session:
             assert verify_chain(session).ok
+            assert record_problems(session) == []
             for key, applied in self.applied.items():
                 recorded = [(e.from_state, e.to_state) for e in events_for(session, key) if e.action == "transition"]
                 assert recorded == applied

@@ -1,0 +1,76 @@
+"""The rows outside the chain, checked against it: a change row must be in the state its last recorded
+transition put it in and carry the requester who filed it; every approvals row must have its decision event,
+and every decision event its row (issue 14). Someone who edits `change_requests` or `approvals` directly (state
+to `closed`, a forged approval, a deleted rejection) leaves a row the chain does not explain.
+
+Set-based SQL, so the cost is a few scans on the database's side, not a Python loop over every change."""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlmodel import Session
+
+from ._tables import Approval, AuditEvent, ChangeRequest
+
+# What `audit verify` prints at most per kind (the count says how many more there are).
+SHOWN = 5
+
+_EVENT_OF_DECISION = case((Approval.decision == "approve", literal("approval")), else_=literal("rejection"))
+
+
+def record_problems(session: Session) -> list[str]:
+    problems: list[str] = []
+    last = (select(AuditEvent.change_key, func.max(AuditEvent.seq).label("seq"))
+            .where(AuditEvent.action == "transition").group_by(AuditEvent.change_key).subquery())
+    transition = (select(AuditEvent.change_key, AuditEvent.to_state, AuditEvent.seq)
+                  .join(last, AuditEvent.seq == last.c.seq).subquery())
+    recorded_state = func.coalesce(transition.c.to_state, literal("submitted"))
+    wrong_state = session.execute(
+        select(ChangeRequest.key, ChangeRequest.state, recorded_state, transition.c.seq)
+        .outerjoin(transition, transition.c.change_key == ChangeRequest.key)
+        .where(ChangeRequest.state != recorded_state).order_by(ChangeRequest.id)).all()
+    problems += [f"change {key}: its row says state {state} but its last recorded transition "
+                 + (f"(event {seq}) is to {recorded}" if seq else "is none (it was filed and not moved)")
+                 for key, state, recorded, seq in wrong_state[:SHOWN]]
+    problems += _more(wrong_state, "change rows in a state the audit trail does not record")
+
+    submitted = (select(AuditEvent.change_key, AuditEvent.actor, AuditEvent.seq)
+                 .where(AuditEvent.action == "submitted").subquery())
+    wrong_requester = session.execute(
+        select(ChangeRequest.key, ChangeRequest.requester, submitted.c.actor, submitted.c.seq)
+        .outerjoin(submitted, submitted.c.change_key == ChangeRequest.key)
+        .where(or_(submitted.c.actor.is_(None), submitted.c.actor != ChangeRequest.requester))
+        .order_by(ChangeRequest.id)).all()
+    problems += [f"change {key}: its row names requester {requester} but " +
+                 (f"event {seq} records it filed by {actor}" if seq else "no event records it being filed")
+                 for key, requester, actor, seq in wrong_requester[:SHOWN]]
+    problems += _more(wrong_requester, "change rows whose requester the audit trail does not record")
+
+    unexplained = session.execute(
+        select(Approval.id, ChangeRequest.key, Approval.approver, Approval.decision, Approval.round)
+        .join(ChangeRequest, ChangeRequest.id == Approval.change_id)
+        .where(~exists().where(and_(AuditEvent.change_key == ChangeRequest.key,
+                                    AuditEvent.actor == Approval.approver,
+                                    AuditEvent.action == _EVENT_OF_DECISION)))
+        .order_by(Approval.id)).all()
+    problems += [f"approvals row {row_id} ({key}: {decision} by {approver}, round {round_}) has no decision event "
+                 "in the audit trail: it was written outside changeflow"
+                 for row_id, key, approver, decision, round_ in unexplained[:SHOWN]]
+    problems += _more(unexplained, "approvals rows without a decision event")
+
+    decision_of_event = case((AuditEvent.action == "approval", literal("approve")), else_=literal("reject"))
+    missing_rows = session.execute(
+        select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.actor, AuditEvent.action)
+        .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
+        .where(AuditEvent.action.in_(("approval", "rejection")))  # type: ignore[attr-defined]
+        .where(~exists().where(and_(Approval.change_id == ChangeRequest.id, Approval.approver == AuditEvent.actor,
+                                    Approval.decision == decision_of_event)))
+        .order_by(AuditEvent.seq)).all()
+    problems += [f"event {seq} records a {action} of {key} by {actor}, but its approvals row is gone"
+                 for seq, key, actor, action in missing_rows[:SHOWN]]
+    problems += _more(missing_rows, "decision events whose approvals row is gone")
+    return problems
+
+
+def _more(rows: list, what: str) -> list[str]:
+    return [f"... {len(rows) - SHOWN} more {what}"] if len(rows) > SHOWN else []
