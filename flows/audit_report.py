@@ -26,8 +26,9 @@ def audit_report(
     service: Annotated[str | None, Field(description="Only this service")] = None,
 ) -> int:
     # The latest signed checkpoint and whether the chain holds against it, beside the report.
-    publish_verification()
-    result = runtime().services.reports.run(report, since, until, service)
+    anchor = publish_verification().latest
+    result = runtime().services.reports.run(report, since, until, service,
+                                            chain_anchor=(anchor.seq, anchor.hash) if anchor else None)
     rows, fields = result.rows, result.fields
     create_table_artifact(key=f"{report}-report", table=[{f: row.get(f) for f in fields} for row in rows],
                           description=f"{report} report")

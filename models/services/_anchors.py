@@ -74,6 +74,14 @@ class AuditAnchors:
         key = load_pem_public_key(self._public_key_file.read_bytes())
         return key if isinstance(key, Ed25519PublicKey) else None
 
+    def latest_valid(self) -> Checkpoint | None:
+        """The newest checkpoint in the file whose signature holds: where incremental verification starts."""
+        public_key = self.public_key()
+        if public_key is None:
+            return None
+        checkpoints, _ = self.log.read()
+        return max((c for c in checkpoints if c.signed_by(public_key)), key=lambda c: c.seq, default=None)
+
     def verify(self, chain: VerifyResult, elsewhere: Iterable[Checkpoint] = ()) -> AnchorReport:
         """The chain (as verify_chain recomputed it) against the checkpoint file and the checkpoints anchored
         `elsewhere` (Prefect artifacts): each must be validly signed and match the chain; one anchored elsewhere

@@ -148,10 +148,12 @@ _VERIFY_COLUMNS = (
 )
 
 
-def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None) -> VerifyResult:
-    """Recompute the chain over rows ordered by seq; name the first event that does not link."""
-    expected_seq, prev = 1, GENESIS_HASH
-    count = 0
+def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None,
+                start: tuple[int, str] = (0, GENESIS_HASH)) -> VerifyResult:
+    """Recompute the chain over rows ordered by seq, from the event after `start` (seq, hash); name the first
+    event that does not link. `count` is the seq of the last event that verified."""
+    expected_seq, prev = start[0] + 1, start[1]
+    count = start[0]
     for seq, change_key, occurred_at, actor, action, from_state, to_state, data, prev_hash, digest in rows:
         if seq != expected_seq:
             return VerifyResult(False, count, expected_seq, f"event {expected_seq} is missing (next stored is {seq})")
@@ -161,20 +163,36 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None) -> VerifyRe
             return VerifyResult(False, count, seq, f"event {seq} was altered (its hash does not match its content)")
         prev, expected_seq, count = digest, seq + 1, count + 1
     if head is not None and tuple(head) != (count, prev):
+        # Name the first event that is wrong: past the head when events were appended behind its back, the
+        # first missing one when the tail was cut, the last one when it was replaced.
+        first_wrong = head[0] + 1 if count > head[0] else count + 1 if count < head[0] else count
         return VerifyResult(
-            False, count, count + 1, f"the chain ends at event {count} but the head records event {head[0]}"
+            False, count, first_wrong, f"the chain ends at event {count} but the head records event {head[0]}"
+            + (" with another hash" if count == head[0] else "")
         )
     return VerifyResult(True, count)
 
 
-def verify_chain(session: Session) -> VerifyResult:
+def verify_chain(session: Session, after: tuple[int, str] | None = None) -> VerifyResult:
+    """Recompute the whole chain, or (`after` = a signed checkpoint's seq and hash) only the events after it,
+    once the stored event at that seq still carries the signed hash. The incremental form trusts the prefix as
+    it was when the checkpoint was signed and verified: a rewrite of it that recomputes the hashes is caught
+    (the hash at the checkpoint changes), an edit that leaves the hashes alone only by the full form."""
     head_row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
     table = AuditEvent.__table__.c
     when = _canonical_time_sql(session.get_bind().dialect.name)
     columns = [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
                table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
-    rows = session.execute(select(*columns).order_by(table.seq).execution_options(yield_per=20_000))
-    return verify_rows(rows, tuple(head_row) if head_row else None)
+    query = select(*columns).order_by(table.seq)
+    start = (0, GENESIS_HASH)
+    if after is not None and after[0] > 0:
+        stored = session.execute(select(table.hash).where(table.seq == after[0])).scalar_one_or_none()
+        if stored != after[1]:
+            return VerifyResult(False, 0, after[0], f"event {after[0]} no longer carries the hash of its signed "
+                                                    "checkpoint: the events up to it were rewritten")
+        query, start = query.where(table.seq > after[0]), after
+    rows = session.execute(query.execution_options(yield_per=20_000))
+    return verify_rows(rows, tuple(head_row) if head_row else None, start)
 
 
 def events_for(session: Session, change_key: str) -> list[AuditEvent]:

@@ -188,3 +188,52 @@ def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services,
     # Compliance does not take the edited rows on trust either.
     report = cli_env("report", "compliance", "--format", "json")
     assert "record_not_in_audit_trail" in report.output, report.output
+
+
+def test_incremental_verification_starts_at_the_last_signed_checkpoint(services, cli_env):
+    _history(services)
+    cli_env("audit", "checkpoint")
+    _history(services, changes=1)
+    quick = cli_env("audit", "verify", "--incremental")
+    assert quick.exit_code == 0 and "recomputed after the checkpoint of event 12" in quick.output, quick.output
+    report = cli_env("report", "compliance", "--format", "json")
+    assert report.exit_code == 0 and "audit_chain_broken" not in report.output
+    # A re-chained rewrite changes the hash at the checkpoint: the incremental form catches it too.
+    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
+    quick = cli_env("audit", "verify", "--incremental")
+    assert quick.exit_code == 1
+    assert "audit chain broken at event 12: event 12 no longer carries the hash of its signed checkpoint" \
+        in quick.output, quick.output
+    assert "audit_chain_broken" in cli_env("report", "compliance", "--format", "json").output
+
+
+def test_an_edit_that_leaves_the_hashes_alone_is_caught_by_the_full_verification_only(services, cli_env):
+    """The documented limit of --incremental: it trusts the prefix it does not recompute."""
+    _history(services)
+    cli_env("audit", "checkpoint")
+    with services.db.write_engine.connect() as conn:
+        _lift_guards(conn, services.db.dialect)
+        # The policy decision (event 2): an edit the row reconciliation has nothing to compare with.
+        conn.exec_driver_sql("UPDATE audit_events SET data = '{}' WHERE seq = 2")
+        conn.commit()
+    assert cli_env("db", "upgrade").exit_code == 0  # the insider puts the guards back
+    assert cli_env("audit", "verify", "--incremental").exit_code == 0
+    full = cli_env("audit", "verify")
+    assert full.exit_code == 1 and "audit chain broken at event 2: event 2 was altered" in full.output
+
+
+def test_an_event_appended_behind_the_heads_back_is_named(services, cli_env):
+    _history(services)  # 12 events
+    with services.db.read() as session:
+        last = session.execute(select(AuditEvent).where(AuditEvent.seq == 12)).scalar_one()
+        forged = event_hash(13, last.change_key, last.occurred_at, "erin", "approval", None, None, "{}", last.hash)
+    with services.db.write_engine.connect() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO audit_events (seq, change_key, occurred_at, actor, action, data, prev_hash, hash) "
+            f"SELECT 13, change_key, occurred_at, 'erin', 'approval', '{{}}', '{last.hash}', '{forged}' "
+            "FROM audit_events WHERE seq = 12")
+        conn.commit()
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1
+    assert "audit chain broken at event 13: the chain ends at event 13 but the head records event 12" \
+        in result.output, result.output
