@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from models import Checkpoint, guard_problems, record_problems, verify_chain
+from models import (
+    Checkpoint,
+    InputError,
+    export_bundle,
+    guard_problems,
+    record_problems,
+    utcnow,
+    verify_bundle,
+    verify_chain,
+)
 
 from ._context import context
 from ._options import JsonOption, OutputFormat, parse_time
@@ -79,8 +90,8 @@ def audit_verify(
         for problem in records:
             print_error(f"audit record: {problem}")
         if anchored.latest is not None and anchored.ok:
-            console.print(f"{anchored.checkpoints} signed checkpoints hold; the latest anchors event "
-                          f"{anchored.latest.seq} ({anchored.latest.to_dict()['at']}), "
+            console.print(f"{anchored.checkpoints} signed checkpoints hold (key {anchored.latest.key_id}); the "
+                          f"latest anchors event {anchored.latest.seq} ({anchored.latest.to_dict()['at']}), "
                           f"{max(result.count - anchored.latest.seq, 0)} events since are not anchored yet")
         elif anchored.latest is None:
             console.print("no signed checkpoint yet: `changeflow audit checkpoint` signs one")
@@ -106,3 +117,39 @@ def prefect_checkpoints() -> list[Checkpoint]:
     from flows import anchored_checkpoints
 
     return anchored_checkpoints()
+
+
+@audit_app.command("export")
+@exits_cleanly
+def audit_export(
+    file: Path = typer.Argument(..., help="Where to write the bundle (JSON Lines)."),
+    since: Optional[str] = typer.Option(None, help="Start of the range (default: a week before --until)."),
+    until: Optional[str] = typer.Option(None, help="End of the range (default: now)."),
+) -> None:
+    """Write an audit bundle an auditor checks offline with `changeflow audit verify-bundle`."""
+    ctx = context()
+    end = parse_time(until, "until") or utcnow()
+    start = parse_time(since, "since") or end - timedelta(days=7)
+    if start >= end:
+        raise InputError("--since: must be before --until", [("since", "after until")])
+    summary = export_bundle(ctx.db, ctx.anchors, start, end, file)
+    console.print(f"{summary.path}: {summary.in_range} events in range ({summary.events} from the checkpoint of "
+                  f"event {summary.anchor_seq}), {summary.checkpoints} checkpoints, {summary.changes} changes")
+
+
+@audit_app.command("verify-bundle")
+@exits_cleanly
+def audit_verify_bundle(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A bundle from `changeflow audit export`."),
+    public_key: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                              help="The audit public key you hold (default: the bundle's own)."),
+) -> None:
+    """Check a bundle with no database: the chain from its signed anchor, every checkpoint, the rows. Exit 1
+    naming the first problem."""
+    report = verify_bundle(file, public_key.read_bytes() if public_key else None)
+    for problem in report.problems:
+        print_error(f"bundle: {problem}")
+    if report.problems:
+        raise typer.Exit(1)
+    console.print(f"bundle intact: {report.events} events, {report.checkpoints} checkpoints hold (key "
+                  f"{report.key_id}); {report.unanchored} events after the last checkpoint are not anchored")

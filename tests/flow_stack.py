@@ -159,6 +159,7 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
                                           "slow-idempotent-step", "slow-rollback",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
+    Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
 
 

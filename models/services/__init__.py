@@ -3,6 +3,7 @@ audit event in one transaction). Entry points (flows, CLI, notifications) call t
 
 from ._amendments import AMENDABLE_FIELDS, AmendmentService
 from ._anchors import AnchorReport, AuditAnchors
+from ._audit_bundle import BundleReport, ExportSummary, export_bundle, verify_bundle
 from ._approvals import ApprovalService, DecisionResult
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
@@ -22,6 +23,10 @@ __all__ = [
     "AnchorReport",
     "ApprovalService",
     "AuditAnchors",
+    "BundleReport",
+    "ExportSummary",
+    "export_bundle",
+    "verify_bundle",
     "CanaryService",
     "ChangeService",
     "ChecklistService",

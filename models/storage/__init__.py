@@ -6,10 +6,12 @@ from ._audit import (
     VerifyResult,
     append_event,
     canonical_json,
+    chain_rows,
     decode_data,
     event_hash,
     events_for,
     verify_chain,
+    verify_rows,
 )
 from ._checklist_store import insert_result
 from ._checkpoint_log import CheckpointLog, chain_hashes_at, chain_head
@@ -49,6 +51,7 @@ __all__ = [
     "append_event",
     "canonical_json",
     "chain_hashes_at",
+    "chain_rows",
     "chain_head",
     "decode_cursor",
     "decode_data",
@@ -62,4 +65,5 @@ __all__ = [
     "guard_problems",
     "restore_guards",
     "verify_chain",
+    "verify_rows",
 ]

@@ -173,6 +173,17 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None,
     return VerifyResult(True, count)
 
 
+def chain_rows(session: Session, first_seq: int, last_seq: int) -> Iterable[tuple]:
+    """Events first_seq..last_seq as verify reads them (time already canonical): what an export writes."""
+    table = AuditEvent.__table__.c
+    when = _canonical_time_sql(session.get_bind().dialect.name)
+    columns = [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
+               table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
+    query = select(*columns).where(table.seq >= first_seq, table.seq <= last_seq).order_by(table.seq)
+    for row in session.execute(query.execution_options(yield_per=20_000)):
+        yield (row[0], row[1], row[2] if isinstance(row[2], str) else _iso(row[2]), *row[3:])
+
+
 def verify_chain(session: Session, after: tuple[int, str] | None = None) -> VerifyResult:
     """Recompute the whole chain, or (`after` = a signed checkpoint's seq and hash) only the events after it,
     once the stored event at that seq still carries the signed hash. The incremental form trusts the prefix as

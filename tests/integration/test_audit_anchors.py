@@ -237,3 +237,51 @@ def test_an_event_appended_behind_the_heads_back_is_named(services, cli_env):
     assert result.exit_code == 1
     assert "audit chain broken at event 13: the chain ends at event 13 but the head records event 12" \
         in result.output, result.output
+
+
+def _bundle(services, cli_env, tmp_path):
+    _history(services)
+    cli_env("audit", "checkpoint")
+    _history(services, changes=1)
+    cli_env("audit", "checkpoint")
+    bundle = tmp_path / "bundle.jsonl"
+    exported = cli_env("audit", "export", bundle, "--since", "2020-01-01T00:00:00Z")
+    assert exported.exit_code == 0, exported.output
+    return bundle
+
+
+def verify_offline(bundle, *extra) -> "subprocess.CompletedProcess":
+    """`changeflow audit verify-bundle` as an external auditor runs it: no HOME, no database, no secret."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHANGEFLOW_", "PREFECT_"))}
+    env["CHANGEFLOW_HOME"] = str(bundle.parent / "auditor-home-that-does-not-exist")
+    return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "audit", "verify-bundle", str(bundle),
+                           *extra], env=env, capture_output=True, text=True)
+
+
+def test_an_exported_bundle_verifies_offline_and_names_what_was_edited_in_it(services, cli_env, tmp_path):
+    bundle = _bundle(services, cli_env, tmp_path)
+    intact = verify_offline(bundle, "--public-key", str(Settings().public_key_file))
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "bundle intact: 18 events, 2 checkpoints hold" in intact.stdout
+    lines = bundle.read_text().splitlines()
+    for needle, replace, named in (('"actor": "alice"', '"actor": "mallory"', "bundle: event 4: event 4 was altered"),
+                                   ('"requester": "grace"', '"requester": "alice"', "requester alice but filed by grace")):
+        edited = tmp_path / "edited.jsonl"
+        index = next(i for i, line in enumerate(lines) if needle in line)
+        edited.write_text("\n".join(lines[:index] + [lines[index].replace(needle, replace)] + lines[index + 1:]))
+        result = verify_offline(edited)
+        assert result.returncode == 1 and named in result.stderr + result.stdout, result.stdout + result.stderr
+
+
+def test_a_bundle_checked_against_another_key_fails(services, cli_env, tmp_path):
+    bundle = _bundle(services, cli_env, tmp_path)
+    other = Settings(home=tmp_path / "someone-else")
+    other.ensure_signing_key()
+    result = verify_offline(bundle, "--public-key", str(other.public_key_file))
+    assert result.returncode == 1
+    assert "has no valid signature" in result.stdout + result.stderr

@@ -1,0 +1,179 @@
+"""Audit bundles: what an external auditor takes away and checks with no database (issue 14).
+
+`changeflow audit export --since --until FILE` writes JSON Lines: a header (range, the public key, the anchor),
+the signed checkpoints, the events from the last checkpoint before the range to the range's last event (the ones
+before `since` are there so the chain links from a signed point), and the change and approval rows of the
+changes the range touches. `changeflow audit verify-bundle FILE` recomputes the chain from the anchor, checks
+every checkpoint's signature and hash, and reconciles the rows with the events, using only the file.
+
+The public key travels in the bundle for convenience; an auditor compares its key id with the one published
+out of band (`changeflow audit verify` prints it), or passes the key they hold with `--public-key`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+from sqlalchemy import func, select
+
+from ..domain import Checkpoint, InputError, checkpoint_problems, key_id
+from ..storage import (
+    GENESIS_HASH,
+    Approval,
+    AuditEvent,
+    ChangeRequest,
+    Database,
+    chain_rows,
+    verify_rows,
+)
+from ._anchors import AuditAnchors
+
+FORMAT = "changeflow-audit-bundle/1"
+EVENT_FIELDS = ("seq", "change_key", "occurred_at", "actor", "action", "from_state", "to_state", "data",
+                "prev_hash", "hash")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    events: int
+    in_range: int
+    changes: int
+    checkpoints: int
+    anchor_seq: int
+
+
+@dataclass
+class BundleReport:
+    key_id: str
+    events: int
+    checkpoints: int
+    unanchored: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: datetime, path: Path) -> ExportSummary:
+    public_key = anchors.public_key()
+    if public_key is None:
+        raise InputError("audit export: no public key in HOME: run `changeflow init` first", [("home", "no key")])
+    with db.read() as session:
+        first, last = session.execute(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq))
+                                      .where(AuditEvent.occurred_at >= since, AuditEvent.occurred_at < until)).one()
+        if first is None:
+            raise InputError("--since/--until: no audit event in that range", [("since", "no events")])
+        valid = [c for c in anchors.log.read()[0] if c.signed_by(public_key)]
+        before = [c for c in valid if c.seq < first]
+        anchor = max(before, key=lambda c: c.seq, default=None)
+        start = anchor.seq + 1 if anchor else 1
+        checkpoints = sorted({c.seq: c for c in valid if start - 1 <= c.seq <= last}.values(), key=lambda c: c.seq)
+        events = list(chain_rows(session, start, last))
+        keys = sorted({row[1] for row in events if row[1] and first <= row[0]})
+        changes = list(session.execute(select(ChangeRequest).where(ChangeRequest.key.in_(keys))).scalars())  # type: ignore[attr-defined]
+        approvals = list(session.execute(select(Approval, ChangeRequest.key)
+                                          .join(ChangeRequest, ChangeRequest.id == Approval.change_id)
+                                          .where(ChangeRequest.key.in_(keys))).all())  # type: ignore[attr-defined]
+        head_seq = session.execute(select(func.max(AuditEvent.seq))).scalar_one()
+    header = {"kind": "header", "format": FORMAT, "since": since.isoformat(), "until": until.isoformat(),
+              "first_seq_in_range": first, "last_seq": last, "chain_head_seq": head_seq,
+              "anchor": anchor.to_dict() if anchor else None, "key_id": key_id(public_key),
+              "public_key": public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()}
+    with path.open("w") as out:
+        out.write(json.dumps(header) + "\n")
+        for checkpoint in checkpoints:
+            out.write(json.dumps({"kind": "checkpoint", **checkpoint.to_dict()}) + "\n")
+        for row in events:
+            out.write(json.dumps({"kind": "event", **dict(zip(EVENT_FIELDS, row))}) + "\n")
+        for change in changes:
+            out.write(json.dumps({"kind": "change", "key": change.key, "state": change.state,
+                                  "requester": change.requester, "type": change.type, "service": change.service,
+                                  "title": change.title}) + "\n")
+        for approval, key in approvals:
+            out.write(json.dumps({"kind": "approval", "change_key": key, "approver": approval.approver,
+                                  "role": approval.role, "decision": approval.decision, "round": approval.round,
+                                  "decided_at": approval.decided_at.isoformat()}) + "\n")
+    return ExportSummary(path, len(events), sum(1 for row in events if row[0] >= first), len(changes),
+                         len(checkpoints), anchor.seq if anchor else 0)
+
+
+def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleReport:
+    """Everything checked from the file alone (and, if given, the public key the auditor holds)."""
+    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            record = json.loads(line)
+            lines[record.pop("kind")].append(record)
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise InputError(f"bundle: {path} is not an audit bundle ({exc})", [("bundle", "unreadable")]) from None
+    if len(lines["header"]) != 1 or lines["header"][0].get("format") != FORMAT:
+        raise InputError(f"bundle: {path} has no {FORMAT} header", [("bundle", "no header")])
+    header = lines["header"][0]
+    key = load_pem_public_key(public_key_pem or header["public_key"].encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError("public key: not an Ed25519 key", [("public_key", "wrong type")])
+    report = BundleReport(key_id(key), len(lines["event"]), len(lines["checkpoint"]), 0)
+    if header["key_id"] != report.key_id:
+        report.problems.append(f"the bundle was exported under key {header['key_id']}, not the key given "
+                               f"({report.key_id})")
+    anchor = Checkpoint.from_dict(header["anchor"]) if header["anchor"] else None
+    if anchor is not None and not anchor.signed_by(key):
+        report.problems.append(f"the anchor checkpoint of event {anchor.seq} has no valid signature")
+    start = (anchor.seq, anchor.hash) if anchor else (0, GENESIS_HASH)
+    rows = [tuple(event[name] for name in EVENT_FIELDS) for event in lines["event"]]
+    chain = verify_rows(rows, None, start)
+    if not chain.ok:
+        report.problems.append(f"event {chain.first_broken_seq}: {chain.reason}")
+    elif chain.count != header["last_seq"]:
+        report.problems.append(f"the bundle's events end at {chain.count}, its header says {header['last_seq']}")
+    checkpoints = [Checkpoint.from_dict(c) for c in lines["checkpoint"]]
+    hashes = {event["seq"]: event["hash"] for event in lines["event"]}
+    if anchor is not None:
+        hashes[anchor.seq] = anchor.hash
+    report.problems += checkpoint_problems(checkpoints, key, chain.count, hashes)
+    anchored = max([c.seq for c in checkpoints if c.signed_by(key)] + [start[0]])
+    report.unanchored = max(chain.count - anchored, 0)
+    report.problems += _row_problems(lines, header)
+    return report
+
+
+def _row_problems(lines: dict[str, list[dict[str, Any]]], header: dict[str, Any]) -> list[str]:
+    """The rows against the bundle's events: requesters always; states when the bundle reaches the chain's head
+    (a later transition outside the bundle would explain another state); approvals both ways."""
+    events = lines["event"]
+    problems = []
+    filed = {e["change_key"]: e["actor"] for e in events if e["action"] == "submitted"}
+    last_state: dict[str, str] = {}
+    for event in events:
+        if event["action"] == "transition":
+            last_state[event["change_key"]] = event["to_state"]
+    at_head = header["last_seq"] == header["chain_head_seq"]
+    for change in lines["change"]:
+        key = change["key"]
+        if key in filed and filed[key] != change["requester"]:
+            problems.append(f"change {key}: requester {change['requester']} but filed by {filed[key]}")
+        if at_head and key in filed and last_state.get(key, "submitted") != change["state"]:
+            problems.append(f"change {key}: state {change['state']} but its last transition is to "
+                            f"{last_state.get(key, 'submitted')}")
+    decisions = defaultdict(int)
+    for event in events:
+        if event["action"] in ("approval", "rejection"):
+            decisions[(event["change_key"], event["actor"],
+                       "approve" if event["action"] == "approval" else "reject")] += 1
+    until = datetime.fromisoformat(header["until"])
+    for approval in lines["approval"]:
+        covered = at_head or datetime.fromisoformat(approval["decided_at"]) < until
+        if decisions[(approval["change_key"], approval["approver"], approval["decision"])] == 0 and \
+                approval["change_key"] in filed and covered:
+            problems.append(f"approval of {approval['change_key']} by {approval['approver']} "
+                            f"({approval['decision']}) has no decision event in the bundle")
+    return problems
