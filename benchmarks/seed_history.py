@@ -80,6 +80,8 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
         state, implemented, ended, closed, outcome, approved = "awaiting_approval", None, None, None, None, None
         if fate < 0.02:
             state, closed = "rejected", at + timedelta(hours=5)
+            approval_id[0] += 1  # the decision's row, as the service writes it beside the event
+            approvals.append((approval_id[0], change_id, 1, "bob", "peer_reviewer", "reject", "risky", naive(closed)))
             chain.add(key, closed, "bob", "rejection", data={"role": "peer_reviewer"})
             chain.add(key, closed, "bob", "transition", "awaiting_approval", "rejected", {"reason": "rejected"})
         elif fate < 0.03:

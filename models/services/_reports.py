@@ -15,7 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, true
 from sqlmodel import Session
 
 from ..domain import Org, change_type, scheduled_windows, utcnow
@@ -186,8 +186,10 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
         findings.append({"kind": "audit_chain_broken", "change": None,
                          "detail": f"first broken event {chain.first_broken_seq}: {chain.reason}"})
     # The approvals and change rows read above are trusted only as far as the chain explains them.
+    in_range = and_(ChangeRequest.implemented_at >= since, ChangeRequest.implemented_at < until,
+                    ChangeRequest.service == service if service else true())
     findings += [{"kind": "record_not_in_audit_trail", "change": None, "detail": problem[:300]}
-                 for problem in record_problems(session)]
+                 for problem in record_problems(session, in_range)]
     if service:
         whole_trail = ("audit_chain_broken", "record_not_in_audit_trail")
         findings = [f for f in findings if f["kind"] in whole_trail or f["change"] in set(keys) or

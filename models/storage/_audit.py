@@ -173,13 +173,19 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None,
     return VerifyResult(True, count)
 
 
+def _chain_columns(session: Session) -> list:
+    """The columns verify reads, in verify_rows' order; the time rendered canonically where the database can."""
+    table = AuditEvent.__table__.c
+    when = _canonical_time_sql(session.get_bind().dialect.name)
+    return [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
+            table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
+
+
 def chain_rows(session: Session, first_seq: int, last_seq: int) -> Iterable[tuple]:
     """Events first_seq..last_seq as verify reads them (time already canonical): what an export writes."""
     table = AuditEvent.__table__.c
-    when = _canonical_time_sql(session.get_bind().dialect.name)
-    columns = [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
-               table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
-    query = select(*columns).where(table.seq >= first_seq, table.seq <= last_seq).order_by(table.seq)
+    query = (select(*_chain_columns(session)).where(table.seq >= first_seq, table.seq <= last_seq)
+             .order_by(table.seq))
     for row in session.execute(query.execution_options(yield_per=20_000)):
         yield (row[0], row[1], row[2] if isinstance(row[2], str) else _iso(row[2]), *row[3:])
 
@@ -191,10 +197,7 @@ def verify_chain(session: Session, after: tuple[int, str] | None = None) -> Veri
     (the hash at the checkpoint changes), an edit that leaves the hashes alone only by the full form."""
     head_row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
     table = AuditEvent.__table__.c
-    when = _canonical_time_sql(session.get_bind().dialect.name)
-    columns = [table.seq, table.change_key, when if when is not None else table.occurred_at, table.actor,
-               table.action, table.from_state, table.to_state, table.data, table.prev_hash, table.hash]
-    query = select(*columns).order_by(table.seq)
+    query = select(*_chain_columns(session)).order_by(table.seq)
     start = (0, GENESIS_HASH)
     if after is not None and after[0] > 0:
         stored = session.execute(select(table.hash).where(table.seq == after[0])).scalar_one_or_none()

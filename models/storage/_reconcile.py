@@ -7,7 +7,7 @@ Set-based SQL, so the cost is a few scans on the database's side, not a Python l
 
 from __future__ import annotations
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlmodel import Session
 
 from ._tables import Approval, AuditEvent, ChangeRequest
@@ -18,7 +18,10 @@ SHOWN = 5
 _EVENT_OF_DECISION = case((Approval.decision == "approve", literal("approval")), else_=literal("rejection"))
 
 
-def record_problems(session: Session) -> list[str]:
+def record_problems(session: Session, changes: ColumnElement[bool] | None = None) -> list[str]:
+    """`changes`: a condition on ChangeRequest limiting the check to some changes (a report's range);
+    default all of them."""
+    scope = changes if changes is not None else true()
     problems: list[str] = []
     last = (select(AuditEvent.change_key, func.max(AuditEvent.seq).label("seq"))
             .where(AuditEvent.action == "transition").group_by(AuditEvent.change_key).subquery())
@@ -28,7 +31,7 @@ def record_problems(session: Session) -> list[str]:
     wrong_state = session.execute(
         select(ChangeRequest.key, ChangeRequest.state, recorded_state, transition.c.seq)
         .outerjoin(transition, transition.c.change_key == ChangeRequest.key)
-        .where(ChangeRequest.state != recorded_state).order_by(ChangeRequest.id)).all()
+        .where(ChangeRequest.state != recorded_state, scope).order_by(ChangeRequest.id)).all()
     problems += [f"change {key}: its row says state {state} but its last recorded transition "
                  + (f"(event {seq}) is to {recorded}" if seq else "is none (it was filed and not moved)")
                  for key, state, recorded, seq in wrong_state[:SHOWN]]
@@ -39,7 +42,7 @@ def record_problems(session: Session) -> list[str]:
     wrong_requester = session.execute(
         select(ChangeRequest.key, ChangeRequest.requester, submitted.c.actor, submitted.c.seq)
         .outerjoin(submitted, submitted.c.change_key == ChangeRequest.key)
-        .where(or_(submitted.c.actor.is_(None), submitted.c.actor != ChangeRequest.requester))
+        .where(or_(submitted.c.actor.is_(None), submitted.c.actor != ChangeRequest.requester), scope)
         .order_by(ChangeRequest.id)).all()
     problems += [f"change {key}: its row names requester {requester} but " +
                  (f"event {seq} records it filed by {actor}" if seq else "no event records it being filed")
@@ -49,6 +52,7 @@ def record_problems(session: Session) -> list[str]:
     unexplained = session.execute(
         select(Approval.id, ChangeRequest.key, Approval.approver, Approval.decision, Approval.round)
         .join(ChangeRequest, ChangeRequest.id == Approval.change_id)
+        .where(scope)
         .where(~exists().where(and_(AuditEvent.change_key == ChangeRequest.key,
                                     AuditEvent.actor == Approval.approver,
                                     AuditEvent.action == _EVENT_OF_DECISION)))
@@ -62,7 +66,7 @@ def record_problems(session: Session) -> list[str]:
     missing_rows = session.execute(
         select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.actor, AuditEvent.action)
         .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
-        .where(AuditEvent.action.in_(("approval", "rejection")))  # type: ignore[attr-defined]
+        .where(AuditEvent.action.in_(("approval", "rejection")), scope)  # type: ignore[attr-defined]
         .where(~exists().where(and_(Approval.change_id == ChangeRequest.id, Approval.approver == AuditEvent.actor,
                                     Approval.decision == decision_of_event)))
         .order_by(AuditEvent.seq)).all()
