@@ -45,6 +45,7 @@ def test_checklists(health_url: str, backups: Path) -> dict:
         # A pre-check that writes a line and then takes long enough to be killed (tests/flows/test_crash_recovery).
         "slow-pre": {"pre": [slow_check("slow-pre")]},
         "slow-pre-idempotent": {"pre": [{**slow_check("slow-pre-idempotent"), "idempotent": True}]},
+        "slow-post": {"post": [slow_check("slow-post")]},
     }
 
 

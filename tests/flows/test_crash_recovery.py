@@ -136,7 +136,7 @@ def checks_run(flow_stack, checklist: str) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def crash_mid_pre_check(flow_stack, checklist: str):
+def crash_mid_check(flow_stack, checklist: str):
     run_id = submit(standard_request(title=f"crash in {checklist}", service=f"crash-{checklist}",
                                      template=f"with-{checklist}", implementation_plan="", rollback_plan=""))
     wait_until(lambda: checks_run(flow_stack, checklist), 90, "the pre-check to start")
@@ -149,7 +149,7 @@ def crash_mid_pre_check(flow_stack, checklist: str):
 
 
 def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
-    run_id, change = crash_mid_pre_check(flow_stack, "slow-pre")
+    run_id, change = crash_mid_check(flow_stack, "slow-pre")
     assert wait_paused(run_id, "checklist-pre-0-") == "checklist-pre-0-1"
     # The question is the interrupted item; a person answers it with their code, as for any manual item.
     import subprocess
@@ -172,7 +172,7 @@ def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flo
 
 
 def test_an_idempotent_pre_check_killed_mid_way_runs_again_by_itself(flow_stack):
-    run_id, change = crash_mid_pre_check(flow_stack, "slow-pre-idempotent")
+    run_id, change = crash_mid_check(flow_stack, "slow-pre-idempotent")
     assert final_run_state(run_id, timeout_s=150).is_completed()
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
@@ -261,3 +261,17 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     actions = [e.action for e in done.events]
     assert actions.count("rollback_started") == 1 and actions.count("implementation_step") == 1
     assert "rollback_retried" not in actions
+
+
+def test_a_post_check_command_killed_mid_way_is_put_to_a_person_after_the_change_took_effect(flow_stack):
+    run_id, change = crash_mid_check(flow_stack, "slow-post")
+    assert wait_paused(run_id, "checklist-post-0-") == "checklist-post-0-1"
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace")
+    resume_like_the_ui(run_id, {"slow_check": True, "confirmed_by": "grace", "approval_code": code,
+                                "note": "smoke test had passed"})
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    assert checks_run(flow_stack, "slow-post") == ["started"], "the interrupted check ran again"
+    # The implementation steps before it finished once and were not run again by the restarted run.
+    assert [e.action for e in done.events].count("implementation_step") == 2
