@@ -160,7 +160,7 @@ ROW_ATTACKS = {
     "close-a-change": (["UPDATE change_requests SET state = 'closed' WHERE id = 1"],
                        "its row says state closed but its last recorded transition"),
     "requester-becomes-the-approver": (["UPDATE change_requests SET requester = 'alice' WHERE id = 1"],
-                                       "its row names requester alice but event 1 records it filed by grace"),
+                                       "its row names requester alice but its filing event records grace"),
     "forged-approval-row": (["INSERT INTO approvals (change_id, round, approver, role, decision, comment, decided_at) "
                              "SELECT id, 1, 'erin', 'team_lead', 'approve', '', created_at FROM change_requests "
                              "WHERE id = 3"], "(CHG-000003: approve by erin, round 1) has no decision event"),
