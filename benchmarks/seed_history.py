@@ -183,6 +183,10 @@ def main() -> None:
     with db.write_engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE audit_head SET seq = {chain.seq}, hash = '{chain.prev}' WHERE id = 1")
         if db.dialect == "postgresql":
+            # COPY wrote explicit ids: move the sequences past them, so the service can file more changes.
+            for table in ("change_requests", "approvals"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                     f"(SELECT MAX(id) FROM {table}))")
             conn.exec_driver_sql("ANALYZE")
         else:
             conn.exec_driver_sql("ANALYZE")
