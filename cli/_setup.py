@@ -9,7 +9,16 @@ import shutil
 import typer
 from rich.table import Table
 
-from models import DEFAULTS_DIR, RiskLevel, Settings, required_approvals, restore_guards, upgrade_database
+from models import (
+    DEFAULTS_DIR,
+    InputError,
+    RiskLevel,
+    Settings,
+    create_restricted_roles,
+    required_approvals,
+    restore_guards,
+    upgrade_database,
+)
 
 from ._context import context
 from ._options import JsonOption
@@ -99,3 +108,23 @@ def policy_show(json_output: bool = JsonOption) -> None:
         table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
     console.print(table)
     console.print("The requester never approves their own change; one person fills one role per change.")
+
+
+@db_app.command("roles")
+@exits_cleanly
+def db_roles(
+    owner: str = typer.Option("changeflow_owner", help="Role that owns the schema (migrations run as it)."),
+    app: str = typer.Option("changeflow_app", help="Role changeflow's processes log in as."),
+) -> None:
+    """PostgreSQL: give the schema to a migration owner role and create the restricted application role (run once
+    as a superuser, with CHANGEFLOW_DATABASE_URL naming the schema); then point every process at the app role."""
+    ctx = context()
+    if ctx.db.dialect != "postgresql":
+        raise InputError("database_url: roles are a PostgreSQL setup (SQLite has no roles)", [("database_url", "sqlite")])
+    upgrade_database(ctx.db)
+    try:
+        done = create_restricted_roles(ctx.db.write_engine, owner=owner, app=app)
+    except ValueError as exc:
+        raise InputError(f"--owner/--app: {exc}", [("role", "invalid")]) from None
+    for line in done:
+        console.print(line)

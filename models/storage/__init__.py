@@ -20,6 +20,7 @@ from ._guards import guard_problems, restore_guards
 from ._migrate import SCHEMA_REVISION, head_revision
 from ._migrate import upgrade as upgrade_database
 from ._reconcile import record_problems
+from ._roles import create_restricted_roles
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
 from ._tables import (
     Approval,
@@ -52,6 +53,7 @@ __all__ = [
     "canonical_json",
     "chain_hashes_at",
     "chain_rows",
+    "create_restricted_roles",
     "chain_head",
     "decode_cursor",
     "decode_data",
