@@ -67,6 +67,11 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
         services[lab.service] = {"router": router, "stable_url": f"{lab.stable.url}/",
                                  "canary_url": f"{lab.canary.url}/"}
     (config / "canary.yaml").write_text(yaml.safe_dump({"services": services}, sort_keys=False))
+    # The sample services are services of the organisation: the run form offers only the directory's.
+    directory = yaml.safe_load((config / "directory.yaml").read_text())
+    for name in labs:
+        directory["services"].setdefault(name, {"owners": ["frank"], "stakeholders": ["dave"]})
+    (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     maintenance = yaml.safe_load((config / "maintenance.yaml").read_text())
     maintenance["windows"]["weekly"]["checklist"] = "demo-maintenance"
     (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance, sort_keys=False))

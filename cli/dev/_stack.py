@@ -14,6 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from models import Settings, load_org
+
+from ._run_form import narrow_run_form
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Our latency defaults (Prefect's are 10 s polls): a decision should move the change within ~3 s.
 FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "0.5"}
@@ -138,6 +142,10 @@ def create_pool_and_deploy(stack: Stack) -> None:
     deploy = stack.run([_bin("prefect"), "--no-prompt", "deploy", "--all"])
     if deploy.returncode != 0:
         raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
+    if "CHANGEFLOW_HOME" in stack.env:
+        # The run form's choices from the config this stack runs with (regenerated on every deploy).
+        settings = Settings(home=Path(stack.env["CHANGEFLOW_HOME"]), config_dir=stack.env.get("CHANGEFLOW_CONFIG_DIR"))
+        narrow_run_form(stack.api_url, load_org(settings.config_dir))
     install_automations(stack)
 
 

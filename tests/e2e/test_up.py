@@ -66,6 +66,14 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         assert "<html" in httpx.get(base + "/", timeout=10).text.lower()
         assert_maintenance_schedules(base)
         deployment = httpx.get(f"{base}/api/deployments/name/change-request/submit", timeout=10).json()
+        # The run form offers the config's people, services, templates and checklists, and nothing else passes.
+        form = deployment["parameter_openapi_schema"]["definitions"]["ChangeRequestForm"]["properties"]
+        assert "grace" in form["requester"]["enum"] and "payments" in form["service"]["enum"]
+        assert "restart-service" in form["template"]["anyOf"][0]["enum"]
+        stranger = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
+            "parameters": {"request": {"type": "standard", "title": "From a stranger", "service": "payments",
+                                       "requester": "zoe", "rollback_plan": "redeploy"}}})
+        assert stranger.status_code in (409, 422), stranger.text
         # What the UI's "Custom run" form posts.
         created = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From the form", "service": "payments",
