@@ -85,7 +85,16 @@ def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, 
 
 
 def resume_form(page, ui: str, run_id: str, marker: str, fields: dict[str, str], screenshot: Path | None) -> None:
-    """Open the run, press Resume, wait for the dialog showing `marker`, fill the fields and submit."""
+    """Open the run, press Resume, wait for the dialog showing `marker`, fill the fields and submit. On a
+    failure, say what the page showed (a CI run has no screen to look at)."""
+    try:
+        _resume_form(page, ui, run_id, marker, fields, screenshot)
+    except Exception as exc:
+        shown = page.inner_text("body")[:1500] if not page.is_closed() else "(page closed)"
+        raise AssertionError(f"{type(exc).__name__}: {exc}\n--- {page.url} showed:\n{shown}") from exc
+
+
+def _resume_form(page, ui: str, run_id: str, marker: str, fields: dict[str, str], screenshot: Path | None) -> None:
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     resume = page.get_by_role("button", name="Resume")
     for _ in range(6):  # the run page follows state changes; a reload covers a missed update
