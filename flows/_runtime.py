@@ -16,6 +16,14 @@ class Runtime:
     notifier: Notifier
 
 
+def run_attempt() -> str:
+    """This run's attempt (flow run id and run count): recorded with each side effect's intent, so a restart
+    tells its own attempts from a dead run's."""
+    from prefect.runtime import flow_run
+
+    return f"{flow_run.id}:{flow_run.run_count}"
+
+
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     settings = Settings()

@@ -29,7 +29,7 @@ from models import (
 from flows._commands import run_commands
 from flows._gates import approval_gate, wait_for_window
 from flows._manual import manual_work_gate
-from flows._runtime import runtime
+from flows._runtime import run_attempt, runtime
 from flows.canary import run_canary
 from flows.checklists import run_phase
 
@@ -132,7 +132,7 @@ def implement(key: str) -> bool:
             if step in interrupted:
                 # The template declares its steps idempotent: at least once, so it simply runs again.
                 rt.services.recovery.record_retry(key, step)
-            rt.services.recovery.begin_step(key, step, attempt=f"{flow_run.id}:{flow_run.run_count}")
+            rt.services.recovery.begin_step(key, step, attempt=run_attempt())
             result = run_step(command, change.service, template.command_timeout_s)
             outcome = {"step": step, **result, "ok": result["exit_code"] == 0 and not result["timed_out"]}
         # Finished, whatever the outcome: a restart must know the step ran (and failed, if it did).
@@ -229,7 +229,7 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
     if commands and not (interrupted and not template.idempotent):
         if interrupted:
             rt.services.recovery.record_rollback_retry(key)
-        rt.services.recovery.begin_rollback(key, attempt=f"{flow_run.id}:{flow_run.run_count}")
+        rt.services.recovery.begin_rollback(key, attempt=run_attempt())
         rollback = [r.evidence() for r in run_commands(commands, service=change.service,
                                                        timeout_s=template.command_timeout_s)]
     elif (interrupted or not traffic_restored) and \

@@ -11,14 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.runtime import flow_run
 from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
 from flows._checks import CHECKS
-from flows._runtime import runtime
+from flows._runtime import run_attempt, runtime
 from models import (
     ItemOutcome,
     PhaseVerdict,
@@ -70,20 +69,19 @@ def run_automated(key: str, phase: str, step: int, items: list) -> list:
     logger = get_run_logger()
     services = runtime().services
     done = _stored(key, phase, step)
-    started = services.recovery.started_checks(key, phase, step)
-    attempt = f"{flow_run.id}:{flow_run.run_count}"
+    interrupted = services.recovery.interrupted_checks(key, phase, step)
     futures = {}
     unknown = []
     for item in items:
         if item.id in done:
             continue
         if item.kind == "command":
-            if item.id in started:
+            if item.id in interrupted:
                 if not item.idempotent:
                     unknown.append(interrupted_check_question(item))
                     continue
                 services.recovery.record_check_retry(key, phase, step, item.id)
-            services.recovery.begin_check(key, phase, step, item.id, attempt)
+            services.recovery.begin_check(key, phase, step, item.id, run_attempt())
         options = run_check.with_options(retries=item.retries, retry_delay_seconds=1,
                                          timeout_seconds=item.timeout_s + 5, task_run_name=f"{phase}: {item.id}")
         futures[item.id] = (item, options.submit(item))

@@ -74,13 +74,14 @@ class AuditAnchors:
         key = load_pem_public_key(self._public_key_file.read_bytes())
         return key if isinstance(key, Ed25519PublicKey) else None
 
-    def latest_valid(self) -> Checkpoint | None:
-        """The newest checkpoint in the file whose signature holds: where incremental verification starts."""
+    def signed_checkpoints(self) -> list[Checkpoint]:
+        """The file's checkpoints whose signature holds under the public key (none without one)."""
         public_key = self.public_key()
-        if public_key is None:
-            return None
-        checkpoints, _ = self.log.read()
-        return max((c for c in checkpoints if c.signed_by(public_key)), key=lambda c: c.seq, default=None)
+        return [c for c in self.log.read()[0] if c.signed_by(public_key)] if public_key else []
+
+    def latest_valid(self) -> Checkpoint | None:
+        """The newest validly signed checkpoint in the file: where incremental verification starts."""
+        return _newest(self.signed_checkpoints())
 
     def verify(self, chain: VerifyResult, elsewhere: Iterable[Checkpoint] = ()) -> AnchorReport:
         """The chain (as verify_chain recomputed it) against the checkpoint file and the checkpoints anchored
@@ -102,5 +103,8 @@ class AuditAnchors:
         with self._db.read() as session:
             hashes = chain_hashes_at(session, sorted({c.seq for c in checkpoints}))
         problems += checkpoint_problems(checkpoints, public_key, chain.count, hashes)
-        valid = [c for c in checkpoints if c.signed_by(public_key)]
-        return AnchorReport(len(checkpoints), max(valid, key=lambda c: c.seq, default=None), problems)
+        return AnchorReport(len(checkpoints), _newest([c for c in checkpoints if c.signed_by(public_key)]), problems)
+
+
+def _newest(checkpoints: list[Checkpoint]) -> Checkpoint | None:
+    return max(checkpoints, key=lambda c: c.seq, default=None)

@@ -72,7 +72,7 @@ def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: d
                                       .where(AuditEvent.occurred_at >= since, AuditEvent.occurred_at < until)).one()
         if first is None:
             raise InputError("--since/--until: no audit event in that range", [("since", "no events")])
-        valid = [c for c in anchors.log.read()[0] if c.signed_by(public_key)]
+        valid = anchors.signed_checkpoints()
         before = [c for c in valid if c.seq < first]
         anchor = max(before, key=lambda c: c.seq, default=None)
         start = anchor.seq + 1 if anchor else 1

@@ -55,15 +55,12 @@ class ChecklistService:
                                                           "note": outcome.detail}, at=uow.clock())
             return written
 
-    def check_results(self, key: str, *, phase: str | None = None, step: int | None = None,
-                      item: str | None = None) -> list[ChecklistResult]:
+    def check_results(self, key: str, *, phase: str | None = None, step: int | None = None) -> list[ChecklistResult]:
         stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper())
         if phase is not None:
             stmt = stmt.where(ChecklistResult.phase == phase)
         if step is not None:
             stmt = stmt.where(ChecklistResult.step == step)
-        if item is not None:
-            stmt = stmt.where(ChecklistResult.item_id == item)
         with self._uow.read() as session:
             return list(session.execute(stmt.order_by(ChecklistResult.id)).scalars())
 

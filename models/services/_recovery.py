@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain import AuditAction
-from ..storage import decode_data, events_for
+from sqlalchemy import select
+
+from ..storage import ChecklistResult, decode_data, events_for
 from ._unit_of_work import UnitOfWork
 
 
@@ -53,12 +55,16 @@ class RecoveryService:
         self._uow.marker(key, AuditAction.check_retried, {"phase": phase, "step": step, "item": item,
                                                           "after_crash": self.crashes(key)})
 
-    def started_checks(self, key: str, phase: str, step: int) -> set[str]:
-        """Checklist commands of (phase, step) that some run started (finished or not: the caller knows which
-        have a stored result)."""
-        return {data["item"] for data in (decode_data(e) for e in self._events(key)
-                                          if e.action == AuditAction.check_started.value)
-                if data["phase"] == phase and data["step"] == step}
+    def interrupted_checks(self, key: str, phase: str, step: int) -> set[str]:
+        """Checklist commands of (phase, step) that started and have no stored result: their outcome is unknown."""
+        started = {data["item"] for data in (decode_data(e) for e in self._events(key)
+                                             if e.action == AuditAction.check_started.value)
+                   if data["phase"] == phase and data["step"] == step}
+        with self._uow.read() as session:
+            finished = set(session.execute(select(ChecklistResult.item_id).where(
+                ChecklistResult.change_key == key.upper(), ChecklistResult.phase == phase,
+                ChecklistResult.step == step)).scalars())
+        return started - finished
 
     def begin_rollback(self, key: str, attempt: str) -> None:
         """Record that the rollback commands are about to run; the rolled_back transition is their finish."""
