@@ -2,8 +2,8 @@
 
 `changeflow audit export --since --until FILE` writes JSON Lines: a header (range, the public key, the anchor),
 the signed checkpoints, the events from the last checkpoint before the range to the range's last event (the ones
-before `since` are there so the chain links from a signed point), and the change and approval rows of the
-changes the range touches. `changeflow audit verify-bundle FILE` recomputes the chain from the anchor, checks
+before `since` are there so the chain links from a signed point), and the change, approval, checklist result and
+canary measurement rows of the changes the range touches. `changeflow audit verify-bundle FILE` recomputes the chain from the anchor, checks
 every checkpoint's signature and hash, and reconciles the rows with the events, using only the file.
 
 The public key travels in the bundle for convenience; an auditor compares its key id with the one published
@@ -28,14 +28,20 @@ from ..storage import (
     GENESIS_HASH,
     Approval,
     AuditEvent,
+    CanaryMeasurement,
     ChangeRequest,
+    ChecklistResult,
     Database,
     chain_rows,
+    rows_against_events,
     verify_rows,
 )
 from ._anchors import AuditAnchors
 
 FORMAT = "changeflow-audit-bundle/1"
+# Rows bound to the chain by their phase verdict or step decision (digests in the event), under these kinds.
+_BOUND_KIND: dict[type, str] = {ChecklistResult: "checklist_result", CanaryMeasurement: "canary_measurement"}
+_TIME_FIELD = {ChecklistResult: "recorded_at", CanaryMeasurement: "taken_at"}
 EVENT_FIELDS = ("seq", "change_key", "occurred_at", "actor", "action", "from_state", "to_state", "data",
                 "prev_hash", "hash")
 
@@ -83,6 +89,8 @@ def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: d
         approvals = list(session.execute(select(Approval, ChangeRequest.key)
                                           .join(ChangeRequest, ChangeRequest.id == Approval.change_id)
                                           .where(ChangeRequest.key.in_(keys))).all())  # type: ignore[attr-defined]
+        bound_rows = [row for table in (ChecklistResult, CanaryMeasurement) for row in session.execute(
+            select(table).where(table.change_key.in_(keys)).order_by(table.id)).scalars()]  # type: ignore[attr-defined]
         head_seq = session.execute(select(func.max(AuditEvent.seq))).scalar_one()
     header = {"kind": "header", "format": FORMAT, "since": since.isoformat(), "until": until.isoformat(),
               "first_seq_in_range": first, "last_seq": last, "chain_head_seq": head_seq,
@@ -102,6 +110,8 @@ def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: d
             out.write(json.dumps({"kind": "approval", "change_key": key, "approver": approval.approver,
                                   "role": approval.role, "decision": approval.decision, "round": approval.round,
                                   "decided_at": approval.decided_at.isoformat()}) + "\n")
+        for row in bound_rows:
+            out.write(json.dumps({"kind": _BOUND_KIND[type(row)], "row": row.model_dump(mode="json")}) + "\n")
     return ExportSummary(path, len(events), sum(1 for row in events if row[0] >= first), len(changes),
                          len(checkpoints), anchor.seq if anchor else 0)
 
@@ -143,7 +153,17 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleRepo
     anchored = max([c.seq for c in checkpoints if c.signed_by(key)] + [start[0]])
     report.unanchored = max(chain.count - anchored, 0)
     report.problems += _row_problems(lines, header)
+    report.problems += list(rows_against_events(
+        ((e["seq"], e["change_key"], e["action"], e["data"]) for e in lines["event"]),
+        _rebuilt(ChecklistResult, lines["checklist_result"]), _rebuilt(CanaryMeasurement, lines["canary_measurement"])))
     return report
+
+
+def _rebuilt(table: type, lines: list[dict[str, Any]]) -> list:
+    """Rows of the bundle as the table's objects (no database), so the same digest function checks them."""
+    time_field = _TIME_FIELD[table]
+    # Under "row": a checklist result has a `kind` column of its own.
+    return [table(**{**line["row"], time_field: datetime.fromisoformat(line["row"][time_field])}) for line in lines]
 
 
 def _row_problems(lines: dict[str, list[dict[str, Any]]], header: dict[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..domain import AuditAction, CanaryPlan, CanaryTarget, ConfigError
-from ..storage import CanaryMeasurement, ChangeRequest
+from ..storage import ROWS, CanaryMeasurement, ChangeRequest, measurement_rows_bound
 from ._approvals import ApprovalService
 from ._unit_of_work import UnitOfWork
 
@@ -41,12 +41,16 @@ class CanaryService:
             return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())
 
     def record_decision(self, key: str, *, step: int, bake: str, decision: dict[str, Any]) -> dict[str, Any]:
-        """A step's decision in the audit trail, once per bake of the step; returns the first record's data."""
-        return self._uow.marker(key, AuditAction.canary_decision, {"step": step, "bake": bake}, decision)[1]
+        """A step's decision in the audit trail, once per bake of the step, with the digest of each measurement
+        it was based on; returns the first record's data."""
+        measured = [row for row in self.measurements(key, step=step) if row.bake == bake]
+        return self._uow.marker(key, AuditAction.canary_decision, {"step": step, "bake": bake},
+                                {**decision, ROWS: measurement_rows_bound(measured)})[1]
 
     def decisions(self, key: str) -> dict[int, dict]:
-        """The last decision of each canary step."""
-        return self._uow.last_event_per_step(key, AuditAction.canary_decision)
+        """The last decision of each canary step (without the row digests, which are for `audit verify`)."""
+        return {step: {k: v for k, v in decision.items() if k != ROWS}
+                for step, decision in self._uow.last_event_per_step(key, AuditAction.canary_decision).items()}
 
     def gate_waiting_since(self, key: str, gate: str) -> datetime:
         """When the gate first waited for a person (once per gate: restarts and refusals do not reset it)."""

@@ -24,6 +24,7 @@ from ..domain import (
     parse_change_request,
 )
 from ..storage import (
+    ROWS,
     Approval,
     ChangeFilter,
     ChangeRequest,
@@ -98,7 +99,7 @@ class ChangeService:
                                    data=decode_data(e))
                     for e in events
                 ],
-                canary_steps=[{k: v for k, v in decode_data(e).items() if k != "router"} | {"at": e.occurred_at}
+                canary_steps=[{k: v for k, v in decode_data(e).items() if k not in ("router", ROWS)} | {"at": e.occurred_at}
                               for e in events if e.action == AuditAction.canary_decision.value],
             )
 

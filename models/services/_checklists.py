@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ..domain import AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation
-from ..storage import ChecklistResult, append_event, decode_data, events_for, insert_result
+from ..storage import ROWS, ChecklistResult, append_event, checklist_rows_bound, decode_data, events_for, insert_result
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
@@ -65,10 +65,12 @@ class ChecklistService:
             return list(session.execute(stmt.order_by(ChecklistResult.id)).scalars())
 
     def record_phase(self, key: str, verdict: PhaseVerdict, *, step: int) -> None:
-        """The phase verdict in the audit trail (once per change, phase and step)."""
+        """The phase verdict in the audit trail (once per change, phase and step), with the digest of each result
+        it was based on: `audit verify` then catches a result edited, added or deleted afterwards."""
+        results = self.check_results(key, phase=verdict.phase, step=step)
         self._uow.marker(key, AuditAction.checklist_phase, {"phase": verdict.phase, "step": step},
                          {"status": verdict.status.name, "failed_required": verdict.failed_required,
-                          "failed_advisory": verdict.failed_advisory})
+                          "failed_advisory": verdict.failed_advisory, ROWS: checklist_rows_bound(results)})
 
     def phase_waiting_since(self, key: str, phase: str, step: int) -> datetime:
         return self._uow.marker(key, AuditAction.checklist_waiting, {"phase": phase, "step": step})[0]

@@ -1,6 +1,7 @@
 """The rows outside the chain, checked against it: a change row must be in the state its last recorded
 transition put it in and carry the requester who filed it; every approvals row must have its decision event,
-and every decision event its row (issue 14). Someone who edits `change_requests` or `approvals` directly (state
+and every decision event its row; checklist results and canary measurements must match the digests their phase
+verdict and step decision recorded (issue 14). Someone who edits `change_requests` or `approvals` directly (state
 to `closed`, a forged approval, a deleted rejection) leaves a row the chain does not explain.
 
 Set-based SQL, so the cost is a few scans on the database's side, not a Python loop over every change."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlmodel import Session
 
+from ._row_bindings import bound_row_problems
 from ._tables import Approval, AuditEvent, ChangeRequest
 
 # What `audit verify` prints at most per kind (the count says how many more there are).
@@ -71,6 +73,9 @@ def record_problems(session: Session, changes: ColumnElement[bool] | None = None
     problems += [f"event {seq} records a {action} of {key} by {actor}, but its approvals row is gone"
                  for seq, key, actor, action in missing_rows[:SHOWN]]
     problems += _more(missing_rows, "decision events whose approvals row is gone")
+
+    unbound = list(bound_row_problems(session, scope))
+    problems += unbound[:SHOWN] + _more(unbound, "checklist results and canary measurements the chain does not vouch for")
     return problems
 
 

@@ -194,6 +194,76 @@ def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services,
     assert "record_not_in_audit_trail" in report.output, report.output
 
 
+def _checked_and_measured(services) -> str:
+    """A change whose pre-checklist verdict and first canary step's decision are on the record."""
+    from models import ItemOutcome, ManualItem, phase_verdict
+
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    items = [ManualItem(id="backup-taken", title="Backup taken"), ManualItem(id="on-call-told", title="On call told")]
+    outcomes = [ItemOutcome(item_id="backup-taken", passed=False, required=True, detail="no backup"),
+                ItemOutcome(item_id="on-call-told", passed=True, required=True)]
+    for item, outcome in zip(items, outcomes):
+        services.checklists.record_check(change.key, phase="pre", step=0, item=item, outcome=outcome)
+    services.checklists.record_phase(change.key, phase_verdict("pre", outcomes), step=0)
+    rows = [{"step": 1, "weight": 10, "bake": "b1", "metric": "error_rate", "version": version, "value": value,
+             "threshold": 0.05, "operator": "<"} for version, value in (("canary", 0.31), ("stable", 0.01))]
+    services.canary.record_measurements(change.key, rows)
+    services.canary.record_decision(change.key, step=1, bake="b1", decision={"action": "rollback"})
+    return change.key
+
+
+BOUND_ROW_ATTACKS = {
+    "failed-check-turned-passed": (["UPDATE checklist_results SET passed = {true}, detail = 'ok' "
+                                    "WHERE item_id = 'backup-taken'"],
+                                   "checklist result CHG-000001 pre/0 item backup-taken differs from what event"),
+    "failed-check-deleted": (["DELETE FROM checklist_results WHERE item_id = 'backup-taken'"],
+                             "checklist result CHG-000001 pre/0 item backup-taken that event"),
+    "check-added-after-the-verdict": (["INSERT INTO checklist_results (change_key, phase, step, item_id, title, kind, "
+                                       "required, passed, detail, evidence, actor, recorded_at) SELECT change_key, "
+                                       "phase, step, 'extra', title, kind, required, passed, detail, evidence, actor, "
+                                       "recorded_at FROM checklist_results WHERE item_id = 'on-call-told'"],
+                                      "item extra was added after event"),
+    "canary-measurement-softened": (["UPDATE canary_measurements SET value = 0.01 WHERE version = 'canary'"],
+                                    "canary measurement CHG-000001 step 1 bake b1 row 1 differs from what event"),
+    "canary-measurement-deleted": (["DELETE FROM canary_measurements WHERE version = 'canary'"],
+                                   "canary measurement CHG-000001 step 1 bake b1 row 1 that event"),
+}
+
+
+@pytest.mark.parametrize("attack", list(BOUND_ROW_ATTACKS))
+def test_checklist_results_and_canary_measurements_edited_after_their_decision_are_caught(services, cli_env,
+                                                                                           attack):
+    _checked_and_measured(services)
+    intact = cli_env("audit", "verify")
+    assert intact.exit_code == 0, intact.output
+    statements, named = BOUND_ROW_ATTACKS[attack]
+    true = "1" if services.db.dialect == "sqlite" else "true"
+    with services.db.write_engine.connect() as conn:
+        if services.db.dialect == "sqlite":  # the measurements' append-only guards, lifted by the insider
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS canary_measurements_no_update")
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS canary_measurements_no_delete")
+        else:
+            conn.exec_driver_sql("ALTER TABLE canary_measurements DISABLE TRIGGER USER")
+        for statement in statements:
+            conn.exec_driver_sql(statement.format(true=true))
+        conn.commit()
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "audit record:" in result.output and named in result.output, result.output
+
+
+def test_a_phase_still_running_is_not_yet_bound_and_its_digests_stay_out_of_views(services, cli_env):
+    key = _checked_and_measured(services)
+    assert services.canary.decisions(key) == {1: {"step": 1, "bake": "b1", "action": "rollback"}}
+    assert all("rows" not in step for step in services.changes.view(key).canary_steps)
+    # A result of a phase with no verdict yet (the run is still waiting for a person) is nobody's to compare.
+    from models import ItemOutcome, ManualItem
+
+    services.checklists.record_check(key, phase="post", step=0, item=ManualItem(id="smoke", title="Smoke"),
+                                     outcome=ItemOutcome(item_id="smoke", passed=True, required=True))
+    assert cli_env("audit", "verify").exit_code == 0
+
+
 def test_incremental_verification_starts_at_the_last_signed_checkpoint(services, cli_env):
     _history(services)
     cli_env("audit", "checkpoint")
@@ -289,3 +359,23 @@ def test_a_bundle_checked_against_another_key_fails(services, cli_env, tmp_path)
     result = verify_offline(bundle, "--public-key", str(other.public_key_file))
     assert result.returncode == 1
     assert "has no valid signature" in result.stdout + result.stderr
+
+
+def test_a_bundle_carries_the_checklist_results_and_measurements_and_names_an_edited_one(services, cli_env,
+                                                                                          tmp_path):
+    _checked_and_measured(services)
+    cli_env("audit", "checkpoint")
+    bundle = tmp_path / "bundle.jsonl"
+    assert cli_env("audit", "export", bundle, "--since", "2020-01-01T00:00:00Z").exit_code == 0
+    assert verify_offline(bundle).returncode == 0
+    lines = bundle.read_text().splitlines()
+    for kind, needle, replace, named in (
+            ("checklist_result", '"passed": false', '"passed": true',
+             "checklist result CHG-000001 pre/0 item backup-taken differs from what event"),
+            ("canary_measurement", '"value": 0.31', '"value": 0.01',
+             "canary measurement CHG-000001 step 1 bake b1 row 1 differs from what event")):
+        index = next(i for i, line in enumerate(lines) if f"\"kind\": \"{kind}\"" in line and needle in line)
+        edited = tmp_path / f"edited-{kind}.jsonl"
+        edited.write_text("\n".join(lines[:index] + [lines[index].replace(needle, replace)] + lines[index + 1:]))
+        result = verify_offline(edited)
+        assert result.returncode == 1 and named in result.stdout + result.stderr, result.stdout + result.stderr

@@ -1,0 +1,122 @@
+"""Rows the chain vouches for: a checklist phase's verdict event and a canary step's decision event carry a
+digest of every row they were based on (issue 14), so a `checklist_results` row turned from failed to passed, a
+deleted or added result, or an edited canary measurement no longer matches the event that the chain and its
+signed checkpoints protect.
+
+A phase still in progress, or a bake not yet decided, has no event yet: its rows are not bound until then (the
+same exposure as events after the last checkpoint). Events written before the digests existed carry none and
+are skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, select
+from sqlmodel import Session
+
+from ._audit import _iso, canonical_json
+from ._tables import AuditEvent, CanaryMeasurement, ChangeRequest, ChecklistResult
+
+# The key under which an event's data holds the digests of its rows.
+ROWS = "rows"
+
+_CHECKLIST_PHASE = "checklist_phase"
+_CANARY_DECISION = "canary_decision"
+
+
+def _digest(fields: list) -> str:
+    # 128 bits: forging a row to match a stored digest is a second-preimage search, not a birthday attack.
+    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:32]
+
+
+def checklist_row_digest(row: ChecklistResult) -> str:
+    return _digest([row.phase, row.step, row.item_id, row.title, row.kind, bool(row.required), bool(row.passed),
+                    row.detail, row.evidence, row.actor, _iso(row.recorded_at)])
+
+
+def measurement_row_digest(row: CanaryMeasurement) -> str:
+    return _digest([row.step, row.weight, row.bake, row.metric, row.version, row.value, row.error, row.threshold,
+                    row.operator, _iso(row.taken_at)])
+
+
+def checklist_rows_bound(rows: Iterable[ChecklistResult]) -> dict[str, str]:
+    """What a phase verdict event records: each item's row digest, by item id."""
+    return {row.item_id: checklist_row_digest(row) for row in rows}
+
+
+def measurement_rows_bound(rows: Iterable[CanaryMeasurement]) -> dict[str, str]:
+    """What a canary decision event records: each measurement's row digest, by row id."""
+    return {str(row.id): measurement_row_digest(row) for row in rows}
+
+
+@dataclass(frozen=True)
+class _Binding:
+    seq: int
+    digests: dict[str, str]
+
+
+def bound_row_problems(session: Session, scope: ColumnElement[bool]) -> Iterator[str]:
+    """Each row of a bound phase or bake that differs from its event, was added after it, or is gone."""
+    events = session.execute(
+        select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.action, AuditEvent.data)
+        .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
+        .where(scope, AuditEvent.action.in_((_CHECKLIST_PHASE, _CANARY_DECISION)))  # type: ignore[attr-defined]
+        .order_by(AuditEvent.seq))
+    results = session.execute(select(ChecklistResult)
+                              .join(ChangeRequest, ChangeRequest.key == ChecklistResult.change_key)
+                              .where(scope).order_by(ChecklistResult.id)).scalars()
+    measurements = session.execute(select(CanaryMeasurement)
+                                   .join(ChangeRequest, ChangeRequest.key == CanaryMeasurement.change_key)
+                                   .where(scope).order_by(CanaryMeasurement.id)).scalars()
+    return rows_against_events(events, results, measurements)
+
+
+def rows_against_events(events: Iterable[tuple[int, str | None, str, str]], results: Iterable[ChecklistResult],
+                        measurements: Iterable[CanaryMeasurement]) -> Iterator[str]:
+    """The check itself, over (seq, change_key, action, data) events and rows from anywhere: the database, or
+    an auditor's bundle."""
+    checklist: dict[tuple, _Binding] = {}
+    canary: dict[tuple, _Binding] = {}
+    for seq, change_key, action, raw in events:
+        data = json.loads(raw)
+        if ROWS not in data:
+            continue
+        # The first event per group is the one the run acted on (markers are written once).
+        if action == _CHECKLIST_PHASE:
+            checklist.setdefault((change_key, data.get("phase"), data.get("step")), _Binding(seq, data[ROWS]))
+        elif action == _CANARY_DECISION:
+            canary.setdefault((change_key, data.get("step"), data.get("bake")), _Binding(seq, data[ROWS]))
+    yield from _check(
+        "checklist result", checklist, results,
+        group=lambda row: (row.change_key, row.phase, row.step),
+        label=lambda group, name: f"{group[0]} {group[1]}/{group[2]} item {name}",
+        name=lambda row: row.item_id, digest=checklist_row_digest)
+    yield from _check(
+        "canary measurement", canary, measurements,
+        group=lambda row: (row.change_key, row.step, row.bake),
+        label=lambda group, name: f"{group[0]} step {group[1]} bake {group[2]} row {name}",
+        name=lambda row: str(row.id), digest=measurement_row_digest)
+
+
+def _check(kind: str, bindings: dict[tuple, _Binding], rows, *, group, label, name, digest) -> Iterator[str]:
+    seen: dict[tuple, set[str]] = {}
+    for row in rows:
+        key = group(row)
+        binding = bindings.get(key)
+        if binding is None:
+            continue
+        row_name = name(row)
+        seen.setdefault(key, set()).add(row_name)
+        recorded = binding.digests.get(row_name)
+        if recorded is None:
+            yield (f"{kind} {label(key, row_name)} was added after event {binding.seq} recorded the decision it "
+                   "would have changed: it was written outside changeflow")
+        elif recorded != digest(row):
+            yield (f"{kind} {label(key, row_name)} differs from what event {binding.seq} recorded: "
+                   "it was edited outside changeflow")
+    for key, binding in bindings.items():
+        for row_name in sorted(set(binding.digests) - seen.get(key, set())):
+            yield f"{kind} {label(key, row_name)} that event {binding.seq} recorded is gone"
