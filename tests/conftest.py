@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 
 import pytest
 import sqlalchemy
 
-from models import DEFAULTS_DIR, Services, Database, load_org
+from models import DEFAULTS_DIR, Services, Database, create_restricted_roles, load_org
 from models import normalise_database_url
 
 from tests.helpers import SECRET
@@ -34,22 +35,44 @@ def _sqlite(tmp_path) -> Database:
 
 
 class _PostgresSchemas:
-    """One fresh schema per test database, dropped afterwards, so runs never see each other's rows."""
+    """One fresh schema per test database, dropped afterwards, so runs never see each other's rows.
+
+    The tests connect as the restricted application role that `changeflow db roles` sets up (issue 14): the
+    schema belongs to a migration owner role, so a test that needed more than production grants would fail.
+    The superuser connection plays the insider (and the migration owner) where a test needs one."""
 
     def __init__(self, url: str):
         self.url = normalise_database_url(url)
         self.admin = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        suffix = uuid.uuid4().hex[:8]  # per test session: a CI run and a local run may share the server
+        self.owner, self.app = f"cf_test_owner_{suffix}", f"cf_test_app_{suffix}"
 
     def create(self) -> tuple[Database, str]:
+        """A schema reached as the superuser, for tests that set up roles themselves."""
         schema = f"cf_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         # The search path rides in the URL so a CLI subprocess given CHANGEFLOW_DATABASE_URL lands in it too.
         return Database(f"{self.url}?options=-csearch_path%3D{schema}"), schema
 
+    def create_restricted(self) -> tuple[Database, Database, str]:
+        """(as the application role, as the superuser, schema): migrated by the owner, then handed over."""
+        insider, schema = self.create()
+        insider.migrate()
+        create_restricted_roles(insider.write_engine, owner=self.owner, app=self.app)
+        as_app = sqlalchemy.engine.make_url(insider.url).set(username=self.app)
+        return Database(as_app.render_as_string(hide_password=False)), insider, schema
+
     def drop(self, schema: str) -> None:
         with self.admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    def drop_roles(self) -> None:
+        with self.admin.connect() as conn:
+            for role in (self.app, self.owner):
+                if conn.exec_driver_sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'").first():
+                    conn.exec_driver_sql(f"DROP OWNED BY {role}")
+                    conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
 @pytest.fixture(scope="session")
@@ -58,22 +81,41 @@ def postgres_schemas():
         pytest.skip("set CHANGEFLOW_TEST_POSTGRES_URL to run the PostgreSQL tests")
     schemas = _PostgresSchemas(POSTGRES_URL)
     yield schemas
+    schemas.drop_roles()
     schemas.admin.dispose()
 
 
+@dataclass(frozen=True)
+class Databases:
+    app: Database  # what changeflow connects as
+    insider: Database  # full rights: the attacker of the tamper tests, the owner who runs `db upgrade`
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
-def db(request, tmp_path):
+def databases(request, tmp_path):
     """The change database, on each backend we support."""
     if request.param == "sqlite":
         database = _sqlite(tmp_path)
-        yield database
+        yield Databases(database, database)
         database.dispose()
         return
     schemas = request.getfixturevalue("postgres_schemas")
-    database, schema = schemas.create()
-    yield database
+    database, insider, schema = schemas.create_restricted()
+    yield Databases(database, insider)
     database.dispose()
+    insider.dispose()
     schemas.drop(schema)
+
+
+@pytest.fixture
+def db(databases):
+    return databases.app
+
+
+@pytest.fixture
+def insider(databases):
+    """The database as someone with more than changeflow's rights: on PostgreSQL the superuser."""
+    return databases.insider
 
 
 @pytest.fixture

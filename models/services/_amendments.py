@@ -17,7 +17,7 @@ from ..domain import (
     invalid_request,
     parse_change_request,
 )
-from ..storage import ChangeRequest, append_event
+from ..storage import CONTENT, ChangeRequest, append_event, change_content_digest
 from ._identity import Identities
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
@@ -119,7 +119,7 @@ class AmendmentService:
         uow.bump(session, change, change.version, now, **amended, approval_round=round_, approved_at=None)
         append_event(session, actor=person, action=AuditAction.change_amended.value, change_key=change.key, at=now,
                      data={"reason": reason, "before": before, "after": {k: _plain(v) for k, v in amended.items()},
-                           "round": round_})
+                           "round": round_, CONTENT: change_content_digest(change)})
         if change.state != ChangeState.awaiting_approval.value:
             # Approved or waiting for its window: what was approved is not what will run, so it is approved again.
             change = uow.apply_transition(session, change, ChangeState.awaiting_approval, person,

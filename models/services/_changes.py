@@ -24,6 +24,7 @@ from ..domain import (
     parse_change_request,
 )
 from ..storage import (
+    CONTENT,
     ROWS,
     Approval,
     ChangeFilter,
@@ -32,6 +33,7 @@ from ..storage import (
     Notification,
     Page,
     append_event,
+    change_content_digest,
     decode_data,
     events_for,
     query_changes,
@@ -272,6 +274,7 @@ class ChangeService:
                 "risk_reasons": change.risk_reasons,
                 "policy_version": change.policy_version,
                 "flow_run_id": flow_run_id,
+                CONTENT: change_content_digest(change),
             },
             at=now,
         )

@@ -21,7 +21,14 @@ from ._migrate import SCHEMA_REVISION, head_revision
 from ._migrate import upgrade as upgrade_database
 from ._reconcile import record_problems
 from ._roles import create_restricted_roles
-from ._row_bindings import ROWS, checklist_rows_bound, measurement_rows_bound, rows_against_events
+from ._row_bindings import (
+    CONTENT,
+    ROWS,
+    change_content_digest,
+    checklist_rows_bound,
+    measurement_rows_bound,
+    rows_against_events,
+)
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
 from ._tables import (
     Approval,
@@ -35,7 +42,9 @@ from ._tables import (
 )
 
 __all__ = [
+    "CONTENT",
     "ROWS",
+    "change_content_digest",
     "checklist_rows_bound",
     "measurement_rows_bound",
     "rows_against_events",

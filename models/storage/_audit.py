@@ -205,8 +205,26 @@ def verify_chain(session: Session, after: tuple[int, str] | None = None) -> Veri
             return VerifyResult(False, 0, after[0], f"event {after[0]} no longer carries the hash of its signed "
                                                     "checkpoint: the events up to it were rewritten")
         query, start = query.where(table.seq > after[0]), after
-    rows = session.execute(query.execution_options(yield_per=20_000))
-    return verify_rows(rows, tuple(head_row) if head_row else None, start)
+    return verify_rows(_driver_rows(session, query), tuple(head_row) if head_row else None, start)
+
+
+def _driver_rows(session: Session, query) -> Iterable[tuple]:
+    """The query's rows as the database driver's own tuples, streamed: SQLAlchemy's Row objects cost as much as
+    the hashing itself at millions of events. The query holds no parameters (literal integers only)."""
+    connection = session.connection()
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name="changeflow_verify")  # server-side: rows arrive in batches, not all at once
+        cursor.itersize = 20_000
+    else:
+        cursor = driver.cursor()
+        cursor.arraysize = 20_000
+    cursor.execute(sql)
+    try:
+        yield from cursor
+    finally:
+        cursor.close()
 
 
 def events_for(session: Session, change_key: str) -> list[AuditEvent]:

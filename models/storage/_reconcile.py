@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlmodel import Session
 
-from ._row_bindings import bound_row_problems
+from ._row_bindings import bound_row_problems, content_problems
 from ._tables import Approval, AuditEvent, ChangeRequest
 
 # What `audit verify` prints at most per kind (the count says how many more there are).
@@ -74,8 +74,11 @@ def record_problems(session: Session, changes: ColumnElement[bool] | None = None
                  for seq, key, actor, action in missing_rows[:SHOWN]]
     problems += _more(missing_rows, "decision events whose approvals row is gone")
 
+    edited = list(content_problems(session, scope))
+    problems += edited[:SHOWN] + _more(edited, "changes whose content the audit trail does not record")
     unbound = list(bound_row_problems(session, scope))
-    problems += unbound[:SHOWN] + _more(unbound, "checklist results and canary measurements the chain does not vouch for")
+    problems += unbound[:SHOWN] + _more(unbound, "checklist results and canary measurements the chain does not "
+                                                 "vouch for")
     return problems
 
 

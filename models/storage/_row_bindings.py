@@ -1,7 +1,8 @@
-"""Rows the chain vouches for: a checklist phase's verdict event and a canary step's decision event carry a
-digest of every row they were based on (issue 14), so a `checklist_results` row turned from failed to passed, a
-deleted or added result, or an edited canary measurement no longer matches the event that the chain and its
-signed checkpoints protect.
+"""Rows the chain vouches for (issue 14): the filing and amendment events carry a digest of the change's
+content as they left it; a checklist phase's verdict event and a canary step's decision event carry a digest of
+every row they were based on. A planned date moved out of a freeze, a plan rewritten, a `checklist_results` row
+turned from failed to passed, a deleted or added result, or an edited canary measurement then no longer matches
+the event that the chain and its signed checkpoints protect.
 
 A phase still in progress, or a bake not yet decided, has no event yet: its rows are not bound until then (the
 same exposure as events after the last checkpoint). Events written before the digests existed carry none and
@@ -13,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from sqlalchemy import ColumnElement, select
 from sqlmodel import Session
@@ -20,8 +22,16 @@ from sqlmodel import Session
 from ._audit import _iso, canonical_json
 from ._tables import AuditEvent, CanaryMeasurement, ChangeRequest, ChecklistResult
 
-# The key under which an event's data holds the digests of its rows.
+# The keys under which an event's data holds the digests of its rows, and of the change's content.
 ROWS = "rows"
+CONTENT = "content"
+
+# What a person asked for and approvers approved: changed only by filing and amending, both of which record
+# the digest. (State, timestamps, the approval round and the run id change with every transition.)
+CONTENT_FIELDS = ("type", "title", "description", "service", "requester", "risk_level", "risk_score",
+                  "risk_reasons", "risk_answers", "impact", "planned_start", "planned_end", "implementation_plan",
+                  "rollback_plan", "test_evidence", "incident_id", "incident_severity", "template", "checklist",
+                  "canary", "policy_version")
 
 _CHECKLIST_PHASE = "checklist_phase"
 _CANARY_DECISION = "canary_decision"
@@ -42,6 +52,17 @@ def measurement_row_digest(row: CanaryMeasurement) -> str:
                     row.operator, _iso(row.taken_at)])
 
 
+def _plain(value: object) -> object:
+    """The value as it reads back from either database: times in UTC, enums and tuples as JSON has them."""
+    if isinstance(value, datetime):
+        return _iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    return json.loads(canonical_json(value))
+
+
+def change_content_digest(change: ChangeRequest) -> str:
+    return _digest([_plain(getattr(change, name)) for name in CONTENT_FIELDS])
+
+
 def checklist_rows_bound(rows: Iterable[ChecklistResult]) -> dict[str, str]:
     """What a phase verdict event records: each item's row digest, by item id."""
     return {row.item_id: checklist_row_digest(row) for row in rows}
@@ -56,6 +77,28 @@ def measurement_rows_bound(rows: Iterable[CanaryMeasurement]) -> dict[str, str]:
 class _Binding:
     seq: int
     digests: dict[str, str]
+
+
+def content_problems(session: Session, scope: ColumnElement[bool]) -> Iterator[str]:
+    """Each change whose content differs from the digest its last filing or amendment event recorded."""
+    recorded: dict[str, tuple[int, str]] = {}
+    events = session.execute(
+        select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.data)
+        .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
+        .where(scope, AuditEvent.action.in_(("submitted", "change_amended")))  # type: ignore[attr-defined]
+        .order_by(AuditEvent.seq).execution_options(yield_per=20_000))
+    for seq, change_key, raw in events:
+        if CONTENT in raw:  # cheaper than decoding the events recorded before the digest existed
+            recorded[change_key] = (seq, json.loads(raw)[CONTENT])
+    if not recorded:
+        return
+    changes = session.execute(select(ChangeRequest).where(scope).order_by(ChangeRequest.id)
+                              .execution_options(yield_per=5_000)).scalars()
+    for change in changes:
+        if change.key in recorded and change_content_digest(change) != recorded[change.key][1]:
+            yield (f"change {change.key}: its content (type, title, service, dates, plans, risk, template, "
+                   f"checklist, canary) differs from what event {recorded[change.key][0]} recorded: it was edited "
+                   "outside changeflow")
 
 
 def bound_row_problems(session: Session, scope: ColumnElement[bool]) -> Iterator[str]:

@@ -60,20 +60,21 @@ def test_intact_chain_verifies_with_its_event_count(services, cli_env):
     ],
     ids=["edit-actor", "edit-data", "delete", "swap", "delete-last"],
 )
-def test_tampering_with_any_row_is_named_by_verify(services, cli_env, statements, first_broken, reason):
+def test_tampering_with_any_row_is_named_by_verify(services, insider, cli_env, statements, first_broken, reason):
     assert _history(services) == 12
-    _tamper(services.db, *statements)
+    _tamper(insider, *statements)
     result = cli_env("audit", "verify")
     assert result.exit_code == 1, result.output
     assert f"audit chain broken at event {first_broken}" in result.output
     assert reason in result.output
 
 
-def test_database_refuses_to_update_or_delete_audit_events(services):
+def test_database_refuses_to_update_or_delete_audit_events(services, insider):
+    """Even for the schema's owner (the application role has no UPDATE or DELETE on the table at all)."""
     _history(services, changes=1)
     for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1", "DELETE FROM audit_events WHERE seq = 1"):
         with pytest.raises(DBAPIError, match="append-only"):
-            with services.db.write_engine.begin() as conn:
+            with insider.write_engine.begin() as conn:
                 conn.exec_driver_sql(statement)
     with services.db.read() as session:
         assert verify_chain(session).ok
@@ -102,27 +103,29 @@ def _drop_or_disable_a_guard(db) -> str:
         return "trigger audit_events_no_change on audit_events is disabled"
 
 
-def test_a_removed_guard_fails_verify_and_db_upgrade_restores_it(services, cli_env):
+def test_a_removed_guard_fails_verify_and_db_upgrade_restores_it(services, insider, cli_env, monkeypatch):
     """Issue 14: once dropped, the triggers were not recreated and nothing reported their absence."""
     _history(services, changes=1)
-    problem = _drop_or_disable_a_guard(services.db)
+    problem = _drop_or_disable_a_guard(insider)
     result = cli_env("audit", "verify")
     assert result.exit_code == 1 and problem in result.output, result.output
     assert "audit chain intact" in result.output  # the chain itself is fine: the guard is what is missing
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", insider.url)  # `db upgrade` is the migration owner's job
     repaired = cli_env("db", "upgrade")
     assert repaired.exit_code == 0 and f"restored: {problem}" in repaired.output, repaired.output
     assert cli_env("audit", "verify").exit_code == 0
     with pytest.raises(DBAPIError, match="append-only"):
-        with services.db.write_engine.begin() as conn:
+        with insider.write_engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM audit_events WHERE seq = 1")
 
 
 @pytest.mark.postgres
-def test_replica_mode_does_not_skip_the_guards_on_postgresql(services):
+def test_replica_mode_does_not_skip_the_guards_on_postgresql(services, insider):
+    """Even for a superuser (the application role may not set session_replication_role at all)."""
     if services.db.dialect != "postgresql":
         pytest.skip("session_replication_role is PostgreSQL's")
     _history(services, changes=1)
     with pytest.raises(DBAPIError, match="append-only"):
-        with services.db.write_engine.begin() as conn:
+        with insider.write_engine.begin() as conn:
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
             conn.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")

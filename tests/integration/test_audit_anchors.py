@@ -70,7 +70,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_a_rechained_rewrite_older_than_the_last_checkpoint_is_caught(services, cli_env, attack):
+def test_a_rechained_rewrite_older_than_the_last_checkpoint_is_caught(services, insider, cli_env, attack):
     _history(services)
     # A self-approval attempt: refused and recorded (the refusal an insider would like to erase).
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
@@ -80,7 +80,7 @@ def test_a_rechained_rewrite_older_than_the_last_checkpoint_is_caught(services, 
     assert signed.exit_code == 0 and "checkpoint signed" in signed.output, signed.output
     assert cli_env("audit", "verify").exit_code == 0
 
-    rewrite_history(services.db, *ATTACKS[attack])
+    rewrite_history(insider, *ATTACKS[attack])
     result = cli_env("audit", "verify")
     assert result.exit_code == 1, result.output
     assert "audit chain intact" in result.output  # the chain alone is fooled ...
@@ -97,12 +97,12 @@ def test_events_after_the_last_checkpoint_are_reported_as_not_yet_anchored(servi
     assert "1 signed checkpoints hold" in result.output and "events since are not anchored yet" in result.output
 
 
-def test_an_edited_checkpoint_file_fails_its_signature(services, cli_env):
+def test_an_edited_checkpoint_file_fails_its_signature(services, insider, cli_env):
     _history(services, changes=1)
     cli_env("audit", "checkpoint")
     settings = Settings()
     line = json.loads(settings.checkpoint_file.read_text())
-    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    rewrite_history(insider, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
     with services.db.read() as session:
         line["hash"] = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == line["seq"])).scalar_one()
     settings.checkpoint_file.write_text(json.dumps(line) + "\n")  # the insider also "fixes" the checkpoint
@@ -111,7 +111,7 @@ def test_an_edited_checkpoint_file_fails_its_signature(services, cli_env):
     assert "has no valid signature" in result.output
 
 
-def test_a_checkpoint_file_rewritten_without_the_other_anchor_is_caught(services, cli_env):
+def test_a_checkpoint_file_rewritten_without_the_other_anchor_is_caught(services, insider, cli_env):
     """The file and the Prefect artifact hold the same signed checkpoints: losing one from the file (the only
     rewrite possible without the key) is caught by the other, and a rewrite of the chain by either."""
     _history(services, changes=1)
@@ -120,7 +120,7 @@ def test_a_checkpoint_file_rewritten_without_the_other_anchor_is_caught(services
     anchors = AuditAnchors.from_settings(settings, services.db)
     published = anchors.log.read()[0]  # what the sweep also published as artifacts
     settings.checkpoint_file.write_text("")  # the file is emptied ...
-    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    rewrite_history(insider, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
     with services.db.read() as session:
         chain = verify_chain(session)
     report = anchors.verify(chain, elsewhere=published)
@@ -164,6 +164,10 @@ ROW_ATTACKS = {
     "forged-approval-row": (["INSERT INTO approvals (change_id, round, approver, role, decision, comment, decided_at) "
                              "SELECT id, 1, 'erin', 'team_lead', 'approve', '', created_at FROM change_requests "
                              "WHERE id = 3"], "(CHG-000003: approve by erin, round 1) has no decision event"),
+    "rewrite-the-approved-plan": (["UPDATE change_requests SET implementation_plan = 'drop the old tables' "
+                                   "WHERE id = 1"], "change CHG-000001: its content (type, title, service, dates"),
+    "move-the-date-out-of-the-freeze": (["UPDATE change_requests SET planned_start = created_at WHERE id = 2"],
+                                        "change CHG-000002: its content (type, title, service, dates"),
     "delete-a-rejection-and-approve": (["DELETE FROM approvals WHERE decision = 'reject'",
                                         "UPDATE change_requests SET state = 'approved' WHERE id = 3"],
                                        "rejection of CHG-000003 by alice, but its approvals row is gone"),
@@ -171,14 +175,14 @@ ROW_ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", list(ROW_ATTACKS))
-def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services, cli_env, attack):
+def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services, insider, cli_env, attack):
     _history(services)  # CHG-000001 and -000002 approved
     rejected = services.approvals.request_approval(services.changes.submit(standard_request()).key)
     services.approvals.decide(rejected.key, approver="alice", decision="reject", comment="not now",
                               code=services.approvals.approval_code_for(rejected.key, "alice"))
     assert cli_env("audit", "verify").exit_code == 0
     statements, named = ROW_ATTACKS[attack]
-    with services.db.write_engine.connect() as conn:
+    with insider.write_engine.connect() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)
         conn.commit()
@@ -187,7 +191,7 @@ def test_change_and_approval_rows_edited_outside_changeflow_are_caught(services,
     assert "audit record:" in result.output and named in result.output, result.output
     # Compliance does not take the edited rows of the changes in its range on trust either. (The range is
     # the changes implemented in it: mark them implemented, a column the reconciliation does not look at.)
-    with services.db.write_engine.connect() as conn:
+    with insider.write_engine.connect() as conn:
         conn.exec_driver_sql("UPDATE change_requests SET implemented_at = created_at")
         conn.commit()
     report = cli_env("report", "compliance", "--format", "json")
@@ -231,15 +235,15 @@ BOUND_ROW_ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", list(BOUND_ROW_ATTACKS))
-def test_checklist_results_and_canary_measurements_edited_after_their_decision_are_caught(services, cli_env,
-                                                                                           attack):
+def test_checklist_results_and_canary_measurements_edited_after_their_decision_are_caught(services, insider,
+                                                                                           cli_env, attack):
     _checked_and_measured(services)
     intact = cli_env("audit", "verify")
     assert intact.exit_code == 0, intact.output
     statements, named = BOUND_ROW_ATTACKS[attack]
-    true = "1" if services.db.dialect == "sqlite" else "true"
-    with services.db.write_engine.connect() as conn:
-        if services.db.dialect == "sqlite":  # the measurements' append-only guards, lifted by the insider
+    true = "1" if insider.dialect == "sqlite" else "true"
+    with insider.write_engine.connect() as conn:
+        if insider.dialect == "sqlite":  # the measurements' append-only guards, lifted by the insider
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS canary_measurements_no_update")
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS canary_measurements_no_delete")
         else:
@@ -264,7 +268,20 @@ def test_a_phase_still_running_is_not_yet_bound_and_its_digests_stay_out_of_view
     assert cli_env("audit", "verify").exit_code == 0
 
 
-def test_incremental_verification_starts_at_the_last_signed_checkpoint(services, cli_env):
+def test_an_amended_change_verifies_and_an_edit_after_the_amendment_is_caught(services, insider, cli_env):
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    services.amendments.amend(change.key, {"implementation_plan": "deploy 2.5"}, person="grace",
+                              code=services.approvals.approval_code_for(change.key, "grace"),
+                              reason="2.4 was withdrawn")
+    assert cli_env("audit", "verify").exit_code == 0
+    with insider.write_engine.connect() as conn:
+        conn.exec_driver_sql("UPDATE change_requests SET implementation_plan = 'deploy 2.4' WHERE id = 1")
+        conn.commit()
+    result = cli_env("audit", "verify")
+    assert result.exit_code == 1 and "differs from what event" in result.output, result.output
+
+
+def test_incremental_verification_starts_at_the_last_signed_checkpoint(services, insider, cli_env):
     _history(services)
     cli_env("audit", "checkpoint")
     _history(services, changes=1)
@@ -273,7 +290,7 @@ def test_incremental_verification_starts_at_the_last_signed_checkpoint(services,
     report = cli_env("report", "compliance", "--format", "json")
     assert report.exit_code == 0 and "audit_chain_broken" not in report.output
     # A re-chained rewrite changes the hash at the checkpoint: the incremental form catches it too.
-    rewrite_history(services.db, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
+    rewrite_history(insider, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
     quick = cli_env("audit", "verify", "--incremental")
     assert quick.exit_code == 1
     assert "audit chain broken at event 12: event 12 no longer carries the hash of its signed checkpoint" \
@@ -281,27 +298,30 @@ def test_incremental_verification_starts_at_the_last_signed_checkpoint(services,
     assert "audit_chain_broken" in cli_env("report", "compliance", "--format", "json").output
 
 
-def test_an_edit_that_leaves_the_hashes_alone_is_caught_by_the_full_verification_only(services, cli_env):
+def test_an_edit_that_leaves_the_hashes_alone_is_caught_by_the_full_verification_only(services, insider, cli_env,
+                                                                                       monkeypatch):
     """The documented limit of --incremental: it trusts the prefix it does not recompute."""
     _history(services)
     cli_env("audit", "checkpoint")
-    with services.db.write_engine.connect() as conn:
-        _lift_guards(conn, services.db.dialect)
+    with insider.write_engine.connect() as conn:
+        _lift_guards(conn, insider.dialect)
         # The policy decision (event 2): an edit the row reconciliation has nothing to compare with.
         conn.exec_driver_sql("UPDATE audit_events SET data = '{}' WHERE seq = 2")
         conn.commit()
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", insider.url)
     assert cli_env("db", "upgrade").exit_code == 0  # the insider puts the guards back
+    monkeypatch.setenv("CHANGEFLOW_DATABASE_URL", services.db.url)
     assert cli_env("audit", "verify", "--incremental").exit_code == 0
     full = cli_env("audit", "verify")
     assert full.exit_code == 1 and "audit chain broken at event 2: event 2 was altered" in full.output
 
 
-def test_an_event_appended_behind_the_heads_back_is_named(services, cli_env):
+def test_an_event_appended_behind_the_heads_back_is_named(services, insider, cli_env):
     _history(services)  # 12 events
     with services.db.read() as session:
         last = session.execute(select(AuditEvent).where(AuditEvent.seq == 12)).scalar_one()
         forged = event_hash(13, last.change_key, last.occurred_at, "erin", "approval", None, None, "{}", last.hash)
-    with services.db.write_engine.connect() as conn:
+    with insider.write_engine.connect() as conn:
         conn.exec_driver_sql(
             "INSERT INTO audit_events (seq, change_key, occurred_at, actor, action, data, prev_hash, hash) "
             f"SELECT 13, change_key, occurred_at, 'erin', 'approval', '{{}}', '{last.hash}', '{forged}' "

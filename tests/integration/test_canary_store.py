@@ -17,7 +17,7 @@ def _row(step: int, value: float | None, error: str | None = None) -> dict:
             "value": value, "error": error, "threshold": 0.05, "operator": ">", "taken_at": utcnow()}
 
 
-def test_measurements_are_stored_in_order_and_cannot_be_changed(services):
+def test_measurements_are_stored_in_order_and_cannot_be_changed(services, insider):
     key = services.changes.submit(standard_request()).key
     services.canary.record_measurements(key, [_row(1, 0.0), _row(1, None, "prometheus: no data"), _row(2, 0.4)])
     stored = services.canary.measurements(key)
@@ -26,7 +26,7 @@ def test_measurements_are_stored_in_order_and_cannot_be_changed(services):
     assert [m.value for m in services.canary.measurements(key, step=2)] == [0.4]
     for statement in ("UPDATE canary_measurements SET value = 0", "DELETE FROM canary_measurements"):
         with pytest.raises(DBAPIError, match="append-only"):
-            with services.db.write_engine.begin() as conn:
+            with insider.write_engine.begin() as conn:
                 conn.exec_driver_sql(statement)
     assert len(services.canary.measurements(key)) == 3
 

@@ -181,10 +181,10 @@ def test_report_csv_and_json_outputs(history, cli_env_for):
     assert bad.exit_code == 2 and "not one of dora, compliance, sla" in bad.stderr
 
 
-def test_compliance_reports_a_broken_audit_chain(history, db):
+def test_compliance_reports_a_broken_audit_chain(history, insider):
     services, _ = history
-    with db.write_engine.connect() as conn:
-        if db.dialect == "sqlite":
+    with insider.write_engine.connect() as conn:
+        if insider.dialect == "sqlite":
             conn.exec_driver_sql("DROP TRIGGER audit_events_no_update")
         else:
             conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")

@@ -59,3 +59,16 @@ def test_the_application_role_works_but_cannot_touch_the_guards(app_database, or
             conn.exec_driver_sql(ATTEMPTS[attempt])
     with database.read() as session:
         assert verify_chain(session).ok
+
+
+@pytest.mark.parametrize("databases", ["postgres"], indirect=True)
+def test_the_postgresql_tests_run_as_the_restricted_role(db):
+    """The `db` fixture every PostgreSQL test uses hands out the application role, not the superuser: a code path
+    that needed more than production grants would fail in the suite, not in production."""
+    with db.write_engine.connect() as conn:
+        user, superuser = conn.exec_driver_sql(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").one()
+        owner = conn.exec_driver_sql("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_events' "
+                                     "AND schemaname = current_schema()").scalar_one()
+    assert user.startswith("cf_test_app_") and not superuser
+    assert owner.startswith("cf_test_owner_")
