@@ -42,28 +42,12 @@ def nudge_gate(change: ChangeRequest, run_input: dict, *, wait_s: float = 15) ->
 
 
 def nudge_run(change: ChangeRequest, key_prefix: str, run_input: dict, *, wait_s: float = 15) -> bool:
-    """Resume the change's run suspended at `key_prefix...` with input the flow treats as already recorded.
-
-    The gate may be running for someone else's decision at this moment; retry until it suspends again.
-    False when it could not be reached: the escalation sweep resumes it within a minute.
-    """
+    """Resume the change's run suspended at `key_prefix...` (see flows.nudge_suspended_run)."""
     if not change.flow_run_id:
         return False
-    from flows import ResumeRefused, paused_key, resume_with_input
+    from flows import nudge_suspended_run
 
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            key = asyncio.run(paused_key(change.flow_run_id))
-            if key is not None and key.startswith(key_prefix):
-                asyncio.run(resume_with_input(change.flow_run_id, run_input))
-                return True
-        except ResumeRefused:
-            pass
-        except Exception:  # noqa: BLE001 - Prefect unreachable: the decision is recorded, the sweep nudges later
-            return False
-        time.sleep(0.5)
-    return False
+    return nudge_suspended_run(change.flow_run_id, key_prefix, run_input, wait_s=wait_s)
 
 
 def cancel_run(change: ChangeRequest, message: str) -> bool:

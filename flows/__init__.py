@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key": "_prefect_api",
-          "resume_with_input": "_prefect_api", "run_state": "_prefect_api", "work_key_prefix": "_manual",
+          "resume_with_input": "_prefect_api", "run_state": "_prefect_api",
+          "nudge_suspended_run": "_prefect_api", "work_key_prefix": "_manual",
           "anchored_checkpoints": "_anchors"}
 __all__ = list(_HOMES)
 

@@ -61,6 +61,7 @@ from ._canary_plan import (
     NginxRouter,
     RouterConfig,
 )
+from ._approval_links import ApprovalLink, LinkRefused, form_token, form_token_ok, read_link, sign_link
 from ._checkpoints import (
     CHECKPOINT_ORIGIN,
     Checkpoint,
@@ -173,6 +174,12 @@ from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text, within_
 from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers
 
 __all__ = [
+    "ApprovalLink",
+    "LinkRefused",
+    "form_token",
+    "form_token_ok",
+    "read_link",
+    "sign_link",
     "CHECKPOINT_ORIGIN",
     "Checkpoint",
     "checkpoint_due",

@@ -99,3 +99,4 @@ class AuditAction(str, Enum):
     rollback_retried = "rollback_retried"
     run_crashed = "run_crashed"
     canary_aborted = "canary_aborted"
+    endpoint_refused = "endpoint_refused"

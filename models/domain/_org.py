@@ -55,6 +55,9 @@ class Person(Strict):
     name: str = Field(min_length=1, max_length=200)
     roles: list[Name] = Field(default_factory=list)
     channels: list[Channel] = Field(default_factory=lambda: [Channel(type="console")])
+    slack_user_id: str | None = Field(
+        default=None, pattern=r"^[UW][A-Z0-9]{2,20}$",
+        description="Slack member id (Profile > Copy member ID): a click on an Approve button acts as this person")
 
 
 class ServiceEntry(Strict):
@@ -71,6 +74,18 @@ class Directory(Strict):
         default_factory=list,
         description="Names that file changes on their own (the scheduled maintenance): they may request, never "
         "approve, confirm or start anything")
+
+    def person_with_slack_id(self, slack_user_id: str) -> str | None:
+        return next((name for name, person in self.people.items() if person.slack_user_id == slack_user_id), None)
+
+    @model_validator(mode="after")
+    def _slack_ids_are_unique(self) -> "Directory":
+        seen: dict[str, str] = {}
+        for name, person in self.people.items():
+            if person.slack_user_id and seen.setdefault(person.slack_user_id, name) != name:
+                raise ValueError(f"people.{name}.slack_user_id: {person.slack_user_id} is already "
+                                 f"{seen[person.slack_user_id]}'s")
+        return self
 
     @model_validator(mode="after")
     def _services_name_known_people(self) -> "Directory":

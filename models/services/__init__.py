@@ -5,6 +5,7 @@ from ._amendments import AMENDABLE_FIELDS, AmendmentService
 from ._anchors import AnchorReport, AuditAnchors
 from ._audit_bundle import BundleReport, ExportSummary, export_bundle, verify_bundle
 from ._approvals import ApprovalService, DecisionResult
+from ._approval_links import ApprovalLinks, LinkPage
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
 from ._checklists import ChecklistService
@@ -21,7 +22,9 @@ __all__ = [
     "AmendmentService",
     "ACTIVE_STATES",
     "AnchorReport",
+    "ApprovalLinks",
     "ApprovalService",
+    "LinkPage",
     "AuditAnchors",
     "BundleReport",
     "ExportSummary",

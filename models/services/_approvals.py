@@ -151,11 +151,12 @@ class ApprovalService:
 
     def decide(self, key: str, *, approver: str, decision: Decision | str, code: str, role: str | None = None,
                comment: str = "", expected_version: int | None = None,
-               attempt_id: str | None = None) -> DecisionResult:
+               attempt_id: str | None = None, via: str | None = None) -> DecisionResult:
         """Record an approver's decision. A refused attempt is written to the audit trail, then raised.
 
-        `attempt_id` names one submission (a gate's suspend key): replaying it, as a resumed flow run does,
-        returns the first outcome instead of recording it again.
+        `attempt_id` names one submission (a gate's suspend key, an approval link): replaying it, as a resumed
+        flow run does, returns the first outcome instead of recording it again. `via` says how the person was
+        identified when not by typing their code (a Slack click, a signed link), for the record.
         """
         decision = Decision(decision)
         uow = self._uow
@@ -192,13 +193,13 @@ class ApprovalService:
                             action=AuditAction.approval_refused.value,
                             change_key=change.key,
                             data={"decision": decision.value, "role": role, "reason": str(exc),
-                                  **({"attempt": attempt_id} if attempt_id else {})},
+                                  **({"attempt": attempt_id} if attempt_id else {}), **({"via": via} if via else {})},
                             at=uow.clock(),
                         )
                     else:
                         result = self._record_decision(
                             session, change, version, approver, acting_role, decision, comment, required, given,
-                            attempt_id,
+                            attempt_id, via,
                         )
             if refusal is not None:
                 raise refusal
@@ -248,7 +249,7 @@ class ApprovalService:
 
     def _record_decision(self, session: Session, change: ChangeRequest, version: int, approver: str, role: str,
                          decision: Decision, comment: str, required: list[RequiredApproval],
-                         given: list[GivenApproval], attempt_id: str | None) -> DecisionResult:
+                         given: list[GivenApproval], attempt_id: str | None, via: str | None) -> DecisionResult:
         uow = self._uow
         now = uow.clock()
         uow.bump(session, change, version, now)
@@ -262,7 +263,7 @@ class ApprovalService:
             action=(AuditAction.approval if decision is Decision.approve else AuditAction.rejection).value,
             change_key=change.key,
             data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing,
-                  **({"attempt": attempt_id} if attempt_id else {})},
+                  **({"attempt": attempt_id} if attempt_id else {}), **({"via": via} if via else {})},
             at=now,
         )
         if after.rejected:

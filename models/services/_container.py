@@ -10,6 +10,7 @@ from ..config import Settings, load_org
 from ..domain import ChangeTypeRules, Org, change_type, utcnow
 from ..storage import ChangeRequest, Database
 from ._amendments import AmendmentService
+from ._approval_links import ApprovalLinks
 from ._approvals import ApprovalService
 from ._canary import CanaryService
 from ._changes import ChangeService
@@ -37,6 +38,7 @@ class Services:
     reports: ReportService
     work: WorkService
     recovery: RecoveryService
+    links: ApprovalLinks
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -49,7 +51,8 @@ class Services:
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
                    canary=CanaryService(uow, approvals), reports=ReportService(uow),
-                   work=WorkService(uow, identities), recovery=RecoveryService(uow))
+                   work=WorkService(uow, identities), recovery=RecoveryService(uow),
+                   links=ApprovalLinks(uow, approvals, secret))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

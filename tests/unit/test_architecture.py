@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("models", "flows", "notifications", "cli")
+PACKAGES = ("models", "flows", "notifications", "endpoint", "cli")
 # The pure domain does no I/O and knows no database or orchestrator.
 NOT_IN_DOMAIN = {"sqlalchemy", "sqlmodel", "alembic", "psycopg", "prefect", "httpx", "yaml", "subprocess",
                  "socket", "smtplib", "os", "pathlib"}

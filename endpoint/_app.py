@@ -1,0 +1,166 @@
+"""The approval endpoint (issue 17): approvers act from the notification itself.
+
+- `GET /a/{token}`: the change and the decision form of a signed e-mail link. Changes nothing (mail scanners
+  follow links).
+- `POST /a/{token}`: the decision, with the form's CSRF token; refused (and recorded) when the link is forged,
+  used, expired, for another round, or the form token is wrong.
+- `POST /slack/actions`: a click on a Slack approval message's button, signed by Slack; the Slack user is mapped
+  to a person by `slack_user_id` in directory.yaml. Reject answers with the person's own link, to give a reason.
+- `GET /healthz`.
+
+Every decision goes through `ApprovalService.decide` (via `ApprovalLinks`), then the change's suspended run is
+resumed, as after `changeflow approve`. Served by `changeflow up` beside the Prefect server, or alone by
+`changeflow endpoint` behind a reverse proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+from typing import Callable
+
+import httpx
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from models import ChangeflowError, Decision, DecisionResult, LinkRefused, PolicyViolation, Services
+
+from ._slack import ButtonClick, SlackRequestRefused, check_signature, parse_click
+
+_PAGES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                     autoescape=select_autoescape(["html", "j2"]))
+# The token is in the URL: no Referer may carry it elsewhere, no cache may keep the page, no frame may hold it.
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
+
+Nudge = Callable[[str, str, dict], bool]
+
+
+def _nudge_with_prefect(flow_run_id: str, key_prefix: str, run_input: dict) -> bool:
+    from flows import nudge_suspended_run
+
+    return nudge_suspended_run(flow_run_id, key_prefix, run_input)
+
+
+async def _urlencoded_form(request: Request) -> dict[str, str]:
+    """The decision form (application/x-www-form-urlencoded, what the page's <form> posts): parsed here, as
+    Starlette's own form parser needs python-multipart, which nothing else here uses."""
+    body = await request.body()
+    try:
+        fields = parse_qs(body.decode(), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {name: values[0] for name, values in fields.items()}
+
+
+def create_app(services: Services, *, slack_signing_secret: str | None, public_url: str,
+               now: Callable[[], float] = time.time, nudge: Nudge = _nudge_with_prefect,
+               http_timeout_s: float = 10.0) -> Starlette:
+    def page(name: str, status: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(_PAGES.get_template(name).render(**context), status_code=status, headers=_HEADERS)
+
+    def resume_run(result: DecisionResult, person: str, decision: Decision, comment: str) -> BackgroundTask | None:
+        change = result.change
+        if not change.flow_run_id:
+            return None
+        run_input = {"approver": person, "decision": decision.value, "comment": comment,
+                     "approval_code": services.approvals.approval_code_for(change.key, person)}
+        return BackgroundTask(nudge, change.flow_run_id, "approval-", run_input)
+
+    async def link_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            shown = await run_in_threadpool(services.links.page, token)
+        except LinkRefused as exc:
+            return page("refused.html.j2", 403, reason=str(exc))
+        return page("link.html.j2", change=shown.change, shown=shown, action=f"{public_url}/a/{token}")
+
+    async def link_decision(request: Request) -> Response:
+        token = request.path_params["token"]
+        form = await _urlencoded_form(request)
+        decision_text, comment = form.get("decision", ""), form.get("comment", "").strip()
+        if decision_text not in (Decision.approve.value, Decision.reject.value):
+            return page("refused.html.j2", 400, reason="decision: choose Approve or Reject")
+        decision = Decision(decision_text)
+
+        def decide() -> tuple[str, DecisionResult]:
+            return services.links.decide_with_link(token, given_form_token=form.get("form_token", ""),
+                                                   decision=decision, comment=comment)
+        try:
+            person, result = await run_in_threadpool(decide)
+        except LinkRefused as exc:
+            return page("refused.html.j2", 403, reason=str(exc))
+        except PolicyViolation as exc:  # recorded as approval_refused by the decision itself
+            return page("refused.html.j2", 403, reason=str(exc))
+        response = page("decided.html.j2", change=result.change, decision=decision, result=result,
+                        person=services.org.directory.people[person].name)
+        response.background = resume_run(result, person, decision, comment)
+        return response
+
+    async def slack_actions(request: Request) -> Response:
+        if not slack_signing_secret:
+            return PlainTextResponse("Slack is not configured here (CHANGEFLOW_SLACK_SIGNING_SECRET)", 404)
+        body = await request.body()
+        given = request.headers.get("x-slack-signature")
+        try:
+            check_signature(slack_signing_secret, request.headers.get("x-slack-request-timestamp"), given, body,
+                            now())
+            click = parse_click(body, given or "")
+        except SlackRequestRefused as exc:
+            await run_in_threadpool(services.links.record_refusal, None, "unknown (Slack)", str(exc), via="Slack")
+            return PlainTextResponse(str(exc), 401)
+        answer, task = await run_in_threadpool(_answer_click, click)
+        return JSONResponse(answer, background=task)
+
+    def _answer_click(click: ButtonClick) -> tuple[dict, BackgroundTask | None]:
+        via = f"Slack {click.slack_user_id}"
+        person = services.org.directory.person_with_slack_id(click.slack_user_id)
+        if person is None:
+            reason = f"Slack user {click.slack_user_id} is not in the approver directory (slack_user_id)"
+            services.links.record_refusal(click.change_key, f"unknown ({via})", reason, via=via)
+            return _reply(click, f":no_entry: {reason}", replace=False), None
+        if click.action == Decision.reject.value:
+            # A rejection needs its reason, which a button cannot carry: the person's own link, shown only to them.
+            link = f"{public_url}/a/{services.links.link_for(click.change_key, person)}"
+            return _reply(click, f"Say why you reject {click.change_key}: <{link}|open your rejection form>",
+                          replace=False), None
+        if click.action != Decision.approve.value:
+            return _reply(click, f"unknown action {click.action!r}", replace=False), None
+        try:
+            result = services.links.decide_as(click.change_key, person, round_=click.round,
+                                              decision=Decision.approve, comment="", attempt=f"slack:{click.request_id}",
+                                              via=via)
+        except ChangeflowError as exc:
+            return _reply(click, f":no_entry: Not recorded: {exc}", replace=False), None
+        name = services.org.directory.people[person].name
+        text = (f":white_check_mark: Approved by {name} at {time.strftime('%H:%M', time.gmtime(now()))} UTC"
+                f"{' (already on record)' if result.repeated else ''}; still needed: "
+                f"{result.evaluation.describe_missing()}")
+        return _reply(click, text, replace=True), resume_run(result, person, Decision.approve, "")
+
+    def _reply(click: ButtonClick, text: str, *, replace: bool) -> dict:
+        """Slack updates the message through its response_url (the HTTP answer to a block action is not shown);
+        a refusal goes to the clicking person only."""
+        message = {"text": text, "replace_original": replace, "response_type": "in_channel" if replace else "ephemeral"}
+        if click.response_url:
+            try:
+                httpx.post(click.response_url, json=message, timeout=http_timeout_s)
+            except httpx.HTTPError:
+                pass  # the decision is recorded either way; the message keeps its buttons
+        return message
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[
+        Route("/a/{token}", link_page, methods=["GET"]),
+        Route("/a/{token}", link_decision, methods=["POST"]),
+        Route("/slack/actions", slack_actions, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])
