@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import _audit, _calendar, _changes, _decisions, _notifications, _setup
+from ._endpoint import endpoint
 from ._output import exits_cleanly
 from ._stack_file import connect_to_running_stack
 from ._up import up
@@ -23,6 +24,7 @@ app.add_typer(_calendar.window_app, name="window")
 app.add_typer(_notifications.notifications_app, name="notifications")
 # Local stacks: the Prefect UI for a person (`up`) and the whole-story demo (`demo`, dev tooling).
 app.command()(exits_cleanly(up))
+app.command()(exits_cleanly(endpoint))
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -18,6 +19,7 @@ from .dev import (
     create_pool_and_deploy,
     port_in_use,
     prefect_env,
+    start_endpoint,
     start_server,
     start_worker,
     wait_healthy,
@@ -36,6 +38,7 @@ def _configured_api_url() -> str | None:
 
 def up(
     port: int = typer.Option(4200, help="Port of the Prefect server to start on 127.0.0.1."),
+    endpoint_port: int = typer.Option(4280, help="Port of the approval endpoint (e-mail links, Slack clicks)."),
     once: bool = typer.Option(False, help="Start everything, print the addresses and stop again (a smoke test)."),
 ) -> None:
     """Start a Prefect server (unless PREFECT_API_URL names one), the work pool, the deployments and a worker."""
@@ -45,8 +48,12 @@ def up(
     existing = _configured_api_url()
     api_url = existing or f"http://127.0.0.1:{port}/api"
     ui_url = api_url.removesuffix("/api")
+    # Links in notifications point at the endpoint this command serves, unless a public address is configured.
+    approval_url = (settings.approval_url if "CHANGEFLOW_APPROVAL_URL" in os.environ
+                    else f"http://127.0.0.1:{endpoint_port}")
     stack = Stack(api_url, prefect_env(api_url, settings.home / "prefect", {
         **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": ui_url, "CHANGEFLOW_HOME": str(settings.home),
+        "CHANGEFLOW_APPROVAL_URL": approval_url,
     }))
     stopping = False
 
@@ -70,9 +77,12 @@ def up(
             start_server(stack, port, logs)
         console.print("creating work pool `changeflow` and deploying prefect.yaml")
         create_pool_and_deploy(stack)
+        if port_in_use(endpoint_port):
+            raise StackError(f"port {endpoint_port} is taken: choose another with --endpoint-port")
+        start_endpoint(stack, endpoint_port, logs)
         start_worker(stack, logs)
         write_stack_file(settings.home, api_url=api_url, ui_url=ui_url)
-        console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}")
+        console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}; approval endpoint {approval_url}")
         console.print(f"  submit a change: {ui_url}/deployments -> change-request / submit -> Run -> Custom run")
         console.print(f"  notifications are printed in {logs / 'worker.log'}; `changeflow pending` lists gates")
         console.print("  Ctrl-C stops everything this command started")

@@ -21,6 +21,7 @@ from ._stack import (
     free_port,
     port_in_use,
     prefect_env,
+    start_endpoint,
     start_runner,
     start_server,
     start_worker,
@@ -31,6 +32,6 @@ from ._stack import (
 __all__ = [
     "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "Lab", "SampleVersion", "Stack",
     "TrafficLoad", "create_pool_and_deploy", "free_port", "nginx_available", "play_demo", "port_in_use",
-    "prefect_env", "prometheus_available", "run_demo", "start_runner", "start_server", "start_worker",
+    "prefect_env", "prometheus_available", "run_demo", "start_endpoint", "start_runner", "start_server", "start_worker",
     "wait_for_deployments", "wait_healthy",
 ]

@@ -165,5 +165,21 @@ def install_automations(stack: Stack) -> None:
         raise RuntimeError(f"could not create the automations: {created.stdout}{created.stderr}")
 
 
+def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -> subprocess.Popen:
+    """The approval endpoint (`changeflow endpoint`) on 127.0.0.1:port, once it answers."""
+    process = stack.spawn([_bin("changeflow"), "endpoint", "--port", str(port)], logs / "endpoint.log")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the approval endpoint exited; see {logs / 'endpoint.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the approval endpoint did not answer on port {port} within {timeout_s:g} s")
+
+
 def start_worker(stack: Stack, logs: Path) -> subprocess.Popen:
     return stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log")

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     webhook_signing_secret: SecretStr | None = Field(
         default=None, description="HMAC key for generic webhook signatures; default: the changeflow secret."
     )
+    approval_url: str = Field(
+        default="http://127.0.0.1:4280", pattern=r"^https?://",
+        description="Public base URL of the approval endpoint (`changeflow endpoint`), used in e-mail links and "
+        "Slack replies; behind a reverse proxy, the proxy's address.")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack app's signing secret: Approve/Reject clicks are accepted only when Slack "
+        "signed them with it (Basic Information > App Credentials).")
     notify_max_attempts: int = Field(default=5, ge=1, le=50, description="Send attempts before a channel fails.")
     notify_backoff_s: float = Field(
         default=5.0, gt=0, description="First retry delay; doubles per attempt (with jitter), capped at 15 min."

@@ -31,7 +31,8 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHANGEFLOW_"))}
     env.update(CHANGEFLOW_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect-client"))
     log_path = tmp_path / "up.log"
-    up = subprocess.Popen([str(Path(sys.executable).parent / "changeflow"), "up", "--port", str(port)], env=env,
+    up = subprocess.Popen([str(Path(sys.executable).parent / "changeflow"), "up", "--port", str(port),
+                           "--endpoint-port", str(free_port())], env=env,
                           stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while "changeflow is up" not in log_path.read_text():

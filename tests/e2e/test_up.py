@@ -1,9 +1,11 @@
-"""`changeflow up` brings up server, work pool, deployments and worker; a change submitted the way the UI
-form submits it reaches awaiting_approval with its notifications written; Ctrl-C stops everything."""
+"""`changeflow up` brings up server, work pool, deployments, approval endpoint and worker; a change submitted the
+way the UI form submits it reaches awaiting_approval with its notifications written, is approved from an e-mail
+link and a Slack click, and its run continues at once; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 from cli.dev import free_port
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
+from tests.helpers import signed_slack_click
 
 pytestmark = pytest.mark.flows
 
@@ -47,6 +50,9 @@ def assert_maintenance_schedules(base: str) -> None:
     assert all((m.weekday(), m.hour) == (4, 2) for m in announce), "Friday 02:00: 48 h before the window"
 
 
+SLACK_SECRET = "up-test-slack-signing-secret"
+
+
 def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
     port = free_port()
     home = tmp_path / "home"
@@ -54,8 +60,10 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
     env.update(CHANGEFLOW_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect-client"))
     changeflow = str(Path(sys.executable).parent / "changeflow")
     log = (tmp_path / "up.log").open("w")
-    up = subprocess.Popen([changeflow, "up", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+    endpoint_port = free_port()
+    env["CHANGEFLOW_SLACK_SIGNING_SECRET"] = SLACK_SECRET
+    up = subprocess.Popen([changeflow, "up", "--port", str(port), "--endpoint-port", str(endpoint_port)], env=env,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -98,6 +106,19 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
             assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
             time.sleep(0.3)
         assert "Approval needed: " + change.key in (home / "logs" / "worker.log").read_text()
+        # Alice approves from her e-mail link, Bob with a click Slack signed; the run continues past its gate.
+        approvals = f"http://127.0.0.1:{endpoint_port}"
+        link = f"{approvals}/a/{services.links.link_for(change.key, 'alice')}"
+        form_token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
+        decided = httpx.post(link, data={"form_token": form_token, "decision": "approve"}, timeout=30)
+        assert decided.status_code == 200 and "approved by Alice Moreau" in decided.text, decided.text
+        body, headers = signed_slack_click(change.key, 1, "U02BOB", SLACK_SECRET)
+        clicked = httpx.post(f"{approvals}/slack/actions", content=body, headers=headers, timeout=30)
+        assert clicked.json()["text"].startswith(":white_check_mark: Approved by Bob Okafor"), clicked.text
+        deadline = time.monotonic() + 45  # the sweep would take up to 60 s: this proves the endpoint resumed it
+        while services.changes.get(change.key).state in ("awaiting_approval", "approved"):
+            assert time.monotonic() < deadline, services.changes.get(change.key).state
+            time.sleep(0.3)
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=60)

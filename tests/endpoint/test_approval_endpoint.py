@@ -9,16 +9,15 @@ import re
 import threading
 import time
 from datetime import timedelta
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 import uvicorn
 
 from cli.dev import free_port
-from endpoint import create_app, signature
+from endpoint import create_app
 from models import AuditAction, Services, decode_data, events_for, utcnow
-from tests.helpers import SECRET, standard_request
+from tests.helpers import SECRET, signed_slack_click, standard_request
 from tests.receivers import start_http_receiver
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -68,14 +67,8 @@ def slack_responses():
 
 def click(endpoint, key: str, round_: int, user: str, *, action: str = "approve", response_url: str | None = None,
           timestamp: float | None = None, secret: str = SLACK_SECRET, tamper=None) -> httpx.Response:
-    """What Slack sends when someone clicks a button of an approval message."""
-    payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()},
-               "actions": [{"action_id": action, "value": f"{key}|{round_}", "type": "button"}],
-               "trigger_id": f"{time.time_ns()}", **({"response_url": response_url} if response_url else {})}
-    body = urlencode({"payload": json.dumps(payload)}).encode()
-    stamp = str(int(timestamp if timestamp is not None else time.time()))
-    headers = {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature(secret, stamp, body),
-               "Content-Type": "application/x-www-form-urlencoded"}
+    body, headers = signed_slack_click(key, round_, user, secret, action=action, response_url=response_url,
+                                       timestamp=timestamp)
     if tamper:
         body, headers = tamper(body, headers)
     return httpx.post(f"{endpoint.url}/slack/actions", content=body, headers=headers, timeout=10)
