@@ -1,6 +1,6 @@
 """The approval endpoint: approvers act from their e-mail link or a Slack button (issue 17)."""
 
 from ._app import create_app
-from ._slack import MAX_AGE_S, SlackRequestRefused, approval_blocks, signature
+from ._slack import MAX_AGE_S, SlackRequestRefused, signature
 
-__all__ = ["MAX_AGE_S", "SlackRequestRefused", "approval_blocks", "create_app", "signature"]
+__all__ = ["MAX_AGE_S", "SlackRequestRefused", "create_app", "signature"]

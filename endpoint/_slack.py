@@ -56,17 +56,3 @@ def parse_click(body: bytes, given_signature: str) -> ButtonClick:
                            payload.get("response_url"), hashlib.sha256(given_signature.encode()).hexdigest()[:24])
     except (KeyError, IndexError, ValueError, TypeError, UnicodeDecodeError):
         raise SlackRequestRefused("not a button click changeflow sent (no payload, action or change)") from None
-
-
-def approval_blocks(text: str, change_key: str, round_: int) -> list[dict]:
-    """The approval message's buttons: the click names the change and round; Slack names who clicked."""
-    value = f"{change_key}|{round_}"
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        {"type": "actions", "block_id": f"changeflow-{change_key}-{round_}", "elements": [
-            {"type": "button", "action_id": "approve", "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": "reject", "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Reject..."}},
-        ]},
-    ]

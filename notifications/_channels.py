@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import smtplib
 import ssl
 import sys
@@ -44,6 +45,7 @@ class Outbound:
     text: str
     markdown: str
     html: str
+    approval_round: int | None = None  # set on an approval request to Slack: the message gets Approve / Reject
 
 
 class Channel(Protocol):
@@ -102,7 +104,8 @@ class FileChannel:
             "text": message.text,
             "markdown": message.markdown,
         }
-        with path.open("a", encoding="utf-8") as fh:
+        # A personal channel carries the person's codes and links: readable by its owner only (issue 17).
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
 
@@ -164,13 +167,17 @@ class SlackChannel(_HttpChannel):
     kind = "slack"
 
     def payload(self, message: Outbound) -> dict:
-        return {
-            "text": f"{message.subject}\n{message.text}",
-            "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": message.subject[:150]}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": message.markdown[:2900]}},
-            ],
-        }
+        blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": message.subject[:150]}},
+                              {"type": "section", "text": {"type": "mrkdwn", "text": message.markdown[:2900]}}]
+        if message.approval_round is not None and message.change_key:
+            # Buttons, not codes: the channel is shared, and Slack signs each click with who clicked.
+            value = f"{message.change_key}|{message.approval_round}"
+            blocks.append({"type": "actions", "block_id": f"changeflow-{value}", "elements": [
+                {"type": "button", "action_id": "approve", "style": "primary", "value": value,
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": "reject", "style": "danger", "value": value,
+                 "text": {"type": "plain_text", "text": "Reject..."}}]})
+        return {"text": f"{message.subject}\n{message.text}", "blocks": blocks}
 
 
 class TeamsChannel(_HttpChannel):

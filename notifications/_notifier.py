@@ -9,6 +9,7 @@ from models import ChangeRequest, Services, Settings
 
 from ._channels import Channel, default_channels
 from ._outbox import Outbox, enqueue, idempotency_key
+from ._secrets import CODE, LINK, PersonalSecrets
 from ._templates import TemplateRenderer
 
 
@@ -32,6 +33,7 @@ class Notifier:
             max_attempts=settings.notify_max_attempts,
             backoff_s=settings.notify_backoff_s,
             next_channel=self.next_channel,
+            fill_secrets=PersonalSecrets(services, settings).fill,
         )
 
     def next_channel(self, person: str, failed: dict) -> tuple[int, dict] | None:
@@ -90,13 +92,14 @@ class Notifier:
         context = self._change_context(change)
         written = 0
         for person, role in self.approvers_to_ask(change).items():
-            code = self.services.approvals.approval_code_for(change.key, person)
+            # Placeholders: the outbox fills in the person's code and link when it sends, on personal channels only.
             written += self._enqueue(change, "approval_requested", person, change.approval_round, {
                 **context,
                 "role": role,
-                "code": code,
-                "cli_approve": f"changeflow approve {change.key} --as {person} --code {code}",
-                "cli_reject": f"changeflow reject {change.key} --as {person} --code {code} --comment \"why\"",
+                "code": CODE,
+                "approve_link": LINK,
+                "cli_approve": f"changeflow approve {change.key} --as {person} --code {CODE}",
+                "cli_reject": f"changeflow reject {change.key} --as {person} --code {CODE} --comment \"why\"",
             })
         return written
 
@@ -121,8 +124,7 @@ class Notifier:
         return sum(
             self._enqueue(change, event, person, change.approval_round if round_ is None else round_,
                           {**context, "reason": reason,
-                           **({"code": self.services.approvals.approval_code_for(change.key, person)}
-                              if personal_code else {})})
+                           **({"code": CODE} if personal_code else {})})
             for person in people
         )
 

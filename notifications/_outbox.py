@@ -79,6 +79,8 @@ def retry_delay(attempts: int, base_s: float, retry_after_s: float | None) -> fl
 
 
 NextChannel = Callable[[str, dict], "tuple[int, dict] | None"]
+# Puts the recipient's secrets into a message as it is sent, for the channel it goes to (PersonalSecrets.fill).
+FillSecrets = Callable[[Outbound, str], Outbound]
 
 
 class Outbox:
@@ -90,6 +92,7 @@ class Outbox:
         max_attempts: int = 5,
         backoff_s: float = 5.0,
         next_channel: NextChannel | None = None,
+        fill_secrets: FillSecrets | None = None,
     ):
         self.db = db
         self.channels = channels
@@ -97,6 +100,7 @@ class Outbox:
         self.backoff_s = backoff_s
         # Given a recipient and the channel that failed for good: (index, channel) of the one to try next.
         self.next_channel = next_channel
+        self.fill_secrets = fill_secrets
 
     def _claim(self, limit: int, change_key: str | None) -> list[Notification]:
         now = utcnow()
@@ -137,11 +141,11 @@ class Outbox:
         try:
             if channel is None:
                 raise DeliveryError(f"no sender configured for channel type {channel_type!r}", permanent=True)
-            channel.send(
-                Outbound(row.change_key, row.event, row.recipient, row.subject, row.body_text, row.body_markdown,
-                         row.body_html),
-                row.channel,
-            )
+            message = Outbound(row.change_key, row.event, row.recipient, row.subject, row.body_text,
+                               row.body_markdown, row.body_html)
+            if self.fill_secrets is not None:
+                message = self.fill_secrets(message, channel_type)
+            channel.send(message, row.channel)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
             if isinstance(exc, DeliveryError):
                 error, permanent, retry_after = str(exc), exc.permanent, exc.retry_after_s

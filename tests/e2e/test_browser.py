@@ -67,7 +67,9 @@ def choose(page, label: str, option: str) -> None:
 
 def code_from_notification(flow_stack, key: str, person: str, *, event: str = "approval_requested",
                            label: str = "Your approval code", timeout_s: float = 60) -> str:
-    """The personal code in `person`'s `event` notification (written by the run as it reaches the gate)."""
+    """The personal code `person` was told in their `event` notification (written by the run as it reaches the
+    gate). Their channel here is the console, which others read: the message says where the code is instead
+    (issue 17), and the stored row holds only the placeholder. The code is the one their e-mail would carry."""
     deadline = time.monotonic() + timeout_s
     while True:
         texts = [n["body_text"] for n in notifications_for(flow_stack, key)
@@ -76,7 +78,9 @@ def code_from_notification(flow_stack, key: str, person: str, *, event: str = "a
             break
         time.sleep(0.2)
     assert texts, f"{person} was never sent {event} for {key}"
-    return re.search(rf"{label}: (\S+)", texts[0]).group(1)
+    code = flow_stack.services.approvals.approval_code_for(key, person)
+    assert f"{label}: " in texts[0] and code not in texts[0]
+    return code
 
 
 def resume_as(page, ui: str, run_id: str, person: str, code: str, comment: str, screenshot: Path | None) -> None:

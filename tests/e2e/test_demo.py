@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,19 @@ pytestmark = pytest.mark.slow
 def test_demo_plays_every_scenario_and_exits_0(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHANGEFLOW_"))}
     env["COLUMNS"] = "160"
-    result = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "demo"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "demo", "--keep"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    kept = re.search(r"kept (\S+):", result.stdout)
+    try:
+        check_the_demo(result)
+        assert kept, result.stdout[-2000:]
+        assert_no_secret_where_others_read(Path(kept.group(1)))
+    finally:
+        if kept:
+            shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def check_the_demo(result: subprocess.CompletedProcess) -> None:
     # On failure, show what says why: each scenario's failure line and the summary table, not the reports' tail.
     why = [line for line in result.stdout.splitlines() if "failed" in line or "│" in line or "timed out" in line]
     assert result.returncode == 0, "\n".join(why)[-6000:] + result.stderr[-2000:]
@@ -31,3 +44,31 @@ def test_demo_plays_every_scenario_and_exits_0(tmp_path):
         "an early Resume on a scheduled change must be refused and the refusal shown"
     assert "audit chain intact" in out and re.search(r"demo finished in \d+\.\d s", out)
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out
+
+
+def assert_no_secret_where_others_read(home: Path) -> None:
+    """Issue 17: after a whole demo, no approval code and no approval-link token in a stored notification, the
+    worker's or any other log of the stack, or a Prefect run log. (Personal files, the demo's stand-in for
+    e-mail, carry them: that is where they belong.)"""
+    from models import approval_code, load_org
+
+    secret = (home / "secret").read_bytes().strip()
+    people = load_org(home / "config").directory.people
+    with sqlite3.connect(home / "changeflow.db") as db:
+        keys = [row[0] for row in db.execute("SELECT key FROM change_requests")]
+        stored = [" ".join(row) for row in db.execute(
+            "SELECT subject, body_text, body_markdown, body_html FROM notifications")]
+    codes = {approval_code(secret, key, person, round_) for key in keys for person in people for round_ in (1, 2, 3)}
+    with sqlite3.connect(home / "prefect" / "prefect.db") as prefect:
+        run_logs = [row[0] for row in prefect.execute("SELECT message FROM log")]
+    logs = {path.name: path.read_text(errors="replace") for path in (home / "logs").glob("*.log")}
+    assert keys and stored and run_logs and "worker.log" in logs
+    link_token = re.compile(r"/a/[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}")
+    inbox = (home / "inbox" / "alice.txt").read_text()  # alice's own channel: where they do belong
+    assert any(code in inbox for code in codes) and link_token.search(inbox), "the scan would find them"
+    for where, texts in (("notifications", stored), ("Prefect run logs", run_logs),
+                         *((name, [text]) for name, text in logs.items())):
+        for text in texts:
+            leaked = [code for code in codes if code in text]
+            assert not leaked, f"{where} shows approval code(s) {leaked[:3]}"
+            assert not link_token.search(text), f"{where} shows an approval link: {link_token.search(text).group(0)}"

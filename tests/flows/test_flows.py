@@ -120,7 +120,8 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     assert requested == ["alice", "bob", "carol", "frank"]
     assert all(n["state"] == "sent" for n in sent)
     alice_mail = next(n for n in sent if n["event"] == "approval_requested" and n["recipient"] == "alice")
-    assert flow_stack.services.approvals.approval_code_for(change.key, "alice") in alice_mail["body_text"]
+    # Her channel is the console (the worker log, read by others): no code there, nor in the stored row.
+    assert flow_stack.services.approvals.approval_code_for(change.key, "alice") not in alice_mail["body_text"]
     assert f"/runs/flow-run/{run_id}" in alice_mail["body_text"]
 
 

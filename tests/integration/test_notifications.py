@@ -69,42 +69,53 @@ def deliver_until_settled(notifier, timeout_s=15):
     raise AssertionError("notifications still pending")
 
 
-def test_every_channel_delivers_key_code_and_link(tmp_path, receiver, smtp):
+def test_every_channel_delivers_the_request_and_only_personal_ones_carry_a_secret(tmp_path, receiver, smtp):
+    """Issue 17: a code or link in a channel post lets everyone in the channel approve as that person. Slack gets
+    Approve / Reject buttons (Slack signs each click with who clicked); Teams and webhooks get a pointer; the
+    e-mail gets the person's code and their own link; the stored rows hold neither."""
     org = org_with_channels({
         "alice": [{"type": "slack", "url": f"{receiver.url}/slack/T000/B000/XXXXSECRET"}],
         "frank": [{"type": "teams", "url": f"{receiver.url}/teams/webhookb2/SECRET"}],
         "bob": [{"type": "webhook", "url": f"{receiver.url}/hook"}],
         "carol": [{"type": "email", "address": "carol@example.org"}],
     })
-    notifier, services = make_notifier(tmp_path, org, smtp_port=smtp.port)
+    notifier, services = make_notifier(tmp_path, org, smtp_port=smtp.port, approval_url="https://approve.example.org")
     change = awaiting_change(services)
     assert notifier.request_approvals(change) == 4
     deliver_until_settled(notifier)
     link = f"http://127.0.0.1:4200/runs/flow-run/{change.flow_run_id}"
+    codes = {person: services.approvals.approval_code_for(change.key, person) for person in org.directory.people}
 
     slack = json.loads(receiver.delivered("/slack/T000/B000/XXXXSECRET")[0].body)
-    code = services.approvals.approval_code_for(change.key, "alice")
-    assert change.key in slack["text"] and code in slack["text"] and link in slack["text"]
-    assert slack["blocks"][1]["type"] == "section" and code in slack["blocks"][1]["text"]["text"]
+    assert change.key in slack["text"] and link in slack["text"]
+    buttons = slack["blocks"][-1]["elements"]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [("approve", f"{change.key}|1"), ("reject", f"{change.key}|1")]
 
     teams = json.loads(receiver.delivered("/teams/webhookb2/SECRET")[0].body)
     card = teams["attachments"][0]["content"]
-    assert card["type"] == "AdaptiveCard"
-    assert services.approvals.approval_code_for(change.key, "frank") in card["body"][1]["text"] and link in card["body"][1]["text"]
+    assert card["type"] == "AdaptiveCard" and link in card["body"][1]["text"]
 
     hook = receiver.delivered("/hook")[0]
     assert verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body)
     assert not verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body + b" ")
     assert not verify_signature(SECRET, hook.headers[SIGNATURE_HEADER], hook.body, now=time.time() + 301)
-    payload = json.loads(hook.body)
-    assert payload["change"] == change.key and services.approvals.approval_code_for(change.key, "bob") in payload["text"]
+    assert json.loads(hook.body)["change"] == change.key
+    for shared in receiver.delivered():
+        body = shared.body.decode()
+        assert "see your e-mail" in body and "/a/" not in body
+        assert not any(code in body for code in codes.values()), shared.path
 
     (rcpts, mail), = smtp.messages
     assert rcpts == ["carol@example.org"] and change.key in mail["Subject"]
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    carol_code = services.approvals.approval_code_for(change.key, "carol")
-    assert carol_code in text and link in text and carol_code in html and f'href="{link}"' in html
+    carol_link = f"https://approve.example.org/a/{services.links.link_for(change.key, 'carol')}"
+    assert codes["carol"] in text and link in text and carol_link in text
+    assert codes["carol"] in html and f'href="{link}"' in html and f'href="{carol_link}"' in html
+
+    for row in notifier.outbox.list():
+        stored = row.subject + row.body_text + row.body_markdown + row.body_html
+        assert not any(code in stored for code in codes.values()) and "/a/" not in stored
 
 
 def test_server_errors_are_retried_and_delivered_once(tmp_path, receiver):
@@ -209,9 +220,9 @@ def test_cli_lists_and_retries_failed_notifications(tmp_path, receiver, monkeypa
     assert runner.invoke(app, ["init"]).exit_code == 0
     directory = home / "config" / "directory.yaml"
     directory.write_text(directory.read_text().replace(
-        "  alice:\n    name: Alice Moreau\n    roles: [team_lead, cab_member]\n    channels:\n      - type: console",
-        f"  alice:\n    name: Alice Moreau\n    roles: [team_lead, cab_member]\n    channels:\n"
-        f"      - type: webhook\n        url: {receiver.url}/hook/SECRETTOKEN"))
+        "    roles: [team_lead, cab_member]\n    channels:\n      - type: console\n  bob:",
+        "    roles: [team_lead, cab_member]\n    channels:\n"
+        f"      - type: webhook\n        url: {receiver.url}/hook/SECRETTOKEN\n  bob:", 1))
     settings = Settings()
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
     notifier = Notifier(services, settings)
@@ -230,6 +241,7 @@ def test_cli_lists_and_retries_failed_notifications(tmp_path, receiver, monkeypa
 
 SAMPLE_EXTRAS = {
     "person": "alice", "person_name": "Alice Moreau", "role": "team_lead", "code": "ABCD-EFGH-IJKL",
+    "approve_link": "https://approve.example.org/a/x.y",
     "cli_approve": "changeflow approve ...", "cli_reject": "changeflow reject ...", "missing": "1 x team_lead",
     "deadline": "2026-12-01 10:00 UTC", "ui_url": "http://127.0.0.1:4200/runs/flow-run/x", "reason": "because",
     "level": "L1-oncall_primary", "waited": "20 min", "waiting_on": ["alice"],

@@ -1,0 +1,47 @@
+"""Secrets are put into a message at the moment it is sent, and only into messages addressed to one person
+(issue 17). The outbox stores the rendered message with placeholders, so `notifications.body_text` never holds a
+code or a link token; a channel post (Slack, Teams, a webhook) or the worker log (console) gets a pointer
+instead, and Slack approval messages get buttons, whose click Slack signs with the clicking person's id."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import replace
+
+from models import Services, Settings
+
+from ._channels import Outbound
+
+CODE = "\u27e6your personal code\u27e7"
+LINK = "\u27e6your approval link\u27e7"
+# Channels that reach exactly one person: an e-mail address, a personal file.
+PERSONAL_CHANNELS = frozenset({"email", "file"})
+NOT_HERE = "(not shown here, where others can read it: see your e-mail)"
+
+
+class PersonalSecrets:
+    """Fills the placeholders of one message for its channel, from the recipient's identity and the secret."""
+
+    def __init__(self, services: Services, settings: Settings):
+        self._services = services
+        self._approval_url = settings.approval_url.rstrip("/")
+
+    def fill(self, message: Outbound, channel_type: str) -> Outbound:
+        if message.change_key is None or (CODE not in message.text and LINK not in message.text):
+            return message
+        if channel_type in PERSONAL_CHANNELS:
+            code = self._services.approvals.approval_code_for(message.change_key, message.recipient)
+            link = (f"{self._approval_url}/a/{self._services.links.link_for(message.change_key, message.recipient)}"
+                    if LINK in message.text else "")
+        else:
+            code = link = NOT_HERE
+        round_ = None
+        if channel_type == "slack" and message.event == "approval_requested":
+            round_ = self._services.changes.get(message.change_key).approval_round
+
+        def filled(text: str, escape=lambda s: s) -> str:
+            return text.replace(CODE, escape(code)).replace(LINK, escape(link))
+
+        return replace(message, subject=filled(message.subject), text=filled(message.text),
+                       markdown=filled(message.markdown), html=filled(message.html, html.escape),
+                       approval_round=round_)
