@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import MutableMapping
 
@@ -15,12 +16,27 @@ def stack_file(home: Path) -> Path:
     return home / "stack.json"
 
 
-def write_stack_file(home: Path, *, api_url: str, ui_url: str) -> Path:
+def write_stack_file(home: Path, *, api_url: str, ui_url: str, basic_auth: bool = False) -> Path:
     path = stack_file(home)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid()}, fh)
+        json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid(), "basic_auth": basic_auth}, fh)
     return path
+
+
+def auth_file(home: Path) -> Path:
+    return home / "prefect-auth"
+
+
+def ensure_basic_auth(home: Path) -> str:
+    """The `user:password` Prefect's server checks (PREFECT_SERVER_API_AUTH_STRING) and its clients send
+    (PREFECT_API_AUTH_STRING): created once in HOME (0600), so the CLI in another shell finds it too."""
+    path = auth_file(home)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"changeflow:{secrets.token_urlsafe(24)}")
+    return path.read_text().strip()
 
 
 def remove_stack_file(home: Path) -> None:
@@ -41,4 +57,6 @@ def connect_to_running_stack(home: Path, environ: MutableMapping[str, str] = os.
         return None
     environ["PREFECT_API_URL"] = found["api_url"]
     environ.setdefault("CHANGEFLOW_PREFECT_UI_URL", found["ui_url"])
+    if found.get("basic_auth") and auth_file(home).exists():
+        environ.setdefault("PREFECT_API_AUTH_STRING", auth_file(home).read_text().strip())
     return str(found["api_url"])

@@ -37,7 +37,9 @@ def gate_description(change: ChangeRequest, refusal: str | None) -> str:
     evaluation = services.approvals.evaluation(change.key)
     approved_by = ", ".join(evaluation.approved_by) or "nobody yet"
     deadline = services.approvals.approval_deadline(change)
+    # A refusal goes first: Prefect's own toast after Resume says "resumed" whatever the run decided.
     lines = [
+        f"> **Your last submission was refused and NOT recorded:** {refusal}" if refusal else "",
         f"## {change.key}: {change.title}",
         f"**{change.type}** change to **{change.service}**, requested by **{change.requester}**; "
         f"risk **{change.risk_level}** ({change.risk_score}: {'; '.join(change.risk_reasons) or 'no risk factors'})",
@@ -51,9 +53,17 @@ def gate_description(change: ChangeRequest, refusal: str | None) -> str:
         f"**Decide by:** {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
         "Enter your user name and the personal approval code from your notification.",
     ]
-    if refusal:
-        lines.append(f"> **The last attempt was refused:** {refusal}")
     return "\n\n".join(line for line in lines if line)
+
+
+def tell_the_refused(change: ChangeRequest, person: str, refusal: str, attempt: str) -> None:
+    """The person whose decision was refused hears it on their own channel (once per attempt), not only in the
+    form they would have to reopen."""
+    rt = runtime()
+    if person not in rt.services.org.directory.people:
+        return
+    rt.notifier.announce(change, "decision_refused", [person], reason=refusal, round_=attempt)
+    rt.notifier.deliver(change_key=change.key)
 
 
 def approval_gate(key: str) -> ChangeRequest:
@@ -92,6 +102,7 @@ def approval_gate(key: str) -> ChangeRequest:
         except PolicyViolation as exc:
             refusal = str(exc)
             logger.warning("refused: %s", exc)
+            tell_the_refused(change, decision.approver.strip(), refusal, pause_key)
             continue
         except ConflictError as exc:
             refusal = f"{exc} (your decision was not recorded: please submit it again)"
@@ -115,7 +126,7 @@ def window_description(change: ChangeRequest, reason: str, refusal: str | None) 
         else f"The {change.type} policy does not allow starting before the window.",
     ]
     if refusal:
-        lines.append(f"> **The last attempt was refused:** {refusal}")
+        lines.insert(0, f"> **Your last submission was refused:** {refusal}")
     return "\n\n".join(lines)
 
 

@@ -25,9 +25,11 @@ def _choices(field: dict[str, Any], values: list[str]) -> None:
     field["enum"] = values
 
 
-def narrow_run_form(api_url: str, org: Org) -> dict[str, list[str]]:
-    """Patch the submit deployment's parameter schema; returns the choices it set."""
-    deployment = httpx.get(f"{api_url}/deployments/name/{SUBMIT}", timeout=10)
+def narrow_run_form(api_url: str, org: Org, auth_string: str | None = None) -> dict[str, list[str]]:
+    """Patch the submit deployment's parameter schema; returns the choices it set. `auth_string`: the
+    `user:password` of a server that requires basic auth."""
+    auth = httpx.BasicAuth(*auth_string.split(":", 1)) if auth_string else None
+    deployment = httpx.get(f"{api_url}/deployments/name/{SUBMIT}", timeout=10, auth=auth)
     deployment.raise_for_status()
     body = deployment.json()
     schema = body["parameter_openapi_schema"]
@@ -43,6 +45,6 @@ def narrow_run_form(api_url: str, org: Org) -> dict[str, list[str]]:
         if name in form and values:
             _choices(form[name], values)
     patched = httpx.patch(f"{api_url}/deployments/{body['id']}", json={"parameter_openapi_schema": schema},
-                          timeout=10)
+                          timeout=10, auth=auth)
     patched.raise_for_status()
     return choices

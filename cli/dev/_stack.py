@@ -103,9 +103,9 @@ def wait_healthy(api_url: str, timeout_s: float = 90, process: subprocess.Popen 
     raise RuntimeError(f"no healthy Prefect server at {api_url} after {timeout_s:g} s")
 
 
-def start_server(stack: Stack, port: int, logs: Path) -> None:
+def start_server(stack: Stack, port: int, logs: Path, host: str = "127.0.0.1") -> None:
     # Prefect's server application behind a layer that retries its SQLite 503s (cli/dev/_prefect_server.py).
-    process = stack.spawn([sys.executable, "-m", "cli.dev._prefect_server", "--host", "127.0.0.1", "--port", str(port)],
+    process = stack.spawn([sys.executable, "-m", "cli.dev._prefect_server", "--host", host, "--port", str(port)],
                           logs / "prefect-server.log")
     wait_healthy(stack.api_url, process=process)
 
@@ -145,7 +145,7 @@ def create_pool_and_deploy(stack: Stack) -> None:
     if "CHANGEFLOW_HOME" in stack.env:
         # The run form's choices from the config this stack runs with (regenerated on every deploy).
         settings = Settings(home=Path(stack.env["CHANGEFLOW_HOME"]), config_dir=stack.env.get("CHANGEFLOW_CONFIG_DIR"))
-        narrow_run_form(stack.api_url, load_org(settings.config_dir))
+        narrow_run_form(stack.api_url, load_org(settings.config_dir), stack.env.get("PREFECT_API_AUTH_STRING"))
     install_automations(stack)
 
 

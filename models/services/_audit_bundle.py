@@ -3,8 +3,9 @@
 `changeflow audit export --since --until FILE` writes JSON Lines: a header (range, the public key, the anchor),
 the signed checkpoints, the events from the last checkpoint before the range to the range's last event (the ones
 before `since` are there so the chain links from a signed point), and the change, approval, checklist result and
-canary measurement rows of the changes the range touches. `changeflow audit verify-bundle FILE` recomputes the chain from the anchor, checks
-every checkpoint's signature and hash, and reconciles the rows with the events, using only the file.
+canary measurement rows of the changes the range touches. `changeflow audit verify-bundle FILE` recomputes the
+chain from the anchor, checks every checkpoint's signature and hash, and reconciles the rows with the events,
+using only the file.
 
 The public key travels in the bundle for convenience; an auditor compares its key id with the one published
 out of band (`changeflow audit verify` prints it), or passes the key they hold with `--public-key`.

@@ -101,7 +101,8 @@ class ChangeService:
                                    data=decode_data(e))
                     for e in events
                 ],
-                canary_steps=[{k: v for k, v in decode_data(e).items() if k not in ("router", ROWS)} | {"at": e.occurred_at}
+                canary_steps=[{k: v for k, v in decode_data(e).items() if k not in ("router", ROWS)}
+                              | {"at": e.occurred_at}
                               for e in events if e.action == AuditAction.canary_decision.value],
             )
 

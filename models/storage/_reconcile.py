@@ -74,9 +74,9 @@ def record_problems(session: Session, changes: ColumnElement[bool] | None = None
                  for seq, key, actor, action in missing_rows[:SHOWN]]
     problems += _more(missing_rows, "decision events whose approvals row is gone")
 
-    edited = list(content_problems(session, scope))
+    edited = list(content_problems(session, changes))
     problems += edited[:SHOWN] + _more(edited, "changes whose content the audit trail does not record")
-    unbound = list(bound_row_problems(session, scope))
+    unbound = list(bound_row_problems(session, changes))
     problems += unbound[:SHOWN] + _more(unbound, "checklist results and canary measurements the chain does not "
                                                  "vouch for")
     return problems

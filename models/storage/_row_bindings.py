@@ -79,42 +79,63 @@ class _Binding:
     digests: dict[str, str]
 
 
-def content_problems(session: Session, scope: ColumnElement[bool]) -> Iterator[str]:
-    """Each change whose content differs from the digest its last filing or amendment event recorded."""
-    recorded: dict[str, tuple[int, str]] = {}
-    events = session.execute(
-        select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.data)
-        .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
-        .where(scope, AuditEvent.action.in_(("submitted", "change_amended")))  # type: ignore[attr-defined]
-        .order_by(AuditEvent.seq).execution_options(yield_per=20_000))
-    for seq, change_key, raw in events:
-        if CONTENT in raw:  # cheaper than decoding the events recorded before the digest existed
-            recorded[change_key] = (seq, json.loads(raw)[CONTENT])
-    if not recorded:
-        return
-    changes = session.execute(select(ChangeRequest).where(scope).order_by(ChangeRequest.id)
-                              .execution_options(yield_per=5_000)).scalars()
-    for change in changes:
-        if change.key in recorded and change_content_digest(change) != recorded[change.key][1]:
+def content_problems(session: Session, scope: ColumnElement[bool] | None) -> Iterator[str]:
+    """Each change whose content differs from the digest its last filing or amendment event recorded.
+    `scope`: a condition on ChangeRequest (a report's changes), None for every change."""
+    actions = ("submitted", "change_amended")
+    if scope is None:
+        # Everything: one pass over the events of those two kinds, then one over the changes.
+        recorded: dict[str, tuple[int, str]] = {}
+        for seq, key, raw in session.execute(
+                select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.data)
+                .where(AuditEvent.action.in_(actions)).order_by(AuditEvent.seq)  # type: ignore[attr-defined]
+                .execution_options(yield_per=20_000)):
+            recorded[key] = (seq, raw)
+        rows: Iterable = ((change, *recorded.get(change.key, (None, None))) for change in session.execute(
+            select(ChangeRequest).order_by(ChangeRequest.id).execution_options(yield_per=5_000)).scalars())
+    else:
+        # A report's changes: correlated through ix_audit_change_seq, so the cost follows the changes in scope.
+        last = (select(AuditEvent.seq, AuditEvent.data)
+                .where(AuditEvent.change_key == ChangeRequest.key,
+                       AuditEvent.action.in_(actions))  # type: ignore[attr-defined]
+                .order_by(AuditEvent.seq.desc()).limit(1))  # type: ignore[attr-defined]
+        rows = session.execute(
+            select(ChangeRequest, last.with_only_columns(AuditEvent.seq).scalar_subquery(),
+                   last.with_only_columns(AuditEvent.data).scalar_subquery())
+            .where(scope).order_by(ChangeRequest.id).execution_options(yield_per=5_000))
+    for change, seq, raw in rows:
+        if raw is None or CONTENT not in raw:  # events from before the digest existed carry none
+            continue
+        if change_content_digest(change) != json.loads(raw)[CONTENT]:
             yield (f"change {change.key}: its content (type, title, service, dates, plans, risk, template, "
-                   f"checklist, canary) differs from what event {recorded[change.key][0]} recorded: it was edited "
-                   "outside changeflow")
+                   f"checklist, canary) differs from what event {seq} recorded: it was edited outside changeflow")
 
 
-def bound_row_problems(session: Session, scope: ColumnElement[bool]) -> Iterator[str]:
-    """Each row of a bound phase or bake that differs from its event, was added after it, or is gone."""
-    events = session.execute(
-        select(AuditEvent.seq, AuditEvent.change_key, AuditEvent.action, AuditEvent.data)
-        .join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key)
-        .where(scope, AuditEvent.action.in_((_CHECKLIST_PHASE, _CANARY_DECISION)))  # type: ignore[attr-defined]
-        .order_by(AuditEvent.seq))
-    results = session.execute(select(ChecklistResult)
-                              .join(ChangeRequest, ChangeRequest.key == ChecklistResult.change_key)
-                              .where(scope).order_by(ChecklistResult.id)).scalars()
-    measurements = session.execute(select(CanaryMeasurement)
-                                   .join(ChangeRequest, ChangeRequest.key == CanaryMeasurement.change_key)
-                                   .where(scope).order_by(CanaryMeasurement.id)).scalars()
-    return rows_against_events(events, results, measurements)
+def bound_row_problems(session: Session, scope: ColumnElement[bool] | None) -> Iterator[str]:
+    """Each row of a bound phase or bake that differs from its event, was added after it, or is gone.
+    `scope`: a condition on ChangeRequest, None for every change."""
+    def of_scope(table) -> list:
+        query = select(table).order_by(table.id)
+        if scope is not None:
+            query = query.join(ChangeRequest, ChangeRequest.key == table.change_key).where(scope)
+        return list(session.execute(query).scalars())
+
+    results, measurements = of_scope(ChecklistResult), of_scope(CanaryMeasurement)
+    bound = (_CHECKLIST_PHASE, _CANARY_DECISION)
+    columns = (AuditEvent.seq, AuditEvent.change_key, AuditEvent.action, AuditEvent.data)
+    if scope is None:
+        events = session.execute(select(*columns)
+                                 .where(AuditEvent.action.in_(bound))).all()  # type: ignore[attr-defined]
+    else:
+        # The changes in scope, then their events through ix_audit_change_seq (a deleted row's event is found
+        # although no row is left to point at it).
+        keys = list(session.execute(select(ChangeRequest.key).where(scope)).scalars())
+        events = []
+        for start in range(0, len(keys), 1000):
+            events += session.execute(select(*columns).where(
+                AuditEvent.change_key.in_(keys[start:start + 1000]),  # type: ignore[union-attr]
+                AuditEvent.action.in_(bound))).all()  # type: ignore[attr-defined]
+    return rows_against_events(sorted(events), results, measurements)
 
 
 def rows_against_events(events: Iterable[tuple[int, str | None, str, str]], results: Iterable[ChecklistResult],

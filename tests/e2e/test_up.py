@@ -126,3 +126,45 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
     assert up.returncode == 0
     with pytest.raises(httpx.HTTPError):
         httpx.get(base + "/api/health", timeout=2)
+
+
+def test_up_refuses_to_listen_beyond_loopback_without_basic_auth_and_enforces_it_when_asked(tmp_path):
+    """Issue 17: the Prefect server has no users of its own; whoever reaches it can start, resume, retry or
+    cancel runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHANGEFLOW_"))}
+    env.update(CHANGEFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect-client"))
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    refused = subprocess.run([changeflow, "up", "--host", "0.0.0.0"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "--host: 0.0.0.0 would let anyone" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
+
+    port = free_port()
+    log_path = tmp_path / "up.log"
+    up = subprocess.Popen([changeflow, "up", "--host", "0.0.0.0", "--basic-auth", "--port", str(port),
+                           "--endpoint-port", str(free_port())], env=env, stdout=log_path.open("w"),
+                          stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while "changeflow is up" not in log_path.read_text():
+            assert up.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "changeflow up did not come up"
+            time.sleep(0.5)
+        auth_file = tmp_path / "home" / "prefect-auth"
+        assert oct(auth_file.stat().st_mode & 0o777) == "0o600"
+        user, password = auth_file.read_text().strip().split(":", 1)
+        assert httpx.post(f"{base}/api/flow_runs/filter", json={}, timeout=10).status_code == 401
+        assert httpx.post(f"{base}/api/flow_runs/filter", json={}, timeout=10,
+                          auth=(user, "wrong")).status_code == 401
+        assert httpx.post(f"{base}/api/flow_runs/filter", json={}, timeout=10, auth=(user, password)).status_code == 200
+        assert httpx.get(f"{base}/ui-settings", timeout=10).json()["auth"] == "BASIC"  # the UI asks to log in
+        # The deployments were made, and the run form narrowed, through the same credentials.
+        deployment = httpx.get(f"{base}/api/deployments/name/change-request/submit", auth=(user, password),
+                               timeout=10).json()
+        assert "grace" in deployment["parameter_openapi_schema"]["definitions"]["ChangeRequestForm"][
+            "properties"]["requester"]["enum"]
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+    assert up.returncode == 0

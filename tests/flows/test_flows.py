@@ -119,6 +119,8 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     requested = sorted(n["recipient"] for n in sent if n["event"] == "approval_requested")
     assert requested == ["alice", "bob", "carol", "frank"]
     assert all(n["state"] == "sent" for n in sent)
+    # Each person whose decision was refused is told on their own channel, not only in the form.
+    assert sorted(n["recipient"] for n in sent if n["event"] == "decision_refused") == ["bob", "dave", "grace"]
     alice_mail = next(n for n in sent if n["event"] == "approval_requested" and n["recipient"] == "alice")
     # Her channel is the console (the worker log, read by others): no code there, nor in the stored row.
     assert flow_stack.services.approvals.approval_code_for(change.key, "alice") not in alice_mail["body_text"]
