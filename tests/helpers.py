@@ -49,23 +49,3 @@ def major_request(**overrides) -> dict:
 def approve(services: Services, key: str, approver: str, **kwargs):
     return services.approvals.decide(key, approver=approver, decision="approve",
                                      code=services.approvals.approval_code_for(key, approver), **kwargs)
-
-
-def signed_slack_click(change_key: str, round_: int, slack_user: str, signing_secret: str, *,
-                       action: str = "approve", response_url: str | None = None,
-                       timestamp: float | None = None) -> tuple[bytes, dict[str, str]]:
-    """The request Slack sends when someone clicks a button of an approval message: form-encoded payload,
-    signed with the app's signing secret (v0)."""
-    import json
-    import time
-    from urllib.parse import urlencode
-
-    from endpoint import signature
-
-    payload = {"type": "block_actions", "user": {"id": slack_user, "username": slack_user.lower()},
-               "actions": [{"action_id": action, "value": f"{change_key}|{round_}", "type": "button"}],
-               "trigger_id": f"{time.time_ns()}", **({"response_url": response_url} if response_url else {})}
-    body = urlencode({"payload": json.dumps(payload)}).encode()
-    stamp = str(int(timestamp if timestamp is not None else time.time()))
-    return body, {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature(signing_secret, stamp, body),
-                  "Content-Type": "application/x-www-form-urlencoded"}

@@ -9,6 +9,9 @@ import yaml
 
 from ._canary_lab import Lab
 
+# Whose messages go to a file of their own (the demo's e-mail); the others' to the console, with Slack ids.
+INBOX_PERSON = "alice"
+
 
 def _merge(path: Path, extra: dict) -> None:
     data = yaml.safe_load(path.read_text()) if path.exists() else {}
@@ -61,7 +64,8 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
     # Alice's messages go to a file of her own (the demo's stand-in for her e-mail): the one place her codes and
     # approval links appear; everyone else's console lines say where to find theirs (issue 17).
     directory = yaml.safe_load((config / "directory.yaml").read_text())
-    directory["people"]["alice"]["channels"] = [{"type": "file", "path": str(home / "inbox" / "alice.txt")}]
+    inbox = home / "inbox" / f"{INBOX_PERSON}.txt"
+    directory["people"][INBOX_PERSON]["channels"] = [{"type": "file", "path": str(inbox)}]
     (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     services = {}
     for name, lab in labs.items():

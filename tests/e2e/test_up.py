@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from cli.dev import free_port
+from endpoint import signed_click
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
-from tests.helpers import signed_slack_click
 
 pytestmark = pytest.mark.flows
 
@@ -112,7 +112,7 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         form_token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
         decided = httpx.post(link, data={"form_token": form_token, "decision": "approve"}, timeout=30)
         assert decided.status_code == 200 and "approved by Alice Moreau" in decided.text, decided.text
-        body, headers = signed_slack_click(change.key, 1, "U02BOB", SLACK_SECRET)
+        body, headers = signed_click(change.key, 1, "U02BOB", SLACK_SECRET)
         clicked = httpx.post(f"{approvals}/slack/actions", content=body, headers=headers, timeout=30)
         assert clicked.json()["text"].startswith(":white_check_mark: Approved by Bob Okafor"), clicked.text
         deadline = time.monotonic() + 45  # the sweep would take up to 60 s: this proves the endpoint resumed it

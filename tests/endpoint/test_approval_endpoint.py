@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 
 from cli.dev import free_port
-from endpoint import create_app
+from endpoint import create_app, signed_click
 from models import AuditAction, Services, decode_data, events_for, utcnow
-from tests.helpers import SECRET, signed_slack_click, standard_request
+from tests.helpers import SECRET, standard_request
 from tests.receivers import start_http_receiver
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -67,8 +67,8 @@ def slack_responses():
 
 def click(endpoint, key: str, round_: int, user: str, *, action: str = "approve", response_url: str | None = None,
           timestamp: float | None = None, secret: str = SLACK_SECRET, tamper=None) -> httpx.Response:
-    body, headers = signed_slack_click(key, round_, user, secret, action=action, response_url=response_url,
-                                       timestamp=timestamp)
+    body, headers = signed_click(key, round_, user, secret, action=action, response_url=response_url,
+                                 timestamp=timestamp)
     if tamper:
         body, headers = tamper(body, headers)
     return httpx.post(f"{endpoint.url}/slack/actions", content=body, headers=headers, timeout=10)
