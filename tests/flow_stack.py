@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.dev import FAST_POLLING, Stack, prefect_env, start_runner, start_server, wait_for_deployments
+from cli.dev import FAST_POLLING, Stack, free_port, prefect_env, start_runner, start_server, wait_for_deployments
 from models import DEFAULTS_DIR, Database, Services, Settings, load_org, utcnow
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
@@ -115,6 +115,7 @@ class FlowStack:
     services: Services
     settings: Settings
     health: object = None
+    approval_url: str = ""  # where links in notifications point (tests start an endpoint there when they need it)
 
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
         deadline = time.monotonic() + timeout_s
@@ -130,7 +131,10 @@ class FlowStack:
 def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     config = home / "config"
     config.mkdir(parents=True)
-    (config / "directory.yaml").write_text((DEFAULTS_DIR / "directory.yaml").read_text())
+    directory = yaml.safe_load((DEFAULTS_DIR / "directory.yaml").read_text())
+    # Alice reads her messages in a file of her own (the stand-in for her e-mail): codes and links land there.
+    directory["people"]["alice"]["channels"] = [{"type": "file", "path": str(home / "inbox" / "alice.txt")}]
+    (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     backups = home / "backups"
     backups.mkdir()
     (backups / "nightly.dump").write_text("fresh")
@@ -169,8 +173,10 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
     home = root / "changeflow"
     health = start_health_server()
     changeflow_env = prepare_home(home, health.url)
+    approval_url = f"http://127.0.0.1:{free_port()}"
     stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
         **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+        "CHANGEFLOW_APPROVAL_URL": approval_url,
     }))
     try:
         start_server(stack, port, root / "logs")
@@ -186,7 +192,7 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
     now = utcnow()
     services.scheduling.add_window(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
                                    title="Release window for the test session", actor="alice")
-    return FlowStack(stack, api_url, home, services, settings, health)
+    return FlowStack(stack, api_url, home, services, settings, health, approval_url)
 
 
 class SharedFlowStack:

@@ -176,3 +176,80 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
                            env=flow_stack.stack.env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "completed" in shown.stdout and "alice" in shown.stdout and "bob" in shown.stdout
+
+
+@pytest.fixture
+def approval_endpoint(flow_stack):
+    """The approval endpoint where the flow stack's notifications point (`changeflow up` runs it beside the
+    server); it resumes runs through this process's Prefect client, like the CLI."""
+    import threading
+
+    import uvicorn
+
+    from endpoint import create_app
+
+    port = int(flow_stack.approval_url.rsplit(":", 1)[1])
+    app = create_app(flow_stack.services, slack_signing_secret=None, public_url=flow_stack.approval_url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield flow_stack.approval_url
+    server.should_exit = True
+    thread.join(10)
+
+
+def link_in_inbox(flow_stack, key: str) -> str:
+    """Alice's approval link, from the message her own channel (a file: her e-mail here) received."""
+    import json
+
+    inbox = flow_stack.home / "inbox" / "alice.txt"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in reversed(inbox.read_text().splitlines() if inbox.exists() else []):
+            message = json.loads(line)
+            found = re.search(r"(http://\S+/a/\S+)", message["text"])
+            if message["change"] == key and message["event"] == "approval_requested" and found:
+                return found.group(1)
+        time.sleep(0.2)
+    raise AssertionError(f"no approval link for {key} in alice's inbox")
+
+
+def test_an_approver_acts_from_the_link_in_her_notification_and_a_wrong_code_is_shown_at_once(
+        flow_stack, page, approval_endpoint):
+    from tests.helpers import standard_request
+
+    ui = flow_stack.api_url.removesuffix("/api")
+    # Filed as the run form files it (Prefect's sync client would find Playwright's event loop running here).
+    deployment = httpx.get(f"{flow_stack.api_url}/deployments/name/change-request/submit").json()["id"]
+    created = httpx.post(f"{flow_stack.api_url}/deployments/{deployment}/create_flow_run", json={
+        "parameters": {"request": standard_request(title="Approved from the e-mail link")}})
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    change = flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="the approval request")
+
+    # A wrong code in the Prefect UI's Resume dialog: Prefect's toast says "resumed", the run page says why not.
+    resume_as(page, ui, run_id, "bob", "AAAA-BBBB-CCCC", "typo", None)
+    page.get_by_text(re.compile(r"wrong approval code for bob")).first.wait_for(timeout=60_000)
+    assert flow_stack.services.approvals.decided_by(change.key) == []
+
+    # Alice opens the link from her own message; nothing is recorded until she presses a button.
+    link = link_in_inbox(flow_stack, change.key)
+    page.goto(link)
+    page.get_by_text("Approved from the e-mail link").first.wait_for()
+    assert flow_stack.services.approvals.decided_by(change.key) == []
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("approved by Alice Moreau").first.wait_for()
+    assert flow_stack.services.approvals.decided_by(change.key) == ["alice"]
+    # The link works once: opened again, it says so and offers no form.
+    page.goto(link)
+    page.get_by_text("this link was already used").first.wait_for()
+    assert page.get_by_role("button", name="Approve").count() == 0
+
+    # Bob answers in the Resume dialog with his code; the run continues past its gate on its own.
+    resume_as(page, ui, run_id, "bob", flow_stack.services.approvals.approval_code_for(change.key, "bob"), "ok",
+              None)
+    flow_stack.wait_for(change.key, lambda c: c.state not in ("awaiting_approval", "approved"), timeout_s=90,
+                        what="the run past its gate")

@@ -91,8 +91,13 @@ def crash_mid_step(flow_stack, template: str, service: str):
     from flows.escalation import reconcile_crashed_runs
 
     summary = reconcile_crashed_runs()
-    assert summary["restarted"] >= 1, summary
+    # Handled exactly once, by this call (or by a sweep run of the stack that got there first).
+    crashes = flow_stack.services.recovery.crashes(change.key)
+    assert summary["restarted"] >= 1 or crashes == 1, (
+        f"{summary}; run {run_state_name(run_id)}, change {flow_stack.services.changes.get(change.key).state}, "
+        f"{crashes} crash(es) recorded")
     assert reconcile_crashed_runs()["restarted"] == 0, "one crash is handled once"
+    assert flow_stack.services.recovery.crashes(change.key) == 1
     return run_id, flow_stack.services.changes.get(change.key)
 
 

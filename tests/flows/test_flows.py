@@ -122,8 +122,9 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     # Each person whose decision was refused is told on their own channel, not only in the form.
     assert sorted(n["recipient"] for n in sent if n["event"] == "decision_refused") == ["bob", "dave", "grace"]
     alice_mail = next(n for n in sent if n["event"] == "approval_requested" and n["recipient"] == "alice")
-    # Her channel is the console (the worker log, read by others): no code there, nor in the stored row.
-    assert flow_stack.services.approvals.approval_code_for(change.key, "alice") not in alice_mail["body_text"]
+    # The stored row holds a placeholder; her own inbox file (her e-mail here) holds the code.
+    code = flow_stack.services.approvals.approval_code_for(change.key, "alice")
+    assert code not in alice_mail["body_text"] and code in (flow_stack.home / "inbox" / "alice.txt").read_text()
     assert f"/runs/flow-run/{run_id}" in alice_mail["body_text"]
 
 

@@ -1,0 +1,126 @@
+"""How fast an approver's action takes effect on each path (issue 17): the Prefect UI's Resume dialog (the API
+call it makes), a Slack button click signed like Slack signs it, and the e-mail link's form. For each standard
+change: alice approves (not timed), then bob's approval is timed from his action to (a) the decision recorded in
+the change database and (b) the run past its gate (the change leaves `approved`). One stack for all three paths,
+as `changeflow up` runs it (Prefect server, deployments, approval endpoint, process worker, 0.5 s polling), so
+the paths are measured side by side.
+
+    python benchmarks/approval_paths.py --changes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from cli.dev import (  # noqa: E402
+    FAST_POLLING,
+    Stack,
+    create_pool_and_deploy,
+    free_port,
+    prefect_env,
+    start_endpoint,
+    start_server,
+    start_worker,
+)
+from endpoint import signed_click  # noqa: E402
+from models import Database, Services, Settings, load_org  # noqa: E402
+
+SECRET = "approval-paths-benchmark"
+SLACK_SECRET = "approval-paths-slack-secret"
+PATHS = ("Resume dialog (Prefect API)", "Slack click (endpoint)", "e-mail link (endpoint)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=20, help="changes per path")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="changeflow-paths-"))
+    port, endpoint_port = free_port(), free_port()
+    api_url, approval_url = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{endpoint_port}"
+    home = root / "home"
+    stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
+        **FAST_POLLING, "CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET,
+        "CHANGEFLOW_APPROVAL_URL": approval_url, "CHANGEFLOW_SLACK_SIGNING_SECRET": SLACK_SECRET}))
+    assert stack.run([sys.executable, "-m", "cli", "init"]).returncode == 0
+    try:
+        start_server(stack, port, root / "logs")
+        create_pool_and_deploy(stack)
+        start_endpoint(stack, endpoint_port, root / "logs")
+        start_worker(stack, root / "logs")
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            results = measure(home, approval_url, args.changes)
+    finally:
+        stack.stop()
+    print(f"\n{'path':<30} {'decision recorded (median)':>28} {'run past the gate (median)':>28}   n")
+    for path in PATHS:
+        recorded, past = zip(*results[path])
+        print(f"{path:<30} {statistics.median(recorded):>26.2f} s {statistics.median(past):>26.2f} s   "
+              f"{len(recorded)}")
+
+
+def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:
+    from prefect.deployments import run_deployment
+
+    from flows import paused_key, resume_with_input
+
+    settings = Settings(home=home, secret=SECRET)
+    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
+    results: dict[str, list[tuple[float, float]]] = {path: [] for path in PATHS}
+
+    def at_gate(run_id: str) -> None:
+        while not (asyncio.run(paused_key(run_id)) or "").startswith("approval-"):
+            time.sleep(0.05)
+
+    def act(path: str, key: str, run_id: str, person: str) -> None:
+        if path == PATHS[0]:
+            asyncio.run(resume_with_input(run_id, {"approver": person, "decision": "approve", "comment": "",
+                                                   "approval_code": services.approvals.approval_code_for(key, person)}))
+        elif path == PATHS[1]:
+            slack_user = services.org.directory.people[person].slack_user_id
+            body, headers = signed_click(key, services.changes.get(key).approval_round, slack_user, SLACK_SECRET)
+            assert httpx.post(f"{approval_url}/slack/actions", content=body, headers=headers,
+                              timeout=30).status_code == 200
+        else:
+            link = f"{approval_url}/a/{services.links.link_for(key, person)}"
+            token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
+            assert httpx.post(link, data={"form_token": token, "decision": "approve"}, timeout=30).status_code == 200
+
+    for i in range(changes * len(PATHS)):
+        path = PATHS[i % len(PATHS)]
+        run_id = str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
+            "type": "standard", "title": f"paths {i}", "service": "payments", "requester": "grace",
+            "rollback_plan": "redeploy"}}).id)
+        at_gate(run_id)
+        key = services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key
+        act(path, key, run_id, "alice")
+        while "alice" not in services.approvals.decided_by(key):
+            time.sleep(0.02)
+        at_gate(run_id)  # the run is waiting for the second approval again
+        started = time.perf_counter()
+        act(path, key, run_id, "bob")
+        while "bob" not in services.approvals.decided_by(key):
+            time.sleep(0.02)
+        recorded = time.perf_counter() - started
+        while services.changes.get(key).state in ("awaiting_approval", "approved"):
+            time.sleep(0.02)
+        results[path].append((recorded, time.perf_counter() - started))
+        print(f"  {path}: {key} recorded {recorded:.2f} s, run past the gate {results[path][-1][1]:.2f} s",
+              flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
