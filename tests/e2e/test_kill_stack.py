@@ -1,0 +1,179 @@
+"""Issue 16: the stack's own processes killed under a running change, in the layout `changeflow up` runs (Prefect
+server, work pool, process worker, the sweep on its schedule): the worker alone (its flow-run processes live
+on), and the Prefect server (restarted on its port and database) in a step and at a gate. Nobody presses Retry:
+each change ends in a named state, no side effect finished runs twice, and the audit trail verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
+from models import Database, Services, Settings, load_org, record_problems, utcnow, verify_chain
+from tests.flow_stack import prepare_home
+from tests.helpers import SECRET, standard_request
+from tests.receivers import start_health_server
+
+pytestmark = pytest.mark.slow
+
+SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate")
+
+
+@dataclass
+class KillStack:
+    stack: Stack
+    port: int
+    root: Path
+    home: Path
+    services: Services
+    worker: subprocess.Popen
+    health: object = None
+    logs: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logs = self.root / "logs"
+
+    def submit(self, request: dict) -> str:
+        """As the run form does: create a run of the submit deployment over HTTP."""
+        deployment = httpx.get(f"{self.stack.api_url}/deployments/name/change-request/submit", timeout=10).json()
+        created = httpx.post(f"{self.stack.api_url}/deployments/{deployment['id']}/create_flow_run",
+                             json={"parameters": {"request": request}}, timeout=30)
+        assert created.status_code == 201, created.text
+        return created.json()["id"]
+
+    def wait_for(self, run_or_key: str, predicate, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            change = (self.services.changes.get(run_or_key) if run_or_key.startswith("CHG-")
+                      else self.services.changes.find_by_idempotency_key(f"flow-run:{run_or_key}"))
+            if change is not None and predicate(change):
+                return change
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def steps_run(self, service: str) -> list[str]:
+        log = self.home / f"steps-{service}.log"
+        return log.read_text().split() if log.exists() else []
+
+    def changeflow(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "changeflow"), *args], env=self.stack.env,
+                              capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def kill_stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill-stack")
+    health = start_health_server()
+    home = root / "changeflow"
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    changeflow_env = prepare_home(home, health.url)
+    # The services of these tests, in the directory: the run form here is narrowed to it, as under `up`.
+    directory = yaml.safe_load((home / "config" / "directory.yaml").read_text())
+    directory["services"].update({service: {"owners": ["alice"]} for service in SERVICES})
+    (home / "config" / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
+    stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
+        **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api")}))
+    try:
+        start_server(stack, port, root / "logs")
+        create_pool_and_deploy(stack)
+        worker = start_worker(stack, root / "logs")
+        settings = Settings(home=home, secret=SECRET.decode())
+        services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+        now = utcnow()  # changes without a date start in the next window: the module runs inside an ad hoc one
+        services.scheduling.add_window(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
+                                       title="Release window for the kill tests", actor="alice")
+        yield KillStack(stack, port, root, home, services, worker, health)
+    finally:
+        stack.stop()
+        health.stop()
+
+
+def assert_the_record_holds(kill_stack: KillStack) -> None:
+    with kill_stack.services.db.read() as session:
+        assert verify_chain(session).ok
+        assert record_problems(session) == []
+
+
+def slow_step(service: str, **extra) -> dict:
+    return standard_request(**{"title": f"kill test: {service}", "service": service, "template": "slow-step",
+                               "implementation_plan": "", "rollback_plan": "", **extra})
+
+
+def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(kill_stack):
+    """Killing the worker takes its flow-run process down too (its output pipe breaks: "aborted by Python system
+    exit call"), so Prefect marks the run Crashed. The sweep on its schedule records the crash and restarts the
+    run; the interrupted step is not run again blindly: `changeflow pending` names it, its implementer answers."""
+    run_id = kill_stack.submit(slow_step("kill-worker"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
+    kill_stack.wait_for(change.key, lambda c: kill_stack.steps_run("kill-worker"), 60, "the step to start")
+    os.kill(kill_stack.worker.pid, signal.SIGKILL)  # the worker only, not its process group
+    kill_stack.worker.wait(timeout=10)
+    kill_stack.worker = start_worker(kill_stack.stack, kill_stack.logs)  # what a supervisor does
+
+    deadline = time.monotonic() + 240
+    while True:
+        listed = kill_stack.changeflow("pending", "--json")
+        row = next((r for r in json.loads(listed.stdout or "[]") if r["key"] == change.key), None)
+        if row and "step 1 was interrupted by a crash" in row["waiting_for"]:
+            break
+        assert time.monotonic() < deadline, f"never listed as waiting for a person: {listed.stdout[-500:]}"
+        time.sleep(2)
+    assert "grace" in row["waiting_on"]
+    code = kill_stack.services.approvals.approval_code_for(change.key, "grace")
+    answered = kill_stack.changeflow("work", change.key, "implemented", "--step", "1", "--as", "grace", "--code",
+                                     code, "--note", "the step had gone through before the worker died")
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 180, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.steps_run("kill-worker") == ["started"], "the step ran again"
+    assert kill_stack.services.recovery.crashes(change.key) == 1
+    assert_the_record_holds(kill_stack)
+
+
+def kill_and_restart_the_server(kill_stack: KillStack, down_s: float = 3) -> None:
+    server = next(p for p in kill_stack.stack.processes if "cli.dev._prefect_server" in " ".join(p.args))
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    kill_stack.stack.processes.remove(server)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{kill_stack.stack.api_url}/health", timeout=2)
+    time.sleep(down_s)
+    start_server(kill_stack.stack, kill_stack.port, kill_stack.logs)  # same port, same database
+
+
+def test_the_prefect_server_killed_mid_step_loses_nothing_and_repeats_nothing(kill_stack):
+    run_id = kill_stack.submit(slow_step("kill-server-step"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
+    kill_stack.wait_for(change.key, lambda c: kill_stack.steps_run("kill-server-step"), 60, "the step to start")
+    kill_and_restart_the_server(kill_stack)
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.steps_run("kill-server-step") == ["started"], "the step ran again"
+    assert_the_record_holds(kill_stack)
+
+
+def test_the_prefect_server_killed_while_a_change_waits_at_its_gate(kill_stack):
+    # Its own plan takes it through the normal gate (a pre-approved template covers only its recipe).
+    run_id = kill_stack.submit(slow_step("kill-server-gate", implementation_plan="the recipe, then a look"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
+    kill_and_restart_the_server(kill_stack)
+    for person in ("alice", "bob"):
+        code = kill_stack.services.approvals.approval_code_for(change.key, person)
+        approved = kill_stack.changeflow("approve", change.key, "--as", person, "--code", code)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.steps_run("kill-server-gate") == ["started"]
+    assert_the_record_holds(kill_stack)
