@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from sqlalchemy import create_engine
 
 from flows._commands import run_command
-from flows._runtime import runtime
+from flows._runtime import run_attempt, runtime
 from flows.checklists import run_phase
 from models import ChangeState, PolicyViolation, WindowSpec, next_window, stakeholders, superseded_by_monthly, utcnow
 
@@ -129,6 +129,12 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
         logger.warning("no announced change for the %s window at %s: nothing runs", kind, window.starts_at)
         return "not announced"
     key = change.key
+    if change.state in (ChangeState.approved.value, ChangeState.scheduled.value, ChangeState.implementing.value):
+        # This run drives the change from here on (the announcement's run filed it): a crash of this run is
+        # found by the sweep through the change's flow_run_id, recorded and restarted like a change's run.
+        from prefect.runtime import flow_run
+
+        services.changes.attach_flow_run(key, str(flow_run.id))
     context = _window_context(window, plan.service, plan.title)
     if change.state in (ChangeState.submitted.value, ChangeState.awaiting_approval.value):
         services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
@@ -168,6 +174,7 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
     progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-progress",
                                         description=f"{key}: maintenance activities")
     done = services.checklists.done_steps(key)
+    interrupted = services.recovery.interrupted_steps(key)  # started by a run that died, never finished
     failed = False
     for step, name in enumerate(names, start=1):
         if step not in done:
@@ -175,9 +182,16 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
             activity = services.org.maintenance.activities[name]
             if failed:
                 outcome = {"activity": name, "ok": False, "skipped": "an earlier activity failed"}
+            elif step in interrupted and not activity.idempotent:
+                # At most once: whether it took effect is unknown, and a window does not wait for a person.
+                outcome = {"activity": name, "ok": False,
+                           "skipped": "interrupted by a crash; not run again (declare it idempotent to allow that)"}
             elif remaining <= 1:
                 outcome = {"activity": name, "ok": False, "skipped": "window closed before it could start"}
             else:
+                if step in interrupted:
+                    services.recovery.record_retry(key, step)
+                services.recovery.begin_step(key, step, attempt=run_attempt())
                 outcome = run_activity(name, min(activity.timeout_s, remaining))
                 if not outcome["ok"] and outcome.get("timed_out"):
                     outcome["stopped"] = "stopped at the end of the window"

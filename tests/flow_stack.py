@@ -118,14 +118,19 @@ class FlowStack:
     approval_url: str = ""  # where links in notifications point (tests start an endpoint there when they need it)
 
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            change = (self.services.changes.get(key_or_run) if key_or_run.startswith("CHG-")
-                      else self.services.changes.find_by_idempotency_key(f"flow-run:{key_or_run}"))
-            if change is not None and predicate(change):
-                return change
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what} on {key_or_run}")
+        return wait_for_change(self.services, key_or_run, predicate, timeout_s, what)
+
+
+def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: float, what: str):
+    """The change (by key, or by the flow run that filed it) once `predicate` holds for it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        change = (services.changes.get(key_or_run) if key_or_run.startswith("CHG-")
+                  else services.changes.find_by_idempotency_key(f"flow-run:{key_or_run}"))
+        if change is not None and predicate(change):
+            return change
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} on {key_or_run}")
 
 
 def prepare_home(home: Path, health_url: str) -> dict[str, str]:

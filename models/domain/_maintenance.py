@@ -18,6 +18,8 @@ class Activity(BaseModel):
     sql: str | None = None
     database_url: str | None = Field(default=None, description="For sql; {database_url} is the change database")
     timeout_s: float = Field(default=600, gt=0, le=6 * 3600)
+    idempotent: bool = Field(default=False, description="Safe to run again when a crash interrupted it; otherwise "
+                                                         "an interrupted activity is reported as not done")
 
     @model_validator(mode="after")
     def _one_action(self) -> "Activity":

@@ -21,7 +21,7 @@ import yaml
 
 from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
 from models import Database, Services, Settings, load_org, record_problems, utcnow, verify_chain
-from tests.flow_stack import prepare_home
+from tests.flow_stack import prepare_home, wait_for_change
 from tests.helpers import SECRET, standard_request
 from tests.receivers import start_health_server
 
@@ -53,14 +53,7 @@ class KillStack:
         return created.json()["id"]
 
     def wait_for(self, run_or_key: str, predicate, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            change = (self.services.changes.get(run_or_key) if run_or_key.startswith("CHG-")
-                      else self.services.changes.find_by_idempotency_key(f"flow-run:{run_or_key}"))
-            if change is not None and predicate(change):
-                return change
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for_change(self.services, run_or_key, predicate, timeout_s, what)
 
     def steps_run(self, service: str) -> list[str]:
         log = self.home / f"steps-{service}.log"

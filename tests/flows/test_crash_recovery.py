@@ -280,3 +280,42 @@ def test_a_post_check_command_killed_mid_way_is_put_to_a_person_after_the_change
     assert checks_run(flow_stack, "slow-post") == ["started"], "the interrupted check ran again"
     # The implementation steps before it finished once and were not run again by the restarted run.
     assert [e.action for e in done.events].count("implementation_step") == 2
+
+
+def test_a_maintenance_activity_killed_mid_way_is_not_run_again_and_the_window_goes_on(flow_stack):
+    """Maintenance windows do not wait for a person: an activity a crash interrupted is reported as not done
+    (unless it declares itself idempotent), and the restarted run carries on with the rest of the window."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.deployments import run_deployment
+
+    from flows.escalation import reconcile_crashed_runs
+
+    services = flow_stack.services
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=10)
+    window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 2}
+    assert run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120).state.is_completed()
+    key = services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}").key
+    for person in ("alice", "bob"):
+        services.approvals.decide(key, approver=person, decision="approve",
+                                  code=services.approvals.approval_code_for(key, person))
+    run_id = str(run_deployment("maintenance/weekly", parameters=window, timeout=0).id)
+
+    def long_job_started():
+        return any(e.action == "step_started" and e.data.get("step") == 3 for e in services.changes.view(key).events)
+
+    wait_until(long_job_started, 120, "the long activity to start")
+    kill_run(run_id)
+    wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
+    assert reconcile_crashed_runs()["restarted"] >= 1 or services.recovery.crashes(key) == 1
+    wait_until(lambda: services.changes.get(key).state in ("closed", "failed", "review_pending"), 180,
+               "the window to finish")
+    steps = services.checklists.done_steps(key)
+    assert steps[1]["ok"] and steps[2]["ok"]
+    assert steps[3]["skipped"].startswith("interrupted by a crash; not run again")
+    assert steps[4]["ok"], steps[4]  # the rest of the window went on
+    started = [e for e in services.changes.view(key).events if e.action == "step_started" and e.data["step"] == 3]
+    assert len(started) == 1, "the interrupted activity ran again"
+    assert services.changes.get(key).state == "closed"
+    with services.db.read() as session:
+        assert verify_chain(session).ok
