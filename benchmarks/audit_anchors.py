@@ -58,7 +58,7 @@ def main() -> None:
                                                             f"{chain.count:,} events ({'intact' if chain.ok else 'BROKEN'})"))
     with db.read() as session:
         problems, reconcile_s = timed(lambda: record_problems(session))
-    rows.append(("row reconciliation (changes, approvals)", f"{reconcile_s:.1f} s",
+    rows.append(("row reconciliation (all records)", f"{reconcile_s:.1f} s",
                  f"{len(problems)} problems reported"))
     checkpoint, sign_s = timed(lambda: anchors.checkpoint(force=True))
     assert checkpoint is not None
