@@ -9,7 +9,6 @@ the API the UI's Resume button calls. Everything started is stopped at the end.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from rich.table import Table
 from models import Settings, next_window
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
+from ._demo_approvers import EndpointApprovers
 from ._demo_config import INBOX_PERSON, write_demo_config
 from .._output import console
 from ._stack import (
@@ -75,9 +75,8 @@ SCENARIOS = ("canary", "rollback", "major", "emergency", "weekly", "early-resume
 
 
 class Demo:
-    def __init__(self, home: Path, started: float, services, *, approval_url: str, slack_secret: str):
-        self.home, self.started, self.services = home, started, services
-        self.approval_url, self.slack_secret = approval_url, slack_secret
+    def __init__(self, home: Path, started: float, services, approvers: EndpointApprovers):
+        self.home, self.started, self.services, self.approvers = home, started, services, approvers
         self.outcomes: dict[str, tuple[str, str, bool]] = {}
         self.lock = threading.Lock()
 
@@ -127,42 +126,9 @@ class Demo:
         asyncio.run(resume_with_input(run_id, run_input))
 
     def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None:
-        """As approvers do it (issue 17): alice from the link in her own inbox, everyone else with the Approve
-        button of the Slack message, which Slack signs with who clicked. The endpoint records the decision and
-        resumes the run."""
-        import httpx
-
+        """Through the approval endpoint, from the notification (_demo_approvers.py)."""
         self.paused_at(run_id, "approval-")
-        if person == INBOX_PERSON:
-            link = self.wait(lambda: self.link_in_inbox(key), 60, f"{person}'s approval link for {key}")
-            page = httpx.get(link, timeout=10)
-            form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
-            answer = httpx.post(link, data={"form_token": form_token.group(1) if form_token else "",
-                                            "decision": "approve", "comment": comment}, timeout=30)
-            if answer.status_code != 200:
-                raise RuntimeError(f"{person}'s approval link was refused: {answer.text[-300:]}")
-            self.say(tag, f"{person} approves from the link in her inbox: {comment}")
-            return
-        from endpoint import signed_click
-
-        slack_user = self.services.org.directory.people[person].slack_user_id
-        round_ = self.services.changes.get(key).approval_round
-        body, headers = signed_click(key, round_, slack_user, self.slack_secret)
-        answer = httpx.post(f"{self.approval_url}/slack/actions", content=body, headers=headers, timeout=30).json()
-        if not answer["text"].startswith(":white_check_mark:"):
-            raise RuntimeError(f"{person}'s Slack click was refused: {answer['text']}")
-        said = answer["text"].split(";")[0].removeprefix(":white_check_mark: ")
-        self.say(tag, f"{person} clicks Approve in Slack: {said}")
-
-    def link_in_inbox(self, key: str) -> str | None:
-        """The approval link of the newest request for `key` in the inbox file (the demo's stand-in for e-mail)."""
-        import json
-
-        inbox = self.home / "inbox" / f"{INBOX_PERSON}.txt"
-        messages = [json.loads(line) for line in inbox.read_text().splitlines()] if inbox.exists() else []
-        links = [re.search(r"(http://\S+/a/\S+)", m["text"]) for m in messages
-                 if m["change"] == key and m["event"] == "approval_requested"]
-        return links[-1].group(1) if links and links[-1] else None
+        self.say(tag, self.approvers.approve(key, person, comment, self.wait))
 
     def final_state(self, run_id: str, key: str, timeout_s: float = 180) -> str:
         import asyncio
@@ -353,8 +319,8 @@ def run_demo(home: Path, app: Callable[..., object]) -> bool:
         app(["window", "add", "--start", now.isoformat(), "--end", (now + timedelta(hours=1)).isoformat(),
              "--title", "Release window for the demo", "--as", "alice"], standalone_mode=False)
         console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
-        demo = Demo(home, started, AppContext(Settings()).services, approval_url=approval_url,
-                    slack_secret=slack_secret)
+        services = AppContext(Settings()).services
+        demo = Demo(home, started, services, EndpointApprovers(home, services, approval_url, slack_secret))
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()

@@ -89,7 +89,8 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         })
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
-        settings = Settings(home=home)
+        # The secret `up` created in HOME: not CHANGEFLOW_SECRET, which another test's stack may have set here.
+        settings = Settings(home=home, secret=None)
         services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                 settings.secret_bytes())
         deadline = time.monotonic() + 60
