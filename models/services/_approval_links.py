@@ -82,7 +82,7 @@ class ApprovalLinks:
         try:
             link = read_link(self._secret, token)
         except LinkRefused as exc:
-            self._record_refusal(None, "unknown (approval link)", str(exc), via="e-mail link")
+            self.record_refusal(None, "unknown (approval link)", str(exc), via="e-mail link")
             raise
         refusal = None
         if not form_token_ok(self._secret, token, given_form_token):
@@ -96,12 +96,12 @@ class ApprovalLinks:
                     raise LinkRefused(f"{link.change_key} does not exist (any more)") from None
                 refusal = self._refusal(session, change, link)
         if refusal is not None:
-            self._record_refusal(link.change_key, link.person, refusal, via="e-mail link")
+            self.record_refusal(link.change_key, link.person, refusal, via="e-mail link")
             raise LinkRefused(refusal)
         result = self._decide(link.change_key, link.person, decision, comment, attempt=f"link:{link.link_id}",
                               via="e-mail link")
         if result.repeated:  # a second click that raced the first past the checks above
-            self._record_refusal(link.change_key, link.person, "this link was already used", via="e-mail link")
+            self.record_refusal(link.change_key, link.person, "this link was already used", via="e-mail link")
             raise LinkRefused("this link was already used")
         return link.person, result
 
@@ -120,14 +120,9 @@ class ApprovalLinks:
         else:
             refusal = None
         if refusal is not None:
-            self._record_refusal(change.key, person, refusal, via=via)
+            self.record_refusal(change.key, person, refusal, via=via)
             raise PolicyViolation(refusal)
         return self._decide(change.key, person, decision, comment, attempt=attempt, via=via)
-
-    def record_refusal(self, change_key: str | None, actor: str, reason: str, *, via: str) -> None:
-        """A request the endpoint refused before any person could be named from it (a bad signature, an
-        unknown Slack user): on the record, so an attack shows up in the audit trail."""
-        self._record_refusal(change_key, actor, reason, via=via)
 
     # ---- internals --------------------------------------------------------------------------------------
 
@@ -168,7 +163,9 @@ class ApprovalLinks:
                 return f"{'approved' if event.action == 'approval' else 'rejected'} at {event.occurred_at:%H:%M} UTC"
         return None
 
-    def _record_refusal(self, change_key: str | None, actor: str, reason: str, *, via: str) -> None:
+    def record_refusal(self, change_key: str | None, actor: str, reason: str, *, via: str) -> None:
+        """A refused request on the record (as `endpoint_refused`), also one the endpoint refused before any
+        person could be named from it (a bad signature, an unknown Slack user), so an attack shows up."""
         with self._uow.write() as session:
             append_event(session, actor=actor or "unknown", action=AuditAction.endpoint_refused.value,
                          change_key=change_key, data={"via": via, "reason": reason[:500]}, at=self._uow.clock())
