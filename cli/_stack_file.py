@@ -16,11 +16,15 @@ def stack_file(home: Path) -> Path:
     return home / "stack.json"
 
 
-def write_stack_file(home: Path, *, api_url: str, ui_url: str, basic_auth: bool = False) -> Path:
+def write_stack_file(home: Path, *, api_url: str, ui_url: str, basic_auth: bool = False,
+                     processes: dict[str, int] | None = None, api_replicas: list[str] | None = None) -> Path:
+    """`processes`: the process id of each role the stack runs (api-1, services, worker-2, ...);
+    `api_replicas`: the API address of each replica behind the load balancer (`up --distributed`)."""
     path = stack_file(home)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid(), "basic_auth": basic_auth}, fh)
+        json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid(), "basic_auth": basic_auth,
+                   "processes": processes or {}, "api_replicas": api_replicas or []}, fh)
     return path
 
 

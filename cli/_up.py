@@ -15,13 +15,17 @@ from ._setup import init
 from ._stack_file import ensure_basic_auth, remove_stack_file, write_stack_file
 from .dev import (
     FAST_POLLING,
+    DistributedLayout,
     Stack,
     create_pool_and_deploy,
+    missing_pieces,
     port_in_use,
     prefect_env,
+    start_distributed_server,
     start_endpoint,
     start_server,
     start_worker,
+    start_workers,
     wait_healthy,
 )
 
@@ -47,9 +51,22 @@ def up(
     basic_auth: bool = typer.Option(False, "--basic-auth", help="Require Prefect's basic auth on the API and UI; "
                                     "the credentials are created in HOME/prefect-auth (0600)."),
     once: bool = typer.Option(False, help="Start everything, print the addresses and stop again (a smoke test)."),
+    distributed: bool = typer.Option(False, "--distributed", help="Prefect's scaled self-hosted layout: API "
+                                     "replicas behind nginx, background services apart, PostgreSQL and Redis, "
+                                     "several workers (README: Scaling out)."),
+    api_replicas: int = typer.Option(2, help="--distributed: Prefect API replicas behind the load balancer."),
+    workers: int = typer.Option(2, help="--distributed: process workers on the `changeflow` pool."),
+    worker_limit: int = typer.Option(8, help="--distributed: flow runs each worker runs at once."),
+    prefect_database_url: str = typer.Option(None, help="--distributed: the Prefect server's own PostgreSQL "
+                                             "database [default: CHANGEFLOW_PREFECT_DATABASE_URL]"),
+    redis_url: str = typer.Option(None, help="--distributed: Redis for Prefect's messaging "
+                                  "[default: CHANGEFLOW_REDIS_URL]"),
 ) -> None:
-    """Start a Prefect server (unless PREFECT_API_URL names one), the work pool, the deployments and a worker."""
+    """Start a Prefect server (unless PREFECT_API_URL names one), the work pool, the deployments and a worker;
+    with --distributed, Prefect's scaled layout (replicas, services, PostgreSQL, Redis, several workers)."""
     settings = Settings()
+    layout = _distributed_layout(settings, api_replicas, workers, worker_limit, prefect_database_url, redis_url) \
+        if distributed else None
     given_auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
     if host not in LOOPBACK and not (basic_auth or given_auth):
         # The Prefect server has no users: whoever reaches it can start, resume, retry or cancel every run.
@@ -59,7 +76,7 @@ def up(
     init(force=False)
     auth_string = given_auth or (ensure_basic_auth(settings.home) if basic_auth else None)
     logs = settings.home / "logs"
-    existing = _configured_api_url()
+    existing = None if layout else _configured_api_url()
     api_url = existing or f"http://127.0.0.1:{port}/api"
     ui_url = api_url.removesuffix("/api")
     # Links in notifications point at the endpoint this command serves, unless a public address is configured.
@@ -72,6 +89,7 @@ def up(
            if auth_string else {}),
     }))
     stopping = False
+    replicas: list[str] = []
 
     def _stop(*_):
         nonlocal stopping
@@ -89,23 +107,42 @@ def up(
                     f"port {port} is taken. Free it, choose another with --port, or set PREFECT_API_URL to use "
                     "the Prefect server already running there"
                 )
-            console.print(f"starting Prefect server on 127.0.0.1:{port} (logs: {logs})")
-            start_server(stack, port, logs, host=host)
+            if layout:
+                console.print(f"starting {layout.api_replicas} Prefect API replicas, their services and nginx on "
+                              f"127.0.0.1:{port} (logs: {logs})")
+                replicas = [f"http://127.0.0.1:{p}/api" for p in start_distributed_server(stack, layout, port, logs)]
+            else:
+                console.print(f"starting Prefect server on 127.0.0.1:{port} (logs: {logs})")
+                start_server(stack, port, logs, host=host)
         console.print("creating work pool `changeflow` and deploying prefect.yaml")
         create_pool_and_deploy(stack)
         if port_in_use(endpoint_port):
             raise StackError(f"port {endpoint_port} is taken: choose another with --endpoint-port")
         start_endpoint(stack, endpoint_port, logs)
-        start_worker(stack, logs)
-        write_stack_file(settings.home, api_url=api_url, ui_url=ui_url, basic_auth=auth_string is not None)
+        if layout:
+            start_workers(stack, layout, logs)
+        else:
+            start_worker(stack, logs)
+        write_stack_file(settings.home, api_url=api_url, ui_url=ui_url, basic_auth=auth_string is not None,
+                         processes={name: process.pid for name, process in stack.named.items()},
+                         api_replicas=replicas)
         console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}; approval endpoint {approval_url}")
         console.print(f"  submit a change: {ui_url}/deployments -> change-request / submit -> Run -> Custom run")
-        console.print(f"  notifications are printed in {logs / 'worker.log'}; `changeflow pending` lists gates")
+        console.print(f"  notifications are printed in {logs}/worker*.log; `changeflow pending` lists gates")
         if auth_string:
             console.print(f"  the API and UI ask for basic auth: user and password in {settings.home / 'prefect-auth'}"
                           if basic_auth and not given_auth else "  the API and UI ask for basic auth")
         console.print("  Ctrl-C stops everything this command started")
         while not stopping and not once:
+            if layout:
+                # Replicas and workers are many: one that dies is started again, the others carry on meanwhile.
+                restarted = stack.respawn_exited([n for n in stack.named if n.startswith(("api-", "worker-"))])
+                for name in restarted:
+                    console.print(f"{name} exited: started again (logs: {logs})")
+                if restarted:
+                    write_stack_file(settings.home, api_url=api_url, ui_url=ui_url,
+                                     basic_auth=auth_string is not None, api_replicas=replicas,
+                                     processes={name: process.pid for name, process in stack.named.items()})
             if any(p.poll() is not None for p in stack.processes):
                 raise StackError(f"a process of the stack exited; see the logs in {logs}")
             time.sleep(0.5)
@@ -116,3 +153,23 @@ def up(
         remove_stack_file(settings.home)
         stack.stop()
         console.print("stopped")
+
+
+def _distributed_layout(settings: Settings, api_replicas: int, workers: int, worker_limit: int,
+                        prefect_database_url: str | None, redis_url: str | None) -> DistributedLayout:
+    """The layout from options and settings, once every piece it needs answers; otherwise exit 2 naming each."""
+    prefect_database_url = prefect_database_url or settings.prefect_database_url
+    redis_url = redis_url or settings.redis_url
+    absent = [(option, "missing: " + example) for option, value, example in (
+        ("--prefect-database-url", prefect_database_url, "the Prefect server's own PostgreSQL database, e.g. "
+                                                         "postgresql://postgres@127.0.0.1:5432/prefect"),
+        ("--redis-url", redis_url, "Prefect's messaging broker, e.g. redis://127.0.0.1:6379/0"),
+    ) if not value]
+    if absent:
+        raise InputError("; ".join(f"{o}: {p}" for o, p in absent), absent)
+    assert prefect_database_url is not None and redis_url is not None
+    layout = DistributedLayout(prefect_database_url, redis_url, api_replicas, workers, worker_limit)
+    problems = missing_pieces(layout, settings.resolved_database_url)
+    if problems:
+        raise InputError("; ".join(f"{o}: {p}" for o, p in problems), problems)
+    return layout

@@ -12,6 +12,7 @@ from ._canary_lab import (
     prometheus_available,
 )
 from ._demo import play_demo, run_demo
+from ._distributed import DistributedLayout, missing_pieces, start_distributed_server, start_workers
 from ._stack import (
     FAST_POLLING,
     REPO_ROOT,
@@ -30,8 +31,9 @@ from ._stack import (
 )
 
 __all__ = [
-    "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "Lab", "SampleVersion", "Stack",
-    "TrafficLoad", "create_pool_and_deploy", "free_port", "nginx_available", "play_demo", "port_in_use",
-    "prefect_env", "prometheus_available", "run_demo", "start_endpoint", "start_runner", "start_server", "start_worker",
+    "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "DistributedLayout", "Lab",
+    "SampleVersion", "Stack", "TrafficLoad", "create_pool_and_deploy", "free_port", "missing_pieces",
+    "nginx_available", "play_demo", "port_in_use", "prefect_env", "prometheus_available", "run_demo",
+    "start_distributed_server", "start_endpoint", "start_runner", "start_server", "start_worker", "start_workers",
     "wait_for_deployments", "wait_healthy",
 ]

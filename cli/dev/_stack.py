@@ -46,14 +46,32 @@ class Stack:
     api_url: str
     env: dict[str, str]
     processes: list[subprocess.Popen] = field(default_factory=list)
+    # Processes by role ("api-1", "worker-2"): written to stack.json, so an operator (or a kill test) finds them.
+    named: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _recipes: dict[str, tuple[list[str], Path, Path]] = field(default_factory=dict)
 
-    def spawn(self, args: list[str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+    def spawn(self, args: list[str], log: Path, cwd: Path = REPO_ROOT, name: str | None = None) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
         process = subprocess.Popen(args, cwd=cwd, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self.processes.append(process)
+        if name is not None:
+            self.named[name] = process
+            self._recipes[name] = (args, log, cwd)
         return process
+
+    def respawn_exited(self, names: list[str]) -> list[str]:
+        """Start again each of the named processes that exited (a supervisor's job); returns their names."""
+        restarted = []
+        for name in names:
+            process = self.named.get(name)
+            if process is not None and process.poll() is not None:
+                self.processes.remove(process)
+                args, log, cwd = self._recipes[name]
+                self.spawn(args, log, cwd, name=name)
+                restarted.append(name)
+        return restarted
 
     def run(self, args: list[str], cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
         return subprocess.run(args, cwd=cwd, env=self.env, capture_output=True, text=True, check=False)
@@ -71,6 +89,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
+        self.named.clear()
 
 
 def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,7 +125,7 @@ def wait_healthy(api_url: str, timeout_s: float = 90, process: subprocess.Popen 
 def start_server(stack: Stack, port: int, logs: Path, host: str = "127.0.0.1") -> None:
     # Prefect's server application behind a layer that retries its SQLite 503s (cli/dev/_prefect_server.py).
     process = stack.spawn([sys.executable, "-m", "cli.dev._prefect_server", "--host", host, "--port", str(port)],
-                          logs / "prefect-server.log")
+                          logs / "prefect-server.log", name="server")
     wait_healthy(stack.api_url, process=process)
 
 
@@ -167,7 +186,8 @@ def install_automations(stack: Stack) -> None:
 
 def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -> subprocess.Popen:
     """The approval endpoint (`changeflow endpoint`) on 127.0.0.1:port, once it answers."""
-    process = stack.spawn([_bin("changeflow"), "endpoint", "--port", str(port)], logs / "endpoint.log")
+    process = stack.spawn([_bin("changeflow"), "endpoint", "--port", str(port)], logs / "endpoint.log",
+                          name="endpoint")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -182,4 +202,5 @@ def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -
 
 
 def start_worker(stack: Stack, logs: Path) -> subprocess.Popen:
-    return stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log")
+    return stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log",
+                       name="worker")

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     audit_checkpoint_every_s: float = Field(
         default=300.0, gt=0, description="... or this long after the last one when anything is new.")
 
+    prefect_database_url: str | None = Field(
+        default=None, description="`changeflow up --distributed`: PostgreSQL database of the Prefect server "
+        "itself (postgresql://user@host/prefect), apart from the change database.")
+    redis_url: str | None = Field(
+        default=None, pattern=r"^rediss?://", description="`changeflow up --distributed`: Redis for Prefect's "
+        "messaging, event ordering and leases between API replicas (redis://127.0.0.1:6379/0).")
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser()
