@@ -1,0 +1,126 @@
+"""What the distributed layout buys (issue 15): the same load on `changeflow up` (embedded Prefect server on
+SQLite, one worker, change records on SQLite) and on `changeflow up --distributed` (2 API replicas behind nginx,
+the services apart, PostgreSQL for Prefect and for the records, Redis, 4 workers), one after the other in one
+run. The load: N standard changes submitted in parallel through the API (any replica), approved by two scripted
+approvers clicking Slack buttons at the approval endpoint, each implemented by one step that sleeps 2 s.
+
+    python benchmarks/scale_out.py --changes 200 --postgres postgresql://postgres@127.0.0.1:5432/test
+
+Printed: time until every change has ended, the ratio, the 5xx the clients saw, changes closed, steps run,
+and whether the audit trail verifies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg  # noqa: E402
+
+from cli.dev import free_port  # noqa: E402
+from cli.dev._scale_load import (  # noqa: E402
+    ReplicaClient,
+    Tally,
+    UpProcess,
+    drive_to_the_end,
+    open_release_window,
+    steps_run,
+    submit_changes,
+    up_environment,
+    write_scale_config,
+)
+from models import Database, Services, Settings, load_org, record_problems, verify_chain  # noqa: E402
+
+
+@dataclass
+class Outcome:
+    layout: str
+    seconds: float
+    closed: int
+    changes: int
+    steps: int
+    unique_steps: int
+    server_errors: int
+    unretried: int
+    failovers: int
+    audit_ok: bool
+
+
+def run_layout(name: str, root: Path, changes: int, up_args: list[str], database_url: str | None) -> Outcome:
+    home = root / name
+    write_scale_config(home, changes)
+    extra = {"CHANGEFLOW_DATABASE_URL": database_url} if database_url else {}
+    env = up_environment(home, **extra)
+    endpoint_port = free_port()
+    up = UpProcess.start(home, [*up_args, "--port", str(free_port()), "--endpoint-port", str(endpoint_port)], env)
+    try:
+        settings = Settings(home=home, database_url=database_url, secret=None)
+        services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
+                                  settings.secret_bytes())
+        open_release_window(services)
+        stack = up.stack
+        tally = Tally()
+        client = ReplicaClient(stack["api_replicas"] or [stack["api_url"]], tally)
+        started = time.monotonic()
+        run_ids = submit_changes(client, changes, parallel=16)
+        ended = drive_to_the_end(services, run_ids, f"http://127.0.0.1:{endpoint_port}", tally,
+                                 timeout_s=changes * 30 + 600, parallel=16, cli_env=env)
+        seconds = time.monotonic() - started
+        with services.db.read() as session:
+            audit_ok = verify_chain(session).ok and record_problems(session) == []
+        ran = steps_run(home)
+        return Outcome(name, seconds, sum(c.state == "closed" for c in ended.values()), changes, len(ran),
+                       len(set(ran)), tally.server_errors, len(tally.unretried), tally.failovers, audit_ok)
+    finally:
+        up.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--api-replicas", type=int, default=2)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="a PostgreSQL database to connect to; two databases are created beside it and dropped")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--only", choices=("embedded", "distributed"))
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="changeflow-scale-"))
+    outcomes = []
+    if args.only != "distributed":
+        outcomes.append(run_layout("embedded", root, args.changes, [], None))
+    if args.only != "embedded":
+        suffix = uuid.uuid4().hex[:8]
+        names = [f"cf_bench_prefect_{suffix}", f"cf_bench_records_{suffix}"]
+        base = args.postgres.rsplit("/", 1)[0]
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f"CREATE DATABASE {name}")
+        try:
+            outcomes.append(run_layout("distributed", root, args.changes, [
+                "--distributed", "--api-replicas", str(args.api_replicas), "--workers", str(args.workers),
+                "--prefect-database-url", f"{base}/{names[0]}", "--redis-url", args.redis], f"{base}/{names[1]}"))
+        finally:
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                for name in names:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    print(f"\n{args.changes} standard changes, approved at the endpoint, one 2 s step each "
+          f"(embedded: 1 worker, SQLite; distributed: {args.workers} workers, {args.api_replicas} API replicas, "
+          "Redis, PostgreSQL)")
+    print(f"{'layout':<12} {'all ended':>10} {'closed':>9} {'steps run':>10} {'5xx seen':>9} {'unretried':>10} "
+          f"{'failovers':>10} {'audit':>6}")
+    for o in outcomes:
+        print(f"{o.layout:<12} {o.seconds:>9.0f}s {o.closed:>4}/{o.changes:<4} {o.steps:>5} ({o.unique_steps})"
+              f" {o.server_errors:>9} {o.unretried:>10} {o.failovers:>10} {'ok' if o.audit_ok else 'FAIL':>6}")
+    if len(outcomes) == 2:
+        print(f"ratio embedded / distributed: {outcomes[0].seconds / outcomes[1].seconds:.2f}")
+
+
+if __name__ == "__main__":
+    main()
