@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from prefect import get_client
@@ -31,6 +32,46 @@ async def paused_key(flow_run_id: str) -> str | None:
     if run.state is None or not run.state.is_paused():
         return None
     return str(run.state.state_details.pause_key)
+
+
+PAGE = 200
+
+
+async def paused_keys(flow_run_ids: list[str]) -> dict[str, str]:
+    """The pause key of each of these runs that is paused, read a page of runs at a time."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    keys: dict[str, str] = {}
+    async with get_client() as client:
+        for start in range(0, len(flow_run_ids), PAGE):
+            ids = [UUID(i) for i in flow_run_ids[start:start + PAGE]]
+            for run in await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                                                   limit=PAGE):
+                if run.state is not None and run.state.is_paused():
+                    keys[str(run.id)] = str(run.state.state_details.pause_key)
+    return keys
+
+
+async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, str]:
+    """Runs cancelled (or being cancelled) in the look-back: run id -> state type."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterStartTime,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    found: dict[str, str] = {}
+    run_filter = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED, StateType.CANCELLING])),
+        start_time=FlowRunFilterStartTime(after_=datetime.now(timezone.utc) - look_back))
+    async with get_client() as client:
+        while page := await client.read_flow_runs(flow_run_filter=run_filter, limit=PAGE, offset=len(found)):
+            found.update({str(r.id): r.state.type.value for r in page if r.state is not None})
+            if len(page) < PAGE:
+                break
+    return found
 
 
 async def run_state(flow_run_id: str) -> str | None:

@@ -31,9 +31,6 @@ from models import MAX_AUTOMATIC_RESTARTS, ChangeState, responsible, utcnow
 DEAD = [StateType.CRASHED, StateType.FAILED]
 # Dead runs are read back this far: a sweep that was down for days still finds the crashes it missed.
 LOOK_BACK = timedelta(days=7)
-# A worker sets Pending when it claims a run and Running once the run's process starts (seconds, a minute on
-# a loaded machine); a run still Pending after this never started: its worker died while picking it up.
-STUCK_PENDING_AFTER = timedelta(minutes=10)
 PAGE = 200
 SWEEP_FLOW = "approval-escalation"
 # Runs in these states still have work to do; a run that died there is started again. (A change that
@@ -64,10 +61,13 @@ async def _flow_name(flow_id: UUID) -> str:
         return (await client.read_flow(flow_id)).name
 
 
-def replace_stuck_runs(stuck_after: timedelta = STUCK_PENDING_AFTER) -> dict:
+def replace_stuck_runs(stuck_after: timedelta | None = None) -> dict:
     """Runs left Pending by a worker that died while starting them. A sweep run is cancelled (the next sweep,
     a minute later, does its work); a change's run is marked Crashed, so reconcile_crashed_runs records,
     announces and restarts it like any other crash; a run that never filed its change simply starts again."""
+    # A worker sets Pending when it claims a run and Running once the run's process starts (seconds, a minute on
+    # a loaded machine); a run still Pending after the bound never started: its worker died picking it up.
+    stuck_after = stuck_after or timedelta(seconds=runtime().settings.stuck_pending_after_s)
     cancelled = crashed = rescheduled = 0
     now = utcnow()
     for run in asyncio.run(_runs_in([StateType.PENDING])):

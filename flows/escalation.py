@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 
 from models import ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
 
-from flows._prefect_api import ResumeRefused, cancel, paused_key, resume_with_input, run_state
+from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
 from flows._runtime import runtime
@@ -18,32 +18,44 @@ from flows._runtime import runtime
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
 
 
-def escalate_and_expire() -> dict:
+def escalate_and_expire(page: int = 500) -> dict:
+    """The changes whose next rung or SLA end has come (an indexed read: the cost follows the changes due, not
+    every change waiting); each is handled, then its next moment stored."""
     rt = runtime()
     services, notifier = rt.services, rt.notifier
     now = utcnow()
     reminded = expired = 0
-    for change, _evaluation in services.approvals.pending_approvals():
-        if change.approval_requested_at is None:
-            continue
-        # Every rung whose delay has passed is written once (the outbox key holds the rung), then the SLA
-        # decides: a P1 whose one-hour SLA ran out has still reached the executive.
-        waited = format_wait(now - change.approval_requested_at)
-        ladder = list(services.rules(change).ladder)  # each change type may have its own (policies.yaml)
-        for due in due_escalations(change.approval_requested_at, now, ladder, change.incident_severity):
-            people = [p for p in services.org.directory.holders(due.step.role) if p != change.requester]
-            reminded += notifier.remind(change, level=f"L{due.level}-{due.step.role}", people=people,
-                                        role=due.step.role, waited=waited)
-        sla = services.approvals.approval_sla(change)
-        if sla_passed(change.approval_requested_at, now, sla):
-            change = services.changes.transition(change.key, ChangeState.expired, actor="approval-escalation",
-                                        reason=f"no decision within the approval SLA ({format_wait(sla)})")
-            people = requester_and(change, services.org.directory, notifier.approvers_to_ask(change))
-            notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
-            if change.flow_run_id:
-                asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
-            expired += 1
+    while due := services.approvals.due_for_escalation(now, limit=page):
+        for change in due:
+            if change.approval_requested_at is None:
+                continue
+            # Every rung whose delay has passed is written once (the outbox key holds the rung), then the SLA
+            # decides: a P1 whose one-hour SLA ran out has still reached the executive.
+            waited = format_wait(now - change.approval_requested_at)
+            ladder = list(services.rules(change).ladder)  # each change type may have its own (policies.yaml)
+            for rung in due_escalations(change.approval_requested_at, now, ladder, change.incident_severity):
+                people = [p for p in services.org.directory.holders(rung.step.role) if p != change.requester]
+                reminded += notifier.remind(change, level=f"L{rung.level}-{rung.step.role}", people=people,
+                                            role=rung.step.role, waited=waited)
+            sla = services.approvals.approval_sla(change)
+            if sla_passed(change.approval_requested_at, now, sla):
+                expire(change, sla)
+                expired += 1
+            services.approvals.escalation_handled(change, now)
+        if len(due) < page:
+            break
     return {"reminded": reminded, "expired": expired}
+
+
+def expire(change, sla) -> None:
+    rt = runtime()
+    services, notifier = rt.services, rt.notifier
+    change = services.changes.transition(change.key, ChangeState.expired, actor="approval-escalation",
+                                         reason=f"no decision within the approval SLA ({format_wait(sla)})")
+    people = requester_and(change, services.org.directory, notifier.approvers_to_ask(change))
+    notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
+    if change.flow_run_id:
+        asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
 
 
 def checklist_deadline_passed(change, pause_key: str) -> bool:
@@ -71,16 +83,17 @@ def decision_replay_input(key: str) -> dict | None:
 
 def cancel_changes_of_cancelled_runs() -> int:
     """Someone cancelled a change's run in the Prefect UI (a suspended run has no process to run a hook): the
-    change is cancelled too, instead of staying `scheduled` and blocking its slot."""
+    change is cancelled too, instead of staying `scheduled` and blocking its slot. Read from Prefect's cancelled
+    runs, so the cost follows the cancellations, not the open changes."""
     services = runtime().services
     cancelled = 0
-    for state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
-        for change in services.changes.list_changes(state=state, limit=500):
-            if not change.flow_run_id:
-                continue
-            run = asyncio.run(run_state(change.flow_run_id))
-            if run in ("CANCELLED", "CANCELLING") and services.amendments.cancel_for_cancelled_run(change.key, run):
-                cancelled += 1
+    for run_id, run in asyncio.run(cancelled_runs()).items():
+        change = services.changes.find_by_flow_run(run_id)
+        if change is None or change.state not in (ChangeState.awaiting_approval, ChangeState.approved,
+                                                  ChangeState.scheduled):
+            continue
+        if services.amendments.cancel_for_cancelled_run(change.key, run):
+            cancelled += 1
     return cancelled
 
 
@@ -92,11 +105,11 @@ def nudge_runs_that_can_continue() -> int:
     candidates = []
     for state in (ChangeState.approved, ChangeState.rejected, ChangeState.scheduled, ChangeState.implementing,
                   ChangeState.verifying):
-        candidates += services.changes.list_changes(state=state, limit=500)
+        candidates += services.changes.all_in_state(state)
+    # One read of Prefect per page of runs, not one per change.
+    paused = asyncio.run(paused_keys([c.flow_run_id for c in candidates if c.flow_run_id]))
     for change in candidates:
-        if not change.flow_run_id:
-            continue
-        key = asyncio.run(paused_key(change.flow_run_id))
+        key = paused.get(change.flow_run_id or "")
         if key is None:
             continue
         if key == "window" or key.startswith("window-"):

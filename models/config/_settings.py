@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default=None, pattern=r"^rediss?://", description="`changeflow up --distributed`: Redis for Prefect's "
         "messaging, event ordering and leases between API replicas (redis://127.0.0.1:6379/0).")
 
+    stuck_pending_after_s: float = Field(
+        default=600.0, ge=30.0, description="A flow run still Pending this long never started (its worker died "
+        "while starting it): the sweep marks it Crashed and restarts it. Lower it where runs start in seconds.")
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser()

@@ -147,6 +147,7 @@ from ._risk import (
 from ._escalation import (
     EscalationDue,
     due_escalations,
+    next_escalation_at,
     format_wait,
     sla_passed,
 )
@@ -282,6 +283,7 @@ __all__ = [
     "decide_start",
     "decide_step",
     "due_escalations",
+    "next_escalation_at",
     "evaluate",
     "everyone_concerned",
     "format_wait",

@@ -26,6 +26,18 @@ def due_escalations(
     ]
 
 
+def next_escalation_at(requested_at: datetime, handled_until: datetime | None, ladder: list[EscalationStep],
+                       severity: str | None, sla: timedelta) -> datetime | None:
+    """The next moment the escalation sweep has something to do for a waiting change: a rung (of those for its
+    severity) or the end of its SLA, later than `handled_until` (None: nothing handled yet, the first of them).
+    None when nothing is left. Stored with the change, it lets the sweep read only the changes due now, so its
+    cost follows the changes that need action, not every change waiting (issue 15)."""
+    moments = [requested_at + step.after for step in ladder if not step.severities or severity in step.severities]
+    moments.append(requested_at + sla)
+    later = [m for m in moments if handled_until is None or m > handled_until]
+    return min(later) if later else None
+
+
 def sla_passed(requested_at: datetime, now: datetime, sla: timedelta) -> bool:
     return now - requested_at >= sla
 

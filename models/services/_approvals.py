@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from ..domain import (
@@ -21,6 +21,7 @@ from ..domain import (
     approval_code,
     authorise_decision,
     evaluate,
+    next_escalation_at,
     verify_code,
 )
 from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
@@ -73,6 +74,34 @@ class ApprovalService:
                 .order_by(ChangeRequest.approval_requested_at, ChangeRequest.id)
             ).scalars().all()
             return [(change, self._uow.evaluate(session, change)) for change in changes]
+
+    def due_for_escalation(self, now: datetime, limit: int = 500) -> list[ChangeRequest]:
+        """Changes awaiting approval whose next reminder rung or SLA end has come, earliest first: read through
+        an index, so a sweep over 10,000 waiting changes reads only the few that are due."""
+        with self._uow.read() as session:
+            return list(session.execute(
+                select(ChangeRequest)
+                .where(ChangeRequest.state == ChangeState.awaiting_approval.value,
+                       ChangeRequest.escalation_due_at <= now)  # type: ignore[operator]
+                .order_by(ChangeRequest.escalation_due_at, ChangeRequest.id)
+                .limit(limit)
+            ).scalars().all())
+
+    def escalation_handled(self, change: ChangeRequest, now: datetime) -> datetime | None:
+        """The sweep did what was due for the change at `now`: store its next moment (None: nothing left).
+        Scheduling, not content: no version bump, so it never conflicts with a decision landing meanwhile; the
+        `escalation_due_at` condition keeps a newer round's schedule from being overwritten."""
+        rules = self._uow.rules(change)
+        assert change.approval_requested_at is not None
+        following = next_escalation_at(change.approval_requested_at, now, list(rules.ladder),
+                                       change.incident_severity, rules.approval_sla)
+        with self._uow.write() as session:
+            session.execute(
+                update(ChangeRequest)
+                .where(ChangeRequest.id == change.id,  # type: ignore[arg-type]
+                       ChangeRequest.escalation_due_at == change.escalation_due_at)  # type: ignore[arg-type]
+                .values(escalation_due_at=following))
+        return following
 
     def approval_sla(self, change: ChangeRequest) -> timedelta:
         return self._uow.rules(change).approval_sla

@@ -106,6 +106,12 @@ class ChangeService:
                               for e in events if e.action == AuditAction.canary_decision.value],
             )
 
+    def all_in_state(self, state: ChangeState) -> list[ChangeRequest]:
+        """Every change in `state` (the sweep's candidates for a nudge: the changes that moved on, few)."""
+        with self._uow.read() as session:
+            return list(session.execute(select(ChangeRequest).where(ChangeRequest.state == state.value)
+                                        .order_by(ChangeRequest.id)).scalars().all())  # type: ignore[arg-type]
+
     def list_changes(self, *, limit: int = 50, after: str | None = None, **filters: object) -> list[ChangeRequest]:
         return self.query(ChangeFilter(**filters), limit=limit, after=after).items
 

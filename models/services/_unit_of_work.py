@@ -33,6 +33,7 @@ from ..domain import (
     RiskLevel,
     change_type,
     evaluate,
+    next_escalation_at,
     plan_transition,
     required_approvals,
     utcnow,
@@ -123,6 +124,8 @@ class UnitOfWork:
             values["implemented_at"] = now
         if target is ChangeState.awaiting_approval:
             values["approval_requested_at"] = now
+            values["escalation_due_at"] = next_escalation_at(now, None, list(rules.ladder),
+                                                             change.incident_severity, rules.approval_sla)
         if target is ChangeState.approved:
             values["approved_at"] = now
         if target in _OUTCOMES:

@@ -27,6 +27,7 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_service_ended", "service", "ended_at"),
         Index("ix_change_approval_requested", "approval_requested_at"),
         Index("ix_change_flow_run", "flow_run_id"),
+        Index("ix_change_escalation_due", "state", "escalation_due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -53,6 +54,9 @@ class ChangeRequest(SQLModel, table=True):
     policy_version: str = Field(sa_type=String(64))
     approval_round: int = 1
     review_due_at: datetime | None = _optional_time()
+    # When the escalation sweep next has something to do while the change awaits approval (a reminder rung, the
+    # SLA's end): scheduling, not content; the sweep reads only the changes due (issue 15).
+    escalation_due_at: datetime | None = _optional_time()
     idempotency_key: str | None = Field(default=None, sa_type=String(128), unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

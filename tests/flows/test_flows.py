@@ -187,7 +187,8 @@ def test_expired_gate_ends_as_expired(flow_stack):
 def _backdate(flow_stack, key: str, waited: timedelta) -> None:
     with flow_stack.services.db.write() as session:
         session.execute(update(ChangeRequest).where(ChangeRequest.key == key)
-                        .values(approval_requested_at=utcnow() - waited))
+                        # the sweep's schedule travels too: due now, it recomputes the next moment itself
+                        .values(approval_requested_at=utcnow() - waited, escalation_due_at=utcnow() - waited))
 
 
 def test_unanswered_gate_escalates_up_the_ladder_once_per_rung(flow_stack):
