@@ -1,9 +1,16 @@
-"""The escalation sweep's read of waiting changes (issue 15), with N changes suspended at their approval gates:
-the old read (every change awaiting approval, each with its policy evaluation) beside the new one (only the
-changes whose next rung or SLA end has come, through the `escalation_due_at` index), measured side by side in
-one run on the same database: with nothing due, and with 1 % due (each then handled and rescheduled).
+"""The escalation sweep with N changes suspended at their approval gates (issue 15).
 
-    python benchmarks/sweep_scale.py --changes 10000 --database both
+Part 1, the database (`--database sqlite|postgres|both`): the old read of waiting changes (every change awaiting
+approval, each with its policy evaluation) beside the new one (only the changes whose next rung or SLA end has
+come, through the `escalation_due_at` index), side by side on the same database: with nothing due, and with 1 %
+due (each then handled and rescheduled).
+
+Part 2, the whole stack (`--stack`): `changeflow up` (embedded server, one worker); N changes filed through the
+service, each with a flow run created through Prefect's API and suspended at its approval gate (as a gate
+leaves it: Paused, key approval-1); then one run of the approval-escalation deployment: its duration, and the
+resident memory of the Prefect server and the worker.
+
+    python benchmarks/sweep_scale.py --changes 10000 --database both --stack
 
 The seeded changes go through the real service path (submit, request approval: audit chain and all)."""
 
@@ -27,6 +34,7 @@ from models import (  # noqa: E402
     ChangeRequest,
     Database,
     Services,
+    Settings,
     load_org,
     normalise_database_url,
     utcnow,
@@ -67,11 +75,85 @@ def run(db: Database, changes: int) -> None:
           f"{handle_s * 1000:,.0f} ms; next sweep reads {again_s * 1000:,.1f} ms ({len(again)} due)")
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_stack(changes: int) -> None:
+    import httpx
+
+    from cli.dev import free_port
+    from cli.dev._scale_load import UpProcess, up_environment
+
+    root = Path(tempfile.mkdtemp(prefix="changeflow-sweep-"))
+    home = root / "home"
+    env = up_environment(home)
+    up = UpProcess.start(home, ["--port", str(free_port()), "--endpoint-port", str(free_port())], env)
+    try:
+        api = up.stack["api_url"]
+        settings = Settings(home=home, secret=None)
+        services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
+                                  settings.secret_bytes())
+        deployment = httpx.get(f"{api}/deployments/name/change-request/submit", timeout=30).json()
+        started = time.perf_counter()
+        keys = []
+        for i in range(changes):
+            change = services.changes.submit({"type": "standard", "title": f"Waiting {i}", "service": "payments",
+                                              "requester": "grace", "rollback_plan": "redeploy"})
+            services.approvals.request_approval(change.key)
+            keys.append(change.key)
+        seeded_s = time.perf_counter() - started
+
+        def create_run(key: str) -> None:
+            for _attempt in range(10):
+                created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=60, json={
+                    "parameters": {"request": {"type": "standard", "title": key, "service": "payments",
+                                               "requester": "grace", "rollback_plan": "redeploy"}},
+                    "state": {"type": "PAUSED", "name": "Suspended", "message": "waiting at its approval gate",
+                              "state_details": {"pause_key": "approval-1", "pause_reschedule": True}}})
+                if created.status_code == 201:
+                    services.changes.attach_flow_run(key, created.json()["id"])
+                    return
+                time.sleep(1)
+            raise RuntimeError(f"no run for {key}: {created.status_code} {created.text[:200]}")
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create_run, keys))
+        runs_s = time.perf_counter() - started
+        print(f"stack: {changes:,} changes filed in {seeded_s:.0f} s, their suspended runs created through the API "
+              f"in {runs_s:.0f} s")
+        processes = up.stack["processes"]
+        before = {role: rss_mb(processes[role]) for role in ("server", "worker")}
+        sweep = httpx.get(f"{api}/deployments/name/approval-escalation/every-minute", timeout=30).json()
+        run = httpx.post(f"{api}/deployments/{sweep['id']}/create_flow_run", json={}, timeout=60).json()
+        deadline = time.monotonic() + 900
+        while True:
+            state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=30).json()
+            if state["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sweep did not finish in 15 minutes")
+            time.sleep(0.5)
+        after = {role: rss_mb(processes[role]) for role in ("server", "worker")}
+        print(f"  one sweep run: {state['state_type']}, {state['total_run_time']:.1f} s of run time (the worker "
+              f"held one slot for it); resident memory: Prefect server {before['server']:.0f} -> "
+              f"{after['server']:.0f} MB, worker {before['worker']:.0f} -> {after['worker']:.0f} MB")
+    finally:
+        up.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--stack", action="store_true", help="also part 2: the sweep run on `changeflow up`")
     args = parser.parse_args()
     if args.database in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +169,8 @@ def main() -> None:
         finally:
             with engine.begin() as conn:
                 conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    if args.stack:
+        run_stack(args.changes)
 
 
 if __name__ == "__main__":

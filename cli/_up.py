@@ -35,6 +35,7 @@ class StackError(ChangeflowError):
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RESTARTED_ROLES = ("api-", "worker-")
 
 
 def _configured_api_url() -> str | None:
@@ -110,7 +111,8 @@ def up(
             if layout:
                 console.print(f"starting {layout.api_replicas} Prefect API replicas, their services and nginx on "
                               f"127.0.0.1:{port} (logs: {logs})")
-                replicas = [f"http://127.0.0.1:{p}/api" for p in start_distributed_server(stack, layout, port, logs)]
+                ports = start_distributed_server(stack, layout, port, logs, host)
+                replicas = [f"http://127.0.0.1:{p}/api" for p in ports]
             else:
                 console.print(f"starting Prefect server on 127.0.0.1:{port} (logs: {logs})")
                 start_server(stack, port, logs, host=host)
@@ -133,17 +135,19 @@ def up(
             console.print(f"  the API and UI ask for basic auth: user and password in {settings.home / 'prefect-auth'}"
                           if basic_auth and not given_auth else "  the API and UI ask for basic auth")
         console.print("  Ctrl-C stops everything this command started")
+        # In the distributed layout replicas and workers are many: one that dies is started again (what a
+        # supervisor does) while the others carry on. Any other process that exits stops the stack.
+        restartable = [n for n in stack.named if n.startswith(RESTARTED_ROLES)] if layout else []
         while not stopping and not once:
-            if layout:
-                # Replicas and workers are many: one that dies is started again, the others carry on meanwhile.
-                restarted = stack.respawn_exited([n for n in stack.named if n.startswith(("api-", "worker-"))])
-                for name in restarted:
-                    console.print(f"{name} exited: started again (logs: {logs})")
-                if restarted:
-                    write_stack_file(settings.home, api_url=api_url, ui_url=ui_url,
-                                     basic_auth=auth_string is not None, api_replicas=replicas,
-                                     processes={name: process.pid for name, process in stack.named.items()})
-            if any(p.poll() is not None for p in stack.processes):
+            restarted = stack.respawn_exited(restartable)
+            for name in restarted:
+                console.print(f"{name} exited: started again (logs: {logs})")
+            if restarted:
+                write_stack_file(settings.home, api_url=api_url, ui_url=ui_url, basic_auth=auth_string is not None,
+                                 api_replicas=replicas,
+                                 processes={name: process.pid for name, process in stack.named.items()})
+            supervised = {stack.named[n] for n in restartable}
+            if any(p.poll() is not None for p in stack.processes if p not in supervised):
                 raise StackError(f"a process of the stack exited; see the logs in {logs}")
             time.sleep(0.5)
     except RuntimeError as exc:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from prefect import get_client
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Cancelled
 
 
@@ -106,6 +107,10 @@ def nudge_suspended_run(flow_run_id: str, key_prefix: str, run_input: dict, *, w
                 asyncio.run(resume_with_input(flow_run_id, run_input))
                 return True
         except ResumeRefused:
+            pass
+        except PrefectHTTPStatusError:
+            # A 5xx, e.g. two approvers' resumes racing on a PostgreSQL-backed server (the second one's input
+            # insert hits Prefect's unique key and is answered 500): read the run again and retry.
             pass
         except Exception:  # noqa: BLE001 - Prefect unreachable: the decision is recorded, the sweep nudges later
             return False

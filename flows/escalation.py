@@ -25,9 +25,13 @@ def escalate_and_expire(page: int = 500) -> dict:
     services, notifier = rt.services, rt.notifier
     now = utcnow()
     reminded = expired = 0
-    while due := services.approvals.due_for_escalation(now, limit=page):
+    handled: set[int | None] = set()
+    # Each change once per sweep, even should its stored moment not move (a concurrent write won the update).
+    while due := [c for c in services.approvals.due_for_escalation(now, limit=page) if c.id not in handled]:
         for change in due:
+            handled.add(change.id)
             if change.approval_requested_at is None:
+                services.approvals.escalation_handled(change, now)
                 continue
             # Every rung whose delay has passed is written once (the outbox key holds the rung), then the SLA
             # decides: a P1 whose one-hour SLA ran out has still reached the executive.

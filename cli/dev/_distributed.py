@@ -76,6 +76,8 @@ def _postgres_problems(url: str) -> list[tuple[str, str]]:
 def _redis_problems(url: str) -> list[tuple[str, str]]:
     import redis
 
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return [("--redis-url", f"{url!r} is not a Redis URL (redis://host:6379/0)")]
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
@@ -107,9 +109,10 @@ def _prefect() -> str:
     return str(candidate) if candidate.exists() else "prefect"
 
 
-def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int, logs: Path) -> list[int]:
-    """Migrate Prefect's database, start the replicas, the services and nginx on `port`; returns the
-    replicas' ports. The stack's API URL is nginx's."""
+def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int, logs: Path,
+                             host: str = "127.0.0.1") -> list[int]:
+    """Migrate Prefect's database, start the replicas, the services and nginx on host:port; returns the
+    replicas' ports (on 127.0.0.1: only nginx faces others). The stack's API URL is nginx's."""
     server_env = prefect_server_env(layout)
     stack.env.update(server_env)
     migrated = stack.run([_prefect(), "server", "database", "upgrade", "-y"])
@@ -121,7 +124,7 @@ def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int,
                                "--port", str(replica_port)], logs / f"prefect-api-{number}.log", name=f"api-{number}")
         wait_healthy(f"http://127.0.0.1:{replica_port}/api", process=process)
     stack.spawn([_prefect(), "server", "services", "start"], logs / "prefect-services.log", name="services")
-    conf = write_nginx_conf(logs.parent / "nginx", port, replica_ports)
+    conf = write_nginx_conf(logs.parent / "nginx", host, port, replica_ports)
     nginx = stack.spawn([nginx_binary() or "nginx", "-c", str(conf), "-p", str(conf.parent), "-e",
                          str(conf.parent / "error.log")], logs / "nginx.log", name="load-balancer")
     wait_healthy(stack.api_url, timeout_s=30, process=nginx)
@@ -134,7 +137,7 @@ def start_workers(stack: Stack, layout: DistributedLayout, logs: Path) -> None:
                      "--name", f"changeflow-worker-{number}"], logs / f"worker-{number}.log", name=f"worker-{number}")
 
 
-def write_nginx_conf(base: Path, port: int, replica_ports: list[int]) -> Path:
+def write_nginx_conf(base: Path, host: str, port: int, replica_ports: list[int]) -> Path:
     temp = base / "temp"
     temp.mkdir(parents=True, exist_ok=True)
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in replica_ports)
@@ -165,7 +168,7 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         location / {{
             proxy_pass http://prefect_api;
             proxy_http_version 1.1;

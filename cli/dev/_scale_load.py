@@ -24,13 +24,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from models import DEFAULTS_DIR, ChangeRequest, Services, utcnow
+from models import DEFAULTS_DIR, TERMINAL_STATES, ChangeRequest, Services, utcnow
 
 STEP_TEMPLATE = "two-second-step"
 SLACK_SECRET = "scale-out-slack-signing-secret"
 # Standard changes: a team lead and a peer reviewer approve (policies.yaml); both click in Slack.
 APPROVERS = {"alice": "U01ALICE", "bob": "U02BOB"}
-DONE = ("closed", "completed", "failed", "rolled_back", "cancelled", "expired", "rejected")
+# A change has ended once it is terminal, or waits only for its post-implementation review (a failed one).
+DONE = {state.value for state in TERMINAL_STATES} | {"review_pending"}
 
 
 def scale_service(number: int) -> str:

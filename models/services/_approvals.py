@@ -92,9 +92,8 @@ class ApprovalService:
         Scheduling, not content: no version bump, so it never conflicts with a decision landing meanwhile; the
         `escalation_due_at` condition keeps a newer round's schedule from being overwritten."""
         rules = self._uow.rules(change)
-        assert change.approval_requested_at is not None
-        following = next_escalation_at(change.approval_requested_at, now, list(rules.ladder),
-                                       change.incident_severity, rules.approval_sla)
+        following = None if change.approval_requested_at is None else next_escalation_at(
+            change.approval_requested_at, now, list(rules.ladder), change.incident_severity, rules.approval_sla)
         with self._uow.write() as session:
             session.execute(
                 update(ChangeRequest)

@@ -65,7 +65,9 @@ def test_the_distributed_layout_survives_a_replica_and_a_worker_killed_mid_run(t
     home = tmp_path / "home"
     write_scale_config(home, CHANGES)
     redis_db = str(1 + int(uuid.uuid4().int % 15))  # a database of Redis of its own: no other run's streams
-    env = up_environment(home, CHANGEFLOW_DATABASE_URL=records_db)
+    # A run the killed worker had claimed but not started sits Pending: found after 3 min here, not the default
+    # 10 (a run starts within a minute on this machine even under this load).
+    env = up_environment(home, CHANGEFLOW_DATABASE_URL=records_db, CHANGEFLOW_STUCK_PENDING_AFTER_S="180")
     port, endpoint_port = free_port(), free_port()
     up = UpProcess.start(home, ["--distributed", "--api-replicas", "2", "--workers", "2", "--worker-limit", "8",
                                 "--prefect-database-url", prefect_db, "--redis-url", f"redis://127.0.0.1:6379/{redis_db}",
@@ -93,7 +95,7 @@ def test_the_distributed_layout_survives_a_replica_and_a_worker_killed_mid_run(t
                 up.kill("worker-1")
                 killed.append(f"with {len(implementing)} changes implementing")
 
-        changes = drive_to_the_end(services, run_ids, f"http://127.0.0.1:{endpoint_port}", tally, timeout_s=600,
+        changes = drive_to_the_end(services, run_ids, f"http://127.0.0.1:{endpoint_port}", tally, timeout_s=900,
                                    on_progress=kill_in_the_middle, cli_env=env)
         assert killed, "the kill never happened: no change was ever seen implementing"
         states = sorted({c.state for c in changes.values()})
