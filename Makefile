@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test up venv bench clean
+.PHONY: demo test up up-distributed venv bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(INSTALLED)
 
 up: $(INSTALLED)
 	$(BIN)/changeflow up
+
+# Prefect's scaled layout (README "Scaling out"): needs CHANGEFLOW_DATABASE_URL, CHANGEFLOW_PREFECT_DATABASE_URL
+# (two PostgreSQL databases) and CHANGEFLOW_REDIS_URL; `up` names whatever is missing.
+up-distributed: $(INSTALLED)
+	$(BIN)/changeflow up --distributed
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/write_throughput.py --count $${COUNT:-100000}
