@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from cli.dev import free_port  # noqa: E402
-from cli.dev._scale_load import (  # noqa: E402
+from cli.dev import (  # noqa: E402
     ReplicaClient,
+    free_port,
     Tally,
     UpProcess,
     drive_to_the_end,

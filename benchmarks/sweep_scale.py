@@ -85,8 +85,7 @@ def rss_mb(pid: int) -> float:
 def run_stack(changes: int) -> None:
     import httpx
 
-    from cli.dev import free_port
-    from cli.dev._scale_load import UpProcess, up_environment
+    from cli.dev import UpProcess, free_port, up_environment
 
     root = Path(tempfile.mkdtemp(prefix="changeflow-sweep-"))
     home = root / "home"

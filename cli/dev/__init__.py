@@ -13,6 +13,17 @@ from ._canary_lab import (
 )
 from ._demo import play_demo, run_demo
 from ._distributed import DistributedLayout, missing_pieces, start_distributed_server, start_workers
+from ._scale_load import (
+    ReplicaClient,
+    Tally,
+    UpProcess,
+    drive_to_the_end,
+    open_release_window,
+    steps_run,
+    submit_changes,
+    up_environment,
+    write_scale_config,
+)
 from ._stack import (
     FAST_POLLING,
     REPO_ROOT,
@@ -32,8 +43,9 @@ from ._stack import (
 
 __all__ = [
     "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "DistributedLayout", "Lab",
-    "SampleVersion", "Stack", "TrafficLoad", "create_pool_and_deploy", "free_port", "missing_pieces",
-    "nginx_available", "play_demo", "port_in_use", "prefect_env", "prometheus_available", "run_demo",
-    "start_distributed_server", "start_endpoint", "start_runner", "start_server", "start_worker", "start_workers",
-    "wait_for_deployments", "wait_healthy",
+    "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "create_pool_and_deploy",
+    "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
+    "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",
+    "start_runner", "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",
+    "up_environment", "wait_for_deployments", "wait_healthy", "write_scale_config",
 ]

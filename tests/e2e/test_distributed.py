@@ -12,9 +12,10 @@ import httpx
 import psycopg
 import pytest
 
-from cli.dev import free_port, nginx_available
-from cli.dev._scale_load import (
+from cli.dev import (
     ReplicaClient,
+    free_port,
+    nginx_available,
     Tally,
     UpProcess,
     drive_to_the_end,
