@@ -375,6 +375,12 @@ def test_a_bad_request_from_the_run_form_ends_with_the_field_named_reason_and_wr
         async with get_client() as client:
             return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
 
-    messages = [entry.message for entry in asyncio.run(logs())]
-    assert any("change request refused" in m for m in messages)
+    # A run's logs reach the server in batches, after its state: wait for them (up to 30 s under load).
+    deadline = time.monotonic() + 30
+    while True:
+        messages = [entry.message for entry in asyncio.run(logs())]
+        if any("change request refused" in m for m in messages):
+            break
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.5)
     assert not any("Traceback" in m for m in messages), [m for m in messages if "Traceback" in m][0][:3000]
