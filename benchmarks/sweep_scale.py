@@ -47,17 +47,22 @@ def timed(work) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def run(db: Database, changes: int) -> None:
-    db.migrate()
-    services = Services.build(db, load_org(DEFAULTS_DIR), b"sweep-benchmark")
-    started = time.perf_counter()
+def seed_waiting(services: Services, changes: int) -> list[str]:
+    """`changes` standard changes awaiting approval, through the service; their keys."""
     keys = []
     for i in range(changes):
         change = services.changes.submit({"type": "standard", "title": f"Waiting {i}", "service": "payments",
                                           "requester": "grace", "rollback_plan": "redeploy"})
         services.approvals.request_approval(change.key)
         keys.append(change.key)
-    print(f"{db.dialect}: {changes:,} changes awaiting approval seeded in {time.perf_counter() - started:.0f} s")
+    return keys
+
+
+def run(db: Database, changes: int) -> None:
+    db.migrate()
+    services = Services.build(db, load_org(DEFAULTS_DIR), b"sweep-benchmark")
+    seeded_s, keys = timed(lambda: seed_waiting(services, changes))
+    print(f"{db.dialect}: {changes:,} changes awaiting approval seeded in {seeded_s:.0f} s")
     now = utcnow()
     old_s, waiting = timed(services.approvals.pending_approvals)
     new_s, due = timed(lambda: services.approvals.due_for_escalation(now))
@@ -97,14 +102,7 @@ def run_stack(changes: int) -> None:
         services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                   settings.secret_bytes())
         deployment = httpx.get(f"{api}/deployments/name/change-request/submit", timeout=30).json()
-        started = time.perf_counter()
-        keys = []
-        for i in range(changes):
-            change = services.changes.submit({"type": "standard", "title": f"Waiting {i}", "service": "payments",
-                                              "requester": "grace", "rollback_plan": "redeploy"})
-            services.approvals.request_approval(change.key)
-            keys.append(change.key)
-        seeded_s = time.perf_counter() - started
+        seeded_s, keys = timed(lambda: seed_waiting(services, changes))
 
         def create_run(key: str) -> None:
             for _attempt in range(10):

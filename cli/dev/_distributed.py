@@ -12,12 +12,11 @@ self-hosted server ("How to scale self-hosted Prefect"), all on 127.0.0.1 and no
 
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._stack import WORK_POOL, Stack, free_port, wait_healthy
+from ._canary_lab import _nginx_binary, nginx_available
+from ._stack import WORK_POOL, Stack, _bin, free_port, wait_healthy
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def missing_pieces(layout: DistributedLayout, change_database_url: str) -> list[
     problems += _redis_problems(layout.redis_url)
     if layout.api_replicas < 1 or layout.workers < 1 or layout.worker_limit < 1:
         problems.append(("--api-replicas/--workers/--worker-limit", "must be at least 1"))
-    if not nginx_binary():
+    if not nginx_available():
         problems.append(("nginx", "not installed: the load balancer in front of the API replicas "
                                   "(apt-get install nginx-light)"))
     return problems
@@ -85,10 +84,6 @@ def _redis_problems(url: str) -> list[tuple[str, str]]:
     return []
 
 
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
 def prefect_server_env(layout: DistributedLayout) -> dict[str, str]:
     """The settings Prefect's scaling guide gives every server process (replicas and services alike)."""
     return {
@@ -104,28 +99,23 @@ def prefect_server_env(layout: DistributedLayout) -> dict[str, str]:
     }
 
 
-def _prefect() -> str:
-    candidate = Path(sys.executable).parent / "prefect"
-    return str(candidate) if candidate.exists() else "prefect"
-
-
 def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int, logs: Path,
                              host: str = "127.0.0.1") -> list[int]:
     """Migrate Prefect's database, start the replicas, the services and nginx on host:port; returns the
     replicas' ports (on 127.0.0.1: only nginx faces others). The stack's API URL is nginx's."""
     server_env = prefect_server_env(layout)
     stack.env.update(server_env)
-    migrated = stack.run([_prefect(), "server", "database", "upgrade", "-y"])
+    migrated = stack.run([_bin("prefect"), "server", "database", "upgrade", "-y"])
     if migrated.returncode != 0:
         raise RuntimeError(f"migrating Prefect's database failed:\n{migrated.stdout}{migrated.stderr}")
     replica_ports = [free_port() for _ in range(layout.api_replicas)]
     for number, replica_port in enumerate(replica_ports, start=1):
-        process = stack.spawn([_prefect(), "server", "start", "--no-services", "--host", "127.0.0.1",
+        process = stack.spawn([_bin("prefect"), "server", "start", "--no-services", "--host", "127.0.0.1",
                                "--port", str(replica_port)], logs / f"prefect-api-{number}.log", name=f"api-{number}")
         wait_healthy(f"http://127.0.0.1:{replica_port}/api", process=process)
-    stack.spawn([_prefect(), "server", "services", "start"], logs / "prefect-services.log", name="services")
+    stack.spawn([_bin("prefect"), "server", "services", "start"], logs / "prefect-services.log", name="services")
     conf = write_nginx_conf(logs.parent / "nginx", host, port, replica_ports)
-    nginx = stack.spawn([nginx_binary() or "nginx", "-c", str(conf), "-p", str(conf.parent), "-e",
+    nginx = stack.spawn([_nginx_binary(), "-c", str(conf), "-p", str(conf.parent), "-e",
                          str(conf.parent / "error.log")], logs / "nginx.log", name="load-balancer")
     wait_healthy(stack.api_url, timeout_s=30, process=nginx)
     return replica_ports
@@ -133,7 +123,7 @@ def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int,
 
 def start_workers(stack: Stack, layout: DistributedLayout, logs: Path) -> None:
     for number in range(1, layout.workers + 1):
-        stack.spawn([_prefect(), "worker", "start", "--pool", WORK_POOL, "--limit", str(layout.worker_limit),
+        stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", str(layout.worker_limit),
                      "--name", f"changeflow-worker-{number}"], logs / f"worker-{number}.log", name=f"worker-{number}")
 
 
