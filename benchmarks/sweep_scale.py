@@ -148,7 +148,8 @@ def run_stack(changes: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=10_000)
-    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both", "none"], default="sqlite",
+                        help="part 1 on which database (none: only part 2)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--stack", action="store_true", help="also part 2: the sweep run on `changeflow up`")
     args = parser.parse_args()

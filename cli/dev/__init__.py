@@ -8,11 +8,11 @@ from ._canary_lab import (
     Lab,
     SampleVersion,
     TrafficLoad,
-    nginx_available,
     prometheus_available,
 )
 from ._demo import play_demo, run_demo
 from ._distributed import DistributedLayout, missing_pieces, start_distributed_server, start_workers
+from ._nginx import nginx_available
 from ._scale_load import (
     ReplicaClient,
     Tally,

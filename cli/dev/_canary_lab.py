@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from ._nginx import nginx_available, nginx_binary, write_nginx_conf
 from ._stack import free_port
 from flows.traffic.nginx import upstream_block
 
@@ -27,16 +28,8 @@ PROMQL_P95_MS = ('histogram_quantile(0.95, sum by (le) (rate(sample_request_seco
                  ' * 1000')
 
 
-def nginx_available() -> bool:
-    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
-
-
 def prometheus_available() -> bool:
     return shutil.which("prometheus") is not None
-
-
-def _nginx_binary() -> str:
-    return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def _wait_http(url: str, timeout_s: float = 20) -> None:
@@ -110,34 +103,18 @@ class Lab:
 
     def start_nginx(self) -> None:
         base = self.root / "nginx"
-        for sub in ("", "temp", "logs"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
         self.nginx_port = free_port()
         self.include_file.write_text(upstream_block(self.service, self._hostport(self.stable),
                                                     self._hostport(self.canary), 0))
-        temp = base / "temp"
-        self._nginx_conf = base / "nginx.conf"
-        self._nginx_conf.write_text(f"""
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/logs/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
+        self._nginx_conf = write_nginx_conf(base, f"""
     include {self.include_file};
     server {{
         listen 127.0.0.1:{self.nginx_port};
         location / {{ proxy_pass http://{self.service}; proxy_next_upstream off; }}
-    }}
-}}
-""")
-        result = subprocess.run([_nginx_binary(), "-c", str(self._nginx_conf), "-p", str(base), "-e",
-                                 str(base / "logs" / "error.log")], capture_output=True, text=True, timeout=30)
+    }}""", foreground=False, worker_connections=512)
+        result = subprocess.run([nginx_binary(), "-c", str(self._nginx_conf), "-p", str(base), "-e",
+                                 str(base / "error.log")], capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             raise RuntimeError(f"nginx did not start: {result.stderr.strip()}")
         _wait_http(f"{self.entry_url}/health")
@@ -149,7 +126,7 @@ http {{
     def nginx_router(self, *, canary_address: str | None = None) -> dict:
         return {"kind": "nginx", "upstream": self.service, "include_file": str(self.include_file),
                 "stable": self._hostport(self.stable), "canary": canary_address or self._hostport(self.canary),
-                "nginx": _nginx_binary(), "conf": str(self._nginx_conf), "prefix": str(self.root / "nginx")}
+                "nginx": nginx_binary(), "conf": str(self._nginx_conf), "prefix": str(self.root / "nginx")}
 
     def traffic_split(self, requests: int = 40) -> dict[str, int]:
         """Send requests through nginx (a new connection each) and count the versions that answered."""
@@ -206,7 +183,7 @@ http {{
 
     def stop(self) -> None:
         if self._nginx_conf is not None and (self.root / "nginx" / "nginx.pid").exists():
-            subprocess.run([_nginx_binary(), "-c", str(self._nginx_conf), "-p", str(self.root / "nginx"), "-s",
+            subprocess.run([nginx_binary(), "-c", str(self._nginx_conf), "-p", str(self.root / "nginx"), "-s",
                             "stop"], capture_output=True, timeout=30)
         for process in self._processes:
             process.terminate()

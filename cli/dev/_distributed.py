@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._canary_lab import _nginx_binary, nginx_available
+from ._nginx import nginx_available, nginx_binary, write_nginx_conf
 from ._stack import WORK_POOL, Stack, _bin, free_port, wait_healthy
 
 
@@ -114,8 +114,8 @@ def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int,
                                "--port", str(replica_port)], logs / f"prefect-api-{number}.log", name=f"api-{number}")
         wait_healthy(f"http://127.0.0.1:{replica_port}/api", process=process)
     stack.spawn([_bin("prefect"), "server", "services", "start"], logs / "prefect-services.log", name="services")
-    conf = write_nginx_conf(logs.parent / "nginx", host, port, replica_ports)
-    nginx = stack.spawn([_nginx_binary(), "-c", str(conf), "-p", str(conf.parent), "-e",
+    conf = write_lb_conf(logs.parent / "nginx", host, port, replica_ports)
+    nginx = stack.spawn([nginx_binary(), "-c", str(conf), "-p", str(conf.parent), "-e",
                          str(conf.parent / "error.log")], logs / "nginx.log", name="load-balancer")
     wait_healthy(stack.api_url, timeout_s=30, process=nginx)
     return replica_ports
@@ -127,27 +127,12 @@ def start_workers(stack: Stack, layout: DistributedLayout, logs: Path) -> None:
                      "--name", f"changeflow-worker-{number}"], logs / f"worker-{number}.log", name=f"worker-{number}")
 
 
-def write_nginx_conf(base: Path, host: str, port: int, replica_ports: list[int]) -> Path:
-    temp = base / "temp"
-    temp.mkdir(parents=True, exist_ok=True)
+def write_lb_conf(base: Path, host: str, port: int, replica_ports: list[int]) -> Path:
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in replica_ports)
-    conf = base / "nginx.conf"
     # `proxy_next_upstream error timeout`: a request a dead replica never received goes to the next one; nginx
     # passes a POST on only when it could not be sent at all, so nothing that replica wrote is sent twice.
     # Websockets (Prefect's events and logs) need the Upgrade headers passed through.
-    conf.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
+    return write_nginx_conf(base, f"""
     client_max_body_size 64m;
     # In memory, never in temp files: nginx started by root runs its workers as nobody, who cannot write there.
     client_body_buffer_size 64m;
@@ -169,7 +154,4 @@ http {{
             proxy_next_upstream error timeout http_502 http_503 http_504;
             proxy_next_upstream_tries 3;
         }}
-    }}
-}}
-""")
-    return conf
+    }}""", foreground=True, worker_connections=4096)
