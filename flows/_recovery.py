@@ -35,8 +35,8 @@ PAGE = 200
 SWEEP_FLOW = "approval-escalation"
 # Runs in these states still have work to do; a run that died there is started again. `completed`: the run
 # closes it (or opens its review) next; a run killed between the two left it `completed` for ever
-# (tests/e2e/test_distributed.py found it). A run killed between a change's `failed` / `rolled_back` and its
-# review is not restarted yet: a restarted run does not pick that step up (README, Crash safety).
+# (tests/e2e/test_distributed.py found it). `failed` / `rolled_back` are not here: a change enters them and
+# `review_pending` in one transaction (ChangeService.transition's `then`), so no run dies between the two.
 UNFINISHED = {ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled,
               ChangeState.implementing, ChangeState.verifying, ChangeState.completed}
 

@@ -241,15 +241,15 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
             fail(key, f"{why}; the manual rollback failed: {work.note}", [*evidence, *rollback])
             return
     rt.services.changes.transition(key, ChangeState.rolled_back, actor="changeflow", reason=why,
-                          data={"evidence": evidence, "rollback": rollback})
-    rt.services.changes.transition(key, ChangeState.review_pending, actor="changeflow", reason="rolled back: review due")
+                                   data={"evidence": evidence, "rollback": rollback},
+                                   then=(ChangeState.review_pending, "rolled back: review due"))
 
 
 def fail(key: str, why: str, evidence: list[dict]) -> None:
     """The change could not be carried out and nothing was undone (nothing to undo, or the undo itself failed)."""
     rt = runtime()
-    rt.services.changes.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence})
-    rt.services.changes.transition(key, ChangeState.review_pending, actor="changeflow", reason="failed: review due")
+    rt.services.changes.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence},
+                                   then=(ChangeState.review_pending, "failed: review due"))
 
 
 @task(name="close")

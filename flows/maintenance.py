@@ -204,8 +204,9 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
     hard_failures = [r for r in results if not r["ok"] and "skipped" not in r and "stopped" not in r]
     if hard_failures:
         services.changes.transition(key, ChangeState.failed, actor="maintenance",
-                           reason=f"activity failed: {', '.join(r['activity'] for r in hard_failures)}",
-                           data={"activities": results})
+                                    reason=f"activity failed: {', '.join(r['activity'] for r in hard_failures)}",
+                                    data={"activities": results},
+                                    then=(ChangeState.review_pending, "review the failure"))
         return
     services.changes.transition(key, ChangeState.verifying, actor="maintenance", reason="activities done",
                        data={"activities": results})
@@ -214,7 +215,8 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
         services.changes.transition(key, ChangeState.completed, actor="maintenance", reason="post-checklist passed")
     else:
         services.changes.transition(key, ChangeState.failed, actor="maintenance",
-                           reason=f"post-checklist failed: {', '.join(post.failed_required)}")
+                                    reason=f"post-checklist failed: {', '.join(post.failed_required)}",
+                                    then=(ChangeState.review_pending, "review the failure"))
 
 
 def finish(key: str, window: WindowSpec, context: dict, note: str) -> str:
@@ -223,8 +225,6 @@ def finish(key: str, window: WindowSpec, context: dict, note: str) -> str:
     change = services.changes.get(key)
     if change.state == ChangeState.completed.value:
         change = services.changes.transition(key, ChangeState.closed, actor="maintenance", reason="window complete")
-    elif change.state == ChangeState.failed.value:
-        change = services.changes.transition(key, ChangeState.review_pending, actor="maintenance", reason="review the failure")
     results = list(services.checklists.done_steps(key).values())
     not_done = [r["activity"] for r in results if "skipped" in r or "stopped" in r]
     report = note or (f"Not done (reported): {', '.join(not_done)}." if not_done else "All activities done.")

@@ -193,8 +193,12 @@ class ChangeService:
         return uow.retry(attempt, None)
 
     def transition(self, key: str, target: ChangeState | str, *, actor: str, reason: str = "",
-                   expected_version: int | None = None, data: dict | None = None) -> ChangeRequest:
-        """Apply one lifecycle move; raises IllegalTransition / ConflictError / PolicyViolation and writes nothing."""
+                   expected_version: int | None = None, data: dict | None = None,
+                   then: tuple[ChangeState, str] | None = None) -> ChangeRequest:
+        """Apply one lifecycle move; raises IllegalTransition / ConflictError / PolicyViolation and writes nothing.
+        `then`: (state, reason) of a second move in the same transaction, for an outcome and the step that must
+        follow it (failed -> review_pending): a process killed between two transactions left the change at the
+        outcome with nothing to take it on."""
         target = ChangeState(target)
         uow = self._uow
 
@@ -212,7 +216,10 @@ class ChangeService:
                         raise PolicyViolation(
                             f"{change.key} cannot be approved yet: still needs {evaluation.describe_missing()}"
                         )
-                return uow.apply_transition(session, change, target, actor, reason, version, data)
+                change = uow.apply_transition(session, change, target, actor, reason, version, data)
+                if then is not None:
+                    change = uow.apply_transition(session, change, then[0], actor, then[1], change.version)
+                return change
 
         return uow.retry(attempt, expected_version)
 

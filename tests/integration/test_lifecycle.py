@@ -24,6 +24,29 @@ def test_illegal_transition_writes_nothing(services):
         assert verify_chain(session).count == before
 
 
+def test_an_outcome_and_its_review_are_one_write_a_crash_cannot_split(services):
+    """A run killed between `failed` and `review_pending` left the change failed with nothing to take it on: the
+    two moves are one transaction, both or neither (an illegal follow-up writes nothing at all)."""
+    change = services.approvals.request_approval(services.changes.submit(emergency_request()).key)
+    approve(services, change.key, "erin")
+    services.changes.transition(change.key, S.implementing, actor="changeflow", reason="started")
+    with services.db.read() as session:
+        before = verify_chain(session).count
+    with pytest.raises(IllegalTransition, match="cannot move from failed to closed"):
+        services.changes.transition(change.key, S.failed, actor="changeflow", reason="step 1 failed",
+                                    then=(S.closed, "skip the review"))
+    assert services.changes.get(change.key).state == S.implementing.value
+    with services.db.read() as session:
+        assert verify_chain(session).count == before
+    done = services.changes.transition(change.key, S.failed, actor="changeflow", reason="step 1 failed",
+                                       then=(S.review_pending, "failed: review due"))
+    assert done.state == S.review_pending.value and done.outcome == "failed" and done.review_due_at is not None
+    moves = [(e.from_state, e.to_state) for e in services.changes.view(change.key).events if e.action == "transition"]
+    assert moves[-2:] == [("implementing", "failed"), ("failed", "review_pending")]
+    with services.db.read() as session:
+        assert verify_chain(session).count == before + 2
+
+
 def test_approved_needs_the_policy_satisfied(services):
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
     with pytest.raises(PolicyViolation, match="still needs 1 x peer_reviewer, 1 x team_lead"):
