@@ -159,7 +159,8 @@ def pending(json_output: bool = JsonOption) -> None:
             "missing": evaluation.missing, "approved_by": list(evaluation.approved_by),
             "waiting_on": sorted(notifier.approvers_to_ask(change)), "waiting_for": "approval",
         })
-    for state in (ChangeState.implementing, ChangeState.verifying):
+    # Before implementation too: a pre-check a crash interrupted waits in `approved` / `scheduled`.
+    for state in (ChangeState.approved, ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying):
         for change in services.changes.list_changes(state=state, limit=1000):
             reasons = services.recovery.needs_a_person(change.key)
             if reasons:

@@ -157,7 +157,7 @@ def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answer
     listed = subprocess.run([changeflow, "pending", "--json"], env=cli_env, capture_output=True, text=True,
                             timeout=120)
     for row in json.loads(listed.stdout or "[]"):
-        if "interrupted by a crash" not in row.get("waiting_for", "") or row["key"] in answered:
+        if "step 1 was interrupted by a crash" not in row.get("waiting_for", "") or row["key"] in answered:
             continue
         change = services.changes.get(row["key"])
         started = change.service in steps_run(Path(cli_env["CHANGEFLOW_HOME"]))

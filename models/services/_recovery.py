@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain import AuditAction
+from ..domain import PHASES, AuditAction
 from sqlalchemy import select
 
 from ..storage import ChecklistResult, decode_data, events_for
@@ -96,15 +96,34 @@ class RecoveryService:
         return Crash(run_state, data["message"], at, before + 1)
 
     def needs_a_person(self, key: str) -> list[str]:
-        """Why a change being implemented waits for a person after crashes (empty: it does not)."""
+        """Why a change waits for a person after crashes (empty: it does not): steps and checklist commands whose
+        outcome is unknown, and runs that died too often to be restarted again."""
         events = self._events(key)
         answered = {decode_data(e).get("step") for e in events if e.action == AuditAction.work_confirmed.value}
         reasons = [f"step {step} was interrupted by a crash: is it done? (`changeflow work {key} implemented "
                    "--step ...` or the run's Resume form)" for step in _interrupted(events) if step not in answered]
+        reasons += [f"{phase}-check {item} was interrupted by a crash: did it pass? (`changeflow confirm {key} "
+                    f"{item} --as ... --code ...` or the run's checklist form)"
+                    for phase, _step, item in self._checks_put_to_a_person(key, events)]
         crashes = sum(1 for e in events if e.action == AuditAction.run_crashed.value)
         if crashes > MAX_AUTOMATIC_RESTARTS:
             reasons.append(f"its run died {crashes} times: check the service, then press Retry on the run")
         return reasons
+
+    def _checks_put_to_a_person(self, key: str, events: list) -> list[tuple[str, int, str]]:
+        """Checklist commands that started, have no result and may not run again by themselves (not idempotent)."""
+        started = {(d["phase"], d["step"], d["item"]) for d in (decode_data(e) for e in events
+                                                                if e.action == AuditAction.check_started.value)}
+        if not started:
+            return []
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+            finished = set(session.execute(select(ChecklistResult.phase, ChecklistResult.step, ChecklistResult.item_id)
+                                           .where(ChecklistResult.change_key == change.key)).tuples())
+        checklist = self._uow.org.checklist_of(change)
+        rerun = {(phase, item.id) for phase in PHASES if checklist
+                 for item in checklist.items(phase) if item.idempotent}
+        return sorted(c for c in started - finished if (c[0], c[2]) not in rerun)
 
     def crashes(self, key: str) -> int:
         return sum(1 for e in self._events(key) if e.action == AuditAction.run_crashed.value)

@@ -27,7 +27,7 @@ from tests.receivers import start_health_server
 
 pytestmark = pytest.mark.slow
 
-SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate")
+SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post")
 
 
 @dataclass
@@ -111,18 +111,8 @@ def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(
     run_id = kill_stack.submit(slow_step("kill-worker"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
     kill_stack.wait_for(change.key, lambda c: kill_stack.steps_run("kill-worker"), 60, "the step to start")
-    os.kill(kill_stack.worker.pid, signal.SIGKILL)  # the worker only, not its process group
-    kill_stack.worker.wait(timeout=10)
-    kill_stack.worker = start_worker(kill_stack.stack, kill_stack.logs)  # what a supervisor does
-
-    deadline = time.monotonic() + 240
-    while True:
-        listed = kill_stack.changeflow("pending", "--json")
-        row = next((r for r in json.loads(listed.stdout or "[]") if r["key"] == change.key), None)
-        if row and "step 1 was interrupted by a crash" in row["waiting_for"]:
-            break
-        assert time.monotonic() < deadline, f"never listed as waiting for a person: {listed.stdout[-500:]}"
-        time.sleep(2)
+    kill_the_worker_alone(kill_stack)
+    row = wait_listed_as_pending(kill_stack, change.key, "step 1 was interrupted by a crash")
     assert "grace" in row["waiting_on"]
     code = kill_stack.services.approvals.approval_code_for(change.key, "grace")
     answered = kill_stack.changeflow("work", change.key, "implemented", "--step", "1", "--as", "grace", "--code",
@@ -132,6 +122,47 @@ def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(
     assert done.outcome == "succeeded"
     assert kill_stack.steps_run("kill-worker") == ["started"], "the step ran again"
     assert kill_stack.services.recovery.crashes(change.key) == 1
+    assert_the_record_holds(kill_stack)
+
+
+def checks_run(kill_stack: KillStack, checklist: str) -> list[str]:
+    log = kill_stack.home / f"checks-{checklist}.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def kill_the_worker_alone(kill_stack: KillStack) -> None:
+    os.kill(kill_stack.worker.pid, signal.SIGKILL)  # the worker only, not its process group
+    kill_stack.worker.wait(timeout=10)
+    kill_stack.worker = start_worker(kill_stack.stack, kill_stack.logs)  # what a supervisor does
+
+
+def wait_listed_as_pending(kill_stack: KillStack, key: str, reason: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = kill_stack.changeflow("pending", "--json")
+        row = next((r for r in json.loads(listed.stdout or "[]") if r["key"] == key), None)
+        if row and reason in row["waiting_for"]:
+            return row
+        assert time.monotonic() < deadline, f"never listed as waiting for a person: {listed.stdout[-500:]}"
+        time.sleep(2)
+
+
+def test_the_worker_killed_alone_mid_pre_check_is_found_and_the_check_put_to_a_person(kill_stack):
+    run_id = kill_stack.submit(slow_step("kill-worker-pre", template="with-slow-pre"))
+    kill_stack.wait_for(run_id, lambda c: checks_run(kill_stack, "slow-pre"), 120, "the pre-check to start")
+    change = kill_stack.services.changes.find_by_flow_run(run_id)
+    kill_the_worker_alone(kill_stack)
+    row = wait_listed_as_pending(kill_stack, change.key, "pre-check slow-check was interrupted by a crash")
+    assert row["waiting_on"], row
+    code = kill_stack.services.approvals.approval_code_for(change.key, "grace")
+    confirmed = kill_stack.changeflow("confirm", change.key, "slow-check", "--as", "grace", "--code", code,
+                                      "--note", "the check had passed before the worker died")
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 180, "the change to close")
+    assert done.outcome == "succeeded"
+    assert checks_run(kill_stack, "slow-pre") == ["started"], "the interrupted check ran again"
+    assert kill_stack.services.recovery.crashes(change.key) == 1
+    assert kill_stack.services.recovery.needs_a_person(change.key) == []
     assert_the_record_holds(kill_stack)
 
 
@@ -169,4 +200,19 @@ def test_the_prefect_server_killed_while_a_change_waits_at_its_gate(kill_stack):
     done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
     assert done.outcome == "succeeded"
     assert kill_stack.steps_run("kill-server-gate") == ["started"]
+    assert_the_record_holds(kill_stack)
+
+
+def test_the_prefect_server_killed_mid_post_check_loses_nothing_and_repeats_nothing(kill_stack):
+    """The check's command runs in the flow-run process, which outlives a server that is down for a few
+    seconds: the check finishes once, its result is stored, and the change closes."""
+    run_id = kill_stack.submit(slow_step("kill-server-post", template="with-slow-post"))
+    kill_stack.wait_for(run_id, lambda c: checks_run(kill_stack, "slow-post"), 180, "the post-check to start")
+    kill_and_restart_the_server(kill_stack)
+    change = kill_stack.services.changes.find_by_flow_run(run_id)
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert checks_run(kill_stack, "slow-post") == ["started"], "the check ran again"
+    (result,) = kill_stack.services.checklists.check_results(change.key, phase="post")
+    assert (result.item_id, result.passed) == ("slow-check", True)
     assert_the_record_holds(kill_stack)

@@ -156,10 +156,16 @@ def crash_mid_check(flow_stack, checklist: str):
 def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     run_id, change = crash_mid_check(flow_stack, "slow-pre")
     assert wait_paused(run_id, "checklist-pre-0-") == "checklist-pre-0-1"
-    # The question is the interrupted item; a person answers it with their code, as for any manual item.
+    # The question is the interrupted item; `changeflow pending` names it, a person answers it with their code,
+    # as for any manual item.
+    import json
     import subprocess
     import sys
 
+    listed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "pending", "--json"],
+                            env=flow_stack.stack.env, capture_output=True, text=True)
+    row = next(r for r in json.loads(listed.stdout) if r["key"] == change.key)
+    assert "pre-check slow-check was interrupted by a crash: did it pass?" in row["waiting_for"], row
     code = flow_stack.services.approvals.approval_code_for(change.key, "grace")
     confirmed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "slow-check",
                                 "--as", "grace", "--code", code, "--note", "the check had passed before the crash"],
@@ -182,6 +188,7 @@ def test_an_idempotent_pre_check_killed_mid_way_runs_again_by_itself(flow_stack)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert checks_run(flow_stack, "slow-pre-idempotent") == ["started", "started"]
+    assert flow_stack.services.recovery.needs_a_person(change.key) == [], "an idempotent check asks nobody"
     assert [e.data["item"] for e in done.events if e.action == "check_retried"] == ["slow-check"]
 
 
