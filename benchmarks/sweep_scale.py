@@ -103,28 +103,33 @@ def run_stack(changes: int) -> None:
                                   settings.secret_bytes())
         deployment = httpx.get(f"{api}/deployments/name/change-request/submit", timeout=30).json()
         seeded_s, keys = timed(lambda: seed_waiting(services, changes))
+        print(f"stack: {changes:,} changes filed in {seeded_s:.0f} s; creating their runs", flush=True)
 
         def create_run(key: str) -> None:
+            # A timed-out create may have created the run: the idempotency key makes the retry return that one.
             for _attempt in range(10):
-                created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=60, json={
-                    "parameters": {"request": {"type": "standard", "title": key, "service": "payments",
-                                               "requester": "grace", "rollback_plan": "redeploy"}},
-                    "state": {"type": "PAUSED", "name": "Suspended", "message": "waiting at its approval gate",
-                              "state_details": {"pause_key": "approval-1", "pause_reschedule": True}}})
-                if created.status_code == 201:
+                try:
+                    created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=120, json={
+                        "idempotency_key": f"sweep-benchmark-{key}",
+                        "parameters": {"request": {"type": "standard", "title": key, "service": "payments",
+                                                   "requester": "grace", "rollback_plan": "redeploy"}},
+                        "state": {"type": "PAUSED", "name": "Suspended", "message": "waiting at its approval gate",
+                                  "state_details": {"pause_key": "approval-1", "pause_reschedule": True}}})
+                except httpx.TransportError:
+                    continue
+                if created.status_code in (200, 201):
                     services.changes.attach_flow_run(key, created.json()["id"])
                     return
                 time.sleep(1)
-            raise RuntimeError(f"no run for {key}: {created.status_code} {created.text[:200]}")
+            raise RuntimeError(f"no run for {key} after 10 attempts")
 
         from concurrent.futures import ThreadPoolExecutor
 
         started = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(4) as pool:
             list(pool.map(create_run, keys))
         runs_s = time.perf_counter() - started
-        print(f"stack: {changes:,} changes filed in {seeded_s:.0f} s, their suspended runs created through the API "
-              f"in {runs_s:.0f} s")
+        print(f"  their suspended runs created through the API in {runs_s:.0f} s", flush=True)
         processes = up.stack["processes"]
         before = {role: rss_mb(processes[role]) for role in ("server", "worker")}
         sweep = httpx.get(f"{api}/deployments/name/approval-escalation/every-minute", timeout=30).json()

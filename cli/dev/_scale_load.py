@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -115,9 +114,9 @@ class ReplicaClient:
         raise RuntimeError(f"{method} {path} failed after {self.attempts} attempts: {last}")
 
 
-def submit_changes(client: ReplicaClient, count: int, parallel: int = 16) -> list[str]:
-    """`count` standard changes of the two-second template, as the run form submits them, spread over the
-    replicas; returns the flow run ids."""
+def submit_changes(client: ReplicaClient, count: int, parallel: int = 16, first: int = 0) -> list[str]:
+    """`count` standard changes of the two-second template (numbers from `first`), as the run form submits
+    them, spread over the replicas; returns the flow run ids."""
     deployment = client.request("GET", "/deployments/name/change-request/submit").json()
 
     def submit(number: int) -> str:
@@ -130,7 +129,7 @@ def submit_changes(client: ReplicaClient, count: int, parallel: int = 16) -> lis
         return created.json()["id"]
 
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(submit, range(count)))
+        return list(pool.map(submit, range(first, first + count)))
 
 
 def approve_by_slack(endpoint_url: str, change: ChangeRequest, tally: Tally) -> None:
@@ -171,10 +170,10 @@ def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answer
 
 
 def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, tally: Tally, timeout_s: float,
-                     parallel: int = 8, on_progress: Callable[[dict[str, ChangeRequest]], None] | None = None,
-                     cli_env: dict[str, str] | None = None) -> dict[str, ChangeRequest]:
+                     parallel: int = 8, cli_env: dict[str, str] | None = None) -> dict[str, ChangeRequest]:
     """Approve each change as it reaches its gate, until every one has ended; the changes by run id. With
-    `cli_env`, steps a crash interrupted are answered by their implementer through the CLI."""
+    `cli_env`, steps a crash interrupted are answered by their implementer through the CLI. `run_ids` may grow
+    while this runs (changes submitted later, from another thread)."""
     approved: set[str] = set()
     answered: set[str] = set()
     changes: dict[str, ChangeRequest] = {}
@@ -185,7 +184,7 @@ def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, 
             if cli_env is not None and time.monotonic() - last_look > 5:
                 answer_interrupted_steps(services, cli_env, answered)
                 last_look = time.monotonic()
-            for run_id in run_ids:
+            for run_id in list(run_ids):
                 change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
                 if change is None:
                     continue
@@ -193,8 +192,6 @@ def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, 
                 if change.state == "awaiting_approval" and change.key not in approved:
                     approved.add(change.key)
                     pool.submit(approve_by_slack, endpoint_url, change, tally)
-            if on_progress:
-                on_progress(changes)
             if len(changes) == len(run_ids) and all(c.state in DONE for c in changes.values()):
                 return changes
             if time.monotonic() > deadline:
