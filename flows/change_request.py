@@ -230,8 +230,14 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
         if interrupted:
             rt.services.recovery.record_rollback_retry(key)
         rt.services.recovery.begin_rollback(key, attempt=run_attempt())
-        rollback = [r.evidence() for r in run_commands(commands, service=change.service,
-                                                       timeout_s=template.command_timeout_s)]
+        results = run_commands(commands, service=change.service, timeout_s=template.command_timeout_s)
+        rollback = [r.evidence() for r in results]
+        if not all(r.ok for r in results):
+            # A rollback command that failed undid nothing we can vouch for: the change failed, not rolled back.
+            last = results[-1]
+            outcome = "timed out" if last.timed_out else f"exit {last.exit_code}"
+            fail(key, f"{why}; the rollback failed: `{last.command}` ({outcome})", [*evidence, *rollback])
+            return
     elif (interrupted or not traffic_restored) and \
             change.state in (ChangeState.implementing.value, ChangeState.verifying.value):
         work = manual_work_gate(key, WorkStage.rolled_back,

@@ -95,6 +95,10 @@ TEST_TEMPLATES = {
         "rollback_commands": ["echo rollback of {service} done"],
         "command_timeout_s": 30,
     },
+    # A step that fails and a rollback that fails too: nothing may be recorded as undone.
+    "failing-rollback": {"type": "standard", "title": "Deploy and undo that both fail", "rollback_plan": "undo",
+                         "implementation_commands": ["exit 3"], "rollback_commands": ["echo undoing; exit 4"],
+                         "command_timeout_s": 30},
     "failing-deploy": {
         "type": "standard",
         "title": "Deploy that fails",
@@ -165,7 +169,8 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
     # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
-    policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "canary-release", "slow-step",
+    policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "failing-rollback", "canary-release",
+                                          "slow-step",
                                           "slow-idempotent-step", "slow-rollback",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))

@@ -48,13 +48,17 @@ def processes_of_run(run_id: str) -> list[int]:
 
 
 def kill_run(run_id: str) -> int:
+    """kill -9 of the run's processes as one: each is stopped (SIGSTOP) before any is killed. Killed one by one,
+    a child could die first and its parent, the flow, record the child's failure before its own kill arrived
+    (seen on a loaded machine: the rollback's command died, the flow recorded a rollback, then died)."""
     pids = processes_of_run(run_id)
     assert pids, "no process runs this flow run"
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
     return len(pids)
 
 

@@ -234,6 +234,18 @@ def test_failed_implementation_rolls_back(flow_stack):
     assert rolled.data["rollback"][0]["output"].strip() == "rolled back checkout"
 
 
+def test_a_rollback_whose_command_fails_is_not_recorded_as_rolled_back(flow_stack):
+    run_id = submit({"type": "standard", "title": "Broken deploy, broken undo", "service": "checkout",
+                     "requester": "grace", "template": "failing-rollback"})
+    assert final_run_state(run_id).is_completed()
+    view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
+    assert (view.state, view.outcome) == ("review_pending", "failed")
+    assert not any(e.to_state == "rolled_back" for e in view.events)
+    failed = next(e for e in view.events if e.to_state == "failed")
+    assert failed.data["reason"] == "implementation step 1 failed; the rollback failed: `echo undoing; exit 4` (exit 4)"
+    assert [r["exit_code"] for r in failed.data["evidence"]] == [3, 4]
+
+
 def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     run_id = submit(standard_request(title="flow: rerun", template="scripted-standard"))
     change = awaiting(flow_stack, run_id)
