@@ -27,7 +27,8 @@ from tests.receivers import start_health_server
 
 pytestmark = pytest.mark.slow
 
-SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post")
+SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post",
+            "kill-worker-gate", "kill-server-pre")
 
 
 @dataclass
@@ -215,4 +216,35 @@ def test_the_prefect_server_killed_mid_post_check_loses_nothing_and_repeats_noth
     assert checks_run(kill_stack, "slow-post") == ["started"], "the check ran again"
     (result,) = kill_stack.services.checklists.check_results(change.key, phase="post")
     assert (result.item_id, result.passed) == ("slow-check", True)
+    assert_the_record_holds(kill_stack)
+
+
+def test_the_worker_killed_alone_while_a_change_waits_at_its_gate(kill_stack):
+    """A run suspended at its gate holds no process: the worker's death loses nothing, and the approvals given
+    afterwards move the run on the worker that replaced it."""
+    run_id = kill_stack.submit(slow_step("kill-worker-gate", implementation_plan="the recipe, then a look"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
+    kill_the_worker_alone(kill_stack)
+    for person in ("alice", "bob"):
+        code = kill_stack.services.approvals.approval_code_for(change.key, person)
+        approved = kill_stack.changeflow("approve", change.key, "--as", person, "--code", code)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.steps_run("kill-worker-gate") == ["started"]
+    assert kill_stack.services.recovery.crashes(change.key) == 0, "nothing had crashed"
+    assert_the_record_holds(kill_stack)
+
+
+def test_the_prefect_server_killed_mid_pre_check_loses_nothing_and_repeats_nothing(kill_stack):
+    # Its check declares itself idempotent: had the run died, it would run again; it must not, as nothing died.
+    run_id = kill_stack.submit(slow_step("kill-server-pre", template="with-slow-pre-idempotent"))
+    kill_stack.wait_for(run_id, lambda c: checks_run(kill_stack, "slow-pre-idempotent"), 120,
+                        "the pre-check to start")
+    kill_and_restart_the_server(kill_stack)
+    change = kill_stack.services.changes.find_by_flow_run(run_id)
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert checks_run(kill_stack, "slow-pre-idempotent") == ["started"], "the check ran again"
+    assert "check_retried" not in [e.action for e in kill_stack.services.changes.view(change.key).events]
     assert_the_record_holds(kill_stack)
