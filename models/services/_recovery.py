@@ -57,13 +57,17 @@ class RecoveryService:
 
     def interrupted_checks(self, key: str, phase: str, step: int) -> set[str]:
         """Checklist commands of (phase, step) that started and have no stored result: their outcome is unknown."""
-        started = {data["item"] for data in (decode_data(e) for e in self._events(key)
-                                             if e.action == AuditAction.check_started.value)
-                   if data["phase"] == phase and data["step"] == step}
+        return {item for p, s, item in self._unfinished_checks(key, self._events(key)) if (p, s) == (phase, step)}
+
+    def _unfinished_checks(self, key: str, events: list) -> set[tuple[str, int, str]]:
+        """(phase, step, item) of every checklist command that started and has no stored result."""
+        started = {(d["phase"], d["step"], d["item"]) for d in (decode_data(e) for e in events
+                                                                if e.action == AuditAction.check_started.value)}
+        if not started:
+            return set()
         with self._uow.read() as session:
-            finished = set(session.execute(select(ChecklistResult.item_id).where(
-                ChecklistResult.change_key == key.upper(), ChecklistResult.phase == phase,
-                ChecklistResult.step == step)).scalars())
+            finished = set(session.execute(select(ChecklistResult.phase, ChecklistResult.step, ChecklistResult.item_id)
+                                           .where(ChecklistResult.change_key == key.upper())).tuples())
         return started - finished
 
     def begin_rollback(self, key: str, attempt: str) -> None:
@@ -111,19 +115,15 @@ class RecoveryService:
         return reasons
 
     def _checks_put_to_a_person(self, key: str, events: list) -> list[tuple[str, int, str]]:
-        """Checklist commands that started, have no result and may not run again by themselves (not idempotent)."""
-        started = {(d["phase"], d["step"], d["item"]) for d in (decode_data(e) for e in events
-                                                                if e.action == AuditAction.check_started.value)}
-        if not started:
+        """Unfinished checklist commands that may not run again by themselves (not idempotent)."""
+        unfinished = self._unfinished_checks(key, events)
+        if not unfinished:
             return []
         with self._uow.read() as session:
-            change = self._uow.load(session, key)
-            finished = set(session.execute(select(ChecklistResult.phase, ChecklistResult.step, ChecklistResult.item_id)
-                                           .where(ChecklistResult.change_key == change.key)).tuples())
-        checklist = self._uow.org.checklist_of(change)
+            checklist = self._uow.org.checklist_of(self._uow.load(session, key))
         rerun = {(phase, item.id) for phase in PHASES if checklist
                  for item in checklist.items(phase) if item.idempotent}
-        return sorted(c for c in started - finished if (c[0], c[2]) not in rerun)
+        return sorted(c for c in unfinished if (c[0], c[2]) not in rerun)
 
     def crashes(self, key: str) -> int:
         return sum(1 for e in self._events(key) if e.action == AuditAction.run_crashed.value)

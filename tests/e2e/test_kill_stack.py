@@ -189,18 +189,26 @@ def test_the_prefect_server_killed_mid_step_loses_nothing_and_repeats_nothing(ki
     assert_the_record_holds(kill_stack)
 
 
-def test_the_prefect_server_killed_while_a_change_waits_at_its_gate(kill_stack):
+@pytest.mark.parametrize("killed", ["server", "worker"])
+def test_the_server_or_the_worker_killed_while_a_change_waits_at_its_gate(kill_stack, killed):
+    """A run suspended at its gate holds no process: a server killed and restarted, or the worker killed alone and
+    replaced, loses nothing, and the approvals given afterwards move the run on."""
+    service = f"kill-{killed}-gate"
     # Its own plan takes it through the normal gate (a pre-approved template covers only its recipe).
-    run_id = kill_stack.submit(slow_step("kill-server-gate", implementation_plan="the recipe, then a look"))
+    run_id = kill_stack.submit(slow_step(service, implementation_plan="the recipe, then a look"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
-    kill_and_restart_the_server(kill_stack)
+    if killed == "server":
+        kill_and_restart_the_server(kill_stack)
+    else:
+        kill_the_worker_alone(kill_stack)
     for person in ("alice", "bob"):
         code = kill_stack.services.approvals.approval_code_for(change.key, person)
         approved = kill_stack.changeflow("approve", change.key, "--as", person, "--code", code)
         assert approved.returncode == 0, approved.stdout + approved.stderr
     done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
     assert done.outcome == "succeeded"
-    assert kill_stack.steps_run("kill-server-gate") == ["started"]
+    assert kill_stack.steps_run(service) == ["started"]
+    assert kill_stack.services.recovery.crashes(change.key) == 0, "nothing had crashed"
     assert_the_record_holds(kill_stack)
 
 
@@ -216,23 +224,6 @@ def test_the_prefect_server_killed_mid_post_check_loses_nothing_and_repeats_noth
     assert checks_run(kill_stack, "slow-post") == ["started"], "the check ran again"
     (result,) = kill_stack.services.checklists.check_results(change.key, phase="post")
     assert (result.item_id, result.passed) == ("slow-check", True)
-    assert_the_record_holds(kill_stack)
-
-
-def test_the_worker_killed_alone_while_a_change_waits_at_its_gate(kill_stack):
-    """A run suspended at its gate holds no process: the worker's death loses nothing, and the approvals given
-    afterwards move the run on the worker that replaced it."""
-    run_id = kill_stack.submit(slow_step("kill-worker-gate", implementation_plan="the recipe, then a look"))
-    change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
-    kill_the_worker_alone(kill_stack)
-    for person in ("alice", "bob"):
-        code = kill_stack.services.approvals.approval_code_for(change.key, person)
-        approved = kill_stack.changeflow("approve", change.key, "--as", person, "--code", code)
-        assert approved.returncode == 0, approved.stdout + approved.stderr
-    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
-    assert done.outcome == "succeeded"
-    assert kill_stack.steps_run("kill-worker-gate") == ["started"]
-    assert kill_stack.services.recovery.crashes(change.key) == 0, "nothing had crashed"
     assert_the_record_holds(kill_stack)
 
 
