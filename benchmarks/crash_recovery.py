@@ -33,7 +33,8 @@ def main() -> None:
     os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(root / "prefect"),
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     from tests.flow_stack import start_flow_stack
-    from tests.flows.test_crash_recovery import kill_run, run_state_name, steps_run, wait_until
+    from tests.flows.test_crash_recovery import run_state_name, steps_run, wait_until
+    from tests.processes import kill_run
     from tests.flows.test_flows import act, awaiting, submit
     from tests.helpers import SECRET, standard_request
 
@@ -45,8 +46,10 @@ def main() -> None:
     weights = root / "weights.log"
     import yaml
 
-    (stack.home / "config" / "canary.yaml").write_text(yaml.safe_dump(lab.canary_config(
-        {"kind": "command", "command": ["sh", "-c", f"echo {{weight}} >> {weights}"]})))
+    # The restarted run rolls the change back rather than resuming (resume_after_crash: false): what is measured
+    # is the time to stable, and a resumed canary writing its weights would overlap the next run's.
+    (stack.home / "config" / "canary.yaml").write_text(yaml.safe_dump({**lab.canary_config(
+        {"kind": "command", "command": ["sh", "-c", f"echo {{weight}} >> {weights}"]}), "resume_after_crash": False}))
     detection, restart, to_stable = [], [], []
     try:
         for n in range(args.runs):

@@ -11,7 +11,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import httpx
 
@@ -98,17 +98,23 @@ class Analyzer:
 
 def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyzer: Analyzer, bake: str,
               on_tick: Callable[[int, int], None] = lambda done, total: None,
-              sleep: Callable[[float], None] = time.sleep) -> StepResult:
+              sleep: Callable[[float], None] = time.sleep, stored: Sequence[dict] = (),
+              on_measured: Callable[[list[dict]], None] = lambda rows: None) -> StepResult:
+    """Bake one step. `stored`: the rows this bake stored before its run died; the bake resumes after them and
+    decides on them and the new ones together. `on_measured` gets each interval's rows as they are taken (the
+    flow stores them, so a crash loses at most the interval in progress)."""
     last = index == len(plan.steps)
     try:
         applied = [router.set_weight(step.weight)]
     except RouterError as exc:
         return StepResult("router_failed", [f"traffic router: {exc}"])
     rules = {metric.name: metric.rule() for metric in plan.metrics}
-    measurements: list[Measurement] = []
+    judged = [r for r in stored if r["version"] == "canary" and r["metric"] in rules]
+    measurements = [Measurement(metric=r["metric"], value=r["value"], error=r["error"]) for r in judged]
+    # The raw latency samples of a comparison are not stored: a resumed comparison collects them afresh.
     canary_samples: list[float] = []
     stable_samples: list[float] = []
-    rows: list[dict] = []
+    rows: list[dict] = list(stored)
 
     def row(taken_at, metric: str, version: str, value: float | None, error: str | None = None,
             rule: MetricRule | None = None) -> dict:
@@ -118,9 +124,11 @@ def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyze
                 "taken_at": taken_at}
 
     total = plan.measurements_per_step(step)
-    started = time.monotonic()
+    done = len({r["taken_at"] for r in judged})  # intervals measured before a crash
+    # The next measurement comes a whole interval after the weight was set (again).
+    started = time.monotonic() - done * plan.interval_s
     decision: StepDecision | None = None
-    for tick in range(1, total + 1):
+    for tick in range(done + 1, total + 1):
         # Measure at the end of each interval, so every value describes traffic at this step's weight.
         sleep(max(0.0, started + tick * plan.interval_s - time.monotonic()))
         taken, canary_latencies, stable_latencies = analyzer.measure()
@@ -128,20 +136,29 @@ def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyze
         canary_samples += canary_latencies
         stable_samples += stable_latencies
         now = utcnow()
-        rows += [row(now, m.metric, "canary", m.value, m.error, rules[m.metric]) for m in taken]
+        new = [row(now, m.metric, "canary", m.value, m.error, rules[m.metric]) for m in taken]
         comparison: ComparisonResult | None = None
         if plan.comparison.enabled:
             comparison = compare_to_baseline(canary_samples, stable_samples, metric="latency_ms",
                                              min_samples=plan.comparison.min_samples, alpha=plan.comparison.alpha,
                                              tolerance=plan.comparison.tolerance)
-            rows += [row(now, "latency_median_ms", version, http_probe.percentile(samples, 0.5))
-                     for version, samples in (("canary", canary_latencies), ("stable", stable_latencies)) if samples]
+            new += [row(now, "latency_median_ms", version, http_probe.percentile(samples, 0.5))
+                    for version, samples in (("canary", canary_latencies), ("stable", stable_latencies)) if samples]
+        rows += new
         decision = decide_step(list(rules.values()), measurements, last_step=last, comparison=comparison)
         on_tick(tick, total)
         if decision.action == "rollback":
-            return _roll_back_now(decision, rows, applied, router, rules)
+            result = _roll_back_now(decision, rows, applied, router, rules)  # the weight first, then the record
+            on_measured(new)
+            return result
+        on_measured(new)
         if decision.action == "pause":
             return StepResult("pause", decision.reasons, rows, applied)
+    if decision is None:
+        # Every interval was measured before the run died, and nothing decided: decide on what was stored.
+        decision = decide_step(list(rules.values()), measurements, last_step=last, comparison=None)
+        if decision.action == "rollback":
+            return _roll_back_now(decision, rows, applied, router, rules)
     return StepResult(decision.action, decision.reasons, rows, applied)
 
 

@@ -105,7 +105,7 @@ def reconcile_crashed_runs() -> dict:
             message=run.state.message or "", since=run.state.timestamp.isoformat())
         if crash is None:
             continue  # this crash was handled by an earlier sweep
-        if abort_canary(change):
+        if abort_canary(change, crash.number):
             aborted += 1
         again = crash.number <= MAX_AUTOMATIC_RESTARTS
         reason = (f"its flow run {run.state.name.lower()} while {change.state} "
@@ -126,13 +126,14 @@ def reconcile_crashed_runs() -> dict:
     return {"restarted": restarted, "canaries_aborted": aborted, "left_for_a_person": left}
 
 
-def abort_canary(change) -> bool:
+def abort_canary(change, crash: int) -> bool:
     """A canary whose run died goes back to stable now (Argo: a rollout whose controller died is continued or
-    aborted, never left half-way); the restarted run sees the abort and rolls the change back."""
+    aborted, never left half-way); the restarted run takes the abort up: it resumes the step it was in, or rolls
+    the change back (canary.yaml `resume_after_crash`)."""
     services = runtime().services
     plan = services.canary.plan(change)
-    if plan is None or services.recovery.canary_aborted(change.key):
-        return False
+    if plan is None or services.recovery.canary_abort_to_take_up(change.key) is not None:
+        return False  # no canary, or already on stable since its last run died
     decided = services.canary.decisions(change.key)
     if decided and decided[max(decided)].get("action") == "promote":
         return False
@@ -144,5 +145,5 @@ def abort_canary(change) -> bool:
         router.set_weight(0)
     except RouterError as exc:
         reason += f" (setting the weight to 0 failed: {exc}; check the router)"
-    services.recovery.abort_canary(change.key, reason)
+    services.recovery.abort_canary(change.key, reason, crash=crash)
     return True

@@ -1,7 +1,8 @@
 """The canary rollout of a change: each step a Prefect task (set weight, bake, decide), gates between steps.
 
 Runs inside the change-request flow as its implementation. Resumable like the rest of the flow: decided
-steps are in the audit trail and are not baked again; a gate's key is stable, so a resumed run gets the
+steps are in the audit trail and are not baked again; a bake its run died in resumes from the measurements it
+stored (each interval's are stored as they are taken); a gate's key is stable, so a resumed run gets the
 stored answer back from Prefect.
 """
 
@@ -57,11 +58,14 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
         if progress_id:
             update_progress_artifact(uuid.UUID(progress_id), progress=plan.progress_percent(index, done))
 
+    # A bake its run died in resumes from what it stored (canary.yaml resume_after_crash; Argo resumes too).
+    stored = [row.model_dump(exclude={"id", "change_key"}) for row in rt.services.canary.measurements(key, step=index)
+              if row.bake == bake]
     try:
-        result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick)
+        result = bake_step(plan, step, index=index, router=router, analyzer=analyzer, bake=bake, on_tick=on_tick,
+                           stored=stored, on_measured=lambda rows: rt.services.canary.record_measurements(key, rows))
     finally:
         analyzer.close()
-    rt.services.canary.record_measurements(key, result.rows)
     rt.services.canary.record_decision(key, step=index, bake=bake,
                                       decision={**result.as_decision(), "weight": step.weight,
                                                 "router": result.router})
@@ -117,13 +121,17 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     rt = runtime()
     change = rt.services.changes.get(key)
     plan = rt.services.canary.plan(change)
-    aborted = rt.services.recovery.canary_aborted(key)
-    if aborted:
-        # Its previous run died mid-rollout and the sweep sent the traffic back to stable: roll the change back.
-        return "rolled_back", aborted, []
     decided = rt.services.canary.decisions(key)
     # Steps are decided in order, so the decided ones are the first few.
     first_open = 1 + sum(1 for i in range(1, len(plan.steps) + 1) if decided.get(i, {}).get("action") in DONE)
+    abort = rt.services.recovery.canary_abort_to_take_up(key)
+    if abort is not None:
+        # Its previous run died mid-rollout and the sweep sent the traffic back to stable.
+        if not rt.services.org.canary_config.resume_after_crash:
+            return "rolled_back", abort.reason, []
+        resumed_bake = rt.services.canary.unfinished_bake(key, first_open)
+        stored = sum(1 for row in rt.services.canary.measurements(key, step=first_open) if row.bake == resumed_bake)
+        rt.services.recovery.resume_canary(key, abort, step=first_open, stored_measurements=stored)
     progress = create_progress_artifact(progress=plan.progress_percent(first_open),
                                         key=f"{key.lower()}-canary-progress",
                                         description=f"{key}: canary {plan.canary_version} on {change.service}")
@@ -138,11 +146,15 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
                                  f"{where}: send **{step.weight} %** of traffic to the canary?")
             if answer != "proceed":
                 return _roll_back(key, plan, change, _gate_reason(answer, f"before step {index}"), [])
+        if previous and previous["action"] == "rollback":
+            # Decided (and the weight set to 0) before its run died: the rollback stands.
+            analysis_table(key)
+            return _roll_back(key, plan, change, "; ".join(previous["reasons"]), [])
         if previous and previous["action"] == "pause":
             result_action, reasons, failing = "pause", previous["reasons"], []
             bake = previous["bake"]
         else:
-            bake = uuid.uuid4().hex[:12]
+            bake = rt.services.canary.unfinished_bake(key, index) or uuid.uuid4().hex[:12]
             result = run_step(key, index, bake, progress_id)
             result_action, reasons, failing = result.action, result.reasons, result.failing
         if result_action == "router_failed":

@@ -1,6 +1,7 @@
 """Who hears about a change, and proof that they did: templates, channels and the outbox."""
 
 from ._channels import (
+    DELIVERY_HEADER,
     SIGNATURE_HEADER,
     ConsoleChannel,
     DeliveryError,
@@ -15,7 +16,7 @@ from ._outbox import Outbox, enqueue, idempotency_key
 from ._templates import Rendered, TemplateRenderer
 
 __all__ = [
-    "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound", "Outbox",
+    "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound", "Outbox",
     "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "idempotency_key", "run_url",
     "verify_signature",
 ]

@@ -25,6 +25,7 @@ from models import url_problem
 
 SIGNATURE_HEADER = "X-Changeflow-Signature"
 TIMESTAMP_HEADER = "X-Changeflow-Timestamp"
+DELIVERY_HEADER = "X-Changeflow-Delivery"
 
 
 class DeliveryError(Exception):
@@ -46,6 +47,9 @@ class Outbound:
     markdown: str
     html: str
     approval_round: int | None = None  # set on an approval request to Slack: the message gets Approve / Reject
+    # The outbox row's key: the same on every attempt, so a receiver drops a message sent again after a sender
+    # died between the send and its record (delivery is at least once).
+    delivery_id: str = ""
 
 
 class Channel(Protocol):
@@ -135,7 +139,7 @@ class _HttpChannel:
     def payload(self, message: Outbound) -> dict:
         raise NotImplementedError
 
-    def headers(self, body: bytes) -> dict[str, str]:
+    def headers(self, message: Outbound, body: bytes) -> dict[str, str]:
         return {}
 
     def send(self, message: Outbound, target: dict) -> None:
@@ -147,7 +151,7 @@ class _HttpChannel:
             raise DeliveryError(f"{self.kind} {where}: invalid URL", permanent=True)
         try:
             response = self._client.post(url, content=body,
-                                         headers={"Content-Type": "application/json", **self.headers(body)})
+                                         headers={"Content-Type": "application/json", **self.headers(message, body)})
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{self.kind} {where}: {type(exc).__name__}") from None
         if response.status_code < 300:
@@ -234,11 +238,13 @@ class WebhookChannel(_HttpChannel):
 
     def payload(self, message: Outbound) -> dict:
         return {"change": message.change_key, "event": message.event, "recipient": message.recipient,
-                "subject": message.subject, "text": message.text, "markdown": message.markdown}
+                "subject": message.subject, "text": message.text, "markdown": message.markdown,
+                "delivery": message.delivery_id}
 
-    def headers(self, body: bytes) -> dict[str, str]:
+    def headers(self, message: Outbound, body: bytes) -> dict[str, str]:
         timestamp = int(time.time())
-        return {SIGNATURE_HEADER: sign(self._secret, timestamp, body), TIMESTAMP_HEADER: str(timestamp)}
+        return {SIGNATURE_HEADER: sign(self._secret, timestamp, body), TIMESTAMP_HEADER: str(timestamp),
+                DELIVERY_HEADER: message.delivery_id}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ delivery through the outbox."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from models import ChangeRequest, Services, Settings
 
@@ -34,6 +34,7 @@ class Notifier:
             backoff_s=settings.notify_backoff_s,
             next_channel=self.next_channel,
             fill_secrets=PersonalSecrets(services, settings).fill,
+            lease=timedelta(seconds=settings.notify_lease_s),
         )
 
     def next_channel(self, person: str, failed: dict) -> tuple[int, dict] | None:

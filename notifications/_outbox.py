@@ -21,7 +21,7 @@ from models import append_event, AuditAction, Database, Notification, utcnow
 from ._channels import Channel, DeliveryError, Outbound, describe_target
 from ._templates import Rendered
 
-LEASE = timedelta(minutes=2)
+DEFAULT_LEASE = timedelta(minutes=2)
 MAX_BACKOFF_S = 900.0
 _TABLE = Notification.__table__
 
@@ -93,6 +93,7 @@ class Outbox:
         backoff_s: float = 5.0,
         next_channel: NextChannel | None = None,
         fill_secrets: FillSecrets | None = None,
+        lease: timedelta = DEFAULT_LEASE,
     ):
         self.db = db
         self.channels = channels
@@ -101,6 +102,7 @@ class Outbox:
         # Given a recipient and the channel that failed for good: (index, channel) of the one to try next.
         self.next_channel = next_channel
         self.fill_secrets = fill_secrets
+        self.lease = lease
 
     def _claim(self, limit: int, change_key: str | None) -> list[Notification]:
         now = utcnow()
@@ -121,7 +123,7 @@ class Outbox:
                 session.execute(
                     update(Notification)
                     .where(Notification.id.in_([r.id for r in rows]))
-                    .values(state="sending", next_attempt_at=now + LEASE)
+                    .values(state="sending", next_attempt_at=now + self.lease)
                 )
             return rows
 
@@ -142,7 +144,7 @@ class Outbox:
             if channel is None:
                 raise DeliveryError(f"no sender configured for channel type {channel_type!r}", permanent=True)
             message = Outbound(row.change_key, row.event, row.recipient, row.subject, row.body_text,
-                               row.body_markdown, row.body_html)
+                               row.body_markdown, row.body_html, delivery_id=row.idempotency_key)
             if self.fill_secrets is not None:
                 message = self.fill_secrets(message, channel_type)
             channel.send(message, row.channel)

@@ -28,6 +28,9 @@ class HttpReceiver:
     requests: list[Received] = field(default_factory=list)
     script: deque = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: list[bytes] = field(default_factory=list)  # the body of every POST that came in, answered or not
+    hold_marker: bytes | None = None  # POSTs whose body holds it wait for `release()` (after a first 503)
+    released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -35,6 +38,20 @@ class HttpReceiver:
 
     def answer(self, *responses: tuple[int, dict]) -> None:
         self.script.extend(responses)
+
+    def refuse_then_hold(self, marker: bytes) -> None:
+        """The first POST whose body holds `marker` gets a 503 (Retry-After: 1); later ones are left unanswered
+        until `release()`: a sender caught mid-send. Other POSTs are answered as usual."""
+        self.released.clear()
+        self.hold_marker = marker
+
+    def release(self) -> None:
+        self.hold_marker = None
+        self.released.set()
+
+    def arrivals_with(self, marker: bytes) -> int:
+        with self.lock:
+            return sum(marker in body for body in self.arrived)
 
     def delivered(self, path: str | None = None) -> list[Received]:
         return [r for r in self.requests if r.status < 300 and (path is None or r.path == path)]
@@ -52,14 +69,27 @@ def start_http_receiver(port: int = 0) -> HttpReceiver:
             receiver: HttpReceiver = holder["receiver"]
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with receiver.lock:
-                status, headers = receiver.script.popleft() if receiver.script else (200, {})
+                receiver.arrived.append(body)
+                marker = receiver.hold_marker
+                marked = marker is not None and marker in body
+                first = marked and sum(marker in b for b in receiver.arrived) == 1  # type: ignore[operator]
+            if marked and not first:
+                receiver.released.wait(timeout=300)
+            with receiver.lock:
+                if first:
+                    status, headers = 503, {"Retry-After": "1"}
+                else:
+                    status, headers = receiver.script.popleft() if receiver.script else (200, {})
                 receiver.requests.append(Received(self.path, dict(self.headers), body, time.monotonic(), status))
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except OSError:
+                pass  # the sender died while it waited (tests/e2e: a killed sweep)
 
         def log_message(self, *args):
             pass

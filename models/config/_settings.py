@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="First retry delay; doubles per attempt (with jitter), capped at 15 min."
     )
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of every outbound HTTP request.")
+    notify_lease_s: float = Field(
+        default=120.0, description="How long a sender holds a notification it is sending: one that died mid-send "
+        "(a killed sweep) leaves it to be sent again after this. Longer than the HTTP and SMTP timeouts, so a "
+        "slow send is never sent twice by two live senders.")
     audit_checkpoint_every_events: int = Field(
         default=1000, ge=1, description="Sign a checkpoint of the audit chain after this many new events ...")
     audit_checkpoint_every_s: float = Field(
@@ -78,6 +82,14 @@ class Settings(BaseSettings):
     stuck_pending_after_s: float = Field(
         default=600.0, ge=30.0, description="A flow run still Pending this long never started (its worker died "
         "while starting it): the sweep marks it Crashed and restarts it. Lower it where runs start in seconds.")
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_send(self) -> "Settings":
+        # A lease shorter than a send would let a second sender claim a message the first is still sending.
+        if self.notify_lease_s <= self.http_timeout_s:
+            raise ValueError(f"notify_lease_s ({self.notify_lease_s:g}) must be longer than http_timeout_s "
+                             f"({self.http_timeout_s:g})")
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

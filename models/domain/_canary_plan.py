@@ -207,6 +207,11 @@ class CanaryConfig(BaseModel):
         default=1800, gt=0, le=7 * 86400,
         description="How long a canary gate (a confirm step, an inconclusive analysis) waits for a person before "
         "the canary is rolled back: traffic never stays on an unwatched canary (fail-safe)")
+    resume_after_crash: bool = Field(
+        default=True,
+        description="A canary whose run died is sent back to stable at once (the sweep). Its restarted run then "
+        "resumes the step it was in from the measurements stored before the crash (true: Argo Rollouts resumes "
+        "mid-rollout), or rolls the change back (false)")
 
     def check_plan(self, service: str, plan: CanaryPlan) -> list[FieldProblem]:
         """What stops `plan` from running on `service`, as field-named problems (empty: it can run)."""

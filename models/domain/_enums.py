@@ -99,4 +99,5 @@ class AuditAction(str, Enum):
     rollback_retried = "rollback_retried"
     run_crashed = "run_crashed"
     canary_aborted = "canary_aborted"
+    canary_resumed = "canary_resumed"
     endpoint_refused = "endpoint_refused"

@@ -10,7 +10,7 @@ from ._canary import CanaryService
 from ._changes import ChangeService, format_key
 from ._checklists import ChecklistService
 from ._container import Services
-from ._recovery import MAX_AUTOMATIC_RESTARTS, Crash, RecoveryService
+from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._report_service import REPORTS, Report, ReportResult, ReportService
 from ._reports import compliance, dora, sla
 from ._scheduling import ACTIVE_STATES, SchedulingService
@@ -34,6 +34,7 @@ __all__ = [
     "ChangeService",
     "ChecklistService",
     "DecisionResult",
+    "CanaryAbort",
     "Crash",
     "MAX_AUTOMATIC_RESTARTS",
     "REPORTS",

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..domain import AuditAction, CanaryPlan, CanaryTarget, ConfigError
-from ..storage import ROWS, CanaryMeasurement, ChangeRequest, measurement_rows_bound
+from ..storage import ROWS, CanaryMeasurement, ChangeRequest, decode_data, events_for, measurement_rows_bound
 from ._approvals import ApprovalService
 from ._unit_of_work import UnitOfWork
 
@@ -39,6 +39,15 @@ class CanaryService:
             stmt = stmt.where(CanaryMeasurement.step == step)
         with self._uow.read() as session:
             return list(session.execute(stmt.order_by(CanaryMeasurement.id)).scalars())
+
+    def unfinished_bake(self, key: str, step: int) -> str | None:
+        """The bake of `step` that stored measurements and decided nothing (its run died mid-bake): the restarted
+        run resumes it rather than starting the step over."""
+        with self._uow.read() as session:
+            decided = {decode_data(e).get("bake") for e in events_for(session, key.upper())
+                       if e.action == AuditAction.canary_decision.value and decode_data(e).get("step") == step}
+        bakes = [row.bake for row in self.measurements(key, step=step) if row.bake not in decided]
+        return bakes[-1] if bakes else None
 
     def record_decision(self, key: str, *, step: int, bake: str, decision: dict[str, Any]) -> dict[str, Any]:
         """A step's decision in the audit trail, once per bake of the step, with the digest of each measurement

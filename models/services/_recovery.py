@@ -4,7 +4,8 @@ Every side effect of an implementation records an intent before it runs (`step_s
 its result after (`implementation_step`). A step that started and never finished was interrupted: its outcome is
 unknown, and it is never run again blindly (at-most-once), unless its template declares its steps idempotent
 (at-least-once). A crashed run is recorded once per crash, and a canary whose run died is sent back to stable and
-marked aborted, so the next run rolls the change back instead of continuing half-way.
+marked aborted (once per crash): the next run takes the abort up, resuming the step it was in or rolling the
+change back (canary.yaml `resume_after_crash`), so no canary is left half-way with nobody watching it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from ._unit_of_work import UnitOfWork
 
 # A change whose runs keep dying is left to a person after this many automatic restarts.
 MAX_AUTOMATIC_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class CanaryAbort:
+    crash: int | None  # the crash that sent it back to stable (None: recorded before aborts were numbered)
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -134,14 +141,23 @@ class RecoveryService:
 
     # ---- canaries whose run died ------------------------------------------------------------------------
 
-    def abort_canary(self, key: str, reason: str) -> None:
-        self._uow.marker(key, AuditAction.canary_aborted, {}, {"reason": reason}, actor="approval-escalation")
+    def abort_canary(self, key: str, reason: str, *, crash: int) -> None:
+        self._uow.marker(key, AuditAction.canary_aborted, {"crash": crash}, {"reason": reason},
+                         actor="approval-escalation")
 
-    def canary_aborted(self, key: str) -> str | None:
-        """Why the canary was aborted to stable (None: it was not)."""
-        with self._uow.read() as session:
-            return next((decode_data(e)["reason"] for e in events_for(session, key.upper())
-                         if e.action == AuditAction.canary_aborted.value), None)
+    def canary_abort_to_take_up(self, key: str) -> CanaryAbort | None:
+        """The latest abort to stable that no restarted run has taken up yet (None: the canary is live or done)."""
+        events = self._events(key)
+        resumed = {decode_data(e).get("crash") for e in events if e.action == AuditAction.canary_resumed.value}
+        aborts = [decode_data(e) for e in events if e.action == AuditAction.canary_aborted.value]
+        if not aborts or aborts[-1].get("crash") in resumed:
+            return None
+        return CanaryAbort(aborts[-1].get("crash"), aborts[-1]["reason"])
+
+    def resume_canary(self, key: str, abort: CanaryAbort, *, step: int, stored_measurements: int) -> None:
+        """The restarted run takes the abort up and resumes the rollout at `step` (once per abort)."""
+        self._uow.marker(key, AuditAction.canary_resumed, {"crash": abort.crash},
+                         {"step": step, "stored_measurements": stored_measurements})
 
 
 def _interrupted(events: list) -> list[int]:

@@ -276,25 +276,52 @@ def test_a_canary_nobody_answers_goes_back_to_stable_and_the_people_on_call_are_
 
 
 @pytest.mark.slow
-def test_a_canary_whose_run_is_killed_mid_bake_goes_back_to_stable_and_the_change_is_rolled_back(
-        flow_stack, lab, canary_setup):
-    """Issue 16: killed 8 s into the 50 % bake, traffic used to stay on the canary for as long as nobody acted."""
-    from tests.flows.test_crash_recovery import kill_run, run_state_name, wait_until
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed", "rolled-back"])
+def test_a_canary_whose_run_is_killed_mid_bake_goes_back_to_stable_then_resumes_or_rolls_back(
+        flow_stack, lab, canary_setup, resume):
+    """Issue 16: killed in the 50 % bake, traffic used to stay on the canary for as long as nobody acted. Now the
+    sweep sends it back to stable, and the restarted run resumes the bake from the measurements it stored (the
+    default, as Argo resumes mid-rollout) or rolls the change back (canary.yaml resume_after_crash: false)."""
+    from tests.canary_weights import WeightHistory
+    from tests.flows.test_crash_recovery import run_state_name, wait_until
+    from tests.processes import kill_run
 
-    run_id = ship(flow_stack, plan("http_probe", bake_s=20), "canary killed mid-bake")
+    canary_setup(resume_after_crash=resume)
+    canary = plan("http_probe", bake_s=20)
+    run_id = ship(flow_stack, canary, "canary killed mid-bake")
     change = change_of(flow_stack, run_id)
     wait_until(lambda: 1 in flow_stack.services.canary.decisions(change.key), 90, "step 1 decided")
+    wait_until(lambda: len(flow_stack.services.canary.measurements(change.key, step=2)) >= 4, 30,
+               "two intervals of the 50 % bake stored")
     assert wait_for_split(lab, {"v1", "v2"}).get("v2", 0) > 0, "the canary step should be live"
-    kill_run(run_id)
-    wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
-    # The sweep through its own deployment: a fresh process reads this test's canary.yaml (benchmarks/
-    # crash_recovery.py measures how fast).
-    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
-    assert set(wait_for_split(lab, {"v1"})) == {"v1"}, "traffic is back on stable"
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    with WeightHistory(lab.include_file) as weights:
+        killed_at = time.monotonic()
+        kill_run(run_id)
+        stored_before = len(flow_stack.services.canary.measurements(change.key, step=2))
+        wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
+        # The sweep through its own deployment: a fresh process reads this test's canary.yaml (benchmarks/
+        # crash_recovery.py measures how fast).
+        assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+        assert weights.first_at(0, after=killed_at) is not None, "traffic never went back to stable"
+        assert final_run_state(run_id, timeout_s=180).is_completed()
     done = flow_stack.services.changes.view(change.key)
-    assert (done.state, done.outcome) == ("review_pending", "rolled_back")
     actions = [e.action for e in done.events]
     assert actions.count("run_crashed") == 1 and actions.count("canary_aborted") == 1
-    rolled = next(e for e in done.events if e.to_state == "rolled_back")
-    assert "its run died during the rollout" in rolled.data["reason"]
+    if not resume:
+        assert (done.state, done.outcome) == ("review_pending", "rolled_back")
+        rolled = next(e for e in done.events if e.to_state == "rolled_back")
+        assert "its run died during the rollout" in rolled.data["reason"]
+        assert weights.weights_after(killed_at) == [0]
+        return
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    (resumed,) = [e for e in done.events if e.action == "canary_resumed"]
+    assert resumed.data["step"] == 2 and resumed.data["stored_measurements"] == stored_before
+    # Back to stable, then the resumed step's weight, then the promotion.
+    assert weights.weights_after(killed_at) == [0, 50, 100]
+    decisions = flow_stack.services.canary.decisions(change.key)
+    assert [decisions[i]["action"] for i in (1, 2, 3)] == ["continue", "continue", "promote"]
+    assert actions.count("canary_decision") == 3
+    # One bake of step 2, no longer than planned: the stored intervals counted, only the rest were measured.
+    rows = [r for r in flow_stack.services.canary.measurements(change.key, step=2) if r.metric == "error_rate"]
+    assert len({r.bake for r in rows}) == 1
+    assert len(rows) == round(20 / canary["interval_s"])

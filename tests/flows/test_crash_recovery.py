@@ -4,8 +4,6 @@ restarts the run, and the restarted run never repeats a side effect blindly (iss
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -15,51 +13,9 @@ from models import verify_chain
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_flows import final_run_state, submit, wait_paused
 from tests.helpers import standard_request
+from tests.processes import kill_run
 
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
-
-
-def processes_of_run(run_id: str) -> list[int]:
-    """The flow-run process (its environment names the run) and everything it started."""
-    roots = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (entry / "environ").read_bytes():
-                roots.append(int(entry.name))
-        except OSError:
-            continue
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.append(pid)
-            todo += children.get(pid, [])
-    return found
-
-
-def kill_run(run_id: str) -> int:
-    """kill -9 of the run's processes as one: each is stopped (SIGSTOP) before any is killed. Killed one by one,
-    a child could die first and its parent, the flow, record the child's failure before its own kill arrived
-    (seen on a loaded machine: the rollback's command died, the flow recorded a rollback, then died)."""
-    pids = processes_of_run(run_id)
-    assert pids, "no process runs this flow run"
-    for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-    return len(pids)
 
 
 def wait_until(predicate, timeout_s: float, what: str):

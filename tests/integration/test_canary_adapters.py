@@ -227,3 +227,54 @@ def test_probe_through_the_router_sees_the_mix_users_see(lab):
         router_for(NginxRouter(**lab.nginx_router()), service="shop").set_weight(0)
     assert values["direct"] == 1.0
     assert 0.3 <= values["routed"] <= 0.7  # half of the traffic reaches the failing canary
+
+
+# ---- a bake resumed after its run died (issue 16) ---------------------------------------------------------------
+
+def _resume(lab, *, stored_error_rates: list[float], canary_error_rate: float):
+    """Bake a 4-interval step that stored `stored_error_rates` (one interval each) before its run died."""
+    from datetime import timedelta
+
+    from flows._canary_bake import Analyzer, bake_step
+    from models import CanaryTarget, utcnow
+
+    lab.canary.set(error_rate=canary_error_rate, latency_ms=10)
+    target = CanaryTarget.model_validate({"router": {"kind": "command", "command": ["true"]},
+                                          "canary_url": f"{lab.canary.url}/"})
+    plan = CanaryPlan.model_validate({"canary_version": "v2", "interval_s": 0.5, "probe_requests": 20,
+                                      "steps": [{"weight": 50, "bake_s": 2}, {"weight": 100, "bake_s": 2}]})
+    rules = {m.name: m.rule() for m in plan.metrics}
+    before = utcnow() - timedelta(seconds=30)
+    stored = [{"step": 1, "weight": 50, "bake": "b1", "metric": name, "version": "canary",
+               "value": error_rate if name == "error_rate" else 12.0, "error": None,
+               "threshold": rules[name].threshold, "operator": rules[name].operator,
+               "taken_at": before + timedelta(seconds=i)}
+              for i, error_rate in enumerate(stored_error_rates) for name in rules]
+    recorded: list[list[dict]] = []
+    analyzer = Analyzer(plan, target, service="shop", prometheus_url=None)
+    started = time.monotonic()
+    try:
+        result = bake_step(plan, plan.steps[0], index=1, router=router_for(target.router, service="shop"),
+                           analyzer=analyzer, bake="b1", stored=stored, on_measured=recorded.append)
+    finally:
+        analyzer.close()
+        lab.canary.set(error_rate=0)
+    return result, recorded, time.monotonic() - started
+
+
+def test_a_resumed_bake_measures_only_the_intervals_left_and_decides_on_all(lab):
+    result, recorded, took_s = _resume(lab, stored_error_rates=[0.0, 0.0, 0.0], canary_error_rate=0.0)
+    assert result.action == "continue", result.reasons
+    assert len(recorded) == 1, "three of the four intervals were stored: one is left"
+    assert len(result.rows) == 4 * 2  # the decision counts the stored rows and the new ones (2 metrics)
+    print(f"resumed bake took {took_s:.2f} s (one interval: 0.5 s)")
+
+
+def test_a_resumed_bake_keeps_the_failures_it_stored(lab):
+    """A crash does not give a failing canary a fresh failure budget: one failure stored before the crash and one
+    after reach the limit of 2, and the weight goes to 0 on the first new interval."""
+    result, recorded, _ = _resume(lab, stored_error_rates=[0.6], canary_error_rate=1.0)
+    assert result.action == "rollback"
+    assert "error_rate: 2 measurements > 0.05" in "; ".join(result.reasons)
+    assert len(recorded) == 1
+    assert [a.get("weight") for a in result.router] == [50, 0]

@@ -16,7 +16,7 @@ from cli.dev import free_port
 from models import DEFAULTS_DIR, Services, Database, Directory, Org, Settings, load_org, verify_chain
 from models import events_for
 from notifications import Notifier, TemplateRenderer
-from notifications import SIGNATURE_HEADER, verify_signature
+from notifications import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
 from tests.helpers import SECRET, emergency_request, major_request, standard_request
 from tests.receivers import SmtpSink, start_http_receiver
 
@@ -128,6 +128,9 @@ def test_server_errors_are_retried_and_delivered_once(tmp_path, receiver):
     assert [r.status for r in receiver.requests] == [500, 500, 200]
     (row,) = notifier.outbox.list()
     assert row.state == "sent" and row.attempts == 3 and len(receiver.delivered()) == 1
+    # Every attempt carries the same delivery id (in the signed body too): a receiver drops a repeat by it.
+    assert {r.headers[DELIVERY_HEADER] for r in receiver.requests} == {row.idempotency_key}
+    assert json.loads(receiver.requests[-1].body)["delivery"] == row.idempotency_key
 
 
 def test_429_waits_for_retry_after(tmp_path, receiver):

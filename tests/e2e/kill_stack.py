@@ -1,0 +1,148 @@
+"""Issue 16: the stack's own processes killed under running work, in the layout `changeflow up` runs (Prefect
+server, work pool, process worker, the sweep on its schedule). One stack per test module; the kill helpers and
+the checks every kill test ends with."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
+from models import Database, Services, Settings, load_org, record_problems, utcnow, verify_chain
+from tests.flow_stack import prepare_home, wait_for_change
+from tests.helpers import SECRET, standard_request
+from tests.receivers import start_health_server
+
+
+@dataclass
+class KillStack:
+    stack: Stack
+    port: int
+    root: Path
+    home: Path
+    services: Services
+    worker: subprocess.Popen
+    health: object = None
+    logs: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logs = self.root / "logs"
+
+    def submit(self, request: dict) -> str:
+        """As the run form does: create a run of the submit deployment over HTTP."""
+        return self.run_deployment("change-request/submit", {"request": request})
+
+    def run_deployment(self, name: str, parameters: dict | None = None) -> str:
+        deployment = httpx.get(f"{self.stack.api_url}/deployments/name/{name}", timeout=10).json()
+        created = httpx.post(f"{self.stack.api_url}/deployments/{deployment['id']}/create_flow_run",
+                             json={"parameters": parameters or {}}, timeout=30)
+        assert created.status_code == 201, created.text
+        return created.json()["id"]
+
+    def run_state(self, run_id: str) -> str:
+        run = httpx.get(f"{self.stack.api_url}/flow_runs/{run_id}", timeout=10).json()
+        return (run.get("state") or {}).get("type", "")
+
+    def wait_for(self, run_or_key: str, predicate, timeout_s: float, what: str):
+        return wait_for_change(self.services, run_or_key, predicate, timeout_s, what)
+
+    def lines(self, name: str) -> list[str]:
+        """What the test templates' commands wrote (`steps-SERVICE.log`, `checks-CHECKLIST.log`) in CHANGEFLOW_HOME."""
+        log = self.home / f"{name}.log"
+        return log.read_text().split() if log.exists() else []
+
+    def forget(self, name: str) -> None:
+        """Start a log afresh: tests of one module share a checklist's log (`checks-slow-post`)."""
+        (self.home / f"{name}.log").unlink(missing_ok=True)
+
+    def changeflow(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "changeflow"), *args], env=self.stack.env,
+                              capture_output=True, text=True, timeout=120)
+
+    def approve(self, key: str, *people: str) -> None:
+        for person in people:
+            code = self.services.approvals.approval_code_for(key, person)
+            approved = self.changeflow("approve", key, "--as", person, "--code", code)
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+
+    # ---- the kills ----------------------------------------------------------------------------------------
+    def kill_the_worker_alone(self) -> None:
+        os.kill(self.worker.pid, signal.SIGKILL)  # the worker only, not its process group
+        self.worker.wait(timeout=10)
+        self.worker = start_worker(self.stack, self.logs)  # what a supervisor does
+
+    def kill_and_restart_the_server(self, down_s: float = 3) -> None:
+        server = next(p for p in self.stack.processes if "cli.dev._prefect_server" in " ".join(map(str, p.args)))
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        self.stack.processes.remove(server)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{self.stack.api_url}/health", timeout=2)
+        time.sleep(down_s)
+        start_server(self.stack, self.port, self.logs)  # same port, same database
+
+    # ---- what every kill test ends with -------------------------------------------------------------------
+    def wait_listed_as_pending(self, key: str, reason: str, timeout_s: float = 240) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listed = self.changeflow("pending", "--json")
+            row = next((r for r in json.loads(listed.stdout or "[]") if r["key"] == key), None)
+            if row and reason in row["waiting_for"]:
+                return row
+            assert time.monotonic() < deadline, f"never listed as waiting for a person: {listed.stdout[-500:]}"
+            time.sleep(2)
+
+    def assert_the_record_holds(self) -> None:
+        with self.services.db.read() as session:
+            assert verify_chain(session).ok
+            assert record_problems(session) == []
+
+
+@contextmanager
+def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | None = None,
+                       env: dict[str, str] | None = None) -> Iterator[KillStack]:
+    """A module's stack: `services` join the directory (the run form is narrowed to it, as under `up`),
+    `people` update entries of its people (their channels), `env` adds CHANGEFLOW_ settings."""
+    health = start_health_server()
+    home = root / "changeflow"
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    changeflow_env = prepare_home(home, health.url)
+    directory = yaml.safe_load((home / "config" / "directory.yaml").read_text())
+    directory["services"].update({service: {"owners": ["alice"]} for service in services})
+    for person, changes in (people or {}).items():
+        directory["people"][person].update(changes)
+    (home / "config" / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
+    stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
+        **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"), **(env or {})}))
+    try:
+        start_server(stack, port, root / "logs")
+        create_pool_and_deploy(stack)
+        worker = start_worker(stack, root / "logs")
+        settings = Settings(home=home, secret=SECRET.decode())
+        services_ = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
+        now = utcnow()  # changes without a date start in the next window: the module runs inside an ad hoc one
+        services_.scheduling.add_window(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
+                                        title="Release window for the kill tests", actor="alice")
+        yield KillStack(stack, port, root, home, services_, worker, health)
+    finally:
+        stack.stop()
+        health.stop()
+
+
+def slow_step(service: str, **extra) -> dict:
+    return standard_request(**{"title": f"kill test: {service}", "service": service, "template": "slow-step",
+                               "implementation_plan": "", "rollback_plan": "", **extra})

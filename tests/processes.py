@@ -1,0 +1,50 @@
+"""The processes of a Prefect flow run, found in /proc, and kill -9 of them as one (fault-injection tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """The flow-run process (its environment names the run) and everything it started."""
+    roots = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (entry / "environ").read_bytes():
+                roots.append(int(entry.name))
+        except OSError:
+            continue
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.append(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def kill_run(run_id: str) -> int:
+    """kill -9 of the run's processes as one: each is stopped (SIGSTOP) before any is killed. Killed one by one,
+    a child could die first and its parent, the flow, record the child's failure before its own kill arrived
+    (seen on a loaded machine: the rollback's command died, the flow recorded a rollback, then died)."""
+    pids = processes_of_run(run_id)
+    assert pids, "no process runs this flow run"
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    return len(pids)
