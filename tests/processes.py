@@ -1,10 +1,36 @@
-"""The processes of a Prefect flow run, found in /proc, and kill -9 of them as one (fault-injection tests)."""
+"""Processes found in /proc (a Prefect flow run's, a process's descendants), and kill -9 of a group of them as
+one (fault-injection tests)."""
 
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def with_descendants(roots: list[int]) -> list[int]:
+    """`roots` and every process they started, and those started, ..."""
+    children = _children()
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.append(pid)
+            todo += children.get(pid, [])
+    return found
 
 
 def processes_of_run(run_id: str) -> list[int]:
@@ -18,29 +44,13 @@ def processes_of_run(run_id: str) -> list[int]:
                 roots.append(int(entry.name))
         except OSError:
             continue
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.append(pid)
-            todo += children.get(pid, [])
-    return found
+    return with_descendants(roots)
 
 
-def kill_run(run_id: str) -> int:
-    """kill -9 of the run's processes as one: each is stopped (SIGSTOP) before any is killed. Killed one by one,
-    a child could die first and its parent, the flow, record the child's failure before its own kill arrived
-    (seen on a loaded machine: the rollback's command died, the flow recorded a rollback, then died)."""
-    pids = processes_of_run(run_id)
-    assert pids, "no process runs this flow run"
+def kill_as_one(pids: list[int]) -> int:
+    """kill -9 of `pids` as one: each is stopped (SIGSTOP) before any is killed. Killed one by one, a child could
+    die first and its parent, the flow, record the child's failure before its own kill arrived (seen on a loaded
+    machine: the rollback's command died, the flow recorded a rollback, then died)."""
     for sig in (signal.SIGSTOP, signal.SIGKILL):
         for pid in pids:
             try:
@@ -48,3 +58,10 @@ def kill_run(run_id: str) -> int:
             except ProcessLookupError:
                 pass
     return len(pids)
+
+
+def kill_run(run_id: str) -> int:
+    """kill -9 of the run's processes as one."""
+    pids = processes_of_run(run_id)
+    assert pids, "no process runs this flow run"
+    return kill_as_one(pids)

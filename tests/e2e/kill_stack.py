@@ -24,6 +24,7 @@ from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, pref
 from models import Database, Services, Settings, load_org, record_problems, utcnow, verify_chain
 from tests.flow_stack import prepare_home, wait_for_change
 from tests.helpers import SECRET, standard_request
+from tests.processes import kill_as_one, with_descendants
 from tests.receivers import start_health_server
 
 
@@ -83,6 +84,14 @@ class KillStack:
         os.kill(self.worker.pid, signal.SIGKILL)  # the worker only, not its process group
         self.worker.wait(timeout=10)
         self.worker = start_worker(self.stack, self.logs)  # what a supervisor does
+
+    def kill_the_worker_and_its_runs(self) -> int:
+        """kill -9 of the worker and every process it started, as one (a machine's or a container's death): no
+        process is left to tell Prefect, only the missing heartbeats do."""
+        killed = kill_as_one(with_descendants([self.worker.pid]))
+        self.worker.wait(timeout=10)
+        self.worker = start_worker(self.stack, self.logs)
+        return killed
 
     def kill_and_restart_the_server(self, down_s: float = 3) -> None:
         server = next(p for p in self.stack.processes if "cli.dev._prefect_server" in " ".join(map(str, p.args)))

@@ -16,7 +16,7 @@ from tests.e2e.kill_stack import KillStack, running_kill_stack, slow_step
 pytestmark = pytest.mark.slow
 
 SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post",
-            "kill-worker-gate", "kill-server-pre", "kill-worker-post")
+            "kill-worker-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,35 @@ def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(
     done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 180, "the change to close")
     assert done.outcome == "succeeded"
     assert kill_stack.lines("steps-kill-worker") == ["started"], "the step ran again"
+    assert kill_stack.services.recovery.crashes(change.key) == 1
+    kill_stack.assert_the_record_holds()
+
+
+def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartbeats(kill_stack):
+    """The worker and its flow-run processes killed as one (a machine's death): nothing is left to tell Prefect,
+    so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat for 90 s and marks
+    it Crashed; the sweep then records the crash and puts the interrupted step to a person."""
+    run_id = kill_stack.submit(slow_step("kill-worker-tree"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
+    kill_stack.wait_for(change.key, lambda c: kill_stack.lines("steps-kill-worker-tree"), 60, "the step to start")
+    killed_at = time.monotonic()
+    assert kill_stack.kill_the_worker_and_its_runs() >= 3  # the worker, the flow run, the step's shell
+    assert kill_stack.run_state(run_id) == "RUNNING", "nothing was left to report the death"
+    deadline = time.monotonic() + 240
+    while kill_stack.run_state(run_id) == "RUNNING":
+        assert time.monotonic() < deadline, "the zombie automation never marked the silent run Crashed"
+        time.sleep(1)
+    print(f"the silent run was marked {kill_stack.run_state(run_id)} {time.monotonic() - killed_at:.0f} s after "
+          "the kill (heartbeats every 30 s, Crashed after 90 s without one)")
+    row = kill_stack.wait_listed_as_pending(change.key, "step 1 was interrupted by a crash", timeout_s=180)
+    assert "grace" in row["waiting_on"]
+    code = kill_stack.services.approvals.approval_code_for(change.key, "grace")
+    answered = kill_stack.changeflow("work", change.key, "implemented", "--step", "1", "--as", "grace", "--code",
+                                     code, "--note", "the step had gone through before the host died")
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 180, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.lines("steps-kill-worker-tree") == ["started"], "the step ran again"
     assert kill_stack.services.recovery.crashes(change.key) == 1
     kill_stack.assert_the_record_holds()
 
