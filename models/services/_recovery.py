@@ -86,10 +86,7 @@ class RecoveryService:
 
     def rollback_interrupted(self, key: str) -> bool:
         """The rollback commands started and the change never reached rolled_back."""
-        events = self._events(key)
-        started = any(e.action == AuditAction.rollback_started.value for e in events)
-        return started and not any(e.action == AuditAction.transition.value and e.to_state == "rolled_back"
-                                   for e in events)
+        return _rollback_unfinished(self._events(key))
 
     def interrupted_steps(self, key: str) -> list[int]:
         """Steps that started and never finished: their outcome is unknown."""
@@ -116,6 +113,9 @@ class RecoveryService:
         reasons += [f"{phase}-check {item} was interrupted by a crash: did it pass? (`changeflow confirm {key} "
                     f"{item} --as ... --code ...` or the run's checklist form)"
                     for phase, _step, item in self._checks_put_to_a_person(key, events)]
+        if self._rollback_put_to_a_person(key, events):
+            reasons.append(f"the rollback was interrupted by a crash: was it undone? (`changeflow work {key} "
+                           "rolled_back --as ... --code ...` or the run's Resume form)")
         crashes = sum(1 for e in events if e.action == AuditAction.run_crashed.value)
         if crashes > MAX_AUTOMATIC_RESTARTS:
             reasons.append(f"its run died {crashes} times: check the service, then press Retry on the run")
@@ -131,6 +131,16 @@ class RecoveryService:
         rerun = {(phase, item.id) for phase in PHASES if checklist
                  for item in checklist.items(phase) if item.idempotent}
         return sorted(c for c in unfinished if (c[0], c[2]) not in rerun)
+
+    def _rollback_put_to_a_person(self, key: str, events: list) -> bool:
+        """An interrupted rollback nobody has answered for, of a template that may not run it again."""
+        if not _rollback_unfinished(events) or any(
+                e.action == AuditAction.work_confirmed.value and decode_data(e).get("stage") == "rolled_back"
+                for e in events):
+            return False
+        with self._uow.read() as session:
+            template = self._uow.org.template_of(self._uow.load(session, key))
+        return not (template and template.idempotent)
 
     def crashes(self, key: str) -> int:
         return sum(1 for e in self._events(key) if e.action == AuditAction.run_crashed.value)
@@ -164,3 +174,9 @@ def _interrupted(events: list) -> list[int]:
     started = {decode_data(e)["step"] for e in events if e.action == AuditAction.step_started.value}
     finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
     return sorted(started - finished)
+
+
+def _rollback_unfinished(events: list) -> bool:
+    started = any(e.action == AuditAction.rollback_started.value for e in events)
+    return started and not any(e.action == AuditAction.transition.value and e.to_state == "rolled_back"
+                               for e in events)

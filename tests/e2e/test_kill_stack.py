@@ -16,7 +16,8 @@ from tests.e2e.kill_stack import KillStack, running_kill_stack, slow_step
 pytestmark = pytest.mark.slow
 
 SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post",
-            "kill-worker-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree")
+            "kill-worker-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree", "kill-worker-rollback",
+            "kill-server-rollback")
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,28 @@ def test_the_worker_killed_alone_mid_post_check_is_found_and_the_check_put_to_a_
     actions = [e.action for e in kill_stack.services.changes.view(change.key).events]
     assert actions.count("implementation_step") == 2, "a finished step ran again"
     assert actions.count("run_crashed") == 1
+    kill_stack.assert_the_record_holds()
+
+
+@pytest.mark.parametrize("killed", ["worker", "server"])
+def test_the_worker_or_the_server_killed_mid_rollback_costs_nothing(kill_stack, killed):
+    """The step fails and its rollback command starts. The run outlives both: the worker killed alone (the run
+    dies at its next line of output, after the rollback is recorded) and a server down for a few seconds. The
+    rollback finishes once, by itself. (Killed with the run, it is put to a person: tests/flows/
+    test_crash_recovery.py::test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again.)"""
+    service = f"kill-{killed}-rollback"
+    run_id = kill_stack.submit(slow_step(service, template="slow-rollback"))
+    kill_stack.wait_for(run_id, lambda c: kill_stack.lines(f"rollbacks-{service}"), 120, "the rollback to start")
+    change = kill_stack.services.changes.find_by_flow_run(run_id)
+    if killed == "worker":
+        kill_stack.kill_the_worker_alone()
+    else:
+        kill_stack.kill_and_restart_the_server()
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "review_pending", 240, "the rollback's review")
+    assert done.outcome == "rolled_back"
+    assert kill_stack.lines(f"rollbacks-{service}") == ["started"], "the rollback ran again"
+    actions = [e.action for e in kill_stack.services.changes.view(change.key).events]
+    assert actions.count("rollback_started") == 1 and "rollback_retried" not in actions
     kill_stack.assert_the_record_holds()
 
 

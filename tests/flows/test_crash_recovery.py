@@ -224,6 +224,8 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     # The failed step is not run again (its failure was recorded); the interrupted rollback is put to a person.
     assert wait_paused(run_id, "work-rolled-back-") == "work-rolled-back-1"
     change = flow_stack.services.changes.find_by_flow_run(run_id)
+    assert any("the rollback was interrupted by a crash" in reason
+               for reason in flow_stack.services.recovery.needs_a_person(change.key))
     resume_like_the_ui(run_id, {"person": "grace", "note": "checked: the undo had completed",
                                 "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace")})
     assert final_run_state(run_id, timeout_s=120).is_completed()
