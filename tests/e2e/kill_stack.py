@@ -73,11 +73,15 @@ class KillStack:
         return subprocess.run([str(Path(sys.executable).parent / "changeflow"), *args], env=self.stack.env,
                               capture_output=True, text=True, timeout=120)
 
+    def answer_as(self, person: str, command: str, key: str, *args: str) -> None:
+        """`changeflow COMMAND KEY ARGS --as PERSON --code CODE`, with the person's own code; it must succeed."""
+        code = self.services.approvals.approval_code_for(key, person)
+        answered = self.changeflow(command, key, *args, "--as", person, "--code", code)
+        assert answered.returncode == 0, answered.stdout + answered.stderr
+
     def approve(self, key: str, *people: str) -> None:
         for person in people:
-            code = self.services.approvals.approval_code_for(key, person)
-            approved = self.changeflow("approve", key, "--as", person, "--code", code)
-            assert approved.returncode == 0, approved.stdout + approved.stderr
+            self.answer_as(person, "approve", key)
 
     # ---- the kills ----------------------------------------------------------------------------------------
     def kill_the_worker_alone(self) -> None:
