@@ -16,7 +16,7 @@ from ._outbox import Outbox, enqueue, idempotency_key
 from ._templates import Rendered, TemplateRenderer
 
 __all__ = [
-    "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound", "Outbox",
-    "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "idempotency_key", "run_url",
+    "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound",
+    "Outbox", "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "idempotency_key", "run_url",
     "verify_signature",
 ]

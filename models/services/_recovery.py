@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain import PHASES, AuditAction
+from ..domain import PHASES, AuditAction, WorkStage
 from sqlalchemy import select
 
 from ..storage import ChecklistResult, decode_data, events_for
@@ -134,9 +134,9 @@ class RecoveryService:
 
     def _rollback_put_to_a_person(self, key: str, events: list) -> bool:
         """An interrupted rollback nobody has answered for, of a template that may not run it again."""
-        if not _rollback_unfinished(events) or any(
-                e.action == AuditAction.work_confirmed.value and decode_data(e).get("stage") == "rolled_back"
-                for e in events):
+        answered = any(e.action == AuditAction.work_confirmed.value
+                       and decode_data(e).get("stage") == WorkStage.rolled_back.value for e in events)
+        if answered or not _rollback_unfinished(events):
             return False
         with self._uow.read() as session:
             template = self._uow.org.template_of(self._uow.load(session, key))

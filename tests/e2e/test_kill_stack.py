@@ -29,8 +29,9 @@ def kill_stack(tmp_path_factory):
 
 def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(kill_stack):
     """Killing the worker takes its flow-run process down too (at its next line of output the pipe is broken:
-    "aborted by Python system exit call"), so Prefect marks the run Crashed. The sweep on its schedule records the crash and restarts the
-    run; the interrupted step is not run again blindly: `changeflow pending` names it, its implementer answers."""
+    "aborted by Python system exit call"), so Prefect marks the run Crashed. The sweep on its schedule records
+    the crash and restarts the run; the interrupted step is not run again blindly: `changeflow pending` names
+    it, its implementer answers."""
     run_id = kill_stack.submit(slow_step("kill-worker"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
     kill_stack.wait_for(change.key, lambda c: kill_stack.lines("steps-kill-worker"), 60, "the step to start")
