@@ -33,7 +33,8 @@ def main() -> None:
     os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(root / "prefect"),
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     from tests.flow_stack import start_flow_stack
-    from tests.flows.test_crash_recovery import run_state_name, steps_run, wait_until
+    from tests.flows.test_crash_recovery import run_state_name, steps_run
+    from tests.helpers import wait_until
     from tests.processes import kill_run
     from tests.flows.test_flows import act, awaiting, submit
     from tests.helpers import SECRET, standard_request

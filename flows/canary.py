@@ -124,13 +124,14 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
     decided = rt.services.canary.decisions(key)
     # Steps are decided in order, so the decided ones are the first few.
     first_open = 1 + sum(1 for i in range(1, len(plan.steps) + 1) if decided.get(i, {}).get("action") in DONE)
+    # Only the first open step can have a bake a previous run died in (steps are baked in order).
+    open_bake = rt.services.canary.unfinished_bake(key, first_open)
     abort = rt.services.recovery.canary_abort_to_take_up(key)
     if abort is not None:
         # Its previous run died mid-rollout and the sweep sent the traffic back to stable.
         if not rt.services.org.canary_config.resume_after_crash:
             return "rolled_back", abort.reason, []
-        resumed_bake = rt.services.canary.unfinished_bake(key, first_open)
-        stored = sum(1 for row in rt.services.canary.measurements(key, step=first_open) if row.bake == resumed_bake)
+        stored = sum(1 for row in rt.services.canary.measurements(key, step=first_open) if row.bake == open_bake)
         rt.services.recovery.resume_canary(key, abort, step=first_open, stored_measurements=stored)
     progress = create_progress_artifact(progress=plan.progress_percent(first_open),
                                         key=f"{key.lower()}-canary-progress",
@@ -154,7 +155,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             result_action, reasons, failing = "pause", previous["reasons"], []
             bake = previous["bake"]
         else:
-            bake = rt.services.canary.unfinished_bake(key, index) or uuid.uuid4().hex[:12]
+            bake = (open_bake if index == first_open else None) or uuid.uuid4().hex[:12]
             result = run_step(key, index, bake, progress_id)
             result_action, reasons, failing = result.action, result.reasons, result.failing
         if result_action == "router_failed":

@@ -1,6 +1,7 @@
-"""The canary weights changeflow gives nginx, as they change: read from the canary lab's upstream include file
-(`# written by changeflow: N% to the canary`) every 50 ms on a thread. A test asserts when the traffic went back
-to stable even where a resumed run sends it to the canary again seconds later."""
+"""What the canary lab shows of a rollout: the traffic split users see through nginx, and the weights changeflow
+gave nginx as they changed (read from the lab's upstream include file, `# written by changeflow: N% to the
+canary`, every 50 ms on a thread), so a test asserts when the traffic went back to stable even where a resumed
+run sends it to the canary again seconds later."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import time
 from pathlib import Path
 
 _HEADER = re.compile(r"written by changeflow: (\d+)% to the canary")
+
+
+def wait_for_split(lab, expected: set[str], timeout_s: float = 10) -> dict[str, int]:
+    """The versions that answered 30 requests through nginx, once they are `expected` (or the last try)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        split = lab.traffic_split(30)
+        if set(split) == expected or time.monotonic() > deadline:
+            return split
+        time.sleep(0.2)
 
 
 class WeightHistory:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from models import DEFAULTS_DIR, ChangeTypeRules, Services, change_type, load_org
 
 SECRET = b"test-secret"
@@ -49,3 +51,14 @@ def major_request(**overrides) -> dict:
 def approve(services: Services, key: str, approver: str, **kwargs):
     return services.approvals.decide(key, approver=approver, decision="approve",
                                      code=services.approvals.approval_code_for(key, approver), **kwargs)
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    """The first truthy value of `predicate()`, polled every 0.3 s; AssertionError naming `what` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -44,8 +44,9 @@ class CanaryService:
         """The bake of `step` that stored measurements and decided nothing (its run died mid-bake): the restarted
         run resumes it rather than starting the step over."""
         with self._uow.read() as session:
-            decided = {decode_data(e).get("bake") for e in events_for(session, key.upper())
-                       if e.action == AuditAction.canary_decision.value and decode_data(e).get("step") == step}
+            decisions = [decode_data(e) for e in events_for(session, key.upper())
+                         if e.action == AuditAction.canary_decision.value]
+        decided = {d.get("bake") for d in decisions if d.get("step") == step}
         bakes = [row.bake for row in self.measurements(key, step=step) if row.bake not in decided]
         return bakes[-1] if bakes else None
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.e2e.kill_stack import KillStack, running_kill_stack, slow_step
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,10 +58,8 @@ def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartb
     killed_at = time.monotonic()
     assert kill_stack.kill_the_worker_and_its_runs() >= 3  # the worker, the flow run, the step's shell
     assert kill_stack.run_state(run_id) == "RUNNING", "nothing was left to report the death"
-    deadline = time.monotonic() + 240
-    while kill_stack.run_state(run_id) == "RUNNING":
-        assert time.monotonic() < deadline, "the zombie automation never marked the silent run Crashed"
-        time.sleep(1)
+    wait_until(lambda: kill_stack.run_state(run_id) != "RUNNING", 240,
+               "the zombie automation to mark the silent run Crashed")
     print(f"the silent run was marked {kill_stack.run_state(run_id)} {time.monotonic() - killed_at:.0f} s after "
           "the kill (heartbeats every 30 s, Crashed after 90 s without one)")
     row = kill_stack.wait_listed_as_pending(change.key, "step 1 was interrupted by a crash", timeout_s=180)
@@ -141,10 +140,7 @@ def test_the_server_or_the_worker_killed_while_a_change_waits_at_its_gate(kill_s
     change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
     # The change is awaiting approval a moment before its run has told its people and suspended: killed in
     # between, the run would die (a crash, and a different case).
-    deadline = time.monotonic() + 60
-    while kill_stack.run_state(run_id) != "PAUSED":
-        assert time.monotonic() < deadline, f"the run never suspended: {kill_stack.run_state(run_id)}"
-        time.sleep(0.2)
+    wait_until(lambda: kill_stack.run_state(run_id) == "PAUSED", 60, "the run to suspend at its gate")
     if killed == "server":
         kill_stack.kill_and_restart_the_server()
     else:

@@ -14,9 +14,9 @@ import yaml
 from cli.dev import nginx_available
 from flows.traffic import router_for
 from models import NginxRouter
-from tests.canary_weights import WeightHistory
+from tests.canary_weights import WeightHistory, wait_for_split
 from tests.e2e.kill_stack import KillStack, running_kill_stack
-from tests.helpers import standard_request
+from tests.helpers import standard_request, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,20 +58,8 @@ def release(kill_stack: KillStack, lab, *, bake_s: float, title: str) -> str:
     change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
     kill_stack.approve(change.key, "alice", "bob")
     # Step 1 (10 %) decided: the run is in the 50 % bake.
-    deadline = time.monotonic() + 180
-    while 1 not in kill_stack.services.canary.decisions(change.key):
-        assert time.monotonic() < deadline, "step 1 was never decided"
-        time.sleep(0.1)
+    wait_until(lambda: 1 in kill_stack.services.canary.decisions(change.key), 180, "step 1 to be decided")
     return change.key
-
-
-def wait_for_split(lab, expected: set[str], timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        split = lab.traffic_split(30)
-        if set(split) == expected or time.monotonic() > deadline:
-            return split
-        time.sleep(0.5)
 
 
 def test_the_worker_killed_alone_mid_bake_sends_traffic_back_to_stable_within_the_bound(kill_stack, canary_lab):

@@ -19,7 +19,7 @@ from sqlmodel import select
 from models import Notification, utcnow
 from notifications import DELIVERY_HEADER
 from tests.e2e.kill_stack import KillStack, running_kill_stack
-from tests.helpers import standard_request
+from tests.helpers import standard_request, wait_until
 from tests.processes import kill_run
 from tests.receivers import start_http_receiver
 
@@ -53,14 +53,6 @@ def bobs_request(kill_stack: KillStack, key: str) -> Notification:
                                                           Notification.recipient == "bob")).scalars().one()
 
 
-def wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return value
-
-
 def sweep_runs(kill_stack: KillStack, state: str) -> list[dict]:
     deployment = httpx.get(f"{kill_stack.stack.api_url}/deployments/name/{SWEEP}", timeout=10).json()
     found = httpx.post(f"{kill_stack.stack.api_url}/flow_runs/filter", timeout=10, json={"flow_runs": {
@@ -75,9 +67,9 @@ def a_sweep_holds_bobs_request(kill_stack: KillStack, receiver, title: str) -> s
     run_id = kill_stack.submit(standard_request(title=title, service=title.split()[-1],
                                                 template="scripted-standard", implementation_plan="the script"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
-    wait(lambda: receiver.arrivals_with(title.encode()) >= 1, 60, "the first try to Bob")
+    wait_until(lambda: receiver.arrivals_with(title.encode()) >= 1, 60, "the first try to Bob")
     kill_stack.run_deployment(SWEEP)  # not waiting for the schedule's minute
-    wait(lambda: receiver.arrivals_with(title.encode()) >= 2, 120, "a sweep to send Bob's request")
+    wait_until(lambda: receiver.arrivals_with(title.encode()) >= 2, 120, "a sweep to send Bob's request")
     assert bobs_request(kill_stack, change.key).state == "sending"
     return change.key
 
@@ -103,11 +95,11 @@ def test_a_sweep_run_killed_mid_send_leaves_the_message_to_the_next_sweep(kill_s
     for run in sweep_runs(kill_stack, "RUNNING"):
         kill_run(run["id"])
     receiver.release()  # the killed sweep's request is answered to nobody
-    wait(lambda: len(sweep_runs(kill_stack, "CRASHED")) > crashed_before, 60, "the killed sweep run to be Crashed")
+    wait_until(lambda: len(sweep_runs(kill_stack, "CRASHED")) > crashed_before, 60, "the killed sweep run to be Crashed")
     assert bobs_request(kill_stack, key).state == "sending", "nobody may send it while its lease holds"
-    wait(lambda: utcnow() > leased_until, LEASE_S + 5, "the lease to run out")
+    wait_until(lambda: utcnow() > leased_until, LEASE_S + 5, "the lease to run out")
     kill_stack.run_deployment(SWEEP)
-    sent = wait(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 120, "the message to be sent")
+    sent = wait_until(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 120, "the message to be sent")
     # Tries: the 503, the killed sweep's (never recorded), the next sweep's; the repeat carries the same id.
     assert sent.attempts == 2
     to_bob = requests_about(receiver, title)
@@ -128,11 +120,11 @@ def test_the_worker_or_the_server_killed_under_a_sweep_mid_send_costs_nothing(ki
     else:
         kill_stack.kill_and_restart_the_server()
     receiver.release()
-    sent = wait(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 60, "the send to finish")
+    sent = wait_until(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 60, "the send to finish")
     assert sent.attempts == 2 and receiver.arrivals_with(title.encode()) == 2
     time.sleep(LEASE_S + 1)
     later = kill_stack.run_deployment(SWEEP)
-    wait(lambda: kill_stack.run_state(later) in ("COMPLETED", "FAILED", "CRASHED"), 120, "a later sweep")
+    wait_until(lambda: kill_stack.run_state(later) in ("COMPLETED", "FAILED", "CRASHED"), 120, "a later sweep")
     assert kill_stack.run_state(later) == "COMPLETED"
     assert receiver.arrivals_with(title.encode()) == 2, "a message recorded as sent was sent again"
     assert bobs_request(kill_stack, key).attempts == 2

@@ -17,6 +17,7 @@ from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_availab
 from flows import resume_with_input
 from flows.traffic import router_for
 from models import NginxRouter as NginxConfig, utcnow
+from tests.canary_weights import WeightHistory, wait_for_split
 from tests.flows.test_flows import act, awaiting, final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = [
@@ -82,15 +83,6 @@ def fail_canary_at_step_two(flow_stack, lab, run_id) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("step 1 was never decided")
-
-
-def wait_for_split(lab, expected: set[str], timeout_s: float = 10) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        split = lab.traffic_split(30)
-        if set(split) == expected or time.monotonic() > deadline:
-            return split
-        time.sleep(0.2)
 
 
 def assert_promoted(flow_stack, lab, run_id):
@@ -282,8 +274,8 @@ def test_a_canary_whose_run_is_killed_mid_bake_goes_back_to_stable_then_resumes_
     """Issue 16: killed in the 50 % bake, traffic used to stay on the canary for as long as nobody acted. Now the
     sweep sends it back to stable, and the restarted run resumes the bake from the measurements it stored (the
     default, as Argo resumes mid-rollout) or rolls the change back (canary.yaml resume_after_crash: false)."""
-    from tests.canary_weights import WeightHistory
-    from tests.flows.test_crash_recovery import run_state_name, wait_until
+    from tests.flows.test_crash_recovery import run_state_name
+    from tests.helpers import wait_until
     from tests.processes import kill_run
 
     canary_setup(resume_after_crash=resume)

@@ -12,20 +12,10 @@ import pytest
 from models import verify_chain
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_flows import final_run_state, submit, wait_paused
-from tests.helpers import standard_request
+from tests.helpers import standard_request, wait_until
 from tests.processes import kill_run
 
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_state_name(run_id: str) -> str:
