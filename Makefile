@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test up up-distributed venv bench clean
+.PHONY: demo test check up up-distributed venv bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,17 @@ venv: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/changeflow demo
 
+# The whole suite, its independent tests side by side (docs/development.md: how the worker count was chosen).
+TEST_WORKERS ?= 4
 test: $(INSTALLED)
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The inner loop: mypy, then the unit, integration, CLI and endpoint tests on SQLite, without the slow trials.
+check: $(INSTALLED)
+	$(BIN)/mypy
+	CHANGEFLOW_TEST_POSTGRES_URL= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not postgres and not slow" \
+		tests/unit tests/integration tests/cli tests/endpoint
 
 up: $(INSTALLED)
 	$(BIN)/changeflow up

@@ -6,6 +6,7 @@ import typer
 
 from . import _audit, _calendar, _changes, _decisions, _notifications, _setup
 from ._endpoint import endpoint
+from ._options import checked_settings
 from ._output import exits_cleanly
 from ._stack_file import connect_to_running_stack
 from ._up import up
@@ -31,11 +32,10 @@ app.command()(exits_cleanly(endpoint))
 def _find_the_stack(ctx: typer.Context) -> None:
     """Before any command: a Prefect server started by `changeflow up` in another shell is the one to use
     (`up` and `demo` start their own)."""
+    settings = exits_cleanly(checked_settings)()  # a bad CHANGEFLOW_ variable: exit 2 naming it, for every command
     if ctx.invoked_subcommand in ("up", "demo"):
         return
-    from models import Settings
-
-    connect_to_running_stack(Settings().home)
+    connect_to_running_stack(settings.home)
 
 
 @app.command()

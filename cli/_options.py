@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from models import ChangeFilter, InputError, parse_yaml, within_range
+from models import ChangeFilter, InputError, Settings, parse_yaml, within_range
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
 
@@ -70,3 +70,15 @@ def build_filter(**fields: Any) -> ChangeFilter:
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
         raise InputError("; ".join(f"--{f.replace('_', '-')}: {m}" for f, m in problems), problems) from None
+
+
+def checked_settings() -> Settings:
+    """The settings from the environment, or a clean exit 2 naming each bad `CHANGEFLOW_` variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [("CHANGEFLOW_" + "_".join(str(p) for p in e["loc"]).upper() if e["loc"] else "settings",
+                     e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise InputError("; ".join(f"{field}: {message}" for field, message in problems), problems) from None

@@ -151,6 +151,19 @@ def cli_env(db, tmp_path, monkeypatch):
     return run
 
 
+# Stacks that tests share: the xdist worker's one Prefect server and runner (flow_stack), a module's kill stack,
+# the canary lab. `make test` runs with --dist loadgroup: the tests of a module that uses one stay together on one
+# worker, in file order; every other test goes wherever a worker is free (docs/development.md).
+SHARED_STACKS = frozenset({"flow_stack", "kill_stack", "lab"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_STACKS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 _postgres_passed = 0
 
 

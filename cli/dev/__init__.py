@@ -39,6 +39,7 @@ from ._stack import (
     start_worker,
     wait_for_deployments,
     wait_healthy,
+    zombie_automations,
 )
 
 __all__ = [
@@ -47,5 +48,5 @@ __all__ = [
     "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
     "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",
     "start_runner", "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",
-    "up_environment", "wait_for_deployments", "wait_healthy", "write_scale_config",
+    "up_environment", "wait_for_deployments", "wait_healthy", "write_scale_config", "zombie_automations",
 ]

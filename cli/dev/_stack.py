@@ -8,13 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
-from models import Settings, load_org
+from models import load_org, settings_from_env
 
 from ._run_form import narrow_run_form
 
@@ -101,10 +103,10 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
         "PREFECT_UI_API_URL": api_url,
         "CHANGEFLOW_REPO": str(REPO_ROOT),
-        # Runs send heartbeats, so the zombie automation (automations.yaml) can mark a silent run Crashed.
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     })
     env.update(extra or {})
+    # Runs send heartbeats, so the zombie automation (automations.yaml) can mark a silent run Crashed.
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings_from_env(env).heartbeat_s)
     return env
 
 
@@ -161,17 +163,47 @@ def create_pool_and_deploy(stack: Stack) -> None:
     deploy = stack.run([_bin("prefect"), "--no-prompt", "deploy", "--all"])
     if deploy.returncode != 0:
         raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
+    settings = settings_from_env(stack.env)
     if "CHANGEFLOW_HOME" in stack.env:
         # The run form's choices from the config this stack runs with (regenerated on every deploy).
-        settings = Settings(home=Path(stack.env["CHANGEFLOW_HOME"]), config_dir=stack.env.get("CHANGEFLOW_CONFIG_DIR"))
         narrow_run_form(stack.api_url, load_org(settings.config_dir), stack.env.get("PREFECT_API_AUTH_STRING"))
-    install_automations(stack)
+    set_sweep_interval(stack, settings.sweep_interval_s)
+    install_automations(stack, settings.zombie_after_s)
+
+
+SWEEP_DEPLOYMENT = "approval-escalation/every-minute"
+
+
+def set_sweep_interval(stack: Stack, interval_s: int) -> None:
+    """The sweep's schedule from CHANGEFLOW_SWEEP_INTERVAL_S (prefect.yaml names the production default, 60 s).
+    Prefect drops the runs it had already scheduled at the old interval when a schedule changes."""
+    auth_string = stack.env.get("PREFECT_API_AUTH_STRING")
+    auth = httpx.BasicAuth(*auth_string.split(":", 1)) if auth_string else None
+    with httpx.Client(base_url=stack.api_url, timeout=30, auth=auth) as api:
+        deployment = api.get(f"/deployments/name/{SWEEP_DEPLOYMENT}")
+        deployment.raise_for_status()
+        for schedule in deployment.json()["schedules"]:
+            if schedule["schedule"].get("interval") != interval_s:
+                api.patch(f"/deployments/{deployment.json()['id']}/schedules/{schedule['id']}",
+                          json={"schedule": {"interval": interval_s}}).raise_for_status()
 
 
 ZOMBIE_AUTOMATION = "changeflow-crash-zombie-runs"
 
 
-def install_automations(stack: Stack) -> None:
+def zombie_automations(zombie_after_s: int) -> str:
+    """automations.yaml with the zombie window of CHANGEFLOW_ZOMBIE_AFTER_S (the file holds the default)."""
+    automations = yaml.safe_load((REPO_ROOT / "automations.yaml").read_text())
+    for automation in automations["automations"]:
+        if automation["name"] == ZOMBIE_AUTOMATION:
+            automation["trigger"]["within"] = zombie_after_s
+            for action in automation["actions"]:
+                action["message"] = (f"No heartbeat for {zombie_after_s} s: the run's process or machine died "
+                                     "(changeflow zombie detection).")
+    return yaml.safe_dump(automations, sort_keys=False)
+
+
+def install_automations(stack: Stack, zombie_after_s: int) -> None:
     """The automations of automations.yaml (zombie-run detection), replaced on every start: a server kept
     from an earlier `changeflow up` gets the current definition, not the one it was first given."""
     listed = stack.run([_bin("prefect"), "automation", "ls"])
@@ -179,7 +211,10 @@ def install_automations(stack: Stack) -> None:
         deleted = stack.run([_bin("prefect"), "--no-prompt", "automation", "delete", ZOMBIE_AUTOMATION])
         if deleted.returncode != 0:
             raise RuntimeError(f"could not replace the automation: {deleted.stdout}{deleted.stderr}")
-    created = stack.run([_bin("prefect"), "automation", "create", "--from-file", str(REPO_ROOT / "automations.yaml")])
+    with tempfile.TemporaryDirectory() as folder:
+        rendered = Path(folder) / "automations.yaml"
+        rendered.write_text(zombie_automations(zombie_after_s))
+        created = stack.run([_bin("prefect"), "automation", "create", "--from-file", str(rendered)])
     if created.returncode != 0:
         raise RuntimeError(f"could not create the automations: {created.stdout}{created.stderr}")
 

@@ -12,7 +12,7 @@ from ._loader import (
     load_templates,
     parse_yaml,
 )
-from ._settings import Settings, normalise_database_url
+from ._settings import Settings, normalise_database_url, settings_from_env
 
 __all__ = [
     "DEFAULTS_DIR",
@@ -26,4 +26,5 @@ __all__ = [
     "load_templates",
     "normalise_database_url",
     "parse_yaml",
+    "settings_from_env",
 ]

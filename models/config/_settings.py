@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +84,27 @@ class Settings(BaseSettings):
     stuck_pending_after_s: float = Field(
         default=600.0, ge=30.0, description="A flow run still Pending this long never started (its worker died "
         "while starting it): the sweep marks it Crashed and restarts it. Lower it where runs start in seconds.")
+
+    # Crash detection (automations.yaml, flows/escalation.py): how soon a dead run is found and acted on. Tests
+    # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
+    heartbeat_s: int = Field(
+        default=30, ge=30, description="Seconds between a running flow's heartbeats (Prefect's "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY, whose floor is 30 s).")
+    zombie_after_s: int = Field(
+        default=90, ge=31, description="A running flow silent this long is marked Crashed by the zombie automation "
+        "(automations.yaml): its process or machine died. Longer than heartbeat_s, so a live run is never taken "
+        "for a dead one.")
+    sweep_interval_s: int = Field(
+        default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
+        "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")
+
+    @model_validator(mode="after")
+    def _zombie_window_outlasts_a_heartbeat(self) -> "Settings":
+        # A window of one heartbeat or less would mark live runs Crashed whenever a heartbeat arrived late.
+        if self.zombie_after_s < self.heartbeat_s + 10:
+            raise ValueError(f"zombie_after_s ({self.zombie_after_s}) must be at least heartbeat_s + 10 s "
+                             f"({self.heartbeat_s + 10})")
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> "Settings":
@@ -173,6 +196,13 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
         return True
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The settings a child process started with `env` will read (a Stack's environment, not this process's)."""
+    given: dict[str, Any] = {name: env[f"CHANGEFLOW_{name.upper()}"] for name in Settings.model_fields
+                             if f"CHANGEFLOW_{name.upper()}" in env}
+    return Settings(**given)
 
 
 def normalise_database_url(url: str) -> str:

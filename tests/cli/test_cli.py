@@ -119,3 +119,19 @@ def test_policy_show_lists_who_must_approve(cli_env):
     assert rules[("major", "low")]["approvals"][0]["count"] == 3
     assert rules[("major", "low")]["approval_sla_hours"] == 168
     assert "cab_member" in [a["role"] for a in rules[("standard", "high")]["approvals"]]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("CHANGEFLOW_ZOMBIE_AFTER_S", "35", "zombie_after_s (35) must be at least heartbeat_s + 10 s (40)"),
+    ("CHANGEFLOW_SWEEP_INTERVAL_S", "soon", "CHANGEFLOW_SWEEP_INTERVAL_S: Input should be a valid integer"),
+    ("CHANGEFLOW_HEARTBEAT_S", "5", "CHANGEFLOW_HEARTBEAT_S: Input should be greater than or equal to 30"),
+], ids=["zombie-window", "sweep-interval", "heartbeat"])
+def test_a_bad_setting_exits_2_naming_it_before_any_command_runs(cli_env, monkeypatch, variable, value, message):
+    before = _count_changes(cli_env)
+    monkeypatch.setenv(variable, value)
+    for command in (["pending"], ["up", "--port", "1"], ["submit", "nothing.yaml"]):
+        result = cli_env(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert message in result.output and "Traceback" not in result.output
+    monkeypatch.delenv(variable)
+    assert _count_changes(cli_env) == before

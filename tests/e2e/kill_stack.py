@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
-from models import Database, Services, Settings, load_org, record_problems, utcnow, verify_chain
+from models import (Database, Services, Settings, load_org, record_problems, settings_from_env, utcnow,
+                    verify_chain)
 from tests.flow_stack import prepare_home, wait_for_change
 from tests.helpers import SECRET, standard_request
 from tests.processes import kill_as_one, with_descendants
@@ -37,6 +38,7 @@ class KillStack:
     services: Services
     worker: subprocess.Popen
     health: object = None
+    settings: Settings | None = None  # what the stack's processes read: the crash-detection timings
     logs: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,12 @@ class KillStack:
             assert record_problems(session) == []
 
 
+# Crash detection turned down from the production defaults (heartbeat 30 s, zombie after 90 s, sweep every 60 s):
+# Prefect's heartbeat has a floor of 30 s, so a silent run is marked Crashed after 45 s instead of 90; the sweep
+# that reconciles it runs every 20 s. The kills prove the same behaviour, sooner.
+FAST_CRASH_DETECTION = {"CHANGEFLOW_ZOMBIE_AFTER_S": "45", "CHANGEFLOW_SWEEP_INTERVAL_S": "20"}
+
+
 @contextmanager
 def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | None = None,
                        env: dict[str, str] | None = None) -> Iterator[KillStack]:
@@ -140,7 +148,8 @@ def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | 
         directory["people"][person].update(changes)
     (home / "config" / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     stack = Stack(api_url, prefect_env(api_url, root / "prefect", {
-        **changeflow_env, **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"), **(env or {})}))
+        **changeflow_env, **FAST_POLLING, **FAST_CRASH_DETECTION, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"),
+        **(env or {})}))
     try:
         start_server(stack, port, root / "logs")
         create_pool_and_deploy(stack)
@@ -150,7 +159,7 @@ def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | 
         now = utcnow()  # changes without a date start in the next window: the module runs inside an ad hoc one
         services_.scheduling.add_window(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
                                         title="Release window for the kill tests", actor="alice")
-        yield KillStack(stack, port, root, home, services_, worker, health)
+        yield KillStack(stack, port, root, home, services_, worker, health, settings_from_env(stack.env))
     finally:
         stack.stop()
         health.stop()

@@ -43,7 +43,10 @@ def kill_stack(tmp_path_factory, receiver):
     # Bob, a peer reviewer every standard change asks, reads his messages through a webhook.
     bob = {"channels": [{"type": "webhook", "url": f"{receiver.url}/bob"}]}
     with running_kill_stack(tmp_path_factory.mktemp("kill-stack-sweep"), SERVICES,
-                            people={"bob": bob}, env={"CHANGEFLOW_NOTIFY_LEASE_S": str(LEASE_S)}) as stack:
+                            people={"bob": bob}, env={
+                                "CHANGEFLOW_NOTIFY_LEASE_S": str(LEASE_S),
+                                # These tests start each sweep themselves; a scheduled one would race them.
+                                "CHANGEFLOW_SWEEP_INTERVAL_S": "60"}) as stack:
         yield stack
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 
-from models import DEFAULTS_DIR, ConfigError, Settings, load_org
+from pydantic import ValidationError
+
+from models import DEFAULTS_DIR, ConfigError, Settings, load_org, settings_from_env
 
 
 @pytest.fixture
@@ -86,3 +89,34 @@ def test_schema_revision_constant_is_alembics_head():
     from models import SCHEMA_REVISION, head_revision
 
     assert SCHEMA_REVISION == head_revision()
+
+
+def test_crash_detection_timings_have_production_defaults_and_a_zombie_window_longer_than_a_heartbeat():
+    settings = Settings()
+    assert (settings.heartbeat_s, settings.zombie_after_s, settings.sweep_interval_s) == (30, 90, 60)
+    # A window no longer than a heartbeat (plus slack) would take live runs for dead ones.
+    with pytest.raises(ValidationError, match=r"zombie_after_s \(39\) must be at least heartbeat_s \+ 10 s"):
+        Settings(zombie_after_s=39)
+    with pytest.raises(ValidationError, match="heartbeat_s"):
+        Settings(heartbeat_s=5)  # Prefect's floor is 30 s: a lower figure would never reach the runs
+    assert Settings(heartbeat_s=60, zombie_after_s=70).zombie_after_s == 70
+
+
+def test_a_child_process_environment_is_read_as_that_process_will_read_it(tmp_path):
+    env = {"CHANGEFLOW_HOME": str(tmp_path), "CHANGEFLOW_ZOMBIE_AFTER_S": "45", "CHANGEFLOW_SWEEP_INTERVAL_S": "20",
+           "PREFECT_API_URL": "http://127.0.0.1:1/api"}
+    settings = settings_from_env(env)
+    assert (settings.home, settings.zombie_after_s, settings.sweep_interval_s) == (tmp_path, 45, 20)
+    with pytest.raises(ValidationError, match="sweep_interval_s"):
+        settings_from_env({"CHANGEFLOW_SWEEP_INTERVAL_S": "1"})
+
+
+def test_the_zombie_automation_is_installed_with_the_configured_window():
+    from cli.dev import zombie_automations
+
+    (zombie,) = yaml.safe_load(zombie_automations(45))["automations"]
+    assert zombie["trigger"]["within"] == 45
+    assert zombie["actions"][0]["message"].startswith("No heartbeat for 45 s")
+    # The file itself holds the production default.
+    shipped = yaml.safe_load(zombie_automations(Settings().zombie_after_s))
+    assert shipped == yaml.safe_load((Path(__file__).parents[2] / "automations.yaml").read_text())
