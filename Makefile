@@ -20,12 +20,12 @@ demo: $(INSTALLED)
 TEST_WORKERS ?= 4
 test: $(INSTALLED)
 	$(BIN)/mypy
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The inner loop: mypy, then the unit, integration, CLI and endpoint tests on SQLite, without the slow trials.
 check: $(INSTALLED)
 	$(BIN)/mypy
-	CHANGEFLOW_TEST_POSTGRES_URL= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not postgres and not slow" \
+	CHANGEFLOW_TEST_POSTGRES_URL= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not postgres and not slow" \
 		tests/unit tests/integration tests/cli tests/endpoint
 
 up: $(INSTALLED)

@@ -162,6 +162,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SHARED_STACKS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    longest_first(items)
+
+
+def longest_first(items: list[pytest.Item]) -> None:
+    """Hand out the long waits first: the slow trials and kill stacks, then the groups on a shared stack, then
+    the quick tests that fill the gaps (`--no-loadscope-reorder` keeps this order; xdist would otherwise start
+    the groups with the most tests first and leave a 4-minute single test to the end). A group moves as one, so
+    the tests of a module still run in file order."""
+    def scope(item: pytest.Item) -> str:
+        group = item.get_closest_marker("xdist_group")
+        return group.args[0] if group else item.nodeid
+
+    def tier(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("xdist_group") else 2
+
+    first: dict[str, int] = {}
+    for item in items:
+        first[scope(item)] = min(first.get(scope(item), 2), tier(item))
+    items.sort(key=lambda item: first[scope(item)])
 
 
 _postgres_passed = 0
