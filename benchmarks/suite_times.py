@@ -11,6 +11,7 @@ own times: with workers side by side, the suite's wall time is far below that su
 from __future__ import annotations
 
 import argparse
+import json
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass
@@ -72,11 +73,28 @@ def slowest_table(runs: list[dict[str, TestTime]], labels: list[str], count: int
     return lines
 
 
+def timeline_table(path: Path) -> list[str]:
+    """Per xdist worker: its tests, busy time and last finish, from CHANGEFLOW_TEST_TIMELINE's JSON lines."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    origin = min(r["start"] for r in rows)
+    lines = ["| worker | tests | busy (s) | last test ends at (s) | its longest test |", "|---|---:|---:|---:|---|"]
+    for worker in sorted({r["worker"] for r in rows}):
+        mine = [r for r in rows if r["worker"] == worker]
+        longest = max(mine, key=lambda r: r["end"] - r["start"])
+        lines.append(f"| {worker} | {len(mine)} | {sum(r['end'] - r['start'] for r in mine):.0f} | "
+                     f"{max(r['end'] for r in mine) - origin:.0f} | `{longest['test']}` "
+                     f"({longest['end'] - longest['start']:.0f} s) |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("junit", nargs="+", type=Path, help="one or two JUnit XML files (before, after)")
     parser.add_argument("--slowest", type=int, default=40)
     parser.add_argument("--wall-s", type=float, nargs="*", default=[], help="the runs' wall times, in order")
+    parser.add_argument("--timeline", type=Path, help="CHANGEFLOW_TEST_TIMELINE's file of the last run")
     args = parser.parse_args()
     runs = [read_junit(path) for path in args.junit]
     labels = ["before", "after"][: len(runs)] if len(runs) <= 2 else [p.stem for p in args.junit]
@@ -85,6 +103,8 @@ def main() -> None:
         print(f"\n{label}: wall time {wall:.0f} s ({wall / 60:.1f} min)")
     print()
     print("\n".join(slowest_table(runs, labels, args.slowest)))
+    if args.timeline:
+        print("\n".join(timeline_table(args.timeline)) + "\n")
     if len(runs) == 2:
         missing = sorted(set(runs[0]) - set(runs[1]))
         added = sorted(set(runs[1]) - set(runs[0]))

@@ -4,7 +4,9 @@ Nothing here talks to Prefect: the folders that do (flows/, e2e/) import tests.p
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ import sqlalchemy
 from models import DEFAULTS_DIR, Services, Database, create_restricted_roles, load_org
 from models import normalise_database_url
 
-from tests.helpers import SECRET
+from tests.helpers import SECRET, migrated_sqlite
 
 # Wide, stable tables for CLI output assertions (Rich reads COLUMNS when the CLI's console is created).
 os.environ.setdefault("COLUMNS", "200")
@@ -31,7 +33,7 @@ def org():
 
 
 def _sqlite(tmp_path) -> Database:
-    return Database(f"sqlite:///{tmp_path / 'changeflow.db'}")
+    return migrated_sqlite(tmp_path / "changeflow.db")
 
 
 class _PostgresSchemas:
@@ -165,6 +167,25 @@ def pytest_collection_modifyitems(config, items):
     longest_first(items)
 
 
+class GroupsHold:
+    """After xdist has read the groups: a grouped test whose id carries no `@group` would be handed out alone,
+    and its module's stack started once per worker, silently (pytest 9.2 does that with xdist 3.8: its node ids
+    no longer take xdist's suffix, pytest-xdist#1386; constraints.txt keeps pytest 9.1)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if not (config.getvalue("loadgroup") and os.environ.get("PYTEST_XDIST_WORKER")):
+            return
+        lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"--dist loadgroup did not group {len(lost)} tests (first: {lost[0]}): "
+                                    "this pytest and pytest-xdist do not work together (pytest-xdist#1386)")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(GroupsHold(), "changeflow-groups-hold")
+
+
 def longest_first(items: list[pytest.Item]) -> None:
     """Hand out the long waits first: the slow trials and kill stacks, then the groups on a shared stack, then
     the quick tests that fill the gaps (`--no-loadscope-reorder` keeps this order; xdist would otherwise start
@@ -181,6 +202,22 @@ def longest_first(items: list[pytest.Item]) -> None:
     for item in items:
         first[scope(item)] = min(first.get(scope(item), 2), tier(item))
     items.sort(key=lambda item: first[scope(item)])
+
+
+# Where a run's time went, test by test and worker by worker: CHANGEFLOW_TEST_TIMELINE=FILE appends one JSON line
+# per test (xdist worker, test id, start, end); benchmarks/suite_times.py --timeline FILE reads it.
+TIMELINE = os.environ.get("CHANGEFLOW_TEST_TIMELINE")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    started = time.time()
+    yield
+    if TIMELINE:
+        line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": item.nodeid.split("@")[0],
+                "start": started, "end": time.time()}
+        with open(TIMELINE, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
 
 _postgres_passed = 0

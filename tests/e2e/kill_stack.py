@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -99,13 +99,17 @@ class KillStack:
         self.worker = start_worker(self.stack, self.logs)
         return killed
 
-    def kill_and_restart_the_server(self, down_s: float = 3) -> None:
+    def kill_and_restart_the_server(self, down_s: float = 3, while_down: Callable[[], None] | None = None) -> None:
+        """kill -9 of the Prefect server, `while_down()` once it no longer answers, and the server started again
+        `down_s` later on its port and database."""
         server = next(p for p in self.stack.processes if "cli.dev._prefect_server" in " ".join(map(str, p.args)))
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         self.stack.processes.remove(server)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{self.stack.api_url}/health", timeout=2)
+        if while_down is not None:
+            while_down()
         time.sleep(down_s)
         start_server(self.stack, self.port, self.logs)  # same port, same database
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import text
 
-from models import DEFAULTS_DIR, ChangeflowError, Database, Services, approval_code, load_org, record_problems
-from tests.helpers import SECRET, emergency_request, major_request, standard_request
+from models import DEFAULTS_DIR, ChangeflowError, Services, approval_code, load_org, record_problems
+from tests.helpers import SECRET, emergency_request, major_request, migrated_sqlite, standard_request
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ class ControlsHold(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.db = Database(f"sqlite:///{self.tmp}/changeflow.db")
+        self.db = migrated_sqlite(Path(self.tmp) / "changeflow.db")
         self.clock = Clock()
         self.services = Services.build(self.db, ORG, SECRET, clock=self.clock)
         self.tracked: dict[str, Tracked] = {}

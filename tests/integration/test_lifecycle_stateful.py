@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,7 +24,6 @@ from models import (
     Services,
     ChangeState,
     ChangeflowError,
-    Database,
     IllegalTransition,
     PolicyViolation,
     is_allowed,
@@ -32,7 +32,8 @@ from models import (
     verify_chain,
 )
 from models import events_for
-from tests.helpers import SECRET, SHIPPED_RULES, SHIPPED_TYPES, emergency_request, major_request, standard_request
+from tests.helpers import (SECRET, SHIPPED_RULES, SHIPPED_TYPES, emergency_request, major_request, migrated_sqlite,
+                           standard_request)
 
 ORG = load_org(DEFAULTS_DIR)
 REQUESTS = {"standard": standard_request, "emergency": emergency_request,
@@ -95,7 +96,7 @@ class ChangeLifecycle(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.tmp = tempfile.mkdtemp()
-        self.db = Database(f"sqlite:///{self.tmp}/changeflow.db")
+        self.db = migrated_sqlite(Path(self.tmp) / "changeflow.db")
         self.services = Services.build(self.db, ORG, SECRET)
         self.types: dict[str, str] = {}
         self.states: dict[str, ChangeState] = {}
