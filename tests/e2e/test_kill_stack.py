@@ -50,8 +50,8 @@ def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(
 
 def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartbeats(kill_stack):
     """The worker and its flow-run processes killed as one (a machine's death): nothing is left to tell Prefect,
-    so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat for its window (90 s
-    by default, 45 s on this stack) and marks it Crashed; the sweep then records the crash and puts the
+    so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat for its window
+    (CHANGEFLOW_ZOMBIE_AFTER_S, 90 s) and marks it Crashed; the sweep then records the crash and puts the
     interrupted step to a person."""
     run_id = kill_stack.submit(slow_step("kill-worker-tree"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")

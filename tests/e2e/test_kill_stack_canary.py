@@ -68,11 +68,14 @@ def test_the_worker_killed_alone_mid_bake_sends_traffic_back_to_stable_within_th
     """The run dies with its worker (at its next line of output: it finishes the bake it was in and records the
     decision first), Prefect marks it Crashed, and the sweep on its schedule sends the traffic back to stable
     (`canary_aborted`); the restarted run resumes the rollout where it stopped and promotes the healthy canary."""
-    key = release(kill_stack, canary_lab, bake_s=15, title="canary, worker killed mid-bake")
+    # A 30 s bake: the kill must fall in it. With 15 s, a loaded machine spent the whole bake on the traffic check
+    # below and the kill fell after the promotion (found by the clean-clone CI run).
+    key = release(kill_stack, canary_lab, bake_s=30, title="canary, worker killed mid-bake")
     assert wait_for_split(canary_lab, {"v1", "v2"}, 10).get("v2", 0) > 0, "the canary step should be live"
     with WeightHistory(canary_lab.include_file) as weights:
         killed_at = time.monotonic()
         kill_stack.kill_the_worker_alone()
+        assert 2 not in kill_stack.services.canary.decisions(key), "the kill must fall in the 50 % bake"
         done = kill_stack.wait_for(key, lambda c: c.state in ("closed", "review_pending"), 300, "the rollout's end")
     on_stable = weights.first_at(0, after=killed_at)
     assert on_stable is not None, f"traffic never went back to stable: {weights.weights_after(killed_at)}"
