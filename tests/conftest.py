@@ -174,7 +174,8 @@ class GroupsHold:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config, items):
-        if not (config.getvalue("loadgroup") and os.environ.get("PYTEST_XDIST_WORKER")):
+        # xdist defines `loadgroup` only in runs it distributes (`pytest tests/unit` alone has no such option).
+        if not (getattr(config.option, "loadgroup", False) and os.environ.get("PYTEST_XDIST_WORKER")):
             return
         lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if lost:
