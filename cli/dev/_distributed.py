@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from models import settings_from_env
+
 from ._nginx import nginx_available, nginx_binary, write_nginx_conf
 from ._stack import WORK_POOL, Stack, _bin, free_port, wait_healthy
 
@@ -112,7 +114,8 @@ def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int,
     for number, replica_port in enumerate(replica_ports, start=1):
         process = stack.spawn([_bin("prefect"), "server", "start", "--no-services", "--host", "127.0.0.1",
                                "--port", str(replica_port)], logs / f"prefect-api-{number}.log", name=f"api-{number}")
-        wait_healthy(f"http://127.0.0.1:{replica_port}/api", process=process)
+        wait_healthy(f"http://127.0.0.1:{replica_port}/api",
+                     timeout_s=settings_from_env(stack.env).server_start_timeout_s, process=process)
     stack.spawn([_bin("prefect"), "server", "services", "start"], logs / "prefect-services.log", name="services")
     conf = write_lb_conf(logs.parent / "nginx", host, port, replica_ports)
     nginx = stack.spawn([nginx_binary(), "-c", str(conf), "-p", str(conf.parent), "-e",

@@ -110,7 +110,7 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
     return env
 
 
-def wait_healthy(api_url: str, timeout_s: float = 90, process: subprocess.Popen | None = None) -> None:
+def wait_healthy(api_url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -128,7 +128,7 @@ def start_server(stack: Stack, port: int, logs: Path, host: str = "127.0.0.1") -
     # Prefect's server application behind a layer that retries its SQLite 503s (cli/dev/_prefect_server.py).
     process = stack.spawn([sys.executable, "-m", "cli.dev._prefect_server", "--host", host, "--port", str(port)],
                           logs / "prefect-server.log", name="server")
-    wait_healthy(stack.api_url, process=process)
+    wait_healthy(stack.api_url, timeout_s=settings_from_env(stack.env).server_start_timeout_s, process=process)
 
 
 def start_runner(stack: Stack, logs: Path, escalation_interval_s: float | None = 60) -> subprocess.Popen:

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         default=600.0, ge=30.0, description="A flow run still Pending this long never started (its worker died "
         "while starting it): the sweep marks it Crashed and restarts it. Lower it where runs start in seconds.")
 
+    server_start_timeout_s: float = Field(
+        default=180.0, ge=10.0, description="How long `changeflow up` and `demo` wait for a Prefect server to answer "
+        "its health check. A first start creates Prefect's database: about 10 s on an idle two-core machine, "
+        "past 90 s beside a busy workload (a CI run lost its demo to a 90 s limit).")
+
     # Crash detection (automations.yaml, flows/escalation.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(
