@@ -39,13 +39,14 @@ _PAGES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
 
-Nudge = Callable[[str, str, dict], bool]
+# (flow run id, pause-key prefix) -> whether the run was resumed
+Nudge = Callable[[str, str], bool]
 
 
-def _nudge_with_prefect(flow_run_id: str, key_prefix: str, run_input: dict) -> bool:
+def _nudge_with_prefect(flow_run_id: str, key_prefix: str) -> bool:
     from flows import nudge_suspended_run
 
-    return nudge_suspended_run(flow_run_id, key_prefix, run_input)
+    return nudge_suspended_run(flow_run_id, key_prefix)
 
 
 async def _urlencoded_form(request: Request) -> dict[str, str]:
@@ -65,13 +66,12 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
         return HTMLResponse(_PAGES.get_template(name).render(**context), status_code=status, headers=_HEADERS)
 
-    def resume_run(result: DecisionResult, person: str, decision: Decision, comment: str) -> BackgroundTask | None:
+    def resume_run(result: DecisionResult) -> BackgroundTask | None:
         change = result.change
         if not change.flow_run_id:
             return None
-        run_input = {"approver": person, "decision": decision.value, "comment": comment,
-                     "approval_code": services.approvals.approval_code_for(change.key, person)}
-        return BackgroundTask(nudge, change.flow_run_id, "approval-", run_input)
+        # The decision is recorded: the run is only asked to look again (no code reaches Prefect's storage).
+        return BackgroundTask(nudge, change.flow_run_id, "approval-")
 
     async def link_page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -100,7 +100,7 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
             return page("refused.html.j2", 403, reason=str(exc))
         response = page("decided.html.j2", change=result.change, decision=decision, result=result,
                         person=services.org.directory.people[person].name)
-        response.background = resume_run(result, person, decision, comment)
+        response.background = resume_run(result)
         return response
 
     async def slack_actions(request: Request) -> Response:
@@ -142,7 +142,7 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         text = (f":white_check_mark: Approved by {name} at {time.strftime('%H:%M', time.gmtime(now()))} UTC"
                 f"{' (already on record)' if result.repeated else ''}; still needed: "
                 f"{result.evaluation.describe_missing()}")
-        return _reply(click, text, replace=True), resume_run(result, person, Decision.approve, "")
+        return _reply(click, text, replace=True), resume_run(result)
 
     def _reply(click: ButtonClick, text: str, *, replace: bool) -> dict:
         """Slack updates the message through its response_url (the HTTP answer to a block action is not shown);

@@ -9,6 +9,7 @@ from prefect import get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
+from flows._prefect_api import forget_answer
 from flows._runtime import runtime
 from models import ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
 
@@ -23,12 +24,27 @@ class WindowGateInput(RunInput):
 
 
 class ApprovalDecision(RunInput):
-    """The approval form in the Prefect UI's Resume dialog."""
+    """The approval form in the Prefect UI's Resume dialog. Every field has a default so that a path which has
+    already recorded its decision (CLI, link, Slack, sweep) can resume with no input at all; a form left as it
+    is records nothing (`is_bare`)."""
 
-    approver: str = Field(description="Your user name in the approver directory.")
+    approver: str = Field(default="", description="Your user name in the approver directory.")
     decision: Decision = Field(default=Decision.approve, description="approve or reject")
-    approval_code: str = Field(description="Your personal approval code from the notification (e.g. K7Q2-M9XA-3BTD).")
+    approval_code: str = Field(default="", description="Your personal approval code from the notification "
+                                                       "(e.g. K7Q2-M9XA-3BTD).")
     comment: str = Field(default="", max_length=5000, description="Comment for the record (required to reject).")
+
+
+def is_bare(answer: RunInput) -> bool:
+    """A resume that carries nothing: the bare "look again" of a path that recorded its decision through the
+    services first, or a Resume form left untouched. It authorises nothing; the gate re-reads the record."""
+    return answer.model_dump() == type(answer)().model_dump()
+
+
+def gate_of(pause_key: str) -> str:
+    """The gate a pause key belongs to: the key without its attempt number (`canary-confirm-s2-3` ->
+    `canary-confirm-s2`); every gate suspends under `<gate>-<attempt>`."""
+    return pause_key.rsplit("-", 1)[0]
 
 
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:
@@ -51,7 +67,8 @@ def gate_description(change: ChangeRequest, refusal: str | None) -> str:
         f"**Rollback plan:** {change.rollback_plan or '-'}",
         f"**Approved so far:** {approved_by}. **Still needed:** {evaluation.describe_missing()}.",
         f"**Decide by:** {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
-        "Enter your user name and the personal approval code from your notification.",
+        "Enter your user name and the personal approval code from your notification. (Resume with the form "
+        "left as it is records nothing and shows this page again.)",
     ]
     return "\n\n".join(line for line in lines if line)
 
@@ -90,6 +107,12 @@ def approval_gate(key: str) -> ChangeRequest:
             # decision. Nothing was decided; wait again under the next key.
             logger.warning("%s fired before a crash without a decision; waiting again", pause_key)
             continue
+        if is_bare(decision):
+            # Someone recorded a decision elsewhere and asks the run to look again (or pressed Resume on an
+            # untouched form): the loop re-reads the change and waits again while it still needs people.
+            refusal = None
+            continue
+        result = None
         try:
             result = services.approvals.decide(
                 key,
@@ -103,9 +126,10 @@ def approval_gate(key: str) -> ChangeRequest:
             refusal = str(exc)
             logger.warning("refused: %s", exc)
             tell_the_refused(change, decision.approver.strip(), refusal, pause_key)
-            continue
         except ConflictError as exc:
             refusal = f"{exc} (your decision was not recorded: please submit it again)"
+        forget_answer(decision)  # recorded or refused: the code it carried stays out of Prefect's storage
+        if result is None:
             continue
         refusal = None
         logger.info("%s %s as %s; still needed: %s", decision.approver, decision.decision.value, result.role,
@@ -158,5 +182,6 @@ def wait_for_window(key: str) -> ChangeRequest:
         answer = suspend_flow_run(wait_for_input=form, key=pause_key)
         refusal = services.scheduling.answer_window_gate(key, person=answer.person, code=answer.approval_code,
                                                          reason=answer.reason, attempt_id=pause_key)
+        forget_answer(answer)
         if refusal:
             get_run_logger().warning("window gate: %s", refusal)

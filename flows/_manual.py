@@ -14,6 +14,7 @@ from prefect import get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
+from flows._prefect_api import forget_answer
 from flows._runtime import runtime
 from models import ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
 
@@ -91,3 +92,4 @@ def manual_work_gate(key: str, stage: WorkStage, *, step: int | None = None,
         except PolicyViolation as exc:
             refusal = str(exc)
             get_run_logger().warning("manual work gate: %s", exc)
+        forget_answer(answer)

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from prefect import get_client
-from prefect.exceptions import PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.input import RunInput
+from prefect.input.actions import delete_flow_run_input
 from prefect.states import Cancelled
 
 
@@ -77,8 +79,6 @@ async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, 
 
 async def run_state(flow_run_id: str) -> str | None:
     """The run's state type (CANCELLED, PAUSED, RUNNING, ...), or None when Prefect does not know the run."""
-    from prefect.exceptions import ObjectNotFound
-
     async with get_client() as client:
         try:
             run = await client.read_flow_run(UUID(flow_run_id))
@@ -92,9 +92,11 @@ async def cancel(flow_run_id: str, message: str) -> None:
         await client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)
 
 
-def nudge_suspended_run(flow_run_id: str, key_prefix: str, run_input: dict, *, wait_s: float = 15) -> bool:
-    """Resume a run suspended at `key_prefix...` with input the flow treats as already recorded (the decision was
-    recorded before this call, by the CLI or the approval endpoint).
+def nudge_suspended_run(flow_run_id: str, key_prefix: str, *, wait_s: float = 15) -> bool:
+    """Resume a run suspended at `key_prefix...` with no input at all: a bare "look again". The decision was
+    recorded before this call, through the services (the CLI, the approval endpoint, the sweep); the gate re-reads
+    it. Never a code: Prefect keeps a resume's input readable to anyone who reaches its API (DESIGN.md, "Trust
+    boundaries"), and a code found there would be worth another act.
 
     The gate may be running for someone else's decision at this moment; retry until it suspends again.
     False when it could not be reached: the escalation sweep resumes it within a minute.
@@ -104,15 +106,28 @@ def nudge_suspended_run(flow_run_id: str, key_prefix: str, run_input: dict, *, w
         try:
             key = asyncio.run(paused_key(flow_run_id))
             if key is not None and key.startswith(key_prefix):
-                asyncio.run(resume_with_input(flow_run_id, run_input))
+                asyncio.run(resume_with_input(flow_run_id, None))
                 return True
         except ResumeRefused:
             pass
         except PrefectHTTPStatusError:
-            # A 5xx, e.g. two approvers' resumes racing on a PostgreSQL-backed server (the second one's input
-            # insert hits Prefect's unique key and is answered 500): read the run again and retry.
+            # A 5xx, e.g. two approvers' resumes racing on a PostgreSQL-backed server: read the run again and retry.
             pass
         except Exception:  # noqa: BLE001 - Prefect unreachable: the decision is recorded, the sweep nudges later
             return False
         time.sleep(0.5)
     return False
+
+
+def forget_answer(answer: RunInput) -> None:
+    """Delete the run input a gate has just applied. Prefect stores what a Resume form carries (a personal code
+    among it) at /flow_runs/{id}/input/{key}, readable after the run has moved on; the decision is on our record
+    now. Called after the answer is recorded, so a crash in between leaves the input for the replay to apply
+    (a no-op, by its attempt id) and delete."""
+    try:
+        delete_flow_run_input(answer.metadata.key, answer.metadata.receiver)
+    except ObjectNotFound:
+        pass  # nothing was stored (a bare "look again") or an earlier try deleted it
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise

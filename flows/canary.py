@@ -2,8 +2,8 @@
 
 Runs inside the change-request flow as its implementation. Resumable like the rest of the flow: decided
 steps are in the audit trail and are not baked again; a bake its run died in resumes from the measurements it
-stored (each interval's are stored as they are taken); a gate's key is stable, so a resumed run gets the
-stored answer back from Prefect.
+stored (each interval's are stored as they are taken); a gate's answer is on the audit record (Prefect's copy of
+the Resume form is deleted once read: it carries a code), so a resumed run finds it there.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._canary_bake import Analyzer, StepResult, bake_step
+from flows._prefect_api import forget_answer
 from flows._runtime import runtime
 from flows.traffic import RouterError, router_for
 from models import PolicyViolation, responsible, utcnow
@@ -28,8 +29,8 @@ DONE = {"continue", "promote", "proceed"}
 class CanaryGateAnswer(RunInput):
     """A person's answer at a canary gate, in the Resume dialog."""
 
-    person: str = Field(description="Your user name in the approver directory.")
-    approval_code: str = Field(description="Your personal approval code for this change.")
+    person: str = Field(default="", description="Your user name in the approver directory.")
+    approval_code: str = Field(default="", description="Your personal approval code for this change.")
     answer: Literal["proceed", "roll_back"] = Field(
         default="proceed", description="proceed: go on with the rollout; roll_back: send all traffic back to stable."
     )
@@ -92,12 +93,18 @@ def canary_gate(key: str, gate: str, description: str) -> str:
         text = description + (f"\n\n> **The last answer was refused:** {refusal}" if refusal else "")
         answer = suspend_flow_run(wait_for_input=CanaryGateAnswer.with_initial_data(description=text),
                                   key=f"{gate}-{attempt}")
+        on_record = services.canary.gate_answer(key, gate)
+        if on_record is not None:
+            # `changeflow canary` recorded the answer through the services, then resumed with a bare "look again".
+            return on_record
         try:
             recorded = services.canary.confirm(key, person=answer.person.strip(), code=answer.approval_code,
                                               action=answer.answer, comment=answer.comment, gate=gate)
         except PolicyViolation as exc:
             refusal = str(exc)
             continue
+        finally:
+            forget_answer(answer)
         return recorded["answer"]
 
 

@@ -17,6 +17,7 @@ from prefect.input import RunInput
 from pydantic import Field, create_model
 
 from flows._checks import CHECKS
+from flows._prefect_api import forget_answer
 from flows._runtime import run_attempt, runtime
 from models import (
     ItemOutcome,
@@ -143,6 +144,7 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
                 # for every item it ticked).
                 refusal = str(exc)
                 break
+        forget_answer(answer)
 
 
 def notify_people(key: str, phase: str, items: list) -> None:

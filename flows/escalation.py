@@ -12,6 +12,7 @@ from models import ChangeState, due_escalations, format_wait, requester_and, res
 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
+from flows._gates import gate_of
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
 from flows._runtime import runtime
 
@@ -75,16 +76,6 @@ def checklist_deadline_passed(change, pause_key: str) -> bool:
                for i in checklist.items(phase))
 
 
-def decision_replay_input(key: str) -> dict | None:
-    """The last recorded decision as gate input: the flow sees a repeat, records nothing, and moves on."""
-    services = runtime().services
-    last = services.approvals.last_decision(key)
-    if last is None:
-        return None
-    return {"approver": last.approver, "decision": last.decision,
-            "approval_code": services.approvals.approval_code_for(key, last.approver), "comment": last.comment}
-
-
 def cancel_changes_of_cancelled_runs() -> int:
     """Someone cancelled a change's run in the Prefect UI (a suspended run has no process to run a hook): the
     change is cancelled too, instead of staying `scheduled` and blocking its slot. Read from Prefect's cancelled
@@ -120,27 +111,20 @@ def nudge_runs_that_can_continue() -> int:
             # Only when the window gate would let it start anyway: the nudge authorises nothing.
             if not services.scheduling.start_check(change.key).may_start:
                 continue
-            # (A run suspended before the window gate had a form, under the bare key "window", takes no input.)
-            run_input = None if key == "window" else {"reason": "the window opened (approval-escalation sweep)"}
         elif key.startswith("checklist-"):
             if not checklist_deadline_passed(change, key):
                 continue
-            run_input = {"confirmed_by": "approval-escalation", "note": "timeout sweep"}
         elif key.startswith("canary-"):
-            # A canary nobody answered: past its gate's deadline the run rolls it back (fail-safe). The input
-            # authorises nothing; the flow checks the deadline itself.
-            if utcnow() < services.canary.gate_deadline(change.key, key.rsplit("-", 1)[0]):
+            # A canary nobody answered: past its gate's deadline the run rolls it back (fail-safe); the flow
+            # checks the deadline itself.
+            if utcnow() < services.canary.gate_deadline(change.key, gate_of(key)):
                 continue
-            run_input = {"person": "approval-escalation", "approval_code": "", "answer": "roll_back",
-                         "comment": "gate timeout sweep"}
-        elif key.startswith("approval-"):
-            run_input = decision_replay_input(change.key)
-            if run_input is None:
-                continue
-        else:
+        elif not key.startswith("approval-"):
             continue
+        # A bare "look again", never a code or a decision: each gate re-reads the record (the decision that moved
+        # the change was recorded by the services) and authorises nothing from an empty resume.
         try:
-            asyncio.run(resume_with_input(change.flow_run_id, run_input))
+            asyncio.run(resume_with_input(change.flow_run_id, None))
             nudged += 1
         except ResumeRefused:
             pass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -123,6 +125,24 @@ class FlowStack:
 
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
         return wait_for_change(self.services, key_or_run, predicate, timeout_s, what)
+
+    def stored_by_prefect(self, run_id: str) -> dict[str, str]:
+        """What Prefect keeps of a run, readable by anyone who reaches its API: every run input (by key), the
+        run's parameters, its logs and its artifacts, each as text."""
+        with httpx.Client(base_url=self.api_url, timeout=30) as http:
+            inputs = http.post(f"/flow_runs/{run_id}/input/filter", json={"prefix": "", "limit": 10_000})
+            inputs.raise_for_status()
+            run = http.get(f"/flow_runs/{run_id}")
+            logs: list[str] = []
+            while page := http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+                                                          "limit": 200, "offset": len(logs)}).json():
+                logs += [row["message"] for row in page]
+            artifacts = http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        stored = {f"input {row['key']}": row["value"] for row in inputs.json()}
+        stored["parameters"] = json.dumps(run.json()["parameters"])
+        stored["logs"] = "\n".join(logs)
+        stored["artifacts"] = json.dumps(artifacts.json())
+        return stored
 
 
 def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: float, what: str):

@@ -69,6 +69,13 @@ class CanaryService:
     def gate_deadline(self, key: str, gate: str) -> datetime:
         return self.gate_waiting_since(key, gate) + timedelta(seconds=self._uow.org.canary_config.gate_timeout_s)
 
+    def gate_answer(self, key: str, gate: str) -> str | None:
+        """The answer on record at a canary gate (the first one counts, as in `confirm`), or None."""
+        with self._uow.read() as session:
+            answers = [decode_data(e) for e in events_for(session, key.upper())
+                       if e.action == AuditAction.canary_confirmation.value]
+        return next((a["answer"] for a in answers if a.get("gate") == gate), None)
+
     def confirm(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict[str, Any]:
         """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
         approval: someone in the directory, with their personal code for this change."""

@@ -48,7 +48,8 @@ def check_the_demo(result: subprocess.CompletedProcess) -> None:
 
 def assert_no_secret_where_others_read(home: Path) -> None:
     """Issue 17: after a whole demo, no approval code and no approval-link token in a stored notification, the
-    worker's or any other log of the stack, or a Prefect run log. (Personal files, the demo's stand-in for
+    worker's or any other log of the stack, or anything Prefect stores (issue 27: run inputs, parameters, logs,
+    artifacts, events: every table of its database). (Personal files, the demo's stand-in for
     e-mail, carry them: that is where they belong.)"""
     from models import approval_code, load_org
 
@@ -61,14 +62,21 @@ def assert_no_secret_where_others_read(home: Path) -> None:
     codes = {approval_code(secret, key, person, round_) for key in keys for person in people for round_ in (1, 2, 3)}
     with sqlite3.connect(home / "prefect" / "prefect.db") as prefect:
         run_logs = [row[0] for row in prefect.execute("SELECT message FROM log")]
+        # Everything else Prefect keeps: run inputs (what a Resume carried), parameters, artifacts, events, ...
+        tables = [row[0] for row in prefect.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        prefect_rows = {f"Prefect's table {table}": [" ".join(map(str, row))
+                                                      for row in prefect.execute(f'SELECT * FROM "{table}"')]
+                        for table in tables}
     logs = {path.name: path.read_text(errors="replace") for path in (home / "logs").glob("*.log")}
     assert keys and stored and run_logs and "worker.log" in logs
     link_token = re.compile(r"/a/[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}")
     inbox = (home / "inbox" / "alice.txt").read_text()  # alice's own channel: where they do belong
     assert any(code in inbox for code in codes) and link_token.search(inbox), "the scan would find them"
-    for where, texts in (("notifications", stored), ("Prefect run logs", run_logs),
+    assert prefect_rows["Prefect's table flow_run_input"], "the scan reads the runs' inputs"
+    any_code = re.compile("|".join(map(re.escape, codes)))
+    for where, texts in (("notifications", stored), ("Prefect run logs", run_logs), *prefect_rows.items(),
                          *((name, [text]) for name, text in logs.items())):
         for text in texts:
-            leaked = [code for code in codes if code in text]
+            leaked = any_code.findall(text)
             assert not leaked, f"{where} shows approval code(s) {leaked[:3]}"
             assert not link_token.search(text), f"{where} shows an approval link: {link_token.search(text).group(0)}"

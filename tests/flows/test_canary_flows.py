@@ -218,6 +218,9 @@ def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stac
     table = artifacts[f"{change.key.lower()}-canary-analysis"]
     assert table.type == "table" and "latency_p95_ms" in str(table.data)
     assert artifacts[f"{change.key.lower()}-canary-progress"].data == 100.0
+    # The CLI recorded alice's answer and resumed with nothing in hand; the refused form was deleted once read.
+    for where, stored in flow_stack.stored_by_prefect(run_id).items():
+        assert code not in stored and "AAAA-BBBB-CCCC" not in stored, f"a code kept in the run's {where}"
 
 
 @needs_prometheus

@@ -1,0 +1,91 @@
+"""No code in Prefect's storage (issue 27, DESIGN.md "Trust boundaries"): Prefect keeps every resume's input, the
+run's parameters, logs and artifacts readable to anyone who reaches its API, after the run has moved on. A path
+that records a decision through the services (CLI, approval link, Slack click, the sweep) resumes the run with
+nothing in hand; a gate deletes the Resume form it has applied. Each test drives a path to the end and then reads
+everything Prefect kept of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows import resume_with_input
+from tests.flows.test_flows import act, awaiting, decisions, final_run_state, submit, wait_paused
+from tests.helpers import standard_request
+
+pytestmark = pytest.mark.flows
+
+
+def every_code(flow_stack, key: str) -> set[str]:
+    people = flow_stack.services.org.directory.people
+    return {flow_stack.services.approvals.approval_code_for(key, person) for person in people}
+
+
+def assert_nothing_secret_kept(flow_stack, run_id: str, codes: set[str]) -> None:
+    stored = flow_stack.stored_by_prefect(run_id)
+    assert any(name.startswith("input ") for name in stored), "the scan reads the run's inputs"
+    for where, text in stored.items():
+        leaked = sorted(code for code in codes if code in text)
+        assert not leaked, f"Prefect keeps {leaked} in the run's {where}"
+    # Every answer was deleted once applied; the forms' descriptions and schemas stay (they hold no secret).
+    assert not [name for name in stored if name.endswith("-response")], sorted(stored)
+
+
+def test_a_cli_decision_and_a_resume_form_leave_no_code_in_prefect(flow_stack):
+    run_id = submit(standard_request(title="no code kept: cli and form", template="scripted-standard"))
+    change = awaiting(flow_stack, run_id)
+    codes = every_code(flow_stack, change.key)
+    cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "approve", change.key, "--as", "frank",
+                          "--code", flow_stack.services.approvals.approval_code_for(change.key, "frank")],
+                         env=flow_stack.stack.env, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    flow_stack.wait_for(change.key, lambda c: len(decisions(flow_stack, c.key)) == 1, what="frank's approval")
+    act(flow_stack, change, "bob")  # bob types his code into the Prefect UI's Resume form
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    assert flow_stack.services.changes.get(change.key).state == "closed"
+    assert_nothing_secret_kept(flow_stack, run_id, codes)
+
+
+def test_decisions_recorded_elsewhere_reach_the_run_through_the_sweep_with_nothing_in_hand(flow_stack):
+    """The link page and a Slack click record through the services and then nudge, as the CLI does; when the
+    nudge is lost (here: never sent), the sweep resumes the run, with no input either."""
+    from flows.escalation import nudge_runs_that_can_continue
+
+    run_id = submit(standard_request(title="no code kept: sweep", template="scripted-standard"))
+    change = awaiting(flow_stack, run_id)
+    wait_paused(run_id, "approval-")
+    codes = every_code(flow_stack, change.key)
+    for person in ("frank", "bob"):
+        flow_stack.services.approvals.decide(change.key, approver=person, decision="approve",
+                                             code=flow_stack.services.approvals.approval_code_for(change.key, person))
+    assert flow_stack.services.changes.get(change.key).state == "approved"
+    assert nudge_runs_that_can_continue() >= 1
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    assert flow_stack.services.changes.get(change.key).state == "closed"
+    assert_nothing_secret_kept(flow_stack, run_id, codes)
+
+
+def test_an_untouched_resume_form_records_nothing_and_the_gate_waits_again(flow_stack):
+    """The bare "look again" that every recording path sends is also what anyone can send from the UI: it must
+    authorise nothing."""
+    run_id = submit(standard_request(title="untouched resume form", template="scripted-standard"))
+    change = awaiting(flow_stack, run_id)
+    assert wait_paused(run_id, "approval-r1-") == "approval-r1-1"
+    asyncio.run(resume_with_input(run_id, {}))
+    assert wait_paused(run_id, "approval-r1-2") == "approval-r1-2"
+    asyncio.run(resume_with_input(run_id, None))
+    assert wait_paused(run_id, "approval-r1-3") == "approval-r1-3"
+    assert decisions(flow_stack, change.key) == []
+    assert flow_stack.services.changes.get(change.key).state == "awaiting_approval"
+    # A name without its code is not bare: refused, on the record, and the gate still waits.
+    asyncio.run(resume_with_input(run_id, {"approver": "frank"}))
+    assert wait_paused(run_id, "approval-r1-4") == "approval-r1-4"
+    assert [d["action"] for d in decisions(flow_stack, change.key)] == ["approval_refused"]
+    for person in ("frank", "bob"):
+        act(flow_stack, change, person)
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    assert_nothing_secret_kept(flow_stack, run_id, every_code(flow_stack, change.key))
