@@ -166,11 +166,19 @@ def cli_env(db, tmp_path, monkeypatch):
 # worker, in file order; every other test goes wherever a worker is free (docs/development.md).
 SHARED_STACKS = frozenset({"flow_stack", "kill_stack", "lab"})
 
+# Tests that each keep a whole stack of their own busy with flow runs (up to 8 at once per worker). Side by side on
+# two cores they starved one another: beside the load check and the distributed layout, a resumed run of the demo
+# took more than its minute to start, twice (docs/development.md, "Flaky is a bug"). They take turns on one worker
+# while the others run the rest.
+BUSY_STACKS = frozenset({"tests.e2e.test_demo", "tests.e2e.test_load", "tests.e2e.test_distributed"})
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SHARED_STACKS & set(getattr(item, "fixturenames", ())):
+        if item.module.__name__ in BUSY_STACKS:
+            item.add_marker(pytest.mark.xdist_group("busy-stacks"))
+        elif SHARED_STACKS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     longest_first(items)
 
