@@ -31,7 +31,7 @@ KINDS = [
     ("prefect deploy", "prefect deploy / automation CLI"),
     ("prefect automation", "prefect deploy / automation CLI"),
     ("prefect work-pool", "prefect deploy / automation CLI"),
-    ("execnet", "pytest worker (tests in process)"),
+    ("sys.stdin.readline", "pytest worker (tests in process)"),  # xdist's worker: python -c "...exec(eval(...))"
     ("pytest", "pytest"),
     ("bin/changeflow", "changeflow CLI / up / demo"),
     ("mypy", "mypy"),
