@@ -96,6 +96,8 @@ def canary_gate(key: str, gate: str, description: str) -> str:
         on_record = services.canary.gate_answer(key, gate)
         if on_record is not None:
             # `changeflow canary` recorded the answer through the services, then resumed with a bare "look again".
+            # A form sent beside it is not applied, and its code is not kept either.
+            forget_answer(answer)
             return on_record
         try:
             recorded = services.canary.confirm(key, person=answer.person.strip(), code=answer.approval_code,
