@@ -33,6 +33,9 @@ DEAD = [StateType.CRASHED, StateType.FAILED]
 LOOK_BACK = timedelta(days=7)
 PAGE = 200
 SWEEP_FLOW = "approval-escalation"
+# A run of this flow files its change first; one that died before that has no change to restart it by.
+FILING_FLOW = "change-request"
+RESTART_MESSAGE = "started again by changeflow"
 # Runs in these states still have work to do; a run that died there is started again. `completed`: the run
 # closes it (or opens its review) next; a run killed between the two left it `completed` for ever
 # (tests/e2e/test_distributed.py found it). `failed` / `rolled_back` are not here: a change enters them and
@@ -63,6 +66,24 @@ async def _flow_name(flow_id: UUID) -> str:
         return (await client.read_flow(flow_id)).name
 
 
+async def _restarts_by_changeflow(flow_run_id: UUID) -> int:
+    """How often changeflow has put this run back to Scheduled: read from the run's own state history, as a run
+    that never filed its change has no change record to count its crashes in."""
+    async with get_client() as client:
+        states = await client.read_flow_run_states(flow_run_id)
+    return sum(1 for state in states
+               if state.type == StateType.SCHEDULED and (state.message or "").startswith(RESTART_MESSAGE))
+
+
+def start_again(run: FlowRun, why: str) -> bool:
+    """Put a run that has no change record to restart it by back to Scheduled, at most MAX_AUTOMATIC_RESTARTS
+    times (counted in the run's own history); past that it is left for a person (the UI's Retry)."""
+    if asyncio.run(_restarts_by_changeflow(run.id)) >= MAX_AUTOMATIC_RESTARTS:
+        return False
+    asyncio.run(_set_state(run.id, Scheduled(message=f"{RESTART_MESSAGE}: {why}")))
+    return True
+
+
 def replace_stuck_runs(stuck_after: timedelta | None = None) -> dict:
     """Runs left Pending by a worker that died while starting them. A sweep run is cancelled (the next sweep,
     a minute later, does its work); a change's run is marked Crashed, so reconcile_crashed_runs records,
@@ -83,8 +104,7 @@ def replace_stuck_runs(stuck_after: timedelta | None = None) -> dict:
         elif runtime().services.changes.find_by_flow_run(str(run.id)) is not None:
             asyncio.run(_set_state(run.id, Crashed(message=why)))
             crashed += 1
-        else:
-            asyncio.run(_set_state(run.id, Scheduled(message=f"{why}; started again by changeflow")))
+        elif start_again(run, why):
             rescheduled += 1
     return {"stuck_sweeps_cancelled": cancelled, "stuck_runs_crashed": crashed, "stuck_runs_restarted": rescheduled}
 
@@ -95,9 +115,17 @@ def reconcile_crashed_runs() -> dict:
     The runs are read from Prefect's dead runs, so the cost follows the crashes, not the open changes."""
     rt = runtime()
     services = rt.services
-    restarted = aborted = left = 0
+    restarted = aborted = left = unfiled = 0
     for run in asyncio.run(_runs_in(DEAD, ended_after=utcnow() - LOOK_BACK)):
         change = services.changes.find_by_flow_run(str(run.id))
+        if change is None and run.state is not None and run.state.type == StateType.CRASHED:
+            # A change request whose run died before filing it (its worker killed while the run started): nothing
+            # in changeflow knows of the request, so nothing else would start it again and the requester's change
+            # would be lost. Filing is idempotent by run id. (A Failed run that filed nothing failed in
+            # changeflow's own code: starting it again would only repeat that.)
+            if asyncio.run(_flow_name(run.flow_id)) == FILING_FLOW:
+                unfiled += start_again(run, f"its run crashed before filing its change ({run.state.message})")
+            continue
         if change is None or change.state not in UNFINISHED or run.state is None:
             continue
         crash = services.recovery.record_crash(
@@ -123,7 +151,8 @@ def reconcile_crashed_runs() -> dict:
             restarted += 1
         else:
             left += 1
-    return {"restarted": restarted, "canaries_aborted": aborted, "left_for_a_person": left}
+    return {"restarted": restarted, "canaries_aborted": aborted, "left_for_a_person": left,
+            "unfiled_runs_restarted": unfiled}
 
 
 def abort_canary(change, crash: int) -> bool:
