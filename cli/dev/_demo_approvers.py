@@ -22,9 +22,9 @@ class EndpointApprovers:
     slack_secret: str
 
     def approve(self, key: str, person: str, comment: str, wait) -> str:
-        """Approve `key` as `person`; returns what the demo says. `wait(probe, timeout_s, what)` polls."""
+        """Approve `key` as `person`; returns what the demo says. `wait(probe, what)` polls."""
         if person == INBOX_PERSON:
-            link = wait(lambda: self.link_in_inbox(key), 60, f"{person}'s approval link for {key}")
+            link = wait(lambda: self.link_in_inbox(key), f"{person}'s approval link for {key}")
             page = httpx.get(link, timeout=10)
             form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
             answer = httpx.post(link, data={"form_token": form_token.group(1) if form_token else "",

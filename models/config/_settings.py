@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         "its health check. A first start creates Prefect's database: about 10 s on an idle two-core machine, "
         "past 90 s beside a busy workload (a CI run lost its demo to a 90 s limit).")
 
+    demo_step_timeout_s: float = Field(
+        default=300.0, ge=10.0, description="How long `changeflow demo` waits for any one step of a scenario (a run "
+        "at its gate, a refusal recorded, a run ended) before it calls the scenario failed: seconds on an idle "
+        "machine, past 60 s beside a busy test suite (a CI run lost its demo to a 60 s limit).")
+
     # Crash detection (automations.yaml, flows/escalation.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(

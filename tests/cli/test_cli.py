@@ -127,7 +127,9 @@ def test_policy_show_lists_who_must_approve(cli_env):
     ("CHANGEFLOW_HEARTBEAT_S", "5", "CHANGEFLOW_HEARTBEAT_S: Input should be greater than or equal to 30"),
     ("CHANGEFLOW_SERVER_START_TIMEOUT_S", "1", "CHANGEFLOW_SERVER_START_TIMEOUT_S: Input should be greater than or "
                                                "equal to 10"),
-], ids=["zombie-window", "sweep-interval", "heartbeat", "server-start"])
+    ("CHANGEFLOW_DEMO_STEP_TIMEOUT_S", "0", "CHANGEFLOW_DEMO_STEP_TIMEOUT_S: Input should be greater than or equal "
+                                            "to 10"),
+], ids=["zombie-window", "sweep-interval", "heartbeat", "server-start", "demo-step"])
 def test_a_bad_setting_exits_2_naming_it_before_any_command_runs(cli_env, monkeypatch, variable, value, message):
     before = _count_changes(cli_env)
     monkeypatch.setenv(variable, value)
