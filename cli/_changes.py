@@ -184,7 +184,7 @@ def _reopen(key: str, amendment: dict, person: str, code: str, reason: str) -> N
     notifier = Notifier(ctx.services, ctx.settings)
     asked = notifier.request_approvals(change)
     notifier.deliver(change_key=change.key)
-    nudge_run(change, "window-", wait_s=5)
+    nudge_run(change, "window", wait_s=5)
     console.print(f"{change.key}: {change.state}, approval round {change.approval_round} "
                   f"({asked} approval request(s) sent; the previous round's codes no longer work)")
 

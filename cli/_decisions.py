@@ -26,7 +26,7 @@ def _decide(key: str, approver: str, code: str, role: Optional[str], comment: st
             json_output: bool) -> None:
     services = context().services
     result = services.approvals.decide(key, approver=approver, decision=decision, code=code, role=role, comment=comment)
-    nudged = nudge_run(result.change, "approval-")
+    nudged = nudge_run(result.change, "approval")
     change = services.changes.get(key)
     if json_output:
         print_json({**change_row(change), "role": result.role, "missing": result.evaluation.missing,
@@ -94,7 +94,7 @@ def confirm(
                          f"({', '.join(known) or 'it has none'})")
     written = services.checklists.confirm_item(key, person=person, code=code, phase=phase, step=step,
                                                item=definition, note=note)
-    nudged = nudge_run(services.changes.get(key), "checklist-")
+    nudged = nudge_run(services.changes.get(key), "checklist")
     console.print(f"{change.key} {phase} {item}: {'confirmed' if written else 'already recorded'}"
                   f"{'; the run continues' if nudged else ''}")
 
@@ -111,12 +111,12 @@ def work(
     step: Optional[int] = typer.Option(None, min=1, help="A step interrupted by a crash: did it take effect?"),
 ) -> None:
     """Confirm manual work on a change without automation (or a step a crash interrupted); its run continues."""
-    from flows import work_key_prefix
+    from flows import work_gate
 
     services = context().services
     done = services.work.confirm(key, stage=stage, person=person, code=code, step=step,
                                  outcome=WorkOutcome.failed if failed else WorkOutcome.done, note=note)
-    nudged = nudge_run(services.changes.get(key), work_key_prefix(stage, step))
+    nudged = nudge_run(services.changes.get(key), "work", work_gate(stage, step))
     console.print(f"{key.upper()} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 
@@ -133,13 +133,13 @@ def canary(
     """Answer a canary gate: confirm the next step (or an inconclusive analysis), or roll back."""
     services = context().services
     change = services.changes.get(key)
-    gate = waiting_gate(change, "canary-")
+    gate = waiting_gate(change, "canary")
     if gate is None:
         raise InputError(f"{change.key}: its run is not waiting at a canary gate")
     # Recorded here, checked like any answer (the person's code); the run is only asked to look again.
     recorded = services.canary.confirm(key, person=person, code=code, action="roll_back" if roll_back else "proceed",
                                        comment=comment, gate=gate)
-    nudged = nudge_run(change, "canary-")
+    nudged = nudge_run(change, "canary")
     first = "" if recorded["person"] == person else f" (already answered by {recorded['person']})"
     console.print(f"{change.key} {gate}: {recorded['answer'].replace('_', ' ')}{first}"
                   f"{'; the run continues' if nudged else '; the run picks it up within a minute'}")

@@ -37,29 +37,30 @@ def start_change_flow(services: Services, request: dict, *, wait_s: float = 120)
     )
 
 
-def nudge_run(change: ChangeRequest, key_prefix: str, *, wait_s: float = 15) -> bool:
-    """After a decision was recorded: resume the change's run suspended at `key_prefix...` with a bare "look
-    again" that carries no code (see flows.nudge_suspended_run)."""
+def nudge_run(change: ChangeRequest, kind: str, gate: str | None = None, *, wait_s: float = 15) -> bool:
+    """After a decision was recorded: resume the change's run suspended at a gate of `kind` (`approval`, ...; that
+    `gate`, when given) with a bare "look again" that carries no code (see flows.nudge_suspended_run)."""
     if not change.flow_run_id:
         return False
-    from flows import nudge_suspended_run
+    from flows import GateKind, nudge_suspended_run
 
-    return nudge_suspended_run(change.flow_run_id, key_prefix, wait_s=wait_s)
+    return nudge_suspended_run(change.flow_run_id, GateKind(kind), gate, wait_s=wait_s)
 
 
-def waiting_gate(change: ChangeRequest, key_prefix: str) -> str | None:
-    """The gate (e.g. `canary-confirm-s2`) the change's run is suspended at, or None when it waits at none of
-    `key_prefix`'s gates."""
+def waiting_gate(change: ChangeRequest, kind: str) -> str | None:
+    """The gate (e.g. `canary-confirm-s2`) the change's run is suspended at, or None when it waits at no gate of
+    `kind`."""
     if not change.flow_run_id:
         return None
-    from flows import gate_of, paused_key
+    from flows import PauseKey, paused_key
 
     try:
         key = asyncio.run(paused_key(change.flow_run_id))
     except Exception as exc:  # noqa: BLE001 - any failure to reach Prefect means the same to the user
         raise PrefectUnavailable(f"could not read {change.key}'s flow run from Prefect ({type(exc).__name__}: "
                                  f"{exc}); is `changeflow up` running?") from None
-    return gate_of(key) if key is not None and key.startswith(key_prefix) else None
+    parsed = PauseKey.parse(key)
+    return parsed.gate_name if parsed is not None and parsed.kind.value == kind else None
 
 
 def cancel_run(change: ChangeRequest, message: str) -> bool:

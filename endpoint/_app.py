@@ -39,14 +39,14 @@ _PAGES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
 
-# (flow run id, pause-key prefix) -> whether the run was resumed
-Nudge = Callable[[str, str], bool]
+# flow run id -> whether the run, waiting at its approval gate, was resumed
+Nudge = Callable[[str], bool]
 
 
-def _nudge_with_prefect(flow_run_id: str, key_prefix: str) -> bool:
-    from flows import nudge_suspended_run
+def _nudge_with_prefect(flow_run_id: str) -> bool:
+    from flows import GateKind, nudge_suspended_run
 
-    return nudge_suspended_run(flow_run_id, key_prefix)
+    return nudge_suspended_run(flow_run_id, GateKind.approval)
 
 
 async def _urlencoded_form(request: Request) -> dict[str, str]:
@@ -71,7 +71,7 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         if not change.flow_run_id:
             return None
         # The decision is recorded: the run is only asked to look again (no code reaches Prefect's storage).
-        return BackgroundTask(nudge, change.flow_run_id, "approval-")
+        return BackgroundTask(nudge, change.flow_run_id)
 
     async def link_page(request: Request) -> Response:
         token = request.path_params["token"]

@@ -11,7 +11,7 @@ from typing import Any
 _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key": "_prefect_api",
           "resume_with_input": "_prefect_api", "run_state": "_prefect_api",
           "nudge_suspended_run": "_prefect_api", "forget_answer": "_prefect_api",
-          "work_key_prefix": "_manual", "gate_of": "_gates",
+          "work_gate": "_manual", "GateKind": "_pause_key", "PauseKey": "_pause_key",
           "anchored_checkpoints": "_anchors"}
 __all__ = list(_HOMES)
 

@@ -1,15 +1,16 @@
-"""The gates of the change-request flow: approval and the maintenance window. Each suspends the run (holding no
-worker) and checks what came back: a suspend key that already fired returns at once on a re-run (Prefect), so the
-gate is the check after the suspend, never the suspend itself (DESIGN.md, "Trust boundaries")."""
+"""The gates of the change-request flow: approval and the maintenance window, each waiting by the one gate
+protocol (flows/_gate.py)."""
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from typing import Any
+
+from pydantic import Field
 from prefect import get_run_logger
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
-from flows._prefect_api import forget_answer
+from flows._gate import Gate, wait_at
+from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
 from models import ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
 
@@ -33,18 +34,6 @@ class ApprovalDecision(RunInput):
     approval_code: str = Field(default="", description="Your personal approval code from the notification "
                                                        "(e.g. K7Q2-M9XA-3BTD).")
     comment: str = Field(default="", max_length=5000, description="Comment for the record (required to reject).")
-
-
-def is_bare(answer: RunInput) -> bool:
-    """A resume that carries nothing: the bare "look again" of a path that recorded its decision through the
-    services first, or a Resume form left untouched. It authorises nothing; the gate re-reads the record."""
-    return answer.model_dump() == type(answer)().model_dump()
-
-
-def gate_of(pause_key: str) -> str:
-    """The gate a pause key belongs to: the key without its attempt number (`canary-confirm-s2-3` ->
-    `canary-confirm-s2`); every gate suspends under `<gate>-<attempt>`."""
-    return pause_key.rsplit("-", 1)[0]
 
 
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:
@@ -83,57 +72,48 @@ def tell_the_refused(change: ChangeRequest, person: str, refusal: str, attempt: 
     rt.notifier.deliver(change_key=change.key)
 
 
-def approval_gate(key: str) -> ChangeRequest:
-    """Suspend until the policy is satisfied or the change is rejected/expired, applying each decision.
+class ApprovalGate(Gate[ChangeRequest]):
+    """Waits until the policy is satisfied or the change is rejected or expired; a filled form is a decision.
 
-    Keys are stable (`approval-r<round>-<n>`): after a restart the loop replays the inputs Prefect already
-    holds for fired keys, and `attempt_id` makes each replay a no-op, until it reaches the first new key.
-    """
-    logger = get_run_logger()
-    services = runtime().services
-    refusal: str | None = None
-    attempt = 0
-    while True:
-        change = services.changes.get(key)
-        if change.state != ChangeState.awaiting_approval.value:
-            return change
-        attempt += 1
-        pause_key = f"approval-r{change.approval_round}-{attempt}"
-        form = ApprovalDecision.with_initial_data(description=gate_description(change, refusal))
+    Keys are `approval-r<round>-<n>`: after a restart the gate replays what Prefect still holds for fired keys
+    (`attempt_id` makes each replay a no-op) until it reaches the first new key."""
+
+    kind = GateKind.approval
+
+    def __init__(self, key: str):
+        self.key = key
+        self.change = runtime().services.changes.get(key)
+
+    def settled(self) -> ChangeRequest | None:
+        self.change = runtime().services.changes.get(self.key)
+        return self.change if self.change.state != ChangeState.awaiting_approval.value else None
+
+    def gate(self) -> str:
+        return f"r{self.change.approval_round}"
+
+    def form(self, refusal: str | None) -> Any:
+        return ApprovalDecision.with_initial_data(description=gate_description(self.change, refusal))
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        assert isinstance(answer, ApprovalDecision)
+        approver = answer.approver.strip()
         try:
-            decision = suspend_flow_run(wait_for_input=form, key=pause_key)
-        except ValidationError:
-            # A key this run suspended at before it died, never resumed: Prefect returns at once with no stored
-            # decision. Nothing was decided; wait again under the next key.
-            logger.warning("%s fired before a crash without a decision; waiting again", pause_key)
-            continue
-        if is_bare(decision):
-            # Someone recorded a decision elsewhere and asks the run to look again (or pressed Resume on an
-            # untouched form): the loop re-reads the change and waits again while it still needs people.
-            refusal = None
-            continue
-        result = None
-        try:
-            result = services.approvals.decide(
-                key,
-                approver=decision.approver.strip(),
-                decision=decision.decision,
-                code=decision.approval_code,
-                comment=decision.comment,
-                attempt_id=pause_key,
-            )
+            result = runtime().services.approvals.decide(self.key, approver=approver, decision=answer.decision,
+                                                         code=answer.approval_code, comment=answer.comment,
+                                                         attempt_id=str(key))
         except PolicyViolation as exc:
-            refusal = str(exc)
-            logger.warning("refused: %s", exc)
-            tell_the_refused(change, decision.approver.strip(), refusal, pause_key)
+            tell_the_refused(self.change, approver, str(exc), str(key))
+            return str(exc)
         except ConflictError as exc:
-            refusal = f"{exc} (your decision was not recorded: please submit it again)"
-        forget_answer(decision)  # recorded or refused: the code it carried stays out of Prefect's storage
-        if result is None:
-            continue
-        refusal = None
-        logger.info("%s %s as %s; still needed: %s", decision.approver, decision.decision.value, result.role,
-                    result.evaluation.describe_missing())
+            return f"{exc} (your decision was not recorded: please submit it again)"
+        get_run_logger().info("%s %s as %s; still needed: %s", approver, answer.decision.value, result.role,
+                              result.evaluation.describe_missing())
+        return None
+
+
+def approval_gate(key: str) -> ChangeRequest:
+    """Suspend until the policy is satisfied or the change is rejected/expired, applying each decision."""
+    return wait_at(ApprovalGate(key))
 
 
 def window_description(change: ChangeRequest, reason: str, refusal: str | None) -> str:
@@ -167,21 +147,39 @@ def wait_for_window(key: str) -> ChangeRequest:
                                                reason="cannot be scheduled: " + "; ".join(clashes))
         change = services.changes.transition(key, ChangeState.scheduled, actor="changeflow",
                                              reason=f"waiting for the window starting {change.planned_start or 'now'}")
-    refusal: str | None = None
-    attempt = 0
-    while True:
-        change = services.changes.get(key)
-        if change.state != ChangeState.scheduled.value:
-            return change
-        check = services.scheduling.start_check(key)
-        if check.may_start:
-            return change
-        attempt += 1
-        pause_key = f"window-r{change.approval_round}-{attempt}"
-        form = WindowGateInput.with_initial_data(description=window_description(change, check.reason, refusal))
-        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
-        refusal = services.scheduling.answer_window_gate(key, person=answer.person, code=answer.approval_code,
-                                                         reason=answer.reason, attempt_id=pause_key)
-        forget_answer(answer)
-        if refusal:
-            get_run_logger().warning("window gate: %s", refusal)
+    return wait_at(WindowGate(key))
+
+
+class WindowGate(Gate[ChangeRequest]):
+    """Waits until the window opens with no freeze over it, or a person the policy allows starts it early (a
+    filled form); an empty Resume starts nothing."""
+
+    kind = GateKind.window
+    waits_for_a_person = False  # it waits for the clock (days, often): suspended at once
+    empty_resume_is_an_attempt = True  # recorded as a refused early start unless the window is open anyway
+
+    def __init__(self, key: str):
+        self.key = key
+        self.change = runtime().services.changes.get(key)
+        self.reason = ""
+
+    def settled(self) -> ChangeRequest | None:
+        services = runtime().services
+        self.change = services.changes.get(self.key)
+        if self.change.state != ChangeState.scheduled.value:
+            return self.change
+        check = services.scheduling.start_check(self.key)
+        self.reason = check.reason
+        return self.change if check.may_start else None
+
+    def gate(self) -> str:
+        return f"r{self.change.approval_round}"
+
+    def form(self, refusal: str | None) -> Any:
+        return WindowGateInput.with_initial_data(description=window_description(self.change, self.reason, refusal))
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        assert isinstance(answer, WindowGateInput)
+        return runtime().services.scheduling.answer_window_gate(self.key, person=answer.person,
+                                                                code=answer.approval_code, reason=answer.reason,
+                                                                attempt_id=str(key))

@@ -2,19 +2,19 @@
 a person its policy names confirms the stage with their personal code, from the Resume form or
 `changeflow work`. Nothing is ever "handed to the operator" and counted as done without such a confirmation.
 
-Like every gate, the check is after the suspend, never the suspend itself: a resume with empty or wrong input
-is refused on the record and the run waits again (a fired key returns at once on a re-run, see Prefect's
-`suspend_flow_run`).
+It waits by the one gate protocol (flows/_gate.py): a resume with empty or wrong input is refused on the record
+and the run waits again.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
-from prefect import get_run_logger
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
-from flows._prefect_api import forget_answer
+from flows._gate import Gate, wait_at
+from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
 from models import ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
 
@@ -55,41 +55,57 @@ def work_description(change: ChangeRequest, stage: WorkStage, people: list[str],
     return "\n\n".join(lines)
 
 
-def work_key_prefix(stage: WorkStage, step: int | None = None) -> str:
-    return f"work-{stage.value.replace('_', '-')}-" + (f"s{step}-" if step is not None else "")
+def work_gate(stage: WorkStage, step: int | None = None) -> str:
+    """The work gate's name within its kind: `implemented`, `rolled-back-s2` (Prefect's keys allow letters,
+    digits and dashes only)."""
+    return stage.value.replace("_", "-") + (f"-s{step}" if step is not None else "")
+
+
+class ManualWorkGate(Gate[WorkConfirmation]):
+    """Waits until a person the policy names confirms the stage (of one interrupted `step`, when given) with their
+    code; its people are told once, with their own codes. An empty Resume is a refused attempt."""
+
+    kind = GateKind.work
+    empty_resume_is_an_attempt = True
+
+    def __init__(self, key: str, stage: WorkStage, step: int | None, interrupted: str | None):
+        self.key, self.stage, self.step, self.interrupted = key, stage, step, interrupted
+
+    def settled(self) -> WorkConfirmation | None:
+        return runtime().services.work.confirmation(self.key, self.stage, self.step)
+
+    def gate(self) -> str:
+        return work_gate(self.stage, self.step)
+
+    def before_wait(self, attempt: int) -> None:
+        if attempt:
+            return
+        rt = runtime()
+        change = rt.services.changes.get(self.key)
+        # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
+        rt.notifier.announce(change, "work_needed", rt.services.work.implementers(self.key),
+                             round_=f"{change.approval_round}:{self.stage.value}:{self.step or ''}",
+                             extra={"stage": self.stage.value.replace("_", " ")}, personal_code=True)
+        rt.notifier.deliver(change_key=self.key)
+
+    def form(self, refusal: str | None) -> Any:
+        services = runtime().services
+        return ManualWorkInput.with_initial_data(description=work_description(
+            services.changes.get(self.key), self.stage, services.work.implementers(self.key), refusal,
+            self.interrupted))
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        assert isinstance(answer, ManualWorkInput)
+        try:
+            runtime().services.work.confirm(self.key, stage=self.stage, person=answer.person,
+                                            code=answer.approval_code, outcome=answer.outcome, note=answer.note,
+                                            attempt_id=str(key), step=self.step)
+        except PolicyViolation as exc:
+            return str(exc)
+        return None
 
 
 def manual_work_gate(key: str, stage: WorkStage, *, step: int | None = None,
                      interrupted: str | None = None) -> WorkConfirmation:
-    """Wait until the stage (of one interrupted `step`, when given) is confirmed; its people are told once, with
-    their own codes."""
-    rt = runtime()
-    services = rt.services
-    refusal: str | None = None
-    attempt = 0
-    while True:
-        confirmed = services.work.confirmation(key, stage, step)
-        if confirmed is not None:
-            return confirmed
-        change = services.changes.get(key)
-        people = services.work.implementers(key)
-        if attempt == 0:
-            # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
-            rt.notifier.announce(change, "work_needed", people,
-                                 round_=f"{change.approval_round}:{stage.value}:{step or ''}",
-                                 extra={"stage": stage.value.replace("_", " ")}, personal_code=True)
-            rt.notifier.deliver(change_key=key)
-        attempt += 1
-        # (Prefect's run-input keys allow letters, digits and dashes only.)
-        pause_key = f"{work_key_prefix(stage, step)}{attempt}"
-        form = ManualWorkInput.with_initial_data(
-            description=work_description(change, stage, people, refusal, interrupted))
-        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
-        try:
-            services.work.confirm(key, stage=stage, person=answer.person, code=answer.approval_code,
-                                  outcome=answer.outcome, note=answer.note, attempt_id=pause_key, step=step)
-            refusal = None
-        except PolicyViolation as exc:
-            refusal = str(exc)
-            get_run_logger().warning("manual work gate: %s", exc)
-        forget_answer(answer)
+    """Wait until the stage (of one interrupted `step`, when given) is confirmed."""
+    return wait_at(ManualWorkGate(key, stage, step, interrupted))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID
 
 from prefect import get_client
@@ -12,6 +13,8 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import RunInput
 from prefect.input.actions import delete_flow_run_input
 from prefect.states import Cancelled
+
+from flows._pause_key import GateKind, PauseKey
 
 
 class ResumeRefused(Exception):
@@ -92,8 +95,9 @@ async def cancel(flow_run_id: str, message: str) -> None:
         await client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)
 
 
-def nudge_suspended_run(flow_run_id: str, key_prefix: str, *, wait_s: float = 15) -> bool:
-    """Resume a run suspended at `key_prefix...` with no input at all: a bare "look again". The decision was
+def nudge_suspended_run(flow_run_id: str, kind: GateKind, gate: str | None = None, *, wait_s: float = 15) -> bool:
+    """Resume a run suspended at a gate of `kind` (that `gate`, when given) with no input at all: a bare "look
+    again". The decision was
     recorded before this call, through the services (the CLI, the approval endpoint, the sweep); the gate re-reads
     it. Never a code: Prefect keeps a resume's input readable to anyone who reaches its API (DESIGN.md, "Trust
     boundaries"), and a code found there would be worth another act.
@@ -104,8 +108,8 @@ def nudge_suspended_run(flow_run_id: str, key_prefix: str, *, wait_s: float = 15
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            key = asyncio.run(paused_key(flow_run_id))
-            if key is not None and key.startswith(key_prefix):
+            key = PauseKey.parse(asyncio.run(paused_key(flow_run_id)))
+            if key is not None and key.kind is kind and gate in (None, key.gate):
                 asyncio.run(resume_with_input(flow_run_id, None))
                 return True
         except ResumeRefused:
@@ -117,6 +121,79 @@ def nudge_suspended_run(flow_run_id: str, key_prefix: str, *, wait_s: float = 15
             return False
         time.sleep(0.5)
     return False
+
+
+def _current_run_id() -> UUID:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("a gate waits inside a flow run only")
+    return context.flow_run.id
+
+
+def has_fired(key: str) -> bool:
+    """Whether this run paused or suspended at `key` before (Prefect remembers every key that fired): a re-run
+    replays its gates in order, and a fired key never waits again."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(_current_run_id())
+    return key in (run.empirical_policy.pause_keys or set())
+
+
+def stored_answer(form: Any, key: str) -> RunInput | None:
+    """The Resume input Prefect holds for `key`, or None: nobody resumed it (a hot wait that ran out, a run that
+    died waiting), or its gate applied it and deleted it (`forget_answer`), so there is nothing left to apply.
+
+    Prefect stores it under the state's name and the key (`suspended-<key>`, `paused-<key>`), and a bare resume
+    as `{}`: both names are read here, whichever way the key waited."""
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_base_key, run_input_subclass_from_type
+
+    run_id = _current_run_id()
+    form_type: Any = run_input_subclass_from_type(form)
+    for name in ("suspended", "paused"):
+        keyset = keyset_from_base_key(f"{name}-{key}")
+        if read_flow_run_input(keyset["response"], flow_run_id=run_id) is not None:
+            return form_type.load(keyset, flow_run_id=run_id)
+    return None
+
+
+def pause_in_process(form: Any, key: str, seconds: float, poll_s: float) -> RunInput | None:
+    """Pause the current run under `key` for at most `seconds`, its process kept and polling Prefect every
+    `poll_s`: the answer (a Resume's input; an empty one for a bare resume), or None when nobody resumed it, the run
+    back to Running so that its gate can suspend next.
+
+    Not `pause_flow_run(timeout=)`: that sets a pause deadline, and Prefect's pause-expiration service fails a
+    run paused past it (in the moment between the deadline and the next state we propose, too)."""
+    from prefect.input.run_input import keyset_from_paused_state, run_input_subclass_from_type
+    from prefect.states import Paused, Running
+    from prefect.utilities.engine import propose_state_sync
+
+    run_id = _current_run_id()
+    # (Prefect's annotations of these are looser than what they return: typed as Any here.)
+    form_type: Any = run_input_subclass_from_type(form)
+    paused: Any = Paused(reschedule=False, pause_key=key)  # no timeout: no deadline for the service to enforce
+    keyset: Any = keyset_from_paused_state(paused)
+    paused.state_details.run_input_keyset = keyset
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client=client, state=paused, flow_run_id=run_id)
+        if state.is_running():
+            return stored_answer(form, key)  # the key fired before (callers ask `has_fired` first)
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not pause at {key}: {state.type.value}")
+        form_type.save(keyset)  # the Resume dialog's form
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(poll_s)
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_running():
+                return stored_answer(form, key)
+            if run.state is not None and not run.state.is_paused():
+                raise RuntimeError(f"the run left its pause at {key} for {run.state.type.value}")
+        # Nobody answered in time. A Resume may land between the last look and this proposal: then the run is
+        # Running already, and what it carried is read below, not lost (nor left in Prefect's storage).
+        propose_state_sync(client=client, state=Running(), flow_run_id=run_id)
+    return stored_answer(form, key)
 
 
 def forget_answer(answer: RunInput) -> None:

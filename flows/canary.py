@@ -9,16 +9,16 @@ the Resume form is deleted once read: it carries a code), so a resumed run finds
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from flows._canary_bake import Analyzer, StepResult, bake_step
-from flows._prefect_api import forget_answer
+from flows._gate import Gate, wait_at
+from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
 from flows.traffic import RouterError, router_for
 from models import PolicyViolation, responsible, utcnow
@@ -74,40 +74,54 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
     return result
 
 
-def canary_gate(key: str, gate: str, description: str) -> str:
-    """Suspend until a person in the directory answers with a valid code; returns proceed, roll_back, or timed_out
-    when nobody answered within canary.yaml's gate_timeout_s (the caller then rolls back: fail-safe)."""
-    rt = runtime()
-    services = rt.services
-    deadline = services.canary.gate_deadline(key, gate)
-    change = services.changes.get(key)
-    rt.notifier.announce(change, "canary_gate_waiting", responsible_and_on_call(change), round_=gate,
-                         deadline=deadline, extra={"gate": gate}, personal_code=True)
-    rt.notifier.deliver(change_key=key)
-    refusal = ""
-    attempt = 0
-    while True:
-        if utcnow() >= deadline:
-            return "timed_out"
-        attempt += 1
-        text = description + (f"\n\n> **The last answer was refused:** {refusal}" if refusal else "")
-        answer = suspend_flow_run(wait_for_input=CanaryGateAnswer.with_initial_data(description=text),
-                                  key=f"{gate}-{attempt}")
-        on_record = services.canary.gate_answer(key, gate)
+class CanaryGate(Gate[str]):
+    """Waits until a person in the directory answers with a valid code (`changeflow canary` or the Resume form):
+    proceed or roll_back; or `timed_out` when nobody answered within canary.yaml's gate_timeout_s (the caller
+    then rolls back: fail-safe). An empty Resume is a refused answer."""
+
+    kind = GateKind.canary
+    empty_resume_is_an_attempt = True
+
+    def __init__(self, key: str, gate: str, description: str):
+        self.key, self.name, self.description = key, gate, description
+        self.full_name = PauseKey(GateKind.canary, gate, 0).gate_name  # what the records name (`canary-confirm-s2`)
+        self.deadline = runtime().services.canary.gate_deadline(key, self.full_name)
+
+    def settled(self) -> str | None:
+        on_record = runtime().services.canary.gate_answer(self.key, self.full_name)
         if on_record is not None:
-            # `changeflow canary` recorded the answer through the services, then resumed with a bare "look again".
-            # A form sent beside it is not applied, and its code is not kept either.
-            forget_answer(answer)
             return on_record
+        return "timed_out" if utcnow() >= self.deadline else None
+
+    def gate(self) -> str:
+        return self.name
+
+    def before_wait(self, attempt: int) -> None:
+        if attempt:
+            return
+        rt = runtime()
+        change = rt.services.changes.get(self.key)
+        rt.notifier.announce(change, "canary_gate_waiting", responsible_and_on_call(change), round_=self.full_name,
+                             deadline=self.deadline, extra={"gate": self.full_name}, personal_code=True)
+        rt.notifier.deliver(change_key=self.key)
+
+    def form(self, refusal: str | None) -> Any:
+        text = self.description + (f"\n\n> **The last answer was refused:** {refusal}" if refusal else "")
+        return CanaryGateAnswer.with_initial_data(description=text)
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        assert isinstance(answer, CanaryGateAnswer)
         try:
-            recorded = services.canary.confirm(key, person=answer.person.strip(), code=answer.approval_code,
-                                              action=answer.answer, comment=answer.comment, gate=gate)
+            runtime().services.canary.confirm(self.key, person=answer.person.strip(), code=answer.approval_code,
+                                              action=answer.answer, comment=answer.comment, gate=self.full_name)
         except PolicyViolation as exc:
-            refusal = str(exc)
-            continue
-        finally:
-            forget_answer(answer)
-        return recorded["answer"]
+            return str(exc)
+        return None
+
+
+def canary_gate(key: str, gate: str, description: str) -> str:
+    """proceed, roll_back or timed_out: see CanaryGate."""
+    return wait_at(CanaryGate(key, gate, description))
 
 
 def analysis_table(key: str) -> None:
@@ -152,7 +166,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             continue
         where = f"## {key}: canary {plan.canary_version} on {change.service}\n\nStep {index} of {len(plan.steps)}"
         if step.confirm:
-            answer = canary_gate(key, f"canary-confirm-s{index}",
+            answer = canary_gate(key, f"confirm-s{index}",
                                  f"{where}: send **{step.weight} %** of traffic to the canary?")
             if answer != "proceed":
                 return _roll_back(key, plan, change, _gate_reason(answer, f"before step {index}"), [])
@@ -174,7 +188,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             analysis_table(key)
             return _roll_back(key, plan, change, "; ".join(reasons), failing, weight_already_zero=True)
         if result_action == "pause":
-            answer = canary_gate(key, f"canary-inconclusive-s{index}-{bake}",
+            answer = canary_gate(key, f"inconclusive-s{index}-{bake}",
                                  f"{where} at {step.weight} %: the analysis was **inconclusive**: "
                                  f"{'; '.join(reasons)}.\n\nProceed as if healthy, or roll back?")
             if answer != "proceed":

@@ -12,12 +12,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
 from flows._checks import CHECKS
-from flows._prefect_api import forget_answer
+from flows._gate import Gate, wait_at
+from flows._pause_key import GateKind, PauseKey
 from flows._runtime import run_attempt, runtime
 from models import (
     ItemOutcome,
@@ -100,51 +100,61 @@ def run_automated(key: str, phase: str, step: int, items: list) -> list:
     return unknown
 
 
-def run_manual(key: str, phase: str, step: int, items: list) -> None:
-    services = runtime().services
-    if not items:
-        return
-    # Timeouts count from the first time the phase waited for people, across suspends and restarts.
-    first = services.checklists.phase_waiting_since(key, phase, step)
-    attempt = 0
-    refusal: str | None = None
-    while True:
-        done = _stored(key, phase, step)
-        waiting = [i for i in items if i.id not in done]
-        if not waiting:
-            return
-        expired = [i for i in waiting if utcnow() >= first + timedelta(seconds=i.timeout_s)]
+class ChecklistGate(Gate[bool]):
+    """Waits until every manual item of the phase has a result: confirmed by a person with their code (a ticked
+    box on the form, or `changeflow confirm`), or failed at its timeout, counted from the first time the phase
+    waited for people, across suspends and restarts."""
+
+    kind = GateKind.checklist
+
+    def __init__(self, key: str, phase: str, step: int, items: list):
+        self.key, self.phase, self.step, self.items = key, phase, step, items
+        self.first = runtime().services.checklists.phase_waiting_since(key, phase, step)
+        self.waiting: list = []
+
+    def settled(self) -> bool | None:
+        services = runtime().services
+        done = _stored(self.key, self.phase, self.step)
+        waiting = [i for i in self.items if i.id not in done]
+        expired = [i for i in waiting if utcnow() >= self.first + timedelta(seconds=i.timeout_s)]
         for item in expired:
-            services.checklists.record_check(key, phase=phase, step=step, item=item, outcome=ItemOutcome(
-                item_id=item.id, passed=False, required=item.required,
-                detail=f"not confirmed within {item.timeout_s:g} s"))
-        waiting = [i for i in waiting if i not in expired]
-        if not waiting:
-            return
-        attempt += 1
-        change = services.changes.get(key)
-        notify_people(key, phase, waiting)
-        lines = [f"## {change.key} {phase}-checklist{f' (step {step})' if step else ''}",
+            services.checklists.record_check(self.key, phase=self.phase, step=self.step, item=item,
+                                             outcome=ItemOutcome(item_id=item.id, passed=False, required=item.required,
+                                                                 detail=f"not confirmed within {item.timeout_s:g} s"))
+        self.waiting = [i for i in waiting if i not in expired]
+        return True if not self.waiting else None
+
+    def gate(self) -> str:
+        return f"{self.phase}-{self.step}"
+
+    def before_wait(self, attempt: int) -> None:
+        notify_people(self.key, self.phase, self.waiting)
+
+    def form(self, refusal: str | None) -> Any:
+        lines = [f"## {self.key} {self.phase}-checklist{f' (step {self.step})' if self.step else ''}",
                  "Tick each item you have confirmed and give your user name and personal approval code; or run "
-                 f"`changeflow confirm {change.key} ITEM --as NAME --code CODE`."]
-        lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)") for i in waiting]
+                 f"`changeflow confirm {self.key} ITEM --as NAME --code CODE`."]
+        lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)") for i in self.waiting]
         if refusal:
             lines.append(f"> **The last confirmation was refused:** {refusal}")
-        form = confirmation_form(phase, waiting, "\n".join(lines))
-        pause_key = f"checklist-{phase}-{step}-{attempt}"
-        answer = suspend_flow_run(wait_for_input=form, key=pause_key)
-        refusal = None
-        for item in (i for i in waiting if getattr(answer, field_name(i.id), False)):
+        return confirmation_form(self.phase, self.waiting, "\n".join(lines))
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        for item in (i for i in self.waiting if getattr(answer, field_name(i.id), False)):
             try:
-                services.checklists.confirm_item(key, person=answer.confirmed_by, code=answer.approval_code,
-                                                 phase=phase, step=step, item=item, note=answer.note,
-                                                 attempt_id=pause_key)
+                runtime().services.checklists.confirm_item(
+                    self.key, person=getattr(answer, "confirmed_by"), code=getattr(answer, "approval_code"),
+                    phase=self.phase, step=self.step, item=item, note=getattr(answer, "note"), attempt_id=str(key))
             except PolicyViolation as exc:
-                # Shown at the top of the next form; one refusal per answer (the same name and code fail
-                # for every item it ticked).
-                refusal = str(exc)
-                break
-        forget_answer(answer)
+                # Shown at the top of the next form; one refusal per answer (the same name and code fail for every
+                # item it ticked).
+                return str(exc)
+        return None
+
+
+def run_manual(key: str, phase: str, step: int, items: list) -> None:
+    if items:
+        wait_at(ChecklistGate(key, phase, step, items))
 
 
 def notify_people(key: str, phase: str, items: list) -> None:

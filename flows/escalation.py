@@ -12,7 +12,7 @@ from models import ChangeState, due_escalations, format_wait, requester_and, res
 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
-from flows._gates import gate_of
+from flows._pause_key import GateKind, PauseKey
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
 from flows._runtime import runtime
 
@@ -63,9 +63,9 @@ def expire(change, sla) -> None:
         asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
 
 
-def checklist_deadline_passed(change, pause_key: str) -> bool:
+def checklist_deadline_passed(change, pause_key: PauseKey) -> bool:
     """A manual checklist item of the waiting phase is past its timeout: the run must record it as failed."""
-    _, phase, step, _attempt = pause_key.split("-", 3)
+    phase, _, step = pause_key.gate.partition("-")
     services = runtime().services
     checklist = services.org.checklist_of(change)
     if checklist is None:
@@ -104,22 +104,22 @@ def nudge_runs_that_can_continue() -> int:
     # One read of Prefect per page of runs, not one per change.
     paused = asyncio.run(paused_keys([c.flow_run_id for c in candidates if c.flow_run_id]))
     for change in candidates:
-        key = paused.get(change.flow_run_id or "")
+        key = PauseKey.parse(paused.get(change.flow_run_id or ""))
         if key is None:
             continue
-        if key == "window" or key.startswith("window-"):
+        if key.kind is GateKind.window:
             # Only when the window gate would let it start anyway: the nudge authorises nothing.
             if not services.scheduling.start_check(change.key).may_start:
                 continue
-        elif key.startswith("checklist-"):
+        elif key.kind is GateKind.checklist:
             if not checklist_deadline_passed(change, key):
                 continue
-        elif key.startswith("canary-"):
+        elif key.kind is GateKind.canary:
             # A canary nobody answered: past its gate's deadline the run rolls it back (fail-safe); the flow
             # checks the deadline itself.
-            if utcnow() < services.canary.gate_deadline(change.key, gate_of(key)):
+            if utcnow() < services.canary.gate_deadline(change.key, key.gate_name):
                 continue
-        elif not key.startswith("approval-"):
+        elif key.kind is not GateKind.approval:
             continue
         # A bare "look again", never a code or a decision: each gate re-reads the record (the decision that moved
         # the change was recorded by the services) and authorises nothing from an empty resume.

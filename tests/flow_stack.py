@@ -56,6 +56,7 @@ def slow_check(name: str) -> dict:
             "command": f'echo started >> "$CHANGEFLOW_HOME/checks-{name}.log"; sleep 15'}
 
 
+HOT_GATE = "30s"  # the shipped policies' hot gates (minutes), turned down for the flow stack
 NORMAL_TYPE = {
     "description": "a routine change one team lead approves",
     "approvals": [{"role": "team_lead", "count": 1}],
@@ -189,6 +190,11 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
     # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
+    # Gates wait hot for 30 s here, not the shipped minutes: a change a test leaves at its gate gives its runner
+    # slot back soon (8 slots serve the whole worker's tests). Same behaviour, sooner.
+    for policy in policies["types"].values():
+        if policy.get("hot_gate"):
+            policy["hot_gate"] = HOT_GATE
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "failing-rollback", "canary-release",
                                           "slow-step",
                                           "slow-idempotent-step", "slow-rollback",

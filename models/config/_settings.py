@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         "its health check. A first start creates Prefect's database: about 10 s on an idle two-core machine, "
         "past 90 s beside a busy workload (a CI run lost its demo to a 90 s limit).")
 
+    hot_gate_poll_s: float = Field(
+        default=1.0, ge=0.2, le=10.0, description="How often a gate waiting in its run's process (the policy's "
+        "`hot_gate`) asks Prefect whether it was resumed: the delay between an answer and the run moving on.")
+
     demo_step_timeout_s: float = Field(
         default=300.0, ge=10.0, description="How long `changeflow demo` waits for any one step of a scenario (a run "
         "at its gate, a refusal recorded, a run ended) before it calls the scenario failed: seconds on an idle "

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._canary_plan import CanaryConfig
 from ._checklist import Checklist
@@ -167,6 +167,19 @@ class TypePolicy(Strict):
     escalation: list[EscalationStep] | None = Field(
         default=None, description="This type's reminder ladder (empty: the policy set's `escalation`)")
     extra_for_risk: dict[RiskLevel, list[ApprovalRequirement]] = Field(default_factory=dict)
+    hot_gate: Duration = Field(
+        default=timedelta(0), description="How long a gate of this type that waits for a person (approval, manual "
+        "work, checklist item, canary question) first waits in its run's process: an answer then moves the run "
+        "within about a second, but the wait holds a worker slot and its memory. Past it the run suspends and frees "
+        "the slot, and an answer costs a new flow-run process (seconds). 0: suspend at once.")
+
+    @field_validator("hot_gate")
+    @classmethod
+    def _hot_gate_bounded(cls, value: timedelta) -> timedelta:
+        # A slot held for hours by a gate nobody answers starves every other change of workers.
+        if not timedelta(0) <= value <= timedelta(hours=1):
+            raise ValueError("hot_gate must be between 0 and 1h")
+        return value
 
 
 class RiskPolicy(Strict):
