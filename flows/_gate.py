@@ -101,9 +101,11 @@ def wait_at(gate: Gate[Settled]) -> Settled:
                 answer = replayed
             elif hot_left > 0:
                 started = time.monotonic()
-                hot_answer = pause_in_process(gate.form(refusal), str(key), hot_left,
-                                              runtime().settings.hot_gate_poll_s)
-                hot_left -= time.monotonic() - started
+                settings = runtime().settings
+                hot_answer = pause_in_process(gate.form(refusal), str(key), hot_left, settings.hot_gate_poll_s,
+                                              settings.hot_gate_yield_after_s)
+                # (Given up early for a run that waits for a slot: the rest of the hot period goes with it.)
+                hot_left = 0 if hot_answer is None else hot_left - (time.monotonic() - started)
                 if hot_answer is None:
                     continue  # nobody answered while it was hot: look at the record, then suspend
                 answer = hot_answer

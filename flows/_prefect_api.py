@@ -158,10 +158,28 @@ def stored_answer(form: Any, key: str) -> RunInput | None:
     return None
 
 
-def pause_in_process(form: Any, key: str, seconds: float, poll_s: float) -> RunInput | None:
+def a_run_waits_for_a_slot(client: Any, due_for_s: float) -> bool:
+    """Whether some flow run has been due for `due_for_s` and still not started: every worker slot is taken."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterNextScheduledStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    due = datetime.now(timezone.utc) - timedelta(seconds=due_for_s)
+    waiting = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                            next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=due))
+    return client.count_flow_runs(flow_run_filter=waiting) > 0
+
+
+def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_after_s: float) -> RunInput | None:
     """Pause the current run under `key` for at most `seconds`, its process kept and polling Prefect every
     `poll_s`: the answer (a Resume's input; an empty one for a bare resume), or None when nobody resumed it, the run
-    back to Running so that its gate can suspend next.
+    back to Running so that its gate can suspend next. It stops waiting early when another run has been due for
+    `yield_after_s` without starting: a gate that holds a slot must not keep a change from starting (eight
+    unanswered gates would hold every slot of a worker for their whole hot period).
 
     Not `pause_flow_run(timeout=)`: that sets a pause deadline, and Prefect's pause-expiration service fails a
     run paused past it (in the moment between the deadline and the next state we propose, too)."""
@@ -190,6 +208,8 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float) -> RunI
                 return stored_answer(form, key)
             if run.state is not None and not run.state.is_paused():
                 raise RuntimeError(f"the run left its pause at {key} for {run.state.type.value}")
+            if a_run_waits_for_a_slot(client, yield_after_s):
+                break
         # Nobody answered in time. A Resume may land between the last look and this proposal: then the run is
         # Running already, and what it carried is read below, not lost (nor left in Prefect's storage).
         propose_state_sync(client=client, state=Running(), flow_run_id=run_id)

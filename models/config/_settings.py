@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         default=1.0, ge=0.2, le=10.0, description="How often a gate waiting in its run's process (the policy's "
         "`hot_gate`) asks Prefect whether it was resumed: the delay between an answer and the run moving on.")
 
+    hot_gate_yield_after_s: float = Field(
+        default=5.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
+        "(suspends) as soon as another flow run has been due this long without starting: every slot is taken. A "
+        "worker picks a due run up within its poll (0.5 s under `changeflow up`).")
+
     demo_step_timeout_s: float = Field(
         default=300.0, ge=10.0, description="How long `changeflow demo` waits for any one step of a scenario (a run "
         "at its gate, a refusal recorded, a run ended) before it calls the scenario failed: seconds on an idle "
