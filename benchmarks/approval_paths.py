@@ -1,9 +1,10 @@
-"""How fast an approver's action takes effect on each path (issue 17): the Prefect UI's Resume dialog (the API
-call it makes), a Slack button click signed like Slack signs it, and the e-mail link's form. For each standard
-change: alice approves (not timed), then bob's approval is timed from his action to (a) the decision recorded in
-the change database and (b) the run past its gate (the change leaves `approved`). One stack for all three paths,
-as `changeflow up` runs it (Prefect server, deployments, approval endpoint, process worker, 0.5 s polling), so
-the paths are measured side by side.
+"""How fast an approver's action takes effect on each path (issues 17 and 27): the Prefect UI's Resume dialog (the
+API call it makes), a Slack button click signed like Slack signs it, and the e-mail link's form; each with the gate
+hot (waiting in its run's process: the shipped standard policy's `hot_gate`, 2 min) and cold (suspended: the same
+policy with `hot_gate: 0s`, as a copy of the type). For each change: alice approves (not timed), then bob's
+approval is timed from his action to (a) the decision recorded in the change database and (b) the run past its
+gate (the change leaves `approved`). One stack for every path and mode, as `changeflow up` runs it (Prefect
+server, deployments, approval endpoint, process worker, 0.5 s polling), so they are measured side by side.
 
     python benchmarks/approval_paths.py --changes 20
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
+import yaml  # noqa: E402
 
 from cli.dev import (  # noqa: E402
     FAST_POLLING,
@@ -39,6 +41,14 @@ from models import Database, Services, Settings, load_org  # noqa: E402
 SECRET = "approval-paths-benchmark"
 SLACK_SECRET = "approval-paths-slack-secret"
 PATHS = ("Resume dialog (Prefect API)", "Slack click (endpoint)", "e-mail link (endpoint)")
+# Change type per mode: the shipped standard policy, and a copy of it that suspends at once.
+MODES = {"hot": "standard", "cold": "standard-cold"}
+
+
+def add_cold_type(config: Path) -> None:
+    policies = yaml.safe_load((config / "policies.yaml").read_text())
+    policies["types"]["standard-cold"] = {**policies["types"]["standard"], "hot_gate": "0s"}
+    (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
 
 
 def main() -> None:
@@ -53,6 +63,7 @@ def main() -> None:
         **FAST_POLLING, "CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET,
         "CHANGEFLOW_APPROVAL_URL": approval_url, "CHANGEFLOW_SLACK_SIGNING_SECRET": SLACK_SECRET}))
     assert stack.run([sys.executable, "-m", "cli", "init"]).returncode == 0
+    add_cold_type(home / "config")
     try:
         start_server(stack, port, root / "logs")
         create_pool_and_deploy(stack)
@@ -64,11 +75,12 @@ def main() -> None:
             results = measure(home, approval_url, args.changes)
     finally:
         stack.stop()
-    print(f"\n{'path':<30} {'decision recorded (median)':>28} {'run past the gate (median)':>28}   n")
+    print(f"\n{'path':<30} {'gate':<5} {'decision recorded (median)':>28} {'run past the gate (median)':>28}   n")
     for path in PATHS:
-        recorded, past = zip(*results[path])
-        print(f"{path:<30} {statistics.median(recorded):>26.2f} s {statistics.median(past):>26.2f} s   "
-              f"{len(recorded)}")
+        for mode in MODES:
+            recorded, past = zip(*results[f"{path}|{mode}"])
+            print(f"{path:<30} {mode:<5} {statistics.median(recorded):>26.2f} s {statistics.median(past):>26.2f} s"
+                  f"   {len(recorded)}")
 
 
 def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:
@@ -78,7 +90,7 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
 
     settings = Settings(home=home, secret=SECRET)
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
-    results: dict[str, list[tuple[float, float]]] = {path: [] for path in PATHS}
+    results: dict[str, list[tuple[float, float]]] = {f"{path}|{mode}": [] for path in PATHS for mode in MODES}
 
     def at_gate(run_id: str) -> None:
         while not (asyncio.run(paused_key(run_id)) or "").startswith("approval-"):
@@ -98,10 +110,10 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
             token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
             assert httpx.post(link, data={"form_token": token, "decision": "approve"}, timeout=30).status_code == 200
 
-    for i in range(changes * len(PATHS)):
-        path = PATHS[i % len(PATHS)]
+    for i in range(changes * len(PATHS) * len(MODES)):
+        path, mode = PATHS[i % len(PATHS)], list(MODES)[(i // len(PATHS)) % len(MODES)]
         run_id = str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
-            "type": "standard", "title": f"paths {i}", "service": "payments", "requester": "grace",
+            "type": MODES[mode], "title": f"paths {i}", "service": "payments", "requester": "grace",
             "rollback_plan": "redeploy"}}).id)
         at_gate(run_id)
         key = services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key
@@ -116,9 +128,9 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
         recorded = time.perf_counter() - started
         while services.changes.get(key).state in ("awaiting_approval", "approved"):
             time.sleep(0.02)
-        results[path].append((recorded, time.perf_counter() - started))
-        print(f"  {path}: {key} recorded {recorded:.2f} s, run past the gate {results[path][-1][1]:.2f} s",
-              flush=True)
+        results[f"{path}|{mode}"].append((recorded, time.perf_counter() - started))
+        print(f"  {path} ({mode}): {key} recorded {recorded:.2f} s, run past the gate "
+              f"{results[f'{path}|{mode}'][-1][1]:.2f} s", flush=True)
     return results
 
 

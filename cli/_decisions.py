@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import ChangeState, Decision, InputError, WorkOutcome, WorkStage, interrupted_check_question
+from models import Act, ChangeState, Decision, InputError, WorkOutcome, WorkStage, interrupted_check_question
 from notifications import Notifier
 
 from ._context import context
@@ -197,6 +197,8 @@ def pending(json_output: bool = JsonOption) -> None:
 def approval_code_command(
     key: str = typer.Argument(..., help="Change key."),
     approver: str = typer.Option(..., "--for", help="Approver user name."),
+    act: Act = typer.Option(Act.approve, "--act", help="What the code is for: approve (or reject), start_early, "
+                            "confirm_work, confirm_check, answer_canary, review, withdraw, amend."),
 ) -> None:
     """Print an approver's personal code (operators only: it needs the server secret)."""
     console.print(context().services.approvals.approval_code_for(key, approver))

@@ -25,7 +25,14 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
 from flows._pause_key import GateKind, PauseKey
-from flows._prefect_api import forget_answer, has_fired, pause_in_process, stored_answer
+from flows._prefect_api import (
+    empty_answer,
+    forget_answer,
+    has_fired,
+    pause_in_process,
+    stored_answer,
+    was_resumed,
+)
 from flows._runtime import runtime
 
 Settled = TypeVar("Settled")
@@ -97,7 +104,9 @@ def wait_at(gate: Gate[Settled]) -> Settled:
                 # between); nothing when it was applied (and deleted), or never came.
                 replayed = stored_answer(gate.form(refusal), str(key))
                 if replayed is None:
-                    continue
+                    if not was_resumed(str(key)):
+                        continue  # it ran out (hot) or the run died waiting: nobody answered
+                    replayed = empty_answer(gate.form(refusal), str(key))  # an empty Resume, or one applied
                 answer = replayed
             elif hot_left > 0:
                 started = time.monotonic()

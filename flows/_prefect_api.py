@@ -9,9 +9,10 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import RunInput
 from prefect.input.actions import delete_flow_run_input
+from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelled
 
 from flows._pause_key import GateKind, PauseKey
@@ -140,6 +141,25 @@ def has_fired(key: str) -> bool:
     return key in (run.empirical_policy.pause_keys or set())
 
 
+# The message of the Running state a hot gate proposes when nobody answered in time: not a resume.
+NO_ANSWER_WHILE_HOT = "nobody answered while the gate was hot: it suspends next"
+
+
+def was_resumed(key: str) -> bool:
+    """Whether someone resumed this run when it waited at `key` (a Resume, a nudge), as opposed to a wait that ran
+    out or a run that died waiting. An empty resume leaves no input in Prefect, so the state that followed the
+    pause is what tells."""
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(_current_run_id())
+    paused_at = [i for i, state in enumerate(states)
+                 if state.type == StateType.PAUSED and state.state_details.pause_key == key]
+    if not paused_at or paused_at[-1] + 1 >= len(states):
+        return False
+    after = states[paused_at[-1] + 1]
+    return ((after.type == StateType.SCHEDULED and after.name == "Resuming")
+            or (after.type == StateType.RUNNING and after.message != NO_ANSWER_WHILE_HOT))
+
+
 def stored_answer(form: Any, key: str) -> RunInput | None:
     """The Resume input Prefect holds for `key`, or None: nobody resumed it (a hot wait that ran out, a run that
     died waiting), or its gate applied it and deleted it (`forget_answer`), so there is nothing left to apply.
@@ -174,6 +194,14 @@ def a_run_waits_for_a_slot(client: Any, due_for_s: float) -> bool:
     return client.count_flow_runs(flow_run_filter=waiting) > 0
 
 
+def empty_answer(form: Any, key: str) -> RunInput:
+    """The form as an empty resume leaves it (every field at its default), tied to `key`'s stored input."""
+    from prefect.input.run_input import keyset_from_base_key, run_input_subclass_from_type
+
+    form_type: Any = run_input_subclass_from_type(form)
+    return form_type.load(keyset_from_base_key(f"suspended-{key}"), flow_run_id=_current_run_id())
+
+
 def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_after_s: float) -> RunInput | None:
     """Pause the current run under `key` for at most `seconds`, its process kept and polling Prefect every
     `poll_s`: the answer (a Resume's input; an empty one for a bare resume), or None when nobody resumed it, the run
@@ -205,14 +233,16 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_a
             time.sleep(poll_s)
             run = client.read_flow_run(run_id)
             if run.state is not None and run.state.is_running():
-                return stored_answer(form, key)
+                return form_type.load(keyset)  # (an empty resume stores nothing: an empty form)
             if run.state is not None and not run.state.is_paused():
-                raise RuntimeError(f"the run left its pause at {key} for {run.state.type.value}")
+                # Marked Crashed and restarted elsewhere, or cancelled: the run is no longer this process's.
+                # Abort ends it without proposing a state (anything proposed now would overwrite the new one).
+                raise Abort(f"the run left its pause at {key} for {run.state.type.value}: it is no longer ours")
             if a_run_waits_for_a_slot(client, yield_after_s):
                 break
         # Nobody answered in time. A Resume may land between the last look and this proposal: then the run is
         # Running already, and what it carried is read below, not lost (nor left in Prefect's storage).
-        propose_state_sync(client=client, state=Running(), flow_run_id=run_id)
+        propose_state_sync(client=client, state=Running(message=NO_ANSWER_WHILE_HOT), flow_run_id=run_id)
     return stored_answer(form, key)
 
 

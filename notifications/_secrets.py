@@ -8,12 +8,17 @@ from __future__ import annotations
 import html
 from dataclasses import replace
 
-from models import Services, Settings
+from models import Act, Services, Settings
 
 from ._channels import Outbound
 
 CODE = "\u27e6your personal code\u27e7"
 LINK = "\u27e6your approval link\u27e7"
+# The act the code in each kind of message is good for (a code works for one kind of act only, issue 27).
+ACT_OF_MESSAGE = {
+    "approval_requested": Act.approve, "approval_reminder": Act.approve, "work_needed": Act.confirm_work,
+    "checklist_item_needs_person": Act.confirm_check, "canary_gate_waiting": Act.answer_canary,
+}
 # Channels that reach exactly one person: an e-mail address, a personal file.
 PERSONAL_CHANNELS = frozenset({"email", "file"})
 NOT_HERE = "(not shown here, where others can read it: see your e-mail)"
@@ -30,7 +35,9 @@ class PersonalSecrets:
         if message.change_key is None or (CODE not in message.text and LINK not in message.text):
             return message
         if channel_type in PERSONAL_CHANNELS:
-            code = self._services.approvals.approval_code_for(message.change_key, message.recipient)
+            act = ACT_OF_MESSAGE.get(message.event)
+            code = (self._services.approvals.approval_code_for(message.change_key, message.recipient, act)
+                    if act is not None else "(no code: this message asks for no act)")
             link = (f"{self._approval_url}/a/{self._services.links.link_for(message.change_key, message.recipient)}"
                     if LINK in message.text else "")
         else:

@@ -158,7 +158,7 @@ def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: f
     raise AssertionError(f"timed out waiting for {what} on {key_or_run}")
 
 
-def prepare_home(home: Path, health_url: str) -> dict[str, str]:
+def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[str, str]:
     config = home / "config"
     config.mkdir(parents=True)
     directory = yaml.safe_load((DEFAULTS_DIR / "directory.yaml").read_text())
@@ -194,7 +194,7 @@ def prepare_home(home: Path, health_url: str) -> dict[str, str]:
     # slot back soon (8 slots serve the whole worker's tests). Same behaviour, sooner.
     for policy in policies["types"].values():
         if policy.get("hot_gate"):
-            policy["hot_gate"] = HOT_GATE
+            policy["hot_gate"] = hot_gate
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "failing-rollback", "canary-release",
                                           "slow-step",
                                           "slow-idempotent-step", "slow-rollback",

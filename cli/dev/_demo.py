@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from models import Settings, next_window
+from models import Act, Settings, next_window
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
@@ -226,7 +226,7 @@ class Demo:
         self.say(tag, f"{key} for P1 incident INC-2041, filed by bob; paging the incident commander")
         self.approve(tag, run_id, key, "erin", "go, P1 in progress")
         # No automation: the change is done when its implementer says so, with his own code, not before.
-        bob = self.services.approvals.approval_code_for(key, "bob")
+        bob = self.services.approvals.approval_code_for(key, "bob", Act.confirm_work)
         for stage, note in (("implemented", "POOL_SIZE=200 set, pods restarted"),
                             ("verified", "checkout error rate back under 0.1 %")):
             self.paused_at(run_id, f"work-{stage}-")
@@ -235,7 +235,7 @@ class Demo:
         state = self.final_state(run_id, key)
         due = self.services.changes.get(key).review_due_at
         self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
-        code = self.services.approvals.approval_code_for(key, "erin")
+        code = self.services.approvals.approval_code_for(key, "erin", Act.review)
         change = self.services.changes.record_review(
             key, actor="erin", code=code, summary="pool exhausted by a retry storm; alert on pool saturation added")
         self.say(tag, f"erin records the review: {change.key} {change.state}")

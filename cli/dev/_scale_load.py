@@ -160,7 +160,7 @@ def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answer
             continue
         change = services.changes.get(row["key"])
         started = change.service in steps_run(Path(cli_env["CHANGEFLOW_HOME"]))
-        code = services.approvals.approval_code_for(change.key, change.requester)
+        code = services.approvals.approval_code_for(change.key, change.requester, Act.confirm_work)
         done = subprocess.run([changeflow, "work", change.key, "implemented" if started else "failed",
                                "--step", "1", "--as", change.requester, "--code", code, "--note",
                                "checked the step log after the crash"], env=cli_env, capture_output=True, text=True,

@@ -16,6 +16,7 @@ from ._errors import (
     PolicyViolation,
 )
 from ._enums import (
+    Act,
     AuditAction,
     BackoutDifficulty,
     ChangeState,
@@ -202,6 +203,7 @@ __all__ = [
     "CanaryTarget",
     "ChangeRequestInput",
     "ChangeRequestView",
+    "Act",
     "ChangeState",
     "ChangeTemplate",
     "ChangeTypeRules",

@@ -42,6 +42,20 @@ class Decision(str, Enum):
     reject = "reject"
 
 
+class Act(str, Enum):
+    """What a personal code is good for. A code is bound to one act on one change in one round, so a code seen
+    anywhere (a forwarded mail, a log a person pasted) is worth at most the act it was sent for."""
+
+    approve = "approve"  # approve or reject (the approval request, its link and buttons)
+    start_early = "start_early"  # start a scheduled change before its window
+    confirm_work = "confirm_work"  # manual work done (implemented, verified, rolled back)
+    confirm_check = "confirm_check"  # a manual checklist item
+    answer_canary = "answer_canary"  # a canary gate: proceed or roll back
+    review = "review"  # the post-implementation review
+    withdraw = "withdraw"  # the requester calls the change off
+    amend = "amend"  # the requester changes the request (it goes back to approval)
+
+
 class WindowKind(str, Enum):
     weekly = "weekly"
     monthly = "monthly"

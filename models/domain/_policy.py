@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ._enums import Decision, RiskLevel
+from ._enums import Act, Decision, RiskLevel
 from ._org import ApprovalRequirement, Directory, PolicySet
 from ._errors import PolicyViolation
 
@@ -122,9 +123,12 @@ def authorise_decision(
 
 # ---- approval codes -------------------------------------------------------------------------------------
 
-def approval_code(secret: bytes, change_key: str, approver: str, round_: int) -> str:
-    """A short personal code, e.g. 'K7Q2-M9XA-3BTD' (60 bits): shown only to that approver."""
-    digest = hmac.new(secret, f"{change_key}|{approver}|{round_}".encode(), hashlib.sha256).digest()
+def approval_code(secret: bytes, change_key: str, approver: str, round_: int, act: Act) -> str:
+    """A short personal code, e.g. 'K7Q2-M9XA-3BTD' (60 bits), for one act of one person on one change in one
+    round: shown only to that person. The fields are encoded as canonical JSON, so no field can borrow bytes from
+    its neighbour (a name with a separator in it would otherwise make another person's message)."""
+    message = json.dumps([change_key, approver, round_, Act(act).value], separators=(",", ":"))
+    digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
     text = base64.b32encode(digest).decode()[:12]
     return "-".join(text[i : i + 4] for i in range(0, 12, 4))
 
@@ -133,6 +137,6 @@ def _normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum())
 
 
-def verify_code(secret: bytes, change_key: str, approver: str, round_: int, code: str) -> bool:
-    expected = _normalise_code(approval_code(secret, change_key, approver, round_))
+def verify_code(secret: bytes, change_key: str, approver: str, round_: int, act: Act, code: str) -> bool:
+    expected = _normalise_code(approval_code(secret, change_key, approver, round_, act))
     return hmac.compare_digest(expected.encode(), _normalise_code(code or "").encode())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from ..domain import (
+    Act,
     AuditAction,
     ChangeRequestInput,
     ChangeState,
@@ -51,7 +52,7 @@ class AmendmentService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, person, code)
+                refusal = self._identities.refusal(change, person, code, Act.withdraw)
                 roles = {r.role for r in uow.required_for(change)}
                 if refusal is None and person != change.requester and not any(
                         uow.org.directory.holds(person, role) for role in roles):
@@ -83,7 +84,7 @@ class AmendmentService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, person, code)
+                refusal = self._identities.refusal(change, person, code, Act.amend)
                 entry = uow.org.directory.services.get(change.service)
                 if refusal is None and person not in (change.requester, *(entry.owners if entry else ())):
                     refusal = f"{person} neither requested {change.key} nor owns {change.service}"

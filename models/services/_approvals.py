@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from ..domain import (
     IllegalTransition,
+    Act,
     AuditAction,
     ChangeState,
     Decision,
@@ -18,13 +19,12 @@ from ..domain import (
     PolicyEvaluation,
     PolicyViolation,
     RequiredApproval,
-    approval_code,
     authorise_decision,
     evaluate,
     next_escalation_at,
-    verify_code,
 )
 from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
+from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
 
@@ -37,9 +37,9 @@ class DecisionResult:
 
 
 class ApprovalService:
-    def __init__(self, uow: UnitOfWork, secret: bytes):
+    def __init__(self, uow: UnitOfWork, identities: Identities):
         self._uow = uow
-        self._secret = secret
+        self._identities = identities
 
     # ---- reads ------------------------------------------------------------------------------------------
 
@@ -111,20 +111,11 @@ class ApprovalService:
 
     # ---- codes ------------------------------------------------------------------------------------------
 
-    def approval_code_for(self, key: str, approver: str) -> str:
-        """The personal code to send to `approver` for the change's current approval round."""
+    def approval_code_for(self, key: str, approver: str, act: Act = Act.approve) -> str:
+        """The personal code to send to `approver` for `act` on the change in its current round."""
         with self._uow.read() as session:
             change = self._uow.load(session, key)
-        return approval_code(self._secret, change.key, approver, change.approval_round)
-
-    def check_person_code(self, key: str, person: str, code: str) -> None:
-        """`person` is in the directory and `code` is their personal code for this change's current round."""
-        with self._uow.read() as session:
-            change = self._uow.load(session, key)
-        if person not in self._uow.org.directory.people:
-            raise PolicyViolation(f"person: {person!r} is not in the approver directory")
-        if not verify_code(self._secret, change.key, person, change.approval_round, code):
-            raise PolicyViolation(f"approval_code: wrong code for {person} on {change.key}")
+        return self._identities.code_for(change, approver, act)
 
     # ---- writes -----------------------------------------------------------------------------------------
 
@@ -252,7 +243,7 @@ class ApprovalService:
         earlier = next(
             (g for g in given if g.approver == approver and g.decision == decision and role in (None, g.role)), None
         )
-        if earlier and verify_code(self._secret, change.key, approver, change.approval_round, code):
+        if earlier and self._identities.proves(change, approver, code, Act.approve):
             return earlier
         return None
 
@@ -268,10 +259,8 @@ class ApprovalService:
             # The requester and the audit must learn why; a bare "no" is sent back to the person.
             raise PolicyViolation("a rejection needs a comment saying why")
         directory = self._uow.org.directory
-        if approver in directory.people and not verify_code(
-            self._secret, change.key, approver, change.approval_round, code
-        ):
-            raise PolicyViolation(f"wrong approval code for {approver} on {change.key} (round {change.approval_round})")
+        if approver in directory.people:
+            self._identities.check(change, approver, code, Act.approve)
         return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
                                   required=required, given=given, directory=directory)
 

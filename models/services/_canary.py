@@ -8,16 +8,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, CanaryPlan, CanaryTarget, ConfigError
+from ..domain import Act, AuditAction, CanaryPlan, CanaryTarget, ConfigError
 from ..storage import ROWS, CanaryMeasurement, ChangeRequest, decode_data, events_for, measurement_rows_bound
-from ._approvals import ApprovalService
+from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
 
 class CanaryService:
-    def __init__(self, uow: UnitOfWork, approvals: ApprovalService):
+    def __init__(self, uow: UnitOfWork, identities: Identities):
         self._uow = uow
-        self._approvals = approvals
+        self._identities = identities
 
     def plan(self, change: ChangeRequest) -> CanaryPlan | None:
         return CanaryPlan.model_validate(change.canary) if change.canary else None
@@ -79,6 +79,8 @@ class CanaryService:
     def confirm(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict[str, Any]:
         """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
         approval: someone in the directory, with their personal code for this change."""
-        self._approvals.check_person_code(key, person, code)
+        with self._uow.read() as session:
+            change = self._uow.load(session, key)
+        self._identities.check(change, person, code, Act.answer_canary)
         return self._uow.marker(key, AuditAction.canary_confirmation, {"gate": gate},
                                 {"person": person, "answer": action, "comment": comment}, actor=person)[1]

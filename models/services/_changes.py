@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ..domain import (
+    Act,
     AuditAction,
     AuditEventView,
     ApprovalView,
@@ -234,7 +235,7 @@ class ChangeService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, actor, code)
+                refusal = self._identities.refusal(change, actor, code, Act.review)
                 if refusal is None:
                     append_event(session, actor=actor, action=AuditAction.review_recorded.value,
                                  change_key=change.key, data={"summary": summary}, at=uow.clock())

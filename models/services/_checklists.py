@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation
+from ..domain import Act, AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation
 from ..storage import ROWS, ChecklistResult, append_event, checklist_rows_bound, decode_data, events_for, insert_result
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -30,7 +30,7 @@ class ChecklistService:
             replayed = next((decode_data(e) for e in events_for(session, change.key)
                              if attempt_id and e.action == AuditAction.confirmation_refused.value
                              and decode_data(e).get("attempt") == attempt_id), None)
-            refusal = replayed["refusal"] if replayed else self._identities.refusal(change, person.strip(), code)
+            refusal = replayed["refusal"] if replayed else self._identities.refusal(change, person.strip(), code, Act.confirm_check)
             if refusal is not None and replayed is None:
                 append_event(session, actor=person.strip() or "unknown (Prefect UI)",
                              action=AuditAction.confirmation_refused.value, change_key=change.key, at=uow.clock(),

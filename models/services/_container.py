@@ -45,12 +45,12 @@ class Services:
               conflict_retries: int = 8) -> "Services":
         uow = UnitOfWork(db, org, clock=clock, conflict_retries=conflict_retries)
         identities = Identities(org, secret)
-        scheduling = SchedulingService(uow, secret)
-        approvals = ApprovalService(uow, secret)
+        scheduling = SchedulingService(uow, identities)
+        approvals = ApprovalService(uow, identities)
         return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities),
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
-                   canary=CanaryService(uow, approvals), reports=ReportService(uow),
+                   canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, secret))
 

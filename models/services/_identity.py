@@ -1,10 +1,18 @@
 """Who someone is, as far as changeflow can know: a person of the directory presenting the personal code only they
-were sent for this change and round. A typed name alone proves nothing (the Prefect UI carries no identity)."""
+were sent for this act on this change in this round. A typed name alone proves nothing (the Prefect UI carries no
+identity). Every code in changeflow is issued and checked here, nowhere else."""
 
 from __future__ import annotations
 
-from ..domain import Org, PolicyViolation, approval_code, verify_code
+from ..domain import Act, Org, PolicyViolation, approval_code, verify_code
 from ..storage import ChangeRequest
+
+
+_ACTS = {
+    Act.approve: "approve or reject", Act.start_early: "start it early", Act.confirm_work: "confirm the work",
+    Act.confirm_check: "confirm a checklist item", Act.answer_canary: "answer a canary gate",
+    Act.review: "record the review", Act.withdraw: "withdraw it", Act.amend: "amend it",
+}
 
 
 class Identities:
@@ -12,20 +20,25 @@ class Identities:
         self._org = org
         self._secret = secret
 
-    def code_for(self, change: ChangeRequest, person: str) -> str:
-        return approval_code(self._secret, change.key, person, change.approval_round)
+    def code_for(self, change: ChangeRequest, person: str, act: Act) -> str:
+        return approval_code(self._secret, change.key, person, change.approval_round, act)
 
-    def refusal(self, change: ChangeRequest, person: str, code: str) -> str | None:
-        """Why `person` with `code` is not who they say for this change (None: they are)."""
+    def proves(self, change: ChangeRequest, person: str, code: str, act: Act) -> bool:
+        """`code` is `person`'s own code for `act` on this change in its current round."""
+        return verify_code(self._secret, change.key, person, change.approval_round, act, code)
+
+    def refusal(self, change: ChangeRequest, person: str, code: str, act: Act) -> str | None:
+        """Why `person` with `code` is not who they say for `act` on this change (None: they are)."""
         if not person:
             return "no name given"
         if person not in self._org.directory.people:
             return f"{person!r} is not in the approver directory"
-        if not verify_code(self._secret, change.key, person, change.approval_round, code):
-            return f"wrong approval code for {person} on {change.key} (round {change.approval_round})"
+        if not self.proves(change, person, code, act):
+            return (f"wrong approval code for {person} on {change.key} (round {change.approval_round}): a code is "
+                    f"good for one kind of act; this needs the one sent to {_ACTS[act]}")
         return None
 
-    def check(self, change: ChangeRequest, person: str, code: str) -> None:
-        refusal = self.refusal(change, person, code)
+    def check(self, change: ChangeRequest, person: str, code: str, act: Act) -> None:
+        refusal = self.refusal(change, person, code, act)
         if refusal is not None:
             raise PolicyViolation(refusal)

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from ..domain import (
     is_allowed,
+    Act,
     AuditAction,
     ChangeState,
     FieldProblem,
@@ -25,9 +26,9 @@ from ..domain import (
     overlaps,
     planned_span,
     scheduled_windows,
-    verify_code,
 )
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
+from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
 # How far in the past a planned start may be when it is filed and still count as "now".
@@ -47,9 +48,9 @@ class Planned(Protocol):
 
 
 class SchedulingService:
-    def __init__(self, uow: UnitOfWork, secret: bytes = b""):
+    def __init__(self, uow: UnitOfWork, identities: Identities):
         self._uow = uow
-        self._secret = secret
+        self._identities = identities
 
     def clashes(self, session: Session, request: Planned, exclude: str | None = None) -> list[str]:
         """Freezes and other active changes on the same service that the planned window overlaps."""
@@ -228,8 +229,9 @@ class SchedulingService:
             return f"{person!r} is not in the approver directory"
         if person == change.requester:
             return f"{person} requested this change and cannot start it early (segregation of duties)"
-        if not verify_code(self._secret, change.key, person, change.approval_round, code):
-            return f"wrong approval code for {person} on {change.key} (round {change.approval_round})"
+        wrong_code = self._identities.refusal(change, person, code, Act.start_early)
+        if wrong_code is not None:
+            return wrong_code
         allowed = rules.policy.early_start
         if not allowed:
             return f"the {rules.name} policy does not allow starting before the window"

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    Act,
     AuditAction,
     ChangeState,
     InputError,
@@ -107,7 +108,7 @@ class WorkService:
                  outcome: WorkOutcome, note: str) -> str | None:
         if ChangeState(change.state) not in _STAGE_STATES[stage]:
             return f"{change.key} is {change.state}: there is no {stage.value.replace('_', ' ')} work to confirm"
-        identity = self._identities.refusal(change, person, code)
+        identity = self._identities.refusal(change, person, code, Act.confirm_work)
         if identity is not None:
             return identity
         approvers = session.execute(

@@ -21,12 +21,18 @@ import pytest
 import yaml
 
 from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
-from models import (Database, Services, Settings, load_org, record_problems, settings_from_env, utcnow,
+from models import (Act, Database, Services, Settings, load_org, record_problems, settings_from_env, utcnow,
                     verify_chain)
 from tests.flow_stack import prepare_home, wait_for_change
 from tests.helpers import SECRET, standard_request, wait_until
 from tests.processes import kill_as_one, with_descendants
 from tests.receivers import start_health_server
+
+
+HOT_GATE = "10s"
+# The act each CLI command that takes `--code` performs: a code works for its own act only.
+ACT_OF_COMMAND = {"approve": Act.approve, "reject": Act.approve, "work": Act.confirm_work,
+                  "confirm": Act.confirm_check, "canary": Act.answer_canary, "review": Act.review}
 
 
 @dataclass
@@ -59,6 +65,11 @@ class KillStack:
         run = httpx.get(f"{self.stack.api_url}/flow_runs/{run_id}", timeout=10).json()
         return (run.get("state") or {}).get("type", "")
 
+    def run_state_name(self, run_id: str) -> str:
+        """`Paused` while its gate waits hot (the process kept), `Suspended` once it waits without a process."""
+        run = httpx.get(f"{self.stack.api_url}/flow_runs/{run_id}", timeout=10).json()
+        return (run.get("state") or {}).get("name", "")
+
     def wait_for(self, run_or_key: str, predicate, timeout_s: float, what: str):
         return wait_for_change(self.services, run_or_key, predicate, timeout_s, what)
 
@@ -77,7 +88,7 @@ class KillStack:
 
     def answer_as(self, person: str, command: str, key: str, *args: str) -> None:
         """`changeflow COMMAND KEY ARGS --as PERSON --code CODE`, with the person's own code; it must succeed."""
-        code = self.services.approvals.approval_code_for(key, person)
+        code = self.services.approvals.approval_code_for(key, person, ACT_OF_COMMAND[command])
         answered = self.changeflow(command, key, *args, "--as", person, "--code", code)
         assert answered.returncode == 0, answered.stdout + answered.stderr
 
@@ -153,7 +164,8 @@ def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | 
     home = root / "changeflow"
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    changeflow_env = prepare_home(home, health.url)
+    # Gates cool down (suspend) after 10 s here: the kill tests take a gate's run both hot and suspended.
+    changeflow_env = prepare_home(home, health.url, hot_gate=HOT_GATE)
     directory = yaml.safe_load((home / "config" / "directory.yaml").read_text())
     directory["services"].update({service: {"owners": ["alice"]} for service in services})
     for person, changes in (people or {}).items():

@@ -51,7 +51,7 @@ def assert_no_secret_where_others_read(home: Path) -> None:
     worker's or any other log of the stack, or anything Prefect stores (issue 27: run inputs, parameters, logs,
     artifacts, events: every table of its database). (Personal files, the demo's stand-in for
     e-mail, carry them: that is where they belong.)"""
-    from models import approval_code, load_org
+    from models import Act, approval_code, load_org
 
     secret = (home / "secret").read_bytes().strip()
     people = load_org(home / "config").directory.people
@@ -59,7 +59,8 @@ def assert_no_secret_where_others_read(home: Path) -> None:
         keys = [row[0] for row in db.execute("SELECT key FROM change_requests")]
         stored = [" ".join(row) for row in db.execute(
             "SELECT subject, body_text, body_markdown, body_html FROM notifications")]
-    codes = {approval_code(secret, key, person, round_) for key in keys for person in people for round_ in (1, 2, 3)}
+    codes = {approval_code(secret, key, person, round_, act)
+             for key in keys for person in people for round_ in (1, 2, 3) for act in Act}
     with sqlite3.connect(home / "prefect" / "prefect.db") as prefect:
         run_logs = [row[0] for row in prefect.execute("SELECT message FROM log")]
         # Everything else Prefect keeps: run inputs (what a Resume carried), parameters, artifacts, events, ...

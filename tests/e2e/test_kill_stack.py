@@ -18,7 +18,7 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.slow
 
 SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post",
-            "kill-worker-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree", "kill-worker-rollback",
+            "kill-worker-gate", "kill-worker-hot-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree", "kill-worker-rollback",
             "kill-server-rollback")
 
 
@@ -140,9 +140,9 @@ def test_the_server_or_the_worker_killed_while_a_change_waits_at_its_gate(kill_s
     # Its own plan takes it through the normal gate (a pre-approved template covers only its recipe).
     run_id = kill_stack.submit(slow_step(service, implementation_plan="the recipe, then a look"))
     change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
-    # The change is awaiting approval a moment before its run has told its people and suspended: killed in
-    # between, the run would die (a crash, and a different case).
-    wait_until(lambda: kill_stack.run_state(run_id) == "PAUSED", 60, "the run to suspend at its gate")
+    # The gate waits hot first (its process kept, HOT_GATE), then suspends: killed before that, the run would die
+    # with its worker (the next test).
+    wait_until(lambda: kill_stack.run_state_name(run_id) == "Suspended", 90, "the run to suspend at its gate")
     if killed == "server":
         kill_stack.kill_and_restart_the_server()
     else:
@@ -152,6 +152,23 @@ def test_the_server_or_the_worker_killed_while_a_change_waits_at_its_gate(kill_s
     assert done.outcome == "succeeded"
     assert kill_stack.lines(f"steps-{service}") == ["started"]
     assert kill_stack.services.recovery.crashes(change.key) == 0, "nothing had crashed"
+    kill_stack.assert_the_record_holds()
+
+
+def test_the_worker_killed_while_a_gate_waits_hot_takes_the_run_with_it_and_the_sweep_brings_it_back(kill_stack):
+    """The trade-off of a hot gate: its run is a live process of the worker. Killed with the worker, it is marked
+    Crashed, the crash recorded once and the run restarted; it waits at its gate again, and the approvals move it.
+    Nothing was decided twice and the step runs once."""
+    run_id = kill_stack.submit(slow_step("kill-worker-hot-gate", implementation_plan="the recipe, then a look"))
+    change = kill_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", 120, "the approval request")
+    wait_until(lambda: kill_stack.run_state_name(run_id) == "Paused", 60, "the run to wait hot at its gate")
+    kill_stack.kill_the_worker_alone()
+    wait_until(lambda: kill_stack.services.recovery.crashes(change.key) == 1, 240, "the crash to be recorded")
+    kill_stack.approve(change.key, "alice", "bob")
+    done = kill_stack.wait_for(change.key, lambda c: c.state == "closed", 240, "the change to close")
+    assert done.outcome == "succeeded"
+    assert kill_stack.lines("steps-kill-worker-hot-gate") == ["started"]
+    assert kill_stack.services.recovery.crashes(change.key) == 1
     kill_stack.assert_the_record_holds()
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from flows import ResumeRefused, resume_with_input
-from models import ChangeRequest, next_window, utcnow
+from models import Act, ChangeRequest, next_window, utcnow
 from tests.flows.test_flows import act, awaiting, final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
@@ -54,7 +54,7 @@ def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
     resume_like_the_ui(run_id, {"person": "nobody-at-all", "approval_code": "AAAA-BBBB-CCCC", "reason": "now"})
     assert wait_paused(run_id, "window-r1-3") == "window-r1-3"
     resume_like_the_ui(run_id, {"person": "bob", "reason": "peer reviewers cannot",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob")})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.start_early)})
     assert wait_paused(run_id, "window-r1-4") == "window-r1-4"
     after = flow_stack.services.changes.get(change.key)
     assert (after.state, after.implemented_at) == ("scheduled", None)
@@ -75,7 +75,7 @@ def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
 def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow_stack):
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-early")
     resume_like_the_ui(run_id, {"person": "alice", "reason": "customer outage needs the fix now",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice")})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice", Act.start_early)})
     assert final_run_state(run_id, timeout_s=90).is_completed()
     done = flow_stack.services.changes.get(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
@@ -124,11 +124,11 @@ def test_changeflow_cancel_withdraws_the_change_and_stops_its_run(flow_stack):
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-withdraw")
     changeflow = [str(Path(sys.executable).parent / "changeflow"), "cancel", change.key, "--reason", "superseded"]
     refused = subprocess.run([*changeflow, "--as", "dave", "--code",
-                              flow_stack.services.approvals.approval_code_for(change.key, "dave")],
+                              flow_stack.services.approvals.approval_code_for(change.key, "dave", Act.withdraw)],
                              env=flow_stack.stack.env, capture_output=True, text=True)
     assert refused.returncode == 1 and "dave neither requested" in refused.stderr
     done = subprocess.run([*changeflow, "--as", "grace", "--code",
-                           flow_stack.services.approvals.approval_code_for(change.key, "grace")],
+                           flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.withdraw)],
                           env=flow_stack.stack.env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "cancelled; its flow run is cancelled" in done.stdout
@@ -156,12 +156,12 @@ def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_it
     act(flow_stack, change, "erin", comment="go")
     assert wait_paused(run_id, "work-implemented-") == "work-implemented-1"
     assert flow_stack.services.changes.get(change.key).state == "implementing"
-    bob = flow_stack.services.approvals.approval_code_for(change.key, "bob")
+    bob = flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.confirm_work)
 
     resume_like_the_ui(run_id, {})  # Resume with the form left empty
     assert wait_paused(run_id, "work-implemented-2") == "work-implemented-2"
     resume_like_the_ui(run_id, {"person": "erin", "outcome": "done", "approval_code":
-                                flow_stack.services.approvals.approval_code_for(change.key, "erin")})
+                                flow_stack.services.approvals.approval_code_for(change.key, "erin", Act.confirm_work)})
     assert wait_paused(run_id, "work-implemented-3") == "work-implemented-3"
     assert flow_stack.services.changes.get(change.key).state == "implementing"
     resume_like_the_ui(run_id, {"person": "bob", "approval_code": bob, "note": "pool raised, pods restarted"})
@@ -202,7 +202,7 @@ def test_amending_a_scheduled_change_sends_it_back_to_approval_and_its_old_codes
     old_alice = flow_stack.services.approvals.approval_code_for(change.key, "alice")
     changeflow = str(Path(sys.executable).parent / "changeflow")
     amended = subprocess.run([changeflow, "amend", change.key, "--as", "grace", "--code",
-                              flow_stack.services.approvals.approval_code_for(change.key, "grace"),
+                              flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.amend),
                               "--plan", "deploy 2.5 instead", "--reason", "2.4 has a known bug"],
                              env=flow_stack.stack.env, capture_output=True, text=True)
     assert amended.returncode == 0, amended.stderr

@@ -14,6 +14,7 @@ import pytest
 from prefect.deployments import run_deployment
 
 from flows import resume_with_input
+from models import Act
 from tests.flows.test_flows import final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
@@ -79,7 +80,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     assert wait_paused(run_id, "checklist-pre-0-2") == "checklist-pre-0-2"
     asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "rollback_ready": False, "confirmed_by": "alice",
                                            "approval_code": flow_stack.services.approvals.approval_code_for(
-                                               change.key, "alice"), "note": "bob is on call"}))
+                                               change.key, "alice", Act.confirm_check), "note": "bob is on call"}))
     flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
                         what="form confirmation")
     wait_paused(run_id, "checklist-pre-0-")
@@ -87,7 +88,8 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
                   "frank", "--note", "read it", "--code"]
     wrong = subprocess.run([*changeflow, "AAAA-BBBB-CCCC"], env=flow_stack.stack.env, capture_output=True, text=True)
     assert wrong.returncode == 1 and "wrong approval code for frank" in wrong.stderr
-    cli = subprocess.run([*changeflow, flow_stack.services.approvals.approval_code_for(change.key, "frank")],
+    cli = subprocess.run([*changeflow, flow_stack.services.approvals.approval_code_for(change.key, "frank",
+                                                                                       Act.confirm_check)],
                          env=flow_stack.stack.env, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert final_run_state(run_id).is_completed()
@@ -101,7 +103,8 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     assert sorted(e.actor for e in events if e.action == "checklist_confirmed") == ["alice", "frank"]
     refused = [(e.actor, e.data["refusal"]) for e in events if e.action == "confirmation_refused"]
     assert refused == [("nobody-at-all", "'nobody-at-all' is not in the approver directory"),
-                       ("frank", "wrong approval code for frank on " + change.key + " (round 1)")]
+                       ("frank", "wrong approval code for frank on " + change.key + " (round 1): a code is good "
+                                 "for one kind of act; this needs the one sent to confirm a checklist item")]
 
 
 def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models import verify_chain
+from models import Act, verify_chain
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_flows import final_run_state, submit, wait_paused
 from tests.helpers import standard_request, wait_until
@@ -67,7 +67,7 @@ def test_a_step_killed_mid_way_is_never_run_again_blindly_a_person_says_whether_
     row = next(r for r in json.loads(listed.stdout) if r["key"] == change.key)
     assert "step 1 was interrupted by a crash" in row["waiting_for"] and "grace" in row["waiting_on"]
     resume_like_the_ui(run_id, {"person": "grace", "note": "the restart had gone through",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace")})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
     assert final_run_state(run_id, timeout_s=120).is_completed()
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
@@ -116,7 +116,7 @@ def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flo
                             env=flow_stack.stack.env, capture_output=True, text=True)
     row = next(r for r in json.loads(listed.stdout) if r["key"] == change.key)
     assert "pre-check slow-check was interrupted by a crash: did it pass?" in row["waiting_for"], row
-    code = flow_stack.services.approvals.approval_code_for(change.key, "grace")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_check)
     confirmed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "slow-check",
                                 "--as", "grace", "--code", code, "--note", "the check had passed before the crash"],
                                env=flow_stack.stack.env, capture_output=True, text=True)
@@ -262,7 +262,7 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     assert any("the rollback was interrupted by a crash" in reason
                for reason in flow_stack.services.recovery.needs_a_person(change.key))
     resume_like_the_ui(run_id, {"person": "grace", "note": "checked: the undo had completed",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace")})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
     assert final_run_state(run_id, timeout_s=120).is_completed()
     done = flow_stack.services.changes.view(change.key)
     assert done.state == "review_pending" and done.outcome == "rolled_back"
@@ -275,7 +275,7 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
 def test_a_post_check_command_killed_mid_way_is_put_to_a_person_after_the_change_took_effect(flow_stack):
     run_id, change = crash_mid_check(flow_stack, "slow-post")
     assert wait_paused(run_id, "checklist-post-0-") == "checklist-post-0-1"
-    code = flow_stack.services.approvals.approval_code_for(change.key, "grace")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_check)
     resume_like_the_ui(run_id, {"slow_check": True, "confirmed_by": "grace", "approval_code": code,
                                 "note": "smoke test had passed"})
     assert final_run_state(run_id, timeout_s=120).is_completed()

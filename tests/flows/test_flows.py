@@ -15,7 +15,7 @@ from prefect.deployments import run_deployment
 from sqlalchemy import text, update
 
 from flows import ResumeRefused, paused_key, resume_with_input
-from models import ChangeRequest, Notification
+from models import Act, ChangeRequest, Notification
 from models import utcnow
 from tests.helpers import emergency_request, major_request, standard_request
 
@@ -367,7 +367,7 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     assert wait_paused(run_id, "window-") == "window-r1-1"
     asyncio.run(resume_with_input(run_id, {"person": "frank", "reason": "routine, agreed with the team",
                                            "approval_code": flow_stack.services.approvals.approval_code_for(
-                                               change.key, "frank")}))
+                                               change.key, "frank", Act.start_early)}))
     assert final_run_state(run_id, timeout_s=90).is_completed()
     done = flow_stack.services.changes.get(change.key)
     assert (done.type, done.state, done.outcome) == ("normal", "closed", "succeeded")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows import resume_with_input
+from models import Act
 from tests.flows.test_flows import act, awaiting, decisions, final_run_state, submit, wait_paused
 from tests.helpers import standard_request
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.flows
 
 def every_code(flow_stack, key: str) -> set[str]:
     people = flow_stack.services.org.directory.people
-    return {flow_stack.services.approvals.approval_code_for(key, person) for person in people}
+    return {flow_stack.services.approvals.approval_code_for(key, person, act) for person in people for act in Act}
 
 
 def assert_nothing_secret_kept(flow_stack, run_id: str, codes: set[str]) -> None:

@@ -9,7 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from models import AuditAnchors, AuditEvent, GENESIS_HASH, Settings, event_hash, verify_chain
+from models import Act, AuditAnchors, AuditEvent, GENESIS_HASH, Settings, event_hash, verify_chain
 from tests.helpers import approve, standard_request
 
 
@@ -271,7 +271,7 @@ def test_a_phase_still_running_is_not_yet_bound_and_its_digests_stay_out_of_view
 def test_an_amended_change_verifies_and_an_edit_after_the_amendment_is_caught(services, insider, cli_env):
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
     services.amendments.amend(change.key, {"implementation_plan": "deploy 2.5"}, person="grace",
-                              code=services.approvals.approval_code_for(change.key, "grace"),
+                              code=services.approvals.approval_code_for(change.key, "grace", Act.amend),
                               reason="2.4 was withdrawn")
     assert cli_env("audit", "verify").exit_code == 0
     with insider.write_engine.connect() as conn:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models import ChangeState, PolicyViolation, Services, decode_data, events_for
+from models import Act, ChangeState, PolicyViolation, Services, decode_data, events_for
 from tests.helpers import SECRET, approve, major_request, standard_request
 
 UTC = timezone.utc
@@ -49,8 +49,8 @@ def actions(services: Services, key: str) -> list[tuple[str, str]]:
         return [(e.actor, e.action) for e in events_for(session, key)]
 
 
-def code(services: Services, key: str, person: str) -> str:
-    return services.approvals.approval_code_for(key, person)
+def code(services: Services, key: str, person: str, act: Act) -> str:
+    return services.approvals.approval_code_for(key, person, act)
 
 
 # ---- the window gate -------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def test_a_scheduled_change_may_not_start_before_its_window(at_t0):
 ], ids=["empty-resume", "invented-name", "someone-elses-code", "requester", "role-without-authority"])
 def test_an_early_start_without_authority_is_refused_and_recorded(at_t0, person, who_code, message):
     change = scheduled(at_t0)
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person=person, code=code(at_t0, change.key, who_code)
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person=person, code=code(at_t0, change.key, who_code, Act.start_early)
                                                   if who_code else "", reason="please", attempt_id="window-1")
     assert refusal is not None and message in refusal
     assert actions(at_t0, change.key)[-1] == (person or "unknown (Prefect UI)", "window_gate_refused")
@@ -82,7 +82,7 @@ def test_an_early_start_without_authority_is_refused_and_recorded(at_t0, person,
 
 def test_an_authorised_early_start_is_recorded_and_lets_the_change_begin(at_t0):
     change = scheduled(at_t0)
-    assert at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+    assert at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
                                                reason="customer outage", attempt_id="window-1") is None
     assert actions(at_t0, change.key)[-1] == ("alice", "early_start")
     assert at_t0.scheduling.start_check(change.key).may_start
@@ -99,7 +99,7 @@ def test_a_replayed_gate_answer_is_not_recorded_twice(at_t0):
 
 def test_a_policy_without_early_start_refuses_even_an_approver(at_t0):
     change = scheduled(at_t0, major_request(planned_start=(WINDOW + timedelta(days=14)).isoformat()))
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
                                                   reason="eager", attempt_id="window-1")
     assert "the major policy does not allow starting before the window" in refusal
     assert not at_t0.scheduling.start_check(change.key).may_start
@@ -122,7 +122,7 @@ def test_a_freeze_declared_after_scheduling_holds_the_change_when_its_window_ope
     with pytest.raises(PolicyViolation, match="Incident freeze"):
         at_t0.scheduling.begin_implementation(change.key)
     # An early start does not lift a freeze either.
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice"),
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
                                                   reason="now", attempt_id="window-2")
     assert "Incident freeze" in refusal
     assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
@@ -165,7 +165,7 @@ def test_a_pre_approved_template_carrying_more_goes_through_the_normal_gate(db, 
 def test_a_rejection_without_a_comment_is_refused_and_recorded(at_t0):
     change = at_t0.approvals.request_approval(at_t0.changes.submit(standard_request()).key)
     with pytest.raises(PolicyViolation, match="a rejection needs a comment"):
-        at_t0.approvals.decide(change.key, approver="alice", decision="reject", code=code(at_t0, change.key, "alice"),
+        at_t0.approvals.decide(change.key, approver="alice", decision="reject", code=code(at_t0, change.key, "alice", Act.approve),
                                comment="  ")
     assert at_t0.changes.get(change.key).state == ChangeState.awaiting_approval.value
     assert actions(at_t0, change.key)[-1] == ("alice", "approval_refused")
@@ -200,11 +200,11 @@ def test_a_review_needs_a_person_of_the_directory_with_their_code(at_t0):
         at_t0.changes.transition(change.key, target, actor="erin", reason="hotfix")
     for person, who_code in (("nobody-at-all", "erin"), ("erin", "bob")):
         with pytest.raises(PolicyViolation, match="review: "):
-            at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, who_code),
+            at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, who_code, Act.review),
                                         summary="all fine")
     assert at_t0.changes.get(change.key).state == ChangeState.review_pending.value
     assert [a for _, a in actions(at_t0, change.key)][-2:] == ["confirmation_refused", "confirmation_refused"]
-    closed = at_t0.changes.record_review(change.key, actor="erin", code=code(at_t0, change.key, "erin"),
+    closed = at_t0.changes.record_review(change.key, actor="erin", code=code(at_t0, change.key, "erin", Act.review),
                                          summary="root cause found")
     assert closed.state == ChangeState.closed.value
 
@@ -221,7 +221,7 @@ def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_reco
                                              item=item, attempt_id="checklist-pre-0-1")
     assert [a for _, a in actions(services, change.key)].count("confirmation_refused") == 1
     assert services.checklists.check_results(change.key) == []
-    assert services.checklists.confirm_item(change.key, person="alice", code=code(services, change.key, "alice"),
+    assert services.checklists.confirm_item(change.key, person="alice", code=code(services, change.key, "alice", Act.confirm_check),
                                             phase="pre", step=0, item=item, note="bob is on call")
     assert [(r.item_id, r.actor, r.passed) for r in services.checklists.check_results(change.key)] == [
         ("oncall-ready", "alice", True)]
@@ -237,14 +237,14 @@ def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_reco
 def test_only_the_requester_or_an_approver_may_withdraw_a_change(at_t0, person, who_code, message):
     change = scheduled(at_t0)
     with pytest.raises(PolicyViolation, match=message):
-        at_t0.amendments.withdraw(change.key, person=person, code=code(at_t0, change.key, who_code), reason="no")
+        at_t0.amendments.withdraw(change.key, person=person, code=code(at_t0, change.key, who_code, Act.withdraw), reason="no")
     assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
     assert actions(at_t0, change.key)[-1] == (person, "cancel_refused")
 
 
 def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_withdrawn(at_t0, clock):
     change = scheduled(at_t0)
-    done = at_t0.amendments.withdraw(change.key, person="grace", code=code(at_t0, change.key, "grace"),
+    done = at_t0.amendments.withdraw(change.key, person="grace", code=code(at_t0, change.key, "grace", Act.withdraw),
                                   reason="superseded by CHG-9")
     assert done.state == ChangeState.cancelled.value
     again = scheduled(at_t0)  # the same slot on the same service no longer clashes
@@ -253,7 +253,7 @@ def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_w
     from models import IllegalTransition
 
     with pytest.raises(IllegalTransition):
-        at_t0.amendments.withdraw(again.key, person="grace", code=code(at_t0, again.key, "grace"), reason="too late")
+        at_t0.amendments.withdraw(again.key, person="grace", code=code(at_t0, again.key, "grace", Act.withdraw), reason="too late")
     assert at_t0.amendments.cancel_for_cancelled_run(again.key, "CANCELLED") is None
 
 
@@ -331,20 +331,20 @@ def test_manual_work_is_confirmed_only_by_an_implementer_with_their_code(at_t0, 
                                                                          note, message):
     change = implementing(at_t0, clock)
     with pytest.raises(PolicyViolation, match=message):
-        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code),
+        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code, Act.confirm_work),
                            outcome=outcome, note=note, attempt_id="work-implemented-1")
     assert at_t0.work.confirmation(change.key, "implemented") is None
     assert actions(at_t0, change.key)[-1] == (person or "unknown (Prefect UI)", "confirmation_refused")
     # The same attempt replayed by a resumed run is refused again, but recorded once.
     with pytest.raises(PolicyViolation):
-        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code),
+        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code, Act.confirm_work),
                            outcome=outcome, note=note, attempt_id="work-implemented-1")
     assert [a for _, a in actions(at_t0, change.key)].count("confirmation_refused") == 1
 
 
 def test_manual_work_is_confirmed_once_and_only_at_its_stage(at_t0, clock):
     change = implementing(at_t0, clock)
-    grace = code(at_t0, change.key, "grace")
+    grace = code(at_t0, change.key, "grace", Act.confirm_work)
     with pytest.raises(PolicyViolation, match="is implementing: there is no verified work to confirm"):
         at_t0.work.confirm(change.key, stage="verified", person="grace", code=grace)
     first = at_t0.work.confirm(change.key, stage="implemented", person="grace", code=grace, note="restarted by hand")
@@ -357,16 +357,16 @@ def test_manual_work_is_confirmed_once_and_only_at_its_stage(at_t0, clock):
 def test_a_scheduled_change_is_not_confirmed_as_implemented(at_t0):
     change = scheduled(at_t0)
     with pytest.raises(PolicyViolation, match="is scheduled: there is no implemented work to confirm"):
-        at_t0.work.confirm(change.key, stage="implemented", person="grace", code=code(at_t0, change.key, "grace"))
+        at_t0.work.confirm(change.key, stage="implemented", person="grace", code=code(at_t0, change.key, "grace", Act.confirm_work))
 
 
 # ---- amend and reschedule: a new approval round ----------------------------------------------------------
 
 def test_an_amended_change_is_approved_again_and_the_old_codes_stop_working(at_t0):
     change = scheduled(at_t0)
-    old_bob = code(at_t0, change.key, "bob")
+    old_bob = code(at_t0, change.key, "bob", Act.approve)
     amended = at_t0.amendments.amend(change.key, {"implementation_plan": "restart, then clear the cache"},
-                                  person="grace", code=code(at_t0, change.key, "grace"), reason="cache step added")
+                                  person="grace", code=code(at_t0, change.key, "grace", Act.amend), reason="cache step added")
     assert (amended.state, amended.approval_round) == (ChangeState.awaiting_approval.value, 2)
     assert amended.implementation_plan == "restart, then clear the cache"
     assert not at_t0.approvals.evaluation(change.key).satisfied
@@ -394,7 +394,7 @@ def test_only_the_requester_or_an_owner_may_amend(at_t0, person, who_code, messa
     change = scheduled(at_t0)
     with pytest.raises(PolicyViolation, match=message):
         at_t0.amendments.amend(change.key, {"title": "something else"}, person=person,
-                            code=code(at_t0, change.key, who_code), reason="mine now")
+                            code=code(at_t0, change.key, who_code, Act.amend), reason="mine now")
     after = at_t0.changes.get(change.key)
     assert (after.state, after.approval_round, after.title) == (ChangeState.scheduled.value, 1, change.title)
     assert actions(at_t0, change.key)[-1] == (person, "amend_refused")
@@ -413,7 +413,7 @@ def test_a_bad_amendment_names_the_field_and_writes_nothing(at_t0, amendment, fi
     change = scheduled(at_t0)
     before = actions(at_t0, change.key)
     with pytest.raises(InputError) as caught:
-        at_t0.amendments.amend(change.key, amendment, person="grace", code=code(at_t0, change.key, "grace"),
+        at_t0.amendments.amend(change.key, amendment, person="grace", code=code(at_t0, change.key, "grace", Act.amend),
                             reason="try")
     assert field in [p.field for p in caught.value.problems]
     assert actions(at_t0, change.key) == before
@@ -427,7 +427,7 @@ def test_a_reschedule_into_a_freeze_is_refused_and_one_into_the_next_window_is_a
                                 title="Year-end freeze", freeze=True, actor="carol")
     from models import InputError
 
-    grace = code(at_t0, change.key, "grace")
+    grace = code(at_t0, change.key, "grace", Act.amend)
     with pytest.raises(InputError, match="Year-end freeze"):
         at_t0.amendments.amend(change.key, {"planned_start": next_week.isoformat(),
                                          "planned_end": (next_week + timedelta(hours=1)).isoformat()},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from models import PolicyViolation
+from models import Act, PolicyViolation
 from models import verify_chain
 from models import utcnow
 from tests.helpers import standard_request
@@ -47,9 +47,9 @@ def test_a_gate_answer_needs_someone_in_the_directory_with_their_code(services):
     key = services.changes.submit(standard_request()).key
     with pytest.raises(PolicyViolation, match="not in the approver directory"):
         services.canary.confirm(key, person="mallory", code="x", action="proceed", comment="", gate="g")
-    with pytest.raises(PolicyViolation, match="approval_code: wrong code for alice"):
+    with pytest.raises(PolicyViolation, match="wrong approval code for alice"):
         services.canary.confirm(key, person="alice", code="AAAA-BBBB-CCCC", action="proceed", comment="", gate="g")
-    answer = services.canary.confirm(key, person="alice", code=services.approvals.approval_code_for(key, "alice"),
+    answer = services.canary.confirm(key, person="alice", code=services.approvals.approval_code_for(key, "alice", Act.answer_canary),
                                     action="roll_back", comment="latency looks off", gate="g")
     assert answer["answer"] == "roll_back"
     confirmations = [e for e in services.changes.view(key).events if e.action == "canary_confirmation"]

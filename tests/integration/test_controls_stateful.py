@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import text
 
-from models import DEFAULTS_DIR, ChangeflowError, Services, approval_code, load_org, record_problems
+from models import DEFAULTS_DIR, Act, ChangeflowError, Services, approval_code, load_org, record_problems
 from tests.helpers import SECRET, emergency_request, major_request, migrated_sqlite, standard_request
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday
 REQUESTS = {"standard": standard_request, "emergency": emergency_request, "major": major_request}
 # Weighted so that runs get deep (real people with their own codes) while every bad input is still tried often.
 PEOPLE = ["", "nobody-at-all", "maintenance", *ORG.directory.people, "alice", "bob", "erin", "frank", "carol"]
-CODES = ["own", "own", "own", "own", "someone-elses", "old-round", "wrong", "empty"]
+CODES = ["own", "own", "own", "own", "someone-elses", "old-round", "another-act", "wrong", "empty"]
 
 # The policies of policies.yaml and the roles of directory.yaml, written out again so the oracle does not trust
 # the code under test.
@@ -113,11 +113,14 @@ class ControlsHold(RuleBasedStateMachine):
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
-    def code(self, key: str, person: str, kind: str) -> str:
+    def code(self, key: str, person: str, kind: str, act: Act) -> str:
         round_ = self.services.changes.get(key).approval_round
-        return {"own": approval_code(SECRET, key, person, round_),
-                "someone-elses": approval_code(SECRET, key, "alice" if person != "alice" else "bob", round_),
-                "old-round": approval_code(SECRET, key, person, max(round_ - 1, 0)),
+        # A code of the person's own, for this change and round, but sent for another kind of act.
+        other = Act.confirm_check if act is not Act.confirm_check else Act.approve
+        return {"own": approval_code(SECRET, key, person, round_, act),
+                "someone-elses": approval_code(SECRET, key, "alice" if person != "alice" else "bob", round_, act),
+                "old-round": approval_code(SECRET, key, person, max(round_ - 1, 0), act),
+                "another-act": approval_code(SECRET, key, person, round_, other),
                 "wrong": "AAAA-BBBB-CCCC", "empty": ""}[kind]
 
     def approvers(self, key: str) -> set[str]:
@@ -145,7 +148,7 @@ class ControlsHold(RuleBasedStateMachine):
           decision=st.sampled_from(["approve", "approve", "reject"]))
     def resume_the_approval_gate(self, key, person, kind, decision):
         try:
-            self.services.approvals.decide(key, approver=person, decision=decision, code=self.code(key, person, kind),
+            self.services.approvals.decide(key, approver=person, decision=decision, code=self.code(key, person, kind, Act.approve),
                                            comment="no" if decision == "reject" else "",
                                            attempt_id=f"approval-{next(self.attempts)}")
         except ChangeflowError:
@@ -171,7 +174,7 @@ class ControlsHold(RuleBasedStateMachine):
     def resume_the_window_gate(self, key, person, kind):
         change = self.services.changes.get(key)
         refusal = self.services.scheduling.answer_window_gate(
-            key, person=person, code=self.code(key, person, kind), reason="now",
+            key, person=person, code=self.code(key, person, kind, Act.start_early), reason="now",
             attempt_id=f"window-{next(self.attempts)}")
         if refusal is None and person and change.state == "scheduled":
             self.tracked[key].early_starts[change.approval_round] = person
@@ -226,7 +229,8 @@ class ControlsHold(RuleBasedStateMachine):
         if not now:
             return
         try:
-            self.services.amendments.withdraw(key, person=person, code=self.code(key, person, kind), reason="no longer")
+            self.services.amendments.withdraw(key, person=person, code=self.code(key, person, kind, Act.withdraw),
+                                              reason="no longer")
         except ChangeflowError:
             pass
 
@@ -234,7 +238,7 @@ class ControlsHold(RuleBasedStateMachine):
     def amend(self, key, person, kind):
         try:
             self.services.amendments.amend(key, {"implementation_plan": f"plan {next(self.attempts)}"}, person=person,
-                                        code=self.code(key, person, kind), reason="changed")
+                                        code=self.code(key, person, kind, Act.amend), reason="changed")
         except ChangeflowError:
             pass
 
@@ -242,7 +246,8 @@ class ControlsHold(RuleBasedStateMachine):
           stage=st.sampled_from(["implemented", "verified", "rolled_back"]))
     def confirm_manual_work(self, key, person, kind, stage):
         try:
-            self.services.work.confirm(key, stage=stage, person=person, code=self.code(key, person, kind))
+            self.services.work.confirm(key, stage=stage, person=person, code=self.code(key, person, kind,
+                                                                                             Act.confirm_work))
         except ChangeflowError:
             pass
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models import ChangeState as S, IllegalTransition, PolicyViolation, verify_chain
+from models import Act, ChangeState as S, IllegalTransition, PolicyViolation, verify_chain
 from tests.helpers import approve, emergency_request, standard_request
 
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
@@ -62,5 +62,5 @@ def test_emergency_change_runs_to_review_with_a_48h_deadline(services):
         done = services.changes.transition(change.key, target, actor="erin", reason="hotfix")
     assert (done.review_due_at - done.updated_at).total_seconds() == 48 * 3600
     closed = services.changes.record_review(change.key, actor="erin", summary="root cause: bad config push",
-                                            code=services.approvals.approval_code_for(change.key, "erin"))
+                                            code=services.approvals.approval_code_for(change.key, "erin", Act.review))
     assert closed.state == S.closed.value and closed.closed_at is not None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from models import AuditAction, ChangeState, PolicyViolation, approval_code
+from models import Act, AuditAction, ChangeState, PolicyViolation, approval_code
 from models import events_for
 from tests.helpers import SECRET, approve, emergency_request, major_request, standard_request
 
@@ -24,7 +24,7 @@ from tests.helpers import SECRET, approve, emergency_request, major_request, sta
 )
 def test_refused_attempts_are_explained_and_recorded(services, approver, role, use_code_of, message):
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
-    code = approval_code(SECRET, change.key, use_code_of, change.approval_round)
+    code = approval_code(SECRET, change.key, use_code_of, change.approval_round, Act.approve)
     with pytest.raises(PolicyViolation, match=message.replace("(", r"\(").replace(")", r"\)")):
         services.approvals.decide(change.key, approver=approver, decision="approve", code=code, role=role)
     refused = _refused_events(services, change.key)

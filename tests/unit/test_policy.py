@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models import (
+    Act,
     Decision,
     GivenApproval,
     RequiredApproval,
@@ -41,15 +42,27 @@ def test_any_rejection_rejects_unless_configured_otherwise():
     assert not evaluate(required, given, reject_on_any_rejection=False).rejected
 
 
-def test_approval_codes_are_personal_per_change_and_round():
-    code = approval_code(SECRET, "CHG-000001", "alice", 1)
-    assert verify_code(SECRET, "CHG-000001", "alice", 1, code)
-    assert verify_code(SECRET, "CHG-000001", "alice", 1, code.lower().replace("-", " "))
-    assert not verify_code(SECRET, "CHG-000001", "bob", 1, code)
-    assert not verify_code(SECRET, "CHG-000002", "alice", 1, code)
-    assert not verify_code(SECRET, "CHG-000001", "alice", 2, code)
-    assert not verify_code(b"other-secret", "CHG-000001", "alice", 1, code)
-    assert not verify_code(SECRET, "CHG-000001", "alice", 1, "")
+def test_approval_codes_are_personal_per_change_round_and_act():
+    approve = Act.approve
+    code = approval_code(SECRET, "CHG-000001", "alice", 1, approve)
+    assert verify_code(SECRET, "CHG-000001", "alice", 1, approve, code)
+    assert verify_code(SECRET, "CHG-000001", "alice", 1, approve, code.lower().replace("-", " "))
+    assert not verify_code(SECRET, "CHG-000001", "bob", 1, approve, code)
+    assert not verify_code(SECRET, "CHG-000002", "alice", 1, approve, code)
+    assert not verify_code(SECRET, "CHG-000001", "alice", 2, approve, code)
+    assert not verify_code(b"other-secret", "CHG-000001", "alice", 1, approve, code)
+    assert not verify_code(SECRET, "CHG-000001", "alice", 1, approve, "")
+    # A code sent for one act is worth nothing for any other (issue 27).
+    codes = {act: approval_code(SECRET, "CHG-000001", "alice", 1, act) for act in Act}
+    assert len(set(codes.values())) == len(Act)
+    for act in Act:
+        assert [other for other in Act if verify_code(SECRET, "CHG-000001", "alice", 1, other, codes[act])] == [act]
+
+
+def test_an_approval_code_encodes_its_fields_unambiguously():
+    # Joined with a separator, ("CHG-1|alice", "x") and ("CHG-1", "alice|x") would make one message.
+    assert approval_code(SECRET, "CHG-1|alice", "x", 1, Act.approve) != approval_code(SECRET, "CHG-1", "alice|x", 1,
+                                                                                       Act.approve)
 
 
 def test_each_type_has_the_escalation_ladder_its_policy_gives(org):
