@@ -37,24 +37,19 @@ class ApprovalDecision(RunInput):
 
 
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:
-    """The Markdown shown above the Resume form: what is being approved and what is still needed."""
+    """The Markdown shown above the Resume form: what is being approved (the brief every approver sees) and what
+    is still needed."""
     services = runtime().services
     evaluation = services.approvals.evaluation(change.key)
-    approved_by = ", ".join(evaluation.approved_by) or "nobody yet"
     deadline = services.approvals.approval_deadline(change)
     # A refusal goes first: Prefect's own toast after Resume says "resumed" whatever the run decided.
     lines = [
         f"> **Your last submission was refused and NOT recorded:** {refusal}" if refusal else "",
         f"## {change.key}: {change.title}",
-        f"**{change.type}** change to **{change.service}**, requested by **{change.requester}**; "
-        f"risk **{change.risk_level}** ({change.risk_score}: {'; '.join(change.risk_reasons) or 'no risk factors'})",
-    ]
-    if change.incident_id:
-        lines.append(f"Incident **{change.incident_id}** ({change.incident_severity})")
-    lines += [
+        *(f"**{line.label}:** {line.text}" for line in services.briefs.of(change).lines),
         f"**Plan:** {change.implementation_plan or '-'}",
         f"**Rollback plan:** {change.rollback_plan or '-'}",
-        f"**Approved so far:** {approved_by}. **Still needed:** {evaluation.describe_missing()}.",
+        f"**Still needed:** {evaluation.describe_missing()}.",
         f"**Decide by:** {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
         "Enter your user name and the personal approval code from your notification. (Resume with the form "
         "left as it is records nothing and shows this page again.)",

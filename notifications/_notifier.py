@@ -56,6 +56,7 @@ class Notifier:
         deadline = self.services.approvals.approval_deadline(change)
         return {
             "change": change,
+            "brief": self.services.briefs.of(change),  # what an approver must see to decide (issue 27)
             "missing": evaluation.describe_missing(),
             "deadline": _when(deadline),
             "ui_url": run_url(self.settings, change.flow_run_id),

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from models import DEFAULTS_DIR, TERMINAL_STATES, ChangeRequest, Services, utcnow
+from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, utcnow
 
 STEP_TEMPLATE = "two-second-step"
 SLACK_SECRET = "scale-out-slack-signing-secret"

@@ -6,6 +6,7 @@ from ._anchors import AnchorReport, AuditAnchors
 from ._audit_bundle import BundleReport, ExportSummary, export_bundle, verify_bundle
 from ._approvals import ApprovalService, DecisionResult
 from ._approval_links import ApprovalLinks, LinkPage
+from ._brief import ApprovalBrief, ApprovalBriefs, BriefLine
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
 from ._checklists import ChecklistService
@@ -22,6 +23,9 @@ __all__ = [
     "AmendmentService",
     "ACTIVE_STATES",
     "AnchorReport",
+    "ApprovalBrief",
+    "ApprovalBriefs",
+    "BriefLine",
     "ApprovalLinks",
     "ApprovalService",
     "LinkPage",

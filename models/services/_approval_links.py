@@ -24,6 +24,7 @@ from ..domain import (
 )
 from ..storage import ChangeRequest, append_event, decode_data, events_for
 from ._approvals import ApprovalService, DecisionResult
+from ._brief import ApprovalBrief, ApprovalBriefs
 from ._unit_of_work import UnitOfWork
 
 
@@ -38,12 +39,14 @@ class LinkPage:
     form_token: str
     refusal: str | None  # why the form is not offered; None: it is
     decided: str | None  # the person's decision already on record this round, if any
+    brief: ApprovalBrief  # what the approver sees before deciding
 
 
 class ApprovalLinks:
-    def __init__(self, uow: UnitOfWork, approvals: ApprovalService, secret: bytes):
+    def __init__(self, uow: UnitOfWork, approvals: ApprovalService, briefs: ApprovalBriefs, secret: bytes):
         self._uow = uow
         self._approvals = approvals
+        self._briefs = briefs
         self._secret = secret
 
     # ---- issuing ----------------------------------------------------------------------------------------
@@ -71,7 +74,7 @@ class ApprovalLinks:
         person = self._uow.org.directory.people.get(link.person)
         return LinkPage(link, change, person.name if person else link.person,
                         self._approvals.evaluation(change.key).describe_missing(),
-                        form_token(self._secret, token), refusal, decided)
+                        form_token(self._secret, token), refusal, decided, self._briefs.of(change))
 
     # ---- deciding (POST, Slack) -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from ..storage import ChangeRequest, Database
 from ._amendments import AmendmentService
 from ._approval_links import ApprovalLinks
 from ._approvals import ApprovalService
+from ._brief import ApprovalBriefs
 from ._canary import CanaryService
 from ._changes import ChangeService
 from ._checklists import ChecklistService
@@ -39,6 +40,7 @@ class Services:
     work: WorkService
     recovery: RecoveryService
     links: ApprovalLinks
+    briefs: ApprovalBriefs
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -47,12 +49,13 @@ class Services:
         identities = Identities(org, secret)
         scheduling = SchedulingService(uow, identities)
         approvals = ApprovalService(uow, identities)
+        briefs = ApprovalBriefs(uow, scheduling)
         return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities),
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
                    canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
-                   links=ApprovalLinks(uow, approvals, secret))
+                   links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs)
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

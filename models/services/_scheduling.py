@@ -122,6 +122,11 @@ class SchedulingService:
         w = fitting[0]
         return f"{w.title or w.kind} {w.starts_at:%a %Y-%m-%d %H:%M}-{w.ends_at:%H:%M} UTC"
 
+    def next_slot(self, service: str, after: datetime, length: timedelta = timedelta(hours=1)) -> str | None:
+        """The first maintenance window for `service` from `after` that `length` fits in, described."""
+        with self._uow.read() as session:
+            return self._next_slot(session, service, after, length)
+
     def schedule_clashes(self, key: str) -> list[str]:
         """For a recorded change: the freezes and other changes its window now overlaps (checked again when
         it is scheduled, since a freeze may have been declared after it was submitted)."""

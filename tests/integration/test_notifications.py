@@ -269,7 +269,7 @@ def test_every_template_renders_for_every_change_type(tmp_path, request_builder)
             "maintenance_started", "maintenance_completed", "checklist_item_needs_person", "review_due",
             "canary_gate_waiting", "work_needed"} <= set(events)
     for event in events:
-        rendered = renderer.render(event, {"change": change, **SAMPLE_EXTRAS})
+        rendered = renderer.render(event, {"change": change, "brief": services.briefs.of(change), **SAMPLE_EXTRAS})
         assert rendered.subject and rendered.text.strip() and rendered.markdown.strip()
         assert rendered.html.lstrip().startswith("<!doctype html>")
 

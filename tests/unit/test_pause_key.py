@@ -16,7 +16,7 @@ from flows import GateKind, PauseKey
     ("canary-inconclusive-s1-3f2a9c0d1e7b-2", GateKind.canary, "inconclusive-s1-3f2a9c0d1e7b", 2,
      "canary-inconclusive-s1-3f2a9c0d1e7b"),
     ("window", GateKind.window, "", 0, "window"),  # an older release's key, without its attempt
-])
+], ids=["approval", "window", "work", "checklist", "canary", "older-key"])
 def test_a_key_parses_to_its_gate_and_attempt(key, kind, gate, attempt, gate_name):
     parsed = PauseKey.parse(key)
     assert parsed == PauseKey(kind, gate, attempt)
@@ -25,6 +25,7 @@ def test_a_key_parses_to_its_gate_and_attempt(key, kind, gate, attempt, gate_nam
         assert str(parsed) == key
 
 
-@pytest.mark.parametrize("key", [None, "", "1", "approve-r1-1", "Approval-r1-1", "suspend-3"])
+@pytest.mark.parametrize("key", [None, "", "1", "approve-r1-1", "Approval-r1-1", "suspend-3"],
+                         ids=["none", "empty", "counter", "misspelt", "capitalised", "not-a-gate"])
 def test_a_key_no_gate_builds_is_none(key):
     assert PauseKey.parse(key) is None

@@ -1,0 +1,88 @@
+"""What an approver sees before deciding (issue 27): one brief of the change, built here and shown the same way
+in every notification channel, on the approval link's page and above the Prefect UI's Resume form, so no
+approver decides blind: when it runs, the risk answers behind its score, the evidence, the commands its template
+runs, its canary steps and thresholds, what it clashes with, and who has decided so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..domain import CanaryPlan
+from ..storage import ChangeRequest
+from ._scheduling import SchedulingService
+from ._unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class BriefLine:
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ApprovalBrief:
+    key: str
+    lines: list[BriefLine]
+
+    def text(self, label: str) -> str:
+        return next((line.text for line in self.lines if line.label == label), "")
+
+
+class ApprovalBriefs:
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService):
+        self._uow = uow
+        self._scheduling = scheduling
+
+    def of(self, change: ChangeRequest) -> ApprovalBrief:
+        uow = self._uow
+        rules = uow.rules(change)
+        lines = [BriefLine("When", self._when(change, rules.scheduled)),
+                 BriefLine("Service", f"{change.service} ({change.type} change, requested by {change.requester})"),
+                 BriefLine("Risk", self._risk(change))]
+        if change.incident_id:
+            lines.append(BriefLine("Incident", f"{change.incident_id} ({change.incident_severity})"))
+        lines.append(BriefLine("Test evidence", change.test_evidence or "none given"))
+        template = uow.org.templates.get(change.template) if change.template else None
+        if template is not None:
+            for label, commands in (("Runs", template.implementation_commands),
+                                    ("Verifies with", template.verify_commands),
+                                    ("Rolls back with", template.rollback_commands)):
+                if commands:
+                    lines.append(BriefLine(label, " ; ".join(commands)))
+        if change.canary:
+            lines.append(BriefLine("Canary", self._canary(CanaryPlan.model_validate(change.canary))))
+        clashes = self._scheduling.schedule_clashes(change.key) if change.planned_start else []
+        lines.append(BriefLine("Clashes with", "; ".join(clashes) or "nothing on its service in its window"))
+        lines.append(BriefLine("Decided so far", self._decided(change)))
+        return ApprovalBrief(change.key or "", lines)
+
+    def _when(self, change: ChangeRequest, scheduled: bool) -> str:
+        if change.planned_start is not None:
+            end = change.planned_end or change.planned_start + timedelta(hours=1)
+            return f"{change.planned_start:%a %Y-%m-%d %H:%M}-{end:%H:%M} UTC"
+        if not scheduled:
+            return "as soon as it is approved (its policy needs no window)"
+        slot = self._scheduling.next_slot(change.service, self._uow.clock())
+        return f"no date given: the next maintenance window, {slot or 'none in the next two months'}"
+
+    @staticmethod
+    def _risk(change: ChangeRequest) -> str:
+        answers = ", ".join(f"{question.replace('_', ' ')}: {answer}"
+                            for question, answer in sorted((change.risk_answers or {}).items()))
+        reasons = "; ".join(change.risk_reasons) or "no risk factors"
+        return f"{change.risk_level} (score {change.risk_score}: {reasons})" + (f"; answers: {answers}" if answers
+                                                                               else "")
+
+    @staticmethod
+    def _canary(plan: CanaryPlan) -> str:
+        steps = " -> ".join(f"{step.weight} % for {step.bake_s:g} s" for step in plan.steps)
+        fails = "; ".join(f"{metric.name} {metric.operator} {metric.threshold:g} ({metric.failure_limit} times)"
+                          for metric in plan.metrics)
+        return f"{steps}; rolls back when {fails}"
+
+    def _decided(self, change: ChangeRequest) -> str:
+        with self._uow.read() as session:
+            given = self._uow.given(session, change)
+        return ", ".join(f"{g.approver} {'approved' if g.decision.value == 'approve' else 'rejected'} as {g.role}"
+                         for g in given) or "nobody yet"
