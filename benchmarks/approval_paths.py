@@ -73,6 +73,7 @@ def main() -> None:
 
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             results = measure(home, approval_url, args.changes)
+            worker_mb, gates = memory_with_every_slot_hot(home, stack.named["worker"].pid)
     finally:
         stack.stop()
     print(f"\n{'path':<30} {'gate':<5} {'decision recorded (median)':>28} {'run past the gate (median)':>28}   n")
@@ -81,6 +82,53 @@ def main() -> None:
             recorded, past = zip(*results[f"{path}|{mode}"])
             print(f"{path:<30} {mode:<5} {statistics.median(recorded):>26.2f} s {statistics.median(past):>26.2f} s"
                   f"   {len(recorded)}")
+    print(f"\nresident memory of the worker and its flow-run processes with {gates} hot gates (every slot): "
+          f"{worker_mb:.0f} MB ({worker_mb / max(gates, 1):.0f} MB a gate, the worker included)")
+
+
+def resident_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    return total / 1024
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> tuple[float, int]:
+    """The trade-off of a hot gate: fill every slot of the worker with a standard change waiting hot at its approval
+    gate (nothing else due, so none gives its slot up), then add up the resident memory of the worker's tree."""
+    from prefect.deployments import run_deployment
+
+    from flows import paused_key
+
+    runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
+        "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
+        "rollback_plan": "redeploy"}}).id) for n in range(slots)]
+    deadline = time.monotonic() + 300
+    while sum(1 for run_id in runs if (asyncio.run(paused_key(run_id)) or "").startswith("approval-")) < slots:
+        assert time.monotonic() < deadline, "the runs did not all reach their gate"
+        time.sleep(0.5)
+    return resident_mb(process_tree(worker_pid)), slots
 
 
 def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:

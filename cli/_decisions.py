@@ -196,9 +196,12 @@ def pending(json_output: bool = JsonOption) -> None:
 @exits_cleanly
 def approval_code_command(
     key: str = typer.Argument(..., help="Change key."),
-    approver: str = typer.Option(..., "--for", help="Approver user name."),
+    approver: str = typer.Option(..., "--for", help="Whose code: a person of the approver directory."),
     act: Act = typer.Option(Act.approve, "--act", help="What the code is for: approve (or reject), start_early, "
                             "confirm_work, confirm_check, answer_canary, review, withdraw, amend."),
+    operator: str = typer.Option(..., "--as", help="Who prints it: a person holding a role of policies.yaml "
+                                 "`code_issuers` (default: operator)."),
 ) -> None:
-    """Print an approver's personal code (operators only: it needs the server secret)."""
-    console.print(context().services.approvals.approval_code_for(key, approver))
+    """Print someone's personal code for one kind of act, when no personal channel reached them (operators: it
+    needs the server secret). Recorded on the change: who printed it, for whom, for which act."""
+    console.print(context().services.approvals.issue_code(key, operator=operator, person=approver, act=act))

@@ -115,3 +115,5 @@ class AuditAction(str, Enum):
     canary_aborted = "canary_aborted"
     canary_resumed = "canary_resumed"
     endpoint_refused = "endpoint_refused"
+    code_issued = "code_issued"  # an operator printed someone's code (`changeflow approval-code`)
+    code_issue_refused = "code_issue_refused"

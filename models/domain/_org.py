@@ -201,6 +201,10 @@ class PolicySet(Strict):
         default_factory=list, description="Change templates whose runs skip the approval gate (ITIL standard changes)"
     )
     escalation: list[EscalationStep] = Field(default_factory=list)
+    code_issuers: list[Name] = Field(
+        default_factory=lambda: ["operator"],
+        description="Roles that may print someone's personal code (`changeflow approval-code`), when no personal "
+        "channel reached them; each code printed is recorded (who, for whom, which act)")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")

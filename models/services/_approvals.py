@@ -117,6 +117,27 @@ class ApprovalService:
             change = self._uow.load(session, key)
         return self._identities.code_for(change, approver, act)
 
+    def issue_code(self, key: str, *, operator: str, person: str, act: Act) -> str:
+        """`person`'s code for `act`, printed for them by an operator (policies.yaml `code_issuers`) when no personal
+        channel reached them: recorded on the change (who, for whom, which act), refused and recorded otherwise."""
+        uow = self._uow
+        directory = uow.org.directory
+        with uow.write() as session:
+            change = uow.load(session, key)
+            data = {"for": person, "act": act.value, "round": change.approval_round}
+            issuers = uow.org.policies.code_issuers
+            refusal = None
+            if not any(directory.holds(operator, role) for role in issuers):
+                refusal = f"{operator!r} holds none of the roles that may print a code ({', '.join(issuers)})"
+            elif person not in directory.people:
+                refusal = f"{person!r} is not in the approver directory"
+            append_event(session, actor=operator, change_key=change.key, at=uow.clock(),
+                         action=(AuditAction.code_issue_refused if refusal else AuditAction.code_issued).value,
+                         data={**data, "refusal": refusal} if refusal else data)
+        if refusal:
+            raise PolicyViolation(refusal)
+        return self._identities.code_for(change, person, act)
+
     # ---- writes -----------------------------------------------------------------------------------------
 
     def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:

@@ -79,7 +79,7 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
     assert refused.exit_code == 1 and "self-approval" in refused.stderr
 
     for person in ("frank", "carol"):
-        code = cli_env("approval-code", key, "--for", person).stdout.strip()
+        code = cli_env("approval-code", key, "--for", person, "--as", "dave").stdout.strip()
         approved = cli_env("approve", key, "--as", person, "--code", code, "--comment", "looks good")
         assert approved.exit_code == 0, approved.output
 
@@ -87,10 +87,34 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
     assert shown["state"] == "approved"
     assert [(a["approver"], a["role"]) for a in shown["approvals"]] == [("frank", "team_lead"), ("carol", "peer_reviewer")]
     actions = [e["action"] for e in shown["events"]]
-    assert actions == ["submitted", "policy_decision", "transition", "approval_refused", "approval", "approval",
-                       "transition"]
+    assert actions == ["submitted", "policy_decision", "transition", "approval_refused", "code_issued", "approval",
+                       "code_issued", "approval", "transition"]
     text = cli_env("show", key)
     assert text.exit_code == 0 and "self-approval" in text.stdout and "needs 1 x team_lead" in text.stdout
+
+
+def test_approval_code_is_an_operator_act_recorded_with_who_for_whom_and_which_act(cli_env, tmp_path):
+    key = json.loads(cli_env("submit", "--local", _write(tmp_path, GOOD), "--json").stdout)["key"]
+    # Not an operator (a team lead, the requester): refused, recorded, nothing printed.
+    for person in ("alice", "grace"):
+        refused = cli_env("approval-code", key, "--for", "frank", "--as", person)
+        assert refused.exit_code == 1 and "holds none of the roles that may print a code (operator)" in refused.stderr
+        assert refused.stdout.strip() == ""
+    missing = cli_env("approval-code", key, "--for", "frank")
+    assert missing.exit_code == 2 and "--as" in missing.output
+    work = cli_env("approval-code", key, "--for", "frank", "--act", "confirm_work", "--as", "dave").stdout.strip()
+    approve_code = cli_env("approval-code", key, "--for", "frank", "--as", "dave").stdout.strip()
+    assert work != approve_code
+    # The code printed for confirming work does not approve.
+    wrong_act = cli_env("approve", key, "--as", "frank", "--code", work)
+    assert wrong_act.exit_code == 1 and "this needs the one sent to approve or reject" in wrong_act.stderr
+    assert cli_env("approve", key, "--as", "frank", "--code", approve_code).exit_code == 0
+    events = json.loads(cli_env("show", key, "--json").stdout)["events"]
+    issued = [(e["actor"], e["action"], e["data"].get("for"), e["data"].get("act")) for e in events
+              if e["action"].startswith("code_issue")]
+    assert issued == [("alice", "code_issue_refused", "frank", "approve"), ("grace", "code_issue_refused", "frank",
+                                                                              "approve"),
+                      ("dave", "code_issued", "frank", "confirm_work"), ("dave", "code_issued", "frank", "approve")]
 
 
 def test_log_filters(cli_env, tmp_path):
