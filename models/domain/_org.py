@@ -162,6 +162,10 @@ class TypePolicy(Strict):
         default_factory=lambda: ["requester", "owner"],
         description="Who confirms manual work (implemented, verified, rolled back): `requester`, `owner` (the "
         "service's owners) or a role")
+    reviewers: list[Name] = Field(
+        default_factory=lambda: ["owner", "team_lead"],
+        description="Who records the post-implementation review: `requester`, `owner` (the service's owners) or a "
+        "role. The requester reviews only where this names them")
     separate_implementer: bool = Field(
         default=False, description="Whoever approved the change may not confirm its manual work (segregation)")
     escalation: list[EscalationStep] | None = Field(

@@ -32,9 +32,29 @@ class ChangeOwnership(Protocol):
 
 def implementers(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory) -> list[str]:
     """The people who may confirm the change's manual work, from the type's `implementers`."""
+    return people_named(rules.policy.implementers, change, directory)
+
+
+def reviewers(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory) -> list[str]:
+    """The people who may record the change's post-implementation review, from the type's `reviewers`."""
+    return people_named(rules.policy.reviewers, change, directory)
+
+
+def reviewer_refusal(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory, person: str) -> str | None:
+    """Why `person` may not record this change's review (None: they may); identity is checked by the caller."""
+    allowed = reviewers(rules, change, directory)
+    if person in allowed:
+        return None
+    why = (f"{person} requested this change and its policy does not name the requester as a reviewer"
+           if person == change.requester else f"{person} may not review this {rules.name} change")
+    return f"{why} (its reviewers: {', '.join(allowed) or 'nobody in the directory'})"
+
+
+def people_named(names: list[str], change: ChangeOwnership, directory: Directory) -> list[str]:
+    """`requester`, `owner` (the service's owners) and role names, as the people of the directory they name."""
     entry = directory.services.get(change.service)
     people: set[str] = set()
-    for who in rules.policy.implementers:
+    for who in names:
         if who == "requester":
             people.add(change.requester)
         elif who == "owner":

@@ -11,6 +11,7 @@ from ..domain import (
     Act,
     AuditAction,
     AuditEventView,
+    reviewer_refusal,
     ApprovalView,
     ChangeRequestInput,
     ChangeRequestView,
@@ -235,7 +236,8 @@ class ChangeService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, actor, code, Act.review)
+                refusal = (self._identities.refusal(change, actor, code, Act.review)
+                           or reviewer_refusal(uow.rules(change), change, uow.org.directory, actor))
                 if refusal is None:
                     append_event(session, actor=actor, action=AuditAction.review_recorded.value,
                                  change_key=change.key, data={"summary": summary}, at=uow.clock())

@@ -16,7 +16,7 @@ from prefect.deployments import run_deployment
 from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
 from flows import resume_with_input
 from flows.traffic import router_for
-from models import NginxRouter as NginxConfig, utcnow
+from models import Act, NginxRouter as NginxConfig, utcnow
 from tests.canary_weights import WeightHistory, wait_for_split
 from tests.flows.test_flows import act, awaiting, final_run_state, notifications_for, submit, wait_paused
 
@@ -205,7 +205,7 @@ def test_confirmation_gate_takes_a_valid_code_from_the_form_or_the_cli(flow_stac
     asyncio.run(resume_with_input(run_id, {"person": "alice", "approval_code": "AAAA-BBBB-CCCC",
                                            "answer": "proceed", "comment": ""}))
     wait_paused(run_id, "canary-confirm-s2-2")
-    code = flow_stack.services.approvals.approval_code_for(change.key, "alice")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "alice", Act.answer_canary)
     cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "canary", change.key, "--as", "alice",
                           "--code", code, "--comment", "dashboards look fine"], env=flow_stack.stack.env,
                          capture_output=True, text=True)
@@ -235,7 +235,7 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     assert decision["action"] == "pause" and "missing or errored" in decision["reasons"][0]
     stored = flow_stack.services.canary.measurements(change.key, step=1)
     assert stored and all(r.value is None and "no data" in r.error for r in stored)
-    code = flow_stack.services.approvals.approval_code_for(change.key, "frank")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "frank", Act.answer_canary)
     asyncio.run(resume_with_input(run_id, {"person": "frank", "approval_code": code, "answer": "roll_back",
                                            "comment": "no metrics, not shipping blind"}))
     assert final_run_state(run_id, timeout_s=120).is_completed()
