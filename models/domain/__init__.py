@@ -173,7 +173,15 @@ from ._audience import (
 )
 from ._org import url_problem
 from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text, within_range
-from ._work import WorkOutcome, WorkStage, implementer_refusal, implementers, reviewer_refusal, reviewers
+from ._work import (
+    WorkOutcome,
+    WorkStage,
+    implementer_refusal,
+    implementers,
+    people_named,
+    reviewer_refusal,
+    reviewers,
+)
 
 __all__ = [
     "ApprovalLink",
@@ -322,6 +330,7 @@ __all__ = [
     "WorkStage",
     "implementer_refusal",
     "implementers",
+    "people_named",
     "reviewer_refusal",
     "reviewers",
 ]

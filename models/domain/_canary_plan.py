@@ -207,6 +207,10 @@ class CanaryConfig(BaseModel):
         default=1800, gt=0, le=7 * 86400,
         description="How long a canary gate (a confirm step, an inconclusive analysis) waits for a person before "
         "the canary is rolled back: traffic never stays on an unwatched canary (fail-safe)")
+    gate_answerers: list[str] = Field(
+        default_factory=lambda: ["requester", "owner", "team_lead", "oncall_primary"],
+        description="Who may answer a canary gate (proceed or roll back): `requester`, `owner` (the service's "
+        "owners) or roles of the directory")
     resume_after_crash: bool = Field(
         default=True,
         description="A canary whose run died is sent back to stable at once (the sweep). Its restarted run then "

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..domain import Act, AuditAction, CanaryPlan, CanaryTarget, ConfigError
+from ..domain import Act, AuditAction, CanaryConfig, CanaryPlan, CanaryTarget, ConfigError, PolicyViolation, people_named
 from ..storage import ROWS, CanaryMeasurement, ChangeRequest, decode_data, events_for, measurement_rows_bound
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -82,5 +82,10 @@ class CanaryService:
         with self._uow.read() as session:
             change = self._uow.load(session, key)
         self._identities.check(change, person, code, Act.answer_canary)
+        named = (self._uow.org.canary or CanaryConfig()).gate_answerers
+        allowed = people_named(named, change, self._uow.org.directory)
+        if person not in allowed:
+            raise PolicyViolation(f"{person} may not answer a canary gate of {change.key} (canary.yaml "
+                                  f"gate_answerers: {', '.join(named)}; that is {', '.join(allowed) or 'nobody'})")
         return self._uow.marker(key, AuditAction.canary_confirmation, {"gate": gate},
                                 {"person": person, "answer": action, "comment": comment}, actor=person)[1]

@@ -77,3 +77,17 @@ def test_a_canary_answer_takes_only_the_code_sent_to_answer_a_canary_gate(at_t0)
     answer = at_t0.canary.confirm(key, person="alice", code=code(at_t0, key, "alice", Act.answer_canary),
                                   action="proceed", comment="", gate="canary-confirm-s1")
     assert answer["answer"] == "proceed"
+
+
+def test_a_canary_gate_is_answered_only_by_the_people_canary_yaml_names(at_t0):
+    key = at_t0.changes.submit(standard_request()).key  # requested by grace; alice and frank are team leads
+    # carol (peer reviewer, CAB, second on call) holds none of the shipped gate_answerers' roles.
+    with pytest.raises(PolicyViolation, match=r"carol may not answer a canary gate of .* \(canary.yaml gate_answerers: "
+                                              r"requester, owner, team_lead, oncall_primary"):
+        at_t0.canary.confirm(key, person="carol", code=code(at_t0, key, "carol", Act.answer_canary),
+                             action="proceed", comment="", gate="canary-confirm-s2")
+    assert at_t0.canary.gate_answer(key, "canary-confirm-s2") is None
+    for person in ("grace", "bob"):  # the requester; the first rung of on call
+        at_t0.canary.confirm(key, person=person, code=code(at_t0, key, person, Act.answer_canary),
+                             action="roll_back", comment="", gate=f"canary-confirm-{person}")
+        assert at_t0.canary.gate_answer(key, f"canary-confirm-{person}") == "roll_back"
