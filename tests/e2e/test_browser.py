@@ -78,7 +78,9 @@ def code_from_notification(flow_stack, key: str, person: str, *, event: str = "a
             break
         time.sleep(0.2)
     assert texts, f"{person} was never sent {event} for {key}"
-    code = flow_stack.services.approvals.approval_code_for(key, person)
+    from notifications import ACT_OF_MESSAGE
+
+    code = flow_stack.services.approvals.approval_code_for(key, person, ACT_OF_MESSAGE[event])
     assert f"{label}: " in texts[0] and code not in texts[0]
     return code
 
