@@ -95,9 +95,11 @@ class Settings(BaseSettings):
         "`hot_gate`) asks Prefect whether it was resumed: the delay between an answer and the run moving on.")
 
     hot_gate_yield_after_s: float = Field(
-        default=5.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
+        default=2.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
         "(suspends) as soon as another flow run has been due this long without starting: every slot is taken. A "
-        "worker picks a due run up within its poll (0.5 s under `changeflow up`).")
+        "worker picks a due run up within its poll (0.5 s under `changeflow up`; raise this for workers that poll "
+        "less often, Prefect's default is 10 s). A needless yield costs only a new process at the answer; at 5 s "
+        "a burst of 50 emergencies on one worker took 375 s to reach their gates (tests/e2e/test_load.py).")
 
     demo_step_timeout_s: float = Field(
         default=300.0, ge=10.0, description="How long `changeflow demo` waits for any one step of a scenario (a run "
