@@ -17,7 +17,8 @@ from ._secrets import ACT_OF_MESSAGE
 from ._templates import Rendered, TemplateRenderer
 
 __all__ = [
-    "ACT_OF_MESSAGE", "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound",
+    "ACT_OF_MESSAGE",
+    "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound",
     "Outbox", "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "idempotency_key", "run_url",
     "verify_signature",
 ]

@@ -8,7 +8,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..domain import Act, AuditAction, CanaryConfig, CanaryPlan, CanaryTarget, ConfigError, PolicyViolation, people_named
+from ..domain import (
+    Act,
+    AuditAction,
+    CanaryConfig,
+    CanaryPlan,
+    CanaryTarget,
+    ConfigError,
+    PolicyViolation,
+    people_named,
+)
 from ..storage import ROWS, CanaryMeasurement, ChangeRequest, decode_data, events_for, measurement_rows_bound
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork

@@ -30,7 +30,8 @@ class ChecklistService:
             replayed = next((decode_data(e) for e in events_for(session, change.key)
                              if attempt_id and e.action == AuditAction.confirmation_refused.value
                              and decode_data(e).get("attempt") == attempt_id), None)
-            refusal = replayed["refusal"] if replayed else self._identities.refusal(change, person.strip(), code, Act.confirm_check)
+            refusal = (replayed["refusal"] if replayed
+                       else self._identities.refusal(change, person.strip(), code, Act.confirm_check))
             if refusal is not None and replayed is None:
                 append_event(session, actor=person.strip() or "unknown (Prefect UI)",
                              action=AuditAction.confirmation_refused.value, change_key=change.key, at=uow.clock(),

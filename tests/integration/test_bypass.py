@@ -73,7 +73,8 @@ def test_a_scheduled_change_may_not_start_before_its_window(at_t0):
 ], ids=["empty-resume", "invented-name", "someone-elses-code", "requester", "role-without-authority"])
 def test_an_early_start_without_authority_is_refused_and_recorded(at_t0, person, who_code, message):
     change = scheduled(at_t0)
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person=person, code=code(at_t0, change.key, who_code, Act.start_early)
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person=person,
+                                                  code=code(at_t0, change.key, who_code, Act.start_early)
                                                   if who_code else "", reason="please", attempt_id="window-1")
     assert refusal is not None and message in refusal
     assert actions(at_t0, change.key)[-1] == (person or "unknown (Prefect UI)", "window_gate_refused")
@@ -82,7 +83,8 @@ def test_an_early_start_without_authority_is_refused_and_recorded(at_t0, person,
 
 def test_an_authorised_early_start_is_recorded_and_lets_the_change_begin(at_t0):
     change = scheduled(at_t0)
-    assert at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
+    assert at_t0.scheduling.answer_window_gate(change.key, person="alice",
+                                               code=code(at_t0, change.key, "alice", Act.start_early),
                                                reason="customer outage", attempt_id="window-1") is None
     assert actions(at_t0, change.key)[-1] == ("alice", "early_start")
     assert at_t0.scheduling.start_check(change.key).may_start
@@ -99,7 +101,8 @@ def test_a_replayed_gate_answer_is_not_recorded_twice(at_t0):
 
 def test_a_policy_without_early_start_refuses_even_an_approver(at_t0):
     change = scheduled(at_t0, major_request(planned_start=(WINDOW + timedelta(days=14)).isoformat()))
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice",
+                                                  code=code(at_t0, change.key, "alice", Act.start_early),
                                                   reason="eager", attempt_id="window-1")
     assert "the major policy does not allow starting before the window" in refusal
     assert not at_t0.scheduling.start_check(change.key).may_start
@@ -122,7 +125,8 @@ def test_a_freeze_declared_after_scheduling_holds_the_change_when_its_window_ope
     with pytest.raises(PolicyViolation, match="Incident freeze"):
         at_t0.scheduling.begin_implementation(change.key)
     # An early start does not lift a freeze either.
-    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice", code=code(at_t0, change.key, "alice", Act.start_early),
+    refusal = at_t0.scheduling.answer_window_gate(change.key, person="alice",
+                                                  code=code(at_t0, change.key, "alice", Act.start_early),
                                                   reason="now", attempt_id="window-2")
     assert "Incident freeze" in refusal
     assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
@@ -165,7 +169,8 @@ def test_a_pre_approved_template_carrying_more_goes_through_the_normal_gate(db, 
 def test_a_rejection_without_a_comment_is_refused_and_recorded(at_t0):
     change = at_t0.approvals.request_approval(at_t0.changes.submit(standard_request()).key)
     with pytest.raises(PolicyViolation, match="a rejection needs a comment"):
-        at_t0.approvals.decide(change.key, approver="alice", decision="reject", code=code(at_t0, change.key, "alice", Act.approve),
+        at_t0.approvals.decide(change.key, approver="alice", decision="reject",
+                               code=code(at_t0, change.key, "alice", Act.approve),
                                comment="  ")
     assert at_t0.changes.get(change.key).state == ChangeState.awaiting_approval.value
     assert actions(at_t0, change.key)[-1] == ("alice", "approval_refused")
@@ -221,7 +226,8 @@ def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_reco
                                              item=item, attempt_id="checklist-pre-0-1")
     assert [a for _, a in actions(services, change.key)].count("confirmation_refused") == 1
     assert services.checklists.check_results(change.key) == []
-    assert services.checklists.confirm_item(change.key, person="alice", code=code(services, change.key, "alice", Act.confirm_check),
+    assert services.checklists.confirm_item(change.key, person="alice",
+                                            code=code(services, change.key, "alice", Act.confirm_check),
                                             phase="pre", step=0, item=item, note="bob is on call")
     assert [(r.item_id, r.actor, r.passed) for r in services.checklists.check_results(change.key)] == [
         ("oncall-ready", "alice", True)]
@@ -237,7 +243,8 @@ def test_a_manual_item_is_confirmed_only_with_the_persons_code_and_a_replay_reco
 def test_only_the_requester_or_an_approver_may_withdraw_a_change(at_t0, person, who_code, message):
     change = scheduled(at_t0)
     with pytest.raises(PolicyViolation, match=message):
-        at_t0.amendments.withdraw(change.key, person=person, code=code(at_t0, change.key, who_code, Act.withdraw), reason="no")
+        at_t0.amendments.withdraw(change.key, person=person,
+                                  code=code(at_t0, change.key, who_code, Act.withdraw), reason="no")
     assert at_t0.changes.get(change.key).state == ChangeState.scheduled.value
     assert actions(at_t0, change.key)[-1] == (person, "cancel_refused")
 
@@ -253,7 +260,8 @@ def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_w
     from models import IllegalTransition
 
     with pytest.raises(IllegalTransition):
-        at_t0.amendments.withdraw(again.key, person="grace", code=code(at_t0, again.key, "grace", Act.withdraw), reason="too late")
+        at_t0.amendments.withdraw(again.key, person="grace",
+                                  code=code(at_t0, again.key, "grace", Act.withdraw), reason="too late")
     assert at_t0.amendments.cancel_for_cancelled_run(again.key, "CANCELLED") is None
 
 
@@ -331,13 +339,15 @@ def test_manual_work_is_confirmed_only_by_an_implementer_with_their_code(at_t0, 
                                                                          note, message):
     change = implementing(at_t0, clock)
     with pytest.raises(PolicyViolation, match=message):
-        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code, Act.confirm_work),
+        at_t0.work.confirm(change.key, stage="implemented", person=person,
+                           code=code(at_t0, change.key, who_code, Act.confirm_work),
                            outcome=outcome, note=note, attempt_id="work-implemented-1")
     assert at_t0.work.confirmation(change.key, "implemented") is None
     assert actions(at_t0, change.key)[-1] == (person or "unknown (Prefect UI)", "confirmation_refused")
     # The same attempt replayed by a resumed run is refused again, but recorded once.
     with pytest.raises(PolicyViolation):
-        at_t0.work.confirm(change.key, stage="implemented", person=person, code=code(at_t0, change.key, who_code, Act.confirm_work),
+        at_t0.work.confirm(change.key, stage="implemented", person=person,
+                           code=code(at_t0, change.key, who_code, Act.confirm_work),
                            outcome=outcome, note=note, attempt_id="work-implemented-1")
     assert [a for _, a in actions(at_t0, change.key)].count("confirmation_refused") == 1
 
@@ -357,7 +367,8 @@ def test_manual_work_is_confirmed_once_and_only_at_its_stage(at_t0, clock):
 def test_a_scheduled_change_is_not_confirmed_as_implemented(at_t0):
     change = scheduled(at_t0)
     with pytest.raises(PolicyViolation, match="is scheduled: there is no implemented work to confirm"):
-        at_t0.work.confirm(change.key, stage="implemented", person="grace", code=code(at_t0, change.key, "grace", Act.confirm_work))
+        at_t0.work.confirm(change.key, stage="implemented", person="grace",
+                           code=code(at_t0, change.key, "grace", Act.confirm_work))
 
 
 # ---- amend and reschedule: a new approval round ----------------------------------------------------------
@@ -366,7 +377,8 @@ def test_an_amended_change_is_approved_again_and_the_old_codes_stop_working(at_t
     change = scheduled(at_t0)
     old_bob = code(at_t0, change.key, "bob", Act.approve)
     amended = at_t0.amendments.amend(change.key, {"implementation_plan": "restart, then clear the cache"},
-                                  person="grace", code=code(at_t0, change.key, "grace", Act.amend), reason="cache step added")
+                                     person="grace", code=code(at_t0, change.key, "grace", Act.amend),
+                                     reason="cache step added")
     assert (amended.state, amended.approval_round) == (ChangeState.awaiting_approval.value, 2)
     assert amended.implementation_plan == "restart, then clear the cache"
     assert not at_t0.approvals.evaluation(change.key).satisfied
