@@ -95,9 +95,17 @@ def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):
 
             def resume(run_id: str) -> None:
                 code = services.approvals.approval_code_for(waiting[run_id], "erin")
-                response = http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
-                    "approver": "erin", "decision": "approve", "approval_code": code, "comment": "load check"}})
-                statuses.append(response.status_code)
+                deadline = time.monotonic() + 30
+                while True:
+                    response = http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
+                        "approver": "erin", "decision": "approve", "approval_code": code, "comment": "load check"}})
+                    statuses.append(response.status_code)
+                    # A gate waiting hot gives its slot up when the second wave's runs wait for one: between its
+                    # hot pause and its suspend the run is Running for a moment, and Prefect refuses a Resume then
+                    # ("not paused"), as the UI would show; a person presses again.
+                    if "not paused" not in response.text or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
                 assert response.json().get("status") == "ACCEPT", (run_id, response.text)
 
             # The second wave of submissions and every resume at the same moment.
@@ -106,11 +114,14 @@ def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):
                 jobs += [pool.submit(submit, PARALLEL + n) for n in range(PARALLEL)]
                 for job in jobs:
                     job.result()
-            # Each accepted resume let its run go on (Prefect reschedules a resumed suspended run).
+            # Each accepted resume let its run go on past its approval gate: rescheduled (it was suspended) or on in
+            # its own process (it waited hot), possibly paused already at its next gate (an emergency's manual work).
             for run_id in waiting:
                 run = http.get(f"/flow_runs/{run_id}")
                 statuses.append(run.status_code)
-                assert run.json()["state"]["type"] != "PAUSED", run_id
+                state = run.json()["state"]
+                pause_key = (state.get("state_details") or {}).get("pause_key") or ""
+                assert state["type"] != "PAUSED" or not pause_key.startswith("approval-"), (run_id, pause_key)
             services.db.dispose()
             crashed = http.post("/flow_runs/count", json={"flow_runs": {"state": {"type": {"any_": ["CRASHED"]}}}})
             assert crashed.json() == 0
