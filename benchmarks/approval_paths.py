@@ -97,23 +97,6 @@ def resident_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
 def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> tuple[float, int]:
     """The trade-off of a hot gate: fill every slot of the worker with a standard change waiting hot at its approval
     gate (nothing else due, so none gives its slot up), then add up the resident memory of the worker's tree."""
@@ -128,7 +111,9 @@ def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> t
     while sum(1 for run_id in runs if (asyncio.run(paused_key(run_id)) or "").startswith("approval-")) < slots:
         assert time.monotonic() < deadline, "the runs did not all reach their gate"
         time.sleep(0.5)
-    return resident_mb(process_tree(worker_pid)), slots
+    from tests.processes import with_descendants
+
+    return resident_mb(with_descendants([worker_pid])), slots
 
 
 def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:
