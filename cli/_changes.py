@@ -75,7 +75,8 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
         for column in ("approver", "role", "decision", "round", "when", "comment"):
             approvals.add_column(column)
         for a in view.approvals:
-            approvals.add_row(a.approver, a.role, a.decision, str(a.round), fmt_time(a.decided_at), a.comment)
+            approvals.add_row(a.approver + (f" for {a.on_behalf_of}" if a.on_behalf_of else ""), a.role, a.decision,
+                              str(a.round), fmt_time(a.decided_at), a.comment)
         console.print(approvals)
     timeline = Table(title="timeline")
     for column in ("#", "when", "actor", "action", "state", "details"):

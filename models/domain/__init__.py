@@ -112,6 +112,14 @@ from ._change_types import (
     article,
     change_type,
 )
+from ._delegation import (
+    Delegation,
+    acting_for,
+    active_delegations,
+    delegates_of,
+    delegation_problems,
+    with_delegates,
+)
 from ._lifecycle import (
     INITIAL_STATE,
     TERMINAL_STATES,
@@ -234,6 +242,12 @@ __all__ = [
     "EscalationStep",
     "FieldProblem",
     "GivenApproval",
+    "Delegation",
+    "acting_for",
+    "active_delegations",
+    "delegates_of",
+    "delegation_problems",
+    "with_delegates",
     "HttpItem",
     "HttpRouter",
     "INITIAL_STATE",

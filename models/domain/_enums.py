@@ -117,3 +117,6 @@ class AuditAction(str, Enum):
     endpoint_refused = "endpoint_refused"
     code_issued = "code_issued"  # an operator printed someone's code (`changeflow approval-code`)
     code_issue_refused = "code_issue_refused"
+    delegation_recorded = "delegation_recorded"  # an operator recorded a person's delegation (`changeflow delegate`)
+    delegation_revoked = "delegation_revoked"
+    delegation_refused = "delegation_refused"

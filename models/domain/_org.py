@@ -209,6 +209,13 @@ class PolicySet(Strict):
         default_factory=lambda: ["operator"],
         description="Roles that may print someone's personal code (`changeflow approval-code`), when no personal "
         "channel reached them; each code printed is recorded (who, for whom, which act)")
+    delegation_recorders: list[Name] = Field(
+        default_factory=lambda: ["operator"],
+        description="Roles that may record or end a delegation (`changeflow delegate`) at the person's request; "
+        "each is recorded (who recorded it, who delegates to whom, for which period, why)")
+    longest_delegation: Duration = Field(
+        default=timedelta(days=31),
+        description="The longest period one delegation may run: authority handed over is handed back by default")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")

@@ -14,7 +14,7 @@ import hmac
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ._enums import Act, Decision, RiskLevel
 from ._org import ApprovalRequirement, Directory, PolicySet
@@ -32,6 +32,12 @@ class GivenApproval:
     approver: str
     role: str
     decision: Decision
+    on_behalf_of: str | None = None  # the delegator a delegate acted for (models.domain._delegation)
+
+    @property
+    def party(self) -> str:
+        """Who the approval speaks for: a delegate's approval is their delegator's."""
+        return self.on_behalf_of or self.approver
 
 
 @dataclass(frozen=True)
@@ -88,16 +94,23 @@ def authorise_decision(
     required: list[RequiredApproval],
     given: list[GivenApproval],
     directory: Directory,
+    stands_in_for: Mapping[str, str] | None = None,
 ) -> str:
-    """Check that `approver` may decide now; return the role they act in, or raise PolicyViolation."""
+    """Check that `approver` may decide now; return the role they act in, or raise PolicyViolation.
+
+    `directory` is the one in force for this change (delegates hold their delegators' roles) and `stands_in_for`
+    maps each role `approver` holds only as a delegate to the delegator: a person and their delegate are one party
+    and fill one role per change."""
     if approver not in directory.people:
         raise PolicyViolation(f"{approver!r} is not in the approver directory")
     if approver == requester:
         raise PolicyViolation(f"{approver} requested this change and cannot approve or reject it (self-approval)")
-    earlier = next((g for g in given if g.approver == approver), None)
+    earlier = next((g for g in given if approver in (g.approver, g.on_behalf_of)), None)
     if earlier is not None:
         raise PolicyViolation(
-            f"{approver} already acted on this change as {earlier.role}; one person fills one role per change"
+            f"{approver} already acted on this change as {earlier.role}"
+            f"{' (through ' + earlier.approver + ', their delegate)' if earlier.approver != approver else ''}; "
+            "one person fills one role per change"
         )
     required_roles = [r.role for r in required]
     if role is not None:
@@ -118,6 +131,11 @@ def authorise_decision(
             role = held[0]
     if decision == Decision.approve and role not in evaluate(required, given).missing:
         raise PolicyViolation(f"the {role} approvals this change needs are already given")
+    delegator = (stands_in_for or {}).get(role)
+    through = next((g for g in given if delegator in (g.approver, g.on_behalf_of)), None) if delegator else None
+    if through is not None:
+        raise PolicyViolation(f"{delegator}, for whom {approver} stands in as {role}, has already acted on this "
+                              f"change as {through.role}; a person and their delegate fill one role per change")
     return role
 
 

@@ -158,6 +158,7 @@ class ApprovalView(BaseModel):
     comment: str
     round: int
     decided_at: datetime
+    on_behalf_of: str | None = None  # the delegator a delegate acted for
 
 
 class AuditEventView(BaseModel):

@@ -10,6 +10,7 @@ from ._brief import ApprovalBrief, ApprovalBriefs, BriefLine
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
 from ._checklists import ChecklistService
+from ._delegations import DelegationService, DelegationView
 from ._container import Services
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._report_service import REPORTS, Report, ReportResult, ReportService
@@ -38,6 +39,8 @@ __all__ = [
     "ChangeService",
     "ChecklistService",
     "DecisionResult",
+    "DelegationService",
+    "DelegationView",
     "CanaryAbort",
     "Crash",
     "MAX_AUTOMATIC_RESTARTS",

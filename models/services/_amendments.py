@@ -55,7 +55,7 @@ class AmendmentService:
                 refusal = self._identities.refusal(change, person, code, Act.withdraw)
                 roles = {r.role for r in uow.required_for(change)}
                 if refusal is None and person != change.requester and not any(
-                        uow.org.directory.holds(person, role) for role in roles):
+                        uow.directory_for(session, change).holds(person, role) for role in roles):
                     refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
                 if refusal is None:
                     return uow.apply_transition(session, change, ChangeState.cancelled, person,
@@ -85,7 +85,7 @@ class AmendmentService:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
                 refusal = self._identities.refusal(change, person, code, Act.amend)
-                entry = uow.org.directory.services.get(change.service)
+                entry = uow.directory_for(session, change).services.get(change.service)
                 if refusal is None and person not in (change.requester, *(entry.owners if entry else ())):
                     refusal = f"{person} neither requested {change.key} nor owns {change.service}"
                 if refusal is None and ChangeState(change.state) not in _WITHDRAWABLE:

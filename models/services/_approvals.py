@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from ..domain import (
+    Directory,
     IllegalTransition,
     Act,
     AuditAction,
@@ -19,11 +20,13 @@ from ..domain import (
     PolicyEvaluation,
     PolicyViolation,
     RequiredApproval,
+    acting_for,
     authorise_decision,
     evaluate,
     next_escalation_at,
 )
 from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
+from ._delegations import DelegationService
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
 
@@ -61,9 +64,11 @@ class ApprovalService:
             ).scalar_one_or_none()
 
     def decided_by(self, key: str) -> list[str]:
-        """Who has already decided on the change in its current approval round."""
+        """Who has already decided on the change in its current approval round (a delegator counts as decided
+        when their delegate acted for them)."""
         with self._uow.read() as session:
-            return [g.approver for g in self._uow.given(session, self._uow.load(session, key))]
+            given = self._uow.given(session, self._uow.load(session, key))
+        return [party for g in given for party in (g.approver, g.on_behalf_of) if party]
 
     def pending_approvals(self) -> list[tuple[ChangeRequest, PolicyEvaluation]]:
         """Changes waiting for decisions, oldest request first, with what each still needs."""
@@ -108,6 +113,16 @@ class ApprovalService:
     def approval_deadline(self, change: ChangeRequest) -> datetime | None:
         """When the approval SLA runs out (None before approvals were requested)."""
         return change.approval_requested_at + self.approval_sla(change) if change.approval_requested_at else None
+
+    def directory_in_force(self, key: str) -> Directory:
+        """The approver directory as it stands for the change now, its delegates included."""
+        with self._uow.read() as session:
+            return self._uow.directory_for(session, self._uow.load(session, key))
+
+    def stands_in_for(self, key: str, person: str) -> dict[str, str]:
+        """The roles `person` holds on this change now only as someone's delegate, each with that someone."""
+        with self._uow.read() as session:
+            return self._stands_in_for(session, self._uow.load(session, key), person)
 
     # ---- codes ------------------------------------------------------------------------------------------
 
@@ -223,8 +238,8 @@ class ApprovalService:
                                           repeated=True)
                 if refusal is None:
                     try:
-                        acting_role = self._authorise(change, approver, role, decision, code, comment, required,
-                                                      given)
+                        acting_role = self._authorise(session, change, approver, role, decision, code, comment,
+                                                      required, given)
                     except PolicyViolation as exc:
                         refusal = exc
                         append_event(
@@ -239,7 +254,7 @@ class ApprovalService:
                     else:
                         result = self._record_decision(
                             session, change, version, approver, acting_role, decision, comment, required, given,
-                            attempt_id, via,
+                            attempt_id, via, self._stands_in_for(session, change, approver).get(acting_role),
                         )
             if refusal is not None:
                 raise refusal
@@ -268,8 +283,19 @@ class ApprovalService:
             return earlier
         return None
 
-    def _authorise(self, change: ChangeRequest, approver: str, role: str | None, decision: Decision, code: str,
-                   comment: str, required: list[RequiredApproval], given: list[GivenApproval]) -> str:
+    def _stands_in_for(self, session: Session, change: ChangeRequest, approver: str) -> dict[str, str]:
+        """The roles `approver` holds now only as someone's delegate, each with that someone."""
+        uow = self._uow
+        at = uow.clock()
+        delegations = uow.delegations(session, at=at)
+        roles = {r.role for r in uow.required_for(change)}
+        acting = {role: acting_for(approver, role, uow.org.directory, delegations, at, requester=change.requester)
+                  for role in roles}
+        return {role: delegator for role, delegator in acting.items() if delegator}
+
+    def _authorise(self, session: Session, change: ChangeRequest, approver: str, role: str | None,
+                   decision: Decision, code: str, comment: str, required: list[RequiredApproval],
+                   given: list[GivenApproval]) -> str:
         if change.state != ChangeState.awaiting_approval.value:
             raise PolicyViolation(f"{change.key} is {change.state}, not awaiting approval")
         if approver == change.requester:
@@ -279,21 +305,27 @@ class ApprovalService:
         if decision is Decision.reject and not comment.strip():
             # The requester and the audit must learn why; a bare "no" is sent back to the person.
             raise PolicyViolation("a rejection needs a comment saying why")
-        directory = self._uow.org.directory
-        if approver in directory.people:
+        if approver in self._uow.org.directory.people:
             self._identities.check(change, approver, code, Act.approve)
-        return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
-                                  required=required, given=given, directory=directory)
+        try:
+            return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
+                                      required=required, given=given,
+                                      directory=self._uow.directory_for(session, change),
+                                      stands_in_for=self._stands_in_for(session, change, approver))
+        except PolicyViolation as exc:
+            outside = DelegationService(self._uow).not_in_force(approver)
+            raise PolicyViolation(f"{exc} ({outside})") if outside else exc
 
     def _record_decision(self, session: Session, change: ChangeRequest, version: int, approver: str, role: str,
                          decision: Decision, comment: str, required: list[RequiredApproval],
-                         given: list[GivenApproval], attempt_id: str | None, via: str | None) -> DecisionResult:
+                         given: list[GivenApproval], attempt_id: str | None, via: str | None,
+                         on_behalf_of: str | None) -> DecisionResult:
         uow = self._uow
         now = uow.clock()
         uow.bump(session, change, version, now)
         session.add(Approval(change_id=change.id, round=change.approval_round, approver=approver, role=role,
-                             decision=decision.value, comment=comment, decided_at=now))
-        after = evaluate(required, [*given, GivenApproval(approver, role, decision)],
+                             decision=decision.value, comment=comment, decided_at=now, on_behalf_of=on_behalf_of))
+        after = evaluate(required, [*given, GivenApproval(approver, role, decision, on_behalf_of)],
                          reject_on_any_rejection=uow.org.policies.reject_on_any_rejection)
         append_event(
             session,
@@ -301,7 +333,8 @@ class ApprovalService:
             action=(AuditAction.approval if decision is Decision.approve else AuditAction.rejection).value,
             change_key=change.key,
             data={"role": role, "comment": comment, "round": change.approval_round, "missing": after.missing,
-                  **({"attempt": attempt_id} if attempt_id else {}), **({"via": via} if via else {})},
+                  **({"attempt": attempt_id} if attempt_id else {}), **({"via": via} if via else {}),
+                  **({"for": on_behalf_of} if on_behalf_of else {})},
             at=now,
         )
         if after.rejected:

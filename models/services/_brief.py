@@ -1,14 +1,14 @@
 """What an approver sees before deciding (issue 27): one brief of the change, built here and shown the same way
 in every notification channel, on the approval link's page and above the Prefect UI's Resume form, so no
 approver decides blind: when it runs, the risk answers behind its score, the evidence, the commands its template
-runs, its canary steps and thresholds, what it clashes with, and who has decided so far."""
+runs, its canary steps and thresholds, what it clashes with, who has decided so far, and who stands in for whom."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..domain import CanaryPlan
+from ..domain import CanaryPlan, active_delegations
 from ..storage import ChangeRequest
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
@@ -55,6 +55,9 @@ class ApprovalBriefs:
         clashes = self._scheduling.schedule_clashes(change.key) if change.planned_start else []
         lines.append(BriefLine("Clashes with", "; ".join(clashes) or "nothing on its service in its window"))
         lines.append(BriefLine("Decided so far", self._decided(change)))
+        standing_in = self._standing_in(change)
+        if standing_in:
+            lines.append(BriefLine("Standing in", standing_in))
         return ApprovalBrief(change.key or "", lines)
 
     def _when(self, change: ChangeRequest, scheduled: bool) -> str:
@@ -85,4 +88,13 @@ class ApprovalBriefs:
         with self._uow.read() as session:
             given = self._uow.given(session, change)
         return ", ".join(f"{g.approver} {'approved' if g.decision.value == 'approve' else 'rejected'} as {g.role}"
-                         for g in given) or "nobody yet"
+                         f"{f' for {g.on_behalf_of}' if g.on_behalf_of else ''}" for g in given) or "nobody yet"
+
+    def _standing_in(self, change: ChangeRequest) -> str:
+        """The delegations in force for this change: whose authority a delegate holds, until when."""
+        uow = self._uow
+        with uow.read() as session:
+            delegations = active_delegations(uow.delegations(session, at=uow.clock()), uow.clock(),
+                                             not_from=change.requester, directory=uow.org.directory)
+        return "; ".join(f"{d.delegate} for {d.delegator} until {d.ends_at:%Y-%m-%d %H:%M} UTC ({d.reason})"
+                         for d in delegations)

@@ -90,9 +90,10 @@ class CanaryService:
         approval: someone in the directory, with their personal code for this change."""
         with self._uow.read() as session:
             change = self._uow.load(session, key)
+            directory = self._uow.directory_for(session, change)
         self._identities.check(change, person, code, Act.answer_canary)
         named = (self._uow.org.canary or CanaryConfig()).gate_answerers
-        allowed = people_named(named, change, self._uow.org.directory)
+        allowed = people_named(named, change, directory)
         if person not in allowed:
             raise PolicyViolation(f"{person} may not answer a canary gate of {change.key} (canary.yaml "
                                   f"gate_answerers: {', '.join(named)}; that is {', '.join(allowed) or 'nobody'})")

@@ -237,7 +237,7 @@ class ChangeService:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
                 refusal = (self._identities.refusal(change, actor, code, Act.review)
-                           or reviewer_refusal(uow.rules(change), change, uow.org.directory, actor))
+                           or reviewer_refusal(uow.rules(change), change, uow.directory_for(session, change), actor))
                 if refusal is None:
                     append_event(session, actor=actor, action=AuditAction.review_recorded.value,
                                  change_key=change.key, data={"summary": summary}, at=uow.clock())

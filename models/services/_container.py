@@ -16,6 +16,7 @@ from ._brief import ApprovalBriefs
 from ._canary import CanaryService
 from ._changes import ChangeService
 from ._checklists import ChecklistService
+from ._delegations import DelegationService
 from ._identity import Identities
 from ._recovery import RecoveryService
 from ._report_service import ReportService
@@ -41,6 +42,7 @@ class Services:
     recovery: RecoveryService
     links: ApprovalLinks
     briefs: ApprovalBriefs
+    delegations: DelegationService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -55,7 +57,8 @@ class Services:
                    scheduling=scheduling, checklists=ChecklistService(uow, identities),
                    canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
-                   links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs)
+                   links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
+                   delegations=DelegationService(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

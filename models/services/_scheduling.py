@@ -12,6 +12,7 @@ from sqlmodel import Session
 from ..domain import (
     is_allowed,
     Act,
+    Directory,
     AuditAction,
     ChangeState,
     FieldProblem,
@@ -213,7 +214,7 @@ class SchedulingService:
             if change.state != ChangeState.scheduled.value:
                 return None
             check = self._start_check(session, change)
-            refusal = self._early_start_refusal(change, person, code, check)
+            refusal = self._early_start_refusal(change, person, code, check, self._uow.directory_for(session, change))
             data = {"attempt": attempt_id, "reason": reason[:2000], "check": check.reason,
                     "round": change.approval_round}
             if refusal is None and person:
@@ -224,12 +225,12 @@ class SchedulingService:
                              change_key=change.key, data={**data, "refusal": refusal}, at=uow.clock())
             return refusal
 
-    def _early_start_refusal(self, change: ChangeRequest, person: str, code: str, check: StartCheck) -> str | None:
+    def _early_start_refusal(self, change: ChangeRequest, person: str, code: str, check: StartCheck,
+                             directory: Directory) -> str | None:
         if not person:
             return None if check.may_start else f"resumed without a name and code while {check.reason}: nothing " \
                                                  "was started (to start early, give your name and personal code)"
         rules = self._uow.rules(change)
-        directory = self._uow.org.directory
         if person not in directory.people:
             return f"{person!r} is not in the approver directory"
         if person == change.requester:

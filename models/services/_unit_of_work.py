@@ -20,6 +20,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from ..domain import (
+    Delegation,
+    Directory,
+    with_delegates,
     AuditAction,
     ChangeState,
     ChangeTypeRules,
@@ -38,7 +41,7 @@ from ..domain import (
     required_approvals,
     utcnow,
 )
-from ..storage import Approval, ChangeRequest, Database, append_event, decode_data, events_for
+from ..storage import Approval, ChangeRequest, Database, DelegationRecord, append_event, decode_data, events_for
 
 T = TypeVar("T")
 
@@ -156,11 +159,25 @@ class UnitOfWork:
     @staticmethod
     def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:
         rows = session.execute(
-            select(Approval.approver, Approval.role, Approval.decision).where(
+            select(Approval.approver, Approval.role, Approval.decision, Approval.on_behalf_of).where(
                 Approval.change_id == change.id, Approval.round == change.approval_round
             )
         )
-        return [GivenApproval(a, r, Decision(d)) for a, r, d in rows]
+        return [GivenApproval(a, r, Decision(d), on_behalf) for a, r, d, on_behalf in rows]
+
+    @staticmethod
+    def delegations(session: Session, *, at: datetime) -> list[Delegation]:
+        """The delegations in force at `at` (not revoked, the period covering it)."""
+        rows = session.execute(select(DelegationRecord).where(
+            DelegationRecord.starts_at <= at, DelegationRecord.ends_at > at,
+            DelegationRecord.revoked_at.is_(None))).scalars()  # type: ignore[union-attr]
+        return [Delegation(r.delegator, r.delegate, r.starts_at, r.ends_at, r.reason) for r in rows]
+
+    def directory_for(self, session: Session, change: ChangeRequest) -> Directory:
+        """The approver directory in force for `change` now: every gate asks this who may act, so a delegate
+        stands in for their delegator wherever the delegator could act, and never for the change's requester."""
+        return with_delegates(self.org.directory, self.delegations(session, at=self.clock()), self.clock(),
+                              requester=change.requester)
 
     def evaluate(self, session: Session, change: ChangeRequest) -> PolicyEvaluation:
         return evaluate(self.required_for(change), self.given(session, change),

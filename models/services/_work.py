@@ -115,7 +115,7 @@ class WorkService:
             select(Approval.approver).where(Approval.change_id == change.id, Approval.round == change.approval_round,
                                             Approval.decision == "approve")).scalars()
         standing = implementer_refusal(change_type(self._uow.org.policies, change.type), change,
-                                       self._uow.org.directory, person, approvers)
+                                       self._uow.directory_for(session, change), person, approvers)
         if standing is not None:
             return standing
         if outcome is WorkOutcome.failed and not note.strip():

@@ -37,6 +37,7 @@ from ._tables import (
     CanaryMeasurement,
     ChangeRequest,
     ChecklistResult,
+    DelegationRecord,
     MaintenanceWindow,
     Notification,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "CheckpointLog",
     "ChangeRequest",
     "ChecklistResult",
+    "DelegationRecord",
     "Database",
     "GENESIS_HASH",
     "MaintenanceWindow",

@@ -92,6 +92,27 @@ class Approval(SQLModel, table=True):
     decision: str = Field(sa_type=String(8))
     comment: str = Field(default="", sa_type=Text)
     decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The delegator a delegate acted for (their delegation was in force when they decided); None: their own role.
+    on_behalf_of: str | None = Field(default=None, sa_type=String(100))
+
+
+class DelegationRecord(SQLModel, table=True):
+    """A person's authority handed to a delegate for a period (`changeflow delegate`); ended early by `revoked_at`
+    (a row is never deleted: the audit trail and every act of the delegate refer to it)."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (Index("ix_delegation_delegate", "delegate", "ends_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delegator: str = Field(sa_type=String(100), index=True)
+    delegate: str = Field(sa_type=String(100))
+    starts_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    reason: str = Field(default="", sa_type=Text)
+    recorded_by: str = Field(sa_type=String(100))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = _optional_time()
+    revoked_by: str | None = Field(default=None, sa_type=String(100))
 
 
 class AuditEvent(SQLModel, table=True):

@@ -163,3 +163,36 @@ def test_a_bad_setting_exits_2_naming_it_before_any_command_runs(cli_env, monkey
         assert message in result.output and "Traceback" not in result.output
     monkeypatch.delenv(variable)
     assert _count_changes(cli_env) == before
+
+
+def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours_until_it_ends(cli_env, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    until = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
+    for args, exit_code, says in (
+            (("--to", "erin", "--until", "2020-01-01", "--reason", "leave", "--as", "dave"), 2, "until: the period"),
+            (("--to", "zoe", "--until", until, "--reason", "leave", "--as", "dave"), 2, "delegate: 'zoe' is not"),
+            (("--to", "erin", "--until", "someday", "--reason", "leave", "--as", "dave"), 2, "--until: 'someday'"),
+            (("--to", "erin", "--until", until, "--reason", "leave", "--as", "alice"), 1, "may record a delegation"),
+    ):
+        refused = cli_env("delegate", "alice", *args)
+        assert refused.exit_code == exit_code and says in refused.stderr, refused.output
+    assert json.loads(cli_env("delegations", "--json").stdout) == []
+    recorded = cli_env("delegate", "alice", "--to", "erin", "--until", until, "--reason", "leave", "--as", "dave",
+                       "--json")
+    assert recorded.exit_code == 0, recorded.output
+    delegation = json.loads(recorded.stdout)
+    assert [d["id"] for d in json.loads(cli_env("delegations", "--json").stdout)] == [delegation["id"]]
+
+    key = json.loads(cli_env("submit", "--local", _write(tmp_path, GOOD), "--json").stdout)["key"]
+    erin = cli_env("approval-code", key, "--for", "erin", "--as", "dave").stdout.strip()
+    assert cli_env("approve", key, "--as", "erin", "--code", erin).exit_code == 0
+    shown = json.loads(cli_env("show", key, "--json").stdout)
+    assert [(a["approver"], a["role"], a["on_behalf_of"]) for a in shown["approvals"]] == [("erin", "team_lead", "alice")]
+    assert "erin for alice" in cli_env("show", key).stdout
+
+    assert cli_env("end-delegation", str(delegation["id"]), "--as", "dave").exit_code == 0
+    other = json.loads(cli_env("submit", "--local", _write(tmp_path, {**GOOD, "title": "another"}), "--json").stdout)
+    erin = cli_env("approval-code", other["key"], "--for", "erin", "--as", "dave").stdout.strip()
+    refused = cli_env("approve", other["key"], "--as", "erin", "--code", erin)
+    assert refused.exit_code == 1 and "alice's delegation to erin ended" in refused.stderr
