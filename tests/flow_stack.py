@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cli.dev import FAST_POLLING, Stack, free_port, prefect_env, start_runner, start_server, wait_for_deployments
-from models import DEFAULTS_DIR, Database, Services, Settings, load_org, utcnow
+from models import DEFAULTS_DIR, Act, Database, Services, Settings, load_org, utcnow
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
 
@@ -144,6 +144,19 @@ class FlowStack:
         stored["logs"] = "\n".join(logs)
         stored["artifacts"] = json.dumps(artifacts.json())
         return stored
+
+    def assert_no_code_kept(self, run_id: str, key: str) -> None:
+        """Issue 27: nothing Prefect keeps of the run holds a code of the change (anyone's, for any act) or an
+        approval link's token, and every answer a gate read was deleted once applied."""
+        people = self.services.org.directory.people
+        secrets = {self.services.approvals.approval_code_for(key, person, act) for person in people for act in Act}
+        secrets |= {self.services.links.link_for(key, person).split(".")[-1] for person in people}
+        stored = self.stored_by_prefect(run_id)
+        assert any(name.startswith("input ") for name in stored), "the scan reads the run's inputs"
+        for where, text in stored.items():
+            kept = sorted(secret for secret in secrets if secret in text)
+            assert not kept, f"Prefect keeps {kept} in the run's {where}"
+        assert not [name for name in stored if name.endswith("-response")], sorted(stored)
 
 
 def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: float, what: str):

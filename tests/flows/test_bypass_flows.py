@@ -82,6 +82,7 @@ def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow
     assert [(actor, action) for actor, action, _ in gate_events(flow_stack, change.key)] == [("alice", "early_start")]
     started = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "implementing")
     assert "started before its window by alice" in started.data["reason"]
+    flow_stack.assert_no_code_kept(run_id, change.key)  # issue 27: the window gate, from the form
 
 
 def cancel_like_the_ui(run_id: str) -> None:
@@ -191,6 +192,7 @@ def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_it
     # The people who may do the work were asked, each with their own code.
     asked = {n["recipient"] for n in done.notifications if n["event"] == "work_needed"}
     assert asked == {"bob", "frank"}
+    flow_stack.assert_no_code_kept(run_id, change.key)  # issue 27: the work gate, form and CLI
 
 
 def test_amending_a_scheduled_change_sends_it_back_to_approval_and_its_old_codes_stop_working(flow_stack):

@@ -105,6 +105,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     assert refused == [("nobody-at-all", "'nobody-at-all' is not in the approver directory"),
                        ("frank", "wrong approval code for frank on " + change.key + " (round 1): a code is good "
                                  "for one kind of act; this needs the one sent to confirm a checklist item")]
+    flow_stack.assert_no_code_kept(run_id, change.key)  # issue 27: the checklist gate, form and CLI
 
 
 def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):
