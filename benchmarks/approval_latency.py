@@ -59,7 +59,10 @@ def measure(label: str, polling: dict[str, str], changes: int) -> list[float]:
 def run_approvals(label: str, home: Path, changes: int) -> list[float]:
     from prefect.deployments import run_deployment
 
-    from flows._prefect_api import ResumeRefused, paused_key, resume_with_input
+    from prefect.settings import PREFECT_API_URL
+
+    from cli.dev import confirm_filing_in_form
+    from flows import ResumeRefused, paused_key, resume_with_input
 
     settings = Settings(home=home, secret=SECRET)
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
@@ -69,7 +72,8 @@ def run_approvals(label: str, home: Path, changes: int) -> list[float]:
             "type": "standard", "title": f"latency {i}", "service": "payments", "requester": "grace",
             "rollback_plan": "redeploy"}})
         run_id = str(run.id)
-        while asyncio.run(paused_key(run_id)) is None:
+        confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it
+        while not (asyncio.run(paused_key(run_id)) or "").startswith("approval-"):
             time.sleep(0.1)
         # A person reads the notification before deciding; the suspended process has exited by then.
         time.sleep(READING_TIME_S)

@@ -104,9 +104,17 @@ def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> t
 
     from flows import paused_key
 
+    from prefect.settings import PREFECT_API_URL
+
+    from cli.dev import confirm_filing_in_form
+
+    settings = Settings(home=home, secret=SECRET)
+    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
     runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
         "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
         "rollback_plan": "redeploy"}}).id) for n in range(slots)]
+    for run_id in runs:
+        confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)
     deadline = time.monotonic() + 300
     while sum(1 for run_id in runs if (asyncio.run(paused_key(run_id)) or "").startswith("approval-")) < slots:
         assert time.monotonic() < deadline, "the runs did not all reach their gate"
@@ -119,6 +127,9 @@ def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> t
 def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:
     from prefect.deployments import run_deployment
 
+    from prefect.settings import PREFECT_API_URL
+
+    from cli.dev import confirm_filing_in_form
     from flows import paused_key, resume_with_input
 
     settings = Settings(home=home, secret=SECRET)
@@ -148,6 +159,7 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
         run_id = str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": MODES[mode], "title": f"paths {i}", "service": "payments", "requester": "grace",
             "rollback_plan": "redeploy"}}).id)
+        confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it
         at_gate(run_id)
         key = services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key
         act(path, key, run_id, "alice")

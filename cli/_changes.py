@@ -1,4 +1,4 @@
-"""Filing and reading changes: `submit`, `show`, `log`, `review`."""
+"""Filing and reading changes: `submit`, `confirm-filing`, `show`, `log`, `review`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from models import ChangeState, RiskLevel
-from notifications import Notifier, run_url
+from notifications import run_url
 
 from ._context import context
 from ._flows import cancel_run, nudge_run, start_change_flow
@@ -36,20 +36,38 @@ def submit(
     services = context().services
     request = services.changes.validate_request(data)
     if local:
-        change = services.approvals.request_approval(services.changes.submit(request).key)
+        change = services.changes.submit(request)
+        notifier = context().notifier
+        notifier.announce(change, "filing_received", [change.requester], personal_code=True)
+        notifier.deliver(change_key=change.key)
     else:
         change, _run_id = start_change_flow(services, request.model_dump(mode="json", exclude_unset=True))
-    required = services.approvals.required_for(change) if change.state == ChangeState.awaiting_approval.value else []
+    required = services.approvals.required_for(change)
     if json_output:
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
                     "required": [r.__dict__ for r in required]})
         return
     console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, "
                   f"risk {change.risk_level}, {change.state}")
-    if required:
-        console.print("needs: " + ", ".join(f"{r.count} x {r.role}" for r in required))
+    console.print(f"it goes to its approvers ({', '.join(f'{r.count} x {r.role}' for r in required) or 'none'}) "
+                  f"once {change.requester} confirms the filing with the code sent to them: changeflow "
+                  f"confirm-filing {change.key} --as {change.requester} --code ...")
     if change.flow_run_id:
         console.print(f"flow run: {run_url(context().settings, change.flow_run_id)}")
+
+
+@app.command("confirm-filing")
+@exits_cleanly
+def confirm_filing(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="You, the change's requester."),
+    code: str = typer.Option(..., "--code", help="The code sent to you for confirming this filing."),
+) -> None:
+    """Confirm that you filed a change: only then does it go to its approvers (nobody files in another's name)."""
+    services = context().services
+    change = services.approvals.confirm_filing(key, person=person, code=code)
+    nudge_run(change, "filing")
+    console.print(f"{change.key} confirmed by {person}: {change.state}")
 
 
 @app.command()
@@ -182,7 +200,7 @@ def _reopen(key: str, amendment: dict, person: str, code: str, reason: str) -> N
     """Amend, ask the new round's approvers (their new codes) and wake a run waiting at its window gate."""
     ctx = context()
     change = ctx.services.amendments.amend(key, amendment, person=person, code=code, reason=reason)
-    notifier = Notifier(ctx.services, ctx.settings)
+    notifier = ctx.notifier
     asked = notifier.request_approvals(change)
     notifier.deliver(change_key=change.key)
     nudge_run(change, "window", wait_s=5)

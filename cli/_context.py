@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import TYPE_CHECKING
+
 from models import AuditAnchors, Database, Org, Services, Settings, load_org
+
+if TYPE_CHECKING:
+    from notifications import Notifier
 
 
 @dataclass
@@ -27,6 +33,15 @@ class AppContext:
     @cached_property
     def services(self) -> Services:
         return Services.build(self.db, self.org, self.settings.secret_bytes())
+
+    @cached_property
+    def notifier(self) -> "Notifier":
+        """The notifier of a command: messages to the console channel go to stderr, so that what the command
+        prints on stdout (JSON included) stays its own."""
+        from notifications import ConsoleChannel, Notifier, default_channels
+
+        channels = {**default_channels(self.settings), "console": ConsoleChannel(sys.stderr)}
+        return Notifier(self.services, self.settings, channels)
 
 
 def context() -> AppContext:

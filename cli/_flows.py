@@ -15,7 +15,8 @@ class PrefectUnavailable(ChangeflowError):
 
 
 def start_change_flow(services: Services, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
-    """Start the submit deployment and wait until its run has recorded the change."""
+    """Start the submit deployment and wait until its run has recorded the change (it then waits for its
+    requester's confirmation)."""
     from prefect.deployments import run_deployment
 
     try:
@@ -28,7 +29,7 @@ def start_change_flow(services: Services, request: dict, *, wait_s: float = 120)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         change = services.changes.find_by_idempotency_key(f"flow-run:{run.id}")
-        if change is not None and change.state != ChangeState.submitted.value:
+        if change is not None:
             return change, str(run.id)
         time.sleep(0.25)
     raise PrefectUnavailable(

@@ -1,5 +1,5 @@
-"""The gates of the change-request flow: approval and the maintenance window, each waiting by the one gate
-protocol (flows/_gate.py)."""
+"""The gates of the change-request flow: the requester's confirmation of their filing, approval and the
+maintenance window, each waiting by the one gate protocol (flows/_gate.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,70 @@ from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
 from models import ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
+
+
+class FilingConfirmation(RunInput):
+    """The Resume form of a run whose change waits for its requester to confirm they filed it. The run form carries
+    no identity (anyone who reaches the Prefect UI can type any name into it), so a change goes to its approvers
+    only once the person named as requester proves, with the code sent to them, that they filed it."""
+
+    requester: str = Field(default="", description="Your user name: you filed this change.")
+    approval_code: str = Field(default="", description="The code sent to you for confirming this filing.")
+
+
+def filing_description(change: ChangeRequest, refusal: str | None) -> str:
+    lines = [
+        f"> **Your last submission was refused and NOT recorded:** {refusal}" if refusal else "",
+        f"## {change.key}: {change.title}",
+        f"Filed in the name of **{change.requester}**. Nothing goes to its approvers until {change.requester} "
+        "confirms that they filed it, with the code sent to them for it.",
+        *(f"**{line.label}:** {line.text}" for line in runtime().services.briefs.of(change).lines),
+        "If you are not the requester, leave this form: a filing nobody confirms is cancelled.",
+    ]
+    return "\n\n".join(line for line in lines if line)
+
+
+class FilingGate(Gate[ChangeRequest]):
+    """Waits until the requester has confirmed their filing (the change moves on to approval) or it was
+    cancelled unconfirmed; a filled form is a confirmation."""
+
+    kind = GateKind.filing
+
+    def __init__(self, key: str):
+        self.key = key
+        self.change = runtime().services.changes.get(key)
+
+    def settled(self) -> ChangeRequest | None:
+        self.change = runtime().services.changes.get(self.key)
+        return self.change if self.change.state != ChangeState.submitted.value else None
+
+    def gate(self) -> str:
+        return ""
+
+    def form(self, refusal: str | None) -> Any:
+        return FilingConfirmation.with_initial_data(description=filing_description(self.change, refusal))
+
+    def apply(self, answer: RunInput, key: PauseKey) -> str | None:
+        assert isinstance(answer, FilingConfirmation)
+        try:
+            runtime().services.approvals.confirm_filing(self.key, person=answer.requester,
+                                                        code=answer.approval_code, attempt_id=str(key))
+        except PolicyViolation as exc:
+            return str(exc)
+        except ConflictError as exc:
+            return f"{exc} (your confirmation was not recorded: please submit it again)"
+        return None
+
+    def before_wait(self, attempt: int) -> None:
+        if attempt == 0:  # the outbox sends it once however often the run comes back here
+            rt = runtime()
+            rt.notifier.announce(self.change, "filing_received", [self.change.requester], personal_code=True)
+            rt.notifier.deliver(change_key=self.key)
+
+
+def filing_gate(key: str) -> ChangeRequest:
+    """Suspend until the requester confirms the filing (or it is cancelled unconfirmed)."""
+    return wait_at(FilingGate(key))
 
 
 class WindowGateInput(RunInput):

@@ -14,6 +14,7 @@ from enum import Enum
 
 
 class GateKind(str, Enum):
+    filing = "filing"
     approval = "approval"
     window = "window"
     work = "work"

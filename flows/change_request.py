@@ -27,7 +27,7 @@ from models import (
 )
 
 from flows._commands import run_commands
-from flows._gates import approval_gate, wait_for_window
+from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
 from flows._runtime import run_attempt, runtime
 from flows.canary import run_canary
@@ -54,11 +54,9 @@ class ChangeRequestForm(ChangeRequestInput):
 
 @task(name="record change")
 def record_change(request: ChangeRequestInput, run_id: str) -> str:
+    """Record the request; it goes to its approvers once its requester has confirmed it (`filing_gate`)."""
     services = runtime().services
-    change = services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
-    if change.state == ChangeState.submitted.value:
-        change = services.approvals.request_approval(change.key)
-    return change.key
+    return services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id).key
 
 
 @task(name="notify approvers")
@@ -68,6 +66,14 @@ def notify_approvers(key: str) -> int:
     written = rt.notifier.request_approvals(change)
     rt.notifier.deliver(change_key=key)
     return written
+
+
+@task(name="tell the requester")
+def tell_the_requester(key: str, event: str, reason: str) -> None:
+    rt = runtime()
+    change = rt.services.changes.get(key)
+    rt.notifier.announce(change, event, [change.requester], reason=reason)
+    rt.notifier.deliver(change_key=key)
 
 
 @task(name="announce")
@@ -313,6 +319,10 @@ def change_request(request: ChangeRequestForm) -> str | State:
             get_run_logger().error("change request refused: %s", problem)
             return Completed(name="Refused", message=f"change request refused: {problem}")
     key = record_change(request, run_id)
+    filed = filing_gate(key)
+    if ChangeState(filed.state) in FINISHED:  # cancelled unconfirmed, or withdrawn: only its requester hears
+        tell_the_requester(key, "filing_cancelled", service_reason(key))
+        return filed.state
     while True:
         change = approved_and_due(key)
         if change.state == ChangeState.cancelled.value and change.approved_at is not None:

@@ -1,5 +1,6 @@
 """The approval-escalation sweep (every minute): reminders up the ladder, expiry past the SLA, nudges for
-runs that can continue, post-implementation review reminders, and delivery of what the outbox holds."""
+runs that can continue, filings nobody confirmed cancelled, post-implementation review reminders, and delivery of
+what the outbox holds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 
-from models import ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
+from models import ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
@@ -101,6 +102,11 @@ def nudge_runs_that_can_continue() -> int:
     for state in (ChangeState.approved, ChangeState.rejected, ChangeState.scheduled, ChangeState.implementing,
                   ChangeState.verifying):
         candidates += services.changes.all_in_state(state)
+    # A filing confirmed on the CLI whose nudge was lost: its run still waits at the filing gate. Only changes
+    # asked for approval lately (a run at the filing gate of an older one was nudged by an earlier sweep).
+    lately = utcnow() - services.org.policies.confirm_filing_within
+    candidates += [c for c in services.changes.all_in_state(ChangeState.awaiting_approval)
+                   if c.approval_requested_at is not None and c.approval_requested_at >= lately]
     # One read of Prefect per page of runs, not one per change.
     paused = asyncio.run(paused_keys([c.flow_run_id for c in candidates if c.flow_run_id]))
     for change in candidates:
@@ -119,8 +125,10 @@ def nudge_runs_that_can_continue() -> int:
             # checks the deadline itself.
             if utcnow() < services.canary.gate_deadline(change.key, key.gate_name):
                 continue
-        elif key.kind is not GateKind.approval:
+        elif key.kind not in (GateKind.approval, GateKind.filing):
             continue
+        elif key.kind is GateKind.approval and change.state == ChangeState.awaiting_approval.value:
+            continue  # still waiting for decisions
         # A bare "look again", never a code or a decision: each gate re-reads the record (the decision that moved
         # the change was recorded by the services) and authorises nothing from an empty resume.
         try:
@@ -129,6 +137,30 @@ def nudge_runs_that_can_continue() -> int:
         except ResumeRefused:
             pass
     return nudged
+
+
+def cancel_unconfirmed_filings() -> int:
+    """A change its requester never confirmed filing (policies.yaml `confirm_filing_within`) is cancelled: filed
+    in someone else's name, or abandoned; its run, waiting at the filing gate, is nudged to end."""
+    services = runtime().services
+    within = services.org.policies.confirm_filing_within
+    cancelled = 0
+    for change in services.changes.all_in_state(ChangeState.submitted):
+        if utcnow() - change.created_at < within:
+            continue
+        try:
+            change = services.changes.transition(
+                change.key, ChangeState.cancelled, actor="changeflow",
+                reason=f"its requester, {change.requester}, did not confirm the filing within {within}")
+        except ChangeflowError:
+            continue  # confirmed meanwhile
+        cancelled += 1
+        if change.flow_run_id:
+            try:
+                asyncio.run(resume_with_input(change.flow_run_id, None))
+            except ResumeRefused:
+                pass  # not suspended just now: the gate sees the cancellation when it looks again
+    return cancelled
 
 
 def remind_reviews() -> int:
@@ -150,6 +182,7 @@ def approval_escalation() -> dict:
     logger = get_run_logger()
     summary = escalate_and_expire()
     summary["cancelled"] = cancel_changes_of_cancelled_runs()
+    summary["unconfirmed_cancelled"] = cancel_unconfirmed_filings()
     summary.update(replace_stuck_runs())
     summary.update(reconcile_crashed_runs())
     summary["nudged"] = nudge_runs_that_can_continue()

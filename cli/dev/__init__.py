@@ -13,6 +13,7 @@ from ._canary_lab import (
 from ._demo import play_demo, run_demo
 from ._distributed import DistributedLayout, missing_pieces, start_distributed_server, start_workers
 from ._nginx import nginx_available
+from ._requester import confirm_filing_in_form, filed_change
 from ._scale_load import (
     ReplicaClient,
     Tally,
@@ -44,7 +45,8 @@ from ._stack import (
 
 __all__ = [
     "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "DistributedLayout", "Lab",
-    "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "create_pool_and_deploy",
+    "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "confirm_filing_in_form",
+    "create_pool_and_deploy", "filed_change",
     "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
     "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",
     "start_runner", "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",

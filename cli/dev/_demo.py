@@ -26,6 +26,7 @@ from models import Act, Settings, next_window
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
 from ._demo_config import INBOX_PERSON, write_demo_config
+from ._requester import confirm_filing_in_form
 from .._output import console
 from ._stack import (
     FAST_POLLING,
@@ -79,8 +80,10 @@ SCENARIOS = ("canary", "rollback", "major", "emergency", "weekly", "early-resume
 
 
 class Demo:
-    def __init__(self, home: Path, started: float, services, approvers: EndpointApprovers, step_timeout_s: float):
+    def __init__(self, home: Path, started: float, services, approvers: EndpointApprovers, step_timeout_s: float,
+                 api_url: str):
         self.home, self.started, self.services, self.approvers = home, started, services, approvers
+        self.api_url = api_url
         # How long any one step of a scenario may take (a run reaching its gate, a refusal recorded, a run ending):
         # seconds when idle, minutes on a machine busy with other work (Settings.demo_step_timeout_s).
         self.step_timeout_s = step_timeout_s
@@ -93,9 +96,12 @@ class Demo:
             console.print(f"[dim]{time.perf_counter() - self.started:6.1f}s[/] [bold]{tag:<10}[/] {text}")
 
     def submit(self, request: dict) -> str:
+        """The run form, then the requester confirms the filing with the code sent to them."""
         from prefect.deployments import run_deployment
 
-        return str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+        run_id = str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+        confirm_filing_in_form(self.services, self.api_url, run_id, timeout_s=self.step_timeout_s)
+        return run_id
 
     def awaiting_approval(self, run_id: str):
         """The change the run recorded, once its approval has been requested."""
@@ -333,7 +339,7 @@ def run_demo(home: Path, app: Callable[..., object]) -> bool:
         console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
         services = AppContext(Settings()).services
         demo = Demo(home, started, services, EndpointApprovers(home, services, approval_url, slack_secret),
-                    settings.demo_step_timeout_s)
+                    settings.demo_step_timeout_s, api_url)
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()

@@ -169,19 +169,29 @@ def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answer
             answered.add(change.key)
 
 
+def confirm_filing_on_cli(services: Services, change: ChangeRequest, cli_env: dict[str, str]) -> None:
+    """The requester confirms their filing with `changeflow confirm-filing` and the code sent to them (it
+    records, then nudges the run; a nudge the run missed is the sweep's)."""
+    code = services.approvals.approval_code_for(change.key, change.requester, Act.file)
+    subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm-filing", change.key, "--as",
+                    change.requester, "--code", code], env=cli_env, capture_output=True, text=True, timeout=120)
+
+
 def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, tally: Tally, timeout_s: float,
-                     parallel: int = 8, cli_env: dict[str, str] | None = None) -> dict[str, ChangeRequest]:
-    """Approve each change as it reaches its gate, until every one has ended; the changes by run id. With
-    `cli_env`, steps a crash interrupted are answered by their implementer through the CLI. `run_ids` may grow
+                     cli_env: dict[str, str], parallel: int = 8) -> dict[str, ChangeRequest]:
+    """Confirm each filing (its requester, on the CLI) and approve each change as it reaches its gate, until every
+    one has ended; the changes by run id. Steps a crash interrupted are answered by their implementer through the
+    CLI. `run_ids` may grow
     while this runs (changes submitted later, from another thread)."""
     approved: set[str] = set()
+    confirmed: set[str] = set()
     answered: set[str] = set()
     changes: dict[str, ChangeRequest] = {}
     deadline = time.monotonic() + timeout_s
     last_look = time.monotonic()
     with ThreadPoolExecutor(parallel) as pool:
         while True:
-            if cli_env is not None and time.monotonic() - last_look > 5:
+            if time.monotonic() - last_look > 5:
                 answer_interrupted_steps(services, cli_env, answered)
                 last_look = time.monotonic()
             for run_id in list(run_ids):
@@ -189,6 +199,9 @@ def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, 
                 if change is None:
                     continue
                 changes[run_id] = change
+                if change.state == "submitted" and change.key not in confirmed:
+                    confirmed.add(change.key)
+                    pool.submit(confirm_filing_on_cli, services, change, cli_env)
                 if change.state == "awaiting_approval" and change.key not in approved:
                     approved.add(change.key)
                     pool.submit(approve_by_slack, endpoint_url, change, tally)

@@ -46,6 +46,7 @@ class Act(str, Enum):
     """What a personal code is good for. A code is bound to one act on one change in one round, so a code seen
     anywhere (a forwarded mail, a log a person pasted) is worth at most the act it was sent for."""
 
+    file = "file"  # the requester confirms that they filed the change (nobody files under another's name)
     approve = "approve"  # approve or reject (the approval request, its link and buttons)
     start_early = "start_early"  # start a scheduled change before its window
     confirm_work = "confirm_work"  # manual work done (implemented, verified, rolled back)
@@ -117,6 +118,8 @@ class AuditAction(str, Enum):
     endpoint_refused = "endpoint_refused"
     code_issued = "code_issued"  # an operator printed someone's code (`changeflow approval-code`)
     code_issue_refused = "code_issue_refused"
+    filing_confirmed = "filing_confirmed"  # the requester proved they filed the change (or an automation did)
+    filing_refused = "filing_refused"
     delegation_recorded = "delegation_recorded"  # an operator recorded a person's delegation (`changeflow delegate`)
     delegation_revoked = "delegation_revoked"
     delegation_refused = "delegation_refused"

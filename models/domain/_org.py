@@ -209,6 +209,10 @@ class PolicySet(Strict):
         default_factory=lambda: ["operator"],
         description="Roles that may print someone's personal code (`changeflow approval-code`), when no personal "
         "channel reached them; each code printed is recorded (who, for whom, which act)")
+    confirm_filing_within: Duration = Field(
+        default=timedelta(days=1),
+        description="How long a filed change waits for its requester to confirm that they filed it before it is "
+        "cancelled (a filing in someone else's name is never confirmed)")
     delegation_recorders: list[Name] = Field(
         default_factory=lambda: ["operator"],
         description="Roles that may record or end a delegation (`changeflow delegate`) at the person's request; "

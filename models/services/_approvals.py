@@ -156,53 +156,99 @@ class ApprovalService:
     # ---- writes -----------------------------------------------------------------------------------------
 
     def request_approval(self, key: str, *, actor: str = "changeflow") -> ChangeRequest:
-        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve.
+        """Move a submitted change to `awaiting_approval`, recording the policy decision of who must approve; for
+        the filers changeflow trusts itself (its scheduled maintenance). A person's filing moves on only when they
+        confirm it (`confirm_filing`).
 
         A change from a pre-approved template goes straight on to `approved`, recorded with the template and
         the policy version that allowed it.
         """
         uow = self._uow
-        policies = uow.org.policies
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                return self._ask_for_approvals(session, uow.load(session, key, for_update=True), actor)
+
+        return uow.retry(attempt, None)
+
+    def confirm_filing(self, key: str, *, person: str, code: str, attempt_id: str | None = None) -> ChangeRequest:
+        """The requester proves that they filed the change, with the code sent to them for it (issue 27: nobody
+        files under another's name; the form and the CLI carry no identity). Then approvals are requested. A
+        refusal is recorded (`filing_refused`) and raised; a repeat, or a replayed `attempt_id`, records nothing."""
+        uow = self._uow
+        person = person.strip()
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                if change.state != ChangeState.submitted.value:
-                    # Only a new change asks for approval here; an amended one is asked again by `amend`.
-                    raise IllegalTransition(f"{change.key} is {change.state}: approval was already requested")
-                template = uow.org.template_of(change)
-                pre_approved = template is not None and change.template in policies.pre_approved_templates
-                dropped = template.extras_in(change) if template is not None and pre_approved else []
-                pre_approved = pre_approved and not dropped
-                required = [] if pre_approved else uow.required_for(change)
-                append_event(
-                    session,
-                    actor=actor,
-                    action=AuditAction.policy_decision.value,
-                    change_key=change.key,
-                    data={
-                        "policy_version": change.policy_version,
-                        "required": [{"role": r.role, "count": r.count} for r in required],
-                        "risk_level": change.risk_level,
-                        "approval_sla_s": self.approval_sla(change).total_seconds(),
-                        **({"pre_approved_template": change.template} if pre_approved else {}),
-                        # Why a pre-approved template's change still needs its approvals (what it added).
-                        **({"pre_approval_dropped": dropped} if dropped else {}),
-                    },
-                    at=uow.clock(),
-                )
-                change = uow.apply_transition(
-                    session, change, ChangeState.awaiting_approval, actor, "approvals requested", change.version
-                )
-                if pre_approved:
-                    change = uow.apply_transition(
-                        session, change, ChangeState.approved, "policy-engine",
-                        f"pre-approved template {change.template} (policy {change.policy_version[:12]})",
-                        change.version,
-                    )
-                return change
+                replayed = uow.replayed_refusal(session, change, attempt_id)
+                refusal = replayed
+                if refusal is None and change.state != ChangeState.submitted.value:
+                    if self.filing_confirmed(change.key, session=session):
+                        return change  # confirmed already: a resumed run, the CLI nudging after recording
+                    refusal = f"{change.key} is {change.state}: there is no filing to confirm"
+                if refusal is None and person != change.requester:
+                    refusal = (f"only the requester of {change.key} ({change.requester}) confirms that they filed "
+                               f"it" if person else "no name given")
+                if refusal is None:
+                    refusal = self._identities.refusal(change, person, code, Act.file)
+                if refusal is None:
+                    append_event(session, actor=person, action=AuditAction.filing_confirmed.value,
+                                 change_key=change.key, at=uow.clock(),
+                                 data={**({"attempt": attempt_id} if attempt_id else {})})
+                    return self._ask_for_approvals(session, change, person)
+                if replayed is None:
+                    uow.record_refusal(session, change, actor=person or "unknown (Prefect UI)",
+                                       action=AuditAction.filing_refused, refusal=refusal, attempt_id=attempt_id)
+            raise PolicyViolation(refusal)
 
         return uow.retry(attempt, None)
+
+    def filing_confirmed(self, key: str, *, session: Session | None = None) -> bool:
+        """Whether the change's filing is on record as confirmed (by its requester, or trusted at filing)."""
+        if session is None:
+            with self._uow.read() as session:
+                return self.filing_confirmed(key, session=session)
+        return any(e.action in (AuditAction.filing_confirmed.value, AuditAction.policy_decision.value)
+                   for e in events_for(session, key.upper()))
+
+    def _ask_for_approvals(self, session: Session, change: ChangeRequest, actor: str) -> ChangeRequest:
+        uow = self._uow
+        policies = uow.org.policies
+        if change.state != ChangeState.submitted.value:
+            # Only a new change asks for approval here; an amended one is asked again by `amend`.
+            raise IllegalTransition(f"{change.key} is {change.state}: approval was already requested")
+        template = uow.org.template_of(change)
+        pre_approved = template is not None and change.template in policies.pre_approved_templates
+        dropped = template.extras_in(change) if template is not None and pre_approved else []
+        pre_approved = pre_approved and not dropped
+        required = [] if pre_approved else uow.required_for(change)
+        append_event(
+            session,
+            actor=actor,
+            action=AuditAction.policy_decision.value,
+            change_key=change.key,
+            data={
+                "policy_version": change.policy_version,
+                "required": [{"role": r.role, "count": r.count} for r in required],
+                "risk_level": change.risk_level,
+                "approval_sla_s": self.approval_sla(change).total_seconds(),
+                **({"pre_approved_template": change.template} if pre_approved else {}),
+                # Why a pre-approved template's change still needs its approvals (what it added).
+                **({"pre_approval_dropped": dropped} if dropped else {}),
+            },
+            at=uow.clock(),
+        )
+        change = uow.apply_transition(
+            session, change, ChangeState.awaiting_approval, actor, "approvals requested", change.version
+        )
+        if pre_approved:
+            change = uow.apply_transition(
+                session, change, ChangeState.approved, "policy-engine",
+                f"pre-approved template {change.template} (policy {change.policy_version[:12]})",
+                change.version,
+            )
+        return change
 
     def decide(self, key: str, *, approver: str, decision: Decision | str, code: str, role: str | None = None,
                comment: str = "", expected_version: int | None = None,

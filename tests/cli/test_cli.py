@@ -67,13 +67,34 @@ def test_missing_file_exits_2(cli_env, tmp_path):
     assert result.exit_code == 2 and "file not found" in result.stderr
 
 
+def _grace_confirms(cli_env, key: str):
+    """grace, the requester, confirms her filing with the code sent to her (her inbox: computed here)."""
+    from models import Act, approval_code
+    from tests.helpers import SECRET
+
+    return cli_env("confirm-filing", key, "--as", "grace", "--code", approval_code(SECRET, key, "grace", 1, Act.file))
+
+
+def _filed(cli_env, tmp_path, data) -> str:
+    """A change filed with `submit --local` and confirmed by its requester, grace: awaiting its approvals."""
+    key = json.loads(cli_env("submit", "--local", _write(tmp_path, data), "--json").stdout)["key"]
+    assert _grace_confirms(cli_env, key).exit_code == 0
+    return key
+
+
 def test_submit_approve_show_round_trip(cli_env, tmp_path):
     result = cli_env("submit", "--local", _write(tmp_path, GOOD), "--json")
     assert result.exit_code == 0, result.output
     submitted = json.loads(result.stdout)
     key = submitted["key"]
-    assert submitted["state"] == "awaiting_approval"
+    assert submitted["state"] == "submitted"
     assert {r["role"] for r in submitted["required"]} == {"team_lead", "peer_reviewer"}
+    # Anyone could have typed "grace" into the request: it waits for grace herself to confirm it.
+    someone_else = cli_env("confirm-filing", key, "--as", "bob", "--code", "AAAA-BBBB-CCCC")
+    assert someone_else.exit_code == 1 and f"only the requester of {key} (grace)" in someone_else.stderr
+    assert cli_env("approve", key, "--as", "frank", "--code", "AAAA-BBBB-CCCC").exit_code == 1
+    confirmed = _grace_confirms(cli_env, key)
+    assert confirmed.exit_code == 0 and "awaiting_approval" in confirmed.stdout, confirmed.output
 
     refused = cli_env("approve", key, "--as", "grace", "--code", "AAAA-BBBB-CCCC")
     assert refused.exit_code == 1 and "self-approval" in refused.stderr
@@ -87,14 +108,15 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
     assert shown["state"] == "approved"
     assert [(a["approver"], a["role"]) for a in shown["approvals"]] == [("frank", "team_lead"), ("carol", "peer_reviewer")]
     actions = [e["action"] for e in shown["events"]]
-    assert actions == ["submitted", "policy_decision", "transition", "approval_refused", "code_issued", "approval",
-                       "code_issued", "approval", "transition"]
+    assert actions == ["submitted", "filing_refused", "approval_refused", "filing_confirmed", "policy_decision",
+                       "transition", "approval_refused", "code_issued", "approval", "code_issued", "approval",
+                       "transition"]
     text = cli_env("show", key)
     assert text.exit_code == 0 and "self-approval" in text.stdout and "needs 1 x team_lead" in text.stdout
 
 
 def test_approval_code_is_an_operator_act_recorded_with_who_for_whom_and_which_act(cli_env, tmp_path):
-    key = json.loads(cli_env("submit", "--local", _write(tmp_path, GOOD), "--json").stdout)["key"]
+    key = _filed(cli_env, tmp_path, GOOD)
     # Not an operator (a team lead, the requester): refused, recorded, nothing printed.
     for person in ("alice", "grace"):
         refused = cli_env("approval-code", key, "--for", "frank", "--as", person)
@@ -184,7 +206,7 @@ def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours
     delegation = json.loads(recorded.stdout)
     assert [d["id"] for d in json.loads(cli_env("delegations", "--json").stdout)] == [delegation["id"]]
 
-    key = json.loads(cli_env("submit", "--local", _write(tmp_path, GOOD), "--json").stdout)["key"]
+    key = _filed(cli_env, tmp_path, GOOD)
     erin = cli_env("approval-code", key, "--for", "erin", "--as", "dave").stdout.strip()
     assert cli_env("approve", key, "--as", "erin", "--code", erin).exit_code == 0
     shown = json.loads(cli_env("show", key, "--json").stdout)
@@ -192,7 +214,7 @@ def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours
     assert "erin for alice" in cli_env("show", key).stdout
 
     assert cli_env("end-delegation", str(delegation["id"]), "--as", "dave").exit_code == 0
-    other = json.loads(cli_env("submit", "--local", _write(tmp_path, {**GOOD, "title": "another"}), "--json").stdout)
-    erin = cli_env("approval-code", other["key"], "--for", "erin", "--as", "dave").stdout.strip()
-    refused = cli_env("approve", other["key"], "--as", "erin", "--code", erin)
+    other = _filed(cli_env, tmp_path, {**GOOD, "title": "another"})
+    erin = cli_env("approval-code", other, "--for", "erin", "--as", "dave").stdout.strip()
+    refused = cli_env("approve", other, "--as", "erin", "--code", erin)
     assert refused.exit_code == 1 and "alice's delegation to erin ended" in refused.stderr

@@ -20,7 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from cli.dev import FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker
+from cli.dev import (FAST_POLLING, Stack, confirm_filing_in_form, create_pool_and_deploy, free_port, prefect_env,
+                     start_server, start_worker)
 from models import (Act, Database, Services, Settings, load_org, record_problems, settings_from_env, utcnow,
                     verify_chain)
 from tests.flow_stack import prepare_home, wait_for_change
@@ -51,8 +52,11 @@ class KillStack:
         self.logs = self.root / "logs"
 
     def submit(self, request: dict) -> str:
-        """As the run form does: create a run of the submit deployment over HTTP."""
-        return self.run_deployment("change-request/submit", {"request": request})
+        """As the run form does: create a run of the submit deployment over HTTP; then its requester confirms the
+        filing in the run's Resume form."""
+        run_id = self.run_deployment("change-request/submit", {"request": request})
+        confirm_filing_in_form(self.services, self.stack.api_url, run_id, timeout_s=240)
+        return run_id
 
     def run_deployment(self, name: str, parameters: dict | None = None) -> str:
         deployment = httpx.get(f"{self.stack.api_url}/deployments/name/{name}", timeout=10).json()

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli.dev import confirm_filing_in_form
 from tests.flows.test_flows import notifications_for
 
 RUN_PAGE = re.compile(r"/runs/flow-run/[0-9a-f-]{36}")
@@ -155,6 +156,13 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     page.wait_for_url(RUN_PAGE)
     run_id = page.url.rstrip("/").rsplit("/", 1)[1]
 
+    # The form carries no identity: nothing goes to the approvers until grace confirms that she filed it, with
+    # the code sent to her for that (issue 27).
+    filed = flow_stack.wait_for(run_id, lambda c: c.state == "submitted", what="the filing")
+    resume_form(page, ui, run_id, "confirms that they filed it", {
+        "Requester": "grace", "Approval Code": code_from_notification(
+            flow_stack, filed.key, "grace", event="filing_received",
+            label="Your personal code for confirming this filing")}, DOCS / "ui-filing-dialog.png")
     change = flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="the approval request")
     assert (change.title, change.requester, change.type) == ("Rotate the payments API signing key", "grace",
                                                              "standard")
@@ -240,6 +248,7 @@ def test_an_approver_acts_from_the_link_in_her_notification_and_a_wrong_code_is_
         "parameters": {"request": standard_request(title="Approved from the e-mail link")}})
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
+    confirm_filing_in_form(flow_stack.services, flow_stack.api_url, run_id)  # grace confirms she filed it
     change = flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="the approval request")
 
     # A wrong code in the Prefect UI's Resume dialog: Prefect's toast says "resumed", the run page says why not.

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.dev import free_port
+from cli.dev import confirm_filing_in_form, free_port
 from models import Database, Services, Settings, load_org
 
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
@@ -74,6 +74,9 @@ def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):
             settings = Settings(home=home)
             services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                       settings.secret_bytes())
+            # Each requester confirms their filing in the run's Resume form, all at once.
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                list(pool.map(lambda run_id: confirm_filing_in_form(services, api, run_id, timeout_s=600), first))
             waiting: dict[str, str] = {}
             first_paused = 0.0
             deadline = time.monotonic() + 600

@@ -24,11 +24,25 @@ pytestmark = pytest.mark.flows
 DECISION_ACTIONS = {"approval", "rejection", "approval_refused"}
 
 
-def submit(request: dict) -> str:
-    return str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+def submit(request: dict, *, confirm: bool = True) -> str:
+    """The run form, as a requester submits it; then (unless `confirm=False`) the requester confirms the filing
+    with the code sent to them, in the run's Resume form."""
+    from cli.dev import confirm_filing_in_form
+    from tests.flow_stack import SHARED
+
+    run_id = str(run_deployment("change-request/submit", parameters={"request": request}, timeout=0).id)
+    if confirm:
+        assert SHARED.stack is not None, "submit() runs under the flow_stack fixture"
+        confirm_filing_in_form(SHARED.stack.services, SHARED.stack.api_url, run_id)
+    return run_id
 
 
 def awaiting(flow_stack, run_id: str) -> ChangeRequest:
+    """The run's change once it awaits its approvals (its requester confirms the filing first, when it waits for
+    that: a run started by other means than `submit`)."""
+    from cli.dev import confirm_filing_in_form
+
+    confirm_filing_in_form(flow_stack.services, flow_stack.api_url, run_id)
     return flow_stack.wait_for(run_id, lambda c: c.state == "awaiting_approval", what="awaiting_approval")
 
 

@@ -16,7 +16,6 @@ from prefect import get_client
 
 from flows import resume_with_input
 from tests.flows.test_flows import act, awaiting, decisions, final_run_state, submit, wait_paused
-from tests.flows.test_gate_secrets import assert_nothing_secret_kept, every_code
 from tests.helpers import standard_request, wait_until
 
 pytestmark = pytest.mark.flows
@@ -51,7 +50,6 @@ def test_a_gate_answered_while_hot_moves_the_run_in_its_own_process(flow_stack):
     change = awaiting(flow_stack, run_id)
     wait_paused(run_id, "approval-")
     assert current_state_name(run_id) == "Paused", "a standard change's gate waits hot first"
-    codes = every_code(flow_stack, change.key)
     # The CLI records, then resumes with nothing in hand; the form carries bob's own code.
     cli = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "approve", change.key, "--as", "frank",
                           "--code", flow_stack.services.approvals.approval_code_for(change.key, "frank")],
@@ -62,7 +60,7 @@ def test_a_gate_answered_while_hot_moves_the_run_in_its_own_process(flow_stack):
     assert flow_stack.services.changes.get(change.key).state == "closed"
     assert processes_started(run_id) == 1, state_history(run_id)
     assert "Suspended" not in [name for _, name in state_history(run_id)]
-    assert_nothing_secret_kept(flow_stack, run_id, codes)
+    flow_stack.assert_no_code_kept(run_id, change.key)
 
 
 def test_a_gate_nobody_answers_while_hot_suspends_and_its_controls_hold_hot_and_cold(flow_stack):
@@ -70,7 +68,6 @@ def test_a_gate_nobody_answers_while_hot_suspends_and_its_controls_hold_hot_and_
     change = awaiting(flow_stack, run_id)
     wait_paused(run_id, "approval-")
     assert current_state_name(run_id) == "Paused"
-    codes = every_code(flow_stack, change.key)
     # While hot (or, on a slow machine, already cold: the controls are the same): an empty Resume records nothing; frank's name with bob's code is refused on the record.
     asyncio.run(resume_with_input(run_id, {}))
     key = wait_paused(run_id, "approval-r1-2")
@@ -87,4 +84,4 @@ def test_a_gate_nobody_answers_while_hot_suspends_and_its_controls_hold_hot_and_
     assert final_run_state(run_id, timeout_s=120).is_completed()
     assert flow_stack.services.changes.get(change.key).state == "closed"
     assert processes_started(run_id) >= 2, state_history(run_id)
-    assert_nothing_secret_kept(flow_stack, run_id, codes)
+    flow_stack.assert_no_code_kept(run_id, change.key)
