@@ -9,6 +9,7 @@ from ._endpoint import endpoint
 from ._options import checked_settings
 from ._output import exits_cleanly
 from ._stack_file import connect_to_running_stack
+from ._tokens import token_app
 from ._up import up
 from .dev import play_demo
 
@@ -23,6 +24,7 @@ app.add_typer(_audit.audit_app, name="audit")
 app.add_typer(_setup.policy_app, name="policy")
 app.add_typer(_calendar.window_app, name="window")
 app.add_typer(_notifications.notifications_app, name="notifications")
+app.add_typer(token_app, name="token")
 # Local stacks: the Prefect UI for a person (`up`) and the whole-story demo (`demo`, dev tooling).
 app.command()(exits_cleanly(up))
 app.command()(exits_cleanly(endpoint))

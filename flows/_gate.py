@@ -1,5 +1,5 @@
-"""The one gate protocol: every place a change's run waits for a person (approval, window, manual work, checklist
-item, canary) waits here, the same way.
+"""The one gate protocol: every place a change's run waits for a person (its requester's confirmation of the
+filing, approval, window, manual work, checklist item, canary) waits here, the same way.
 
 A gate suspends its run (holding no worker) under a fresh key and, when the run comes back, looks at the record
 first: a suspend whose key already fired returns at once on a re-run (Prefect), so the gate is the check after
@@ -98,20 +98,21 @@ def wait_at(gate: Gate[Settled]) -> Settled:
         gate.before_wait(attempt)
         attempt += 1
         key = PauseKey(gate.kind, gate.gate(), attempt)
+        form = gate.form(refusal)  # once per wait: it reads the change and its brief
         try:
             if has_fired(str(key)):
                 # A re-run replaying its gates: the answer this key got and nobody applied yet (a crash came
                 # between); nothing when it was applied (and deleted), or never came.
-                replayed = stored_answer(gate.form(refusal), str(key))
+                replayed = stored_answer(form, str(key))
                 if replayed is None:
                     if not was_resumed(str(key)):
                         continue  # it ran out (hot) or the run died waiting: nobody answered
-                    replayed = empty_answer(gate.form(refusal), str(key))  # an empty Resume, or one applied
+                    replayed = empty_answer(form, str(key))  # an empty Resume, or one applied
                 answer = replayed
             elif hot_left > 0:
                 started = time.monotonic()
                 settings = runtime().settings
-                hot_answer = pause_in_process(gate.form(refusal), str(key), hot_left, settings.hot_gate_poll_s,
+                hot_answer = pause_in_process(form, str(key), hot_left, settings.hot_gate_poll_s,
                                               settings.hot_gate_yield_after_s)
                 # (Given up early for a run that waits for a slot: the rest of the hot period goes with it.)
                 hot_left = 0 if hot_answer is None else hot_left - (time.monotonic() - started)
@@ -119,7 +120,7 @@ def wait_at(gate: Gate[Settled]) -> Settled:
                     continue  # nobody answered while it was hot: look at the record, then suspend
                 answer = hot_answer
             else:
-                answer = suspend_flow_run(wait_for_input=gate.form(refusal), key=str(key))
+                answer = suspend_flow_run(wait_for_input=form, key=str(key))
         except ValidationError:
             # A stored answer that does not fit the form any more (a checklist whose items changed): nothing to
             # apply; wait again under the next key.

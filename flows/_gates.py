@@ -68,7 +68,9 @@ class FilingGate(Gate[ChangeRequest]):
         return None
 
     def before_wait(self, attempt: int) -> None:
-        if attempt == 0:  # the outbox sends it once however often the run comes back here
+        # Once (the outbox sends it once however often the run comes back here); a pipeline hears nothing: it
+        # confirms with its token when it files.
+        if attempt == 0 and self.change.requester in runtime().services.org.directory.people:
             rt = runtime()
             rt.notifier.announce(self.change, "filing_received", [self.change.requester], personal_code=True)
             rt.notifier.deliver(change_key=self.key)

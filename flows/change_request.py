@@ -72,6 +72,8 @@ def notify_approvers(key: str) -> int:
 def tell_the_requester(key: str, event: str, reason: str) -> None:
     rt = runtime()
     change = rt.services.changes.get(key)
+    if change.requester not in rt.services.org.directory.people:
+        return  # an automation: nobody to tell
     rt.notifier.announce(change, event, [change.requester], reason=reason)
     rt.notifier.deliver(change_key=key)
 

@@ -120,6 +120,9 @@ class AuditAction(str, Enum):
     code_issue_refused = "code_issue_refused"
     filing_confirmed = "filing_confirmed"  # the requester proved they filed the change (or an automation did)
     filing_refused = "filing_refused"
+    automation_token_issued = "automation_token_issued"  # an operator issued a pipeline's token (its hash kept)
+    automation_token_revoked = "automation_token_revoked"
+    automation_token_refused = "automation_token_refused"
     delegation_recorded = "delegation_recorded"  # an operator recorded a person's delegation (`changeflow delegate`)
     delegation_revoked = "delegation_revoked"
     delegation_refused = "delegation_refused"

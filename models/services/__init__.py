@@ -9,6 +9,7 @@ from ._approval_links import ApprovalLinks, LinkPage
 from ._brief import ApprovalBrief, ApprovalBriefs, BriefLine
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
+from ._automation_tokens import AutomationTokens, IssuedToken
 from ._checklists import ChecklistService
 from ._delegations import DelegationService, DelegationView
 from ._container import Services
@@ -38,6 +39,8 @@ __all__ = [
     "CanaryService",
     "ChangeService",
     "ChecklistService",
+    "AutomationTokens",
+    "IssuedToken",
     "DecisionResult",
     "DelegationService",
     "DelegationView",

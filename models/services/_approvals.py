@@ -26,6 +26,7 @@ from ..domain import (
     next_escalation_at,
 )
 from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
+from ._automation_tokens import AutomationTokens
 from ._delegations import DelegationService
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -172,11 +173,15 @@ class ApprovalService:
         return uow.retry(attempt, None)
 
     def confirm_filing(self, key: str, *, person: str, code: str, attempt_id: str | None = None) -> ChangeRequest:
-        """The requester proves that they filed the change, with the code sent to them for it (issue 27: nobody
-        files under another's name; the form and the CLI carry no identity). Then approvals are requested. A
+        """The requester proves that they filed the change, with the code sent to them for it (a pipeline: the token
+        issued for it; issue 27: nobody files under another's name, and the form and the CLI carry no identity).
+        Then approvals are requested. A
         refusal is recorded (`filing_refused`) and raised; a repeat, or a replayed `attempt_id`, records nothing."""
         uow = self._uow
         person = person.strip()
+        # A pipeline (an automation of the directory) proves it with the token an operator issued for it.
+        automation = person in uow.org.directory.automations
+        token_holds = automation and AutomationTokens(uow).proves(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
@@ -190,7 +195,9 @@ class ApprovalService:
                 if refusal is None and person != change.requester:
                     refusal = (f"only the requester of {change.key} ({change.requester}) confirms that they filed "
                                f"it" if person else "no name given")
-                if refusal is None:
+                if refusal is None and automation:
+                    refusal = None if token_holds else f"not a token issued for {person} (or it was revoked)"
+                elif refusal is None:
                     refusal = self._identities.refusal(change, person, code, Act.file)
                 if refusal is None:
                     append_event(session, actor=person, action=AuditAction.filing_confirmed.value,

@@ -15,6 +15,7 @@ from ._approvals import ApprovalService
 from ._brief import ApprovalBriefs
 from ._canary import CanaryService
 from ._changes import ChangeService
+from ._automation_tokens import AutomationTokens
 from ._checklists import ChecklistService
 from ._delegations import DelegationService
 from ._identity import Identities
@@ -43,6 +44,7 @@ class Services:
     links: ApprovalLinks
     briefs: ApprovalBriefs
     delegations: DelegationService
+    automation_tokens: AutomationTokens
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -58,7 +60,7 @@ class Services:
                    canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
-                   delegations=DelegationService(uow))
+                   delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

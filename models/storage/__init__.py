@@ -32,6 +32,7 @@ from ._row_bindings import (
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
 from ._tables import (
     Approval,
+    AutomationToken,
     AuditEvent,
     AuditHead,
     CanaryMeasurement,
@@ -50,6 +51,7 @@ __all__ = [
     "measurement_rows_bound",
     "rows_against_events",
     "Approval",
+    "AutomationToken",
     "AuditEvent",
     "AuditHead",
     "CanaryMeasurement",

@@ -96,6 +96,21 @@ class Approval(SQLModel, table=True):
     on_behalf_of: str | None = Field(default=None, sa_type=String(100))
 
 
+class AutomationToken(SQLModel, table=True):
+    """A pipeline's proof that it filed a change (an automation of the directory files, and confirms, its own
+    changes): only the SHA-256 of the token is kept; the token is shown once, to the operator who issued it."""
+
+    __tablename__ = "automation_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    automation: str = Field(sa_type=String(100), index=True)
+    token_sha256: str = Field(sa_type=String(64), unique=True)
+    issued_by: str = Field(sa_type=String(100))
+    issued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = _optional_time()
+    revoked_by: str | None = Field(default=None, sa_type=String(100))
+
+
 class DelegationRecord(SQLModel, table=True):
     """A person's authority handed to a delegate for a period (`changeflow delegate`); ended early by `revoked_at`
     (a row is never deleted: the audit trail and every act of the delegate refer to it)."""

@@ -218,3 +218,31 @@ def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours
     erin = cli_env("approval-code", other, "--for", "erin", "--as", "dave").stdout.strip()
     refused = cli_env("approve", other, "--as", "erin", "--code", erin)
     assert refused.exit_code == 1 and "alice's delegation to erin ended" in refused.stderr
+
+
+def test_a_pipeline_files_with_the_token_an_operator_issued_for_it_read_from_its_environment(cli_env, tmp_path,
+                                                                                           monkeypatch):
+    pipeline = {**GOOD, "requester": "deploy-pipeline", "title": "deploy payments 2.5"}
+    refused = cli_env("token", "issue", "deploy-pipeline", "--as", "grace")
+    assert refused.exit_code == 1 and "may issue a token" in refused.stderr and refused.stdout.strip() == ""
+    issued = cli_env("token", "issue", "deploy-pipeline", "--as", "dave")
+    assert issued.exit_code == 0, issued.output
+    token = issued.stdout.strip()
+    assert token.startswith("cfa_")
+    for env_value, args, exit_code, says in (
+            (None, ("--token-env", "CI_CHANGEFLOW_TOKEN"), 2, "--token-env: the environment variable"),
+            ("cfa_not-the-one", ("--token-env", "CI_CHANGEFLOW_TOKEN"), 1, "is not one issued for deploy-pipeline"),
+    ):
+        if env_value is None:
+            monkeypatch.delenv("CI_CHANGEFLOW_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("CI_CHANGEFLOW_TOKEN", env_value)
+        result = cli_env("submit", "--local", _write(tmp_path, pipeline), *args)
+        assert result.exit_code == exit_code and says in result.stderr, result.output
+    monkeypatch.setenv("CI_CHANGEFLOW_TOKEN", token)
+    as_a_person = cli_env("submit", "--local", _write(tmp_path, GOOD), "--token-env", "CI_CHANGEFLOW_TOKEN")
+    assert as_a_person.exit_code == 2 and "requester: 'grace' is a person" in as_a_person.stderr
+    assert json.loads(cli_env("log", "--json").stdout) == [], "nothing was filed by a refused submit"
+    filed = cli_env("submit", "--local", _write(tmp_path, pipeline), "--token-env", "CI_CHANGEFLOW_TOKEN", "--json")
+    assert filed.exit_code == 0, filed.output
+    assert json.loads(filed.stdout)["state"] == "awaiting_approval"

@@ -66,3 +66,32 @@ def test_a_code_seen_in_the_confirmation_is_worth_nothing_else(at_t0):
     at_t0.approvals.confirm_filing(change.key, person="grace", code=grace)
     with pytest.raises(PolicyViolation, match="requested this change and cannot approve"):
         at_t0.approvals.decide(change.key, approver="grace", decision="approve", code=grace)
+
+
+def test_a_pipeline_confirms_its_own_filing_with_the_token_an_operator_issued_for_it(at_t0):
+    with pytest.raises(PolicyViolation, match="'alice' holds none of the roles that may issue a token"):
+        at_t0.automation_tokens.issue("deploy-pipeline", operator="alice")
+    with pytest.raises(PolicyViolation, match="'grace' is not an automation of the directory"):
+        at_t0.automation_tokens.issue("grace", operator="dave")
+    issued = at_t0.automation_tokens.issue("deploy-pipeline", operator="dave")
+    other = at_t0.automation_tokens.issue("maintenance", operator="dave")
+    change = filed(at_t0, requester="deploy-pipeline")
+    for token, why in ((other.token, "not a token issued for deploy-pipeline"),
+                       (code(at_t0, change.key, "grace", Act.file), "not a token issued for deploy-pipeline")):
+        with pytest.raises(PolicyViolation, match=why):
+            at_t0.approvals.confirm_filing(change.key, person="deploy-pipeline", code=token)
+    # A person's filing is never confirmed with a token, nor a pipeline's by a person.
+    with pytest.raises(PolicyViolation, match=re.escape(f"only the requester of {change.key} (deploy-pipeline)")):
+        at_t0.approvals.confirm_filing(change.key, person="grace", code=issued.token)
+    confirmed = at_t0.approvals.confirm_filing(change.key, person="deploy-pipeline", code=issued.token)
+    assert confirmed.state == ChangeState.awaiting_approval.value
+    # Revoked, it proves nothing any more; only its digest was ever stored.
+    at_t0.automation_tokens.revoke(issued.id, operator="dave")
+    later = filed(at_t0, requester="deploy-pipeline", title="after the revocation")
+    with pytest.raises(PolicyViolation, match="or it was revoked"):
+        at_t0.approvals.confirm_filing(later.key, person="deploy-pipeline", code=issued.token)
+    with at_t0.db.read() as session:
+        from sqlalchemy import text
+        stored = " ".join(str(v) for row in session.execute(text("SELECT * FROM automation_tokens")) for v in row)
+        events = " ".join(row[0] for row in session.execute(text("SELECT data FROM audit_events")))
+    assert issued.token not in stored and issued.token not in events
