@@ -82,7 +82,7 @@ class Notifier:
         """Each person who could fill a still-missing role (never the requester, never someone who acted)."""
         evaluation = self.services.approvals.evaluation(change.key)
         acted = set(self.services.approvals.decided_by(change.key))
-        directory = self.services.approvals.directory_in_force(change.key)  # delegates are asked too
+        directory = self.services.delegations.directory_in_force(change.key)  # delegates are asked too
         people: dict[str, str] = {}
         for role in evaluation.missing:
             for person in directory.holders(role):
@@ -94,7 +94,7 @@ class Notifier:
         context = self._change_context(change)
         written = 0
         for person, role in self.approvers_to_ask(change).items():
-            delegator = self.services.approvals.stands_in_for(change.key, person).get(role)
+            delegator = self.services.delegations.standing_of(change.key, person).get(role)
             # Placeholders: the outbox fills in the person's code and link when it sends, on personal channels only.
             written += self._enqueue(change, "approval_requested", person, change.approval_round, {
                 **context,

@@ -10,7 +10,6 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from ..domain import (
-    Directory,
     IllegalTransition,
     Act,
     AuditAction,
@@ -20,7 +19,6 @@ from ..domain import (
     PolicyEvaluation,
     PolicyViolation,
     RequiredApproval,
-    acting_for,
     authorise_decision,
     evaluate,
     next_escalation_at,
@@ -114,16 +112,6 @@ class ApprovalService:
     def approval_deadline(self, change: ChangeRequest) -> datetime | None:
         """When the approval SLA runs out (None before approvals were requested)."""
         return change.approval_requested_at + self.approval_sla(change) if change.approval_requested_at else None
-
-    def directory_in_force(self, key: str) -> Directory:
-        """The approver directory as it stands for the change now, its delegates included."""
-        with self._uow.read() as session:
-            return self._uow.directory_for(session, self._uow.load(session, key))
-
-    def stands_in_for(self, key: str, person: str) -> dict[str, str]:
-        """The roles `person` holds on this change now only as someone's delegate, each with that someone."""
-        with self._uow.read() as session:
-            return self._stands_in_for(session, self._uow.load(session, key), person)
 
     # ---- codes ------------------------------------------------------------------------------------------
 
@@ -307,7 +295,7 @@ class ApprovalService:
                     else:
                         result = self._record_decision(
                             session, change, version, approver, acting_role, decision, comment, required, given,
-                            attempt_id, via, self._stands_in_for(session, change, approver).get(acting_role),
+                            attempt_id, via, DelegationService(self._uow).stands_in_for(session, change, approver).get(acting_role),
                         )
             if refusal is not None:
                 raise refusal
@@ -336,16 +324,6 @@ class ApprovalService:
             return earlier
         return None
 
-    def _stands_in_for(self, session: Session, change: ChangeRequest, approver: str) -> dict[str, str]:
-        """The roles `approver` holds now only as someone's delegate, each with that someone."""
-        uow = self._uow
-        at = uow.clock()
-        delegations = uow.delegations(session, at=at)
-        roles = {r.role for r in uow.required_for(change)}
-        acting = {role: acting_for(approver, role, uow.org.directory, delegations, at, requester=change.requester)
-                  for role in roles}
-        return {role: delegator for role, delegator in acting.items() if delegator}
-
     def _authorise(self, session: Session, change: ChangeRequest, approver: str, role: str | None,
                    decision: Decision, code: str, comment: str, required: list[RequiredApproval],
                    given: list[GivenApproval]) -> str:
@@ -364,7 +342,7 @@ class ApprovalService:
             return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
                                       required=required, given=given,
                                       directory=self._uow.directory_for(session, change),
-                                      stands_in_for=self._stands_in_for(session, change, approver))
+                                      stands_in_for=DelegationService(self._uow).stands_in_for(session, change, approver))
         except PolicyViolation as exc:
             outside = DelegationService(self._uow).not_in_force(approver)
             raise PolicyViolation(f"{exc} ({outside})") if outside else exc

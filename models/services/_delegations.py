@@ -10,8 +10,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, Delegation, InputError, PolicyViolation, delegation_problems
-from ..storage import DelegationRecord, append_event
+from sqlmodel import Session
+
+from ..domain import AuditAction, Delegation, Directory, InputError, PolicyViolation, acting_for, delegation_problems
+from ..storage import ChangeRequest, DelegationRecord, append_event
 from ._unit_of_work import UnitOfWork
 
 
@@ -112,6 +114,24 @@ class DelegationService:
         state = (f"ended {_stamp(d.revoked_at)}" if d.revoked_at
                  else f"runs {_stamp(d.starts_at)} to {_stamp(d.ends_at)}")
         return f"{d.delegator}'s delegation to {person} {state}, not now ({_stamp(now)})"
+
+    def stands_in_for(self, session: Session, change: ChangeRequest, person: str) -> dict[str, str]:
+        """The roles `person` holds on `change` now only as someone's delegate, each with that someone."""
+        uow = self._uow
+        at = uow.clock()
+        delegations = uow.delegations(session, at=at)
+        acting = {role: acting_for(person, role, uow.org.directory, delegations, at, requester=change.requester)
+                  for role in {r.role for r in uow.required_for(change)}}
+        return {role: delegator for role, delegator in acting.items() if delegator}
+
+    def standing_of(self, key: str, person: str) -> dict[str, str]:
+        with self._uow.read() as session:
+            return self.stands_in_for(session, self._uow.load(session, key), person)
+
+    def directory_in_force(self, key: str) -> Directory:
+        """The approver directory as it stands for the change now, its delegates included."""
+        with self._uow.read() as session:
+            return self._uow.directory_for(session, self._uow.load(session, key))
 
     def _operator_refusal(self, operator: str) -> str | None:
         recorders = self._uow.org.policies.delegation_recorders
