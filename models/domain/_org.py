@@ -63,6 +63,8 @@ class Person(Strict):
 class ServiceEntry(Strict):
     owners: list[Name] = Field(default_factory=list)
     stakeholders: list[Name] = Field(default_factory=list)
+    depends_on: list[Name] = Field(default_factory=list, description="Services this one calls: a change to one of "
+                                   "them is shown to approvers with this service among what depends on it")
 
 
 class Directory(Strict):
@@ -93,7 +95,22 @@ class Directory(Strict):
             for who in (*entry.owners, *entry.stakeholders):
                 if who not in self.people:
                     raise ValueError(f"services.{service}: {who!r} is not in people")
+            for used in entry.depends_on:
+                if used not in self.services:
+                    raise ValueError(f"services.{service}.depends_on: {used!r} is not a service of the directory")
         return self
+
+    def dependents(self, service: str) -> list[str]:
+        """The services that depend on `service`, directly or through others (what a change to it may break)."""
+        found: set[str] = set()
+        frontier = [service]
+        while frontier:
+            current = frontier.pop()
+            for name, entry in self.services.items():
+                if current in entry.depends_on and name not in found and name != service:
+                    found.add(name)
+                    frontier.append(name)
+        return sorted(found)
 
     def may_request(self, name: str) -> bool:
         """A requester is a person of the directory or one of its automations: never an invented name, which

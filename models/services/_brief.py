@@ -39,6 +39,7 @@ class ApprovalBriefs:
         rules = uow.rules(change)
         lines = [BriefLine("When", self._when(change, rules.scheduled)),
                  BriefLine("Service", f"{change.service} ({change.type} change, requested by {change.requester})"),
+                 BriefLine("Depends on it", self._dependents(change.service)),
                  BriefLine("Risk", self._risk(change))]
         if change.incident_id:
             lines.append(BriefLine("Incident", f"{change.incident_id} ({change.incident_severity})"))
@@ -59,6 +60,14 @@ class ApprovalBriefs:
         if standing_in:
             lines.append(BriefLine("Standing in", standing_in))
         return ApprovalBrief(change.key or "", lines)
+
+    def _dependents(self, service: str) -> str:
+        directory = self._uow.org.directory
+        dependents = directory.dependents(service)
+        if not dependents:
+            return "nothing in the directory"
+        return "; ".join(f"{name} (owners: {', '.join(directory.services[name].owners) or 'none named'})"
+                         for name in dependents)
 
     def _when(self, change: ChangeRequest, scheduled: bool) -> str:
         if change.planned_start is not None:

@@ -46,6 +46,8 @@ def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_
     template = services.org.templates["restart-service"]
     assert "users affected: many" in brief.text("Risk") and "complexity: medium" in brief.text("Risk")
     assert brief.text("Test evidence") == "staging run #4411"
+    assert brief.text("Depends on it") == "checkout (owners: frank)"  # directory.yaml `depends_on`
+    assert services.org.directory.dependents("platform") == ["checkout", "payments"]  # through payments
     assert brief.text("Runs") == " ; ".join(template.implementation_commands)
     plan = CanaryPlan.model_validate(CANARY)  # the default analysis: every metric's rule is shown
     assert brief.text("Canary").startswith("10 % for 60 s -> 100 % for 120 s; rolls back when ")
@@ -75,6 +77,6 @@ def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_
                                    nudge=lambda run_id: False))
     page = client.get(f"/a/{services.links.link_for(canary.key, 'bob')}")
     assert page.status_code == 200
-    for shown in ("staging run #4411", "10 % for 60 s -&gt; 100 % for 120 s", "alice approved as team_lead",
+    for shown in ("staging run #4411", "checkout (owners: frank)", "10 % for 60 s -&gt; 100 % for 120 s", "alice approved as team_lead",
                   "users affected: many"):
         assert shown in page.text, shown
