@@ -19,10 +19,10 @@ def filed_change(services: Services, run_id: str) -> ChangeRequest | None:
 
 
 def confirm_filing_in_form(services: Services, api_url: str, run_id: str, *, timeout_s: float = 120,
-                           poll_s: float = 0.2) -> ChangeRequest | None:
+                           poll_s: float = 0.2, once_suspended: bool = False) -> ChangeRequest | None:
     """Once the run has recorded its change and waits at the filing gate, its requester confirms in the Resume
-    form; returns the change once it has moved on, or None when the run ended without recording one (a request
-    the form refused)."""
+    form (`once_suspended`: only after the gate's hot period, its process gone); returns the change once it has
+    moved on, or None when the run ended without recording one (a request the form refused)."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=api_url, timeout=30) as http:
         while time.monotonic() < deadline:
@@ -33,7 +33,8 @@ def confirm_filing_in_form(services: Services, api_url: str, run_id: str, *, tim
             if change is None and state.get("type") in _ENDED:
                 return None
             pause_key = (state.get("state_details") or {}).get("pause_key") or ""
-            if change is not None and state.get("type") == "PAUSED" and pause_key.startswith("filing-"):
+            waiting = state.get("type") == "PAUSED" and (state.get("name") == "Suspended" or not once_suspended)
+            if change is not None and waiting and pause_key.startswith("filing-"):
                 code = services.approvals.approval_code_for(change.key, change.requester, Act.file)
                 # Refused between two waits of the gate ("not paused", "schema not found"): pressed again.
                 http.post(f"/flow_runs/{run_id}/resume",

@@ -51,11 +51,12 @@ class KillStack:
     def __post_init__(self) -> None:
         self.logs = self.root / "logs"
 
-    def submit(self, request: dict) -> str:
+    def submit(self, request: dict, *, confirm_once_suspended: bool = False) -> str:
         """As the run form does: create a run of the submit deployment over HTTP; then its requester confirms the
-        filing in the run's Resume form."""
+        filing in the run's Resume form (`confirm_once_suspended`: after the gate has suspended its run)."""
         run_id = self.run_deployment("change-request/submit", {"request": request})
-        confirm_filing_in_form(self.services, self.stack.api_url, run_id, timeout_s=240)
+        confirm_filing_in_form(self.services, self.stack.api_url, run_id, timeout_s=240,
+                               once_suspended=confirm_once_suspended)
         return run_id
 
     def run_deployment(self, name: str, parameters: dict | None = None) -> str:

@@ -52,8 +52,9 @@ def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartb
     """The worker and its flow-run processes killed as one (a machine's death): nothing is left to tell Prefect,
     so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat for its window
     (CHANGEFLOW_ZOMBIE_AFTER_S, 90 s) and marks it Crashed; the sweep then records the crash and puts the
-    interrupted step to a person."""
-    run_id = kill_stack.submit(slow_step("kill-worker-tree"))
+    interrupted step to a person. The run was suspended at its filing gate before (a new process took it on):
+    detection holds for a run that waited at a gate, whose `Suspended` is an event the automation expects."""
+    run_id = kill_stack.submit(slow_step("kill-worker-tree"), confirm_once_suspended=True)
     change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
     kill_stack.wait_for(change.key, lambda c: kill_stack.lines("steps-kill-worker-tree"), 60, "the step to start")
     killed_at = time.monotonic()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.dev import free_port
+from cli.dev import confirm_filing_in_form, free_port
 from endpoint import signed_click
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
@@ -93,6 +93,8 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         settings = Settings(home=home, secret=None)
         services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                 settings.secret_bytes())
+        # grace confirms that she filed it, in the run's Resume form, with the code sent to her.
+        confirm_filing_in_form(services, f"{base}/api", run_id, timeout_s=90)
         deadline = time.monotonic() + 60
         while True:
             change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
@@ -102,8 +104,8 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
             time.sleep(0.5)
         outbox = Outbox(services.db, {})
         deadline = time.monotonic() + 30
-        while {n.recipient for n in outbox.list(change_key=change.key) if n.state == "sent"} != {
-                "alice", "bob", "carol", "frank"}:
+        while {n.recipient for n in outbox.list(change_key=change.key)
+               if n.state == "sent" and n.event == "approval_requested"} != {"alice", "bob", "carol", "frank"}:
             assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
             time.sleep(0.3)
         assert "Approval needed: " + change.key in (home / "logs" / "worker.log").read_text()
