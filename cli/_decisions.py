@@ -153,6 +153,13 @@ def pending(json_output: bool = JsonOption) -> None:
     services = ctx.services
     notifier = Notifier(services, ctx.settings)
     rows: list[dict[str, Any]] = []
+    # Filed, and waiting for the person named as requester to confirm it (nothing goes to approvers before).
+    within = services.org.policies.confirm_filing_within
+    for change in services.changes.list_changes(state=ChangeState.submitted, limit=1000):
+        rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
+                     "waiting_since": change.created_at.isoformat(),
+                     "deadline": (change.created_at + within).isoformat(), "missing": {}, "approved_by": [],
+                     "waiting_on": [change.requester], "waiting_for": "the requester's confirmation of the filing"})
     for change, evaluation in services.approvals.pending_approvals():
         deadline = services.approvals.approval_deadline(change)
         rows.append({
@@ -184,7 +191,7 @@ def pending(json_output: bool = JsonOption) -> None:
     console.print(table)
     stuck = [r for r in rows if r["waiting_for"] != "approval"]
     if stuck:
-        people = Table(title=f"waiting for a person after a crash ({len(stuck)})", box=box.SIMPLE_HEAD)
+        people = Table(title=f"waiting for a person ({len(stuck)})", box=box.SIMPLE_HEAD)
         for column in ("key", "title", "why", "who"):
             people.add_column(column, no_wrap=column == "key")
         for row in stuck:

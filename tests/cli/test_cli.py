@@ -90,6 +90,8 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
     assert submitted["state"] == "submitted"
     assert {r["role"] for r in submitted["required"]} == {"team_lead", "peer_reviewer"}
     # Anyone could have typed "grace" into the request: it waits for grace herself to confirm it.
+    waiting = [(r["key"], r["waiting_for"], r["waiting_on"]) for r in json.loads(cli_env("pending", "--json").stdout)]
+    assert waiting == [(key, "the requester's confirmation of the filing", ["grace"])]
     someone_else = cli_env("confirm-filing", key, "--as", "bob", "--code", "AAAA-BBBB-CCCC")
     assert someone_else.exit_code == 1 and f"only the requester of {key} (grace)" in someone_else.stderr
     assert cli_env("approve", key, "--as", "frank", "--code", "AAAA-BBBB-CCCC").exit_code == 1
