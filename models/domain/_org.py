@@ -124,6 +124,12 @@ class Directory(Strict):
         person = self.people.get(user)
         return person is not None and role in person.roles
 
+    def operator_refusal(self, operator: str, roles: list[str], may: str) -> str | None:
+        """Why `operator` may not do an operator act (`may`: "print a code") reserved to `roles` (None: they may)."""
+        if any(self.holds(operator, role) for role in roles):
+            return None
+        return f"{operator!r} holds none of the roles that may {may} ({', '.join(roles)})"
+
 
 class ApprovalRequirement(Strict):
     role: Name

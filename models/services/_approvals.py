@@ -130,10 +130,8 @@ class ApprovalService:
             change = uow.load(session, key)
             data = {"for": person, "act": act.value, "round": change.approval_round}
             issuers = uow.org.policies.code_issuers
-            refusal = None
-            if not any(directory.holds(operator, role) for role in issuers):
-                refusal = f"{operator!r} holds none of the roles that may print a code ({', '.join(issuers)})"
-            elif person not in directory.people:
+            refusal = directory.operator_refusal(operator, issuers, "print a code")
+            if refusal is None and person not in directory.people:
                 refusal = f"{person!r} is not in the approver directory"
             append_event(session, actor=operator, change_key=change.key, at=uow.clock(),
                          action=(AuditAction.code_issue_refused if refusal else AuditAction.code_issued).value,

@@ -85,8 +85,9 @@ class AutomationTokens:
 
     def _refusal(self, automation: str, operator: str) -> str | None:
         org = self._uow.org
-        if not any(org.directory.holds(operator, role) for role in org.policies.code_issuers):
-            return f"{operator!r} holds none of the roles that may issue a token ({', '.join(org.policies.code_issuers)})"
+        refusal = org.directory.operator_refusal(operator, org.policies.code_issuers, "issue a token")
+        if refusal is not None:
+            return refusal
         if automation not in org.directory.automations:
             return f"{automation!r} is not an automation of the directory (automations: " \
                    f"{', '.join(org.directory.automations) or 'none'})"

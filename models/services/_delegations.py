@@ -134,7 +134,5 @@ class DelegationService:
             return self._uow.directory_for(session, self._uow.load(session, key))
 
     def _operator_refusal(self, operator: str) -> str | None:
-        recorders = self._uow.org.policies.delegation_recorders
-        if any(self._uow.org.directory.holds(operator, role) for role in recorders):
-            return None
-        return f"{operator!r} holds none of the roles that may record a delegation ({', '.join(recorders)})"
+        return self._uow.org.directory.operator_refusal(operator, self._uow.org.policies.delegation_recorders,
+                                                        "record a delegation")
