@@ -4,9 +4,12 @@ hot (waiting in its run's process: the shipped standard policy's `hot_gate`, 2 m
 policy with `hot_gate: 0s`, as a copy of the type). For each change: alice approves (not timed), then bob's
 approval is timed from his action to (a) the decision recorded in the change database and (b) the run past its
 gate (the change leaves `approved`). One stack for every path and mode, as `changeflow up` runs it (Prefect
-server, deployments, approval endpoint, process worker, 0.5 s polling), so they are measured side by side.
+server, deployments, approval endpoint, process worker, 0.5 s polling), so they are measured side by side; then
+the same again with a plain `prefect worker start` (every run a new interpreter) in place of `changeflow worker`
+(every run forked warm from its launcher, flows/_launcher.py). Last, the memory a worker holds when every slot
+waits at a hot gate, for each worker.
 
-    python benchmarks/approval_paths.py --changes 20
+    python benchmarks/approval_paths.py --changes 20 [--workers warm,cold]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cli.dev import (  # noqa: E402
     start_endpoint,
     start_server,
     start_worker,
+    WORK_POOL,
 )
 from endpoint import signed_click  # noqa: E402
 from models import Database, Services, Settings, load_org  # noqa: E402
@@ -51,9 +55,21 @@ def add_cold_type(config: Path) -> None:
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
 
 
+WORKERS = {
+    # `changeflow worker`: each run forked from the worker's launcher with Prefect and the flows imported.
+    "warm": lambda stack, logs: start_worker(stack, logs),
+    # `prefect worker start`: each run a new interpreter (the pool's command falls back to `python -m prefect.engine`).
+    "cold": lambda stack, logs: stack.spawn([str(Path(sys.executable).parent / "prefect"), "worker", "start",
+                                             "--pool", WORK_POOL, "--limit", "8"], logs / "worker-cold.log",
+                                            name="worker"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=20, help="changes per path")
+    parser.add_argument("--workers", default="warm,cold", help="which workers to measure, one after the other: "
+                        "warm (`changeflow worker`), cold (`prefect worker start`)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="changeflow-paths-"))
     port, endpoint_port = free_port(), free_port()
@@ -64,36 +80,58 @@ def main() -> None:
         "CHANGEFLOW_APPROVAL_URL": approval_url, "CHANGEFLOW_SLACK_SIGNING_SECRET": SLACK_SECRET}))
     assert stack.run([sys.executable, "-m", "cli", "init"]).returncode == 0
     add_cold_type(home / "config")
+    results: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    memory: dict[str, tuple[float, int]] = {}
     try:
         start_server(stack, port, root / "logs")
         create_pool_and_deploy(stack)
         start_endpoint(stack, endpoint_port, root / "logs")
-        start_worker(stack, root / "logs")
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            results = measure(home, approval_url, args.changes)
-            worker_mb, gates = memory_with_every_slot_hot(home, stack.named["worker"].pid)
+        for kind in args.workers.split(","):
+            worker = WORKERS[kind](stack, root / "logs")
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                results[kind] = measure(home, approval_url, args.changes, label=kind)
+                memory[kind] = memory_with_every_slot_hot(home, worker.pid)
+            stop_worker(stack, worker)
     finally:
         stack.stop()
-    print(f"\n{'path':<30} {'gate':<5} {'decision recorded (median)':>28} {'run past the gate (median)':>28}   n")
-    for path in PATHS:
-        for mode in MODES:
-            recorded, past = zip(*results[f"{path}|{mode}"])
-            print(f"{path:<30} {mode:<5} {statistics.median(recorded):>26.2f} s {statistics.median(past):>26.2f} s"
-                  f"   {len(recorded)}")
-    print(f"\nresident memory of the worker and its flow-run processes with {gates} hot gates (every slot): "
-          f"{worker_mb:.0f} MB ({worker_mb / max(gates, 1):.0f} MB a gate, the worker included)")
+    print(f"\n{'worker':<7} {'path':<30} {'gate':<5} {'decision recorded (median)':>28} "
+          f"{'run past the gate (median)':>28}   n")
+    for kind, by_path in results.items():
+        for path in PATHS:
+            for mode in MODES:
+                recorded, past = zip(*by_path[f"{path}|{mode}"])
+                print(f"{kind:<7} {path:<30} {mode:<5} {statistics.median(recorded):>26.2f} s "
+                      f"{statistics.median(past):>26.2f} s   {len(recorded)}")
+    print("\nmemory of the worker and its flow-run processes with every slot holding a hot gate (PSS: a page "
+          "shared by forked processes counted once, split among them)")
+    for kind, (worker_mb, gates) in memory.items():
+        print(f"{kind:<7} {gates} hot gates: {worker_mb:.0f} MB ({worker_mb / max(gates, 1):.0f} MB a gate, the "
+              "worker included)")
 
 
-def resident_mb(pids: list[int]) -> float:
+def stop_worker(stack: Stack, worker) -> None:
+    """End one worker, its launcher and its runs (one process group), before the next kind starts."""
+    import os
+    import signal
+
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    stack.processes.remove(worker)
+    stack.named.pop("worker", None)
+
+
+def proportional_mb(pids: list[int]) -> float:
+    """Proportional set size: each page divided among the processes that share it. Resident size (RSS) would count
+    a page the launcher's forks share once per fork."""
     total = 0
     for pid in pids:
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        total += int(next(line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")))
     return total / 1024
 
 
@@ -121,10 +159,10 @@ def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> t
         time.sleep(0.5)
     from tests.processes import with_descendants
 
-    return resident_mb(with_descendants([worker_pid])), slots
+    return proportional_mb(with_descendants([worker_pid])), slots
 
 
-def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple[float, float]]]:
+def measure(home: Path, approval_url: str, changes: int, label: str) -> dict[str, list[tuple[float, float]]]:
     from prefect.deployments import run_deployment
 
     from prefect.settings import PREFECT_API_URL
@@ -157,7 +195,7 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
     for i in range(changes * len(PATHS) * len(MODES)):
         path, mode = PATHS[i % len(PATHS)], list(MODES)[(i // len(PATHS)) % len(MODES)]
         run_id = str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
-            "type": MODES[mode], "title": f"paths {i}", "service": "payments", "requester": "grace",
+            "type": MODES[mode], "title": f"paths {label} {i}", "service": "payments", "requester": "grace",
             "rollback_plan": "redeploy"}}).id)
         confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it
         at_gate(run_id)
@@ -174,7 +212,7 @@ def measure(home: Path, approval_url: str, changes: int) -> dict[str, list[tuple
         while services.changes.get(key).state in ("awaiting_approval", "approved"):
             time.sleep(0.02)
         results[f"{path}|{mode}"].append((recorded, time.perf_counter() - started))
-        print(f"  {path} ({mode}): {key} recorded {recorded:.2f} s, run past the gate "
+        print(f"  {label} worker, {path} ({mode}): {key} recorded {recorded:.2f} s, run past the gate "
               f"{results[f'{path}|{mode}'][-1][1]:.2f} s", flush=True)
     return results
 

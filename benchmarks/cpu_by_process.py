@@ -27,6 +27,7 @@ KINDS = [
     ("cli.dev._prefect_server", "Prefect server"),
     ("prefect server", "Prefect server"),
     ("prefect worker", "Prefect worker"),
+    ("changeflow worker", "Prefect worker"),
     ("from prefect import serve", "Prefect runner (serve)"),
     ("prefect deploy", "prefect deploy / automation CLI"),
     ("prefect automation", "prefect deploy / automation CLI"),
@@ -43,8 +44,13 @@ KINDS = [
 ]
 
 
-def kind_of(command_line: str) -> str:
-    return next((kind for needle, kind in KINDS if needle in command_line), "other")
+# `changeflow worker`'s forks share its command line; their names tell them apart (flows/_launcher.py).
+NAMED = [("engine-", "flow run: engine (warm, forked)"), ("launcher", "Prefect worker: launcher")]
+
+
+def kind_of(command_line: str, name: str = "") -> str:
+    named = next((kind for prefix, kind in NAMED if name.startswith(prefix)), None)
+    return named or next((kind for needle, kind in KINDS if needle in command_line), "other")
 
 
 def sample(seen: dict[tuple[str, str], list]) -> None:
@@ -56,9 +62,10 @@ def sample(seen: dict[tuple[str, str], list]) -> None:
                 fields = stat.read().rsplit(")", 1)[1].split()
             ticks = int(fields[11]) + int(fields[12])  # utime + stime
             key = (pid, fields[19])  # with its start time: a reused pid is another process
-            if key not in seen:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    seen[key] = [kind_of(cmdline.read().replace(b"\0", b" ").decode(errors="replace")), 0]
+            if key not in seen or seen[key][0] == "Prefect worker":  # a fork names itself a moment after
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/comm") as comm:
+                    kind = kind_of(cmdline.read().replace(b"\0", b" ").decode(errors="replace"), comm.read())
+                seen[key] = [kind, seen.get(key, [kind, 0])[1]]
             seen[key][1] = ticks
         except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
             continue

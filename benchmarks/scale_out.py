@@ -7,13 +7,17 @@ approvers clicking Slack buttons at the approval endpoint, each implemented by o
     python benchmarks/scale_out.py --changes 200 --postgres postgresql://postgres@127.0.0.1:5432/test
 
 Printed: time until every change has ended, the ratio, the 5xx the clients saw, changes closed, steps run,
-and whether the audit trail verifies."""
+whether the audit trail verifies, and what a closed change costs the workers: flow-run processes started (each
+resume of a suspended gate starts one; a hot gate's answer does not) and their CPU-seconds (the workers' reaped
+children, from /proc: exact, not sampled). Linux only."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,6 +54,57 @@ class Outcome:
     unretried: int
     failovers: int
     audit_ok: bool
+    flow_run_processes: int
+    flow_run_cpu_s: float
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+class FlowRunProcesses:
+    """Counts the flow-run engine processes the workers start (sampled every 0.1 s: an engine lives seconds) and
+    reads the CPU their workers were charged for them once reaped (`cutime + cstime` in /proc/PID/stat)."""
+
+    def __init__(self, worker_pids: list[int]) -> None:
+        self.worker_pids = set(worker_pids)
+        self.seen: set[tuple[int, str]] = set()
+        self.cpu_before = self.children_cpu_s()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def children_cpu_s(self) -> float:
+        total = 0
+        for pid in self.worker_pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[13]) + int(fields[14])  # cutime + cstime: children waited for
+        return total / TICKS_PER_S
+
+    def running(self) -> set[tuple[int, str]]:
+        engines = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) in self.worker_pids and b"prefect.engine" in Path(
+                        f"/proc/{pid}/cmdline").read_bytes():
+                    engines.add((int(pid), fields[19]))  # with its start time: pids are reused
+            except (OSError, IndexError):
+                continue
+        return engines
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.seen |= self.running()
+
+    def stop(self, timeout_s: float = 120) -> tuple[int, float]:
+        """(processes started, their CPU-seconds) since the start, once the last engine has exited and been reaped
+        (an engine outlives its run's final state by a moment)."""
+        deadline = time.monotonic() + timeout_s
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._stop.set()
+        self._thread.join()
+        return len(self.seen), self.children_cpu_s() - self.cpu_before
 
 
 def run_layout(name: str, root: Path, changes: int, up_args: list[str], database_url: str | None) -> Outcome:
@@ -66,17 +121,20 @@ def run_layout(name: str, root: Path, changes: int, up_args: list[str], database
         open_release_window(services)
         stack = up.stack
         tally = Tally()
+        engines = FlowRunProcesses([pid for role, pid in stack["processes"].items() if role.startswith("worker")])
         client = ReplicaClient(stack["api_replicas"] or [stack["api_url"]], tally)
         started = time.monotonic()
         run_ids = submit_changes(client, changes, parallel=16)
         ended = drive_to_the_end(services, run_ids, f"http://127.0.0.1:{endpoint_port}", tally,
                                  timeout_s=changes * 30 + 600, parallel=16, cli_env=env)
         seconds = time.monotonic() - started
+        processes, cpu_s = engines.stop()
         with services.db.read() as session:
             audit_ok = verify_chain(session).ok and record_problems(session) == []
         ran = steps_run(home)
         return Outcome(name, seconds, sum(c.state == "closed" for c in ended.values()), changes, len(ran),
-                       len(set(ran)), tally.server_errors, len(tally.unretried), tally.failovers, audit_ok)
+                       len(set(ran)), tally.server_errors, len(tally.unretried), tally.failovers, audit_ok,
+                       processes, cpu_s)
     finally:
         up.stop()
 
@@ -118,6 +176,12 @@ def main() -> None:
     for o in outcomes:
         print(f"{o.layout:<12} {o.seconds:>9.0f}s {o.closed:>4}/{o.changes:<4} {o.steps:>5} ({o.unique_steps})"
               f" {o.server_errors:>9} {o.unretried:>10} {o.failovers:>10} {'ok' if o.audit_ok else 'FAIL':>6}")
+    print(f"\n{'layout':<12} {'flow-run processes':>19} {'per closed change':>18} {'their CPU-s':>12} "
+          f"{'per closed change':>18}")
+    for o in outcomes:
+        closed = max(o.closed, 1)
+        print(f"{o.layout:<12} {o.flow_run_processes:>19} {o.flow_run_processes / closed:>18.2f} "
+              f"{o.flow_run_cpu_s:>12.0f} {o.flow_run_cpu_s / closed:>18.2f}")
     if len(outcomes) == 2:
         print(f"ratio embedded / distributed: {outcomes[0].seconds / outcomes[1].seconds:.2f}")
 

@@ -11,6 +11,7 @@ from ._output import exits_cleanly
 from ._stack_file import connect_to_running_stack
 from ._tokens import token_app
 from ._up import up
+from ._worker import worker
 from .dev import play_demo
 
 app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
@@ -28,6 +29,7 @@ app.add_typer(token_app, name="token")
 # Local stacks: the Prefect UI for a person (`up`) and the whole-story demo (`demo`, dev tooling).
 app.command()(exits_cleanly(up))
 app.command()(exits_cleanly(endpoint))
+app.command()(worker)
 
 
 @app.callback()
@@ -35,7 +37,7 @@ def _find_the_stack(ctx: typer.Context) -> None:
     """Before any command: a Prefect server started by `changeflow up` in another shell is the one to use
     (`up` and `demo` start their own)."""
     settings = exits_cleanly(checked_settings)()  # a bad CHANGEFLOW_ variable: exit 2 naming it, for every command
-    if ctx.invoked_subcommand in ("up", "demo"):
+    if ctx.invoked_subcommand in ("up", "demo", "worker"):  # (a worker is started with its stack's address)
         return
     connect_to_running_stack(settings.home)
 

@@ -8,17 +8,11 @@ of the session's one server and never lets Prefect fall back to a temporary serv
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 
+from cli.dev import free_port  # (imports no Prefect)
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-FLOW_STACK_PORT = _free_port()
+FLOW_STACK_PORT = free_port()
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{FLOW_STACK_PORT}/api"
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

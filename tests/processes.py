@@ -9,14 +9,21 @@ from pathlib import Path
 
 
 def _children() -> dict[int, list[int]]:
+    """Each process's children; a warm flow-run engine (forked by its worker's launcher, flows/_launcher.py, and
+    named `engine-<client pid>`) counts as a child of its client too: the worker's run process, whose environment
+    names the run and whose death ends the engine."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                name = (entry / "comm").read_text().strip()
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
+            client = name.removeprefix("engine-")
+            if client != name and client.isdigit():
+                children.setdefault(int(client), []).append(int(entry.name))
     return children
 
 

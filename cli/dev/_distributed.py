@@ -126,7 +126,7 @@ def start_distributed_server(stack: Stack, layout: DistributedLayout, port: int,
 
 def start_workers(stack: Stack, layout: DistributedLayout, logs: Path) -> None:
     for number in range(1, layout.workers + 1):
-        stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", str(layout.worker_limit),
+        stack.spawn([_bin("changeflow"), "worker", "--pool", WORK_POOL, "--limit", str(layout.worker_limit),
                      "--name", f"changeflow-worker-{number}"], logs / f"worker-{number}.log", name=f"worker-{number}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,10 +27,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "0.5"}
 
 
+# Below Linux's ephemeral range (ip_local_port_range, 32768-60999 by default). A port the kernel hands out for
+# bind(0) comes from that range, which every outgoing connection draws its local port from too: on a busy machine
+# one took such a port between the choice and the server's bind ("address already in use", a CI run 2026-12-06).
+LISTEN_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 nobody listens on now, outside the range outgoing connections take theirs from."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # free on every address: `up --host 0.0.0.0` binds it so
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 def port_in_use(port: int) -> bool:
@@ -163,11 +177,17 @@ def engine_job_template() -> dict:
     which starts an interpreter and imports Prefect only to prepare a workspace we do not use (prefect.yaml's pull
     step sets the directory, and the engine runs it), then execs the engine, which starts and imports it all
     again. With the command set, the worker starts the engine directly. Measured over the test suite: a run under
-    the worker cost 3.6 CPU-s with the supervisor and costs 2.5 without (197 such runs: about 220 CPU-s)."""
+    the worker cost 3.6 CPU-s with the supervisor and costs 2.5 without (197 such runs: about 220 CPU-s).
+
+    The command is `flows/_engine_client.py` run with `python -S` (milliseconds to start): under `changeflow worker`
+    it has the worker's launcher fork an engine with everything imported, elsewhere it execs the same engine as
+    before (`python -m prefect.engine`)."""
     from prefect.workers.process import ProcessWorker
 
+    from flows import ENGINE_CLIENT
+
     template = ProcessWorker.get_default_base_job_template()
-    template["variables"]["properties"]["command"]["default"] = f"{sys.executable} -m prefect.engine"
+    template["variables"]["properties"]["command"]["default"] = f"{sys.executable} -S {ENGINE_CLIENT}"
     return template
 
 
@@ -257,5 +277,5 @@ def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -
 
 
 def start_worker(stack: Stack, logs: Path) -> subprocess.Popen:
-    return stack.spawn([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log",
+    return stack.spawn([_bin("changeflow"), "worker", "--pool", WORK_POOL, "--limit", "8"], logs / "worker.log",
                        name="worker")

@@ -48,13 +48,20 @@ def all_traffic_to_stable(lab) -> None:
     router_for(NginxConfig(**lab.nginx_router()), service=lab.service).set_weight(0)
 
 
+# The lab answers in 10 ms, but a saturated 2-core machine (the suite beside it) has seen its p95 at 596 and 741 ms:
+# a 500 ms limit rolled a healthy canary back mid-test (clean-clone run, 2026-12-06). These tests fail canaries by
+# their error rate; latency limits are tested in test_canary_adapters and test_canary_decisions.
+LATENCY_LIMIT_MS = 5000
+
+
 def plan(provider: str, *, interval_s: float = 0.5, bake_s: float = 2.0) -> dict:
     if provider == "prometheus":
         metrics = [{"name": "error_rate", "provider": "prometheus", "query": PROMQL_ERROR_RATE, "threshold": 0.05},
-                   {"name": "latency_p95_ms", "provider": "prometheus", "query": PROMQL_P95_MS, "threshold": 500}]
+                   {"name": "latency_p95_ms", "provider": "prometheus", "query": PROMQL_P95_MS,
+                    "threshold": LATENCY_LIMIT_MS}]
     else:
         metrics = [{"name": "error_rate", "query": "error_rate", "threshold": 0.05},
-                   {"name": "latency_p95_ms", "query": "latency_p95_ms", "threshold": 500}]
+                   {"name": "latency_p95_ms", "query": "latency_p95_ms", "threshold": LATENCY_LIMIT_MS}]
     return {"stable_version": "v1", "canary_version": "v2", "interval_s": interval_s, "probe_requests": 20,
             "steps": [{"weight": w, "bake_s": bake_s} for w in (10, 50, 100)], "metrics": metrics}
 

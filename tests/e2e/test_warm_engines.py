@@ -1,0 +1,88 @@
+"""Warm flow-run processes (flows/_launcher.py, issue 27): under `changeflow worker` a run's engine is forked from
+the worker's launcher with Prefect and the flows imported; it still lives and dies with the run process the worker
+holds, and a run the launcher cannot serve starts cold."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.kill_stack import running_kill_stack
+from tests.helpers import standard_request, wait_until
+from tests.processes import processes_of_run
+
+pytestmark = pytest.mark.slow
+
+SERVICES = ("warm-engine", "cold-engine")
+
+
+@pytest.fixture(scope="module")
+def kill_stack(tmp_path_factory):
+    with running_kill_stack(tmp_path_factory.mktemp("warm-engines"), SERVICES) as stack:
+        yield stack
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _at_its_gate(kill_stack, service: str) -> str:
+    run_id = kill_stack.submit(standard_request(title=f"{service} run", service=service))
+    wait_until(lambda: kill_stack.run_state_name(run_id) == "Paused", 120, "the run to wait hot at its approval gate")
+    return run_id
+
+
+def test_a_run_is_forked_warm_from_its_workers_launcher_and_dies_with_the_process_the_worker_holds(kill_stack):
+    run_id = _at_its_gate(kill_stack, "warm-engine")
+    engines = [pid for pid in processes_of_run(run_id) if _comm(pid).startswith("engine-")]
+    assert len(engines) == 1, "the run's engine should be a warm fork"
+    engine = engines[0]
+    launcher = _parent(engine)
+    assert _comm(launcher) == "launcher" and _parent(launcher) == kill_stack.worker.pid
+    client = int(_comm(engine).removeprefix("engine-"))
+    assert _parent(client) == kill_stack.worker.pid
+    assert f"PREFECT__FLOW_RUN_ID={run_id}".encode() in Path(f"/proc/{client}/environ").read_bytes()
+    # The walk-around: kill -9 of the run process the worker holds, not of the engine. An engine left running
+    # would go on with a run its worker reports as ended.
+    os.kill(client, signal.SIGKILL)
+    wait_until(lambda: not _alive(engine), 15, "the engine to die with its run process")
+
+
+def test_a_run_the_launcher_cannot_serve_starts_cold_and_still_runs(kill_stack):
+    launcher = next(pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                    if _alive(pid) and _comm(pid) == "launcher" and _parent(pid) == kill_stack.worker.pid)
+    os.kill(launcher, signal.SIGKILL)
+    try:
+        run_id = _at_its_gate(kill_stack, "cold-engine")
+        run_processes = processes_of_run(run_id)
+        assert not [pid for pid in run_processes if _comm(pid).startswith("engine-")]
+        assert any(b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in run_processes)
+    finally:
+        kill_stack.kill_the_worker_alone()  # a new worker, with a launcher
+
+
+def test_the_engine_client_without_a_launcher_becomes_the_engine_itself(tmp_path):
+    """No launcher named, or none listening: the pool's command runs Prefect's engine in its own process."""
+    from flows import ENGINE_CLIENT
+
+    for launcher in ("", str(tmp_path / "no-such.sock")):
+        env = {**os.environ, "CHANGEFLOW_ENGINE_LAUNCHER": launcher, "PREFECT__FLOW_RUN_ID": "not-a-run-id"}
+        ran = subprocess.run([sys.executable, "-S", ENGINE_CLIENT], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode == 1 and "Invalid flow run id" in ran.stderr + ran.stdout, ran.stderr[-2000:]
