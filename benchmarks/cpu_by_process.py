@@ -62,7 +62,8 @@ def sample(seen: dict[tuple[str, str], list]) -> None:
                 fields = stat.read().rsplit(")", 1)[1].split()
             ticks = int(fields[11]) + int(fields[12])  # utime + stime
             key = (pid, fields[19])  # with its start time: a reused pid is another process
-            if key not in seen or seen[key][0] == "Prefect worker":  # a fork names itself a moment after
+            # A fork names itself a moment after it starts (a warm engine first carries its launcher's name).
+            if key not in seen or seen[key][0] in ("Prefect worker", "Prefect worker: launcher"):
                 with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/comm") as comm:
                     kind = kind_of(cmdline.read().replace(b"\0", b" ").decode(errors="replace"), comm.read())
                 seen[key] = [kind, seen.get(key, [kind, 0])[1]]

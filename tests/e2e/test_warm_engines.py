@@ -10,15 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from cli.dev import confirm_filing_in_form
 from tests.e2e.kill_stack import running_kill_stack
 from tests.helpers import standard_request, wait_until
 from tests.processes import processes_of_run
 
 pytestmark = pytest.mark.slow
 
-SERVICES = ("warm-engine", "cold-engine")
+SERVICES = ("warm-engine", "cold-engine", "own-settings")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _at_its_gate(kill_stack, service: str) -> str:
-    run_id = kill_stack.submit(standard_request(title=f"{service} run", service=service))
+def _at_its_gate(kill_stack, service: str, job_variables: dict | None = None) -> str:
+    request = standard_request(title=f"{service} run", service=service)
+    if job_variables is None:
+        run_id = kill_stack.submit(request)
+    else:
+        api = kill_stack.stack.api_url
+        deployment = httpx.get(f"{api}/deployments/name/change-request/submit", timeout=10).json()
+        created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=30, json={
+            "parameters": {"request": request}, "job_variables": job_variables})
+        assert created.status_code == 201, created.text
+        run_id = created.json()["id"]
+        confirm_filing_in_form(kill_stack.services, api, run_id, timeout_s=240)
     wait_until(lambda: kill_stack.run_state_name(run_id) == "Paused", 120, "the run to wait hot at its approval gate")
     return run_id
 
@@ -75,6 +87,16 @@ def test_a_run_the_launcher_cannot_serve_starts_cold_and_still_runs(kill_stack):
         assert any(b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in run_processes)
     finally:
         kill_stack.kill_the_worker_alone()  # a new worker, with a launcher
+
+
+def test_a_run_whose_prefect_settings_differ_from_the_launchers_starts_cold(kill_stack):
+    """Prefect read its settings when the launcher imported it: a fork would run this run with the launcher's
+    (here, its logging level) instead of its own."""
+    run_id = _at_its_gate(kill_stack, "own-settings", {"env": {"PREFECT_LOGGING_LEVEL": "DEBUG"}})
+    run_processes = processes_of_run(run_id)
+    assert not [pid for pid in run_processes if _comm(pid).startswith("engine-")]
+    engine = next(pid for pid in run_processes if b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert b"PREFECT_LOGGING_LEVEL=DEBUG" in Path(f"/proc/{engine}/environ").read_bytes()
 
 
 def test_the_engine_client_without_a_launcher_becomes_the_engine_itself(tmp_path):
