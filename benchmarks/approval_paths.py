@@ -92,7 +92,10 @@ def main() -> None:
             worker = WORKERS[kind](stack, root / "logs")
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 results[kind] = measure(home, approval_url, args.changes, label=kind)
-                memory[kind] = memory_with_every_slot_hot(home, worker.pid)
+                settings = Settings(home=home, secret=SECRET)
+                services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
+                                          SECRET.encode())
+                memory[kind] = memory_with_every_slot_hot(services, api_url, worker.pid)
             stop_worker(stack, worker)
     finally:
         stack.stop()
@@ -135,31 +138,28 @@ def proportional_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def memory_with_every_slot_hot(home: Path, worker_pid: int, slots: int = 8) -> tuple[float, int]:
+def memory_with_every_slot_hot(services: Services, api_url: str, worker_pid: int, slots: int = 8) -> tuple[float, int]:
     """The trade-off of a hot gate: fill every slot of the worker with a standard change waiting hot at its approval
-    gate (nothing else due, so none gives its slot up), then add up the resident memory of the worker's tree."""
+    gate (nothing else due, so none gives its slot up), then add up the memory of the worker's tree (PSS). Also
+    `benchmarks/scale_out.py`'s, after its load."""
     from prefect.deployments import run_deployment
-
-    from flows import paused_key
-
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from cli.dev import confirm_filing_in_form
-
-    settings = Settings(home=home, secret=SECRET)
-    services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET.encode())
-    runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
-        "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
-        "rollback_plan": "redeploy"}}).id) for n in range(slots)]
-    for run_id in runs:
-        confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)
-    deadline = time.monotonic() + 300
-    while sum(1 for run_id in runs if (asyncio.run(paused_key(run_id)) or "").startswith("approval-")) < slots:
-        assert time.monotonic() < deadline, "the runs did not all reach their gate"
-        time.sleep(0.5)
+    from flows import paused_key
     from tests.processes import with_descendants
 
-    return proportional_mb(with_descendants([worker_pid])), slots
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
+            "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
+            "rollback_plan": "redeploy"}}).id) for n in range(slots)]
+        for run_id in runs:
+            confirm_filing_in_form(services, api_url, run_id)
+        deadline = time.monotonic() + 300
+        while sum(1 for run_id in runs if (asyncio.run(paused_key(run_id)) or "").startswith("approval-")) < slots:
+            assert time.monotonic() < deadline, "the runs did not all reach their gate"
+            time.sleep(0.5)
+        return proportional_mb(with_descendants([worker_pid])), slots
 
 
 def measure(home: Path, approval_url: str, changes: int, label: str) -> dict[str, list[tuple[float, float]]]:

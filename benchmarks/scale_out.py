@@ -56,6 +56,7 @@ class Outcome:
     audit_ok: bool
     flow_run_processes: int
     flow_run_cpu_s: float
+    hot_memory_mb: float | None  # the worker with its 8 slots holding hot gates (embedded: one worker)
 
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -129,12 +130,17 @@ def run_layout(name: str, root: Path, changes: int, up_args: list[str], database
                                  timeout_s=changes * 30 + 600, parallel=16, cli_env=env)
         seconds = time.monotonic() - started
         processes, cpu_s = engines.stop()
+        hot_memory_mb = None
+        if "worker" in stack["processes"]:
+            from approval_paths import memory_with_every_slot_hot
+
+            hot_memory_mb, _ = memory_with_every_slot_hot(services, stack["api_url"], stack["processes"]["worker"])
         with services.db.read() as session:
             audit_ok = verify_chain(session).ok and record_problems(session) == []
         ran = steps_run(home)
         return Outcome(name, seconds, sum(c.state == "closed" for c in ended.values()), changes, len(ran),
                        len(set(ran)), tally.server_errors, len(tally.unretried), tally.failovers, audit_ok,
-                       processes, cpu_s)
+                       processes, cpu_s, hot_memory_mb)
     finally:
         up.stop()
 
@@ -182,6 +188,10 @@ def main() -> None:
         closed = max(o.closed, 1)
         print(f"{o.layout:<12} {o.flow_run_processes:>19} {o.flow_run_processes / closed:>18.2f} "
               f"{o.flow_run_cpu_s:>12.0f} {o.flow_run_cpu_s / closed:>18.2f}")
+    for o in outcomes:
+        if o.hot_memory_mb is not None:
+            print(f"{o.layout}: the worker with its 8 slots holding hot gates: {o.hot_memory_mb:.0f} MB PSS "
+                  f"({o.hot_memory_mb / 8:.0f} MB a gate, the worker and its launcher included)")
     if len(outcomes) == 2:
         print(f"ratio embedded / distributed: {outcomes[0].seconds / outcomes[1].seconds:.2f}")
 
