@@ -179,7 +179,27 @@ def _become_engine(connection: socket.socket, settings: dict[str, str]) -> NoRet
 
         traceback.print_exc()
         exit_code[0] = 1
-    sys.exit(exit_code[0])
+    _finish_as_the_interpreter_would(exit_code[0])
+
+
+def _finish_as_the_interpreter_would(code: int) -> NoReturn:
+    """The shutdown `python -m prefect.engine` gets at its end, then the exit. Raising SystemExit here would unwind
+    into the launcher's frames and their `os._exit(0)`, which skips it all: Prefect drains its log and event queues
+    in threading's exit hooks (a short run's logs never reached the API), and the exit report is an atexit hook
+    (the client said 137, killed, for every run). Python's finalisation runs them in this order too: threading's
+    hooks and non-daemon threads, then atexit's."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+    finally:
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
 
 
 def _obey_client(connection: socket.socket, ending: threading.Event) -> None:

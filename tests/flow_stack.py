@@ -1,4 +1,6 @@
-"""A real Prefect server and runner for the flow tests, started once per test session."""
+"""A real Prefect server and worker for the flow tests, started once per test session: the work pool, deployments
+and warm worker of `changeflow up`, with every schedule switched off (the tests start the sweep and the maintenance
+runs themselves, at the moment they need one)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from cli.dev import FAST_POLLING, Stack, free_port, prefect_env, start_runner, start_server, wait_for_deployments
+from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker,
+                     wait_for_deployments)
 from models import DEFAULTS_DIR, Act, Database, Services, Settings, load_org, utcnow
 from tests.helpers import SECRET
 from tests.receivers import start_health_server
@@ -203,7 +206,7 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
     policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
     # A fourth change type, added by editing YAML only (tests/flows/test_flows.py runs it through the flow).
     policies["types"]["normal"] = NORMAL_TYPE
-    # Gates wait hot for 30 s here, not the shipped minutes: a change a test leaves at its gate gives its runner
+    # Gates wait hot for 30 s here, not the shipped minutes: a change a test leaves at its gate gives its worker
     # slot back soon (8 slots serve the whole worker's tests). Same behaviour, sooner.
     for policy in policies["types"].values():
         if policy.get("hot_gate"):
@@ -215,6 +218,26 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
+
+
+def switch_schedules_off(api_url: str) -> None:
+    """Every deployment's schedules inactive: a sweep a minute would act on changes while a test asserts what is
+    left for it, and a maintenance window falling due mid-suite (Friday and Sunday crons) would run on its own."""
+    with httpx.Client(base_url=api_url, timeout=30) as api:
+        deployments = api.post("/deployments/filter", json={"limit": 200})
+        deployments.raise_for_status()
+        for deployment in deployments.json():
+            for schedule in deployment["schedules"]:
+                if schedule["active"]:
+                    api.patch(f"/deployments/{deployment['id']}/schedules/{schedule['id']}",
+                              json={"active": False}).raise_for_status()
+            # Runs scheduled before the switch (Prefect schedules ahead as soon as a deployment exists).
+            scheduled = api.post("/flow_runs/filter", json={
+                "deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+            scheduled.raise_for_status()
+            for run in scheduled.json():
+                api.delete(f"/flow_runs/{run['id']}").raise_for_status()
 
 
 def start_flow_stack(root: Path, port: int) -> FlowStack:
@@ -229,7 +252,9 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
     }))
     try:
         start_server(stack, port, root / "logs")
-        start_runner(stack, root / "logs", escalation_interval_s=None)
+        create_pool_and_deploy(stack, narrow_form=False)
+        switch_schedules_off(api_url)
+        start_worker(stack, root / "logs")
         wait_for_deployments(api_url, ["change-request/submit", "approval-escalation/every-minute"])
     except Exception:
         stack.stop()
@@ -283,7 +308,7 @@ SHARED = SharedFlowStack()
 
 @pytest.fixture(scope="session")
 def flow_stack(tmp_path_factory):
-    """Prefect server + runner serving our deployments, shared by every test that needs one (~15 s to start).
+    """Prefect server + worker running our deployments, shared by every test that needs one (~15 s to start).
     The conftests of flows/ and e2e/ import this fixture after tests.prefect_env."""
     stack = SHARED.acquire(tmp_path_factory)
     try:

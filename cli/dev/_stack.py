@@ -191,8 +191,11 @@ def engine_job_template() -> dict:
     return template
 
 
-def create_pool_and_deploy(stack: Stack) -> None:
-    """Create (or bring up to date) the process work pool and deploy prefect.yaml from the checkout."""
+def create_pool_and_deploy(stack: Stack, narrow_form: bool = True) -> None:
+    """Create (or bring up to date) the process work pool and deploy prefect.yaml from the checkout.
+
+    `narrow_form=False` leaves the run form as the model declares it (the flow tests file each change for a
+    service of its own, a name no directory holds, so that no two tests' changes conflict)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="changeflow-pool-") as template:
         json.dump(engine_job_template(), template)
         template.flush()
@@ -204,7 +207,7 @@ def create_pool_and_deploy(stack: Stack) -> None:
     if deploy.returncode != 0:
         raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
     settings = settings_from_env(stack.env)
-    if "CHANGEFLOW_HOME" in stack.env:
+    if narrow_form and "CHANGEFLOW_HOME" in stack.env:
         # The run form's choices from the config this stack runs with (regenerated on every deploy).
         narrow_run_form(stack.api_url, load_org(settings.config_dir), stack.env.get("PREFECT_API_AUTH_STRING"))
     set_sweep_interval(stack, settings.sweep_interval_s)

@@ -108,3 +108,35 @@ def test_the_engine_client_without_a_launcher_becomes_the_engine_itself(tmp_path
         ran = subprocess.run([sys.executable, "-S", ENGINE_CLIENT], env=env, capture_output=True, text=True,
                              timeout=120)
         assert ran.returncode == 1 and "Invalid flow run id" in ran.stderr + ran.stdout, ran.stderr[-2000:]
+
+
+# A process that forks a launcher, then runs the pool's command through it. Exit handlers registered before the fork
+# are every engine's too: they leave a mark when an engine runs them (threading's first, where Prefect drains its
+# log and event queues; then atexit's).
+LAUNCH_ONE_ENGINE = """
+import atexit, os, subprocess, sys, threading
+from pathlib import Path
+from flows import ENGINE_CLIENT, LAUNCHER_ENV, start_launcher
+
+def mark(what, path=sys.argv[1]):  # (an engine's sys.argv is its own)
+    if Path(f"/proc/{os.getpid()}/comm").read_text().startswith("engine-"):
+        with open(path, "a") as marks:
+            marks.write(what + chr(10))
+
+threading._register_atexit(mark, "threads drained")
+atexit.register(mark, "atexit ran")
+os.environ[LAUNCHER_ENV] = start_launcher()
+sys.exit(subprocess.run([sys.executable, "-S", ENGINE_CLIENT, "not-a-run-id"]).returncode)
+"""
+
+
+def test_a_warm_engine_ends_as_its_interpreter_would_exit_handlers_run_and_its_status_reported(tmp_path):
+    """Fifth session's flaw, found when the flow stack moved onto the warm worker: an engine's exit unwound into
+    the launcher's `os._exit(0)`, which skips the interpreter's shutdown. Prefect drains its log queue there, so a
+    short run's logs never reached the API, and the client reported 137 (killed) for every run."""
+    marks = tmp_path / "marks"
+    ran = subprocess.run([sys.executable, "-c", LAUNCH_ONE_ENGINE, str(marks)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).parents[2])
+    assert "Invalid flow run id" in ran.stderr + ran.stdout, ran.stderr[-2000:]
+    assert ran.returncode == 1, ran.stderr[-2000:]  # the engine's own status: `exit(1)`, an invalid run id
+    assert marks.exists() and marks.read_text().splitlines() == ["threads drained", "atexit ran"]

@@ -1,4 +1,4 @@
-"""Flow tests: the real flows on a real Prefect server and runner, started once per session."""
+"""Flow tests: the real flows on a real Prefect server and worker, started once per session."""
 
 from __future__ import annotations
 
