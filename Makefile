@@ -31,7 +31,7 @@ check: $(INSTALLED)
 up: $(INSTALLED)
 	$(BIN)/changeflow up
 
-# Prefect's scaled layout (README "Scaling out"): needs CHANGEFLOW_DATABASE_URL, CHANGEFLOW_PREFECT_DATABASE_URL
+# Prefect's scaled layout (docs/scaling.md): needs CHANGEFLOW_DATABASE_URL, CHANGEFLOW_PREFECT_DATABASE_URL
 # (two PostgreSQL databases) and CHANGEFLOW_REDIS_URL; `up` names whatever is missing.
 up-distributed: $(INSTALLED)
 	$(BIN)/changeflow up --distributed

@@ -31,7 +31,7 @@ def change_row(change: ChangeRequest) -> dict[str, Any]:
 
 
 def log_row(change: ChangeRequest) -> dict[str, Any]:
-    """The stable fields of `log --format json|csv` (documented in the README)."""
+    """The stable fields of `log --format json|csv` (documented in docs/audit.md)."""
     row = {name: getattr(change, name) for name in LOG_FIELDS}
     for name in ("created_at", "implemented_at", "closed_at"):
         row[name] = row[name].isoformat() if row[name] else None

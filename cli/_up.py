@@ -8,7 +8,8 @@ import time
 
 import typer
 
-from models import ChangeflowError, InputError, Settings
+from models import ChangeflowError, InputError, Settings, load_org
+from notifications import inboxes
 
 from ._output import console
 from ._setup import init
@@ -28,6 +29,18 @@ from .dev import (
     start_workers,
     wait_healthy,
 )
+
+
+def print_inboxes(settings: Settings) -> None:
+    """Where each person's codes and approval links arrive: a newcomer acting as grace or alice reads them there
+    (the console carries neither, issue 31)."""
+    found = inboxes(load_org(settings.config_dir).directory, settings.home)
+    if not found:
+        console.print("  nobody has a personal channel: codes reach people only through `changeflow approval-code`")
+        return
+    console.print("  each person's inbox (their codes and approval links):")
+    for person, path in found.items():
+        console.print(f"    {person:<10} {path}")
 
 
 class StackError(ChangeflowError):
@@ -54,7 +67,7 @@ def up(
     once: bool = typer.Option(False, help="Start everything, print the addresses and stop again (a smoke test)."),
     distributed: bool = typer.Option(False, "--distributed", help="Prefect's scaled self-hosted layout: API "
                                      "replicas behind nginx, background services apart, PostgreSQL and Redis, "
-                                     "several workers (README: Scaling out)."),
+                                     "several workers (docs/scaling.md)."),
     api_replicas: int = typer.Option(2, help="--distributed: Prefect API replicas behind the load balancer."),
     workers: int = typer.Option(2, help="--distributed: process workers on the `changeflow` pool."),
     worker_limit: int = typer.Option(8, help="--distributed: flow runs each worker runs at once."),
@@ -130,7 +143,8 @@ def up(
                          api_replicas=replicas)
         console.print(f"[bold green]changeflow is up[/]: Prefect UI {ui_url}; approval endpoint {approval_url}")
         console.print(f"  submit a change: {ui_url}/deployments -> change-request / submit -> Run -> Custom run")
-        console.print(f"  notifications are printed in {logs}/worker*.log; `changeflow pending` lists gates")
+        console.print(f"  `changeflow pending` lists the gates waiting; the worker's log: {logs}/worker*.log")
+        print_inboxes(settings)
         if auth_string:
             console.print(f"  the API and UI ask for basic auth: user and password in {settings.home / 'prefect-auth'}"
                           if basic_auth and not given_auth else "  the API and UI ask for basic auth")

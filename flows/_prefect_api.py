@@ -81,6 +81,30 @@ async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, 
     return found
 
 
+RUN_NAME_LENGTH = 120  # the Runs list shows the start of a name: the key, then as much of the title as fits
+
+
+def change_run_name(key: str, title: str) -> str:
+    return f"{key} {title}"[:RUN_NAME_LENGTH].rstrip()
+
+
+def change_run_tags(change_type: str, service: str, risk_level: str) -> list[str]:
+    """Tags the Runs page filters by (issue 30): one per facet, `facet:value`."""
+    return [f"type:{change_type}", f"service:{service}", f"risk:{risk_level}"]
+
+
+async def name_run(flow_run_id: str, name: str, tags: list[str]) -> bool:
+    """The run named for its change and tagged with its facets (its own tags, the deployment's, kept). Idempotent:
+    a resumed run that already carries them writes nothing. Returns whether anything was written."""
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(flow_run_id))
+        wanted = sorted({*run.tags, *tags})
+        if run.name == name and sorted(run.tags) == wanted:
+            return False
+        await client.update_flow_run(UUID(flow_run_id), name=name, tags=wanted)
+    return True
+
+
 async def run_state(flow_run_id: str) -> str | None:
     """The run's state type (CANCELLED, PAUSED, RUNNING, ...), or None when Prefect does not know the run."""
     async with get_client() as client:

@@ -7,6 +7,7 @@ outbox by change + event + recipient + round, and each approval gate input by it
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import ConfigDict
@@ -29,6 +30,7 @@ from models import (
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
+from flows._prefect_api import change_run_name, change_run_tags, name_run
 from flows._runtime import run_attempt, runtime
 from flows.canary import run_canary
 from flows.checklists import run_phase
@@ -56,7 +58,12 @@ class ChangeRequestForm(ChangeRequestInput):
 def record_change(request: ChangeRequestInput, run_id: str) -> str:
     """Record the request; it goes to its approvers once its requester has confirmed it (`filing_gate`)."""
     services = runtime().services
-    return services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id).key
+    change = services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
+    # A run is its change (issue 30): the Runs list shows `CHG-000123 <title>` instead of a random name, and
+    # filters by type, service and risk. (The title is the requester's own words, never a secret.)
+    asyncio.run(name_run(run_id, change_run_name(change.key, change.title),
+                         change_run_tags(change.type, change.service, change.risk_level)))
+    return change.key
 
 
 @task(name="notify approvers")

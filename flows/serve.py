@@ -1,6 +1,6 @@
 """Serve changeflow's deployments from this process (no work pool needed): `python -m flows.serve`.
 
-`changeflow up` uses a process work pool and `prefect.yaml` instead; this runner is for tests, benchmarks and
+`changeflow up`, the tests and the benchmarks use a process work pool and `prefect.yaml` instead; this runner is for
 a quick local try.
 """
 

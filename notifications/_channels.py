@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from models import url_problem
+from models import Directory, url_problem
 
 SIGNATURE_HEADER = "X-Changeflow-Signature"
 TIMESTAMP_HEADER = "X-Changeflow-Timestamp"
@@ -94,11 +94,20 @@ class ConsoleChannel:
 
 
 class FileChannel:
-    """Appends one JSON line per message to the channel's `path`."""
+    """Appends one JSON line per message to the channel's `path`: a person's inbox. A relative path is under
+    `home` (CHANGEFLOW_HOME), so the shipped directory's `inbox/alice.txt` works wherever changeflow lives,
+    never in the directory a worker happens to run in."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
+
+    def path_of(self, target: dict) -> Path:
+        path = Path(target["path"]).expanduser()
+        return self.home / path if self.home is not None and not path.is_absolute() else path
 
     def send(self, message: Outbound, target: dict) -> None:
-        path = Path(target["path"]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path_of(target)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = {
             "at": datetime.now(timezone.utc).isoformat(),
             "to": message.recipient,
@@ -292,9 +301,23 @@ class EmailChannel:
             raise DeliveryError(f"{where}: {type(exc).__name__}") from None
 
 
+def inboxes(directory: Directory, home: Path) -> dict[str, Path]:
+    """Each person's inbox (their first `file` channel), where it is on this machine: what `changeflow up` prints
+    so that a newcomer finds the codes and links sent to the people they act as."""
+    files = FileChannel(home)
+    found = {}
+    for name, person in directory.people.items():
+        paths = [files.path_of({"path": channel.path}) for channel in person.channels
+                 if channel.type == "file" and channel.path]
+        if paths:
+            found[name] = paths[0]
+    return found
+
+
 def default_channels(settings=None) -> dict[str, Channel]:
     """The channels for the settings' SMTP server, webhook secret and timeouts."""
-    channels: dict[str, Channel] = {"console": ConsoleChannel(), "file": FileChannel()}
+    channels: dict[str, Channel] = {"console": ConsoleChannel(),
+                                    "file": FileChannel(settings.home if settings is not None else None)}
     if settings is None:
         return channels
     timeout = settings.http_timeout_s

@@ -35,7 +35,6 @@ from ._stack import (
     port_in_use,
     prefect_env,
     start_endpoint,
-    start_runner,
     start_server,
     start_worker,
     wait_for_deployments,
@@ -49,6 +48,6 @@ __all__ = [
     "create_pool_and_deploy", "filed_change",
     "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
     "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",
-    "start_runner", "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",
+    "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",
     "up_environment", "wait_for_deployments", "wait_healthy", "write_scale_config", "zombie_automations",
 ]

@@ -61,12 +61,8 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
         } for name in labs
     }
     _merge(config / "templates.yaml", templates)
-    # Alice's messages go to a file of her own (the demo's stand-in for her e-mail): the one place her codes and
-    # approval links appear; everyone else's console lines say where to find theirs (issue 17).
-    directory = yaml.safe_load((config / "directory.yaml").read_text())
-    inbox = home / "inbox" / f"{INBOX_PERSON}.txt"
-    directory["people"][INBOX_PERSON]["channels"] = [{"type": "file", "path": str(inbox)}]
-    (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
+    # Every person's messages go to their inbox under HOME (the shipped directory, issue 31): alice approves from
+    # the link in hers (`INBOX_PERSON`), the one place her codes and links appear.
     services = {}
     for name, lab in labs.items():
         router = lab.nginx_router() if lab.nginx_port else {

@@ -151,7 +151,7 @@ def approve_by_slack(endpoint_url: str, change: ChangeRequest, tally: Tally) -> 
 
 def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answered: set[str]) -> None:
     """A step interrupted by a crash waits for a person (its outcome is unknown); the requester, who implements,
-    looks at the step log and answers with `changeflow work`, as the README tells a person to."""
+    looks at the step log and answers with `changeflow work`, as docs/controls.md tells a person to."""
     changeflow = str(Path(sys.executable).parent / "changeflow")
     listed = subprocess.run([changeflow, "pending", "--json"], env=cli_env, capture_output=True, text=True,
                             timeout=120)

@@ -146,13 +146,6 @@ def start_server(stack: Stack, port: int, logs: Path, host: str = "127.0.0.1") -
     wait_healthy(stack.api_url, timeout_s=settings_from_env(stack.env).server_start_timeout_s, process=process)
 
 
-def start_runner(stack: Stack, logs: Path, escalation_interval_s: float | None = 60) -> subprocess.Popen:
-    """Serve the deployments from one process (no work pool): tests and benchmarks."""
-    code = ("from prefect import serve; from flows.serve import deployments; "
-            f"serve(*deployments({escalation_interval_s!r}), limit=8)")
-    return stack.spawn([sys.executable, "-c", code], logs / "runner.log")
-
-
 def wait_for_deployments(api_url: str, names: list[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

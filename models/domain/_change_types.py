@@ -75,6 +75,23 @@ class ChangeTypeRules:
         ]
 
 
+    def severity_problems(self, request: object) -> list[FieldProblem]:
+        """An incident severity this type is not for, as a field-named problem that names the type to use."""
+        severity = getattr(request, "incident_severity", None)
+        allowed = [str(getattr(s, "value", s)) for s in self.policy.severities]
+        if not allowed or severity is None or str(getattr(severity, "value", severity)) in allowed:
+            return []
+        given = str(getattr(severity, "value", severity))
+        instead = (f": file the fix of a {given} incident as {article(self.policy.other_severities_as)} "
+                   f"{self.policy.other_severities_as} change" if self.policy.other_severities_as else "")
+        return [FieldProblem("incident_severity", f"{article(self.name)} {self.name} change is only for "
+                             f"{' or '.join(allowed)} incidents, not {given}{instead}")]
+
+    def request_problems(self, request: object) -> list[FieldProblem]:
+        """Everything this type's policy asks of a request that it does not give."""
+        return [*self.missing_fields(request), *self.severity_problems(request)]
+
+
 def change_type(policies: PolicySet, name: str) -> ChangeTypeRules:
     """The rules of the change type `name`; an unknown name is an input error naming the known ones."""
     policy = policies.types.get(str(name))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ._canary_plan import CanaryConfig
 from ._checklist import Checklist
-from ._enums import RiskLevel
+from ._enums import RiskLevel, Severity
 from ._fields import Duration, Name, Strict
 from ._maintenance import MaintenancePlan
 from ._schemas import RiskAnswers
@@ -25,7 +25,7 @@ class Channel(Strict):
     type: Literal["console", "file", "email", "slack", "teams", "webhook"]
     address: str | None = Field(default=None, description="e-mail address (email)")
     url: str | None = Field(default=None, description="incoming-webhook URL (slack, teams, webhook)")
-    path: str | None = Field(default=None, description="file to append to (file)")
+    path: str | None = Field(default=None, description="file to append to (file); a relative path is under CHANGEFLOW_HOME")
 
     @model_validator(mode="after")
     def _target_present(self) -> "Channel":
@@ -194,6 +194,11 @@ class TypePolicy(Strict):
     escalation: list[EscalationStep] | None = Field(
         default=None, description="This type's reminder ladder (empty: the policy set's `escalation`)")
     extra_for_risk: dict[RiskLevel, list[ApprovalRequirement]] = Field(default_factory=dict)
+    severities: list[Severity] = Field(
+        default_factory=list, description="The incident severities this type may be filed for (empty: any). The "
+        "specification's emergency path is for P1 and P2; P3 and P4 take the standard one")
+    other_severities_as: Name | None = Field(
+        default=None, description="The type a request of another severity is filed as instead (the refusal names it)")
     hot_gate: Duration = Field(
         default=timedelta(0), description="How long a gate of this type that waits for a person (approval, manual "
         "work, checklist item, canary question) first waits in its run's process: an answer then moves the run "
@@ -249,6 +254,14 @@ class PolicySet(Strict):
 
     def for_type(self, change_type: str) -> TypePolicy:
         return self.types[str(change_type)]
+
+    @model_validator(mode="after")
+    def _other_severities_name_a_type(self) -> "PolicySet":
+        for name, policy in self.types.items():
+            if policy.other_severities_as is not None and policy.other_severities_as not in self.types:
+                raise ValueError(f"types.{name}.other_severities_as: no change type named "
+                                 f"{policy.other_severities_as!r}")
+        return self
 
 
 class ChangeTemplate(Strict):

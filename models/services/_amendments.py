@@ -106,7 +106,7 @@ class AmendmentService:
         current["risk"] = change.risk_answers
         request = parse_change_request({**current, **changes})
         amended = {name: getattr(request, name) for name in changes}
-        problems: list[FieldProblem] = change_type(uow.org.policies, request.type).missing_fields(request)
+        problems: list[FieldProblem] = change_type(uow.org.policies, request.type).request_problems(request)
         if {"planned_start", "planned_end"} & set(changes):
             problems += self._scheduling.slot_problems(session, request, request.type)
             clashes = self._scheduling.clashes(session, request, exclude=change.key)

@@ -126,7 +126,7 @@ class ChangeService:
     def validate_request(self, request: ChangeRequestInput | dict) -> ChangeRequestInput:
         """Everything `submit` checks before writing (fields, the type's rules, template), without writing."""
         request = self._apply_template(parse_change_request(request))
-        problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).missing_fields(request)
+        problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).request_problems(request)
         if not self._uow.org.directory.may_request(request.requester):
             problems.append(FieldProblem("requester", f"{request.requester!r} is not in the approver directory"))
         if request.checklist and request.checklist not in self._uow.org.checklists:

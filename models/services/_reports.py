@@ -1,6 +1,6 @@
 """Reports over the change log: DORA figures, compliance findings, approval SLAs.
 
-Definitions (the README repeats them):
+Definitions (docs/audit.md repeats them):
 - deployment frequency: changes whose outcome `succeeded` was recorded in the range, per day;
 - lead time: submitted (created_at) -> completed (ended_at), median and p90 (nearest rank);
 - change failure rate: (failed + rolled_back) / all outcomes recorded in the range;

@@ -40,6 +40,9 @@ def _count_changes(cli_env) -> int:
         ({k: v for k, v in GOOD.items() if k != "rollback_plan"}, "rollback_plan: a standard change needs a rollback plan"),
         ({**GOOD, "type": "emergency", "incident_severity": "P1"}, "incident_id: an emergency change must name the incident"),
         ({**GOOD, "type": "emergency", "incident_id": "INC-9"}, "incident_severity: an emergency change needs the incident severity"),
+        ({**GOOD, "type": "emergency", "incident_id": "INC-9", "incident_severity": "P4"},
+         "incident_severity: an emergency change is only for P1 or P2 incidents, not P4: file the fix of a P4 incident "
+         "as a standard change"),
         ({**GOOD, "title": "x" * 1_000_000}, "title: String should have at most 200 characters"),
         ({**GOOD, "planned_start": "2026-12-01T02:00:00Z", "planned_end": "2026-12-01T01:00:00Z"}, "planned_end: must be after planned_start"),
         ({**GOOD, "planned_start": "2026-12-01T02:00:00"}, "planned_start: Input should have timezone info"),
@@ -50,6 +53,7 @@ def _count_changes(cli_env) -> int:
         ("- just\n- a list\n", "expected a mapping"),
     ],
     ids=["malformed", "unknown-field", "unknown-type", "no-rollback", "emergency-no-incident", "emergency-no-severity",
+         "emergency-for-a-P4",
          "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum", "bad-service", "not-a-mapping"],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):

@@ -3,7 +3,7 @@ change in the deployment's run form, two approvers resume the suspended run with
 notifications, and the change ends completed in the database and in `changeflow show`.
 
 Everything a person does goes through the UI; the test reads only what a person would read (the notification
-text, the page) plus the database at the end. Screenshots go to docs/ for the README.
+text, the page) plus the database at the end. Screenshots go to docs/ for the README and docs/lifecycle.md.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def choose(page, label: str, option: str) -> None:
 def code_from_notification(flow_stack, key: str, person: str, *, event: str = "approval_requested",
                            label: str = "Your approval code", timeout_s: float = 60) -> str:
     """The personal code `person` was told in their `event` notification (written by the run as it reaches the
-    gate). Their channel here is the console, which others read: the message says where the code is instead
-    (issue 17), and the stored row holds only the placeholder. The code is the one their e-mail would carry."""
+    gate). The stored row holds only the placeholder (issue 17): the outbox fills the code in as it sends, on
+    the person's own channel. The code is the one their inbox carries."""
     deadline = time.monotonic() + timeout_s
     while True:
         texts = [n["body_text"] for n in notifications_for(flow_stack, key)

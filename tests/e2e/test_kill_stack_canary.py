@@ -1,6 +1,6 @@
 """Issue 16: a canary's bake with the stack's own processes killed under it (the layout `changeflow up` runs, real
 nginx between two sample-service processes). The worker killed alone takes the run with it: the scheduled
-sweep sends the traffic back to stable within the bound the README states, and the restarted run resumes the
+sweep sends the traffic back to stable within the bound docs/crash-safety.md states, and the restarted run resumes the
 rollout. The Prefect server killed and restarted mid-bake costs nothing: the bake goes on and every step is
 decided once."""
 
@@ -25,7 +25,7 @@ pytestmark = [
 
 
 def back_on_stable_within_s(kill_stack: KillStack) -> float:
-    """The README's bound for a canary whose run died ("Crash safety"): crash detection (the zombie window for a
+    """The bound of docs/crash-safety.md for a canary whose run died: crash detection (the zombie window for a
     silent machine, about a second when the worker dies) plus the sweep's interval; 90 + 60 s by default."""
     return kill_stack.settings.zombie_after_s + kill_stack.settings.sweep_interval_s
 

@@ -1,9 +1,11 @@
-"""`changeflow up` brings up server, work pool, deployments, approval endpoint and worker; a change submitted the
-way the UI form submits it reaches awaiting_approval with its notifications written, is approved from an e-mail
-link and a Slack click, and its run continues at once; Ctrl-C stops everything."""
+"""`changeflow up` brings up server, work pool, deployments, approval endpoint and worker, and prints each person's
+inbox; a change submitted the way the UI form submits it is confirmed by its requester with the command in her inbox,
+reaches awaiting_approval with its notifications written, is approved from the link in the approver's inbox and a
+Slack click, and its run continues at once; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.dev import confirm_filing_in_form, free_port
+from cli.dev import free_port
 from endpoint import signed_click
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
@@ -51,6 +53,18 @@ def assert_maintenance_schedules(base: str) -> None:
 
 
 SLACK_SECRET = "up-test-slack-signing-secret"
+
+
+def wait_for_message(inbox: Path, event: str, pattern: str, timeout_s: float = 60) -> str:
+    """What `pattern` matches in the newest `event` message of a person's inbox (one JSON object a line)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        messages = [json.loads(line) for line in inbox.read_text().splitlines()] if inbox.exists() else []
+        found = [re.search(pattern, m["text"]) for m in messages if m["event"] == event]
+        if found and found[-1]:
+            return found[-1].group(0)
+        assert time.monotonic() < deadline, f"no {event} message in {inbox}: {messages}"
+        time.sleep(0.3)
 
 
 def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
@@ -93,14 +107,21 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         settings = Settings(home=home, secret=None)
         services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                 settings.secret_bytes())
-        # grace confirms that she filed it, in the run's Resume form, with the code sent to her.
-        confirm_filing_in_form(services, f"{base}/api", run_id, timeout_s=90)
+        # Issue 31: on the shipped directory, `up` prints where each person's codes and links arrive, and a
+        # newcomer acts from there. grace confirms her filing with the command her inbox gives her.
+        printed = dict(re.findall(r"^ {4}(\w+) +(\S+inbox\S+\.txt)$", (tmp_path / "up.log").read_text(), re.M))
+        assert printed.get("grace") == str(home / "inbox" / "grace.txt"), (tmp_path / "up.log").read_text()
+        confirm = wait_for_message(Path(printed["grace"]), "filing_received", r"changeflow confirm-filing .+")
+        key = confirm.split()[2]
+        confirmed = subprocess.run([changeflow, *confirm.split()[1:]], env=env, capture_output=True, text=True, timeout=60)
+        assert confirmed.returncode == 0, confirmed.stderr
+        assert oct(Path(printed["grace"]).stat().st_mode & 0o777) == "0o600"
         deadline = time.monotonic() + 60
         while True:
-            change = services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
-            if change is not None and change.state == "awaiting_approval" and change.flow_run_id == run_id:
+            change = services.changes.get(key)
+            if change.state == "awaiting_approval" and change.flow_run_id == run_id:
                 break
-            assert time.monotonic() < deadline, "the submitted change never reached awaiting_approval"
+            assert time.monotonic() < deadline, "the confirmed change never reached awaiting_approval"
             time.sleep(0.5)
         outbox = Outbox(services.db, {})
         deadline = time.monotonic() + 30
@@ -108,10 +129,12 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
                if n.state == "sent" and n.event == "approval_requested"} != {"alice", "bob", "carol", "frank"}:
             assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
             time.sleep(0.3)
-        assert "Approval needed: " + change.key in (home / "logs" / "worker.log").read_text()
-        # Alice approves from her e-mail link, Bob with a click Slack signed; the run continues past its gate.
+        code = services.approvals.approval_code_for(change.key, "alice")
+        assert code in Path(printed["alice"]).read_text()  # her own channel: her code
+        assert code not in (home / "logs" / "worker.log").read_text()  # the console, which everyone reads: never
+        # Alice approves from the link in her inbox, Bob with a click Slack signed; the run continues past its gate.
         approvals = f"http://127.0.0.1:{endpoint_port}"
-        link = f"{approvals}/a/{services.links.link_for(change.key, 'alice')}"
+        link = wait_for_message(Path(printed["alice"]), "approval_requested", re.escape(approvals) + r"/a/\S+")
         form_token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
         decided = httpx.post(link, data={"form_token": form_token, "decision": "approve"}, timeout=30)
         assert decided.status_code == 200 and "approved by Alice Moreau" in decided.text, decided.text

@@ -222,10 +222,13 @@ def test_cli_lists_and_retries_failed_notifications(tmp_path, receiver, monkeypa
     runner = CliRunner()
     assert runner.invoke(app, ["init"]).exit_code == 0
     directory = home / "config" / "directory.yaml"
-    directory.write_text(directory.read_text().replace(
-        "    roles: [team_lead, cab_member]\n    channels:\n      - type: console\n  bob:",
+    shipped = directory.read_text()
+    directory.write_text(shipped.replace(
+        "    roles: [team_lead, cab_member]\n    channels:\n      - type: file\n        path: inbox/alice.txt\n"
+        "      - type: console\n  bob:",
         "    roles: [team_lead, cab_member]\n    channels:\n"
         f"      - type: webhook\n        url: {receiver.url}/hook/SECRETTOKEN\n  bob:", 1))
+    assert directory.read_text() != shipped, "alice's channels were not replaced: the shipped directory changed"
     settings = Settings()
     services = Services.build(Database.from_settings(settings), load_org(settings.config_dir), SECRET)
     notifier = Notifier(services, settings)

@@ -105,7 +105,7 @@ def history(db, org, tmp_path):
 
     notifier = Notifier(services, Settings(home=settings_home, secret=SECRET.decode(), notify_max_attempts=1),
                         channels={})
-    notifier.announce(services.changes.get(s1.key), "approved", ["alice"])  # no sender for console: fails at once
+    notifier.announce(services.changes.get(s1.key), "approved", ["alice"])  # no sender for her inbox: fails at once
     notifier.deliver()
     from models import Notification
 

@@ -30,7 +30,7 @@ def _edit(path, change):
     ("file", "change", "message"),
     [
         # Types are data: removing one is allowed unless something still names it.
-        ("policies.yaml", lambda d: d["types"].pop("standard"),
+        ("policies.yaml", lambda d: [d["types"].pop("standard"), d["types"]["emergency"].pop("other_severities_as")],
          "templates.restart-service.type: no change type named 'standard' in policies.yaml"),
         ("policies.yaml", lambda d: d.update(types={}), "types: Dictionary should have at least 1 item"),
         ("policies.yaml", lambda d: d["types"]["standard"].update(approval_sla="two days"),
@@ -38,12 +38,14 @@ def _edit(path, change):
         ("policies.yaml", lambda d: d["types"]["emergency"].update(approvals=[{"role": "incident_commander", "count": 2}]),
          "role 'incident_commander' needs 2 approver(s) but the directory has 1"),
         ("policies.yaml", lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        ("policies.yaml", lambda d: d["types"]["emergency"].update(other_severities_as="urgent"),
+         "types.emergency.other_severities_as: no change type named 'urgent'"),
         ("directory.yaml", lambda d: d["services"]["payments"].update(owners=["zed"]),
          "services.payments: 'zed' is not in people"),
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
          "a email channel needs `address`"),
     ],
-    ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key", "unknown-owner", "channel-target"],
+    ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key", "other-severities-unknown-type", "unknown-owner", "channel-target"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)

@@ -73,3 +73,29 @@ def test_each_type_has_the_escalation_ladder_its_policy_gives(org):
     assert ladder["standard"][0] == (15 * 60, "oncall_primary")
     assert ladder["emergency"] == ladder["standard"], "types without a ladder of their own use the shared one"
     assert ladder["major"] == [(86400, "management"), (3 * 86400, "executive")]
+
+
+def test_a_type_is_filed_only_for_the_severities_its_policy_names_and_the_refusal_names_the_way_instead(org):
+    """Issue 31 (the specification: P3 and P4 incidents take the standard workflow, not the emergency one). The
+    rule is data: a type added in YAML with its own severities behaves the same, and one without any takes all."""
+    from types import SimpleNamespace
+
+    from models import PolicySet, change_type
+
+    policies = org.policies.model_dump()
+    policies["types"]["hotfix"] = {**policies["types"]["emergency"], "severities": ["P1"],
+                                   "other_severities_as": "major"}
+    policies["types"]["anything"] = {**policies["types"]["emergency"], "severities": [],
+                                     "other_severities_as": None}
+    policy_set = PolicySet.model_validate(policies)
+
+    def problems(type_name: str, severity: str) -> list[str]:
+        request = SimpleNamespace(type=type_name, incident_id="INC-1", incident_severity=severity)
+        return [f"{p.field}: {p.message}" for p in change_type(policy_set, type_name).request_problems(request)]
+
+    assert problems("emergency", "P1") == problems("emergency", "P2") == []
+    assert problems("emergency", "P3") == ["incident_severity: an emergency change is only for P1 or P2 incidents, "
+                                           "not P3: file the fix of a P3 incident as a standard change"]
+    assert problems("hotfix", "P2") == ["incident_severity: a hotfix change is only for P1 incidents, not P2: file "
+                                        "the fix of a P2 incident as a major change"]
+    assert problems("anything", "P4") == []
