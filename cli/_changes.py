@@ -20,6 +20,7 @@ from ._flows import cancel_run, nudge_run, start_change_flow
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
+from ._wait import DEFAULT_TIMEOUT, parse_timeout, wait_for_gate
 
 
 app = typer.Typer()
@@ -34,9 +35,13 @@ def submit(
         None, "--token-env", help="A pipeline filing as its automation: the environment variable holding the token "
         "issued for it (`changeflow token issue`); the filing is confirmed at once. Never the token itself on the "
         "command line."),
+    wait: bool = typer.Option(False, "--wait", help="Then wait on its approval gate, as `changeflow wait` does: exit "
+                              "0 may proceed, 1 rejected / expired / cancelled, 3 --timeout passed."),
+    timeout: str = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="With --wait: give up after this long (exit 3)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Validate a change request and start its flow (deployment change-request/submit)."""
+    limit = parse_timeout(timeout)  # checked before anything is filed
     data = read_request_file(file)
     services = context().services
     request = services.changes.validate_request(data)
@@ -66,6 +71,9 @@ def submit(
         change = services.approvals.confirm_filing(change.key, person=change.requester, code=token)
         nudge_run(change, "filing")
     required = services.approvals.required_for(change)
+    if json_output and wait:
+        wait_for_gate(change.key, limit, json_output)  # stdout: the final record only
+        return
     if json_output:
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
                     "required": [r.__dict__ for r in required]})
@@ -78,6 +86,8 @@ def submit(
                       f"confirm-filing {change.key} --as {change.requester} --code ...")
     if change.flow_run_id:
         console.print(f"flow run: {run_url(context().settings, change.flow_run_id)}")
+    if wait:
+        wait_for_gate(change.key, limit, json_output)
 
 
 @app.command("confirm-filing")

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "at its gate, a refusal recorded, a run ended) before it calls the scenario failed: seconds on an idle "
         "machine, past 60 s beside a busy test suite (a CI run lost its demo to a 60 s limit).")
 
+    wait_poll_s: float = Field(
+        default=2.0, gt=0.0, le=60.0, description="How often `changeflow wait` and `submit --wait` (a pipeline "
+        "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "
+        "small read of the change database each time.")
+
     # Crash detection (automations.yaml, flows/escalation.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(

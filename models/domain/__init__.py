@@ -123,6 +123,8 @@ from ._delegation import (
 from ._lifecycle import (
     INITIAL_STATE,
     TERMINAL_STATES,
+    GateVerdict,
+    gate_verdict,
     Transition,
     allowed_targets,
     is_allowed,
@@ -289,6 +291,8 @@ __all__ = [
     "StepDecision",
     "Strict",
     "TERMINAL_STATES",
+    "GateVerdict",
+    "gate_verdict",
     "Transition",
     "TypePolicy",
     "UsersAffected",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from functools import lru_cache
 
 from ._change_types import ChangeTypeRules, article
@@ -83,3 +84,24 @@ def plan_transition(
             f"{S(target).value} (allowed from {S(source).value}: {allowed})"
         )
     return Transition(S(source), S(target), actor.strip(), reason, at)
+
+
+class GateVerdict(str, Enum):
+    """What a pipeline waiting on a change's approval gate is told (`changeflow wait`, `submit --wait`)."""
+
+    proceed = "proceed"  # approved: the change may go ahead (in its window, where its type has one)
+    refused = "refused"  # rejected, expired or cancelled: it will not go ahead as filed
+    pending = "pending"  # still waiting for its requester or its approvers
+
+
+# Stopped: it will not go ahead as filed, whatever came before (an approved change withdrawn or called off at its
+# window ends `cancelled`). Undecided: before approval, and again after an amendment opened a new round.
+_STOPPED = frozenset({S.rejected, S.expired, S.cancelled})
+_UNDECIDED = frozenset({S.submitted, S.awaiting_approval})
+
+
+def gate_verdict(state: S) -> GateVerdict:
+    """Every state past approval (scheduled, implementing, ... closed) keeps a change released."""
+    if S(state) in _STOPPED:
+        return GateVerdict.refused
+    return GateVerdict.pending if S(state) in _UNDECIDED else GateVerdict.proceed

@@ -35,3 +35,19 @@ def test_terminal_states_allow_nothing():
 def test_transition_needs_an_actor():
     with pytest.raises(IllegalTransition, match="actor"):
         plan_transition(SHIPPED_RULES["standard"], S.submitted, S.awaiting_approval, actor=" ", reason="", at=NOW)
+
+
+def test_a_waiting_pipeline_may_proceed_once_approved_and_never_once_stopped():
+    """`changeflow wait` (issue 32): approval releases it and every later state keeps it released; a change
+    stopped after its approval (withdrawn, called off at its window) is refused; an amendment's new round (back to
+    awaiting_approval) holds it again."""
+    from models import ChangeState, GateVerdict, gate_verdict
+
+    assert gate_verdict(ChangeState.submitted) is GateVerdict.pending
+    assert gate_verdict(ChangeState.awaiting_approval) is GateVerdict.pending
+    for state in ("approved", "scheduled", "implementing", "verifying", "completed", "closed", "rolled_back",
+                  "failed", "review_pending"):
+        assert gate_verdict(ChangeState(state)) is GateVerdict.proceed, state
+    for state in ("rejected", "expired", "cancelled"):
+        assert gate_verdict(ChangeState(state)) is GateVerdict.refused
+    assert {gate_verdict(state) for state in ChangeState} == set(GateVerdict), "every state has a verdict"

@@ -1,0 +1,111 @@
+"""A pipeline waits on a change's approval gate (issue 32): `changeflow wait KEY`, and `changeflow submit FILE
+--wait`, which files and then waits the same way.
+
+Exit codes, stable for scripts (docs/cli.md): 0 the change may proceed (it was approved), 1 it will not (rejected,
+expired or cancelled), 2 bad input (an unknown key, a malformed --timeout), 3 still undecided when --timeout ran
+out. Progress goes to stderr, one line whenever the state or what is still needed changes; with --json, stdout
+holds only the final record."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import typer
+
+from models import ChangeflowError, ChangeRequest, ChangeState, GateVerdict, InputError, gate_verdict, parse_duration
+
+from ._context import context
+from ._options import JsonOption
+from ._output import console, err_console, exits_cleanly, print_json
+from ._render import change_row
+
+app = typer.Typer()
+
+DEFAULT_TIMEOUT = "2h"  # a pipeline's job usually has its own limit; this one says "not decided" clearly first
+
+
+class GateRefused(ChangeflowError):
+    exit_code = 1
+
+
+class WaitTimedOut(ChangeflowError):
+    exit_code = 3
+
+
+def parse_timeout(value: str) -> timedelta:
+    try:
+        timeout = parse_duration(value)
+    except ValueError as exc:
+        raise InputError(f"--timeout: {exc}", [("timeout", str(exc))]) from None
+    if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+        raise InputError(f"--timeout: {value!r} must be a positive duration like 90s, 30m or 2h",
+                         [("timeout", "not positive")])
+    return timeout
+
+
+def _waiting_for(change: ChangeRequest) -> str:
+    """What the change waits for now, in a person's words."""
+    services = context().services
+    if change.state == ChangeState.submitted.value:
+        return f"{change.requester} to confirm the filing"
+    if change.state == ChangeState.awaiting_approval.value:
+        return f"approval: still needed {services.approvals.evaluation(change.key).describe_missing()}"
+    return change.state
+
+
+def _reason(change: ChangeRequest) -> str:
+    """Why the change stopped: its last transition's reason, and a rejecter's comment."""
+    events = context().services.changes.view(change.key).events
+    reason = next((str(e.data.get("reason") or "") for e in reversed(events) if e.action == "transition"), "")
+    comment = next((str(e.data.get("comment") or "") for e in reversed(events) if e.action == "rejection"), "")
+    return "; ".join(part for part in (reason, comment and f"comment: {comment}") if part)
+
+
+def wait_for_gate(key: str, timeout: timedelta, json_output: bool) -> None:
+    """Read the change every `CHANGEFLOW_WAIT_POLL_S` until its gate says proceed or refused, or `timeout`."""
+    ctx = context()
+    poll_s = ctx.settings.wait_poll_s
+    deadline = time.monotonic() + timeout.total_seconds()
+    told = ""
+    while True:
+        change = ctx.services.changes.get(key)
+        verdict = gate_verdict(ChangeState(change.state))
+        if verdict is GateVerdict.pending:
+            waiting = _waiting_for(change)
+            if waiting != told:
+                err_console.print(f"{change.key}: waiting for {waiting}")
+                told = waiting
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _final(change, verdict, json_output)
+                raise WaitTimedOut(f"{change.key} is still {change.state} after {timeout}: waiting for {waiting}")
+            time.sleep(min(poll_s, remaining))
+            continue
+        _final(change, verdict, json_output)
+        if verdict is GateVerdict.refused:
+            reason = _reason(change)
+            raise GateRefused(f"{change.key} was {change.state}" + (f": {reason}" if reason else ""))
+        return
+
+
+def _final(change: ChangeRequest, verdict: GateVerdict, json_output: bool) -> None:
+    if json_output:
+        print_json({**change_row(change), "verdict": verdict.value,
+                    "approved_at": change.approved_at.isoformat() if change.approved_at else None})
+    elif verdict is GateVerdict.proceed:
+        console.print(f"{change.key} approved: it may proceed ({change.state})")
+
+
+@app.command()
+@exits_cleanly
+def wait(
+    key: str = typer.Argument(..., help="Change key."),
+    timeout: str = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="Give up after this long (90s, 30m, 2h): exit 3."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Wait until a change may proceed (exit 0), will not (rejected, expired, cancelled: exit 1) or --timeout
+    passes (exit 3): a pipeline's "may I deploy?"."""
+    limit = parse_timeout(timeout)
+    context().services.changes.get(key)  # an unknown key is bad input (exit 2) before any waiting
+    wait_for_gate(key, limit, json_output)
