@@ -9,11 +9,12 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import Act, ChangeState, Decision, InputError, WorkOutcome, WorkStage, interrupted_check_question
+from models import (Act, ChangeRequest, ChangeState, Decision, InputError, WorkOutcome, WorkStage,
+                    interrupted_check_question, responsible)
 from notifications import Notifier
 
 from ._context import context
-from ._flows import nudge_run, waiting_gate
+from ._flows import nudge_run, paused_gates, waiting_gate
 from ._options import JsonOption
 from ._output import console, exits_cleanly, print_json
 from ._render import change_row
@@ -145,10 +146,28 @@ def canary(
                   f"{'; the run continues' if nudged else '; the run picks it up within a minute'}")
 
 
+def people_at_gate(change: ChangeRequest, kind: str, gate: str) -> tuple[str, list[str]] | None:
+    """What a run waiting at a work or checklist gate waits for, and who may answer (None for other gates)."""
+    services = context().services
+    if kind == "work":
+        stage, _, step = gate.partition("-s")  # `implemented`, `rolled-back-s2`
+        return (f"manual work: confirm {stage.replace('-', ' ')}" + (f" (step {step})" if step else ""),
+                services.work.implementers(change.key))
+    if kind == "checklist":
+        phase, _, step = gate.partition("-")  # `pre-0`: the phase, and the step it runs after
+        checklist = services.org.checklist_of(change)
+        done = {r.item_id for r in services.checklists.check_results(change.key, phase=phase, step=int(step or 0))}
+        items = [item.id for item in (checklist.items(phase) if checklist else [])
+                 if item.kind == "manual" and item.id not in done]
+        return (f"checklist {phase}: confirm {', '.join(items) or 'its items'}",
+                responsible(change, services.org.directory))
+    return None
+
+
 @app.command()
 @exits_cleanly
 def pending(json_output: bool = JsonOption) -> None:
-    """What waits for approval, on whom, and since when."""
+    """What waits on people (a filing, approvals, manual work, checklist items), on whom, and since when."""
     ctx = context()
     services = ctx.services
     notifier = Notifier(services, ctx.settings)
@@ -170,13 +189,23 @@ def pending(json_output: bool = JsonOption) -> None:
             "waiting_on": sorted(notifier.approvers_to_ask(change)), "waiting_for": "approval",
         })
     # Before implementation too: a pre-check a crash interrupted waits in `approved` / `scheduled`.
-    for state in (ChangeState.approved, ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying):
-        for change in services.changes.list_changes(state=state, limit=1000):
-            reasons = services.recovery.needs_a_person(change.key)
-            if reasons:
-                rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
-                             "waiting_since": None, "deadline": None, "missing": {}, "approved_by": [],
-                             "waiting_on": services.work.implementers(change.key), "waiting_for": "; ".join(reasons)})
+    under_way = [change for state in (ChangeState.approved, ChangeState.scheduled, ChangeState.implementing,
+                                      ChangeState.verifying)
+                 for change in services.changes.list_changes(state=state, limit=1000)]
+    for change in under_way:
+        reasons = services.recovery.needs_a_person(change.key)
+        if reasons:
+            rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
+                         "waiting_since": None, "deadline": None, "missing": {}, "approved_by": [],
+                         "waiting_on": services.work.implementers(change.key), "waiting_for": "; ".join(reasons)})
+    # Runs waiting at a gate of people other than approval (issue 30): manual work and checklist items.
+    gates = paused_gates(under_way)
+    for change in under_way:
+        waiting = people_at_gate(change, *gates[change.key]) if change.key in gates else None
+        if waiting is not None:
+            rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
+                         "waiting_since": None, "deadline": None, "missing": {}, "approved_by": [],
+                         "waiting_on": waiting[1], "waiting_for": waiting[0]})
     if json_output:
         print_json(rows)
         return

@@ -157,6 +157,10 @@ def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_it
     act(flow_stack, change, "erin", comment="go")
     assert wait_paused(run_id, "work-implemented-") == "work-implemented-1"
     assert flow_stack.services.changes.get(change.key).state == "implementing"
+    from tests.flows.test_checklist_flows import waiting_in_pending
+
+    assert waiting_in_pending(flow_stack, change.key) == (
+        "manual work: confirm implemented", sorted(flow_stack.services.work.implementers(change.key)))
     bob = flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.confirm_work)
 
     resume_like_the_ui(run_id, {})  # Resume with the form left empty

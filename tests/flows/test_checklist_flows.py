@@ -5,6 +5,7 @@ are confirmed through the Resume form or `changeflow confirm`, or time out."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -27,6 +28,15 @@ def templated(name: str, title: str) -> str:
 
 def results(flow_stack, key):
     return {(r.phase, r.step, r.item_id): r for r in flow_stack.services.checklists.check_results(key)}
+
+
+def waiting_in_pending(flow_stack, key: str) -> tuple[str, list[str]] | None:
+    """What `changeflow pending --json` says the change waits for, and on whom."""
+    listed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "pending", "--json"],
+                            env=flow_stack.stack.env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = [row for row in json.loads(listed.stdout) if row["key"] == key]
+    return (rows[0]["waiting_for"], sorted(rows[0]["waiting_on"])) if rows else None
 
 
 def change_of(flow_stack, run_id):
@@ -75,6 +85,9 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     run_id = templated("manual", "manual")
     assert wait_paused(run_id, "checklist-pre-0-") == "checklist-pre-0-1"
     change = change_of(flow_stack, run_id)
+    # `pending` names what the gate waits for and who may answer (issue 30).
+    assert waiting_in_pending(flow_stack, change.key) == (
+        "checklist pre: confirm oncall-ready, rollback-ready", ["alice", "grace"])
     # A typed name proves nothing: ticking an item without the person's code confirms nothing, and says so.
     asyncio.run(resume_with_input(run_id, {"oncall_ready": True, "confirmed_by": "nobody-at-all", "note": "trust me"}))
     assert wait_paused(run_id, "checklist-pre-0-2") == "checklist-pre-0-2"
@@ -84,6 +97,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
     flow_stack.wait_for(run_id, lambda c: ("pre", 0, "oncall-ready") in results(flow_stack, c.key),
                         what="form confirmation")
     wait_paused(run_id, "checklist-pre-0-")
+    assert waiting_in_pending(flow_stack, change.key) == ("checklist pre: confirm rollback-ready", ["alice", "grace"])
     changeflow = [str(Path(sys.executable).parent / "changeflow"), "confirm", change.key, "rollback-ready", "--as",
                   "frank", "--note", "read it", "--code"]
     wrong = subprocess.run([*changeflow, "AAAA-BBBB-CCCC"], env=flow_stack.stack.env, capture_output=True, text=True)
