@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _audit, _calendar, _changes, _decisions, _delegations, _notifications, _setup, _wait
+from . import _audit, _calendar, _changes, _decisions, _delegations, _doctor, _notifications, _setup, _wait
 from ._endpoint import endpoint
 from ._options import checked_settings
 from ._output import exits_cleanly
@@ -17,7 +17,8 @@ from .dev import play_demo
 app = typer.Typer(help="changeflow: change and maintenance management on Prefect.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 # Commands at the top level (`changeflow submit`, `changeflow approve`, ...).
-for group in (_setup.app, _changes.app, _wait.app, _decisions.app, _delegations.app, _calendar.app, _audit.app):
+for group in (_setup.app, _doctor.app, _changes.app, _wait.app, _decisions.app, _delegations.app, _calendar.app,
+              _audit.app):
     app.add_typer(group)
 # Groups (`changeflow db upgrade`, `changeflow audit verify`, ...).
 app.add_typer(_setup.db_app, name="db")

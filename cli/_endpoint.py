@@ -21,8 +21,13 @@ def endpoint(
     ctx = context()
     settings = ctx.settings
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    from flows import health_report
+
+    from .dev import WORK_POOL
+
     app = create_app(ctx.services, slack_signing_secret=secret, public_url=settings.approval_url.rstrip("/"),
-                     http_timeout_s=settings.http_timeout_s)
+                     http_timeout_s=settings.http_timeout_s,
+                     health=lambda: health_report(ctx.services, settings, WORK_POOL))
     console.print(f"approval endpoint on http://{host}:{port} (links point at {settings.approval_url}; Slack "
                   f"clicks {'accepted when signed' if secret else 'off: set CHANGEFLOW_SLACK_SIGNING_SECRET'})")
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)

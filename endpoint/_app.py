@@ -6,7 +6,7 @@
   used, expired, for another round, or the form token is wrong.
 - `POST /slack/actions`: a click on a Slack approval message's button, signed by Slack; the Slack user is mapped
   to a person by `slack_user_id` in directory.yaml. Reject answers with the person's own link, to give a reason.
-- `GET /healthz`.
+- `GET /healthz`: every dependency checked and named (200 / 503); `GET /livez`: the process answers.
 
 Every decision goes through `ApprovalService.decide` (via `ApprovalLinks`), then the change's suspended run is
 resumed, as after `changeflow approve`. Served by `changeflow up` beside the Prefect server, or alone by
@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from models import ChangeflowError, Decision, DecisionResult, LinkRefused, PolicyViolation, Services
+from models import (ChangeflowError, Decision, DecisionResult, HealthReport, HealthService, LinkRefused, PolicyViolation,
+                    Services, utcnow)
 
 from ._slack import ButtonClick, SlackRequestRefused, check_signature, parse_click
 
@@ -62,7 +63,12 @@ async def _urlencoded_form(request: Request) -> dict[str, str]:
 
 def create_app(services: Services, *, slack_signing_secret: str | None, public_url: str,
                now: Callable[[], float] = time.time, nudge: Nudge = _nudge_with_prefect,
-               http_timeout_s: float = 10.0) -> Starlette:
+               http_timeout_s: float = 10.0, health: Callable[[], HealthReport] | None = None) -> Starlette:
+    """`health`: the report `/healthz` answers with (`flows.health_report` under `changeflow endpoint`); without
+    one, the database alone is checked."""
+    if health is None:
+        database = HealthService(services.db, None, utcnow)
+        health = lambda: HealthReport((database.database(),))  # noqa: E731
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
         return HTMLResponse(_PAGES.get_template(name).render(**context), status_code=status, headers=_HEADERS)
 
@@ -156,6 +162,14 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         return message
 
     async def healthz(_: Request) -> Response:
+        """Every dependency, each named: 200 when all hold, 503 naming those that do not (issue 31)."""
+        report = await run_in_threadpool(health)
+        return JSONResponse({"ok": report.ok, "failing": report.failing,
+                             "checks": [check.__dict__ for check in report.checks]},
+                            status_code=200 if report.ok else 503, headers={"Cache-Control": "no-store"})
+
+    async def livez(_: Request) -> Response:
+        """The process answers (what a supervisor or `changeflow up` waits for before the rest is up)."""
         return PlainTextResponse("ok")
 
     return Starlette(routes=[
@@ -163,4 +177,5 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         Route("/a/{token}", link_decision, methods=["POST"]),
         Route("/slack/actions", slack_actions, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
     ])

@@ -264,7 +264,7 @@ def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -
         if process.poll() is not None:
             raise RuntimeError(f"the approval endpoint exited; see {logs / 'endpoint.log'}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2).status_code == 200:
                 return process
         except httpx.HTTPError:
             pass

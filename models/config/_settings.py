@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         "at its gate, a refusal recorded, a run ended) before it calls the scenario failed: seconds on an idle "
         "machine, past 60 s beside a busy test suite (a CI run lost its demo to a 60 s limit).")
 
+    health_outbox_max_wait_s: float = Field(
+        default=900.0, gt=0.0, description="`changeflow doctor` and `/healthz` call the outbox unhealthy when a "
+        "message has waited longer than this to be sent (the sweep sends every minute; retries back off to 15 min).")
+    health_worker_silent_after_s: float = Field(
+        default=90.0, gt=0.0, description="`doctor` and `/healthz` call the worker silent when none of the work "
+        "pool's workers has sent a heartbeat for this long (Prefect's workers send one every 30 s).")
+
     wait_poll_s: float = Field(
         default=2.0, gt=0.0, le=60.0, description="How often `changeflow wait` and `submit --wait` (a pipeline "
         "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "

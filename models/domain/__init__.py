@@ -120,6 +120,7 @@ from ._delegation import (
     delegation_problems,
     with_delegates,
 )
+from ._health import HealthCheck, HealthReport
 from ._lifecycle import (
     INITIAL_STATE,
     TERMINAL_STATES,
@@ -291,6 +292,8 @@ __all__ = [
     "StepDecision",
     "Strict",
     "TERMINAL_STATES",
+    "HealthCheck",
+    "HealthReport",
     "GateVerdict",
     "gate_verdict",
     "Transition",

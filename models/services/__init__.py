@@ -3,6 +3,7 @@ audit event in one transaction). Entry points (flows, CLI, notifications) call t
 
 from ._amendments import AMENDABLE_FIELDS, AmendmentService
 from ._anchors import AnchorReport, AuditAnchors
+from ._health import HealthService
 from ._audit_bundle import BundleReport, ExportSummary, export_bundle, verify_bundle
 from ._approvals import ApprovalService, DecisionResult
 from ._approval_links import ApprovalLinks, LinkPage
@@ -32,6 +33,7 @@ __all__ = [
     "ApprovalService",
     "LinkPage",
     "AuditAnchors",
+    "HealthService",
     "BundleReport",
     "ExportSummary",
     "export_bundle",

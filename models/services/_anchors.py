@@ -43,6 +43,11 @@ class AuditAnchors:
         self._every = every
         self._clock = clock
 
+    @property
+    def every(self) -> timedelta:
+        """A checkpoint falls due this long after the last one when anything new was written."""
+        return self._every
+
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> "AuditAnchors":
         return cls(db, CheckpointLog(settings.checkpoint_file), settings.signing_key_file, settings.public_key_file,
