@@ -21,7 +21,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 from prefect import get_run_logger
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 
 from flows._pause_key import GateKind, PauseKey
@@ -31,6 +30,7 @@ from flows._prefect_api import (
     has_fired,
     pause_in_process,
     stored_answer,
+    suspend_at,
     was_resumed,
 )
 from flows._runtime import runtime
@@ -120,7 +120,7 @@ def wait_at(gate: Gate[Settled]) -> Settled:
                     continue  # nobody answered while it was hot: look at the record, then suspend
                 answer = hot_answer
             else:
-                answer = suspend_flow_run(wait_for_input=form, key=str(key))
+                answer = suspend_at(form, str(key))
         except ValidationError:
             # A stored answer that does not fit the form any more (a checklist whose items changed): nothing to
             # apply; wait again under the next key.

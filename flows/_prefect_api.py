@@ -226,6 +226,52 @@ def empty_answer(form: Any, key: str) -> RunInput:
     return form_type.load(keyset_from_base_key(f"suspended-{key}"), flow_run_id=_current_run_id())
 
 
+def _form_already_stored(exc: PrefectHTTPStatusError) -> bool:
+    return exc.response.status_code == 409 and "/input" in str(exc.request.url)
+
+
+def _delete_form(keyset: Any, run_id: UUID) -> None:
+    """The schema and description a pause stored under `keyset` (never its response: an answer is kept)."""
+    for part in (keyset["schema"], keyset["description"]):
+        try:
+            delete_flow_run_input(part, run_id)
+        except ObjectNotFound:
+            pass
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+
+
+def save_form(form_type: Any, keyset: Any, run_id: UUID) -> None:
+    """Store a gate's Resume form. A server killed after it stored the form but before it answered leaves it
+    there, and the client's retry of the same request gets 409 (CI 2026-12-06, a kill test): the form is ours,
+    so it is replaced."""
+    try:
+        form_type.save(keyset)
+    except PrefectHTTPStatusError as exc:
+        if not _form_already_stored(exc):
+            raise
+        _delete_form(keyset, run_id)
+        form_type.save(keyset)
+
+
+def suspend_at(form: Any, key: str) -> RunInput:
+    """`suspend_flow_run` under `key`, which stores the gate's form first: the same 409 as `save_form` after a
+    server died mid-request failed the run ("A flow run input with this key already exists"); the form is
+    deleted and the suspend made again. (Suspending raises to end this process; it returns only when resumed.)"""
+    from prefect.flow_runs import suspend_flow_run
+    from prefect.input.run_input import keyset_from_paused_state
+    from prefect.states import Suspended
+
+    try:
+        return suspend_flow_run(wait_for_input=form, key=key)
+    except PrefectHTTPStatusError as exc:
+        if not _form_already_stored(exc):
+            raise
+    _delete_form(keyset_from_paused_state(Suspended(pause_key=key)), _current_run_id())
+    return suspend_flow_run(wait_for_input=form, key=key)
+
+
 def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_after_s: float) -> RunInput | None:
     """Pause the current run under `key` for at most `seconds`, its process kept and polling Prefect every
     `poll_s`: the answer (a Resume's input; an empty one for a bare resume), or None when nobody resumed it, the run
@@ -251,7 +297,7 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_a
             return stored_answer(form, key)  # the key fired before (callers ask `has_fired` first)
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause at {key}: {state.type.value}")
-        form_type.save(keyset)  # the Resume dialog's form
+        save_form(form_type, keyset, run_id)  # the Resume dialog's form
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(poll_s)

@@ -115,8 +115,12 @@ def reconcile_crashed_runs() -> dict:
     The runs are read from Prefect's dead runs, so the cost follows the crashes, not the open changes."""
     rt = runtime()
     services = rt.services
-    restarted = aborted = left = unfiled = 0
+    restarted = aborted = left = unfiled = settling = 0
+    settled_before = utcnow() - timedelta(seconds=rt.settings.crash_settle_s)
     for run in asyncio.run(_runs_in(DEAD, ended_after=utcnow() - LOOK_BACK)):
+        if run.state is not None and run.state.timestamp > settled_before:
+            settling += 1  # its infrastructure may still be reporting it: the next sweep takes it
+            continue
         change = services.changes.find_by_flow_run(str(run.id))
         if change is None and run.state is not None and run.state.type == StateType.CRASHED:
             # A change request whose run died before filing it (its worker killed while the run started): nothing
@@ -152,7 +156,7 @@ def reconcile_crashed_runs() -> dict:
         else:
             left += 1
     return {"restarted": restarted, "canaries_aborted": aborted, "left_for_a_person": left,
-            "unfiled_runs_restarted": unfiled}
+            "unfiled_runs_restarted": unfiled, "settling": settling}
 
 
 def abort_canary(change, crash: int) -> bool:

@@ -59,6 +59,8 @@ def slow_check(name: str) -> dict:
             "command": f'echo started >> "$CHANGEFLOW_HOME/checks-{name}.log"; sleep 15'}
 
 
+# A dead run is acted on once its state is this old (the production default is 5 s): the same behaviour, sooner.
+CRASH_SETTLE = {"CHANGEFLOW_CRASH_SETTLE_S": "1"}
 HOT_GATE = "30s"  # the shipped policies' hot gates (minutes), turned down for the flow stack
 NORMAL_TYPE = {
     "description": "a routine change one team lead approves",
@@ -217,7 +219,7 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
-    return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode()}
+    return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode(), **CRASH_SETTLE}
 
 
 def switch_schedules_off(api_url: str) -> None:
@@ -282,9 +284,10 @@ class SharedFlowStack:
 
         if self.stack is None:
             self.stack = start_flow_stack(tmp_path_factory.mktemp("flows"), FLOW_STACK_PORT)
-            self._saved = {k: os.environ.get(k) for k in ("CHANGEFLOW_HOME", "CHANGEFLOW_SECRET")}
+            self._saved = {k: os.environ.get(k) for k in ("CHANGEFLOW_HOME", "CHANGEFLOW_SECRET", *CRASH_SETTLE)}
             os.environ["CHANGEFLOW_HOME"] = str(self.stack.home)
             os.environ["CHANGEFLOW_SECRET"] = SECRET.decode()
+            os.environ.update(CRASH_SETTLE)  # the tests' own reconcile_crashed_runs() calls
         self.users += 1
         return self.stack
 

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         default=90, ge=31, description="A running flow silent this long is marked Crashed by the zombie automation "
         "(automations.yaml): its process or machine died. Longer than heartbeat_s, so a live run is never taken "
         "for a dead one.")
+    crash_settle_s: float = Field(
+        default=5.0, ge=0.0, le=300.0, description="A dead run is acted on (recorded, restarted) only once its "
+        "Crashed or Failed state is this old. Prefect 3.9's process worker reports a killed run twice, about half a "
+        "second apart (its runner, then the worker itself); a restart made between the two reports was overwritten by "
+        "the second and the run stayed Crashed (CI 2026-12-06).")
     sweep_interval_s: int = Field(
         default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")

@@ -26,6 +26,14 @@ def run_state_name(run_id: str) -> str:
     return asyncio.run(run_state(run_id)) or ""
 
 
+def reconciled(done, what: str = "the crash to settle and be handled") -> dict:
+    """The summary of `reconcile_crashed_runs` once `done(summary)` holds: a dead run is acted on only after its
+    state has settled (CHANGEFLOW_CRASH_SETTLE_S, 1 s on the flow stack), and a sweep run may get there first."""
+    from flows.escalation import reconcile_crashed_runs
+
+    return wait_until(lambda: (lambda summary: summary if done(summary) else None)(reconcile_crashed_runs()), 60, what)
+
+
 def steps_run(flow_stack, service: str) -> list[str]:
     log = flow_stack.home / f"steps-{service}.log"
     return log.read_text().split() if log.exists() else []
@@ -40,8 +48,8 @@ def crash_mid_step(flow_stack, template: str, service: str):
     wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
     from flows.escalation import reconcile_crashed_runs
 
-    summary = reconcile_crashed_runs()
     # Handled exactly once, by this call (or by a sweep run of the stack that got there first).
+    summary = reconciled(lambda s: s["restarted"] >= 1 or flow_stack.services.recovery.crashes(change.key) == 1)
     crashes = flow_stack.services.recovery.crashes(change.key)
     assert summary["restarted"] >= 1 or crashes == 1, (
         f"{summary}; run {run_state_name(run_id)}, change {flow_stack.services.changes.get(change.key).state}, "
@@ -97,9 +105,7 @@ def crash_mid_check(flow_stack, checklist: str):
     wait_until(lambda: checks_run(flow_stack, checklist), 90, "the pre-check to start")
     kill_run(run_id)
     wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
-    from flows.escalation import reconcile_crashed_runs
-
-    assert reconcile_crashed_runs()["restarted"] >= 1
+    reconciled(lambda summary: summary["restarted"] >= 1)
     return run_id, flow_stack.services.changes.find_by_flow_run(run_id)
 
 
@@ -150,7 +156,6 @@ def test_a_run_that_died_at_its_approval_gate_waits_there_again(flow_stack):
     from prefect import get_client
     from prefect.states import Crashed
 
-    from flows.escalation import reconcile_crashed_runs
     from tests.flows.test_flows import act, awaiting
 
     run_id = submit(standard_request(title="dies at the gate", service="crash-at-gate", template="scripted-standard"))
@@ -162,7 +167,7 @@ def test_a_run_that_died_at_its_approval_gate_waits_there_again(flow_stack):
             await client.set_flow_run_state(run_id, Crashed(message="no heartbeat for 90 s"), force=True)
 
     asyncio.run(crash())
-    assert reconcile_crashed_runs()["restarted"] >= 1
+    reconciled(lambda summary: summary["restarted"] >= 1)
     assert wait_paused(run_id, "approval-r1-2") == "approval-r1-2"
     for person in ("alice", "bob"):
         act(flow_stack, flow_stack.services.changes.get(change.key), person)
@@ -237,7 +242,9 @@ def test_a_change_run_that_died_before_filing_its_change_is_started_again_a_boun
     exhausted = asyncio.run(dead_run("change-request/submit", request("crashed again and again"),
                                      restarts=MAX_AUTOMATIC_RESTARTS))
     sweep = asyncio.run(dead_run("approval-escalation/every-minute", {}))
-    reconcile_crashed_runs()  # (or a sweep run of the stack got there first: either restarts it once)
+    # (Or a sweep run of the stack got there first: either restarts it once.)
+    reconciled(lambda summary: summary["unfiled_runs_restarted"] >= 1
+               or flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{lost}") is not None)
     change = awaiting(flow_stack, lost)
     assert change.flow_run_id == lost and change.title == "its worker died as it started"
     assert reconcile_crashed_runs()["unfiled_runs_restarted"] == 0
@@ -253,9 +260,7 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     wait_until(rollbacks.exists, 90, "the rollback to start")
     kill_run(run_id)
     wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
-    from flows.escalation import reconcile_crashed_runs
-
-    assert reconcile_crashed_runs()["restarted"] >= 1
+    reconciled(lambda summary: summary["restarted"] >= 1)
     # The failed step is not run again (its failure was recorded); the interrupted rollback is put to a person.
     assert wait_paused(run_id, "work-rolled-back-") == "work-rolled-back-1"
     change = flow_stack.services.changes.find_by_flow_run(run_id)
@@ -293,8 +298,6 @@ def test_a_maintenance_activity_killed_mid_way_is_not_run_again_and_the_window_g
 
     from prefect.deployments import run_deployment
 
-    from flows.escalation import reconcile_crashed_runs
-
     services = flow_stack.services
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=10)
     window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 2}
@@ -311,7 +314,7 @@ def test_a_maintenance_activity_killed_mid_way_is_not_run_again_and_the_window_g
     wait_until(long_job_started, 120, "the long activity to start")
     kill_run(run_id)
     wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
-    assert reconcile_crashed_runs()["restarted"] >= 1 or services.recovery.crashes(key) == 1
+    reconciled(lambda summary: summary["restarted"] >= 1 or services.recovery.crashes(key) == 1)
     wait_until(lambda: services.changes.get(key).state in ("closed", "failed", "review_pending"), 180,
                "the window to finish")
     steps = services.checklists.done_steps(key)
@@ -323,3 +326,4 @@ def test_a_maintenance_activity_killed_mid_way_is_not_run_again_and_the_window_g
     assert services.changes.get(key).state == "closed"
     with services.db.read() as session:
         assert verify_chain(session).ok
+
