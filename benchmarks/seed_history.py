@@ -82,7 +82,7 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
             state, closed = "rejected", at + timedelta(hours=5)
             approval_id[0] += 1  # the decision's row, as the service writes it beside the event
             approvals.append((approval_id[0], change_id, 1, "bob", "peer_reviewer", "reject", "risky", naive(closed)))
-            chain.add(key, closed, "bob", "rejection", data={"role": "peer_reviewer"})
+            chain.add(key, closed, "bob", "rejection", data={"role": "peer_reviewer", "comment": "risky", "round": 1})
             chain.add(key, closed, "bob", "transition", "awaiting_approval", "rejected", {"reason": "rejected"})
         elif fate < 0.03:
             state, closed = "expired", at + timedelta(hours=48)
@@ -92,7 +92,7 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
                 at += timedelta(minutes=rng.randint(5, 600))
                 approval_id[0] += 1
                 approvals.append((approval_id[0], change_id, 1, person, role, "approve", "", naive(at)))
-                chain.add(key, at, person, "approval", data={"role": role, "round": 1})
+                chain.add(key, at, person, "approval", data={"role": role, "comment": "", "round": 1})
             chain.add(key, at, "policy-engine", "transition", "awaiting_approval", "approved", {"reason": "ok"})
             approved = at
             at += timedelta(hours=rng.randint(1, 48))

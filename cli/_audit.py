@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from models import (
+    HASH_SCHEME,
     Checkpoint,
     InputError,
     export_bundle,
@@ -81,6 +82,10 @@ def audit_verify(
         if result.ok:
             console.print(f"audit chain intact: {result.count} events"
                           + (f" (recomputed after the checkpoint of event {start.seq})" if start else ""))
+            if result.legacy_events:
+                first = (start.seq if start else 0) + 1
+                console.print(f"events {first}-{first + result.legacy_events - 1} are hashed under scheme 1 (written "
+                              f"before the switch), the rest under scheme {HASH_SCHEME}")
         else:
             print_error(f"audit chain broken at event {result.first_broken_seq}: {result.reason}")
         for problem in guards:
@@ -134,7 +139,8 @@ def audit_export(
         raise InputError("--since: must be before --until", [("since", "after until")])
     summary = export_bundle(ctx.db, ctx.anchors, start, end, file)
     console.print(f"{summary.path}: {summary.in_range} events in range ({summary.events} from the checkpoint of "
-                  f"event {summary.anchor_seq}), {summary.checkpoints} checkpoints, {summary.changes} changes")
+                  f"event {summary.anchor_seq} to the chain's head), {summary.checkpoints} checkpoints, "
+                  f"{summary.changes} changes")
 
 
 @audit_app.command("verify-bundle")

@@ -86,7 +86,7 @@ def confirm(
     phase, definition = found if found else ("", None)
     step = max(services.checklists.done_steps(key), default=1) if phase == "during" else 0
     if definition is not None and definition.kind == "command" and not definition.idempotent and \
-            item in services.recovery.interrupted_checks(key, phase, step):
+            item in services.recovery.checks_awaiting_a_person(key, phase, step):
         definition = interrupted_check_question(definition)  # a crash interrupted it: did it pass?
     if definition is None or definition.kind != "manual":
         known = [i.id for p in ("pre", "during", "post") for i in (checklist.items(p) if checklist else [])

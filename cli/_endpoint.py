@@ -26,7 +26,8 @@ def endpoint(
     from .dev import WORK_POOL
 
     app = create_app(ctx.services, slack_signing_secret=secret, public_url=settings.approval_url.rstrip("/"),
-                     http_timeout_s=settings.http_timeout_s,
+                     http_timeout_s=settings.http_timeout_s, max_body_bytes=settings.endpoint_max_body_bytes,
+                     refusal_summary_s=settings.endpoint_refusal_summary_s,
                      health=lambda: health_report(ctx.services, settings, WORK_POOL))
     console.print(f"approval endpoint on http://{host}:{port} (links point at {settings.approval_url}; Slack "
                   f"clicks {'accepted when signed' if secret else 'off: set CHANGEFLOW_SLACK_SIGNING_SECRET'})")

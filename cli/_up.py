@@ -48,7 +48,30 @@ class StackError(ChangeflowError):
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-RESTARTED_ROLES = ("api-", "worker-")
+# A process that exits this often within CRASH_LOOP_WINDOW_S is not coming back (a port taken, a broken config):
+# the stack stops, naming it, instead of starting it twice a second for ever.
+CRASH_LOOP_RESTARTS = 5
+CRASH_LOOP_WINDOW_S = 60.0
+
+
+class Supervisor:
+    """What `up` does while it runs (issue 28): every process of the stack that exits is started again, in either
+    layout (a killed endpoint took the server and the worker down with it), until one keeps exiting."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.restarts: dict[str, list[float]] = {}
+
+    def check(self) -> list[str]:
+        """Start again what exited; the names started. StackError for a process caught in a crash loop."""
+        restarted = self.stack.respawn_exited(list(self.stack.named))
+        now = time.monotonic()
+        for name in restarted:
+            recent = [t for t in self.restarts.get(name, []) if now - t < CRASH_LOOP_WINDOW_S] + [now]
+            self.restarts[name] = recent
+            if len(recent) >= CRASH_LOOP_RESTARTS:
+                raise StackError(f"{name} exited {len(recent)} times within {CRASH_LOOP_WINDOW_S:.0f} s: see its log")
+        return restarted
 
 
 def _configured_api_url() -> str | None:
@@ -149,21 +172,17 @@ def up(
             console.print(f"  the API and UI ask for basic auth: user and password in {settings.home / 'prefect-auth'}"
                           if basic_auth and not given_auth else "  the API and UI ask for basic auth")
         console.print("  Ctrl-C stops everything this command started")
-        # In the distributed layout replicas and workers are many: one that dies is started again (what a
-        # supervisor does) while the others carry on. Any other process that exits stops the stack.
-        restartable = [n for n in stack.named if n.startswith(RESTARTED_ROLES)] if layout else []
+        # A process that dies is started again while the others carry on: up stops only when asked.
+        supervisor = Supervisor(stack)
         while not stopping and not once:
-            restarted = stack.respawn_exited(restartable)
+            restarted = supervisor.check()
             for name in restarted:
                 console.print(f"{name} exited: started again (logs: {logs})")
             if restarted:
                 write_stack_file(settings.home, api_url=api_url, ui_url=ui_url, basic_auth=auth_string is not None,
                                  api_replicas=replicas,
                                  processes={name: process.pid for name, process in stack.named.items()})
-            supervised = {stack.named[n] for n in restartable}
-            if any(p.poll() is not None for p in stack.processes if p not in supervised):
-                raise StackError(f"a process of the stack exited; see the logs in {logs}")
-            time.sleep(0.5)
+            time.sleep(settings.up_supervise_poll_s)
     except RuntimeError as exc:
         raise StackError(str(exc)) from None
     finally:

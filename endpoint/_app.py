@@ -15,7 +15,10 @@ resumed, as after `changeflow approve`. Served by `changeflow up` beside the Pre
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 from typing import Callable
@@ -29,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from models import (ChangeflowError, Decision, DecisionResult, HealthReport, HealthService, LinkRefused, PolicyViolation,
-                    Services, utcnow)
+from models import (ChangeflowError, Decision, DecisionResult, HealthReport, HealthService, InputError, LinkRefused,
+                    PolicyViolation, Services, utcnow)
 
 from ._slack import ButtonClick, SlackRequestRefused, check_signature, parse_click
 
@@ -50,10 +53,33 @@ def _nudge_with_prefect(flow_run_id: str) -> bool:
     return nudge_suspended_run(flow_run_id, GateKind.approval)
 
 
-async def _urlencoded_form(request: Request) -> dict[str, str]:
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes before more is read: by its declared length at once, or while it
+    streams in (issue 28: a 10 MB body was read whole before anything was refused)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise BodyTooLarge
+    return bytes(received)
+
+
+def _source(request: Request) -> str:
+    """Who sent an unauthenticated request, as far as this process can tell (the proxy's address behind one)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def _urlencoded_form(request: Request, limit: int) -> dict[str, str]:
     """The decision form (application/x-www-form-urlencoded, what the page's <form> posts): parsed here, as
     Starlette's own form parser needs python-multipart, which nothing else here uses."""
-    body = await request.body()
+    body = await _capped_body(request, limit)
     try:
         fields = parse_qs(body.decode(), max_num_fields=10)
     except (UnicodeDecodeError, ValueError):
@@ -63,9 +89,12 @@ async def _urlencoded_form(request: Request) -> dict[str, str]:
 
 def create_app(services: Services, *, slack_signing_secret: str | None, public_url: str,
                now: Callable[[], float] = time.time, nudge: Nudge = _nudge_with_prefect,
-               http_timeout_s: float = 10.0, health: Callable[[], HealthReport] | None = None) -> Starlette:
+               http_timeout_s: float = 10.0, health: Callable[[], HealthReport] | None = None,
+               max_body_bytes: int = 65_536, refusal_summary_s: float = 60.0) -> Starlette:
     """`health`: the report `/healthz` answers with (`flows.health_report` under `changeflow endpoint`); without
-    one, the database alone is checked."""
+    one, the database alone is checked. `max_body_bytes`: larger requests get 413 unread; `refusal_summary_s`:
+    the period over which refusals of unauthenticated requests from one source are summed up in one event."""
+    summary_every = timedelta(seconds=refusal_summary_s)
     if health is None:
         database = HealthService(services.db, None, utcnow)
         health = lambda: HealthReport((database.database(),))  # noqa: E731
@@ -89,7 +118,10 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
 
     async def link_decision(request: Request) -> Response:
         token = request.path_params["token"]
-        form = await _urlencoded_form(request)
+        try:
+            form = await _urlencoded_form(request, max_body_bytes)
+        except BodyTooLarge:
+            return page("refused.html.j2", 413, reason=f"the request is larger than {max_body_bytes} bytes")
         decision_text, comment = form.get("decision", ""), form.get("comment", "").strip()
         if decision_text not in (Decision.approve.value, Decision.reject.value):
             return page("refused.html.j2", 400, reason="decision: choose Approve or Reject")
@@ -97,13 +129,16 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
 
         def decide() -> tuple[str, DecisionResult]:
             return services.links.decide_with_link(token, given_form_token=form.get("form_token", ""),
-                                                   decision=decision, comment=comment)
+                                                   decision=decision, comment=comment, source=_source(request),
+                                                   refusals_every=summary_every)
         try:
             person, result = await run_in_threadpool(decide)
         except LinkRefused as exc:
             return page("refused.html.j2", 403, reason=str(exc))
         except PolicyViolation as exc:  # recorded as approval_refused by the decision itself
             return page("refused.html.j2", 403, reason=str(exc))
+        except InputError as exc:  # malformed (a comment past the limit): nothing was written
+            return page("refused.html.j2", 400, reason=str(exc))
         response = page("decided.html.j2", change=result.change, decision=decision, result=result,
                         person=services.org.directory.people[person].name)
         response.background = resume_run(result)
@@ -112,14 +147,18 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
     async def slack_actions(request: Request) -> Response:
         if not slack_signing_secret:
             return PlainTextResponse("Slack is not configured here (CHANGEFLOW_SLACK_SIGNING_SECRET)", 404)
-        body = await request.body()
+        try:
+            body = await _capped_body(request, max_body_bytes)
+        except BodyTooLarge:
+            return PlainTextResponse(f"the request is larger than {max_body_bytes} bytes", 413)
         given = request.headers.get("x-slack-signature")
         try:
             check_signature(slack_signing_secret, request.headers.get("x-slack-request-timestamp"), given, body,
                             now())
             click = parse_click(body, given or "")
         except SlackRequestRefused as exc:
-            await run_in_threadpool(services.links.record_refusal, None, "unknown (Slack)", str(exc), via="Slack")
+            await run_in_threadpool(services.links.record_unauthenticated, str(exc), via="Slack",
+                                    source=_source(request), every=summary_every)
             return PlainTextResponse(str(exc), 401)
         answer, task = await run_in_threadpool(_answer_click, click)
         return JSONResponse(answer, background=task)
@@ -172,7 +211,13 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         """The process answers (what a supervisor or `changeflow up` waits for before the rest is up)."""
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        # The refusals still being counted go on the record as the endpoint stops.
+        await run_in_threadpool(services.links.flush_refusals)
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/a/{token}", link_page, methods=["GET"]),
         Route("/a/{token}", link_decision, methods=["POST"]),
         Route("/slack/actions", slack_actions, methods=["POST"]),

@@ -34,6 +34,7 @@ from flows._prefect_api import (
     was_resumed,
 )
 from flows._runtime import runtime
+from models import InputError
 
 Settled = TypeVar("Settled")
 
@@ -133,6 +134,8 @@ def wait_at(gate: Gate[Settled]) -> Settled:
             # Settled meanwhile by a path that records first (the CLI's answer to a canary gate): the form beside
             # it is not applied.
             refusal = None if gate.settled() is not None else gate.apply(answer, key)
+        except InputError as exc:
+            refusal = str(exc)  # malformed (a control character in a name): refused, and nothing was written
         finally:
             forget_answer(answer)  # applied or refused: the code it carried stays out of Prefect's storage
         if refusal:

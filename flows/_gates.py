@@ -12,7 +12,7 @@ from prefect.input import RunInput
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
-from models import ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
+from models import TEXT_LIMIT, ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
 
 
 class FilingConfirmation(RunInput):
@@ -87,7 +87,7 @@ class WindowGateInput(RunInput):
 
     person: str = Field(default="", description="Only to start before the window: your user name.")
     approval_code: str = Field(default="", description="Your personal approval code for this change.")
-    reason: str = Field(default="", max_length=2000, description="Why it must start now (recorded).")
+    reason: str = Field(default="", max_length=TEXT_LIMIT, description="Why it must start now (recorded).")
 
 
 class ApprovalDecision(RunInput):
@@ -99,7 +99,8 @@ class ApprovalDecision(RunInput):
     decision: Decision = Field(default=Decision.approve, description="approve or reject")
     approval_code: str = Field(default="", description="Your personal approval code from the notification "
                                                        "(e.g. K7Q2-M9XA-3BTD).")
-    comment: str = Field(default="", max_length=5000, description="Comment for the record (required to reject).")
+    comment: str = Field(default="", max_length=TEXT_LIMIT,
+                         description="Comment for the record (required to reject).")
 
 
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:

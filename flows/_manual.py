@@ -16,7 +16,7 @@ from prefect.input import RunInput
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
-from models import ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
+from models import TEXT_LIMIT, ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
 
 _ASKS = {
     WorkStage.implemented: "carry out the implementation plan, then confirm it is **done** (or **failed**)",
@@ -31,7 +31,7 @@ class ManualWorkInput(RunInput):
     person: str = Field(default="", description="Your user name in the approver directory.")
     approval_code: str = Field(default="", description="Your personal code for this change (from the notification).")
     outcome: WorkOutcome = Field(default=WorkOutcome.done, description="done, or failed (say what went wrong)")
-    note: str = Field(default="", max_length=5000, description="What you did or saw (recorded).")
+    note: str = Field(default="", max_length=TEXT_LIMIT, description="What you did or saw (recorded).")
 
 
 def work_description(change: ChangeRequest, stage: WorkStage, people: list[str], refusal: str | None,

@@ -21,7 +21,7 @@ from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
 from flows.traffic import RouterError, router_for
-from models import PolicyViolation, responsible, utcnow
+from models import TEXT_LIMIT, PolicyViolation, responsible, utcnow
 
 DONE = {"continue", "promote", "proceed"}
 
@@ -34,7 +34,7 @@ class CanaryGateAnswer(RunInput):
     answer: Literal["proceed", "roll_back"] = Field(
         default="proceed", description="proceed: go on with the rollout; roll_back: send all traffic back to stable."
     )
-    comment: str = Field(default="", max_length=5000, description="What you looked at, for the record.")
+    comment: str = Field(default="", max_length=TEXT_LIMIT, description="What you looked at, for the record.")
 
 
 def router_of(change, plan):

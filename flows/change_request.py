@@ -122,7 +122,7 @@ def implement(key: str) -> bool:
     commands: list[str | None] = list(template.implementation_commands) if template else []
     plan = rt.services.canary.plan(change)
     done = rt.services.checklists.done_steps(key)
-    interrupted = rt.services.recovery.interrupted_steps(key)  # started by a run that died, never finished
+    interrupted = rt.services.recovery.interrupted_steps(key, attempt=run_attempt())  # by a run that died
     evidence: list[dict] = []
     for step, command in enumerate(commands or ([] if plan is not None else [None]), start=1):
         if step in done:
@@ -239,7 +239,7 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
     rollback: list[dict] = []
     # A rollback a crash interrupted is not run again blindly either: a person says whether it completed,
     # unless the template declares its commands idempotent.
-    interrupted = rt.services.recovery.rollback_interrupted(key)
+    interrupted = rt.services.recovery.rollback_interrupted(key, attempt=run_attempt())
     commands = template.rollback_commands if template else []
     if commands and not (interrupted and not template.idempotent):
         if interrupted:

@@ -70,7 +70,7 @@ def run_automated(key: str, phase: str, step: int, items: list) -> list:
     logger = get_run_logger()
     services = runtime().services
     done = _stored(key, phase, step)
-    interrupted = services.recovery.interrupted_checks(key, phase, step)
+    interrupted = services.recovery.interrupted_checks(key, phase, step, attempt=run_attempt())
     futures = {}
     unknown = []
     for item in items:

@@ -174,7 +174,7 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
     progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-progress",
                                         description=f"{key}: maintenance activities")
     done = services.checklists.done_steps(key)
-    interrupted = services.recovery.interrupted_steps(key)  # started by a run that died, never finished
+    interrupted = services.recovery.interrupted_steps(key, attempt=run_attempt())  # by a run that died
     failed = False
     for step, name in enumerate(names, start=1):
         if step not in done:

@@ -87,9 +87,15 @@ SLOW_STEP = {"type": "standard", "title": "A slow step", "rollback_plan": "undo"
              "implementation_commands": ['echo started >> "$CHANGEFLOW_HOME/steps-{service}.log"; sleep 15'],
              "rollback_commands": ["echo undone"], "command_timeout_s": 60}
 
+# A step that runs until the test lets it finish (a file appears): a live run mid-step, for as long as needed.
+GATED_STEP = {**SLOW_STEP, "title": "A step the test lets finish", "command_timeout_s": 300,
+              "implementation_commands": ['echo started >> "$CHANGEFLOW_HOME/steps-{service}.log"; '
+                                          'while [ ! -e "$CHANGEFLOW_HOME/finish-{service}" ]; do sleep 0.2; done']}
+
 TEST_TEMPLATES = {
     **SCRIPTED,
     "slow-step": SLOW_STEP,
+    "gated-step": GATED_STEP,
     # A step that fails, then a rollback slow enough to be killed in the middle.
     "slow-rollback": {"type": "standard", "title": "A slow rollback", "rollback_plan": "undo",
                       "implementation_commands": ["exit 3"], "command_timeout_s": 60,
@@ -214,7 +220,7 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
         if policy.get("hot_gate"):
             policy["hot_gate"] = hot_gate
     policies["pre_approved_templates"] = ["restart-service", "failing-deploy", "failing-rollback", "canary-release",
-                                          "slow-step",
+                                          "slow-step", "gated-step",
                                           "slow-idempotent-step", "slow-rollback",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))

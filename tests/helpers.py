@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from models import DEFAULTS_DIR, ChangeTypeRules, Database, Services, change_type, load_org
+from sqlalchemy import select
+
+from models import (DEFAULTS_DIR, GENESIS_HASH, HASH_SCHEME, AuditEvent, ChangeTypeRules, Database, Services,
+                    change_type, event_hash, load_org, verify_chain)
 
 SECRET = b"test-secret"
 # The change types the shipped policies.yaml defines, and their rules (the code knows no type by name).
@@ -67,6 +71,27 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextmanager
+def backdated(db: Database, key: str, **columns):
+    """The change's row with `columns` moved (back in time, for a sweep to act on), put back on leaving: `audit
+    verify` derives the times a report reads from the events (issue 28), and the flow stack is shared, so a
+    later test's verify must find the row as changeflow wrote it."""
+    from sqlalchemy import update
+
+    from models import ChangeRequest
+
+    with db.write() as session:
+        recorded = session.execute(select(*(getattr(ChangeRequest, name) for name in columns))
+                                   .where(ChangeRequest.key == key)).one()
+        session.execute(update(ChangeRequest).where(ChangeRequest.key == key).values(**columns))
+    try:
+        yield
+    finally:
+        with db.write() as session:
+            session.execute(update(ChangeRequest).where(ChangeRequest.key == key)
+                            .values(**dict(zip(columns, recorded))))
+
+
 _MIGRATED_TEMPLATE: Path | None = None
 
 
@@ -85,3 +110,57 @@ def migrated_sqlite(path: Path) -> Database:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_MIGRATED_TEMPLATE, path)
     return Database(f"sqlite:///{path}")
+
+
+# ---- the insider of the audit tests: the database with full rights, HOME out of reach ----------------------
+
+def lift_guards(conn, dialect: str) -> None:
+    if dialect == "sqlite":
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+    else:
+        conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+
+
+def rewrite_history(db, *statements: str, scheme: int = HASH_SCHEME, fools_the_chain: bool = True) -> None:
+    """The insider: lift the guards, edit, then recompute every hash from the first event and move audit_head,
+    so that the chain on its own verifies again (`fools_the_chain`). `scheme` 1: the chain as changeflow hashed
+    it before issue 28."""
+    with db.write_engine.connect() as conn:
+        lift_guards(conn, db.dialect)
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        # prev_hash is unique (no forks): park every link on a placeholder before re-linking.
+        conn.exec_driver_sql("UPDATE audit_events SET prev_hash = 'parked-' || CAST(seq AS VARCHAR(20)), "
+                             "hash = 'parked-' || CAST(seq AS VARCHAR(20))")
+        conn.commit()
+    with db.read() as session:
+        events = list(session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        rows = [(e.seq, e.change_key, e.occurred_at, e.actor, e.action, e.from_state, e.to_state, e.data)
+                for e in events]
+    with db.write_engine.connect() as conn:
+        prev = GENESIS_HASH
+        for number, (seq, change_key, occurred_at, actor, action, from_state, to_state, data) in enumerate(rows, 1):
+            digest = event_hash(number, change_key, occurred_at, actor, action, from_state, to_state, data, prev,
+                                scheme=scheme)
+            conn.exec_driver_sql("UPDATE audit_events SET seq = %s, prev_hash = '%s', hash = '%s' WHERE seq = %s"
+                                 % (number, prev, digest, seq))
+            prev = digest
+        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {len(rows)}, hash = '{prev}' WHERE id = 1")
+        conn.commit()
+    if fools_the_chain:
+        with db.read() as session:
+            assert verify_chain(session).ok, "the rewrite must fool the chain alone"
+
+
+def verify_offline(bundle, *extra) -> "subprocess.CompletedProcess":
+    """`changeflow audit verify-bundle` as an external auditor runs it: no HOME, no database, no secret."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHANGEFLOW_", "PREFECT_"))}
+    env["CHANGEFLOW_HOME"] = str(bundle.parent / "auditor-home-that-does-not-exist")
+    return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "audit", "verify-bundle", str(bundle),
+                           *extra], env=env, capture_output=True, text=True)

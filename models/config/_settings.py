@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(
         default=None, description="Slack app's signing secret: Approve/Reject clicks are accepted only when Slack "
         "signed them with it (Basic Information > App Credentials).")
+    up_supervise_poll_s: float = Field(
+        default=0.5, gt=0, description="How often `changeflow up` looks for a process of its stack that exited, "
+        "to start it again.")
+    endpoint_max_body_bytes: int = Field(
+        default=65_536, ge=1024, description="The approval endpoint answers 413, unread, to a larger request (a "
+        "decision form with the longest comment is about 15 KB; Slack's clicks are smaller).")
+    endpoint_refusal_summary_s: float = Field(
+        default=60.0, gt=0, description="Requests the endpoint refuses before anyone is named (a forged link, an "
+        "unsigned Slack request): the first per source in this period is recorded at once, the rest as one summary "
+        "event, so a flood cannot fill the audit trail.")
     notify_max_attempts: int = Field(default=5, ge=1, le=50, description="Send attempts before a channel fails.")
     notify_backoff_s: float = Field(
         default=5.0, gt=0, description="First retry delay; doubles per attempt (with jitter), capped at 15 min."

@@ -124,6 +124,10 @@ from ._health import HealthCheck, HealthReport
 from ._lifecycle import (
     INITIAL_STATE,
     TERMINAL_STATES,
+    OUTCOME_OF_STATE,
+    STAMPED_BY_TRANSITION,
+    CLEARED_BY_AMENDMENT,
+    stamps_of,
     GateVerdict,
     gate_verdict,
     Transition,
@@ -183,7 +187,8 @@ from ._audience import (
     stakeholders,
 )
 from ._org import url_problem
-from ._fields import EARLIEST_MOMENT, LATEST_MOMENT, Moment, plain_text, within_range
+from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character,
+                      name_problem, plain_text, within_range)
 from ._work import (
     WorkOutcome,
     WorkStage,
@@ -292,6 +297,10 @@ __all__ = [
     "StepDecision",
     "Strict",
     "TERMINAL_STATES",
+    "OUTCOME_OF_STATE",
+    "STAMPED_BY_TRANSITION",
+    "CLEARED_BY_AMENDMENT",
+    "stamps_of",
     "HealthCheck",
     "HealthReport",
     "GateVerdict",
@@ -346,6 +355,11 @@ __all__ = [
     "LATEST_MOMENT",
     "Moment",
     "plain_text",
+    "control_character",
+    "name_problem",
+    "checked_name",
+    "checked_text",
+    "TEXT_LIMIT",
     "within_range",
     "url_problem",
     "WorkStage",

@@ -113,6 +113,8 @@ class AuditAction(str, Enum):
     rollback_started = "rollback_started"
     rollback_retried = "rollback_retried"
     run_crashed = "run_crashed"
+    # A new attempt of a change's run found side effects of an earlier attempt unfinished: that attempt is dead.
+    run_resumed = "run_resumed"
     canary_aborted = "canary_aborted"
     canary_resumed = "canary_resumed"
     endpoint_refused = "endpoint_refused"

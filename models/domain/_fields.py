@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from ._errors import InputError
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
@@ -54,6 +56,46 @@ def within_range(value: datetime) -> datetime:
 
 
 Moment = Annotated[AwareDatetime, BeforeValidator(refuse_numbers), AfterValidator(within_range)]
+
+
+def control_character(value: str) -> str | None:
+    """The first control character in `value`, described (None: there is none). Names and keys are printed in
+    terminals and reports and go into the audit trail's hash: none may carry one (issue 28)."""
+    for char in value:
+        if char < " " or "\x7f" <= char <= "\x9f" or char in "\u2028\u2029":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` cannot be a person's or automation's name, as a person typed it (None: it can)."""
+    found = control_character(value)
+    if found:
+        return f"contains a control character ({found})"
+    if len(value) > 100:
+        return "longer than 100 characters"
+    return None
+
+
+def checked_name(value: str, field: str) -> str:
+    """`value` as a name a person typed into `field`; InputError (nothing written) when it cannot be one."""
+    problem = name_problem(value)
+    if problem:
+        raise InputError(f"{field}: {problem}", [(field, problem)])
+    return value
+
+
+# The longest comment, reason, note or summary a person may write, on every path (issue 28: a 10 MB comment became
+# a 10 MB audit event and approvals row). Ten pages of text; the Resume forms say the same.
+TEXT_LIMIT = 5000
+
+
+def checked_text(value: str, field: str) -> str:
+    """`value` as free text a person wrote into `field`; InputError (nothing written) past TEXT_LIMIT."""
+    if len(value) > TEXT_LIMIT:
+        problem = f"longer than {TEXT_LIMIT} characters ({len(value)})"
+        raise InputError(f"{field}: {problem}", [(field, problem)])
+    return value
 
 
 def plain_text(value: object) -> object:

@@ -51,6 +51,28 @@ def transitions_for(rules: ChangeTypeRules) -> dict[S, frozenset[S]]:
 TERMINAL_STATES = frozenset({S.closed, S.rejected, S.expired, S.cancelled})
 INITIAL_STATE = S.submitted
 
+# The outcome of an implementation, by the state that records it (what the DORA figures count).
+OUTCOME_OF_STATE = {S.completed: "succeeded", S.failed: "failed", S.rolled_back: "rolled_back"}
+# The change's time columns, each stamped with the moment of its latest transition into one of these states: the
+# transition writes them and `audit verify` derives them again from the transition events (issue 28), so a moved
+# `implemented_at` or `ended_at` (a report's lead time) is caught.
+STAMPED_BY_TRANSITION: dict[str, frozenset[S]] = {
+    "approval_requested_at": frozenset({S.awaiting_approval}),
+    "approved_at": frozenset({S.approved}),
+    "implemented_at": frozenset({S.implementing}),
+    "ended_at": frozenset(OUTCOME_OF_STATE),
+    "closed_at": TERMINAL_STATES,
+}
+
+
+# ... except these, which an amendment clears (what was approved is not what will run: it is approved again).
+CLEARED_BY_AMENDMENT = frozenset({"approved_at"})
+
+
+def stamps_of(target: S) -> list[str]:
+    """The time columns a transition into `target` stamps with its moment."""
+    return [column for column, states in STAMPED_BY_TRANSITION.items() if S(target) in states]
+
 
 def allowed_targets(rules: ChangeTypeRules, state: S) -> frozenset[S]:
     return transitions_for(rules).get(S(state), frozenset())

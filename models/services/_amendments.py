@@ -7,6 +7,9 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from ..domain import (
+    CLEARED_BY_AMENDMENT,
+    checked_name,
+    checked_text,
     Act,
     AuditAction,
     ChangeRequestInput,
@@ -45,6 +48,8 @@ class AmendmentService:
     def withdraw(self, key: str, *, person: str, code: str, reason: str) -> ChangeRequest:
         """Cancel a change before it is implemented: its requester, or someone who may approve it, with their
         personal code. A refusal is recorded and raised; after implementation began, rollback is the way back."""
+        checked_name(person, "person")
+        checked_text(reason, "reason")
         if not reason.strip():
             raise InputError("reason: say why the change is cancelled", [("reason", "empty")])
         uow = self._uow
@@ -71,6 +76,8 @@ class AmendmentService:
         requester or an owner of the service, with their code. The amended change is approved again in a new round,
         so the old round's approvals no longer count and its codes stop working. Bad values are an InputError and
         a refusal is recorded and raised; in both cases nothing else is written."""
+        checked_name(person, "person")
+        checked_text(reason, "reason")
         unknown = sorted(set(changes) - set(AMENDABLE_FIELDS))
         if unknown:
             raise InputError(f"{unknown[0]}: cannot be amended (amendable: {', '.join(AMENDABLE_FIELDS)}); "
@@ -117,7 +124,8 @@ class AmendmentService:
         before = {name: _plain(getattr(change, name)) for name in amended}
         now = uow.clock()
         round_ = change.approval_round + 1
-        uow.bump(session, change, change.version, now, **amended, approval_round=round_, approved_at=None)
+        uow.bump(session, change, change.version, now, **amended, approval_round=round_,
+                 **{column: None for column in CLEARED_BY_AMENDMENT})
         append_event(session, actor=person, action=AuditAction.change_amended.value, change_key=change.key, at=now,
                      data={"reason": reason, "before": before, "after": {k: _plain(v) for k, v in amended.items()},
                            "round": round_, CONTENT: change_content_digest(change)})

@@ -6,10 +6,12 @@ recorded as `endpoint_refused`."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..domain import (
+    name_problem,
     ApprovalLink,
     AuditAction,
     ChangeState,
@@ -42,12 +44,57 @@ class LinkPage:
     brief: ApprovalBrief  # what the approver sees before deciding
 
 
+class RefusalTally:
+    """Unauthenticated refusals per (channel, source) and period: the first is written at once, so an attack shows
+    up in the trail within the second; the rest are counted and written as one summary when the period is over
+    (seen at the next refusal from anywhere) or the endpoint stops. Held in the endpoint's process; threads of
+    its pool share it."""
+
+    @dataclass
+    class Period:
+        via: str
+        source: str
+        reason: str
+        started: datetime
+        first_at: datetime
+        last_at: datetime
+        count: int = 0  # refusals after the first (the first was written when it came)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], RefusalTally.Period] = {}
+
+    def add(self, via: str, source: str, reason: str, now: datetime, every: timedelta) -> list["RefusalTally.Period"]:
+        """What to write now: the summaries of periods that are over, then this refusal if it opens a period."""
+        with self._lock:
+            due = [period for key, period in self._open.items() if now - period.started >= every]
+            for period in due:
+                del self._open[(period.via, period.source)]
+            ended = [period for period in due if period.count]
+            current = self._open.get((via, source))
+            if current is not None:
+                current.count += 1
+                if current.count == 1:
+                    current.first_at = now
+                current.last_at = now
+                return ended
+            self._open[(via, source)] = RefusalTally.Period(via, source, reason, now, now, now)
+            return [*ended, RefusalTally.Period(via, source, reason, now, now, now)]
+
+    def close_all(self) -> list["RefusalTally.Period"]:
+        with self._lock:
+            ended = [period for period in self._open.values() if period.count]
+            self._open.clear()
+            return ended
+
+
 class ApprovalLinks:
     def __init__(self, uow: UnitOfWork, approvals: ApprovalService, briefs: ApprovalBriefs, secret: bytes):
         self._uow = uow
         self._approvals = approvals
         self._briefs = briefs
         self._secret = secret
+        self._tally = RefusalTally()
 
     # ---- issuing ----------------------------------------------------------------------------------------
 
@@ -78,14 +125,16 @@ class ApprovalLinks:
 
     # ---- deciding (POST, Slack) -------------------------------------------------------------------------
 
-    def decide_with_link(self, token: str, *, given_form_token: str, decision: Decision | str,
-                         comment: str) -> tuple[str, DecisionResult]:
-        """The decision a link's form posts, and the person the link was for. Refusals are recorded and raised;
-        a link acts once."""
+    def decide_with_link(self, token: str, *, given_form_token: str, decision: Decision | str, comment: str,
+                         source: str = "unknown", refusals_every: timedelta = timedelta(minutes=1)
+                         ) -> tuple[str, DecisionResult]:
+        """The decision a link's form posts, and the person the link was for. Refusals are recorded and raised
+        (a forged link's per `source` and period `refusals_every`); a link acts once, and a refused decision
+        (a rejection without its reason) does not use it up."""
         try:
             link = read_link(self._secret, token)
         except LinkRefused as exc:
-            self.record_refusal(None, "unknown (approval link)", str(exc), via="e-mail link")
+            self.record_unauthenticated(str(exc), via="e-mail link", source=source, every=refusals_every)
             raise
         refusal = None
         if not form_token_ok(self._secret, token, given_form_token):
@@ -134,8 +183,10 @@ class ApprovalLinks:
         # The person's code, derived from the identity the link or the signed request vouched for: from here on
         # it is the same check and record as a typed code (requester, role, round, comment on rejection).
         code = self._approvals.approval_code_for(key, person)
+        # Each post of a link's form or each click is a new submission: a refused one (a rejection without its
+        # reason) is not replayed to the next, which would leave the link dead (issue 28).
         return self._approvals.decide(key, approver=person, decision=decision, code=code, comment=comment,
-                                      attempt_id=attempt, via=via)
+                                      attempt_id=attempt, via=via, replay_refusal=False)
 
     def _refusal(self, session, change: ChangeRequest, link: ApprovalLink) -> str | None:
         used = self._attempt_recorded(session, change, f"link:{link.link_id}")
@@ -166,9 +217,34 @@ class ApprovalLinks:
                 return f"{'approved' if event.action == 'approval' else 'rejected'} at {event.occurred_at:%H:%M} UTC"
         return None
 
+    def record_unauthenticated(self, reason: str, *, via: str, source: str, every: timedelta) -> None:
+        """A request refused before anyone could be named from it (a forged link, an unsigned Slack request):
+        the first from a source in each period `every` is recorded at once, the rest of the period as one summary
+        event (issue 28: 2,000 forged requests wrote 1,335 events)."""
+        for summary in self._tally.add(via, source, reason, self._uow.clock(), every):
+            self._record_summary(summary)
+
+    def flush_refusals(self) -> None:
+        """Write the summaries of the periods still open (the endpoint calls it as it stops)."""
+        for summary in self._tally.close_all():
+            self._record_summary(summary)
+
+    def _record_summary(self, tally: "RefusalTally.Period") -> None:
+        data: dict[str, object] = {"via": tally.via, "source": tally.source[:100], "reason": tally.reason[:500]}
+        if tally.count > 0:
+            data |= {"count": tally.count, "from": tally.first_at.isoformat(), "until": tally.last_at.isoformat()}
+        with self._uow.write() as session:
+            append_event(session, actor="unknown", action=AuditAction.endpoint_refused.value, data=data,
+                         at=self._uow.clock())
+
     def record_refusal(self, change_key: str | None, actor: str, reason: str, *, via: str) -> None:
         """A refused request on the record (as `endpoint_refused`), also one the endpoint refused before any
         person could be named from it (a bad signature, an unknown Slack user), so an attack shows up."""
+        # An unauthenticated caller chooses `actor` (a Slack user id): one that cannot be a name is kept as data.
+        named = actor if actor and name_problem(actor) is None else "unknown"
+        claimed = {} if named == actor or not actor else {"claimed": actor[:100]}
+        if change_key is not None and name_problem(change_key) is not None:
+            change_key, claimed = None, {**claimed, "claimed_change": change_key[:40]}
         with self._uow.write() as session:
-            append_event(session, actor=actor or "unknown", action=AuditAction.endpoint_refused.value,
-                         change_key=change_key, data={"via": via, "reason": reason[:500]}, at=self._uow.clock())
+            append_event(session, actor=named, action=AuditAction.endpoint_refused.value, change_key=change_key,
+                         data={"via": via, "reason": reason[:500], **claimed}, at=self._uow.clock())

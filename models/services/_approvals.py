@@ -10,6 +10,8 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from ..domain import (
+    checked_name,
+    checked_text,
     IllegalTransition,
     Act,
     AuditAction,
@@ -124,6 +126,7 @@ class ApprovalService:
     def issue_code(self, key: str, *, operator: str, person: str, act: Act) -> str:
         """`person`'s code for `act`, printed for them by an operator (policies.yaml `code_issuers`) when no personal
         channel reached them: recorded on the change (who, for whom, which act), refused and recorded otherwise."""
+        checked_name(operator, "operator")
         uow = self._uow
         directory = uow.org.directory
         with uow.write() as session:
@@ -163,6 +166,7 @@ class ApprovalService:
         issued for it; issue 27: nobody files under another's name, and the form and the CLI carry no identity).
         Then approvals are requested. A
         refusal is recorded (`filing_refused`) and raised; a repeat, or a replayed `attempt_id`, records nothing."""
+        checked_name(person, "requester")
         uow = self._uow
         person = person.strip()
         # A pipeline (an automation of the directory) proves it with the token an operator issued for it.
@@ -245,13 +249,16 @@ class ApprovalService:
 
     def decide(self, key: str, *, approver: str, decision: Decision | str, code: str, role: str | None = None,
                comment: str = "", expected_version: int | None = None,
-               attempt_id: str | None = None, via: str | None = None) -> DecisionResult:
+               attempt_id: str | None = None, via: str | None = None, replay_refusal: bool = True) -> DecisionResult:
         """Record an approver's decision. A refused attempt is written to the audit trail, then raised.
 
         `attempt_id` names one submission (a gate's suspend key, an approval link): replaying it, as a resumed
-        flow run does, returns the first outcome instead of recording it again. `via` says how the person was
-        identified when not by typing their code (a Slack click, a signed link), for the record.
+        flow run does, returns the first outcome instead of recording it again (`replay_refusal` False: a
+        decision, but not a refusal, where one id stands for several submissions, as a link's posts). `via` says
+        how the person was identified when not by typing their code (a Slack click, a signed link), for the record.
         """
+        checked_name(approver, "approver")
+        checked_text(comment, "comment")
         decision = Decision(decision)
         uow = self._uow
 
@@ -262,7 +269,7 @@ class ApprovalService:
                 version = uow.check_version(change, expected_version)
                 required = uow.required_for(change)
                 given = uow.given(session, change)
-                replayed = self._replayed_attempt(session, change, attempt_id)
+                replayed = self._replayed_attempt(session, change, attempt_id, replay_refusal)
                 if replayed is not None:
                     if replayed.action == AuditAction.approval_refused.value:
                         refusal = PolicyViolation(decode_data(replayed)["reason"])
@@ -304,10 +311,12 @@ class ApprovalService:
     # ---- internals --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _replayed_attempt(session: Session, change: ChangeRequest, attempt_id: str | None) -> AuditEvent | None:
+    def _replayed_attempt(session: Session, change: ChangeRequest, attempt_id: str | None,
+                          with_refusals: bool = True) -> AuditEvent | None:
         if not attempt_id:
             return None
-        decisions = (AuditAction.approval.value, AuditAction.rejection.value, AuditAction.approval_refused.value)
+        decisions = (AuditAction.approval.value, AuditAction.rejection.value,
+                     *((AuditAction.approval_refused.value,) if with_refusals else ()))
         for event in events_for(session, change.key):
             if event.action in decisions and decode_data(event).get("attempt") == attempt_id:
                 return event

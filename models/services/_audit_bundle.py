@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,22 @@ from ..storage import (
     ChangeRequest,
     ChecklistResult,
     Database,
+    MaintenanceWindow,
+    CONTENT,
+    STAMP_COLUMNS,
+    approval_mismatches,
+    chain_head,
     chain_rows,
+    content_values,
+    derived_columns,
+    digest_of_content,
+    window_mismatches,
     rows_against_events,
     verify_rows,
 )
 from ._anchors import AuditAnchors
 
-FORMAT = "changeflow-audit-bundle/1"
+FORMAT = "changeflow-audit-bundle/2"
 # Rows bound to the chain by their phase verdict or step decision (digests in the event), under these kinds.
 _BOUND_KIND: dict[type, str] = {ChecklistResult: "checklist_result", CanaryMeasurement: "canary_measurement"}
 _TIME_FIELD = {ChecklistResult: "recorded_at", CanaryMeasurement: "taken_at"}
@@ -80,21 +89,24 @@ def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: d
         if first is None:
             raise InputError("--since/--until: no audit event in that range", [("since", "no events")])
         valid = anchors.signed_checkpoints()
-        before = [c for c in valid if c.seq < first]
-        anchor = max(before, key=lambda c: c.seq, default=None)
+        anchor = max((c for c in valid if c.seq < first), key=lambda c: c.seq, default=None)
         start = anchor.seq + 1 if anchor else 1
-        checkpoints = sorted({c.seq: c for c in valid if start - 1 <= c.seq <= last}.values(), key=lambda c: c.seq)
-        events = list(chain_rows(session, start, last))
-        keys = sorted({row[1] for row in events if row[1] and first <= row[0]})
+        # Every signed checkpoint from the anchor on and the events up to the head (issue 28): a chain cut back
+        # behind a later checkpoint, with its head moved back, fails the bundle as it fails `audit verify`.
+        checkpoints = sorted({c.seq: c for c in valid if c.seq >= start - 1}.values(), key=lambda c: c.seq)
+        head_seq, head_hash = chain_head(session)
+        events = list(chain_rows(session, start, head_seq))
+        keys = sorted({row[1] for row in events if row[1] and first <= row[0] <= last})
         changes = list(session.execute(select(ChangeRequest).where(ChangeRequest.key.in_(keys))).scalars())  # type: ignore[attr-defined]
         approvals = list(session.execute(select(Approval, ChangeRequest.key)
                                           .join(ChangeRequest, ChangeRequest.id == Approval.change_id)
                                           .where(ChangeRequest.key.in_(keys))).all())  # type: ignore[attr-defined]
         bound_rows = [row for table in (ChecklistResult, CanaryMeasurement) for row in session.execute(
             select(table).where(table.change_key.in_(keys)).order_by(table.id)).scalars()]  # type: ignore[attr-defined]
-        head_seq = session.execute(select(func.max(AuditEvent.seq))).scalar_one()
+        windows = list(session.execute(select(MaintenanceWindow).order_by(MaintenanceWindow.id)).scalars())
     header = {"kind": "header", "format": FORMAT, "since": since.isoformat(), "until": until.isoformat(),
-              "first_seq_in_range": first, "last_seq": last, "chain_head_seq": head_seq,
+              "first_seq_in_range": first, "last_seq_in_range": last, "last_seq": head_seq,
+              "chain_head": {"seq": head_seq, "hash": head_hash},
               "anchor": anchor.to_dict() if anchor else None, "key_id": key_id(public_key),
               "public_key": public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()}
     with path.open("w") as out:
@@ -106,15 +118,29 @@ def export_bundle(db: Database, anchors: AuditAnchors, since: datetime, until: d
         for change in changes:
             out.write(json.dumps({"kind": "change", "key": change.key, "state": change.state,
                                   "requester": change.requester, "type": change.type, "service": change.service,
-                                  "title": change.title}) + "\n")
+                                  "title": change.title, "content": content_values(change),
+                                  **{column: _canonical(getattr(change, column)) for column in STAMP_COLUMNS}})
+                      + "\n")
         for approval, key in approvals:
-            out.write(json.dumps({"kind": "approval", "change_key": key, "approver": approval.approver,
-                                  "role": approval.role, "decision": approval.decision, "round": approval.round,
-                                  "decided_at": approval.decided_at.isoformat()}) + "\n")
+            out.write(json.dumps({"kind": "approval", "id": approval.id, "change_key": key,
+                                  "approver": approval.approver, "role": approval.role,
+                                  "decision": approval.decision, "round": approval.round,
+                                  "comment": approval.comment, "on_behalf_of": approval.on_behalf_of,
+                                  "decided_at": _canonical(approval.decided_at)}) + "\n")
         for row in bound_rows:
             out.write(json.dumps({"kind": _BOUND_KIND[type(row)], "row": row.model_dump(mode="json")}) + "\n")
-    return ExportSummary(path, len(events), sum(1 for row in events if row[0] >= first), len(changes),
-                         len(checkpoints), anchor.seq if anchor else 0)
+        for window in windows:
+            out.write(json.dumps({"kind": "window", "row": window.model_dump(mode="json")}) + "\n")
+    in_range = sum(1 for row in events if first <= row[0] <= last)
+    return ExportSummary(path, len(events), in_range, len(changes), len(checkpoints), anchor.seq if anchor else 0)
+
+
+def _canonical(value: object) -> object:
+    """Times as the chain writes them (YYYY-MM-DDTHH:MM:SS.ffffffZ), so a bundle compares strings."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
 
 
 def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleReport:
@@ -127,7 +153,10 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleRepo
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise InputError(f"bundle: {path} is not an audit bundle ({exc})", [("bundle", "unreadable")]) from None
     if len(lines["header"]) != 1 or lines["header"][0].get("format") != FORMAT:
-        raise InputError(f"bundle: {path} has no {FORMAT} header", [("bundle", "no header")])
+        found = lines["header"][0].get("format") if len(lines["header"]) == 1 else None
+        raise InputError(f"bundle: {path} has no {FORMAT} header" + (
+            f" (it is {found}, which does not reach the chain's head: export it again)" if found else ""),
+            [("bundle", "no header")])
     header = lines["header"][0]
     key = load_pem_public_key(public_key_pem or header["public_key"].encode())
     if not isinstance(key, Ed25519PublicKey):
@@ -141,11 +170,10 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleRepo
         report.problems.append(f"the anchor checkpoint of event {anchor.seq} has no valid signature")
     start = (anchor.seq, anchor.hash) if anchor else (0, GENESIS_HASH)
     rows = [tuple(event[name] for name in EVENT_FIELDS) for event in lines["event"]]
-    chain = verify_rows(rows, None, start)
+    head = header["chain_head"]
+    chain = verify_rows(rows, (head["seq"], head["hash"]), start)
     if not chain.ok:
         report.problems.append(f"event {chain.first_broken_seq}: {chain.reason}")
-    elif chain.count != header["last_seq"]:
-        report.problems.append(f"the bundle's events end at {chain.count}, its header says {header['last_seq']}")
     checkpoints = [Checkpoint.from_dict(c) for c in lines["checkpoint"]]
     hashes = {event["seq"]: event["hash"] for event in lines["event"]}
     if anchor is not None:
@@ -153,7 +181,8 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleRepo
     report.problems += checkpoint_problems(checkpoints, key, chain.count, hashes)
     anchored = max([c.seq for c in checkpoints if c.signed_by(key)] + [start[0]])
     report.unanchored = max(chain.count - anchored, 0)
-    report.problems += _row_problems(lines, header)
+    report.problems += _row_problems(lines)
+    report.problems += _bound_problems(lines, every_event=start[0] == 0)
     report.problems += list(rows_against_events(
         ((e["seq"], e["change_key"], e["action"], e["data"]) for e in lines["event"]),
         _rebuilt(ChecklistResult, lines["checklist_result"]), _rebuilt(CanaryMeasurement, lines["canary_measurement"])))
@@ -167,9 +196,9 @@ def _rebuilt(table: type, lines: list[dict[str, Any]]) -> list:
     return [table(**{**line["row"], time_field: datetime.fromisoformat(line["row"][time_field])}) for line in lines]
 
 
-def _row_problems(lines: dict[str, list[dict[str, Any]]], header: dict[str, Any]) -> list[str]:
-    """The rows against the bundle's events: requesters always; states when the bundle reaches the chain's head
-    (a later transition outside the bundle would explain another state); approvals both ways."""
+def _row_problems(lines: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The rows against the bundle's events (which reach the chain's head): requesters, states, approvals both
+    ways."""
     events = lines["event"]
     problems = []
     filed = {e["change_key"]: e["actor"] for e in events if e["action"] == "submitted"}
@@ -177,12 +206,11 @@ def _row_problems(lines: dict[str, list[dict[str, Any]]], header: dict[str, Any]
     for event in events:
         if event["action"] == "transition":
             last_state[event["change_key"]] = event["to_state"]
-    at_head = header["last_seq"] == header["chain_head_seq"]
     for change in lines["change"]:
         key = change["key"]
         if key in filed and filed[key] != change["requester"]:
             problems.append(f"change {key}: requester {change['requester']} but filed by {filed[key]}")
-        if at_head and key in filed and last_state.get(key, "submitted") != change["state"]:
+        if key in filed and last_state.get(key, "submitted") != change["state"]:
             problems.append(f"change {key}: state {change['state']} but its last transition is to "
                             f"{last_state.get(key, 'submitted')}")
     decisions = defaultdict(int)
@@ -190,11 +218,48 @@ def _row_problems(lines: dict[str, list[dict[str, Any]]], header: dict[str, Any]
         if event["action"] in ("approval", "rejection"):
             decisions[(event["change_key"], event["actor"],
                        "approve" if event["action"] == "approval" else "reject")] += 1
-    until = datetime.fromisoformat(header["until"])
     for approval in lines["approval"]:
-        covered = at_head or datetime.fromisoformat(approval["decided_at"]) < until
         if decisions[(approval["change_key"], approval["approver"], approval["decision"])] == 0 and \
-                approval["change_key"] in filed and covered:
+                approval["change_key"] in filed:
             problems.append(f"approval of {approval['change_key']} by {approval['approver']} "
                             f"({approval['decision']}) has no decision event in the bundle")
+    return problems
+
+
+def _bound_problems(lines: dict[str, list[dict[str, Any]]], *, every_event: bool) -> list[str]:
+    """What `audit verify` checks beyond requesters and states, from the file: each change's content against the
+    digest of its last filing or amendment, its outcome and times against its transitions, each approvals row
+    against its decision event, and the maintenance windows against the events that added them (issue 28).
+    Changes are checked where their filing is among the bundle's events (from the anchor to the head)."""
+    events = lines["event"]
+    problems: list[str] = []
+    content: dict[str, tuple[int, str]] = {}
+    for event in events:
+        if event["action"] in ("submitted", "change_amended"):
+            digest = json.loads(event["data"]).get(CONTENT)
+            if digest:
+                content[event["change_key"]] = (event["seq"], digest)
+    derived = derived_columns((e["change_key"], e["action"], e["to_state"], e["occurred_at"]) for e in events)
+    for change in lines["change"]:
+        key = change["key"]
+        if key in content and digest_of_content(change["content"]) != content[key][1]:
+            problems.append(f"change {key}: its content differs from what event {content[key][0]} recorded")
+        for column, expected in derived.get(key, {}).items():
+            if change.get(column) != expected:
+                problems.append(f"change {key}: {column} {change.get(column)} but its events record {expected}")
+    recorded: dict[tuple, list[tuple[int, dict, datetime]]] = defaultdict(list)
+    for event in events:
+        if event["action"] in ("approval", "rejection"):
+            recorded[(event["change_key"], event["actor"], event["action"])].append(
+                (event["seq"], json.loads(event["data"]), datetime.fromisoformat(event["occurred_at"])))
+    problems += approval_mismatches(
+        [(a.get("id"), a["change_key"], a["approver"], a["decision"], a["round"], a["role"], a.get("comment", ""),
+          a.get("on_behalf_of"), datetime.fromisoformat(a["decided_at"]))
+         for a in lines["approval"] if a["change_key"] in derived], recorded)
+    windows = [MaintenanceWindow(**{**line["row"], **{name: datetime.fromisoformat(line["row"][name])
+                                                      for name in ("starts_at", "ends_at")}})
+               for line in lines["window"]]
+    problems += window_mismatches(((e["seq"], e["data"]) for e in events
+                                   if e["action"] == "policy_decision" and e["change_key"] is None),
+                                  windows, every_event=every_event)
     return problems

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, PolicyViolation
+from ..domain import AuditAction, PolicyViolation, checked_name
 from ..storage import AutomationToken, append_event
 from ._unit_of_work import UnitOfWork
 
@@ -35,6 +35,7 @@ class AutomationTokens:
         self._uow = uow
 
     def issue(self, automation: str, *, operator: str) -> IssuedToken:
+        checked_name(operator, "operator")
         uow = self._uow
         refusal = self._refusal(automation, operator)
         token = _PREFIX + secrets.token_urlsafe(32)
@@ -57,6 +58,7 @@ class AutomationTokens:
         return issued
 
     def revoke(self, token_id: int, *, operator: str) -> None:
+        checked_name(operator, "operator")
         uow = self._uow
         with uow.write() as session:
             row = session.get(AutomationToken, token_id)

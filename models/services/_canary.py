@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from ..domain import (
+    checked_name,
+    checked_text,
     Act,
     AuditAction,
     CanaryConfig,
@@ -88,6 +90,8 @@ class CanaryService:
     def confirm(self, key: str, *, person: str, code: str, action: str, comment: str, gate: str) -> dict[str, Any]:
         """A person's answer at a canary gate (confirm a step, or judge an inconclusive analysis), checked like an
         approval: someone in the directory, with their personal code for this change."""
+        checked_name(person, "person")
+        checked_text(comment, "comment")
         with self._uow.read() as session:
             change = self._uow.load(session, key)
             directory = self._uow.directory_for(session, change)

@@ -8,6 +8,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ..domain import (
+    checked_name,
+    checked_text,
     Act,
     AuditAction,
     AuditEventView,
@@ -228,6 +230,8 @@ class ChangeService:
     def record_review(self, key: str, *, actor: str, code: str, summary: str) -> ChangeRequest:
         """Record the post-implementation review and close the change: by a person of the directory with their
         personal code (a refusal is recorded and raised)."""
+        checked_name(actor, "reviewer")
+        checked_text(summary, "summary")
         if not summary.strip():
             raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
         uow = self._uow

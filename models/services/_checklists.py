@@ -7,7 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import Act, AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation
+from ..domain import (Act, AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation, checked_name,
+                      checked_text)
 from ..storage import ROWS, ChecklistResult, append_event, checklist_rows_bound, decode_data, events_for, insert_result
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -23,6 +24,8 @@ class ChecklistService:
         """A person confirms a manual item: someone of the directory with their personal code for the change.
         A refusal is recorded (`confirmation_refused`) and raised; nothing is confirmed. False when the item
         already had its result."""
+        checked_name(person, "person")
+        checked_text(note, "note")
         uow = self._uow
         assert self._identities is not None, "built by Services.build, which passes the identities"
         with uow.write() as session:

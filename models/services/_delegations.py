@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from sqlmodel import Session
 
-from ..domain import AuditAction, Delegation, Directory, InputError, PolicyViolation, acting_for, delegation_problems
+from ..domain import (AuditAction, Delegation, Directory, InputError, PolicyViolation, acting_for, checked_name,
+                      delegation_problems)
 from ..storage import ChangeRequest, DelegationRecord, append_event
 from ._unit_of_work import UnitOfWork
 
@@ -49,6 +50,7 @@ class DelegationService:
     def record(self, delegation: Delegation, *, operator: str) -> DelegationView:
         """Record `delegation` for its delegator; refused (and the refusal recorded) unless `operator` holds a
         role of `delegation_recorders`. Bad fields raise InputError naming each, and nothing is written."""
+        checked_name(operator, "operator")
         uow = self._uow
         now = uow.clock()
         problems = delegation_problems(delegation, uow.org.directory, now=now,
@@ -76,6 +78,7 @@ class DelegationService:
 
     def revoke(self, delegation_id: int, *, operator: str) -> DelegationView:
         """End a delegation now (a row is never deleted: the delegate's earlier acts refer to it)."""
+        checked_name(operator, "operator")
         uow = self._uow
         now = uow.clock()
         with uow.write() as session:

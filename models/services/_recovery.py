@@ -62,14 +62,33 @@ class RecoveryService:
         self._uow.marker(key, AuditAction.check_retried, {"phase": phase, "step": step, "item": item,
                                                           "after_crash": self.crashes(key)})
 
-    def interrupted_checks(self, key: str, phase: str, step: int) -> set[str]:
-        """Checklist commands of (phase, step) that started and have no stored result: their outcome is unknown."""
-        return {item for p, s, item in self._unfinished_checks(key, self._events(key)) if (p, s) == (phase, step)}
+    def interrupted_checks(self, key: str, phase: str, step: int, *, attempt: str) -> set[str]:
+        """Checklist commands of (phase, step) that an earlier attempt started and left with no stored result:
+        their outcome is unknown. `attempt`: the run's attempt asking, which takes them up."""
+        events = self._events(key)
+        found = {item for p, s, item in self._unfinished_checks(key, events, of_attempts_other_than=attempt)
+                 if (p, s) == (phase, step)}
+        return self._taken_up(key, attempt, found)
 
-    def _unfinished_checks(self, key: str, events: list) -> set[tuple[str, int, str]]:
-        """(phase, step, item) of every checklist command that started and has no stored result."""
-        started = {(d["phase"], d["step"], d["item"]) for d in (decode_data(e) for e in events
-                                                                if e.action == AuditAction.check_started.value)}
+    def checks_awaiting_a_person(self, key: str, phase: str, step: int) -> set[str]:
+        """Checklist commands of (phase, step) interrupted by a run known dead: a person may answer for them."""
+        return {item for p, s, item in self._unfinished_checks(key, self._events(key), dead_only=True)
+                if (p, s) == (phase, step)}
+
+    def _taken_up(self, key: str, attempt: str, found):
+        """Unfinished side effects of an earlier attempt, found by the run's new `attempt`: that attempt is on the
+        record as dead from now on (`run_resumed`), so `pending` asks people about them and only about them."""
+        if found:
+            self._uow.marker(key, AuditAction.run_resumed, {"attempt": attempt})
+        return found
+
+    def _unfinished_checks(self, key: str, events: list, *, dead_only: bool = False,
+                           of_attempts_other_than: str | None = None) -> set[tuple[str, int, str]]:
+        """(phase, step, item) of every checklist command that started and has no stored result (`dead_only`: of
+        a run known dead)."""
+        intents = [e for e in _intents_of(events, AuditAction.check_started, dead_only)
+                   if decode_data(e).get("attempt") != of_attempts_other_than]
+        started = {(d["phase"], d["step"], d["item"]) for d in map(decode_data, intents)}
         if not started:
             return set()
         with self._uow.read() as session:
@@ -84,13 +103,15 @@ class RecoveryService:
     def record_rollback_retry(self, key: str) -> None:
         self._uow.marker(key, AuditAction.rollback_retried, {"after_crash": self.crashes(key)})
 
-    def rollback_interrupted(self, key: str) -> bool:
-        """The rollback commands started and the change never reached rolled_back."""
-        return _rollback_unfinished(self._events(key))
+    def rollback_interrupted(self, key: str, *, attempt: str) -> bool:
+        """The rollback commands started (by an earlier attempt) and the change never reached rolled_back."""
+        return bool(self._taken_up(key, attempt, _rollback_unfinished(self._events(key), other_than=attempt)))
 
-    def interrupted_steps(self, key: str) -> list[int]:
-        """Steps that started and never finished: their outcome is unknown."""
-        return _interrupted(self._events(key))
+    def interrupted_steps(self, key: str, *, attempt: str) -> list[int]:
+        """Steps that an earlier attempt started and never finished: their outcome is unknown."""
+        return self._taken_up(key, attempt, _interrupted(self._events(key), other_than=attempt))
+
+
 
     # ---- crashed runs -----------------------------------------------------------------------------------
 
@@ -108,8 +129,11 @@ class RecoveryService:
         outcome is unknown, and runs that died too often to be restarted again."""
         events = self._events(key)
         answered = {decode_data(e).get("step") for e in events if e.action == AuditAction.work_confirmed.value}
+        # Only what a run known dead left (a crash on the record, or a later attempt that took it up): a step
+        # of a live run is merely running (issue 28: every running step was listed as interrupted).
         reasons = [f"step {step} was interrupted by a crash: is it done? (`changeflow work {key} implemented "
-                   "--step ...` or the run's Resume form)" for step in _interrupted(events) if step not in answered]
+                   "--step ...` or the run's Resume form)" for step in _interrupted(events, dead_only=True)
+                   if step not in answered]
         reasons += [f"{phase}-check {item} was interrupted by a crash: did it pass? (`changeflow confirm {key} "
                     f"{item} --as ... --code ...` or the run's checklist form)"
                     for phase, _step, item in self._checks_put_to_a_person(key, events)]
@@ -123,7 +147,7 @@ class RecoveryService:
 
     def _checks_put_to_a_person(self, key: str, events: list) -> list[tuple[str, int, str]]:
         """Unfinished checklist commands that may not run again by themselves (not idempotent)."""
-        unfinished = self._unfinished_checks(key, events)
+        unfinished = self._unfinished_checks(key, events, dead_only=True)
         if not unfinished:
             return []
         with self._uow.read() as session:
@@ -136,7 +160,7 @@ class RecoveryService:
         """An interrupted rollback nobody has answered for, of a template that may not run it again."""
         answered = any(e.action == AuditAction.work_confirmed.value
                        and decode_data(e).get("stage") == WorkStage.rolled_back.value for e in events)
-        if answered or not _rollback_unfinished(events):
+        if answered or not _rollback_unfinished(events, dead_only=True):
             return False
         with self._uow.read() as session:
             template = self._uow.org.template_of(self._uow.load(session, key))
@@ -170,13 +194,33 @@ class RecoveryService:
                          {"step": step, "stored_measurements": stored_measurements})
 
 
-def _interrupted(events: list) -> list[int]:
-    started = {decode_data(e)["step"] for e in events if e.action == AuditAction.step_started.value}
+def _intents_of(events: list, action: AuditAction, dead_only: bool) -> list:
+    """The intents (`step_started`, ...) among `events`; `dead_only`: those of a run known dead, that is with a
+    crash recorded after them or a later attempt of the run that took them up (`run_resumed`)."""
+    intents = [e for e in events if e.action == action.value]
+    if not dead_only or not intents:
+        return intents
+    crashed = max((e.seq for e in events if e.action == AuditAction.run_crashed.value), default=0)
+    resumed = [(e.seq, decode_data(e).get("attempt")) for e in events if e.action == AuditAction.run_resumed.value]
+    return [e for e in intents if e.seq < crashed
+            or any(seq > e.seq and attempt != decode_data(e).get("attempt") for seq, attempt in resumed)]
+
+
+def _interrupted(events: list, *, dead_only: bool = False, other_than: str | None = None) -> list[int]:
+    started = {decode_data(e)["step"] for e in _intents_of(events, AuditAction.step_started, dead_only)
+               if decode_data(e).get("attempt") != other_than}
     finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
     return sorted(started - finished)
 
 
-def _rollback_unfinished(events: list) -> bool:
-    started = any(e.action == AuditAction.rollback_started.value for e in events)
+def _rollback_unfinished(events: list, *, dead_only: bool = False, other_than: str | None = None) -> bool:
+    started = any(decode_data(e).get("attempt") != other_than
+                  for e in _intents_of(events, AuditAction.rollback_started, dead_only))
     return started and not any(e.action == AuditAction.transition.value and e.to_state == "rolled_back"
                                for e in events)
+
+
+def step_of_a_dead_run(events: list, step: int) -> bool:
+    """Step `step` was started by a run known dead and never finished: only then may a person say what happened
+    (an answer about a step of a live run would race the step itself)."""
+    return step in _interrupted(events, dead_only=True)

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    checked_name,
+    checked_text,
     is_allowed,
     Act,
     Directory,
@@ -145,7 +147,7 @@ class SchedulingService:
             session.add(window)
             session.flush()
             append_event(session, actor=actor, action=AuditAction.policy_decision.value, at=self._uow.clock(),
-                         data={"window": window.id, "freeze": freeze, "title": title, "service": service,
+                         data={"window": window.id, "freeze": freeze, "title": title, "service": service, "kind": kind,
                                "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
             return window
 
@@ -204,6 +206,8 @@ class SchedulingService:
         """A Resume on a run waiting for its window. Empty: nothing is authorised, so it only lets the run go on
         when the window is open anyway. With a name: an explicit early start, allowed to the roles the type's
         policy names (`early_start`), with that person's code. Returns the refusal (recorded), or None."""
+        checked_name(person, "person")
+        checked_text(reason, "reason")
         uow = self._uow
         person = person.strip()
         with uow.write() as session:

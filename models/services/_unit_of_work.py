@@ -37,21 +37,15 @@ from ..domain import (
     change_type,
     evaluate,
     next_escalation_at,
+    OUTCOME_OF_STATE,
     plan_transition,
+    stamps_of,
     required_approvals,
     utcnow,
 )
 from ..storage import Approval, ChangeRequest, Database, DelegationRecord, append_event, decode_data, events_for
 
 T = TypeVar("T")
-
-_CLOSING_STATES = {ChangeState.closed, ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
-_OUTCOMES = {
-    ChangeState.completed: "succeeded",
-    ChangeState.failed: "failed",
-    ChangeState.rolled_back: "rolled_back",
-}
-
 
 class UnitOfWork:
     def __init__(self, db: Database, org: Org, *, clock: Callable[[], datetime] = utcnow,
@@ -122,20 +116,12 @@ class UnitOfWork:
         now = self.clock()
         rules = self.rules(change)
         move = plan_transition(rules, ChangeState(change.state), target, actor=actor, reason=reason, at=now)
-        values: dict[str, Any] = {"state": target.value}
-        if target is ChangeState.implementing:
-            values["implemented_at"] = now
+        values: dict[str, Any] = {"state": target.value, **{column: now for column in stamps_of(target)}}
         if target is ChangeState.awaiting_approval:
-            values["approval_requested_at"] = now
             values["escalation_due_at"] = next_escalation_at(now, None, list(rules.ladder),
                                                              change.incident_severity, rules.approval_sla)
-        if target is ChangeState.approved:
-            values["approved_at"] = now
-        if target in _OUTCOMES:
-            values["outcome"] = _OUTCOMES[target]
-            values["ended_at"] = now
-        if target in _CLOSING_STATES:
-            values["closed_at"] = now
+        if target in OUTCOME_OF_STATE:
+            values["outcome"] = OUTCOME_OF_STATE[target]
         if target is ChangeState.review_pending:
             values["review_due_at"] = now + rules.review_within
         self.bump(session, change, version, now, **values)

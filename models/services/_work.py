@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    checked_name,
+    checked_text,
     Act,
     AuditAction,
     ChangeState,
@@ -23,6 +25,7 @@ from ..domain import (
 )
 from ..storage import Approval, ChangeRequest, append_event, decode_data, events_for
 from ._identity import Identities
+from ._recovery import step_of_a_dead_run
 from ._unit_of_work import UnitOfWork
 
 # The state a change is in while a person does each stage (the flow moves it on once confirmed).
@@ -66,6 +69,8 @@ class WorkService:
                 attempt_id: str | None = None, step: int | None = None) -> WorkConfirmation:
         """Record that `person` did (or failed) a stage of the change's manual work. Idempotent: the stage's first
         confirmation stands and is returned again. A refusal is recorded and raised; nothing is confirmed."""
+        checked_name(person, "person")
+        checked_text(note, "note")
         stage, person = WorkStage(stage), person.strip()
         try:
             outcome = WorkOutcome(outcome)
@@ -83,7 +88,7 @@ class WorkService:
                 refusal = uow.replayed_refusal(session, change, attempt_id)
                 replayed = refusal is not None
                 if refusal is None:
-                    refusal = self._refusal(session, change, stage, person, code, outcome, note)
+                    refusal = self._refusal(session, change, stage, person, code, outcome, note, step)
                 if refusal is None:
                     at = uow.clock()
                     append_event(session, actor=person, action=AuditAction.work_confirmed.value,
@@ -105,9 +110,12 @@ class WorkService:
             return self._uow.load(session, key)
 
     def _refusal(self, session: Session, change: ChangeRequest, stage: WorkStage, person: str, code: str,
-                 outcome: WorkOutcome, note: str) -> str | None:
+                 outcome: WorkOutcome, note: str, step: int | None) -> str | None:
         if ChangeState(change.state) not in _STAGE_STATES[stage]:
             return f"{change.key} is {change.state}: there is no {stage.value.replace('_', ' ')} work to confirm"
+        if step is not None and not step_of_a_dead_run(events_for(session, change.key), step):
+            return (f"step {step} of {change.key} is not waiting for anyone: it finished, or its run is still "
+                    "running it (answer for a step only once its run died)")
         identity = self._identities.refusal(change, person, code, Act.confirm_work)
         if identity is not None:
             return identity

@@ -8,11 +8,13 @@ from ._audit import (
     canonical_json,
     chain_rows,
     decode_data,
+    HASH_SCHEME,
     event_hash,
     events_for,
     verify_chain,
     verify_rows,
 )
+from ._bound_records import STAMP_COLUMNS, approval_mismatches, derived_columns, window_mismatches
 from ._checklist_store import insert_result
 from ._checkpoint_log import CheckpointLog, chain_hashes_at, chain_head
 from ._db import Database
@@ -25,6 +27,8 @@ from ._row_bindings import (
     CONTENT,
     ROWS,
     change_content_digest,
+    content_values,
+    digest_of_content,
     checklist_rows_bound,
     measurement_rows_bound,
     rows_against_events,
@@ -47,6 +51,8 @@ __all__ = [
     "CONTENT",
     "ROWS",
     "change_content_digest",
+    "content_values",
+    "digest_of_content",
     "checklist_rows_bound",
     "measurement_rows_bound",
     "rows_against_events",
@@ -75,6 +81,11 @@ __all__ = [
     "chain_head",
     "decode_cursor",
     "decode_data",
+    "HASH_SCHEME",
+    "STAMP_COLUMNS",
+    "approval_mismatches",
+    "derived_columns",
+    "window_mismatches",
     "event_hash",
     "events_for",
     "head_revision",

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from sqlalchemy import String, bindparam, cast, func, insert, select, update
 from sqlmodel import Session
 
+from ..domain import control_character
 from ._tables import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
@@ -29,6 +30,19 @@ def _iso(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Scheme 1 joined the fields with \x1f, unescaped: a name holding \x1f let bytes move between fields without
+# changing the hash (issue 28). Scheme 2 gives each field its length (None apart from ""), under a tag naming
+# the scheme, so the encoding splits one way only. Events hashed under scheme 1 still verify: a chain switches
+# once, at the first event a scheme-2 writer appended, and nothing after that switch verifies under scheme 1.
+HASH_SCHEME = 2
+_SCHEME_TAG = "changeflow-audit/2;"
+_LEGACY_SEPARATOR = "\x1f"
+
+
+def _sized(value: str | None) -> str:
+    return "~" if value is None else f"{len(value)}:{value}"
+
+
 def event_hash(
     seq: int,
     change_key: str | None,
@@ -39,13 +53,30 @@ def event_hash(
     to_state: str | None,
     data: str,
     prev_hash: str,
+    scheme: int = HASH_SCHEME,
 ) -> str:
     """`occurred_at` as a datetime, or already in the canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ."""
     when = occurred_at if isinstance(occurred_at, str) else _iso(occurred_at)
-    encoded = "\x1f".join(
-        (str(seq), change_key or "", when, actor, action, from_state or "", to_state or "", data, prev_hash)
-    )
+    if scheme == 1:
+        encoded = _LEGACY_SEPARATOR.join(
+            (str(seq), change_key or "", when, actor, action, from_state or "", to_state or "", data, prev_hash))
+    else:
+        encoded = (f"{_SCHEME_TAG}{len(str(seq))}:{seq}{_sized(change_key)}{len(when)}:{when}{_sized(actor)}"
+                   f"{_sized(action)}{_sized(from_state)}{_sized(to_state)}{_sized(data)}{_sized(prev_hash)}")
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _legacy_hash_holds(seq: int, change_key: str | None, occurred_at: datetime | str, actor: str, action: str,
+                       from_state: str | None, to_state: str | None, data: str, prev_hash: str, digest: str) -> str:
+    """Why an event that does not verify under scheme 2 is not a good scheme-1 event either ("" when it is)."""
+    if event_hash(seq, change_key, occurred_at, actor, action, from_state, to_state, data, prev_hash,
+                  scheme=1) != digest:
+        return f"event {seq} was altered (its hash does not match its content)"
+    if any(_LEGACY_SEPARATOR in (field or "") for field in (change_key, actor, action, from_state, to_state, data)):
+        # Under scheme 1 such an event's bytes can be moved between its fields without changing its hash.
+        return (f"event {seq} is hashed under scheme 1 and a field holds its separator \\x1f: what its fields "
+                "say cannot be told from the hash")
+    return ""
 
 
 def _canonical_time_sql(dialect: str):
@@ -102,6 +133,12 @@ def append_event(
 
     Core statements rather than ORM objects: this runs in every write and the ORM unit of work tripled its cost.
     """
+    for field, value in (("actor", actor), ("action", action), ("change_key", change_key),
+                         ("from_state", from_state), ("to_state", to_state)):
+        found = control_character(value or "")
+        if found:
+            # The services refuse such a name at input; this is the last line, so no event ever carries one.
+            raise ValueError(f"audit event {field}: contains a control character ({found})")
     head_seq, head_hash = lock_chain(session)
     occurred_at = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     encoded = canonical_json(data or {})
@@ -132,6 +169,7 @@ class VerifyResult:
     count: int
     first_broken_seq: int | None = None
     reason: str = ""
+    legacy_events: int = 0  # events before the switch to HASH_SCHEME, verified under scheme 1
 
 
 _VERIFY_COLUMNS = (
@@ -154,13 +192,23 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None,
     event that does not link. `count` is the seq of the last event that verified."""
     expected_seq, prev = start[0] + 1, start[1]
     count = start[0]
+    # Once an event verified under the current scheme, every later one must: a scheme-1 hash after the switch is
+    # an event written by something else than changeflow.
+    switched, legacy = False, 0
     for seq, change_key, occurred_at, actor, action, from_state, to_state, data, prev_hash, digest in rows:
         if seq != expected_seq:
             return VerifyResult(False, count, expected_seq, f"event {expected_seq} is missing (next stored is {seq})")
         if prev_hash != prev:
             return VerifyResult(False, count, seq, f"event {seq} does not link to event {seq - 1}")
-        if event_hash(seq, change_key, occurred_at, actor, action, from_state, to_state, data, prev_hash) != digest:
-            return VerifyResult(False, count, seq, f"event {seq} was altered (its hash does not match its content)")
+        if event_hash(seq, change_key, occurred_at, actor, action, from_state, to_state, data, prev_hash) == digest:
+            switched = True
+        else:
+            problem = ("" if not switched else f"event {seq} was altered (its hash does not match its content)") \
+                or _legacy_hash_holds(seq, change_key, occurred_at, actor, action, from_state, to_state, data,
+                                      prev_hash, digest)
+            if problem:
+                return VerifyResult(False, count, seq, problem)
+            legacy += 1
         prev, expected_seq, count = digest, seq + 1, count + 1
     if head is not None and tuple(head) != (count, prev):
         # Name the first event that is wrong: past the head when events were appended behind its back, the
@@ -170,7 +218,7 @@ def verify_rows(rows: Iterable[tuple], head: tuple[int, str] | None,
             False, count, first_wrong, f"the chain ends at event {count} but the head records event {head[0]}"
             + (" with another hash" if count == head[0] else "")
         )
-    return VerifyResult(True, count)
+    return VerifyResult(True, count, legacy_events=legacy)
 
 
 def _chain_columns(session: Session) -> list:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlmodel import Session
 
+from ..domain import CLEARED_BY_AMENDMENT, OUTCOME_OF_STATE, STAMPED_BY_TRANSITION
+from ._bound_records import approval_row_problems, window_problems
 from ._row_bindings import bound_row_problems, content_problems
 from ._tables import Approval, AuditEvent, ChangeRequest
 
@@ -74,12 +76,61 @@ def record_problems(session: Session, changes: ColumnElement[bool] | None = None
                  for seq, key, actor, action in missing_rows[:SHOWN]]
     problems += _more(missing_rows, "decision events whose approvals row is gone")
 
+    problems += _stamp_problems(session, scope, of_change)
+    problems += approval_row_problems(session, changes)
+    problems += window_problems(session)
+
     edited = list(content_problems(session, changes))
     problems += edited[:SHOWN] + _more(edited, "changes whose content the audit trail does not record")
     unbound = list(bound_row_problems(session, changes))
     problems += unbound[:SHOWN] + _more(unbound, "checklist results and canary measurements the chain does not "
                                                  "vouch for")
     return problems
+
+
+def _stamp_problems(session: Session, scope: ColumnElement[bool], of_change: ColumnElement[bool]) -> list[str]:
+    """The outcome and the time columns a report reads (lead time, failure rate, time to restore, approval wait),
+    each derived again from the events that set it: one pass over the changes, a lookup per column."""
+    def last_into(states, column=AuditEvent.occurred_at):
+        into = AuditEvent.to_state.in_(sorted(s.value for s in states))  # type: ignore[union-attr]
+        return (select(column).where(of_change, AuditEvent.action == "transition", into)
+                .order_by(AuditEvent.seq.desc()).limit(1).scalar_subquery())  # type: ignore[attr-defined]
+
+    filed_at = (select(AuditEvent.occurred_at).where(of_change, AuditEvent.action == "submitted")
+                .order_by(AuditEvent.seq).limit(1).scalar_subquery())  # type: ignore[attr-defined]
+    amended = (select(func.max(AuditEvent.seq)).where(of_change, AuditEvent.action == "change_amended")
+               .scalar_subquery())
+
+    def stamped(column: str, states) -> ColumnElement:
+        if column not in CLEARED_BY_AMENDMENT:
+            return last_into(states)
+        # Cleared by an amendment after the transition that set it.
+        return case((func.coalesce(amended, 0) > func.coalesce(last_into(states, AuditEvent.seq), 0), None),
+                    else_=last_into(states))
+
+    recorded = {"created_at": filed_at,
+                **{column: stamped(column, states) for column, states in STAMPED_BY_TRANSITION.items()},
+                "outcome": case({state.value: outcome for state, outcome in OUTCOME_OF_STATE.items()},
+                                value=last_into(OUTCOME_OF_STATE, AuditEvent.to_state))}
+    columns = list(recorded)
+    rows = session.execute(
+        select(ChangeRequest.key, *(getattr(ChangeRequest, c) for c in columns), *recorded.values())
+        .where(scope, or_(*(getattr(ChangeRequest, c).is_distinct_from(recorded[c]) for c in columns)))
+        .order_by(ChangeRequest.id)).all()
+    found = []
+    for key, *values in rows:
+        stored, derived = values[:len(columns)], values[len(columns):]
+        for column, value, expected in zip(columns, stored, derived):
+            if value != expected:
+                found.append(f"change {key}: its row says {column} {_shown(value)} but its events record "
+                             f"{_shown(expected)}: it was edited outside changeflow")
+    return found[:SHOWN] + _more(found, "change columns the audit trail does not record")
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f UTC") if hasattr(value, "strftime") else str(value)
 
 
 def _more(rows: list, what: str) -> list[str]:

@@ -63,6 +63,16 @@ def change_content_digest(change: ChangeRequest) -> str:
     return _content_digest([getattr(change, name) for name in CONTENT_FIELDS])
 
 
+def content_values(change: ChangeRequest) -> list:
+    """The CONTENT_FIELDS' values as JSON holds them: what an offline bundle carries to check the digest."""
+    return [_plain(getattr(change, name)) for name in CONTENT_FIELDS]
+
+
+def digest_of_content(values: Iterable) -> str:
+    """The content digest of values from a row object, a plain result row or a bundle."""
+    return _content_digest(values)
+
+
 def _content_digest(values: Iterable) -> str:
     """Of the CONTENT_FIELDS' values, in that order (from a row object or a plain result row)."""
     return _digest([_plain(value) for value in values])

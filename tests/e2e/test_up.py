@@ -21,6 +21,7 @@ from cli.dev import free_port
 from endpoint import signed_click
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.flows
 
@@ -65,6 +66,20 @@ def wait_for_message(inbox: Path, event: str, pattern: str, timeout_s: float = 6
             return found[-1].group(0)
         assert time.monotonic() < deadline, f"no {event} message in {inbox}: {messages}"
         time.sleep(0.3)
+
+
+def stack_processes(home: Path) -> dict[str, int]:
+    """The process id of each role `up` runs, as its stack file says (rewritten when it starts one again)."""
+    return json.loads((home / "stack.json").read_text())["processes"]
+
+
+def serves(url: str | None) -> bool:
+    if url is None:
+        return True
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
@@ -129,11 +144,20 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
                if n.state == "sent" and n.event == "approval_requested"} != {"alice", "bob", "carol", "frank"}:
             assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
             time.sleep(0.3)
+        # Issue 28: `up` supervises what it started. kill -9 of the endpoint, the worker and the server: each is
+        # back within 10 s, and the change waiting at its gate goes on below, through all three.
+        approvals = f"http://127.0.0.1:{endpoint_port}"
+        for name, answers in (("endpoint", f"{approvals}/livez"), ("worker", None), ("server", f"{base}/api/health")):
+            killed = stack_processes(home)[name]
+            os.kill(killed, signal.SIGKILL)
+            wait_until(lambda: stack_processes(home).get(name, killed) != killed and serves(answers), 10,
+                       f"the {name} to be started again")
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+        assert (tmp_path / "up.log").read_text().count("exited: started again") == 3
         code = services.approvals.approval_code_for(change.key, "alice")
         assert code in Path(printed["alice"]).read_text()  # her own channel: her code
         assert code not in (home / "logs" / "worker.log").read_text()  # the console, which everyone reads: never
         # Alice approves from the link in her inbox, Bob with a click Slack signed; the run continues past its gate.
-        approvals = f"http://127.0.0.1:{endpoint_port}"
         link = wait_for_message(Path(printed["alice"]), "approval_requested", re.escape(approvals) + r"/a/\S+")
         form_token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(link, timeout=10).text).group(1)
         decided = httpx.post(link, data={"form_token": form_token, "decision": "approve"}, timeout=30)

@@ -84,6 +84,35 @@ def test_a_step_killed_mid_way_is_never_run_again_blindly_a_person_says_whether_
         assert verify_chain(session).ok
 
 
+def test_a_step_of_a_live_run_is_not_asked_about_and_an_answer_about_it_is_refused(flow_stack):
+    """Issue 28: `pending` listed every started step as interrupted while its run was running it, and `changeflow
+    work --step --failed` was accepted for a step that then succeeded."""
+    import json
+    import subprocess
+    import sys
+
+    service = "live-step"
+    run_id = submit(standard_request(title="a long step", service=service, template="gated-step",
+                                     implementation_plan="", rollback_plan=""))
+    change = flow_stack.wait_for(run_id, lambda c: c.state == "implementing", timeout_s=90, what="implementing")
+    wait_until(lambda: steps_run(flow_stack, service), 60, "the step to start")
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    listed = subprocess.run([changeflow, "pending", "--json"], env=flow_stack.stack.env, capture_output=True,
+                            text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert not [r for r in json.loads(listed.stdout) if r["key"] == change.key and "step" in r["waiting_for"]]
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)
+    answer = subprocess.run([changeflow, "work", change.key, "implemented", "--step", "1", "--failed", "--note",
+                             "it did not work", "--as", "grace", "--code", code],
+                            env=flow_stack.stack.env, capture_output=True, text=True)
+    assert answer.returncode == 1 and "is not waiting for anyone" in answer.stdout + answer.stderr, answer
+    (flow_stack.home / f"finish-{service}").touch()
+    assert final_run_state(run_id, timeout_s=120).is_completed()
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    assert not [e for e in done.events if e.action == "work_confirmed"]
+
+
 def test_an_idempotent_step_killed_mid_way_runs_again_by_itself(flow_stack):
     run_id, change = crash_mid_step(flow_stack, "slow-idempotent-step", "crash-at-least-once")
     assert final_run_state(run_id, timeout_s=150).is_completed()

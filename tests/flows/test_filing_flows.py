@@ -10,12 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from models import Act, ChangeRequest, utcnow
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_flows import final_run_state, notifications_for, submit, wait_paused
-from tests.helpers import standard_request
+from tests.helpers import backdated, standard_request
 
 pytestmark = pytest.mark.flows
 
@@ -60,10 +59,8 @@ def test_a_filing_nobody_confirms_is_cancelled_by_the_sweep_and_its_run_ends(flo
 
     run_id, change = filed(flow_stack, "filed by someone pretending to be grace")
     assert cancel_unconfirmed_filings() == 0, "within confirm_filing_within (1 day) it waits"
-    with flow_stack.services.db.write() as session:
-        session.execute(update(ChangeRequest).where(ChangeRequest.key == change.key)
-                        .values(created_at=utcnow() - timedelta(days=1, minutes=1)))
-    assert cancel_unconfirmed_filings() == 1
+    with backdated(flow_stack.services.db, change.key, created_at=utcnow() - timedelta(days=1, minutes=1)):
+        assert cancel_unconfirmed_filings() == 1
     assert final_run_state(run_id, timeout_s=90).is_completed()
     cancelled = flow_stack.services.changes.view(change.key)
     assert cancelled.state == "cancelled"

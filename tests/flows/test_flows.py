@@ -12,12 +12,12 @@ from uuid import UUID
 import pytest
 from prefect import get_client
 from prefect.deployments import run_deployment
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 from flows import ResumeRefused, paused_key, resume_with_input
 from models import Act, ChangeRequest, Notification
 from models import utcnow
-from tests.helpers import emergency_request, major_request, standard_request
+from tests.helpers import backdated, emergency_request, major_request, standard_request
 
 pytestmark = pytest.mark.flows
 
@@ -189,8 +189,8 @@ def test_expired_gate_ends_as_expired(flow_stack):
     run_id = submit(emergency_request(title="flow: expires"))
     change = awaiting(flow_stack, run_id)
     # Travel in time: the approval was requested two hours ago (the emergency SLA is one hour).
-    _backdate(flow_stack, change.key, timedelta(hours=2))
-    sweep = run_deployment("approval-escalation/every-minute", timeout=90)
+    with _backdate(flow_stack, change.key, timedelta(hours=2)):
+        sweep = run_deployment("approval-escalation/every-minute", timeout=90)
     assert sweep.state.is_completed()
     assert flow_stack.services.changes.get(change.key).state == "expired"
     assert final_run_state(run_id).is_cancelled()
@@ -198,24 +198,23 @@ def test_expired_gate_ends_as_expired(flow_stack):
     assert expired_notices == {"bob", "erin"}
 
 
-def _backdate(flow_stack, key: str, waited: timedelta) -> None:
-    with flow_stack.services.db.write() as session:
-        session.execute(update(ChangeRequest).where(ChangeRequest.key == key)
-                        # the sweep's schedule travels too: due now, it recomputes the next moment itself
-                        .values(approval_requested_at=utcnow() - waited, escalation_due_at=utcnow() - waited))
+def _backdate(flow_stack, key: str, waited: timedelta):
+    # The sweep's schedule travels too: due now, it recomputes the next moment itself.
+    return backdated(flow_stack.services.db, key, approval_requested_at=utcnow() - waited,
+                     escalation_due_at=utcnow() - waited)
 
 
 def test_unanswered_gate_escalates_up_the_ladder_once_per_rung(flow_stack):
     run_id = submit(emergency_request(title="flow: escalates", requester="grace"))
     change = awaiting(flow_stack, run_id)
-    _backdate(flow_stack, change.key, timedelta(minutes=35))
-    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    with _backdate(flow_stack, change.key, timedelta(minutes=35)):
+        assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
     reminders = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "approval_reminder"]
     assert sorted((n["recipient"], n["idempotency_key"].rsplit(":", 1)[1]) for n in reminders) == [
         ("bob", "1-L1-oncall_primary"), ("carol", "1-L2-oncall_secondary")]
     assert "has waited 35 min for approval" in reminders[0]["subject"]
-    _backdate(flow_stack, change.key, timedelta(minutes=125))
-    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    with _backdate(flow_stack, change.key, timedelta(minutes=125)):
+        assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
     rungs = {n["idempotency_key"].rsplit(":", 1)[1] for n in notifications_for(flow_stack, change.key)
              if n["event"] == "approval_reminder"}
     # P1 emergency: the executive rung applies; every rung was written exactly once (the key is unique).

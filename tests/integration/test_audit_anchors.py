@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from models import Act, AuditAnchors, AuditEvent, GENESIS_HASH, Settings, event_hash, verify_chain
-from tests.helpers import approve, standard_request
+from tests.helpers import approve, lift_guards, rewrite_history, standard_request, verify_offline
 
 
 def _history(services, changes: int = 2) -> None:
@@ -18,42 +18,6 @@ def _history(services, changes: int = 2) -> None:
         change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
         approve(services, change.key, "alice")
         approve(services, change.key, "bob")
-
-
-def _lift_guards(conn, dialect: str) -> None:
-    if dialect == "sqlite":
-        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
-        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
-    else:
-        conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
-
-
-def rewrite_history(db, *statements: str) -> None:
-    """The insider: lift the guards, edit, then recompute every hash from the first event and move audit_head,
-    so that the chain on its own verifies again."""
-    with db.write_engine.connect() as conn:
-        _lift_guards(conn, db.dialect)
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-        # prev_hash is unique (no forks): park every link on a placeholder before re-linking.
-        conn.exec_driver_sql("UPDATE audit_events SET prev_hash = 'parked-' || CAST(seq AS VARCHAR(20)), "
-                             "hash = 'parked-' || CAST(seq AS VARCHAR(20))")
-        conn.commit()
-    with db.read() as session:
-        events = list(session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
-        rows = [(e.seq, e.change_key, e.occurred_at, e.actor, e.action, e.from_state, e.to_state, e.data)
-                for e in events]
-    with db.write_engine.connect() as conn:
-        prev = GENESIS_HASH
-        for number, (seq, change_key, occurred_at, actor, action, from_state, to_state, data) in enumerate(rows, 1):
-            digest = event_hash(number, change_key, occurred_at, actor, action, from_state, to_state, data, prev)
-            conn.exec_driver_sql("UPDATE audit_events SET seq = %s, prev_hash = '%s', hash = '%s' WHERE seq = %s"
-                                 % (number, prev, digest, seq))
-            prev = digest
-        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {len(rows)}, hash = '{prev}' WHERE id = 1")
-        conn.commit()
-    with db.read() as session:
-        assert verify_chain(session).ok, "the rewrite must fool the chain alone"
 
 
 ATTACKS = {
@@ -304,7 +268,7 @@ def test_an_edit_that_leaves_the_hashes_alone_is_caught_by_the_full_verification
     _history(services)
     cli_env("audit", "checkpoint")
     with insider.write_engine.connect() as conn:
-        _lift_guards(conn, insider.dialect)
+        lift_guards(conn, insider.dialect)
         # The policy decision (event 2): an edit the row reconciliation has nothing to compare with.
         conn.exec_driver_sql("UPDATE audit_events SET data = '{}' WHERE seq = 2")
         conn.commit()
@@ -342,19 +306,6 @@ def _bundle(services, cli_env, tmp_path):
     exported = cli_env("audit", "export", bundle, "--since", "2020-01-01T00:00:00Z")
     assert exported.exit_code == 0, exported.output
     return bundle
-
-
-def verify_offline(bundle, *extra) -> "subprocess.CompletedProcess":
-    """`changeflow audit verify-bundle` as an external auditor runs it: no HOME, no database, no secret."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHANGEFLOW_", "PREFECT_"))}
-    env["CHANGEFLOW_HOME"] = str(bundle.parent / "auditor-home-that-does-not-exist")
-    return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "audit", "verify-bundle", str(bundle),
-                           *extra], env=env, capture_output=True, text=True)
 
 
 def test_an_exported_bundle_verifies_offline_and_names_what_was_edited_in_it(services, cli_env, tmp_path):
