@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from . import _audit, _calendar, _changes, _decisions, _delegations, _doctor, _notifications, _setup, _wait
@@ -37,6 +39,9 @@ app.command()(worker)
 def _find_the_stack(ctx: typer.Context) -> None:
     """Before any command: a Prefect server started by `changeflow up` in another shell is the one to use
     (`up` and `demo` start their own)."""
+    # What changeflow and the processes it starts write (its config, databases, Prefect's, the logs) is its owner's
+    # alone, whatever the umask (issue 28: under umask 000 the config directory was 0777).
+    os.umask(os.umask(0) | 0o077)
     settings = exits_cleanly(checked_settings)()  # a bad CHANGEFLOW_ variable: exit 2 naming it, for every command
     if ctx.invoked_subcommand in ("up", "demo", "worker"):  # (a worker is started with its stack's address)
         return

@@ -116,6 +116,10 @@ def audit_checkpoint() -> None:
                       f"no signing key at {ctx.settings.signing_key_file}: run `changeflow init`")
         return
     console.print(f"checkpoint signed: event {checkpoint.seq} {checkpoint.hash[:16]}... -> {ctx.anchors.log.path}")
+    if ctx.notifier.witness(checkpoint):
+        report = ctx.notifier.deliver()
+        console.print(f"sent to {report.sent} witness(es)" + (f", {report.retrying} to retry by the sweep"
+                                                                if report.retrying else ""))
 
 
 def prefect_checkpoints() -> list[Checkpoint]:
@@ -149,13 +153,18 @@ def audit_verify_bundle(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A bundle from `changeflow audit export`."),
     public_key: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                               help="The audit public key you hold (default: the bundle's own)."),
+    witness: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                           help="The checkpoints a witness received (its webhook bodies or "
+                                                "mailbox file, one JSON object a line): a chain rewritten and its "
+                                                "checkpoints signed again fails against them."),
 ) -> None:
     """Check a bundle with no database: the chain from its signed anchor, every checkpoint, the rows. Exit 1
     naming the first problem."""
-    report = verify_bundle(file, public_key.read_bytes() if public_key else None)
+    report = verify_bundle(file, public_key.read_bytes() if public_key else None, witness)
     for problem in report.problems:
         print_error(f"bundle: {problem}")
     if report.problems:
         raise typer.Exit(1)
     console.print(f"bundle intact: {report.events} events, {report.checkpoints} checkpoints hold (key "
-                  f"{report.key_id}); {report.unanchored} events after the last checkpoint are not anchored")
+                  f"{report.key_id}); {report.unanchored} events after the last checkpoint are not anchored"
+                  + (f"; {report.witnessed} checkpoints agree with the witness" if witness else ""))

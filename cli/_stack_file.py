@@ -21,10 +21,14 @@ def write_stack_file(home: Path, *, api_url: str, ui_url: str, basic_auth: bool 
     """`processes`: the process id of each role the stack runs (api-1, services, worker-2, ...);
     `api_replicas`: the API address of each replica behind the load balancer (`up --distributed`)."""
     path = stack_file(home)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written aside, then renamed over the old one: `up` rewrites it when it starts a process again, and a reader
+    # (another command, an operator's script) must never find it half written.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump({"api_url": api_url, "ui_url": ui_url, "pid": os.getpid(), "basic_auth": basic_auth,
                    "processes": processes or {}, "api_replicas": api_replicas or []}, fh)
+    os.replace(partial, path)
     return path
 
 

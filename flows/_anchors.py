@@ -1,6 +1,7 @@
 """The second anchor of the audit chain: each signed checkpoint is also published as a Prefect artifact
 (`audit-checkpoint`), kept by the Prefect server in its own database, which the change database's writer
-cannot reach. `changeflow audit verify --prefect` reads them back (issue 14)."""
+cannot reach. `changeflow audit verify --prefect` reads them back (issue 14). The third: the directory's
+witnesses receive each one (issue 28)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def anchor_checkpoint() -> Checkpoint | None:
     if checkpoint is not None:
         create_table_artifact(key=ARTIFACT_KEY, table=[checkpoint.to_dict()],
                               description=f"Signed checkpoint of the audit chain at event {checkpoint.seq}")
+        runtime().notifier.witness(checkpoint)  # the third anchor, out of HOME's reach; the sweep delivers it
     return checkpoint
 
 

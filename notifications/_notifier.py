@@ -3,14 +3,19 @@ delivery through the outbox."""
 
 from __future__ import annotations
 
+import html
+import json
 from datetime import datetime, timedelta
 
-from models import ChangeRequest, Services, Settings
+from models import ChangeRequest, Checkpoint, Services, Settings
 
 from ._channels import Channel, default_channels
 from ._outbox import Outbox, enqueue, idempotency_key
 from ._secrets import CODE, LINK, PersonalSecrets
-from ._templates import TemplateRenderer
+from ._templates import Rendered, TemplateRenderer
+
+# The event of a checkpoint sent to a witness.
+WITNESSED = "audit_checkpoint"
 
 
 def run_url(settings: Settings, flow_run_id: str | None) -> str:
@@ -130,6 +135,21 @@ class Notifier:
                            **({"code": CODE} if personal_code else {})})
             for person in people
         )
+
+    def witness(self, checkpoint: Checkpoint) -> int:
+        """Send a signed audit checkpoint to every witness of the directory (issue 28), once each: the text is the
+        checkpoint's JSON line, what `audit verify-bundle --witness` reads back."""
+        line = json.dumps(checkpoint.to_dict(), sort_keys=True)
+        rendered = Rendered(subject=f"changeflow audit checkpoint at event {checkpoint.seq}", text=line,
+                            markdown=f"`{line}`", html=f"<pre>{html.escape(line)}</pre>")
+        written = 0
+        with self.services.db.write() as session:
+            for name, channel in self.services.org.directory.witnesses.items():
+                recipient = f"witness:{name}"
+                written += enqueue(session, key=idempotency_key(None, WITNESSED, recipient, checkpoint.seq),
+                                   change_key=None, event=WITNESSED, recipient=recipient,
+                                   channel=channel.model_dump(exclude_none=True), rendered=rendered)
+        return written
 
     def deliver(self, change_key: str | None = None):
         return self.outbox.deliver_due(change_key=change_key)

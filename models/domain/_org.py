@@ -76,6 +76,11 @@ class Directory(Strict):
         default_factory=list,
         description="Names that file changes on their own (the scheduled maintenance): they may request, never "
         "approve, confirm or start anything")
+    witnesses: dict[Name, Channel] = Field(
+        default_factory=dict,
+        description="Where each signed audit checkpoint is also sent (an auditor's webhook, mailbox or a file "
+        "outside HOME): `audit verify-bundle --witness` checks a bundle against what they received, which "
+        "whoever can write HOME cannot re-sign")
 
     def person_with_slack_id(self, slack_user_id: str) -> str | None:
         return next((name for name, person in self.people.items() if person.slack_user_id == slack_user_id), None)

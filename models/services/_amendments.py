@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from ..domain import (
+    IllegalTransition,
     CLEARED_BY_AMENDMENT,
     checked_name,
     checked_text,
@@ -63,8 +64,13 @@ class AmendmentService:
                         uow.directory_for(session, change).holds(person, role) for role in roles):
                     refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
                 if refusal is None:
-                    return uow.apply_transition(session, change, ChangeState.cancelled, person,
-                                                f"cancelled by {person}: {reason}", change.version)
+                    try:
+                        return uow.apply_transition(session, change, ChangeState.cancelled, person,
+                                                    f"cancelled by {person}: {reason}", change.version)
+                    except IllegalTransition as exc:
+                        # Past the point of cancelling (a rejection got there first): refused on the record too,
+                        # as every other refused withdrawal (issue 28).
+                        refusal = str(exc)
                 append_event(session, actor=person or "unknown", action=AuditAction.cancel_refused.value,
                              change_key=change.key, data={"refusal": refusal, "reason": reason}, at=uow.clock())
             raise PolicyViolation(f"cancel: {refusal}")

@@ -73,6 +73,7 @@ class BundleReport:
     checkpoints: int
     unanchored: int
     problems: list[str] = field(default_factory=list)
+    witnessed: int = 0  # checkpoints a witness received that the bundle was checked against
 
     @property
     def ok(self) -> bool:
@@ -143,8 +144,9 @@ def _canonical(value: object) -> object:
     return value
 
 
-def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleReport:
-    """Everything checked from the file alone (and, if given, the public key the auditor holds)."""
+def verify_bundle(path: Path, public_key_pem: bytes | None = None, witness: Path | None = None) -> BundleReport:
+    """Everything checked from the file alone (and, if given, the public key the auditor holds and what a witness
+    received: `witness`, the checkpoints as its webhook or mailbox got them, one JSON object a line)."""
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -179,6 +181,9 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None) -> BundleRepo
     if anchor is not None:
         hashes[anchor.seq] = anchor.hash
     report.problems += checkpoint_problems(checkpoints, key, chain.count, hashes)
+    if witness is not None:
+        report.witnessed, problems = _witness_problems(witness, key, chain.count, hashes, checkpoints)
+        report.problems += problems
     anchored = max([c.seq for c in checkpoints if c.signed_by(key)] + [start[0]])
     report.unanchored = max(chain.count - anchored, 0)
     report.problems += _row_problems(lines)
@@ -263,3 +268,44 @@ def _bound_problems(lines: dict[str, list[dict[str, Any]]], *, every_event: bool
                                    if e["action"] == "policy_decision" and e["change_key"] is None),
                                   windows, every_event=every_event)
     return problems
+
+
+def _witness_problems(path: Path, key: Ed25519PublicKey, chain_length: int, hash_at: dict[int, str],
+                      checkpoints: list[Checkpoint]) -> tuple[int, list[str]]:
+    """The bundle against what a witness received (issue 28): whoever can write HOME can rewrite the database,
+    recompute the chain and re-sign every checkpoint in the file with the same key, and the bundle verifies; the
+    checkpoints a witness received before that still carry the old hashes."""
+    received: list[Checkpoint] = []
+    problems: list[str] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"--witness: cannot read {path} ({exc.strerror})", [("witness", "unreadable")]) from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            # A webhook's body or a file channel's line carries the checkpoint as its text; a bare line is one.
+            received.append(Checkpoint.from_dict(json.loads(record["text"]) if "text" in record else record))
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"witness line {number} is not a checkpoint changeflow sent")
+    in_bundle = {c.seq: c.hash for c in checkpoints}
+    checked = 0
+    for checkpoint in received:
+        when = checkpoint.to_dict()["at"]
+        if not checkpoint.signed_by(key):
+            problems.append(f"the witness's checkpoint of event {checkpoint.seq} ({when}) is not signed by this "
+                            "audit key")
+            continue
+        ours = hash_at.get(checkpoint.seq, in_bundle.get(checkpoint.seq))
+        if checkpoint.seq > chain_length:
+            problems.append(f"the witness received a checkpoint of event {checkpoint.seq} ({when}) but the chain "
+                            f"ends at event {chain_length}: events were deleted")
+        elif ours is None:
+            continue  # older than the bundle's anchor: nothing in the bundle to hold it against
+        elif ours != checkpoint.hash:
+            problems.append(f"the chain's hash at event {checkpoint.seq} is not the one the witness received at "
+                            f"{when}: the events up to it were rewritten and the checkpoints signed again")
+        checked += 1
+    return checked, problems

@@ -120,6 +120,11 @@ class ChangeService:
         return self.query(ChangeFilter(**filters), limit=limit, after=after).items
 
     def query(self, change_filter: ChangeFilter, *, limit: int = 50, after: str | None = None) -> Page:
+        types = self._uow.org.policies.types
+        if change_filter.type is not None and change_filter.type not in types:
+            # A typo would list nothing, silently (issue 28).
+            raise InputError(f"--type: no change type named {change_filter.type!r} ({', '.join(types)})",
+                             [("type", "unknown change type")])
         with self._uow.read() as session:
             return query_changes(session, change_filter, limit=limit, after=after)
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, exists, or_, select
 from sqlmodel import Session
 
-from ..domain import ChangeState, InputError, Moment, RiskLevel, plain_text
+from ..domain import EARLIEST_MOMENT, LATEST_MOMENT, ChangeState, InputError, Moment, RiskLevel, plain_text
 from ._tables import Approval, ChangeRequest
 
 MAX_TEXT = 200
@@ -62,6 +62,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         number = int(change_id)
         if moment.tzinfo is None or not 0 < number < 2**31:
             raise ValueError  # (a larger id overflowed PostgreSQL's INTEGER id column)
+        if not EARLIEST_MOMENT <= moment.astimezone(timezone.utc) < LATEST_MOMENT:
+            raise ValueError  # no change is created there, and the query's time arithmetic overflowed (issue 28)
         return moment, number
     except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise InputError("--after: not a cursor printed by a previous page", [("after", "invalid cursor")]) from None

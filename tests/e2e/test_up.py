@@ -154,6 +154,10 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
                        f"the {name} to be started again")
             assert up.poll() is None, (tmp_path / "up.log").read_text()
         assert (tmp_path / "up.log").read_text().count("exited: started again") == 3
+        # Issue 28: Prefect's database and the logs were 0644 (inside a 0700 HOME): now its owner's alone.
+        shared = {str(p): oct(p.stat().st_mode & 0o777) for folder in ("logs", "prefect")
+                  for p in (home / folder).rglob("*") if p.is_file() and p.stat().st_mode & 0o077}
+        assert shared == {}, shared
         code = services.approvals.approval_code_for(change.key, "alice")
         assert code in Path(printed["alice"]).read_text()  # her own channel: her code
         assert code not in (home / "logs" / "worker.log").read_text()  # the console, which everyone reads: never

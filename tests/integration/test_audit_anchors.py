@@ -350,3 +350,41 @@ def test_a_bundle_carries_the_checklist_results_and_measurements_and_names_an_ed
         edited.write_text("\n".join(lines[:index] + [lines[index].replace(needle, replace)] + lines[index + 1:]))
         result = verify_offline(edited)
         assert result.returncode == 1 and named in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_a_checkpoint_file_signed_again_after_a_rewrite_passes_verify_but_not_the_witness(services, insider, cli_env,
+                                                                                         tmp_path):
+    """Issue 28: whoever can write HOME holds the signing key: they rewrite the database, re-chain it and sign
+    the checkpoint file again, and `audit verify` and `verify-bundle` pass. The witness kept what it received."""
+    import yaml
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from models import CheckpointLog, chain_head, restore_guards, sign_checkpoint, utcnow
+
+    witnessed = tmp_path / "auditor" / "witness.jsonl"  # the auditor's mailbox, outside HOME
+    directory_file = Settings().config_dir / "directory.yaml"
+    directory = yaml.safe_load(directory_file.read_text())
+    directory["witnesses"] = {"auditor": {"type": "file", "path": str(witnessed)}}
+    directory_file.write_text(yaml.safe_dump(directory))
+    _history(services)
+    change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
+    with pytest.raises(Exception):
+        approve(services, change.key, change.requester)  # a refusal the insider will erase
+    signed = cli_env("audit", "checkpoint")
+    assert "sent to 1 witness(es)" in signed.output, signed.output
+
+    rewrite_history(insider, *ATTACKS["delete-a-refusal-and-renumber"])
+    restore_guards(insider.write_engine)
+    settings = Settings()
+    key = load_pem_private_key(settings.signing_key_file.read_bytes(), password=None)
+    with insider.read() as session:
+        head = chain_head(session)
+    settings.checkpoint_file.write_text("")
+    CheckpointLog(settings.checkpoint_file).append(sign_checkpoint(key, head[0], head[1], utcnow()))
+    assert cli_env("audit", "verify").exit_code == 0, "HOME's key re-signs what it likes"
+    bundle = tmp_path / "bundle.jsonl"
+    assert cli_env("audit", "export", bundle, "--since", "2020-01-01T00:00:00Z").exit_code == 0
+    assert verify_offline(bundle).returncode == 0
+    against = verify_offline(bundle, "--witness", str(witnessed))
+    assert against.returncode == 1, against.stdout + against.stderr
+    assert "the witness received a checkpoint of event" in against.stdout + against.stderr  # one event gone
