@@ -257,11 +257,11 @@ def test_a_withdrawn_change_frees_its_slot_and_one_being_implemented_cannot_be_w
     again = scheduled(at_t0)  # the same slot on the same service no longer clashes
     clock.at = WINDOW + timedelta(minutes=1)
     at_t0.scheduling.begin_implementation(again.key)
-    from models import IllegalTransition
-
-    with pytest.raises(IllegalTransition):
+    # Refused, and on the record as every refused withdrawal is (issue 28).
+    with pytest.raises(PolicyViolation, match="cannot move from implementing to cancelled"):
         at_t0.amendments.withdraw(again.key, person="grace",
                                   code=code(at_t0, again.key, "grace", Act.withdraw), reason="too late")
+    assert [e.action for e in at_t0.changes.view(again.key).events][-1] == "cancel_refused"
     assert at_t0.amendments.cancel_for_cancelled_run(again.key, "CANCELLED") is None
 
 
