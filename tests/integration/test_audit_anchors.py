@@ -9,7 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from models import Act, AuditAnchors, AuditEvent, GENESIS_HASH, Settings, event_hash, verify_chain
+from models import Act, AuditAnchors, AuditEvent, Settings, event_hash, verify_chain
 from tests.helpers import approve, lift_guards, rewrite_history, standard_request, verify_offline
 
 
