@@ -32,7 +32,7 @@ app = typer.Typer()
 @app.command()
 @exits_cleanly
 def report(
-    name: str = typer.Argument(..., help="dora, compliance or sla."),
+    name: str = typer.Argument(..., help="dora, compliance, sla or refusals."),
     since: Optional[str] = typer.Option(None, help="Start of the range (default: a year before --until)."),
     until: Optional[str] = typer.Option(None, help="End of the range (default: now)."),
     service: Optional[str] = typer.Option(None, help="Only this service."),

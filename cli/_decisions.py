@@ -117,8 +117,9 @@ def work(
     services = context().services
     done = services.work.confirm(key, stage=stage, person=person, code=code, step=step,
                                  outcome=WorkOutcome.failed if failed else WorkOutcome.done, note=note)
-    nudged = nudge_run(services.changes.get(key), "work", work_gate(stage, step))
-    console.print(f"{key.upper()} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
+    change = services.changes.get(key)
+    nudged = nudge_run(change, "work", work_gate(stage, step))
+    console.print(f"{change.key} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 
 

@@ -20,7 +20,7 @@ ReportName = Literal[tuple(REPORTS)]  # type: ignore[misc]
 
 @flow(name="audit-report", log_prints=True)
 def audit_report(
-    report: Annotated[ReportName, Field(description="dora, compliance or sla")] = "compliance",  # type: ignore[valid-type]
+    report: Annotated[ReportName, Field(description="dora, compliance, sla or refusals")] = "compliance",  # type: ignore[valid-type]
     since: Annotated[datetime | None, Field(description="Start of the range (default: a year ago)")] = None,
     until: Annotated[datetime | None, Field(description="End of the range (default: now)")] = None,
     service: Annotated[str | None, Field(description="Only this service")] = None,

@@ -187,7 +187,7 @@ from ._audience import (
     stakeholders,
 )
 from ._org import url_problem
-from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character,
+from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character, format_key, typed_key,
                       name_problem, plain_text, within_range)
 from ._work import (
     WorkOutcome,
@@ -359,6 +359,8 @@ __all__ = [
     "name_problem",
     "checked_name",
     "checked_text",
+    "format_key",
+    "typed_key",
     "TEXT_LIMIT",
     "within_range",
     "url_problem",

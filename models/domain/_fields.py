@@ -15,6 +15,19 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
 
 
+def format_key(number: int) -> str:
+    """A change's key: CHG-000042."""
+    return f"CHG-{number:06d}"
+
+
+def typed_key(text: str) -> str:
+    """The change key a person typed, as stored: `CHG-000042`, `chg-42` and `42` are one change (issue 30:
+    `changeflow show 42` found nothing and gave no hint)."""
+    raw = text.strip().upper()
+    number = raw.removeprefix("CHG-")
+    return format_key(int(number)) if number.isdigit() and len(number) <= 9 else raw
+
+
 def parse_duration(value: object) -> object:
     """'15m', '48h', '7d', '2w' -> timedelta (other forms are left to pydantic)."""
     if isinstance(value, str):

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from ..domain import (
+    typed_key,
     checked_name,
     checked_text,
     IllegalTransition,
@@ -207,7 +208,7 @@ class ApprovalService:
             with self._uow.read() as session:
                 return self.filing_confirmed(key, session=session)
         return any(e.action in (AuditAction.filing_confirmed.value, AuditAction.policy_decision.value)
-                   for e in events_for(session, key.upper()))
+                   for e in events_for(session, typed_key(key)))
 
     def _ask_for_approvals(self, session: Session, change: ChangeRequest, actor: str) -> ChangeRequest:
         uow = self._uow

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..domain import (
+    typed_key,
     checked_name,
     checked_text,
     Act,
@@ -45,7 +46,7 @@ class CanaryService:
             session.add_all(CanaryMeasurement(change_key=change.key, **row) for row in rows)
 
     def measurements(self, key: str, *, step: int | None = None) -> list[CanaryMeasurement]:
-        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == key.upper())
+        stmt = select(CanaryMeasurement).where(CanaryMeasurement.change_key == typed_key(key))
         if step is not None:
             stmt = stmt.where(CanaryMeasurement.step == step)
         with self._uow.read() as session:
@@ -55,7 +56,7 @@ class CanaryService:
         """The bake of `step` that stored measurements and decided nothing (its run died mid-bake): the restarted
         run resumes it rather than starting the step over."""
         with self._uow.read() as session:
-            decisions = [decode_data(e) for e in events_for(session, key.upper())
+            decisions = [decode_data(e) for e in events_for(session, typed_key(key))
                          if e.action == AuditAction.canary_decision.value]
         decided = {d.get("bake") for d in decisions if d.get("step") == step}
         bakes = [row.bake for row in self.measurements(key, step=step) if row.bake not in decided]
@@ -83,7 +84,7 @@ class CanaryService:
     def gate_answer(self, key: str, gate: str) -> str | None:
         """The answer on record at a canary gate (the first one counts, as in `confirm`), or None."""
         with self._uow.read() as session:
-            answers = [decode_data(e) for e in events_for(session, key.upper())
+            answers = [decode_data(e) for e in events_for(session, typed_key(key))
                        if e.action == AuditAction.canary_confirmation.value]
         return next((a["answer"] for a in answers if a.get("gate") == gate), None)
 

@@ -8,6 +8,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ..domain import (
+    typed_key,
+    format_key,
     checked_name,
     checked_text,
     Act,
@@ -48,10 +50,6 @@ from ._unit_of_work import UnitOfWork
 
 # Template fields a request may leave empty for its template to fill ({service} is replaced).
 _TEMPLATE_TEXT_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence")
-
-
-def format_key(change_id: int) -> str:
-    return f"CHG-{change_id:06d}"
 
 
 class ChangeService:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ..domain import (Act, AuditAction, ChecklistItem, ItemOutcome, PhaseVerdict, PolicyViolation, checked_name,
-                      checked_text)
+                      checked_text, typed_key)
 from ..storage import ROWS, ChecklistResult, append_event, checklist_rows_bound, decode_data, events_for, insert_result
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -60,7 +60,7 @@ class ChecklistService:
             return written
 
     def check_results(self, key: str, *, phase: str | None = None, step: int | None = None) -> list[ChecklistResult]:
-        stmt = select(ChecklistResult).where(ChecklistResult.change_key == key.upper())
+        stmt = select(ChecklistResult).where(ChecklistResult.change_key == typed_key(key))
         if phase is not None:
             stmt = stmt.where(ChecklistResult.phase == phase)
         if step is not None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain import PHASES, AuditAction, WorkStage
 from sqlalchemy import select
 
+from ..domain import PHASES, AuditAction, WorkStage, typed_key
 from ..storage import ChecklistResult, decode_data, events_for
 from ._unit_of_work import UnitOfWork
 
@@ -93,7 +93,7 @@ class RecoveryService:
             return set()
         with self._uow.read() as session:
             finished = set(session.execute(select(ChecklistResult.phase, ChecklistResult.step, ChecklistResult.item_id)
-                                           .where(ChecklistResult.change_key == key.upper())).tuples())
+                                           .where(ChecklistResult.change_key == typed_key(key))).tuples())
         return started - finished
 
     def begin_rollback(self, key: str, attempt: str) -> None:
@@ -171,7 +171,7 @@ class RecoveryService:
 
     def _events(self, key: str) -> list:
         with self._uow.read() as session:
-            return list(events_for(session, key.upper()))
+            return list(events_for(session, typed_key(key)))
 
     # ---- canaries whose run died ------------------------------------------------------------------------
 

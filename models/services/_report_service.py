@@ -10,7 +10,7 @@ from typing import Any, Callable
 from sqlmodel import Session
 
 from ..domain import InputError, Org, utcnow
-from ._reports import compliance, dora, sla
+from ._reports import compliance, dora, refusals, sla
 from ._unit_of_work import UnitOfWork
 
 ReportRows = list[dict[str, Any]]
@@ -41,6 +41,8 @@ REPORTS: dict[str, Report] = {report.name: report for report in (
                                                                           chain_anchor=anchor)),
     Report("sla", ("type", "requested", "approved", "sla_h", "median_h", "max_h", "breaches", "escalations"),
            lambda session, org, since, until, service, _anchor: sla(session, org, since, until, service)),
+    Report("refusals", ("at", "kind", "change", "who", "why"),
+           lambda session, _org, since, until, service, _anchor: refusals(session, since, until, service)),
 )}
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, select, true
 from sqlmodel import Session
 
-from ..domain import Org, change_type, scheduled_windows, utcnow
+from ..domain import AuditAction, Org, change_type, scheduled_windows, utcnow
 from ..storage import (
     Approval,
     AuditEvent,
@@ -125,7 +125,7 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
         stmt = stmt.where(ChangeRequest.service == service)
     implemented = list(session.execute(stmt).scalars())
     keys = [c.key for c in implemented]
-    events = _events(session, keys, ("policy_decision", "review_recorded"))
+    events = _events(session, keys, ("policy_decision", "review_recorded", "early_start"))
     approvals: dict[int, Counter] = defaultdict(Counter)
     for change_id, round_, role in session.execute(
         select(Approval.change_id, Approval.round, Approval.role).where(
@@ -157,7 +157,14 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
         if rules.scheduled:
             in_window = any(w.starts_at <= at < w.ends_at for w in windows) or any(
                 not w.freeze and w.starts_at <= at < w.ends_at and w.service in (None, change.service) for w in ad_hoc)
-            if not in_window:
+            # An early start a person the policy names authorised, with their code, in the round that ran.
+            early = next((e for e in reversed(events[change.key]) if e.action == "early_start"
+                          and decode_data(e).get("round", change.approval_round) == change.approval_round), None)
+            if not in_window and early is not None:
+                findings.append({"kind": "authorised_early_start", "change": change.key,
+                                 "detail": f"implemented {at:%a %Y-%m-%d %H:%M} UTC before its window, started early "
+                                           f"by {early.actor}: {decode_data(early).get('reason') or 'no reason'}"})
+            elif not in_window:
                 findings.append({"kind": "outside_window", "change": change.key,
                                  "detail": f"implemented {at:%a %Y-%m-%d %H:%M} UTC, outside any maintenance window"})
         if rules.always_reviewed and change.ended_at is not None:
@@ -167,12 +174,6 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
             if (not reviewed and now > due) or (reviewed and reviewed[0].occurred_at > due):
                 findings.append({"kind": "emergency_without_review", "change": change.key,
                                  "detail": f"post-implementation review was due {due:%Y-%m-%d %H:%M}"})
-    refused = select(AuditEvent).where(AuditEvent.action == "approval_refused", AuditEvent.occurred_at >= since,
-                                       AuditEvent.occurred_at < until).order_by(AuditEvent.seq)
-    for event in session.execute(refused).scalars():
-        reason = decode_data(event).get("reason", "")
-        findings.append({"kind": "self_approval" if "self-approval" in reason else "refused_attempt",
-                         "change": event.change_key, "detail": f"{event.actor}: {reason}"})
     stale = now - timedelta(hours=1)
     undelivered = select(Notification).where(
         Notification.created_at >= since, Notification.created_at < until,
@@ -225,4 +226,26 @@ def sla(session: Session, org: Org, since: datetime, until: datetime, service: s
                      "sla_h": _hours(limit), "median_h": _median(hours), "max_h": max(hours) if hours else None,
                      "breaches": sum(1 for w in waits if w > limit),
                      "escalations": sum(reminders[c.key] for c in of_type)})
+    return rows
+
+
+# Refused attempts: the controls that held. Not compliance findings (nothing went wrong, issue 30), but an auditor
+# asks who tried what.
+REFUSALS = tuple(action.value for action in AuditAction if action.value.endswith("_refused"))
+
+
+def refusals(session: Session, since: datetime, until: datetime, service: str | None = None) -> list[dict]:
+    """Every refused attempt in the range, one row each: when, kind, change, who, why."""
+    stmt = select(AuditEvent).where(AuditEvent.action.in_(REFUSALS),  # type: ignore[attr-defined]
+                                    AuditEvent.occurred_at >= since, AuditEvent.occurred_at < until)
+    if service:
+        stmt = stmt.join(ChangeRequest, ChangeRequest.key == AuditEvent.change_key).where(
+            ChangeRequest.service == service)
+    rows = []
+    for event in session.execute(stmt.order_by(AuditEvent.seq)).scalars():
+        data = decode_data(event)
+        why = str(data.get("reason") or data.get("refusal") or "")
+        rows.append({"at": event.occurred_at.isoformat(), "kind": event.action.removesuffix("_refused"),
+                     "change": event.change_key, "who": event.actor,
+                     "why": ("self-approval: " if "self-approval" in why else "") + why[:300]})
     return rows

@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from ..domain import (
+    typed_key,
     Delegation,
     Directory,
     with_delegates,
@@ -76,7 +77,7 @@ class UnitOfWork:
 
     @staticmethod
     def load(session: Session, key: str, *, for_update: bool = False) -> ChangeRequest:
-        stmt = select(ChangeRequest).where(ChangeRequest.key == key.upper())
+        stmt = select(ChangeRequest).where(ChangeRequest.key == typed_key(key))
         if for_update and session.get_bind().dialect.name == "postgresql":
             # Under READ COMMITTED each statement sees newer commits; locking the row makes the version,
             # the approvals and the policy check one consistent snapshot (SQLite writers are serial anyway).
@@ -205,5 +206,5 @@ class UnitOfWork:
     def last_event_per_step(self, key: str, action: AuditAction) -> dict[int, dict]:
         """The data of the change's latest `action` event for each `step`."""
         with self.read() as session:
-            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, key.upper())
+            return {decode_data(e)["step"]: decode_data(e) for e in events_for(session, typed_key(key))
                     if e.action == action.value}

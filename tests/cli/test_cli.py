@@ -119,6 +119,10 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
                        "transition"]
     text = cli_env("show", key)
     assert text.exit_code == 0 and "self-approval" in text.stdout and "needs 1 x team_lead" in text.stdout
+    # The number alone, or the key in lower case, is the same change (issue 30).
+    number = str(int(key.removeprefix("CHG-")))
+    for typed in (number, key.lower(), f"chg-{number}"):
+        assert json.loads(cli_env("show", typed, "--json").stdout)["key"] == key
 
 
 def test_approval_code_is_an_operator_act_recorded_with_who_for_whom_and_which_act(cli_env, tmp_path):

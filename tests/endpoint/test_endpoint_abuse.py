@@ -114,3 +114,13 @@ def test_a_refused_post_of_a_links_form_does_not_use_the_link_up(services, endpo
     assert decisions(services, change.key) == [("alice", "approval")]
     again = httpx.post(url, data={"form_token": token, "decision": "approve"})
     assert again.status_code == 403 and "this link was already used" in again.text  # a decision still uses it
+
+
+def test_the_page_after_a_rejection_says_the_change_will_not_run(services, endpoint):
+    """Issue 30: it said "still needed: ..." of a change that was just rejected."""
+    change = awaiting(services)
+    url, page = open_link(endpoint, services, change.key, "alice")
+    rejected = httpx.post(url, data={"form_token": form_token_of(page), "decision": "reject",
+                                     "comment": "not during the sale"})
+    assert rejected.status_code == 200 and "rejected by Alice Moreau" in rejected.text, rejected.text
+    assert "it will not run" in rejected.text and "still needed" not in rejected.text

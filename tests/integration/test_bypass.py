@@ -95,6 +95,11 @@ def test_an_authorised_early_start_is_recorded_and_lets_the_change_begin(at_t0):
     assert actions(at_t0, change.key)[-1] == ("alice", "early_start")
     assert at_t0.scheduling.start_check(change.key).may_start
     assert at_t0.scheduling.begin_implementation(change.key).state == ChangeState.implementing.value
+    # The compliance report names it for what it is, not as a change outside its window (issue 30).
+    findings = {(f["kind"], f["change"]): f["detail"] for f in at_t0.reports.run(
+        "compliance", T0 - timedelta(days=1), T0 + timedelta(days=1)).rows}
+    assert ("outside_window", change.key) not in findings, findings
+    assert findings[("authorised_early_start", change.key)].endswith("started early by alice: customer outage")
 
 
 def test_a_replayed_gate_answer_is_not_recorded_twice(at_t0):

@@ -144,13 +144,15 @@ def test_compliance_findings(history):
     findings = {(f["kind"], f["change"]) for f in report(services, "compliance")}
     assert ("unapproved_implementation", keys["S4"]) in findings
     assert [k for k, c in findings if k == "unapproved_implementation"] == ["unapproved_implementation"]
-    assert ("self_approval", keys["S1"]) in findings
+    assert not {kind for kind, _ in findings} & {"self_approval", "refused_attempt"}, "controls that held"
     assert ("emergency_without_review", keys["E1"]) in findings
     assert ("inside_freeze", keys["S3"]) in findings
     assert ("outside_window", keys["S2"]) in findings and ("outside_window", keys["S1"]) not in findings
     assert ("outside_window", keys["E1"]) not in findings, "emergency changes may run any time"
     assert ("undelivered_notification", keys["S1"]) in findings
-    assert ("refused_attempt", keys["S2"]) in findings
+    refused = {(r["kind"], r["change"], r["who"]): r["why"] for r in report(services, "refusals")}
+    assert refused[("approval", keys["S1"], "grace")].startswith("self-approval: ")
+    assert "wrong approval code" in refused[("approval", keys["S2"], "bob")]
     assert not any(kind == "audit_chain_broken" for kind, _ in findings)
     details = {f["kind"]: f["detail"] for f in report(services, "compliance")}
     assert details["unapproved_implementation"] == "missing 1 x peer_reviewer, 1 x team_lead"
