@@ -28,13 +28,16 @@ check: $(INSTALLED)
 	CHANGEFLOW_TEST_POSTGRES_URL= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not postgres and not slow" \
 		tests/unit tests/integration tests/cli tests/endpoint
 
+# Ports of the Prefect UI / API and of the approval endpoint: `make up PORT=4300 ENDPOINT_PORT=4380`.
+PORT ?= 4200
+ENDPOINT_PORT ?= 4280
 up: $(INSTALLED)
-	$(BIN)/changeflow up
+	$(BIN)/changeflow up --port $(PORT) --endpoint-port $(ENDPOINT_PORT)
 
 # Prefect's scaled layout (docs/scaling.md): needs CHANGEFLOW_DATABASE_URL, CHANGEFLOW_PREFECT_DATABASE_URL
 # (two PostgreSQL databases) and CHANGEFLOW_REDIS_URL; `up` names whatever is missing.
 up-distributed: $(INSTALLED)
-	$(BIN)/changeflow up --distributed
+	$(BIN)/changeflow up --distributed --port $(PORT) --endpoint-port $(ENDPOINT_PORT)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/write_throughput.py --count $${COUNT:-100000}

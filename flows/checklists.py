@@ -177,7 +177,18 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     if not items:
         return phase_verdict(phase, [])
     unknown = run_automated(key, phase, step, [i for i in items if i.kind != "manual"])
-    run_manual(key, phase, step, [i for i in items if i.kind == "manual"] + unknown)
+    manual = [i for i in items if i.kind == "manual"] + unknown
+    checked = _stored(key, phase, step)
+    failed = [i.id for i in items if i.required and i.id in checked and not checked[i.id].passed]
+    if failed:
+        # The phase has failed already: nobody is asked to tick items of a change that stops anyway (issue 30:
+        # the dialog asked for ticks after a required check had failed, then cancelled the change).
+        for item in (i for i in manual if i.id not in checked):
+            services.checklists.record_check(key, phase=phase, step=step, item=item, outcome=ItemOutcome(
+                item_id=item.id, passed=False, required=item.required,
+                detail=f"not asked: the required check {', '.join(failed)} had failed already"))
+    else:
+        run_manual(key, phase, step, manual)
     stored = _stored(key, phase, step)
     outcomes = [ItemOutcome(item_id=i.id, passed=stored[i.id].passed, required=i.required) for i in items]
     verdict = phase_verdict(phase, outcomes)

@@ -36,6 +36,9 @@ def test_checklists(health_url: str, backups: Path) -> dict:
                         "url": f"{health_url}/healthy", "retries": 1}],
             "post": [{"id": "latency", "title": "Fast enough", "kind": "http", "url": f"{health_url}/healthy",
                       "max_latency_ms": 2000}]},
+        "fails-before-the-manual": {"pre": [
+            {"id": "svc-healthy", "title": "Service healthy", "kind": "http", "url": f"{health_url}/failing"},
+            {"id": "oncall-ready", "title": "On-call coordinated", "kind": "manual", "timeout_s": 600}]},
         "manual": {"pre": [
             {"id": "oncall-ready", "title": "On-call coordinated", "kind": "manual", "timeout_s": 600},
             {"id": "rollback-ready", "title": "Rollback plan reviewed", "kind": "manual", "timeout_s": 600}]},

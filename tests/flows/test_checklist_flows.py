@@ -16,7 +16,7 @@ from prefect.deployments import run_deployment
 
 from flows import resume_with_input
 from models import Act
-from tests.flows.test_flows import final_run_state, submit, wait_paused
+from tests.flows.test_flows import final_run_state, notifications_for, submit, wait_paused
 
 pytestmark = pytest.mark.flows
 
@@ -51,6 +51,21 @@ def test_failed_pre_item_stops_the_change_before_anything_is_touched(flow_stack)
     result = results(flow_stack, change.key)[("pre", 0, "svc-healthy")]
     assert not result.passed and result.evidence["status"] == 503 and result.detail == "HTTP 503, expected 200"
     assert flow_stack.services.checklists.done_steps(change.key) == {}
+
+
+def test_a_failed_required_check_stops_the_phase_before_anyone_is_asked_to_tick(flow_stack):
+    """Issue 30: the dialog asked for manual ticks after a required automated check had failed, without saying
+    so, then cancelled the change anyway."""
+    run_id = templated("fails-before-the-manual", "fails before the manual item")
+    assert final_run_state(run_id, timeout_s=90).is_completed()
+    change = change_of(flow_stack, run_id)
+    assert change.state == "cancelled" and change.implemented_at is None
+    stored = results(flow_stack, change.key)
+    assert not stored[("pre", 0, "svc-healthy")].passed
+    manual = stored[("pre", 0, "oncall-ready")]
+    assert not manual.passed and manual.detail == "not asked: the required check svc-healthy had failed already"
+    asked = [n for n in notifications_for(flow_stack, change.key) if n["event"] == "checklist_item_needs_person"]
+    assert asked == [], asked
 
 
 def test_failed_post_item_rolls_the_change_back(flow_stack):

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prefect.deployments import run_deployment
 
 from models import Act, ChangeRequest, utcnow
 from tests.flows.test_bypass_flows import resume_like_the_ui
@@ -67,3 +68,19 @@ def test_a_filing_nobody_confirms_is_cancelled_by_the_sweep_and_its_run_ends(flo
     assert next(e for e in cancelled.events if e.to_state == "cancelled").data["reason"] == \
         "its requester, grace, did not confirm the filing within 1 day, 0:00:00"
     assert not [n for n in notifications_for(flow_stack, change.key) if n["event"] == "approval_requested"]
+
+
+@pytest.mark.parametrize(("dates", "named"), [
+    ({"planned_start": "2027-01-10T03:00:00Z", "planned_end": "2027-01-10T02:00:00Z"},
+     "planned_end: must be after planned_start"),
+    ({"planned_start": "1999-12-31T02:00:00Z"}, "planned_start: must be between 2000-01-01 and 2100-01-01 UTC"),
+    ({"planned_start": "2027-01-10T02:00:00Z", "planned_end": "2027-03-10T02:00:00Z"},
+     "planned_end: a change may last at most"),
+], ids=["end-before-start", "out-of-bounds", "too-long"])
+def test_bad_dates_from_the_run_form_end_refused_naming_the_field_never_failed(flow_stack, dates, named):
+    """Issue 30: these failed Prefect's own parameter validation: a red Failed run with a traceback."""
+    run = run_deployment("change-request/submit", timeout=90, parameters={"request": standard_request(
+        title="bad dates from the form", **dates)})
+    assert (run.state.type.value, run.state.name) == ("COMPLETED", "Refused"), run.state
+    assert named in run.state.message, run.state.message
+    assert flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run.id}") is None

@@ -113,3 +113,14 @@ def test_the_checks_see_what_they_check():
     assert "using-it-in-the-prefect-ui" in anchors(ROOT / "README.md")
     assert {"verify", "export"} <= command_tree()["audit"]
     assert slug("The `changeflow` command") == "the-changeflow-command"
+
+
+def test_make_up_takes_its_ports():
+    """Issue 30: `make up` had no port variable; the README shows `make up PORT=... ENDPOINT_PORT=...`."""
+    import subprocess
+
+    planned = subprocess.run(["make", "-n", "up", "PORT=4300", "ENDPOINT_PORT=4380"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30)
+    assert planned.returncode == 0, planned.stderr
+    assert "changeflow up --port 4300 --endpoint-port 4380" in planned.stdout, planned.stdout
+    assert "make up PORT=4300 ENDPOINT_PORT=4380" in (ROOT / "README.md").read_text()
