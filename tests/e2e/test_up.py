@@ -145,12 +145,13 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
             assert time.monotonic() < deadline, [(n.recipient, n.state) for n in outbox.list(change_key=change.key)]
             time.sleep(0.3)
         # Issue 28: `up` supervises what it started. kill -9 of the endpoint, the worker and the server: each is
-        # back within 10 s, and the change waiting at its gate goes on below, through all three.
+        # started again and serves, and the change waiting at its gate goes on below, through all three. (Within
+        # a few seconds on a quiet machine; the Prefect server's start took more than 10 s under CI's full load.)
         approvals = f"http://127.0.0.1:{endpoint_port}"
         for name, answers in (("endpoint", f"{approvals}/livez"), ("worker", None), ("server", f"{base}/api/health")):
             killed = stack_processes(home)[name]
             os.kill(killed, signal.SIGKILL)
-            wait_until(lambda: stack_processes(home).get(name, killed) != killed and serves(answers), 10,
+            wait_until(lambda: stack_processes(home).get(name, killed) != killed and serves(answers), 90,
                        f"the {name} to be started again")
             assert up.poll() is None, (tmp_path / "up.log").read_text()
         assert (tmp_path / "up.log").read_text().count("exited: started again") == 3
