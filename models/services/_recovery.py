@@ -86,8 +86,7 @@ class RecoveryService:
                            of_attempts_other_than: str | None = None) -> set[tuple[str, int, str]]:
         """(phase, step, item) of every checklist command that started and has no stored result (`dead_only`: of
         a run known dead)."""
-        intents = [e for e in _intents_of(events, AuditAction.check_started, dead_only)
-                   if decode_data(e).get("attempt") != of_attempts_other_than]
+        intents = _intents_of(events, AuditAction.check_started, dead_only=dead_only, other_than=of_attempts_other_than)
         started = {(d["phase"], d["step"], d["item"]) for d in map(decode_data, intents)}
         if not started:
             return set()
@@ -110,8 +109,6 @@ class RecoveryService:
     def interrupted_steps(self, key: str, *, attempt: str) -> list[int]:
         """Steps that an earlier attempt started and never finished: their outcome is unknown."""
         return self._taken_up(key, attempt, _interrupted(self._events(key), other_than=attempt))
-
-
 
     # ---- crashed runs -----------------------------------------------------------------------------------
 
@@ -194,10 +191,12 @@ class RecoveryService:
                          {"step": step, "stored_measurements": stored_measurements})
 
 
-def _intents_of(events: list, action: AuditAction, dead_only: bool) -> list:
+def _intents_of(events: list, action: AuditAction, *, dead_only: bool = False,
+                other_than: str | None = None) -> list:
     """The intents (`step_started`, ...) among `events`; `dead_only`: those of a run known dead, that is with a
-    crash recorded after them or a later attempt of the run that took them up (`run_resumed`)."""
-    intents = [e for e in events if e.action == action.value]
+    crash recorded after them or a later attempt of the run that took them up (`run_resumed`); `other_than`: not
+    those of this attempt (the run asking)."""
+    intents = [e for e in events if e.action == action.value and decode_data(e).get("attempt") != other_than]
     if not dead_only or not intents:
         return intents
     crashed = max((e.seq for e in events if e.action == AuditAction.run_crashed.value), default=0)
@@ -207,15 +206,14 @@ def _intents_of(events: list, action: AuditAction, dead_only: bool) -> list:
 
 
 def _interrupted(events: list, *, dead_only: bool = False, other_than: str | None = None) -> list[int]:
-    started = {decode_data(e)["step"] for e in _intents_of(events, AuditAction.step_started, dead_only)
-               if decode_data(e).get("attempt") != other_than}
+    started = {decode_data(e)["step"]
+               for e in _intents_of(events, AuditAction.step_started, dead_only=dead_only, other_than=other_than)}
     finished = {decode_data(e)["step"] for e in events if e.action == AuditAction.implementation_step.value}
     return sorted(started - finished)
 
 
 def _rollback_unfinished(events: list, *, dead_only: bool = False, other_than: str | None = None) -> bool:
-    started = any(decode_data(e).get("attempt") != other_than
-                  for e in _intents_of(events, AuditAction.rollback_started, dead_only))
+    started = bool(_intents_of(events, AuditAction.rollback_started, dead_only=dead_only, other_than=other_than))
     return started and not any(e.action == AuditAction.transition.value and e.to_state == "rolled_back"
                                for e in events)
 
