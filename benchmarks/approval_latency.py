@@ -30,6 +30,7 @@ from cli.dev import (  # noqa: E402
     start_worker,
 )
 from models import Services, Database, Settings, load_org  # noqa: E402
+from tests.helpers import ROUTINE_RISK  # noqa: E402
 
 SECRET = "latency-benchmark"
 READING_TIME_S = 3
@@ -70,7 +71,7 @@ def run_approvals(label: str, home: Path, changes: int) -> list[float]:
     for i in range(changes):
         run = run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": "standard", "title": f"latency {i}", "service": "payments", "requester": "grace",
-            "rollback_plan": "redeploy"}})
+            "rollback_plan": "redeploy", "risk": ROUTINE_RISK}})
         run_id = str(run.id)
         confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it
         while not (asyncio.run(paused_key(run_id)) or "").startswith("approval-"):

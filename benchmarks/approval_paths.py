@@ -41,6 +41,7 @@ from cli.dev import (  # noqa: E402
 )
 from endpoint import signed_click  # noqa: E402
 from models import Database, Services, Settings, load_org  # noqa: E402
+from tests.helpers import ROUTINE_RISK  # noqa: E402
 
 SECRET = "approval-paths-benchmark"
 SLACK_SECRET = "approval-paths-slack-secret"
@@ -152,7 +153,7 @@ def memory_with_every_slot_hot(services: Services, api_url: str, worker_pid: int
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
-            "rollback_plan": "redeploy"}}).id) for n in range(slots)]
+            "rollback_plan": "redeploy", "risk": ROUTINE_RISK}}).id) for n in range(slots)]
         for run_id in runs:
             confirm_filing_in_form(services, api_url, run_id)
         deadline = time.monotonic() + 300
@@ -196,7 +197,7 @@ def measure(home: Path, approval_url: str, changes: int, label: str) -> dict[str
         path, mode = PATHS[i % len(PATHS)], list(MODES)[(i // len(PATHS)) % len(MODES)]
         run_id = str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": MODES[mode], "title": f"paths {label} {i}", "service": "payments", "requester": "grace",
-            "rollback_plan": "redeploy"}}).id)
+            "rollback_plan": "redeploy", "risk": ROUTINE_RISK}}).id)
         confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it
         at_gate(run_id)
         key = services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key

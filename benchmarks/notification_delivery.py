@@ -17,6 +17,7 @@ from models import Services, Database, Settings  # noqa: E402
 from notifications import Notifier  # noqa: E402
 from tests.receivers import start_http_receiver  # noqa: E402
 from tests.integration.test_notifications import org_with_channels  # noqa: E402
+from tests.helpers import ROUTINE_RISK  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     services = Services.build(Database(f"sqlite:///{home / 'cf.db'}"), org, b"bench")
     notifier = Notifier(services, settings)
     changes = [services.changes.submit({"type": "standard", "title": f"bench {i}", "service": "payments",
-                               "requester": "grace", "rollback_plan": "undo"}) for i in range(args.count)]
+                               "requester": "grace", "rollback_plan": "undo", "risk": ROUTINE_RISK}) for i in range(args.count)]
     queued_started = time.perf_counter()
     for change in changes:
         notifier.announce(change, "approved", ["alice"])

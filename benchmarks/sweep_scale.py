@@ -39,6 +39,7 @@ from models import (  # noqa: E402
     normalise_database_url,
     utcnow,
 )
+from tests.helpers import ROUTINE_RISK  # noqa: E402
 
 
 def timed(work) -> tuple[float, object]:
@@ -52,7 +53,7 @@ def seed_waiting(services: Services, changes: int) -> list[str]:
     keys = []
     for i in range(changes):
         change = services.changes.submit({"type": "standard", "title": f"Waiting {i}", "service": "payments",
-                                          "requester": "grace", "rollback_plan": "redeploy"})
+                                          "requester": "grace", "rollback_plan": "redeploy", "risk": ROUTINE_RISK})
         services.approvals.request_approval(change.key)
         keys.append(change.key)
     return keys
@@ -112,7 +113,8 @@ def run_stack(changes: int) -> None:
                     created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=120, json={
                         "idempotency_key": f"sweep-benchmark-{key}",
                         "parameters": {"request": {"type": "standard", "title": key, "service": "payments",
-                                                   "requester": "grace", "rollback_plan": "redeploy"}},
+                                                   "requester": "grace", "rollback_plan": "redeploy",
+                                                   "risk": ROUTINE_RISK}},
                         "state": {"type": "PAUSED", "name": "Suspended", "message": "waiting at its approval gate",
                                   "state_details": {"pause_key": "approval-1", "pause_reschedule": True}}})
                 except httpx.TransportError:

@@ -23,6 +23,7 @@ import sqlalchemy  # noqa: E402
 
 from models import DEFAULTS_DIR, Services, Database, load_org, verify_chain  # noqa: E402
 from models import normalise_database_url  # noqa: E402
+from tests.helpers import ROUTINE_RISK  # noqa: E402
 
 SERVICES = [f"svc-{i:03d}" for i in range(200)]
 
@@ -38,6 +39,7 @@ def run(db: Database, count: int) -> None:
             "service": SERVICES[i % len(SERVICES)],
             "requester": "grace",
             "rollback_plan": "redeploy previous version",
+            "risk": ROUTINE_RISK,
         })
         services.approvals.request_approval(change.key)
         if (i + 1) % 10_000 == 0:

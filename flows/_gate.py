@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from prefect import get_run_logger
 from prefect.input import RunInput
 
+from flows._change_page import publish_change_page
 from flows._pause_key import GateKind, PauseKey
 from flows._prefect_api import (
     empty_answer,
@@ -96,6 +97,7 @@ def wait_at(gate: Gate[Settled]) -> Settled:
         settled = gate.settled()
         if settled is not None:
             return settled
+        publish_change_page(gate.key)  # the change's page shows what it waits for now (issue 30)
         gate.before_wait(attempt)
         attempt += 1
         key = PauseKey(gate.kind, gate.gate(), attempt)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
 from prefect import get_client
-from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import Abort, CancelledRun, FailedRun, ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import RunInput
 from prefect.input.actions import delete_flow_run_input
 from prefect.client.schemas.objects import StateType
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Completed, Failed, State
+
+from models import EndingKind, RunEnding
 
 from flows._pause_key import GateKind, PauseKey
 
@@ -64,14 +67,18 @@ async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, 
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
+        FlowRunFilterStateName,
         FlowRunFilterStateType,
         FlowRunFilterStartTime,
     )
     from prefect.client.schemas.objects import StateType
 
     found: dict[str, str] = {}
+    # By name as well: a run that ended on its own as Rejected, Expired or Refused (grey, of type Cancelled,
+    # `final_state`) was not cancelled by anyone, and reading those would cost a lookup each per sweep.
     run_filter = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED, StateType.CANCELLING])),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED, StateType.CANCELLING]),
+                                 name=FlowRunFilterStateName(any_=["Cancelled", "Cancelling"])),
         start_time=FlowRunFilterStartTime(after_=datetime.now(timezone.utc) - look_back))
     async with get_client() as client:
         while page := await client.read_flow_runs(flow_run_filter=run_filter, limit=PAGE, offset=len(found)):
@@ -91,6 +98,38 @@ def change_run_name(key: str, title: str) -> str:
 def change_run_tags(change_type: str, service: str, risk_level: str) -> list[str]:
     """Tags the Runs page filters by (issue 30): one per facet, `facet:value`."""
     return [f"type:{change_type}", f"service:{service}", f"risk:{risk_level}"]
+
+
+_STATE_OF_KIND = {EndingKind.succeeded: Completed, EndingKind.stopped: Cancelled, EndingKind.failed: Failed}
+ENGINE_ERROR = "Engine execution exited with unexpected exception"
+_ENDED_WITH: set[str] = set()  # the messages of the final states this process's runs returned
+
+
+class NamedEndingIsNoError(logging.Filter):
+    """Prefect's `run_flow` asks the finished engine for its result, which raises CancelledRun or FailedRun when
+    the flow returned a Cancelled or Failed state, and logs that to the run as "Engine execution exited with
+    unexpected exception" with a traceback, after the state is set (the engine then exits 0: the run concluded).
+    A change that ends Rejected or Rolled back is no error of the engine: that one record is dropped, recognised
+    by the message of a state `final_state` made in this process; every other error is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != ENGINE_ERROR or not record.exc_info:
+            return True
+        raised = record.exc_info[1]
+        return not (isinstance(raised, (CancelledRun, FailedRun)) and str(raised) in _ENDED_WITH)
+
+
+def final_state(ending: RunEnding, message: str) -> State:
+    """The run's last state: its name says what became of the change, its type gives the colour (Completed green,
+    Cancelled grey, Failed red)."""
+    _ENDED_WITH.add(message)
+    return _STATE_OF_KIND[ending.kind](name=ending.name, message=message)
+
+
+# `run_flow` logs through the flow run logger (`prefect.flow_runs`): the filter sits there from the moment the
+# flow's module is imported, before the engine runs it (warm, cold or served alike).
+if not any(isinstance(f, NamedEndingIsNoError) for f in logging.getLogger("prefect.flow_runs").filters):
+    logging.getLogger("prefect.flow_runs").addFilter(NamedEndingIsNoError())
 
 
 async def name_run(flow_run_id: str, name: str, tags: list[str]) -> bool:
@@ -115,9 +154,10 @@ async def run_state(flow_run_id: str) -> str | None:
     return run.state.type.value if run.state else None
 
 
-async def cancel(flow_run_id: str, message: str) -> None:
+async def cancel(flow_run_id: str, message: str, name: str = "Cancelled") -> None:
+    """Cancel the run (suspended, it has no process to end it), in a state `name`d for its change's end."""
     async with get_client() as client:
-        await client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)
+        await client.set_flow_run_state(UUID(flow_run_id), Cancelled(name=name, message=message), force=True)
 
 
 def nudge_suspended_run(flow_run_id: str, kind: GateKind, gate: str | None = None, *, wait_s: float = 15) -> bool:

@@ -17,6 +17,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._canary_bake import Analyzer, StepResult, bake_step
+from flows._change_page import publish_change_page
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._runtime import runtime
@@ -71,6 +72,7 @@ def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepRe
                                       decision={**result.as_decision(), "weight": step.weight,
                                                 "router": result.router})
     get_run_logger().info("step %d (%d%%): %s - %s", index, step.weight, result.action, "; ".join(result.reasons))
+    publish_change_page(key)  # the step on the change's page chart (issue 30)
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ConfigDict
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import State
 
 from models import (
     ChangeRequest,
@@ -21,6 +21,7 @@ from models import (
     ChangeState,
     ChangeflowError,
     PolicyViolation,
+    REFUSED,
     Settings,
     WorkStage,
     everyone_concerned,
@@ -30,7 +31,9 @@ from models import (
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
-from flows._prefect_api import change_run_name, change_run_tags, name_run
+from flows._change_page import publish_change_page
+from flows._endings import run_ended
+from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
 from flows._runtime import run_attempt, runtime
 from flows.canary import run_canary
 from flows.checklists import run_phase
@@ -63,6 +66,7 @@ def record_change(request: ChangeRequestInput, run_id: str) -> str:
     # filters by type, service and risk. (The title is the requester's own words, never a secret.)
     asyncio.run(name_run(run_id, change_run_name(change.key, change.title),
                          change_run_tags(change.type, change.service, change.risk_level)))
+    publish_change_page(change.key)
     return change.key
 
 
@@ -93,6 +97,7 @@ def announce(key: str, event: str, reason: str = "", extra: dict | None = None) 
     audience = everyone_concerned(change, rt.services.org.directory, rt.services.approvals.decided_by(key))
     rt.notifier.announce(change, event, audience, reason=reason, extra=extra)
     rt.notifier.deliver(change_key=key)
+    publish_change_page(key)
 
 
 @task(name="implementation step")
@@ -315,34 +320,21 @@ def approved_and_due(key: str) -> ChangeRequest:
             return change
 
 
-# The form's fields are checked in the body, not by Prefect before it: a date range out of order or out of
-# bounds failed parameter validation, a red Failed run with a traceback (issue 30); the services refuse it by name.
-@flow(name="change-request", log_prints=True, validate_parameters=False)
-def change_request(request: ChangeRequestForm) -> str | State:
-    """File a change request: it is recorded, approved by the people its policy names, and implemented."""
-    run_id = str(flow_run.id)
-    services = runtime().services
-    if services.changes.find_by_idempotency_key(f"flow-run:{run_id}") is None:
-        problem = services.changes.refusal(request)
-        if problem is not None:
-            # Bad input ends the run in a state named Refused with the field-named reason (a Failed state makes
-            # Prefect's engine log a traceback); nothing is written.
-            get_run_logger().error("change request refused: %s", problem)
-            return Completed(name="Refused", message=f"change request refused: {problem}")
-    key = record_change(request, run_id)
+def see_through(key: str) -> None:
+    """The change from its filing to the end of its run: confirmed, approved, due, checked, implemented, closed."""
     filed = filing_gate(key)
     if ChangeState(filed.state) in FINISHED:  # cancelled unconfirmed, or withdrawn: only its requester hears
         tell_the_requester(key, "filing_cancelled", service_reason(key))
-        return filed.state
+        return
     while True:
         change = approved_and_due(key)
         if change.state == ChangeState.cancelled.value and change.approved_at is not None:
             # Approved, then called off at its window (a clash, a withdrawal, its run cancelled).
             announce(key, "change_failed", reason=service_reason(key))
-            return change.state
+            return
         if ChangeState(change.state) in FINISHED:
             announce(key, change.state)
-            return change.state
+            return
         pre = run_phase(key, "pre")
         if not pre.ok:
             # Nothing has been touched yet: the change stops here.
@@ -351,7 +343,7 @@ def change_request(request: ChangeRequestForm) -> str | State:
                 rt.services.changes.transition(key, ChangeState.cancelled, actor="changeflow",
                                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             announce(key, "change_failed", reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
-            return rt.services.changes.get(key).state
+            return
         announce(key, "change_started")
         if implement(key):
             verify(key)
@@ -364,7 +356,25 @@ def change_request(request: ChangeRequestForm) -> str | State:
         announce(key, "change_completed")
     else:
         announce(key, "change_failed", reason=outcome_reason(key, outcome))
-    return close(key)
+    close(key)
+
+
+# The form's fields are checked in the body, not by Prefect before it: a date range out of order or out of
+# bounds failed parameter validation, a red Failed run with a traceback (issue 30); the services refuse it by name.
+@flow(name="change-request", log_prints=True, validate_parameters=False)
+def change_request(request: ChangeRequestForm) -> State:
+    """File a change request: it is recorded, approved by the people its policy names, and implemented."""
+    run_id = str(flow_run.id)
+    services = runtime().services
+    if services.changes.find_by_idempotency_key(f"flow-run:{run_id}") is None:
+        problem = services.changes.refusal(request)
+        if problem is not None:
+            # Bad input ends the run Refused with the field-named reason, never with a traceback; nothing is written.
+            get_run_logger().error("change request refused: %s", problem)
+            return final_state(REFUSED, f"change request refused: {problem}")
+    key = record_change(request, run_id)
+    see_through(key)
+    return run_ended(key)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 
-from models import ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, sla_passed, utcnow
+from models import (ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, run_ending,
+                    sla_passed, utcnow)
 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
@@ -61,7 +62,8 @@ def expire(change, sla) -> None:
     people = requester_and(change, services.org.directory, notifier.approvers_to_ask(change))
     notifier.announce(change, "expired", people, reason="No decision within the approval SLA.")
     if change.flow_run_id:
-        asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed"))
+        asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed",
+                           name=run_ending(ChangeState.expired, None).name))
 
 
 def checklist_deadline_passed(change, pause_key: PauseKey) -> bool:

@@ -7,15 +7,19 @@ and how an operator re-runs a window by hand.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.states import State
 from sqlalchemy import create_engine
 
 from flows._commands import run_command
+from flows._endings import run_ended
+from flows._prefect_api import change_run_name, change_run_tags, name_run
 from flows._runtime import run_attempt, runtime
 from flows.checklists import run_phase
 from models import ChangeState, PolicyViolation, WindowSpec, next_window, stakeholders, superseded_by_monthly, utcnow
@@ -79,6 +83,7 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
         "planned_start": window.starts_at.isoformat(),
         "planned_end": window.ends_at.isoformat(),
         "checklist": plan.checklist,
+        "risk": plan.risk.model_dump(mode="json"),
     }, idempotency_key=window_key(window))
     if change.state == ChangeState.submitted.value:
         change = rt.services.approvals.request_approval(change.key)
@@ -117,8 +122,9 @@ def run_activity(name: str, timeout_s: float) -> dict:
 
 @flow(name="maintenance", log_prints=True)
 def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = None,
-                       window_minutes: float | None = None) -> str:
-    """Run the window's activities if its change was approved; stop at the window's end."""
+                       window_minutes: float | None = None) -> str | State:
+    """Run the window's activities if its change was approved; stop at the window's end. The run ends named for
+    its change (Closed, Cancelled, ...)."""
     logger = get_run_logger()
     rt = runtime()
     services = rt.services
@@ -129,11 +135,14 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
         logger.warning("no announced change for the %s window at %s: nothing runs", kind, window.starts_at)
         return "not announced"
     key = change.key
+    from prefect.runtime import flow_run
+
+    # The run is its window's change (issue 30): `CHG-000123 Weekly maintenance 2026-12-13 02:00 UTC`.
+    asyncio.run(name_run(str(flow_run.id), change_run_name(key, change.title),
+                         change_run_tags(change.type, change.service, change.risk_level)))
     if change.state in (ChangeState.approved.value, ChangeState.scheduled.value, ChangeState.implementing.value):
         # This run drives the change from here on (the announcement's run filed it): a crash of this run is
         # found by the sweep through the change's flow_run_id, recorded and restarted like a change's run.
-        from prefect.runtime import flow_run
-
         services.changes.attach_flow_run(key, str(flow_run.id))
     context = _window_context(window, plan.service, plan.title)
     if change.state in (ChangeState.submitted.value, ChangeState.awaiting_approval.value):
@@ -142,7 +151,7 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
         rt.notifier.announce(services.changes.get(key), "maintenance_completed", _audience(change), round_="not-approved",
                              reason="The window did not run: its change was not approved in time.", extra=context)
         rt.notifier.deliver(change_key=key)
-        return "cancelled"
+        return run_ended(key)
     if change.state == ChangeState.approved.value:
         services.changes.transition(key, ChangeState.scheduled, actor="maintenance", reason=f"window {window.starts_at}")
     wait = (window.starts_at - utcnow()).total_seconds()
@@ -156,17 +165,20 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
         if not pre.ok:
             services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
-            return finish(key, window, context, "pre-checklist failed")
+            finish(key, window, context, "pre-checklist failed")
+            return run_ended(key)
         try:
             # The same gate as every change: a freeze declared since the approval holds the window.
             services.scheduling.begin_implementation(key, actor="maintenance")
         except PolicyViolation as exc:
             services.changes.transition(key, ChangeState.cancelled, actor="maintenance", reason=str(exc))
-            return finish(key, window, context, str(exc))
+            finish(key, window, context, str(exc))
+            return run_ended(key)
 
     if services.changes.get(key).state == ChangeState.implementing.value:
         run_activities(key, plan.activities, window)
-    return finish(key, window, context, "")
+    finish(key, window, context, "")
+    return run_ended(key)
 
 
 def run_activities(key: str, names: list[str], window: WindowSpec) -> None:

@@ -4,21 +4,24 @@ runs themselves, at the moment they need one)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
 import yaml
+from prefect import get_client
 
 from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker,
                      wait_for_deployments)
 from models import DEFAULTS_DIR, Act, Database, Services, Settings, load_org, utcnow
-from tests.helpers import SECRET
+from tests.helpers import ROUTINE_RISK, SECRET
 from tests.receivers import start_health_server
 
 def test_checklists(health_url: str, backups: Path) -> dict:
@@ -141,6 +144,22 @@ class FlowStack:
     def wait_for(self, key_or_run: str, predicate, timeout_s: float = 60, what: str = "condition"):
         return wait_for_change(self.services, key_or_run, predicate, timeout_s, what)
 
+    def change_pages(self, run_id: str, key: str) -> list[str]:
+        """The Markdown of every artifact the run keeps as its change's page (issue 30: one, kept current)."""
+        with httpx.Client(base_url=self.api_url, timeout=30) as http:
+            found = http.post("/artifacts/filter", json={"artifacts": {
+                "flow_run_id": {"any_": [run_id]}, "key": {"any_": [f"change-{key.lower()}"]}}})
+            found.raise_for_status()
+        return [artifact["data"] for artifact in found.json()]
+
+    def run_logs_once_they_hold(self, run_id: str, text: str, timeout_s: float = 30) -> str:
+        """The run's logs once `text` is among them: they reach the server in batches, after its state."""
+        deadline = time.monotonic() + timeout_s
+        while text not in (logs := self.stored_by_prefect(run_id)["logs"]):
+            assert time.monotonic() < deadline, f"{text!r} never reached the run's logs: {logs[-2000:]}"
+            time.sleep(0.5)
+        return logs
+
     def stored_by_prefect(self, run_id: str) -> dict[str, str]:
         """What Prefect keeps of a run, readable by anyone who reaches its API: every run input (by key), the
         run's parameters, its logs and its artifacts, each as text."""
@@ -171,6 +190,33 @@ class FlowStack:
             kept = sorted(secret for secret in secrets if secret in text)
             assert not kept, f"Prefect keeps {kept} in the run's {where}"
         assert not [name for name in stored if name.endswith("-response")], sorted(stored)
+
+
+def final_run_state(run_id: str, timeout_s: float = 60):
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(UUID(run_id))).state
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = asyncio.run(read())
+        if state.is_final():
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"flow run {run_id} did not finish")
+
+
+# A change's run ends in a state named for what became of the change, of the type whose colour says so (issue 30).
+RUN_STATE_TYPE = {"Closed": "COMPLETED", "Review pending": "COMPLETED", "Rejected": "CANCELLED",
+                  "Expired": "CANCELLED", "Cancelled": "CANCELLED", "Refused": "CANCELLED", "Failed": "FAILED",
+                  "Rolled back": "FAILED"}
+
+
+def ended_as(run_id: str, name: str, timeout_s: float = 60):
+    """The run's final state, asserted to be `name` of its type (Closed is green, Rejected grey, Failed red)."""
+    state = final_run_state(run_id, timeout_s)
+    assert (state.name, state.type.value) == (name, RUN_STATE_TYPE[name]), (state.name, state.type, state.message)
+    return state
 
 
 def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: float, what: str):
@@ -205,11 +251,14 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                      "rollback_plan": "undo", "implementation_commands": ["echo step one",
                                                                                           "echo step two"],
                                      "rollback_commands": ["echo undone"], "command_timeout_s": 30}
+    for template in templates.values():  # each carries reviewed risk answers, as a shipped template does
+        template.setdefault("risk", ROUTINE_RISK)
     (config / "templates.yaml").write_text(yaml.safe_dump(templates))
     maintenance = yaml.safe_load((DEFAULTS_DIR / "maintenance.yaml").read_text())
     maintenance["windows"]["weekly"] = {"title": "Weekly maintenance", "service": "platform",
                                         "checklist": "automated-maintenance",
-                                        "activities": ["rotate-logs", "vacuum-changeflow", "long-job", "after-long"]}
+                                        "activities": ["rotate-logs", "vacuum-changeflow", "long-job", "after-long"],
+                                        "risk": maintenance["windows"]["weekly"]["risk"]}
     maintenance["activities"]["long-job"] = {"title": "A job longer than the window", "command": "sleep 60",
                                              "timeout_s": 600}
     maintenance["activities"]["after-long"] = {"title": "Never fits", "command": "echo too late"}

@@ -20,6 +20,11 @@ SHIPPED_RULES: dict[str, ChangeTypeRules] = {
     name: change_type(load_org(DEFAULTS_DIR).policies, name) for name in SHIPPED_TYPES}
 
 
+# A routine change's answers to every risk question (low risk): a request must answer them all (issue 30).
+ROUTINE_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy",
+                "tested_in_staging": True, "touches_data": False}
+
+
 def standard_request(**overrides) -> dict:
     return {
         "type": "standard",
@@ -28,6 +33,7 @@ def standard_request(**overrides) -> dict:
         "requester": "grace",
         "implementation_plan": "deploy 2.4",
         "rollback_plan": "redeploy 2.3",
+        "risk": ROUTINE_RISK,
         **overrides,
     }
 
@@ -40,6 +46,7 @@ def emergency_request(**overrides) -> dict:
         "requester": "bob",
         "incident_id": "INC-1001",
         "incident_severity": "P1",
+        "risk": ROUTINE_RISK,
         **overrides,
     }
 
@@ -51,6 +58,7 @@ def major_request(**overrides) -> dict:
         "service": "payments",
         "requester": "grace",
         "rollback_plan": "restore from snapshot",
+        "risk": ROUTINE_RISK,
         **overrides,
     }
 

@@ -26,6 +26,7 @@ from models import Act, Settings, next_window
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
 from ._demo_config import INBOX_PERSON, write_demo_config
+from ._demo_requests import EMERGENCY, MAJOR, STANDARD_CART, STANDARD_PAYMENTS, STANDARD_SHOP
 from ._requester import confirm_filing_in_form
 from .._output import console
 from ._stack import (
@@ -38,42 +39,6 @@ from ._stack import (
     start_server,
     start_worker,
 )
-
-CANARY_PLAN = {"stable_version": "v1", "canary_version": "v2", "interval_s": 1, "probe_requests": 20,
-               "steps": [{"weight": 10, "bake_s": 3}, {"weight": 50, "bake_s": 3}, {"weight": 100, "bake_s": 3}]}
-
-STANDARD_SHOP = {
-    "type": "standard", "title": "Release shop v2 (faster search) as a canary", "service": "shop",
-    "requester": "grace", "template": "canary-shop", "description": "New search index; same API.",
-    "test_evidence": "staging run #4411 green", "risk": {"users_affected": "many", "complexity": "medium"},
-    "canary": CANARY_PLAN,
-}
-# The cart's canary starts failing once its 10 % step is decided: its 50 % step bakes long enough for that to land
-# inside it on a loaded machine (a failing step rolls back at its second failed measurement, not at the bake's end).
-CART_PLAN = {**CANARY_PLAN, "steps": [{"weight": 10, "bake_s": 3}, {"weight": 50, "bake_s": 60},
-                                      {"weight": 100, "bake_s": 3}]}
-STANDARD_CART = {
-    "type": "standard", "title": "Release cart v2 (new pricing engine) as a canary", "service": "cart",
-    "requester": "grace", "template": "canary-cart", "test_evidence": "staging run #4412 green",
-    "canary": CART_PLAN,
-}
-MAJOR = {
-    "type": "major", "title": "Move checkout database to PostgreSQL 16", "service": "checkout", "requester": "frank",
-    "implementation_plan": "logical replication, cut over in the monthly window",
-    "rollback_plan": "point checkout back at the PostgreSQL 13 primary",
-    "test_evidence": "full suite + UAT sign-off UAT-88",
-    "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "touches_data": True},
-}
-STANDARD_PAYMENTS = {
-    "type": "standard", "title": "Rotate the payments API signing key", "service": "payments", "requester": "grace",
-    "implementation_plan": "publish the new key, switch signing, retire the old key",
-    "rollback_plan": "switch signing back to the old key", "test_evidence": "staging rotation rehearsal",
-}
-EMERGENCY = {
-    "type": "emergency", "title": "Raise checkout connection pool after outage", "service": "checkout",
-    "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1",
-    "implementation_plan": "set POOL_SIZE=200 and restart", "rollback_plan": "set POOL_SIZE=50",
-}
 
 # The scenarios the demo plays side by side, in the order its summary lists them.
 SCENARIOS = ("canary", "rollback", "major", "emergency", "weekly", "early-resume")
@@ -131,23 +96,26 @@ class Demo:
 
         return self.wait(probe, f"a pause at {prefix}")
 
-    def resume(self, run_id: str, run_input: dict) -> None:
+    def resume(self, run_id: str, prefix: str, run_input: dict) -> None:
+        """Press Resume on the run's form at the gate `prefix` names, as a person in the UI would."""
         import asyncio
 
         from flows import ResumeRefused, resume_with_input
 
         def pressed() -> bool:
+            self.paused_at(run_id, prefix)
             try:
                 asyncio.run(resume_with_input(run_id, run_input))
                 return True
             except ResumeRefused as refused:
-                # Prefect sets the run Paused first and saves its form's schema after: a Resume between the two
-                # is refused with "Run input schema not found" (the CI of the seventh stop); pressed again.
-                if "schema not found" in str(refused):
+                # Between two waits of the same gate (a hot wait giving way to a suspended one: "not paused"; or
+                # paused before its form's schema is saved: "schema not found", the CI of the seventh stop),
+                # Prefect refuses and nothing was applied: the gate is looked up again and Resume pressed again.
+                if "not paused" in str(refused) or "schema not found" in str(refused):
                     return False
                 raise
 
-        self.wait(pressed, "the Resume form")
+        self.wait(pressed, f"the Resume form at {prefix}")
 
     def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None:
         """Through the approval endpoint, from the notification (_demo_approvers.py)."""
@@ -205,8 +173,7 @@ class Demo:
         key = self.awaiting_approval(run_id).key
         quorum = self.services.approvals.evaluation(key).describe_missing()
         self.say(tag, f"{key} submitted by frank for {start:%Y-%m-%d %H:%M} UTC; needs {quorum}")
-        self.paused_at(run_id, "approval-")
-        self.resume(run_id, {"approver": "frank", "decision": "approve", "comment": "my own change",
+        self.resume(run_id, "approval-", {"approver": "frank", "decision": "approve", "comment": "my own change",
                              "approval_code": self.services.approvals.approval_code_for(key, "frank")})
         refused = self.wait(lambda: next((e for e in self.services.changes.view(key).events
                                           if e.action == "approval_refused"), None), "the refusal")
@@ -228,7 +195,7 @@ class Demo:
             self.approve(tag, run_id, key, person, "approved for its window")
         self.paused_at(run_id, "window-")
         self.say(tag, f"{key} is scheduled for {start:%Y-%m-%d %H:%M} UTC; someone presses Resume in the UI now")
-        self.resume(run_id, {})
+        self.resume(run_id, "window-", {})
         refused = self.wait(lambda: next((e for e in self.services.changes.view(key).events
                                           if e.action == "window_gate_refused"), None), "the refusal")
         self.paused_at(run_id, "window-r1-2")
@@ -246,8 +213,7 @@ class Demo:
         bob = self.services.approvals.approval_code_for(key, "bob", Act.confirm_work)
         for stage, note in (("implemented", "POOL_SIZE=200 set, pods restarted"),
                             ("verified", "checkout error rate back under 0.1 %")):
-            self.paused_at(run_id, f"work-{stage}-")
-            self.resume(run_id, {"person": "bob", "approval_code": bob, "outcome": "done", "note": note})
+            self.resume(run_id, f"work-{stage}-", {"person": "bob", "approval_code": bob, "outcome": "done", "note": note})
             self.say(tag, f"bob confirms {key} {stage}: {note}")
         state = self.final_state(run_id, key)
         due = self.services.changes.get(key).review_due_at

@@ -58,6 +58,8 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
             "rollback_plan": "send all traffic back to the stable version and stop the canary",
             "rollback_commands": ["echo canary of {service} stopped"], "checklist": f"canary-{name}",
             "command_timeout_s": 30,
+            "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy",
+                     "tested_in_staging": True, "touches_data": False},
         } for name in labs
     }
     _merge(config / "templates.yaml", templates)

@@ -26,6 +26,9 @@ import yaml
 from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, utcnow
 
 STEP_TEMPLATE = "two-second-step"
+# The step's answers to every risk question, as the form and the template must give them (issue 30).
+STEP_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": True,
+             "touches_data": False}
 SLACK_SECRET = "scale-out-slack-signing-secret"
 # Standard changes: a team lead and a peer reviewer approve (policies.yaml); both click in Slack.
 APPROVERS = {"alice": "U01ALICE", "bob": "U02BOB"}
@@ -51,7 +54,7 @@ def write_scale_config(home: Path, changes: int) -> None:
         "type": "standard", "title": "One two-second step", "rollback_plan": "undo the step",
         "implementation_plan": "run the step", "test_evidence": "benchmark",
         "implementation_commands": ['echo {service} >> "$CHANGEFLOW_HOME/steps.log"; sleep 2'],
-        "rollback_commands": ["echo undone {service}"], "command_timeout_s": 60}
+        "rollback_commands": ["echo undone {service}"], "command_timeout_s": 60, "risk": STEP_RISK}
     (config / "templates.yaml").write_text(yaml.safe_dump(templates, sort_keys=False))
     for name in ("policies.yaml", "checklists.yaml", "maintenance.yaml"):
         (config / name).write_text((DEFAULTS_DIR / name).read_text())
@@ -121,7 +124,8 @@ def submit_changes(client: ReplicaClient, count: int, parallel: int = 16, first:
 
     def submit(number: int) -> str:
         request = {"type": "standard", "title": f"Scale-out change {number}", "service": scale_service(number),
-                   "requester": "grace", "template": STEP_TEMPLATE, "rollback_plan": "undo the step"}
+                   "requester": "grace", "template": STEP_TEMPLATE, "rollback_plan": "undo the step",
+                   "risk": STEP_RISK}
         created = client.request("POST", f"/deployments/{deployment['id']}/create_flow_run", prefer=number,
                                  json={"parameters": {"request": request}})
         if created.status_code != 201:

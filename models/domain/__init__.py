@@ -151,10 +151,13 @@ from ._schemas import (
     AuditEventView,
     ChangeRequestInput,
     ChangeRequestView,
+    RISK_QUESTIONS,
     RiskAnswers,
     invalid_request,
     parse_change_request,
+    unanswered_risk,
 )
+from ._run_ending import REFUSED, EndingKind, RunEnding, run_ending
 from ._risk import (
     RiskAssessment,
     ServiceHistory,
@@ -283,6 +286,11 @@ __all__ = [
     "PolicyViolation",
     "RequiredApproval",
     "RequiredField",
+    "REFUSED",
+    "RISK_QUESTIONS",
+    "EndingKind",
+    "RunEnding",
+    "run_ending",
     "RiskAnswers",
     "RiskAssessment",
     "RiskLevel",
@@ -334,6 +342,7 @@ __all__ = [
     "next_window",
     "overlaps",
     "parse_change_request",
+    "unanswered_risk",
     "parse_duration",
     "interrupted_check_question",
     "phase_verdict",

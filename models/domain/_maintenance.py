@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ._schemas import RiskAnswers
 
 
 class Activity(BaseModel):
@@ -37,6 +38,8 @@ class WindowPlan(BaseModel):
     service: str = Field(description="Service the maintenance change is recorded against")
     checklist: str | None = None
     activities: list[str] = Field(min_length=1)
+    risk: RiskAnswers = Field(description="The window's answers to every risk question: its change carries them "
+                                          "(a change's risk is never assumed)")
 
 
 class MaintenancePlan(BaseModel):

@@ -283,7 +283,9 @@ class ChangeTemplate(Strict):
     implementation_plan: str = ""
     rollback_plan: str = ""
     test_evidence: str = ""
-    risk: dict[str, Any] = Field(default_factory=dict)
+    risk: RiskAnswers | None = Field(
+        default=None, description="The reviewed risk answers its changes carry when they give none of their own "
+        "(every question, as a request must)")
     implementation_commands: list[str] = Field(default_factory=list)
     verify_commands: list[str] = Field(default_factory=list)
     rollback_commands: list[str] = Field(default_factory=list)
@@ -300,7 +302,7 @@ class ChangeTemplate(Strict):
         extras = [name for name in ("impact", "implementation_plan", "rollback_plan", "test_evidence")
                   if getattr(change, name) and getattr(change, name) != getattr(self, name).replace(
                       "{service}", change.service)]
-        if change.risk_answers != RiskAnswers.model_validate(self.risk).model_dump(mode="json"):
+        if self.risk is None or change.risk_answers != self.risk.model_dump(mode="json"):
             extras.append("risk")
         if change.canary:
             extras.append("canary")

@@ -28,21 +28,29 @@ TEXT_MAX = 20_000
 
 
 class RiskAnswers(BaseModel):
-    """The risk questionnaire; scored into low / medium / high."""
+    """The risk questionnaire; scored into low / medium / high. Every question must be answered: a default would
+    file an unanswered change as "few users, low complexity, easy back-out, tested in staging" and could skip the
+    approvers high risk calls for (issue 30)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    users_affected: UsersAffected = Field(
-        default=UsersAffected.few, description="How many users could notice this change if it goes wrong?"
-    )
-    complexity: Complexity = Field(default=Complexity.low, description="How complex is the change itself?")
-    backout_difficulty: BackoutDifficulty = Field(
-        default=BackoutDifficulty.easy, description="How hard is it to back the change out?"
-    )
-    tested_in_staging: bool = Field(default=True, description="Was the change tested in staging first?")
+    users_affected: UsersAffected = Field(description="How many users could notice this change if it goes wrong?")
+    complexity: Complexity = Field(description="How complex is the change itself?")
+    backout_difficulty: BackoutDifficulty = Field(description="How hard is it to back the change out?")
+    tested_in_staging: bool = Field(description="Was the change tested in staging first?")
     touches_data: bool = Field(
-        default=False, description="Does the change modify stored data (migrations, backfills, deletions)?"
+        description="Does the change modify stored data (migrations, backfills, deletions)?"
     )
+
+
+RISK_QUESTIONS = tuple(RiskAnswers.model_fields)
+
+
+def unanswered_risk(request: "ChangeRequestInput") -> FieldProblem | None:
+    """A request must carry its risk answers, its own or its template's reviewed ones: none is assumed."""
+    if request.risk is not None:
+        return None
+    return FieldProblem("risk", f"answer every risk question ({', '.join(RISK_QUESTIONS)}): none is assumed")
 
 
 class ChangeRequestInput(BaseModel):
@@ -109,8 +117,11 @@ class ChangeRequestInput(BaseModel):
         description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
         json_schema_extra={"position": 12},
     )
-    risk: RiskAnswers = Field(
-        default_factory=RiskAnswers, description="Risk questionnaire.", json_schema_extra={"position": 13}
+    risk: RiskAnswers | None = Field(
+        default=None,
+        description="Risk questionnaire: answer every question, none is assumed. A request from a template that "
+        "carries reviewed answers may leave it out.",
+        json_schema_extra={"position": 13},
     )
     template: str | None = Field(
         default=None,

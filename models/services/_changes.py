@@ -28,6 +28,7 @@ from ..domain import (
     change_type,
     invalid_request,
     parse_change_request,
+    unanswered_risk,
 )
 from ..storage import (
     CONTENT,
@@ -132,6 +133,8 @@ class ChangeService:
         """Everything `submit` checks before writing (fields, the type's rules, template), without writing."""
         request = self._apply_template(parse_change_request(request))
         problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).request_problems(request)
+        if (unanswered := unanswered_risk(request)) is not None:
+            problems.append(unanswered)
         if not self._uow.org.directory.may_request(request.requester):
             problems.append(FieldProblem("requester", f"{request.requester!r} is not in the approver directory"))
         if request.checklist and request.checklist not in self._uow.org.checklists:
@@ -263,6 +266,8 @@ class ChangeService:
                 flow_run_id: str | None) -> ChangeRequest:
         org = self._uow.org
         now = self._uow.clock()
+        if request.risk is None:  # validate_request refuses it; kept so that no path files unanswered risk
+            raise invalid_request([unanswered_risk(request) or FieldProblem("risk", "missing")])
         risk = assess_risk(request.risk, self._history(session, request.service, now), org.policies.risk)
         change = ChangeRequest(
             **request.model_dump(exclude={"risk"}, mode="python"),
@@ -336,8 +341,8 @@ class ChangeService:
         for name in _TEMPLATE_TEXT_FIELDS:
             if not merged[name]:
                 merged[name] = getattr(template, name).replace("{service}", request.service)
-        if "risk" not in request.model_fields_set and template.risk:
-            merged["risk"] = template.risk
+        if request.risk is None and template.risk is not None:
+            merged["risk"] = template.risk.model_dump(mode="json")
         if not merged.get("checklist") and template.checklist:
             merged["checklist"] = template.checklist
         return parse_change_request(merged)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from models import verify_chain
+from tests.helpers import ROUTINE_RISK
 
 
 def _write(tmp_path, data, name="request.yaml"):
@@ -22,6 +23,7 @@ GOOD = {
     "service": "checkout",
     "requester": "grace",
     "rollback_plan": "restore the previous certificate bundle",
+    "risk": ROUTINE_RISK,
 }
 
 
@@ -51,10 +53,16 @@ def _count_changes(cli_env) -> int:
         ({**GOOD, "risk": {"users_affected": "everyone"}}, "risk.users_affected: Input should be"),
         ({**GOOD, "service": "pay ments; drop"}, "service: String should match pattern"),
         ("- just\n- a list\n", "expected a mapping"),
+        # Issue 30: no risk answer is assumed; each missing one is named.
+        ({k: v for k, v in GOOD.items() if k != "risk"}, "risk: answer every risk question (users_affected, "
+         "complexity, backout_difficulty, tested_in_staging, touches_data): none is assumed"),
+        *(({**GOOD, "risk": {k: v for k, v in ROUTINE_RISK.items() if k != question}},
+           f"risk.{question}: Field required") for question in ROUTINE_RISK),
     ],
     ids=["malformed", "unknown-field", "unknown-type", "no-rollback", "emergency-no-incident", "emergency-no-severity",
          "emergency-for-a-P4",
-         "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum", "bad-service", "not-a-mapping"],
+         "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum", "bad-service", "not-a-mapping",
+         "no-risk", *(f"no-{question}" for question in ROUTINE_RISK)],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):
     result = cli_env("submit", "--local", _write(tmp_path, content))

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from cli.dev import Stack, free_port, start_endpoint
-from tests.helpers import SECRET, wait_until
+from tests.helpers import ROUTINE_RISK, SECRET, wait_until
 
 CHANGEFLOW = str(Path(sys.executable).parent / "changeflow")
 REQUEST = {"type": "standard", "title": "Rotate TLS certificates on checkout", "service": "checkout",
-           "requester": "grace", "rollback_plan": "restore the previous bundle"}
+           "requester": "grace", "rollback_plan": "restore the previous bundle", "risk": ROUTINE_RISK}
 
 
 @pytest.fixture

@@ -16,11 +16,12 @@ import pytest
 import yaml
 
 from models import ChangeState, Database, Services, Settings, load_org
-from tests.helpers import SECRET, wait_until
+from tests.helpers import ROUTINE_RISK, SECRET, wait_until
 
 CHANGEFLOW = str(Path(sys.executable).parent / "changeflow")
 PIPELINE_REQUEST = {"type": "standard", "title": "deploy checkout 2.5", "service": "checkout",
-                    "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.4"}
+                    "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.4",
+                    "risk": ROUTINE_RISK}
 
 
 def start(*args: str, token: str | None = None) -> subprocess.Popen:

@@ -190,7 +190,7 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     assert [c.key for c in filed if c.title == "Rotate the payments API signing key"] == [done.key]
     assert any(e.to_state == "completed" for e in flow_stack.services.changes.view(done.key).events)
     page.goto(f"{ui}/runs/flow-run/{run_id}")
-    page.get_by_text("Finished in state Completed").first.wait_for()
+    page.get_by_text("Finished in state Closed").first.wait_for()  # named for its change (issue 30)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(DOCS / "ui-finished-run.png"))
 

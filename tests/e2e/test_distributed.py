@@ -126,7 +126,7 @@ def test_the_distributed_layout_survives_a_replica_and_a_worker_killed_mid_run(t
             assert record_problems(session) == []
         # Both workers ran changes' runs: work spread over them.
         logs = home / "logs"
-        assert all("Completed" in (logs / f"worker-{n}.log").read_text() for n in (1, 2))
+        assert all("Finished in state Closed" in (logs / f"worker-{n}.log").read_text() for n in (1, 2))
         print(f"\nclients: {tally.requests} requests, {tally.server_errors} 5xx retried, "
               f"{tally.failovers} refused connections failed over; killed {killed[0]}")
     finally:

@@ -18,6 +18,7 @@ import pytest
 
 from cli.dev import free_port
 from models import Act, Database, Services, Settings, load_org
+from tests.helpers import ROUTINE_RISK
 
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
 
@@ -48,7 +49,7 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
 
 def emergency(n: int) -> dict:
     return {"request": {"type": "emergency", "title": f"Load check {n}", "service": "payments", "requester": "grace",
-                        "incident_id": f"INC-{n}", "incident_severity": "P2"}}
+                        "incident_id": f"INC-{n}", "incident_severity": "P2", "risk": ROUTINE_RISK}}
 
 
 def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):

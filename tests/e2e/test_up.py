@@ -21,7 +21,7 @@ from cli.dev import free_port
 from endpoint import signed_click
 from models import Services, Database, Settings, load_org
 from notifications import Outbox
-from tests.helpers import wait_until
+from tests.helpers import ROUTINE_RISK, wait_until
 
 pytestmark = pytest.mark.flows
 
@@ -109,12 +109,14 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         assert "restart-service" in form["template"]["anyOf"][0]["enum"]
         stranger = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From a stranger", "service": "payments",
-                                       "requester": "zoe", "rollback_plan": "redeploy"}}})
+                                       "requester": "zoe", "rollback_plan": "redeploy",
+                                       "risk": ROUTINE_RISK}}})
         assert stranger.status_code in (409, 422), stranger.text
         # What the UI's "Custom run" form posts.
         created = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From the form", "service": "payments",
-                                       "requester": "grace", "rollback_plan": "redeploy"}},
+                                       "requester": "grace", "rollback_plan": "redeploy",
+                                       "risk": ROUTINE_RISK}},
         })
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]

@@ -12,7 +12,8 @@ import pytest
 
 from flows import ResumeRefused, resume_with_input
 from models import Act, ChangeRequest, next_window, utcnow
-from tests.flows.test_flows import act, awaiting, final_run_state, submit, wait_paused
+from tests.helpers import ROUTINE_RISK
+from tests.flows.test_flows import act, awaiting, ended_as, final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
 
@@ -76,7 +77,7 @@ def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-early")
     resume_like_the_ui(run_id, {"person": "alice", "reason": "customer outage needs the fix now",
                                 "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice", Act.start_early)})
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Closed", timeout_s=90)
     done = flow_stack.services.changes.get(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert [(actor, action) for actor, action, _ in gate_events(flow_stack, change.key)] == [("alice", "early_start")]
@@ -112,7 +113,7 @@ def test_cancelling_the_run_in_the_ui_cancels_the_change_and_frees_its_slot(flow
     # The slot is free again: the same window on the same service is accepted.
     again = flow_stack.services.changes.submit({
         "type": "standard", "title": "the same slot", "service": "window-gate-cancel", "requester": "grace",
-        "rollback_plan": "redeploy", "planned_start": change.planned_start.isoformat(),
+        "rollback_plan": "redeploy", "risk": ROUTINE_RISK, "planned_start": change.planned_start.isoformat(),
         "planned_end": change.planned_end.isoformat()})
     assert again.state == "submitted"
 
@@ -180,7 +181,7 @@ def test_a_change_without_automation_is_done_verified_and_rolled_back_only_by_it
     assert failed.returncode == 0, failed.stderr
     assert wait_paused(run_id, "work-rolled-back-") == "work-rolled-back-1"
     resume_like_the_ui(run_id, {"person": "bob", "approval_code": bob, "note": "POOL_SIZE=50 again"})
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Rolled back", timeout_s=90)
 
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("review_pending", "rolled_back")

@@ -18,7 +18,7 @@ from flows import resume_with_input
 from flows.traffic import router_for
 from models import Act, NginxRouter as NginxConfig, utcnow
 from tests.canary_weights import WeightHistory, wait_for_split
-from tests.flows.test_flows import act, awaiting, final_run_state, notifications_for, submit, wait_paused
+from tests.flows.test_flows import act, awaiting, ended_as, notifications_for, submit, wait_paused
 
 pytestmark = [
     pytest.mark.flows,
@@ -93,17 +93,23 @@ def fail_canary_at_step_two(flow_stack, lab, run_id) -> None:
 
 
 def assert_promoted(flow_stack, lab, run_id):
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     change = change_of(flow_stack, run_id)
     decisions = flow_stack.services.canary.decisions(change.key)
     assert (change.state, change.outcome) == ("closed", "succeeded"), decisions
     assert [decisions[i]["action"] for i in (1, 2, 3)] == ["continue", "continue", "promote"]
+    # The change's page (issue 30): one artifact, current, with the rollout drawn step by step.
+    (page,) = flow_stack.change_pages(run_id, change.key)
+    assert "**State:** closed (succeeded)" in page and "alice (team_lead, approve)" in page, page
+    bars = [line for line in page.splitlines() if line.startswith("step ")]
+    assert [line.split()[:3] for line in bars] == [["step", "1", "10"], ["step", "2", "50"], ["step", "3", "100"]], page
+    assert bars[2].count("█") == 20 and "promote" in bars[2], page
     assert [decisions[i]["weight"] for i in (1, 2, 3)] == [10, 50, 100]
     return change
 
 
 def assert_rolled_back(flow_stack, run_id, failing_metric: str = "error_rate"):
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Rolled back", timeout_s=120)
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "rolled_back"
     decisions = flow_stack.services.canary.decisions(change.key)
@@ -174,7 +180,7 @@ def test_failed_nginx_check_keeps_the_previous_weights_and_fails_the_change(flow
     # An address nginx refuses: `nginx -t` fails as soon as the canary gets a weight.
     canary_setup(lab.nginx_router(canary_address="127.0.0.1:99999"))
     run_id = ship(flow_stack, plan("http_probe"), "canary behind a broken router config")
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Failed", timeout_s=120)
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "failed"
     failed = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "failed")
@@ -245,7 +251,7 @@ def test_inconclusive_analysis_pauses_for_a_person_who_rolls_back(flow_stack, la
     code = flow_stack.services.approvals.approval_code_for(change.key, "frank", Act.answer_canary)
     asyncio.run(resume_with_input(run_id, {"person": "frank", "approval_code": code, "answer": "roll_back",
                                            "comment": "no metrics, not shipping blind"}))
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Rolled back", timeout_s=120)
     change = change_of(flow_stack, run_id)
     assert change.outcome == "rolled_back"
     assert wait_for_split(lab, {"v1"}) == {"v1": 30}
@@ -268,7 +274,7 @@ def test_a_canary_nobody_answers_goes_back_to_stable_and_the_people_on_call_are_
     since = flow_stack.services.canary.gate_waiting_since(change.key, "canary-confirm-s2")
     time.sleep(max(0.0, (since - utcnow()).total_seconds() + 46))
     assert run_deployment("approval-escalation/every-minute", timeout=120).state.is_completed()
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Rolled back", timeout_s=120)
     done = change_of(flow_stack, run_id)
     assert done.outcome == "rolled_back"
     reason = next(e for e in flow_stack.services.changes.view(done.key).events if e.to_state == "rolled_back")
@@ -305,7 +311,7 @@ def test_a_canary_whose_run_is_killed_mid_bake_goes_back_to_stable_then_resumes_
         # crash_recovery.py measures how fast).
         assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
         assert weights.first_at(0, after=killed_at) is not None, "traffic never went back to stable"
-        assert final_run_state(run_id, timeout_s=180).is_completed()
+        ended_as(run_id, "Closed" if resume else "Rolled back", timeout_s=180)
     done = flow_stack.services.changes.view(change.key)
     actions = [e.action for e in done.events]
     assert actions.count("run_crashed") == 1 and actions.count("canary_aborted") == 1

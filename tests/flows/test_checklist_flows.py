@@ -16,7 +16,7 @@ from prefect.deployments import run_deployment
 
 from flows import resume_with_input
 from models import Act
-from tests.flows.test_flows import final_run_state, notifications_for, submit, wait_paused
+from tests.flows.test_flows import ended_as, notifications_for, submit, wait_paused
 
 pytestmark = pytest.mark.flows
 
@@ -45,7 +45,7 @@ def change_of(flow_stack, run_id):
 
 def test_failed_pre_item_stops_the_change_before_anything_is_touched(flow_stack):
     run_id = templated("pre-fails", "pre fails")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Cancelled")
     change = change_of(flow_stack, run_id)
     assert change.state == "cancelled" and change.implemented_at is None
     result = results(flow_stack, change.key)[("pre", 0, "svc-healthy")]
@@ -57,7 +57,7 @@ def test_a_failed_required_check_stops_the_phase_before_anyone_is_asked_to_tick(
     """Issue 30: the dialog asked for manual ticks after a required automated check had failed, without saying
     so, then cancelled the change anyway."""
     run_id = templated("fails-before-the-manual", "fails before the manual item")
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Cancelled", timeout_s=90)
     change = change_of(flow_stack, run_id)
     assert change.state == "cancelled" and change.implemented_at is None
     stored = results(flow_stack, change.key)
@@ -70,7 +70,7 @@ def test_a_failed_required_check_stops_the_phase_before_anyone_is_asked_to_tick(
 
 def test_failed_post_item_rolls_the_change_back(flow_stack):
     run_id = templated("post-fails", "post fails")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Rolled back")
     change = change_of(flow_stack, run_id)
     assert change.state == "review_pending" and change.outcome == "rolled_back"
     stored = results(flow_stack, change.key)
@@ -84,7 +84,7 @@ def test_failed_post_item_rolls_the_change_back(flow_stack):
 
 def test_advisory_failure_is_recorded_and_the_change_completes(flow_stack):
     run_id = templated("advisory", "advisory")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     change = change_of(flow_stack, run_id)
     assert change.state == "closed" and change.outcome == "succeeded"
     stored = results(flow_stack, change.key)
@@ -121,7 +121,7 @@ def test_manual_items_confirmed_in_the_form_and_on_the_cli(flow_stack):
                                                                                        Act.confirm_check)],
                          env=flow_stack.stack.env, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     change = change_of(flow_stack, run_id)
     stored = results(flow_stack, change.key)
     assert (stored[("pre", 0, "oncall-ready")].actor, stored[("pre", 0, "oncall-ready")].detail) == (
@@ -142,7 +142,7 @@ def test_unconfirmed_manual_item_past_its_timeout_fails_the_phase(flow_stack):
     wait_paused(run_id, "checklist-pre-0-")
     time.sleep(1.5)
     assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Cancelled")
     change = change_of(flow_stack, run_id)
     result = results(flow_stack, change.key)[("pre", 0, "nobody-answers")]
     assert not result.passed and result.detail == "not confirmed within 1 s"

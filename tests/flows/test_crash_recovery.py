@@ -11,7 +11,7 @@ import pytest
 
 from models import Act, verify_chain
 from tests.flows.test_bypass_flows import resume_like_the_ui
-from tests.flows.test_flows import final_run_state, submit, wait_paused
+from tests.flows.test_flows import ended_as, submit, wait_paused
 from tests.helpers import standard_request, wait_until
 from tests.processes import kill_run
 
@@ -76,7 +76,7 @@ def test_a_step_killed_mid_way_is_never_run_again_blindly_a_person_says_whether_
     assert "step 1 was interrupted by a crash" in row["waiting_for"] and "grace" in row["waiting_on"]
     resume_like_the_ui(run_id, {"person": "grace", "note": "the restart had gone through",
                                 "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert steps_run(flow_stack, "crash-at-most-once") == ["started"], "the interrupted step ran again"
@@ -107,7 +107,7 @@ def test_a_step_of_a_live_run_is_not_asked_about_and_an_answer_about_it_is_refus
                             env=flow_stack.stack.env, capture_output=True, text=True)
     assert answer.returncode == 1 and "is not waiting for anyone" in answer.stdout + answer.stderr, answer
     (flow_stack.home / f"finish-{service}").touch()
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert not [e for e in done.events if e.action == "work_confirmed"]
@@ -115,7 +115,7 @@ def test_a_step_of_a_live_run_is_not_asked_about_and_an_answer_about_it_is_refus
 
 def test_an_idempotent_step_killed_mid_way_runs_again_by_itself(flow_stack):
     run_id, change = crash_mid_step(flow_stack, "slow-idempotent-step", "crash-at-least-once")
-    assert final_run_state(run_id, timeout_s=150).is_completed()
+    ended_as(run_id, "Closed", timeout_s=150)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert steps_run(flow_stack, "crash-at-least-once") == ["started", "started"]
@@ -156,7 +156,7 @@ def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flo
                                 "--as", "grace", "--code", code, "--note", "the check had passed before the crash"],
                                env=flow_stack.stack.env, capture_output=True, text=True)
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert checks_run(flow_stack, "slow-pre") == ["started"], "the interrupted check ran again"
@@ -169,7 +169,7 @@ def test_a_pre_check_command_killed_mid_way_is_put_to_a_person_not_run_again(flo
 
 def test_an_idempotent_pre_check_killed_mid_way_runs_again_by_itself(flow_stack):
     run_id, change = crash_mid_check(flow_stack, "slow-pre-idempotent")
-    assert final_run_state(run_id, timeout_s=150).is_completed()
+    ended_as(run_id, "Closed", timeout_s=150)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert checks_run(flow_stack, "slow-pre-idempotent") == ["started", "started"]
@@ -200,7 +200,7 @@ def test_a_run_that_died_at_its_approval_gate_waits_there_again(flow_stack):
     assert wait_paused(run_id, "approval-r1-2") == "approval-r1-2"
     for person in ("alice", "bob"):
         act(flow_stack, flow_stack.services.changes.get(change.key), person)
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert done.state == "closed"
     assert [e.action for e in done.events].count("run_crashed") == 1
@@ -297,7 +297,7 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
                for reason in flow_stack.services.recovery.needs_a_person(change.key))
     resume_like_the_ui(run_id, {"person": "grace", "note": "checked: the undo had completed",
                                 "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Rolled back", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert done.state == "review_pending" and done.outcome == "rolled_back"
     assert rollbacks.read_text().split() == ["started"], "the interrupted rollback ran again"
@@ -312,7 +312,7 @@ def test_a_post_check_command_killed_mid_way_is_put_to_a_person_after_the_change
     code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_check)
     resume_like_the_ui(run_id, {"slow_check": True, "confirmed_by": "grace", "approval_code": code,
                                 "note": "smoke test had passed"})
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
     assert checks_run(flow_stack, "slow-post") == ["started"], "the interrupted check ran again"

@@ -9,13 +9,14 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.deployments import run_deployment
 
 from models import Act, ChangeRequest, utcnow
 from tests.flows.test_bypass_flows import resume_like_the_ui
-from tests.flows.test_flows import final_run_state, notifications_for, submit, wait_paused
-from tests.helpers import backdated, standard_request
+from tests.flows.test_flows import ended_as, notifications_for, submit, wait_paused
+from tests.helpers import ROUTINE_RISK, backdated, standard_request
 
 pytestmark = pytest.mark.flows
 
@@ -62,7 +63,7 @@ def test_a_filing_nobody_confirms_is_cancelled_by_the_sweep_and_its_run_ends(flo
     assert cancel_unconfirmed_filings() == 0, "within confirm_filing_within (1 day) it waits"
     with backdated(flow_stack.services.db, change.key, created_at=utcnow() - timedelta(days=1, minutes=1)):
         assert cancel_unconfirmed_filings() == 1
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Cancelled", timeout_s=90)
     cancelled = flow_stack.services.changes.view(change.key)
     assert cancelled.state == "cancelled"
     assert next(e for e in cancelled.events if e.to_state == "cancelled").data["reason"] == \
@@ -81,6 +82,31 @@ def test_bad_dates_from_the_run_form_end_refused_naming_the_field_never_failed(f
     """Issue 30: these failed Prefect's own parameter validation: a red Failed run with a traceback."""
     run = run_deployment("change-request/submit", timeout=90, parameters={"request": standard_request(
         title="bad dates from the form", **dates)})
-    assert (run.state.type.value, run.state.name) == ("COMPLETED", "Refused"), run.state
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "Refused"), run.state
     assert named in run.state.message, run.state.message
     assert flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run.id}") is None
+
+
+@pytest.mark.parametrize("question", [None, *ROUTINE_RISK])
+def test_the_run_form_refuses_a_request_missing_a_risk_answer_naming_the_question(flow_stack, question):
+    """Issue 30: the form came filled with the lowest-risk answers, so a requester who skipped the section filed
+    "risk low, tested in staging". Now no answer is filled in. Posted as the UI's Custom run posts it: with the
+    section left out, the run ends Refused naming it; with one answer left out, Prefect refuses to create the
+    run, naming the question. Nothing is written either way."""
+    request = standard_request(title=f"risk unanswered: {question or 'all'}")
+    if question is None:
+        del request["risk"]
+        run = run_deployment("change-request/submit", timeout=90, parameters={"request": request})
+        assert (run.state.type.value, run.state.name) == ("CANCELLED", "Refused"), run.state
+        assert "risk: answer every risk question" in run.state.message, run.state.message
+        assert flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run.id}") is None
+        return
+    request["risk"] = {k: v for k, v in ROUTINE_RISK.items() if k != question}
+    with httpx.Client(base_url=flow_stack.api_url, timeout=30) as http:
+        deployment = http.get("/deployments/name/change-request/submit").json()
+        created = http.post(f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"request": request}})
+        assert created.status_code == 409, created.text
+        assert f"'{question}' is a required property" in created.text, created.text
+        runs = http.post("/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}},
+                                                    "limit": 200}).json()
+    assert not [run for run in runs if run["parameters"].get("request", {}).get("title") == request["title"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import timedelta
 from uuid import UUID
@@ -17,7 +18,8 @@ from sqlalchemy import text
 from flows import ResumeRefused, paused_key, resume_with_input
 from models import Act, ChangeRequest, Notification
 from models import utcnow
-from tests.helpers import backdated, emergency_request, major_request, standard_request
+from tests.flow_stack import ended_as, final_run_state  # noqa: F401 - other flow tests import them from here
+from tests.helpers import ROUTINE_RISK, backdated, emergency_request, major_request, standard_request
 
 pytestmark = pytest.mark.flows
 
@@ -72,20 +74,6 @@ def act(flow_stack, change: ChangeRequest, approver: str, *, code: str | None = 
     return decisions(flow_stack, change.key)[-1]
 
 
-def final_run_state(run_id: str, timeout_s: float = 60):
-    async def read():
-        async with get_client() as client:
-            return (await client.read_flow_run(UUID(run_id))).state
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = asyncio.run(read())
-        if state.is_final():
-            return state
-        time.sleep(0.3)
-    raise AssertionError(f"flow run {run_id} did not finish")
-
-
 def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
     """The pause key once the run is suspended at a key starting with `prefix`."""
     deadline = time.monotonic() + timeout_s
@@ -118,7 +106,7 @@ def test_standard_change_needs_two_different_people_and_refusals_keep_the_gate_w
     assert flow_stack.services.changes.get(change.key).state == "awaiting_approval"
 
     act(flow_stack, change, "bob", comment="lgtm")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed"
     assert [(a.approver, a.role) for a in view.approvals] == [("alice", "team_lead"), ("bob", "peer_reviewer")]
@@ -163,7 +151,7 @@ def test_emergency_change_goes_to_review_due_in_48h(flow_stack):
     run_id = submit(emergency_request(title="flow: emergency", template="scripted-emergency"))
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "erin", comment="P1, go")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Review pending")
     done = flow_stack.services.changes.get(change.key)
     assert done.state == "review_pending"
     assert timedelta(hours=47, minutes=59) < done.review_due_at - done.implemented_at < timedelta(hours=48, minutes=1)
@@ -176,8 +164,11 @@ def test_rejection_ends_the_flow_with_the_change_rejected(flow_stack):
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "frank")
     act(flow_stack, change, "carol", decision="reject", comment="no load test")
-    state = final_run_state(run_id)
-    assert state.is_completed()
+    ended_as(run_id, "Rejected")
+    logs = flow_stack.run_logs_once_they_hold(run_id, "Finished in state Rejected")
+    assert "Traceback" not in logs and "unexpected exception" not in logs, logs[-3000:]
+    (page,) = flow_stack.change_pages(run_id, change.key)  # one page, current (issue 30)
+    assert "**State:** rejected" in page and re.search(r"carol \(\w+, reject\)", page), page
     change = flow_stack.services.changes.get(change.key)
     assert change.state == "rejected" and change.implemented_at is None
     announced = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "rejected"}
@@ -220,12 +211,13 @@ def test_unanswered_gate_escalates_up_the_ladder_once_per_rung(flow_stack):
     # P1 emergency: the executive rung applies; every rung was written exactly once (the key is unique).
     assert rungs == {"1-L1-oncall_primary", "1-L2-oncall_secondary", "1-L3-management", "1-L4-executive"}
     assert flow_stack.services.changes.get(change.key).state == "expired"
+    ended_as(run_id, "Expired", timeout_s=90)  # the sweep wakes the run, which ends named for it (issue 30)
 
 
 def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
     run_id = submit({"type": "standard", "title": "Restart payments", "service": "payments",
                      "requester": "grace", "template": "restart-service"})
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     change = flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}")
     view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed" and view.approvals == []
@@ -239,7 +231,9 @@ def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
 def test_failed_implementation_rolls_back(flow_stack):
     run_id = submit({"type": "standard", "title": "Broken deploy", "service": "checkout",
                      "requester": "grace", "template": "failing-deploy"})
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Rolled back")
+    logs = flow_stack.run_logs_once_they_hold(run_id, "Finished in state Rolled back")
+    assert "Traceback" not in logs and "unexpected exception" not in logs, logs[-3000:]
     view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
     assert view.state == "review_pending"
     rolled = next(e for e in view.events if e.to_state == "rolled_back")
@@ -250,7 +244,7 @@ def test_failed_implementation_rolls_back(flow_stack):
 def test_a_rollback_whose_command_fails_is_not_recorded_as_rolled_back(flow_stack):
     run_id = submit({"type": "standard", "title": "Broken deploy, broken undo", "service": "checkout",
                      "requester": "grace", "template": "failing-rollback"})
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Failed")
     view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
     assert (view.state, view.outcome) == ("review_pending", "failed")
     assert not any(e.to_state == "rolled_back" for e in view.events)
@@ -264,7 +258,7 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     change = awaiting(flow_stack, run_id)
     act(flow_stack, change, "alice")
     act(flow_stack, change, "carol")
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     before = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
 
     async def rerun():
@@ -274,7 +268,7 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
 
     asyncio.run(rerun())
     time.sleep(1)
-    assert final_run_state(run_id).is_completed()
+    ended_as(run_id, "Closed")
     after = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
     assert after == before
     with flow_stack.services.db.read() as session:
@@ -303,7 +297,7 @@ def test_cli_decisions_move_the_same_suspended_run(flow_stack):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(approve, ["frank", "bob"]))
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Closed", timeout_s=90)
     view = flow_stack.services.changes.view(change.key)
     assert view.state == "closed" and sorted(a.approver for a in view.approvals) == ["bob", "frank"]
     assert [d["action"] for d in decisions(flow_stack, change.key)] == ["approval", "approval"]
@@ -381,7 +375,7 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     asyncio.run(resume_with_input(run_id, {"person": "frank", "reason": "routine, agreed with the team",
                                            "approval_code": flow_stack.services.approvals.approval_code_for(
                                                change.key, "frank", Act.start_early)}))
-    assert final_run_state(run_id, timeout_s=90).is_completed()
+    ended_as(run_id, "Closed", timeout_s=90)
     done = flow_stack.services.changes.get(change.key)
     assert (done.type, done.state, done.outcome) == ("normal", "closed", "succeeded")
 
@@ -389,7 +383,8 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
 def test_a_bad_request_from_the_run_form_ends_with_the_field_named_reason_and_writes_nothing(flow_stack):
     """Issue 17: a standard change without a rollback plan became a Failed run with a Python traceback."""
     run = run_deployment("change-request/submit", timeout=90, parameters={"request": {
-        "type": "standard", "title": "no rollback plan", "service": "payments", "requester": "grace"}})
+        "type": "standard", "title": "no rollback plan", "service": "payments", "requester": "grace",
+        "risk": ROUTINE_RISK}})
     assert run.state.name == "Refused"
     assert "rollback_plan: a standard change needs a rollback plan" in run.state.message
     assert flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run.id}") is None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flows import resume_with_input
-from tests.flows.test_flows import act, awaiting, decisions, final_run_state, submit, wait_paused
+from tests.flows.test_flows import act, awaiting, decisions, ended_as, submit, wait_paused
 from tests.helpers import standard_request
 
 pytestmark = pytest.mark.flows
@@ -32,7 +32,7 @@ def test_a_cli_decision_and_a_resume_form_leave_no_code_in_prefect(flow_stack):
     assert cli.returncode == 0, cli.stderr
     flow_stack.wait_for(change.key, lambda c: len(decisions(flow_stack, c.key)) == 1, what="frank's approval")
     act(flow_stack, change, "bob")  # bob types his code into the Prefect UI's Resume form
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     assert flow_stack.services.changes.get(change.key).state == "closed"
     flow_stack.assert_no_code_kept(run_id, change.key)
 
@@ -50,7 +50,7 @@ def test_decisions_recorded_elsewhere_reach_the_run_through_the_sweep_with_nothi
                                              code=flow_stack.services.approvals.approval_code_for(change.key, person))
     assert flow_stack.services.changes.get(change.key).state == "approved"
     assert nudge_runs_that_can_continue() >= 1
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     assert flow_stack.services.changes.get(change.key).state == "closed"
     flow_stack.assert_no_code_kept(run_id, change.key)
 
@@ -73,7 +73,7 @@ def test_an_untouched_resume_form_records_nothing_and_the_gate_waits_again(flow_
     assert [d["action"] for d in decisions(flow_stack, change.key)] == ["approval_refused"]
     for person in ("frank", "bob"):
         act(flow_stack, change, person)
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     flow_stack.assert_no_code_kept(run_id, change.key)
 
 
@@ -97,7 +97,7 @@ def test_an_approval_link_and_a_slack_click_through_the_endpoint_leave_no_code_i
         body, headers = signed_click(change.key, change.approval_round, "U01ALICE", SLACK_SECRET)
         clicked = httpx.post(f"{endpoint.url}/slack/actions", content=body, headers=headers, timeout=30)
         assert clicked.status_code == 200, clicked.text
-        assert final_run_state(run_id, timeout_s=120).is_completed()
+        ended_as(run_id, "Closed", timeout_s=120)
     finally:
         endpoint.stop()
     assert flow_stack.services.changes.get(change.key).state == "closed"

@@ -15,7 +15,7 @@ import pytest
 from prefect import get_client
 
 from flows import resume_with_input
-from tests.flows.test_flows import act, awaiting, decisions, final_run_state, submit, wait_paused
+from tests.flows.test_flows import act, awaiting, decisions, ended_as, submit, wait_paused
 from tests.helpers import standard_request, wait_until
 
 pytestmark = pytest.mark.flows
@@ -56,7 +56,7 @@ def test_a_gate_answered_while_hot_moves_the_run_in_its_own_process(flow_stack):
                          env=flow_stack.stack.env, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     act(flow_stack, change, "bob")
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     assert flow_stack.services.changes.get(change.key).state == "closed"
     assert processes_started(run_id) == 1, state_history(run_id)
     assert "Suspended" not in [name for _, name in state_history(run_id)]
@@ -81,7 +81,7 @@ def test_a_gate_nobody_answers_while_hot_suspends_and_its_controls_hold_hot_and_
     assert [d["action"] for d in decisions(flow_stack, change.key)].count("approval_refused") == 2
     for person in ("frank", "bob"):
         act(flow_stack, change, person)
-    assert final_run_state(run_id, timeout_s=120).is_completed()
+    ended_as(run_id, "Closed", timeout_s=120)
     assert flow_stack.services.changes.get(change.key).state == "closed"
     assert processes_started(run_id) >= 2, state_history(run_id)
     flow_stack.assert_no_code_kept(run_id, change.key)

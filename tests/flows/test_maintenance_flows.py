@@ -30,7 +30,9 @@ def test_weekly_maintenance_end_to_end_in_a_compressed_window(flow_stack):
     assert services.changes.get(key).state == "approved"
 
     run = run_deployment("maintenance/weekly", parameters=window, timeout=180)
-    assert run.state.is_completed(), run.state
+    # The run is its window's change, named and ended for it (issue 30).
+    assert (run.state.name, run.state.type.value) == ("Closed", "COMPLETED"), run.state
+    assert run.name.startswith(f"{key} Weekly maintenance"), run.name
     change = services.changes.get(key)
     assert change.state == "closed", services.changes.view(key).events[-1]
     steps = services.checklists.done_steps(key)
@@ -53,6 +55,7 @@ def test_unapproved_window_does_not_run(flow_stack):
     window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 1}
     assert run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120).state.is_completed()
     key = flow_stack.services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}").key
-    assert run_deployment("maintenance/weekly", parameters=window, timeout=120).state.is_completed()
+    unapproved = run_deployment("maintenance/weekly", parameters=window, timeout=120).state
+    assert (unapproved.name, unapproved.type.value) == ("Cancelled", "CANCELLED"), unapproved
     assert flow_stack.services.changes.get(key).state == "cancelled"
     assert flow_stack.services.checklists.done_steps(key) == {}

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from endpoint import create_app
 from models import CanaryConfig, CanaryPlan, Services
 from starlette.testclient import TestClient
-from tests.helpers import approve, emergency_request, standard_request
+from tests.helpers import ROUTINE_RISK, approve, emergency_request, standard_request
 from tests.integration.test_notifications import make_notifier
 
 WINDOW = datetime(2027, 1, 3, 2, tzinfo=timezone.utc)  # a Sunday maintenance window
@@ -33,7 +33,7 @@ def awaiting(services: Services, request=None, **fields):
 def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_and_on_the_link_page(tmp_path, org):
     notifier, services = make_notifier(tmp_path, with_router(org))
     canary = awaiting(services, title="Release payments v2", template="restart-service",
-                      risk={"users_affected": "many", "complexity": "medium"}, test_evidence="staging run #4411",
+                      risk={**ROUTINE_RISK, "users_affected": "many", "complexity": "medium"}, test_evidence="staging run #4411",
                       canary=CANARY)
     approve(services, canary.key, "alice")
     dated = {"planned_start": WINDOW.isoformat(), "planned_end": (WINDOW + timedelta(hours=1)).isoformat()}

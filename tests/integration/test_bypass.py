@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import Act, ChangeState, PolicyViolation, Services, decode_data, events_for
-from tests.helpers import SECRET, approve, major_request, standard_request
+from tests.helpers import ROUTINE_RISK, SECRET, approve, major_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday, 12:00
@@ -145,14 +145,32 @@ def test_a_freeze_declared_after_scheduling_holds_the_change_when_its_window_ope
 
 # ---- pre-approved templates ------------------------------------------------------------------------------
 
-def test_a_plain_pre_approved_template_skips_the_gate(at_t0):
-    change = at_t0.changes.submit(standard_request(template="restart-service", rollback_plan="", implementation_plan=""))
+def test_a_plain_pre_approved_template_skips_the_gate(at_t0, org):
+    change = at_t0.changes.submit(standard_request(template="restart-service", rollback_plan="", implementation_plan="",
+                                                   risk=None))
+    assert change.risk_answers == org.templates["restart-service"].risk.model_dump(mode="json")
     assert at_t0.approvals.request_approval(change.key).state == ChangeState.approved.value
+
+
+def test_a_request_whose_template_has_no_risk_answers_must_give_its_own(db, org):
+    """Issue 30: no risk answer is ever assumed, not even for a template's change."""
+    from models import InputError
+
+    bare = org.templates["restart-service"].model_copy(update={"risk": None})
+    services = Services.build(db, org.model_copy(update={"templates": {**org.templates, "restart-service": bare}}),
+                              SECRET)
+    with pytest.raises(InputError) as caught:
+        services.changes.submit(standard_request(template="restart-service", risk=None))
+    assert [p.field for p in caught.value.problems] == ["risk"]
+    assert "none is assumed" in str(caught.value)
+    assert services.changes.list_changes() == []
+    filed = services.changes.submit(standard_request(template="restart-service"))
+    assert filed.risk_answers == ROUTINE_RISK
 
 
 @pytest.mark.parametrize(("extra", "smuggled"), [
     ({"implementation_plan": "also drop the orders table"}, "implementation_plan"),
-    ({"risk": {"users_affected": "all", "complexity": "high"}}, "risk"),
+    ({"risk": {**ROUTINE_RISK, "users_affected": "all", "complexity": "high"}}, "risk"),
     ({"canary": {"canary_version": "v9"}}, "canary"),
     ({"checklist": "maintenance"}, "checklist"),
 ], ids=["own-plan", "own-risk-answers", "own-canary", "own-checklist"])

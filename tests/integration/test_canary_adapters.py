@@ -16,7 +16,7 @@ from flows.traffic import RouterError, router_for
 from flows.traffic.nginx import upstream_block
 from models import Services, InputError
 from models import CanaryConfig, CanaryPlan, CommandRouter, HttpRouter, NginxRouter
-from tests.helpers import SECRET
+from tests.helpers import ROUTINE_RISK, SECRET
 from tests.receivers import start_http_receiver
 
 
@@ -50,7 +50,7 @@ def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
     services = Services.build(db, org, SECRET)
     with pytest.raises(InputError) as caught:
         services.changes.submit({"type": "standard", "title": "t", "service": "shop", "requester": "grace",
-                        "rollback_plan": "back", "canary": {"canary_version": "v2"}})
+                        "rollback_plan": "back", "risk": ROUTINE_RISK, "canary": {"canary_version": "v2"}})
     assert "canary: no traffic router is configured for service 'shop'" in str(caught.value)
     config = CanaryConfig.model_validate({"services": {"shop": {"router": {
         "kind": "http", "url": "http://127.0.0.1:1/w"}}}})

@@ -8,7 +8,7 @@ import pytest
 
 from models import Act, AuditAction, ChangeState, PolicyViolation, approval_code
 from models import events_for
-from tests.helpers import SECRET, approve, emergency_request, major_request, standard_request
+from tests.helpers import ROUTINE_RISK, SECRET, approve, emergency_request, major_request, standard_request
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_refused_attempts_are_explained_and_recorded(services, approver, role, u
 
 def test_one_person_fills_one_role_per_change(services):
     # alice is team lead and CAB member; on a high-risk standard change she may fill only one of them.
-    change = services.changes.submit(standard_request(risk={"users_affected": "all", "complexity": "high",
+    change = services.changes.submit(standard_request(risk={**ROUTINE_RISK, "users_affected": "all", "complexity": "high",
                                                    "backout_difficulty": "hard"}))
     assert change.risk_level == "high"
     services.approvals.request_approval(change.key)

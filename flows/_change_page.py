@@ -1,0 +1,126 @@
+"""A change's page in the Prefect UI (issue 30): one Markdown artifact per change run, `change-chg-000123`, updated
+at every step of the change (state, who approved and who is still needed, its window, the checklist, the canary's
+weights and metrics as a chart, the change's runs), so a change manager reads the change where they watch its run.
+
+Only what the change record already shows goes here: never a code or a link token (Prefect keeps artifacts where
+anyone with UI access reads them, DESIGN.md "Trust boundaries")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from statistics import fmean
+from uuid import UUID
+
+from prefect import get_client, get_run_logger
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
+                                            FlowRunFilterName)
+from prefect.runtime import flow_run
+
+from flows._runtime import runtime
+from models import ChangeRequestView, ChangeState, Services
+
+BAR_WIDTH = 20  # characters of a 100 % bar in the canary chart
+
+
+def page_key(change_key: str) -> str:
+    return f"change-{change_key.lower()}"  # artifact keys: lowercase letters, digits and dashes
+
+
+def publish_change_page(key: str) -> None:
+    """Write the change's page: created once per run, then updated in place (one artifact, its latest content).
+    A page that cannot be written is logged and skipped: it shows the record, it never decides anything."""
+    services = runtime().services
+    try:
+        markdown = change_page(services, services.changes.view(key), runs=asyncio.run(_runs_of(key)))
+        asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands"))
+    except Exception as exc:  # noqa: BLE001 - the page is a view; the change goes on without it
+        get_run_logger().warning("the page of %s was not updated: %s", key, exc)
+
+
+async def _write(artifact_key: str, markdown: str, description: str) -> None:
+    run_id = str(flow_run.id)
+    async with get_client() as client:
+        existing = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])), limit=1)
+        if existing:
+            await client.update_artifact(existing[0].id, ArtifactUpdate(data=markdown, description=description))
+        else:
+            await client.create_artifact(ArtifactCreate(key=artifact_key, type="markdown", data=markdown,
+                                                        description=description, flow_run_id=UUID(run_id)))
+
+
+async def _runs_of(key: str) -> list[tuple[str, str, str]]:
+    """The change's runs (named `CHG-000123 ...`, issue 30): (id, name, state name), oldest first."""
+    async with get_client() as client:
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=key)), limit=20)
+    return sorted(((str(r.id), r.name, r.state.name if r.state else "") for r in runs if r.name.startswith(key)),
+                  key=lambda run: run[1])
+
+
+def change_page(services: Services, view: ChangeRequestView, *, runs: list[tuple[str, str, str]]) -> str:
+    """The page's Markdown, from the change record."""
+    state = view.state.value.replace("_", " ")
+    lines = [f"# {view.key} {view.title}", "",
+             f"**State:** {state}" + (f" ({view.outcome.replace('_', ' ')})" if view.outcome else "")
+             + f" · {view.type} change on **{view.service}**, requested by {view.requester}"
+             + f" · risk **{view.risk_level.value}** ({view.risk_score})", ""]
+    if view.state is ChangeState.awaiting_approval:
+        lines.append(f"**Still needed:** {services.approvals.evaluation(view.key).describe_missing()}")
+    decided = [f"{a.approver} ({a.role}, {a.decision})" for a in view.approvals]
+    lines.append(f"**Decided:** {', '.join(decided) or 'nobody yet'}")
+    if view.planned_start:
+        lines.append(f"**Window:** {view.planned_start:%Y-%m-%d %H:%M} to "
+                     f"{view.planned_end:%Y-%m-%d %H:%M} UTC" if view.planned_end else
+                     f"**Window:** from {view.planned_start:%Y-%m-%d %H:%M} UTC")
+    if view.review_due_at and view.state is ChangeState.review_pending:
+        lines.append(f"**Review due:** {view.review_due_at:%Y-%m-%d %H:%M} UTC")
+    lines.append("")
+    if view.checklist_results:
+        lines += ["## Checklist", "", "| phase | item | result | by | detail |", "|---|---|---|---|---|"]
+        for result in view.checklist_results:
+            verdict = "passed" if result["passed"] else ("FAILED" if result["required"] else "failed (advisory)")
+            lines.append(f"| {result['phase']} | {result['title']} | {verdict} | {result.get('actor') or '-'} | "
+                         f"{_cell(result.get('detail') or '')} |")
+        lines.append("")
+    if view.canary_steps:
+        lines += ["## Canary", "", "```", *canary_chart(services, view), "```", ""]
+    lines += ["## Timeline", "", "| when (UTC) | who | what |", "|---|---|---|"]
+    for event in view.events[-15:]:
+        what = event.action.replace("_", " ") + (f" -> {event.to_state}" if event.to_state else "")
+        lines.append(f"| {event.occurred_at:%Y-%m-%d %H:%M:%S} | {event.actor} | {what} |")
+    if runs:
+        ui = runtime().settings.prefect_ui_url.rstrip("/")
+        lines += ["", "## Runs", ""] + [f"- [{name}]({ui}/runs/flow-run/{run_id}): {state_name}"
+                                        for run_id, name, state_name in runs]
+    return "\n".join(lines) + "\n"
+
+
+def canary_chart(services: Services, view: ChangeRequestView) -> list[str]:
+    """Each decided step as a bar of its weight, with its decision and each metric's mean on the canary and on
+    stable: the rollout at a glance."""
+    means: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    for row in services.canary.measurements(view.key):
+        if row.value is not None:
+            means[(row.step, row.metric, row.version)].append(row.value)
+    chart = []
+    for decision in view.canary_steps:
+        step, weight = int(decision.get("step", 0)), int(decision.get("weight", 0))
+        bar = "█" * round(BAR_WIDTH * weight / 100)
+        metrics = sorted({metric for (s, metric, _) in means if s == step})
+        shown = "; ".join(f"{metric} {_mean(means, step, metric, 'canary')} vs {_mean(means, step, metric, 'stable')}"
+                          for metric in metrics)
+        chart.append(f"step {step} {weight:>3} % {bar:<{BAR_WIDTH}} {decision.get('action', '')}"
+                     + (f"  ({shown})" if shown else ""))
+    return chart
+
+
+def _mean(means: dict[tuple[int, str, str], list[float]], step: int, metric: str, version: str) -> str:
+    values = means.get((step, metric, version))
+    return f"{fmean(values):.3g}" if values else "-"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")[:120]
