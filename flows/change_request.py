@@ -41,9 +41,21 @@ from flows.checklists import run_phase
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
 
 
-def offer_change_types(schema: dict[str, Any]) -> None:
-    """The run form's `type` is a drop-down of the change types in the deploying worker's policies.yaml (read
-    when the deployment is made, so a new type in the YAML appears at the next `changeflow up` / deploy)."""
+def shape_run_form(schema: dict[str, Any]) -> None:
+    """The run form as a requester should meet it.
+
+    The risk questionnaire is shown open, every question unanswered (issue 30): as an optional field Prefect drew
+    it as a choice between "RiskAnswers" and "None", with None chosen. It stays optional in the schema, so a form
+    that leaves the whole section out still reaches the services, which refuse it naming `risk`; a section with
+    a question left out is refused by Prefect before any run exists, naming the question.
+
+    The `type` is a drop-down of the change types in the deploying worker's policies.yaml (read when the
+    deployment is made, so a new type in the YAML appears at the next `changeflow up` / deploy)."""
+    risk = schema["properties"]["risk"]
+    reference = next((choice for choice in risk.pop("anyOf", []) if "$ref" in choice), None)
+    if reference is not None:
+        risk.pop("default", None)
+        risk.update(reference)
     try:
         policies = load_policies(Settings().config_dir / "policies.yaml")
     except (ChangeflowError, OSError):
@@ -54,7 +66,7 @@ def offer_change_types(schema: dict[str, Any]) -> None:
 class ChangeRequestForm(ChangeRequestInput):
     """A change request as the Prefect run form asks for it."""
 
-    model_config = ConfigDict(json_schema_extra=offer_change_types)
+    model_config = ConfigDict(json_schema_extra=shape_run_form)
 
 
 @task(name="record change")

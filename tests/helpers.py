@@ -20,9 +20,10 @@ SHIPPED_RULES: dict[str, ChangeTypeRules] = {
     name: change_type(load_org(DEFAULTS_DIR).policies, name) for name in SHIPPED_TYPES}
 
 
-# A routine change's answers to every risk question (low risk): a request must answer them all (issue 30).
+# A routine change's answers to every risk question (low risk): a request must answer them all (issue 30). The
+# yes / no answers as the run form posts them (its schema, which Prefect enforces, offers "yes" and "no").
 ROUTINE_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy",
-                "tested_in_staging": True, "touches_data": False}
+                "tested_in_staging": "yes", "touches_data": "no"}
 
 
 def standard_request(**overrides) -> dict:

@@ -10,8 +10,8 @@ STANDARD_SHOP = {
     "type": "standard", "title": "Release shop v2 (faster search) as a canary", "service": "shop",
     "requester": "grace", "template": "canary-shop", "description": "New search index; same API.",
     "test_evidence": "staging run #4411 green",
-    "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy", "tested_in_staging": True,
-             "touches_data": False},
+    "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"},
     "canary": CANARY_PLAN,
 }
 # The cart's canary starts failing once its 10 % step is decided: its 50 % step bakes long enough for that to land
@@ -21,8 +21,8 @@ CART_PLAN = {**CANARY_PLAN, "steps": [{"weight": 10, "bake_s": 3}, {"weight": 50
 STANDARD_CART = {
     "type": "standard", "title": "Release cart v2 (new pricing engine) as a canary", "service": "cart",
     "requester": "grace", "template": "canary-cart", "test_evidence": "staging run #4412 green",
-    "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy", "tested_in_staging": True,
-             "touches_data": False},
+    "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"},
     "canary": CART_PLAN,
 }
 MAJOR = {
@@ -30,21 +30,21 @@ MAJOR = {
     "implementation_plan": "logical replication, cut over in the monthly window",
     "rollback_plan": "point checkout back at the PostgreSQL 13 primary",
     "test_evidence": "full suite + UAT sign-off UAT-88",
-    "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "tested_in_staging": True,
-             "touches_data": True},
+    "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "tested_in_staging": "yes",
+             "touches_data": "yes"},
 }
 STANDARD_PAYMENTS = {
     "type": "standard", "title": "Rotate the payments API signing key", "service": "payments", "requester": "grace",
     "implementation_plan": "publish the new key, switch signing, retire the old key",
     "rollback_plan": "switch signing back to the old key", "test_evidence": "staging rotation rehearsal",
-    "risk": {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": True,
-             "touches_data": False},
+    "risk": {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"},
 }
 EMERGENCY = {
     "type": "emergency", "title": "Raise checkout connection pool after outage", "service": "checkout",
     "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1",
     "implementation_plan": "set POOL_SIZE=200 and restart", "rollback_plan": "set POOL_SIZE=50",
     # Untested in staging (the outage is live) and every checkout user is affected: the answers say so.
-    "risk": {"users_affected": "all", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": False,
-             "touches_data": False},
+    "risk": {"users_affected": "all", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "no",
+             "touches_data": "no"},
 }

@@ -27,8 +27,8 @@ from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, 
 
 STEP_TEMPLATE = "two-second-step"
 # The step's answers to every risk question, as the form and the template must give them (issue 30).
-STEP_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": True,
-             "touches_data": False}
+STEP_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"}
 SLACK_SECRET = "scale-out-slack-signing-secret"
 # Standard changes: a team lead and a peer reviewer approve (policies.yaml); both click in Slack.
 APPROVERS = {"alice": "U01ALICE", "bob": "U02BOB"}

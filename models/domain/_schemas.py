@@ -27,6 +27,9 @@ MAX_CHANGE_LENGTH = timedelta(days=7)
 TEXT_MAX = 20_000
 
 
+YES_OR_NO: dict[str, Any] = {"type": "string", "enum": ["yes", "no"]}
+
+
 class RiskAnswers(BaseModel):
     """The risk questionnaire; scored into low / medium / high. Every question must be answered: a default would
     file an unanswered change as "few users, low complexity, easy back-out, tested in staging" and could skip the
@@ -37,10 +40,13 @@ class RiskAnswers(BaseModel):
     users_affected: UsersAffected = Field(description="How many users could notice this change if it goes wrong?")
     complexity: Complexity = Field(description="How complex is the change itself?")
     backout_difficulty: BackoutDifficulty = Field(description="How hard is it to back the change out?")
-    tested_in_staging: bool = Field(description="Was the change tested in staging first?")
-    touches_data: bool = Field(
-        description="Does the change modify stored data (migrations, backfills, deletions)?"
-    )
+    # The yes / no questions are a choice with nothing chosen in the run form: Prefect draws a boolean as a switch
+    # that posts "no" for a question nobody answered. "yes" / "no" (and true / false in request files) validate as
+    # booleans, and are stored as such.
+    tested_in_staging: bool = Field(description="Was the change tested in staging first? yes or no",
+                                    json_schema_extra=YES_OR_NO)
+    touches_data: bool = Field(description="Does the change modify stored data (migrations, backfills, deletions)? "
+                                           "yes or no", json_schema_extra=YES_OR_NO)
 
 
 RISK_QUESTIONS = tuple(RiskAnswers.model_fields)

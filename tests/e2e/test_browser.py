@@ -144,6 +144,14 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     fill_text(page, "Requester", "grace")
     fill_text(page, "Implementation Plan", "1. publish the new key\n2. switch signing\n3. retire the old key")
     fill_text(page, "Rollback Plan", "switch signing back to the old key")
+    # Risk is never assumed (issue 30): the questionnaire is open with nothing answered, and the form will not
+    # submit while a question is left.
+    choose(page, "Users Affected", "many")
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("'tested_in_staging' is a required property").first.wait_for()
+    for question, answer in (("Complexity", "medium"), ("Backout Difficulty", "easy"), ("Tested In Staging", "yes"),
+                             ("Touches Data", "no")):
+        choose(page, question, answer)
     run_name = f"rotate-signing-key-{uuid.uuid4().hex[:6]}"
     page.locator(".flow-run-name-input input").fill(run_name)
     page.locator(".flow-run-name-input").scroll_into_view_if_needed()

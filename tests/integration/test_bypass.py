@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models import Act, ChangeState, PolicyViolation, Services, decode_data, events_for
+from models import Act, ChangeState, PolicyViolation, RiskAnswers, Services, decode_data, events_for
 from tests.helpers import ROUTINE_RISK, SECRET, approve, major_request, standard_request
 
 UTC = timezone.utc
@@ -165,7 +165,7 @@ def test_a_request_whose_template_has_no_risk_answers_must_give_its_own(db, org)
     assert "none is assumed" in str(caught.value)
     assert services.changes.list_changes() == []
     filed = services.changes.submit(standard_request(template="restart-service"))
-    assert filed.risk_answers == ROUTINE_RISK
+    assert filed.risk_answers == RiskAnswers.model_validate(ROUTINE_RISK).model_dump(mode="json")
 
 
 @pytest.mark.parametrize(("extra", "smuggled"), [
