@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich import box
 from rich.table import Table
 
-from models import overlaps, planned_span, scheduled_windows, utcnow
+from models import utcnow
 
 from ._context import context
 from ._options import JsonOption, required_time
@@ -25,23 +26,10 @@ app = typer.Typer()
 def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ahead."),
              json_output: bool = JsonOption) -> None:
     """Maintenance windows, freezes and the changes planned in them."""
-    services = context().services
     start = utcnow()
-    end = start + timedelta(days=days)
-    entries: list[dict[str, Any]] = [{"kind": w.kind, "title": w.title, "service": None, "freeze": False,
-                "starts_at": w.starts_at, "ends_at": w.ends_at} for w in scheduled_windows(start, end)]
-    entries += [{"kind": "freeze" if w.freeze else w.kind, "title": w.title, "service": w.service,
-                 "freeze": w.freeze, "starts_at": w.starts_at, "ends_at": w.ends_at}
-                for w in services.scheduling.windows_between(start, end)]
-    changes = services.scheduling.changes_planned_between(start, end)
-    for entry in entries:
-        # The same span and overlap rule as the freeze and clash checks (a change without an end takes the
-        # default length), so the calendar never shows a change outside a window that refused it.
-        entry["changes"] = [c.key for c in changes if c.planned_start is not None
-                            and overlaps(*planned_span(c.planned_start, c.planned_end), entry["starts_at"],
-                                         entry["ends_at"])
-                            and entry["service"] in (None, c.service)]
-    entries.sort(key=lambda e: e["starts_at"])
+    shown = context().services.scheduling.calendar(start, start + timedelta(days=days))
+    entries = [{**asdict(e), "changes": list(e.changes)} for e in shown.entries]
+    changes = shown.changes
     if json_output:
         print_json({"windows": entries, "changes": [
             {**change_row(c), "planned_start": c.planned_start, "planned_end": c.planned_end} for c in changes]})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from prefect import flow
@@ -11,7 +11,10 @@ from pydantic import Field
 
 from flows._anchors import publish_verification
 from flows._runtime import runtime
-from models import REPORTS
+from models import REPORTS, Calendar, utcnow
+
+CALENDAR_DAYS = 28
+WINDOW, FREEZE, FREE = "█", "▒", "·"  # one character an hour in the calendar picture
 
 
 # The run form offers the registered reports as choices.
@@ -40,4 +43,40 @@ def audit_report(
         lines.append("\nNo rows." + (" No compliance findings." if report == "compliance" else ""))
     create_markdown_artifact(key=f"{report}-report-summary", markdown="\n".join(lines),
                              description=f"{report} report")
+    # Beside every report, the weeks ahead as a picture (issue 30): windows, freezes and the changes in them.
+    start = utcnow()
+    create_markdown_artifact(key="calendar", description=f"the next {CALENDAR_DAYS} days: windows, freezes, changes",
+                             markdown=calendar_picture(runtime().services.scheduling.calendar(
+                                 start, start + timedelta(days=CALENDAR_DAYS))))
     return len(rows)
+
+
+def calendar_picture(calendar: Calendar) -> str:
+    """One line a day, one character an hour (UTC): a window, a freeze or nothing, then what it is and the
+    changes planned in it."""
+    lines = [f"# Calendar, {calendar.start:%Y-%m-%d} to {calendar.end:%Y-%m-%d} (UTC)", "",
+             f"{WINDOW} maintenance window, {FREEZE} freeze, one character an hour", "", "```",
+             " " * 11 + "".join(f"{hour:<6}" for hour in range(0, 24, 6))]
+    day = calendar.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < calendar.end:
+        hours = [FREE] * 24
+        said = []
+        for entry in calendar.entries:
+            if entry.ends_at <= day or entry.starts_at >= day + timedelta(days=1):
+                continue
+            for hour in range(24):
+                at = day + timedelta(hours=hour)
+                if entry.starts_at < at + timedelta(hours=1) and entry.ends_at > at and hours[hour] != FREEZE:
+                    hours[hour] = FREEZE if entry.freeze else WINDOW
+            if entry.starts_at >= day:  # said on the day it starts
+                said.append(f"{entry.starts_at:%H:%M} {entry.kind} {entry.title}"
+                            + (f" ({entry.service})" if entry.service else "")
+                            + (f": {', '.join(entry.changes)}" if entry.changes else ""))
+        lines.append(f"{day:%a %m-%d}  {''.join(hours)}  {'; '.join(said)}".rstrip())
+        day += timedelta(days=1)
+    lines.append("```")
+    if calendar.changes:
+        lines += ["", "| change | service | planned (UTC) | state |", "|---|---|---|---|"]
+        lines += [f"| {c.key} {c.title} | {c.service} | {c.planned_start:%a %Y-%m-%d %H:%M} | {c.state} |"
+                  for c in calendar.changes if c.planned_start is not None]
+    return "\n".join(lines) + "\n"

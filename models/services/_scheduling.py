@@ -3,6 +3,7 @@ changes on the same service (checked at submit and again when the change is sche
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -33,6 +34,27 @@ from ..domain import (
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
+
+@dataclass(frozen=True)
+class CalendarEntry:
+    """A window or freeze in the calendar, with the changes planned in it."""
+
+    kind: str  # weekly, monthly, ad_hoc or freeze
+    title: str
+    service: str | None  # None: every service
+    freeze: bool
+    starts_at: datetime
+    ends_at: datetime
+    changes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Calendar:
+    start: datetime
+    end: datetime
+    entries: list[CalendarEntry]  # by start
+    changes: list[ChangeRequest]  # planned in the range, by planned start
+
 
 # How far in the past a planned start may be when it is filed and still count as "now".
 START_GRACE = timedelta(minutes=5)
@@ -173,6 +195,22 @@ class SchedulingService:
                 select(ChangeRequest).where(ChangeRequest.planned_start < end,
                                             ChangeRequest.planned_start >= start - timedelta(days=1))
                 .order_by(ChangeRequest.planned_start)).scalars())
+
+    def calendar(self, start: datetime, end: datetime) -> Calendar:
+        """The scheduled and ad hoc windows and the freezes between `start` and `end`, each with the changes
+        planned in it: by the same span and overlap rule as the freeze and clash checks (a change without an end
+        takes the default length), so the calendar never shows a change outside a window that refused it."""
+        spans: list[tuple[str, str, str | None, bool, datetime, datetime]] = [
+            (w.kind, w.title, None, False, w.starts_at, w.ends_at) for w in scheduled_windows(start, end)]
+        spans += [("freeze" if w.freeze else w.kind, w.title, w.service, w.freeze, w.starts_at, w.ends_at)
+                  for w in self.windows_between(start, end)]
+        changes = self.changes_planned_between(start, end)
+        entries = [CalendarEntry(kind, title, service, freeze, starts_at, ends_at, tuple(
+            c.key for c in changes if c.planned_start is not None
+            and overlaps(*planned_span(c.planned_start, c.planned_end), starts_at, ends_at)
+            and service in (None, c.service)))
+            for kind, title, service, freeze, starts_at, ends_at in spans]
+        return Calendar(start, end, sorted(entries, key=lambda e: e.starts_at), changes)
 
     # ---- the window gate: checked when implementation would begin, whatever woke the run ---------------------
 

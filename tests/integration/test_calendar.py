@@ -67,6 +67,27 @@ def test_a_freeze_declared_after_submission_is_enforced_at_scheduling(services):
     assert "Release freeze" in clash
 
 
+def test_the_calendar_picture_draws_each_day_hour_by_hour_with_its_windows_freezes_and_changes(services):
+    """Issue 30: the audit-report deployment's calendar artifact, a picture of the weeks ahead."""
+    from flows.audit_report import FREEZE, WINDOW, calendar_picture
+
+    services.scheduling.add_window(starts_at=datetime(2026, 12, 29, 22, tzinfo=UTC),
+                                   ends_at=datetime(2026, 12, 30, 3, tzinfo=UTC), title="Year-end freeze",
+                                   service="payments", freeze=True)
+    change = services.changes.submit(_planned(SUNDAY_27_DEC))
+    start = datetime(2026, 12, 27, tzinfo=UTC)
+    picture = calendar_picture(services.scheduling.calendar(start, start + timedelta(days=4)))
+    days = {line[:9]: line for line in picture.splitlines() if line[:3] in ("Sun", "Mon", "Tue", "Wed")}
+    # Sunday: the weekly window 02:00-04:00 (hours 2 and 3), with the change planned in it.
+    assert days["Sun 12-27"][11:35] == "··" + WINDOW * 2 + "·" * 20
+    assert f"02:00 weekly Weekly maintenance: {change.key}" in days["Sun 12-27"], days["Sun 12-27"]
+    # The freeze from Tuesday 22:00 to Wednesday 03:00, said on the day it starts.
+    assert days["Tue 12-29"][11:35].endswith(FREEZE * 2) and "22:00 freeze Year-end freeze (payments)" in days["Tue 12-29"]
+    assert days["Wed 12-30"][11:35].startswith(FREEZE * 3 + "·")
+    assert days["Mon 12-28"][11:35] == "·" * 24
+    assert f"| {change.key} " in picture
+
+
 @pytest.fixture
 def services(db, org):
     """Submits judged on 29 Nov 2026, so the fixed dates below stay in the future (notice is checked at submit)."""
