@@ -17,6 +17,7 @@ from ._container import Services
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._report_service import REPORTS, Report, ReportResult, ReportService
 from ._reports import compliance, dora, sla
+from ._backups import BackupReport, BackupService
 from ._scheduling import ACTIVE_STATES, Calendar, CalendarEntry, SchedulingService
 from ._unit_of_work import UnitOfWork
 from ._work import WorkConfirmation, WorkService
@@ -31,6 +32,8 @@ __all__ = [
     "BriefLine",
     "ApprovalLinks",
     "ApprovalService",
+    "BackupReport",
+    "BackupService",
     "Calendar",
     "CalendarEntry",
     "LinkPage",

@@ -16,6 +16,7 @@ from ._audit import (
 )
 from ._bound_records import STAMP_COLUMNS, approval_mismatches, derived_columns, window_mismatches
 from ._checklist_store import insert_result
+from ._backup import BackupError, copy_database, copy_file_name, load_copy, scratch_copy
 from ._checkpoint_log import CheckpointLog, chain_hashes_at, chain_head
 from ._db import Database
 from ._guards import guard_problems, restore_guards
@@ -62,7 +63,12 @@ __all__ = [
     "AuditHead",
     "CanaryMeasurement",
     "ChangeFilter",
+    "BackupError",
     "CheckpointLog",
+    "copy_database",
+    "copy_file_name",
+    "load_copy",
+    "scratch_copy",
     "ChangeRequest",
     "ChecklistResult",
     "DelegationRecord",
