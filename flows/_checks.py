@@ -14,9 +14,13 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
+from flows._runtime import runtime
 from flows.metrics import MetricError, prometheus
 from models import (
     BackupFreshItem,
+    BackupService,
+    ChangeflowBackupItem,
+    ChangeflowError,
     CommandItem,
     compare,
     HttpItem,
@@ -114,6 +118,19 @@ def check_backup_fresh(item: BackupFreshItem) -> ItemOutcome:
 
 
 
+def check_changeflow_backup(item: ChangeflowBackupItem) -> ItemOutcome:
+    rt = runtime()
+    try:
+        report = BackupService(rt.services.db, rt.settings).backup(rt.settings.home / "backups")
+    except ChangeflowError as exc:
+        return _outcome(item, False, f"no backup: {exc}")
+    if not report.ok:
+        return _outcome(item, False, f"the backup does not verify: {'; '.join(report.problems)[:500]}",
+                        backup=str(report.folder))
+    return _outcome(item, True, f"backed up and proved: {report.events} events, {report.checkpoints} signed "
+                                f"checkpoints hold ({report.seconds:.1f} s)", backup=str(report.folder))
+
+
 def check_metric(item: MetricItem) -> ItemOutcome:
     try:
         value = prometheus.instant(item.prometheus_url, item.query, timeout_s=item.timeout_s)
@@ -126,5 +143,6 @@ def check_metric(item: MetricItem) -> ItemOutcome:
 
 # The registry of automated checklist kinds: a kind declared in models.domain's ChecklistItem without an entry
 # here fails tests/test_checklists.py::test_every_automated_item_kind_has_a_checker.
-CHECKS: dict[str, Callable[[Any], ItemOutcome]] = {"http": check_http, "command": check_command, "sql": check_sql, "backup_fresh": check_backup_fresh,
-          "metric": check_metric}
+CHECKS: dict[str, Callable[[Any], ItemOutcome]] = {
+    "http": check_http, "command": check_command, "sql": check_sql, "backup_fresh": check_backup_fresh,
+    "changeflow_backup": check_changeflow_backup, "metric": check_metric}

@@ -74,6 +74,7 @@ from ._checkpoints import (
 from ._checklist import (
     PHASES,
     BackupFreshItem,
+    ChangeflowBackupItem,
     Checklist,
     ChecklistItem,
     CommandItem,
@@ -222,6 +223,7 @@ __all__ = [
     "AuditEventView",
     "BackoutDifficulty",
     "BackupFreshItem",
+    "ChangeflowBackupItem",
     "BaselineComparison",
     "CanaryConfig",
     "CanaryMetric",

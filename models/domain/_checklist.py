@@ -77,6 +77,14 @@ class BackupFreshItem(_Item):
         return self
 
 
+class ChangeflowBackupItem(_Item):
+    """changeflow's own database and audit checkpoints backed up now and the backup proved in a throw-away database
+    (`changeflow db backup`): a maintenance window's "backup verified" that needs nothing the machine lacks."""
+
+    kind: Literal["changeflow_backup"]
+    timeout_s: float = Field(default=1800, gt=0)
+
+
 class MetricItem(_Item):
     kind: Literal["metric"]
     prometheus_url: str = Field(pattern=r"^https?://")
@@ -86,7 +94,8 @@ class MetricItem(_Item):
 
 
 ChecklistItem = Annotated[
-    Union[ManualItem, HttpItem, CommandItem, SqlItem, BackupFreshItem, MetricItem], Field(discriminator="kind")
+    Union[ManualItem, HttpItem, CommandItem, SqlItem, BackupFreshItem, ChangeflowBackupItem, MetricItem],
+    Field(discriminator="kind")
 ]
 
 

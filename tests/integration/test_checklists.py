@@ -50,7 +50,7 @@ def test_default_checklists_load(tmp_path):
     maintenance = checklists["maintenance"]
     assert [i.id for i in maintenance.pre][:3] == ["stakeholders-notified", "staging-evidence", "rollback-ready"]
     assert {i.kind for i in maintenance.pre + maintenance.during + maintenance.post} >= {"manual", "http", "command",
-                                                                                        "backup_fresh"}
+                                                                                        "changeflow_backup"}
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -185,3 +185,26 @@ def test_every_automated_item_kind_has_a_checker():
     union = typing.get_args(ChecklistItem)[0]
     declared = {typing.get_args(item.model_fields["kind"].annotation)[0] for item in typing.get_args(union)}
     assert declared - {"manual"} == set(CHECKS), "each automated kind needs exactly one checker in flows/_checks.py"
+
+
+def test_the_shipped_maintenance_backup_check_backs_changeflow_up_and_proves_it(cli_env, db):
+    """Issue 31: the shipped window's "Backup verified" looked for /var/backups/*.dump, which a fresh machine does
+    not have, so the default weekly window cancelled itself. It now takes changeflow's own backup and proves it."""
+    from models import DEFAULTS_DIR
+
+    from flows._runtime import runtime
+
+    (item,) = [i for i in load_checklists(DEFAULTS_DIR / "checklists.yaml")["maintenance"].pre
+               if i.id == "backup-verified"]
+    runtime.cache_clear()  # the worker's runtime, built from this test's HOME and database
+    try:
+        outcome = CHECKS[item.kind](item)
+    finally:
+        runtime.cache_clear()
+    if db.is_sqlite:
+        assert outcome.passed and "backed up and proved" in outcome.detail, outcome
+        assert (Path(outcome.evidence["backup"]) / "manifest.json").is_file()
+    else:
+        # changeflow's application role may not create the throw-away database the proof needs: the item fails,
+        # saying so, and the window does not run on an unproved backup.
+        assert not outcome.passed and "CREATEDB" in outcome.detail, outcome
