@@ -28,28 +28,42 @@ def page_key(change_key: str) -> str:
     return f"change-{change_key.lower()}"  # artifact keys: lowercase letters, digits and dashes
 
 
+# What this process already knows of each page, so that an update costs one call: the artifact's id, and the
+# change's runs (read once per process: a run is renamed for its change once, and restarted rarely).
+_PAGE_IDS: dict[tuple[str, str], UUID] = {}
+_RUNS: dict[str, list[tuple[str, str, str]]] = {}
+
+
 def publish_change_page(key: str) -> None:
     """Write the change's page: created once per run, then updated in place (one artifact, its latest content).
     A page that cannot be written is logged and skipped: it shows the record, it never decides anything."""
     services = runtime().services
     try:
-        markdown = change_page(services, services.changes.view(key), runs=asyncio.run(_runs_of(key)))
+        if key not in _RUNS:
+            _RUNS[key] = asyncio.run(_runs_of(key))
+        markdown = change_page(services, services.changes.view(key), runs=_RUNS[key])
         asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands"))
     except Exception as exc:  # noqa: BLE001 - the page is a view; the change goes on without it
         get_run_logger().warning("the page of %s was not updated: %s", key, exc)
 
 
 async def _write(artifact_key: str, markdown: str, description: str) -> None:
-    run_id = str(flow_run.id)
+    run_id = UUID(str(flow_run.id))
     async with get_client() as client:
-        existing = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key]),
-                                           flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])), limit=1)
-        if existing:
-            await client.update_artifact(existing[0].id, ArtifactUpdate(data=markdown, description=description))
-        else:
-            await client.create_artifact(ArtifactCreate(key=artifact_key, type="markdown", data=markdown,
-                                                        description=description, flow_run_id=UUID(run_id)))
+        known = _PAGE_IDS.get((artifact_key, str(run_id)))
+        if known is None:
+            existing = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key]),
+                                               flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])), limit=1)
+            if existing:
+                known = existing[0].id
+            else:
+                created = await client.create_artifact(ArtifactCreate(
+                    key=artifact_key, type="markdown", data=markdown, description=description, flow_run_id=run_id))
+                _PAGE_IDS[(artifact_key, str(run_id))] = created.id
+                return
+            _PAGE_IDS[(artifact_key, str(run_id))] = known
+        await client.update_artifact(known, ArtifactUpdate(data=markdown, description=description))
 
 
 async def _runs_of(key: str) -> list[tuple[str, str, str]]:

@@ -62,8 +62,8 @@ async def paused_keys(flow_run_ids: list[str]) -> dict[str, str]:
     return keys
 
 
-async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, str]:
-    """Runs cancelled (or being cancelled) in the look-back: run id -> state type."""
+async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, tuple[str, str]]:
+    """Runs cancelled (or being cancelled) in the look-back: run id -> (state type, when it entered the state)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -73,7 +73,7 @@ async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, 
     )
     from prefect.client.schemas.objects import StateType
 
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     # By name as well: a run that ended on its own as Rejected, Expired or Refused (grey, of type Cancelled,
     # `final_state`) was not cancelled by anyone, and reading those would cost a lookup each per sweep.
     run_filter = FlowRunFilter(
@@ -82,7 +82,8 @@ async def cancelled_runs(look_back: timedelta = timedelta(days=7)) -> dict[str, 
         start_time=FlowRunFilterStartTime(after_=datetime.now(timezone.utc) - look_back))
     async with get_client() as client:
         while page := await client.read_flow_runs(flow_run_filter=run_filter, limit=PAGE, offset=len(found)):
-            found.update({str(r.id): r.state.type.value for r in page if r.state is not None})
+            found.update({str(r.id): (r.state.type.value, r.state.timestamp.isoformat())
+                          for r in page if r.state is not None})
             if len(page) < PAGE:
                 break
     return found

@@ -170,13 +170,30 @@ def abort_canary(change, crash: int) -> bool:
     decided = services.canary.decisions(change.key)
     if decided and decided[max(decided)].get("action") == "promote":
         return False
+    reason = "its run died during the rollout: all traffic sent back to the stable version" + canary_to_stable(change)
+    services.recovery.abort_canary(change.key, reason, crash=crash)
+    return True
+
+
+def canary_to_stable(change) -> str:
+    """Send all of a change's canary traffic back to the stable version now; what went wrong doing so, or ""."""
     from flows.canary import router_of
 
-    reason = "its run died during the rollout: all traffic sent back to the stable version"
+    plan = runtime().services.canary.plan(change)
+    if plan is None:
+        return ""
     try:
         _, router = router_of(change, plan)
         router.set_weight(0)
     except RouterError as exc:
-        reason += f" (setting the weight to 0 failed: {exc}; check the router)"
-    services.recovery.abort_canary(change.key, reason, crash=crash)
-    return True
+        return f" (setting the weight to 0 failed: {exc}; check the router)"
+    return ""
+
+
+def undo_after_cancel(change, run_id: str) -> None:
+    """A change's run cancelled while the change was implemented (the UI's Cancel): its canary goes back to stable
+    now, and the run is started again, only to roll the change back (the flow reads the cancellation on the
+    record, `RecoveryService.abort_reason`); the rollback is the flow's, with its own records and its gates."""
+    canary_to_stable(change)
+    asyncio.run(_set_state(UUID(run_id), Scheduled(
+        message=f"{RESTART_MESSAGE}: cancelled while {change.state}, started again only to undo the change")))

@@ -356,6 +356,12 @@ def see_through(key: str) -> None:
                                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             announce(key, "change_failed", reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             return
+        aborted = runtime().services.recovery.abort_reason(key)
+        if aborted is not None:
+            # Its run was cancelled while the change was implemented (the UI's Cancel, issue 32): the sweep sent
+            # its canary back to stable and started the run again to undo the change, not to carry it on.
+            roll_back(key, aborted, [], traffic_restored=runtime().services.canary.plan(change) is not None)
+            break
         announce(key, "change_started")
         if implement(key):
             verify(key)

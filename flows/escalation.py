@@ -15,7 +15,7 @@ from models import (ChangeflowError, ChangeState, due_escalations, format_wait, 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
 from flows._pause_key import GateKind, PauseKey
-from flows._recovery import reconcile_crashed_runs, replace_stuck_runs
+from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, undo_after_cancel
 from flows._runtime import runtime
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -80,18 +80,26 @@ def checklist_deadline_passed(change, pause_key: PauseKey) -> bool:
 
 
 def cancel_changes_of_cancelled_runs() -> int:
-    """Someone cancelled a change's run in the Prefect UI (a suspended run has no process to run a hook): the
-    change is cancelled too, instead of staying `scheduled` and blocking its slot. Read from Prefect's cancelled
+    """Someone cancelled a change's run in the Prefect UI (a suspended run has no process to run a hook): a
+    change not yet implemented is cancelled too, instead of staying `scheduled` and blocking its slot; a change
+    being implemented is undone (issue 32: it stayed `implementing` for ever, its canary at its weight): its canary
+    goes back to stable at once, and its run is started again only to roll it back. Read from Prefect's cancelled
     runs, so the cost follows the cancellations, not the open changes."""
     services = runtime().services
     cancelled = 0
-    for run_id, run in asyncio.run(cancelled_runs()).items():
+    for run_id, (run_state, since) in asyncio.run(cancelled_runs()).items():
         change = services.changes.find_by_flow_run(run_id)
-        if change is None or change.state not in (ChangeState.awaiting_approval, ChangeState.approved,
-                                                  ChangeState.scheduled):
+        if change is None:
             continue
-        if services.amendments.cancel_for_cancelled_run(change.key, run):
-            cancelled += 1
+        if change.state in (ChangeState.implementing, ChangeState.verifying):
+            # Only once Cancelled: while Cancelling, its process may still run (the worker has yet to stop it).
+            if run_state == "CANCELLED" and services.recovery.record_cancelled_run(change.key, run_id=run_id,
+                                                                                  since=since):
+                undo_after_cancel(change, run_id)
+                cancelled += 1
+        elif change.state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
+            if services.amendments.cancel_for_cancelled_run(change.key, run_state):
+                cancelled += 1
     return cancelled
 
 

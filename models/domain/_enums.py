@@ -115,6 +115,8 @@ class AuditAction(str, Enum):
     run_crashed = "run_crashed"
     # A new attempt of a change's run found side effects of an earlier attempt unfinished: that attempt is dead.
     run_resumed = "run_resumed"
+    # A change's run cancelled (the Prefect UI's Cancel) while it was implemented: the change is undone (issue 32).
+    run_cancelled = "run_cancelled"
     canary_aborted = "canary_aborted"
     canary_resumed = "canary_resumed"
     endpoint_refused = "endpoint_refused"

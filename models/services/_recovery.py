@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import PHASES, AuditAction, WorkStage, typed_key
+from ..domain import PHASES, AuditAction, ChangeState, WorkStage, typed_key
 from ..storage import ChecklistResult, decode_data, events_for
 from ._unit_of_work import UnitOfWork
 
@@ -162,6 +162,26 @@ class RecoveryService:
         with self._uow.read() as session:
             template = self._uow.org.template_of(self._uow.load(session, key))
         return not (template and template.idempotent)
+
+    def record_cancelled_run(self, key: str, *, run_id: str, since: str) -> bool:
+        """The change's run was cancelled while the change was being implemented (issue 32: it stayed
+        `implementing` for ever). Once per (run, cancellation); False when it was already recorded."""
+        before = len(self._cancellations(key))
+        self._uow.marker(key, AuditAction.run_cancelled, {"run": run_id, "since": since},
+                         {"reason": "its run was cancelled while it was being implemented: the change is undone"},
+                         actor="prefect")
+        return len(self._cancellations(key)) > before
+
+    def abort_reason(self, key: str) -> str | None:
+        """Why the change is to be undone instead of carried on: a cancellation of its run recorded since its
+        implementation last began; None when there is none."""
+        events = self._events(key)
+        began = max((e.seq for e in events if e.to_state == ChangeState.implementing.value), default=0)
+        cancelled = [e for e in events if e.action == AuditAction.run_cancelled.value and e.seq > began]
+        return str(decode_data(cancelled[-1])["reason"]) if cancelled else None
+
+    def _cancellations(self, key: str) -> list:
+        return [e for e in self._events(key) if e.action == AuditAction.run_cancelled.value]
 
     def crashes(self, key: str) -> int:
         return sum(1 for e in self._events(key) if e.action == AuditAction.run_crashed.value)

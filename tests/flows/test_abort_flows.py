@@ -1,0 +1,53 @@
+"""A change stopped while it runs (issue 32): a run cancelled in the Prefect UI while its change was implemented
+left the change `implementing` for ever, its slot held. Now the sweep records the cancellation, and the run is
+started again only to undo the change: the step is not run again, the rollback runs, the change ends rolled back."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.states import Cancelling
+
+from flows.escalation import cancel_changes_of_cancelled_runs
+from tests.flows.test_crash_recovery import run_state_name, steps_run
+from tests.flows.test_flows import ended_as, submit
+from tests.helpers import standard_request, wait_until
+
+pytestmark = pytest.mark.flows
+
+
+def cancel_like_the_ui(run_id: str) -> None:
+    """What the UI's Cancel does: the run goes Cancelling, its worker stops its process and marks it Cancelled."""
+    async def cancel():
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(run_id), Cancelling(message="cancelled from the UI"))
+
+    asyncio.run(cancel())
+
+
+def test_a_run_cancelled_mid_step_is_started_again_only_to_undo_its_change(flow_stack):
+    service = "cancelled-mid-step"
+    run_id = submit(standard_request(title="cancelled mid-step", service=service, template="gated-step",
+                                     implementation_plan="", rollback_plan=""))  # the recipe as is: pre-approved
+    change = flow_stack.wait_for(run_id, lambda c: c.state == "implementing", timeout_s=90, what="implementing")
+    wait_until(lambda: steps_run(flow_stack, service), 60, "the step to start")
+    try:
+        cancel_like_the_ui(run_id)
+        wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
+        assert flow_stack.services.changes.get(change.key).state == "implementing", "nothing else moved it"
+        wait_until(lambda: cancel_changes_of_cancelled_runs() >= 1
+                   or flow_stack.services.recovery.abort_reason(change.key), 30, "the sweep to take it up")
+        assert cancel_changes_of_cancelled_runs() == 0, "one cancellation is taken up once"
+        ended_as(run_id, "Rolled back", timeout_s=120)
+    finally:
+        (flow_stack.home / f"finish-{service}").touch()  # the stopped step's shell, should it have outlived it
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("review_pending", "rolled_back")
+    rolled = next(e for e in done.events if e.to_state == "rolled_back")
+    assert "cancelled while it was being implemented" in rolled.data["reason"]
+    assert [r["output"].strip() for r in rolled.data["rollback"]] == ["undone"]
+    assert [e.action for e in done.events].count("run_cancelled") == 1
+    assert steps_run(flow_stack, service) == ["started"], "the cancelled step is never run again"
