@@ -16,7 +16,7 @@ from models import ChangeState, InputError, PolicyViolation, RiskLevel
 from notifications import run_url
 
 from ._context import context
-from ._flows import cancel_run, nudge_run, start_change_flow
+from ._flows import cancel_run, nudge_run, start_change_flow, stop_run
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
@@ -228,6 +228,24 @@ def cancel(
     change = context().services.amendments.withdraw(key, person=person, code=code, reason=reason)
     stopped = cancel_run(change, f"{change.key} cancelled by {person}")
     console.print(f"{change.key}: {change.state}" + ("; its flow run is cancelled" if stopped else ""))
+
+
+@app.command()
+@exits_cleanly
+def abort(
+    key: str = typer.Argument(..., help="Change key."),
+    person: str = typer.Option(..., "--as", help="The requester, or someone who may approve the change."),
+    code: str = typer.Option(..., "--code", help="Your personal code for calling this change off."),
+    reason: str = typer.Option(..., help="Why it is stopped (recorded)."),
+) -> None:
+    """Stop a change while it is being implemented: its run is stopped, then started again by the sweep only to
+    roll the change back (its template's rollback commands, a canary back to stable). Exit 0 once the abort is
+    recorded; `changeflow show` follows the rollback."""
+    change = context().services.amendments.abort(key, person=person, code=code, reason=reason)
+    stopped = stop_run(change, f"{change.key} aborted by {person}")
+    console.print(f"{change.key}: abort recorded; " + (
+        "its run is stopped and the next sweep starts it again to roll the change back" if stopped else
+        "its run could not be reached: stop it in the Prefect UI (Cancel); the sweep then rolls the change back"))
 
 
 def _reopen(key: str, amendment: dict, person: str, code: str, reason: str) -> None:

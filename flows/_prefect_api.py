@@ -161,6 +161,19 @@ async def cancel(flow_run_id: str, message: str, name: str = "Cancelled") -> Non
         await client.set_flow_run_state(UUID(flow_run_id), Cancelled(name=name, message=message), force=True)
 
 
+async def stop(flow_run_id: str, message: str) -> None:
+    """Stop a change's run as the UI's Cancel does: a run with a process goes Cancelling (its worker stops the
+    process, then marks it Cancelled); a suspended or scheduled one, which has none, is Cancelled at once."""
+    from prefect.states import Cancelling
+
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(flow_run_id))
+        if run.state is not None and run.state.type in (StateType.RUNNING, StateType.PENDING):
+            await client.set_flow_run_state(UUID(flow_run_id), Cancelling(message=message), force=True)
+        elif run.state is None or not run.state.is_final():
+            await client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)
+
+
 def nudge_suspended_run(flow_run_id: str, kind: GateKind, gate: str | None = None, *, wait_s: float = 15) -> bool:
     """Resume a run suspended at a gate of `kind` (that `gate`, when given) with no input at all: a bare "look
     again". The decision was

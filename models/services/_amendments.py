@@ -33,6 +33,7 @@ AMENDABLE_FIELDS = ("title", "description", "impact", "implementation_plan", "ro
 
 # States from which a change can still be called off (after these, the way back is a rollback).
 _WITHDRAWABLE = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled)
+_ABORTABLE = (ChangeState.implementing, ChangeState.verifying)
 
 
 def _plain(value: object) -> object:
@@ -141,6 +142,42 @@ class AmendmentService:
                                           f"amended ({', '.join(sorted(amended))}): approval round {round_}",
                                           change.version)
         return change
+
+    def abort(self, key: str, *, person: str, code: str, reason: str) -> ChangeRequest:
+        """Stop a change while it is being implemented (issue 32): the same people and code as a withdrawal. The
+        abort is recorded; stopping the run is the caller's part, and the sweep then starts it again only to roll
+        the change back (`RecoveryService.abort_reason`). A refusal is recorded and raised."""
+        checked_name(person, "person")
+        checked_text(reason, "reason")
+        if not reason.strip():
+            raise InputError("reason: say why the change is aborted", [("reason", "empty")])
+        uow = self._uow
+
+        def attempt() -> ChangeRequest:
+            with uow.write() as session:
+                change = uow.load(session, key, for_update=True)
+                refusal = self._identities.refusal(change, person, code, Act.withdraw)
+                roles = {r.role for r in uow.required_for(change)}
+                if refusal is None and person != change.requester and not any(
+                        uow.directory_for(session, change).holds(person, role) for role in roles):
+                    refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
+                if refusal is None and ChangeState(change.state) not in _ABORTABLE:
+                    refusal = (f"{change.key} is {change.state}: only a change being implemented can be aborted"
+                               + ("; call it off with `changeflow cancel`" if ChangeState(change.state) in
+                                  _WITHDRAWABLE else ""))
+                if refusal is None:
+                    now = uow.clock()
+                    append_event(session, actor=person, action=AuditAction.run_cancelled.value,
+                                 change_key=change.key, at=now,
+                                 data={"run": change.flow_run_id, "since": now.isoformat(),
+                                       "reason": f"aborted by {person}: {reason}"})
+                    return change
+                append_event(session, actor=person or "unknown", action=AuditAction.cancel_refused.value,
+                             change_key=change.key, data={"refusal": refusal, "reason": reason, "abort": True},
+                             at=uow.clock())
+            raise PolicyViolation(f"abort: {refusal}")
+
+        return uow.retry(attempt, None)
 
     def cancel_for_cancelled_run(self, key: str, run_state: str) -> ChangeRequest | None:
         """The change's Prefect run was cancelled (from the UI, the API, or a timeout) before implementation: the

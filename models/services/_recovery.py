@@ -178,7 +178,8 @@ class RecoveryService:
         events = self._events(key)
         began = max((e.seq for e in events if e.to_state == ChangeState.implementing.value), default=0)
         cancelled = [e for e in events if e.action == AuditAction.run_cancelled.value and e.seq > began]
-        return str(decode_data(cancelled[-1])["reason"]) if cancelled else None
+        # The first: a person's abort names them and their reason; the sweep's record of the stopped run follows.
+        return str(decode_data(cancelled[0])["reason"]) if cancelled else None
 
     def _cancellations(self, key: str) -> list:
         return [e for e in self._events(key) if e.action == AuditAction.run_cancelled.value]

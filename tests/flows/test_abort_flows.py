@@ -5,6 +5,9 @@ started again only to undo the change: the step is not run again, the rollback r
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -12,6 +15,7 @@ from prefect import get_client
 from prefect.states import Cancelling
 
 from flows.escalation import cancel_changes_of_cancelled_runs
+from models import Act
 from tests.flows.test_crash_recovery import run_state_name, steps_run
 from tests.flows.test_flows import ended_as, submit
 from tests.helpers import standard_request, wait_until
@@ -51,3 +55,37 @@ def test_a_run_cancelled_mid_step_is_started_again_only_to_undo_its_change(flow_
     assert [r["output"].strip() for r in rolled.data["rollback"]] == ["undone"]
     assert [e.action for e in done.events].count("run_cancelled") == 1
     assert steps_run(flow_stack, service) == ["started"], "the cancelled step is never run again"
+
+
+def test_an_abort_on_the_cli_stops_the_step_and_rolls_the_change_back_naming_who_and_why(flow_stack):
+    service = "aborted-mid-step"
+    run_id = submit(standard_request(title="aborted mid-step", service=service, template="gated-step",
+                                     implementation_plan="", rollback_plan=""))
+    change = flow_stack.wait_for(run_id, lambda c: c.state == "implementing", timeout_s=90, what="implementing")
+    wait_until(lambda: steps_run(flow_stack, service), 60, "the step to start")
+    abort = [str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--reason", "error rate climbing"]
+
+    def as_(person: str, act: Act):
+        code = flow_stack.services.approvals.approval_code_for(change.key, person, act)
+        return subprocess.run([*abort, "--as", person, "--code", code], env=flow_stack.stack.env,
+                              capture_output=True, text=True)
+
+    try:
+        refused = as_("grace", Act.approve)  # her code for another act
+        assert refused.returncode == 1 and "wrong approval code for grace" in refused.stderr, refused
+        assert run_state_name(run_id) == "RUNNING", "a refused abort stops nothing"
+        done = as_("grace", Act.withdraw)
+        assert done.returncode == 0 and "abort recorded; its run is stopped" in done.stdout, done
+        wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
+        # The sweep's record of the stopped run follows grace's abort (or another sweep got there first).
+        wait_until(lambda: cancel_changes_of_cancelled_runs() >= 1 or [
+            e.action for e in flow_stack.services.changes.view(change.key).events].count("run_cancelled") == 2,
+            30, "the sweep to take it up")
+        ended_as(run_id, "Rolled back", timeout_s=120)
+    finally:
+        (flow_stack.home / f"finish-{service}").touch()
+    done_view = flow_stack.services.changes.view(change.key)
+    assert (done_view.state, done_view.outcome) == ("review_pending", "rolled_back")
+    rolled = next(e for e in done_view.events if e.to_state == "rolled_back")
+    assert rolled.data["reason"] == "aborted by grace: error rate climbing"
+    assert steps_run(flow_stack, service) == ["started"], "the stopped step is never run again"

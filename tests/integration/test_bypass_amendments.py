@@ -147,3 +147,35 @@ def test_a_reschedule_into_a_freeze_is_refused_and_one_into_the_next_window_is_a
                                 person="grace", code=grace, reason="half an hour later")
     assert moved.state == ChangeState.awaiting_approval.value
     assert moved.planned_start == WINDOW + timedelta(minutes=30)
+
+
+# ---- abort: stopping a change while it is implemented (issue 32) -------------------------------------------
+
+@pytest.mark.parametrize(("person", "who_code", "act", "message"), [
+    ("dave", "dave", Act.withdraw, "dave neither requested .* nor may approve it"),
+    ("grace", "grace", Act.approve, "wrong approval code for grace"),
+    ("grace", "alice", Act.withdraw, "wrong approval code for grace"),
+    ("", "grace", Act.withdraw, "no name given"),
+], ids=["neither-requester-nor-approver", "a-code-for-another-act", "someone-elses-code", "no-name"])
+def test_an_abort_is_taken_only_from_the_requester_or_an_approver_with_their_code(at_t0, clock, person, who_code,
+                                                                                  act, message):
+    change = implementing(at_t0, clock)
+    with pytest.raises(PolicyViolation, match=message):
+        at_t0.amendments.abort(change.key, person=person, code=code(at_t0, change.key, who_code, act),
+                               reason="stop it")
+    assert at_t0.recovery.abort_reason(change.key) is None, "a refused abort undoes nothing"
+    assert actions(at_t0, change.key)[-1][1] == "cancel_refused"
+
+
+def test_an_abort_is_recorded_with_who_and_why_and_refused_before_implementation(at_t0, clock):
+    waiting = scheduled(at_t0)
+    with pytest.raises(PolicyViolation, match="is scheduled: only a change being implemented can be aborted; call "
+                                              "it off with `changeflow cancel`"):
+        at_t0.amendments.abort(waiting.key, person="grace", code=code(at_t0, waiting.key, "grace", Act.withdraw),
+                               reason="too early")
+    clock.at = WINDOW + timedelta(minutes=1)
+    change = at_t0.scheduling.begin_implementation(waiting.key)
+    at_t0.amendments.abort(change.key, person="grace", code=code(at_t0, change.key, "grace", Act.withdraw),
+                           reason="error rate climbing")
+    assert at_t0.recovery.abort_reason(change.key) == "aborted by grace: error rate climbing"
+    assert at_t0.changes.get(change.key).state == ChangeState.implementing.value, "the run rolls it back, not this"
