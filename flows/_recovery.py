@@ -190,6 +190,16 @@ def canary_to_stable(change) -> str:
     return ""
 
 
+def runs_the_change_flow(run_id: str) -> bool:
+    """Whether the run is of the change-request flow, the one that knows how to undo its change on a restart."""
+    async def flow_of_run() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(run_id))
+            return (await client.read_flow(run.flow_id)).name
+
+    return asyncio.run(flow_of_run()) == FILING_FLOW
+
+
 def undo_after_cancel(change, run_id: str) -> None:
     """A change's run cancelled while the change was implemented (the UI's Cancel): its canary goes back to stable
     now, and the run is started again, only to roll the change back (the flow reads the cancellation on the

@@ -15,7 +15,7 @@ from models import (ChangeflowError, ChangeState, due_escalations, format_wait, 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
 from flows._pause_key import GateKind, PauseKey
-from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, undo_after_cancel
+from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
 from flows._runtime import runtime
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -93,8 +93,10 @@ def cancel_changes_of_cancelled_runs() -> int:
             continue
         if change.state in (ChangeState.implementing, ChangeState.verifying):
             # Only once Cancelled: while Cancelling, its process may still run (the worker has yet to stop it).
-            if run_state == "CANCELLED" and services.recovery.record_cancelled_run(change.key, run_id=run_id,
-                                                                                  since=since):
+            # Only a change-request run: a maintenance window's run would carry on with its activities if started
+            # again (it has no undo), so a window cancelled mid-way is left to a person.
+            if run_state == "CANCELLED" and runs_the_change_flow(run_id) and \
+                    services.recovery.record_cancelled_run(change.key, run_id=run_id, since=since):
                 undo_after_cancel(change, run_id)
                 cancelled += 1
         elif change.state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
