@@ -34,14 +34,15 @@ _PAGE_IDS: dict[tuple[str, str], UUID] = {}
 _RUNS: dict[str, list[tuple[str, str, str]]] = {}
 
 
-def publish_change_page(key: str) -> None:
-    """Write the change's page: created once per run, then updated in place (one artifact, its latest content).
-    A page that cannot be written is logged and skipped: it shows the record, it never decides anything."""
+def publish_change_page(key: str, view: ChangeRequestView | None = None) -> None:
+    """Write the change's page (from `view` when the caller has just read it): created once per run, then updated
+    in place (one artifact, its latest content). A page that cannot be written is logged and skipped: it shows
+    the record, it never decides anything."""
     services = runtime().services
     try:
         if key not in _RUNS:
             _RUNS[key] = asyncio.run(_runs_of(key))
-        markdown = change_page(services, services.changes.view(key), runs=_RUNS[key])
+        markdown = change_page(services, view or services.changes.view(key), runs=_RUNS[key])
         asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands"))
     except Exception as exc:  # noqa: BLE001 - the page is a view; the change goes on without it
         get_run_logger().warning("the page of %s was not updated: %s", key, exc)

@@ -13,9 +13,8 @@ from models import ChangeState, run_ending
 
 def run_ended(key: str) -> State:
     """The run's final state: Closed, Review pending, Rejected, Expired, Cancelled, Rolled back or Failed."""
-    services = runtime().services
-    publish_change_page(key)
-    view = services.changes.view(key)
+    view = runtime().services.changes.view(key)
+    publish_change_page(key, view)
     reason = next((str(e.data.get("reason") or "") for e in reversed(view.events) if e.action == "transition"), "")
     return final_state(run_ending(ChangeState(view.state), view.outcome),
                        f"{view.key} {view.state.replace('_', ' ')}" + (f": {reason}" if reason else ""))

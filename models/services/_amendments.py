@@ -59,11 +59,7 @@ class AmendmentService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, person, code, Act.withdraw)
-                roles = {r.role for r in uow.required_for(change)}
-                if refusal is None and person != change.requester and not any(
-                        uow.directory_for(session, change).holds(person, role) for role in roles):
-                    refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
+                refusal = self._calling_off_refusal(session, change, person, code)
                 if refusal is None:
                     try:
                         return uow.apply_transition(session, change, ChangeState.cancelled, person,
@@ -156,11 +152,7 @@ class AmendmentService:
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._identities.refusal(change, person, code, Act.withdraw)
-                roles = {r.role for r in uow.required_for(change)}
-                if refusal is None and person != change.requester and not any(
-                        uow.directory_for(session, change).holds(person, role) for role in roles):
-                    refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
+                refusal = self._calling_off_refusal(session, change, person, code)
                 if refusal is None and ChangeState(change.state) not in _ABORTABLE:
                     refusal = (f"{change.key} is {change.state}: only a change being implemented can be aborted"
                                + ("; call it off with `changeflow cancel`" if ChangeState(change.state) in
@@ -178,6 +170,16 @@ class AmendmentService:
             raise PolicyViolation(f"abort: {refusal}")
 
         return uow.retry(attempt, None)
+
+    def _calling_off_refusal(self, session: Session, change: ChangeRequest, person: str, code: str) -> str | None:
+        """Who may call a change off, before implementation (withdraw) or during it (abort): its requester, or
+        someone who may approve it, with their code for that act; None when `person` may."""
+        refusal = self._identities.refusal(change, person, code, Act.withdraw)
+        roles = {r.role for r in self._uow.required_for(change)}
+        if refusal is None and person != change.requester and not any(
+                self._uow.directory_for(session, change).holds(person, role) for role in roles):
+            refusal = f"{person} neither requested {change.key} nor may approve it ({', '.join(sorted(roles))})"
+        return refusal
 
     def cancel_for_cancelled_run(self, key: str, run_state: str) -> ChangeRequest | None:
         """The change's Prefect run was cancelled (from the UI, the API, or a timeout) before implementation: the
