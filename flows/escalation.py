@@ -95,8 +95,10 @@ def cancel_changes_of_cancelled_runs() -> int:
             # Only once Cancelled: while Cancelling, its process may still run (the worker has yet to stop it).
             # Only a change-request run: a maintenance window's run would carry on with its activities if started
             # again (it has no undo), so a window cancelled mid-way is left to a person.
-            if run_state == "CANCELLED" and runs_the_change_flow(run_id) and \
-                    services.recovery.record_cancelled_run(change.key, run_id=run_id, since=since):
+            # Recorded once per cancellation; the restart is taken up whenever the run is still Cancelled, so a
+            # sweep that died between the two leaves it to the next sweep (a restarted run is Cancelled no more).
+            if run_state == "CANCELLED" and runs_the_change_flow(run_id):
+                services.recovery.record_cancelled_run(change.key, run_id=run_id, since=since)
                 undo_after_cancel(change, run_id)
                 cancelled += 1
         elif change.state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
