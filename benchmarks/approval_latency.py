@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=8)
     args = parser.parse_args()
     results = {
-        "prefect defaults (10 s worker polls)": measure("prefect defaults", {}, args.changes),
+        "prefect defaults (10 s worker polls)": measure("prefect defaults", {"CHANGEFLOW_WORKER_POLL_S": "10",
+                                                                           "CHANGEFLOW_HOT_GATE_YIELD_AFTER_S": "12"},
+                                                        args.changes),
         "changeflow (0.5 s worker polls)": measure("changeflow", FAST_POLLING, args.changes),
     }
     for label, values in results.items():

@@ -65,8 +65,10 @@ def sample(seen: dict[tuple[str, str], list]) -> None:
             # A fork names itself a moment after it starts (a warm engine first carries its launcher's name).
             if key not in seen or seen[key][0] in ("Prefect worker", "Prefect worker: launcher"):
                 with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/comm") as comm:
-                    kind = kind_of(cmdline.read().replace(b"\0", b" ").decode(errors="replace"), comm.read())
-                seen[key] = [kind, seen.get(key, [kind, 0])[1]]
+                    cmdline_text = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                    kind = kind_of(cmdline_text, comm.read())
+                command_line = cmdline_text if kind == "other" else ""
+                seen[key] = [kind, seen.get(key, [kind, 0])[1], command_line]
             seen[key][1] = ticks
         except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
             continue
@@ -81,7 +83,7 @@ def main() -> int:
         parser.error("give the command to measure after --")
     seen: dict[tuple[str, str], list] = {}
     sample(seen)
-    before = {key: ticks for key, (_, ticks) in seen.items()}
+    before = {key: ticks for key, (_, ticks, _) in seen.items()}
     started = time.monotonic()
     process = subprocess.Popen(command)
     while process.poll() is None:
@@ -90,17 +92,23 @@ def main() -> int:
     wall_s = time.monotonic() - started
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    for key, (kind, ticks) in seen.items():
+    others: dict[str, float] = defaultdict(float)
+    for key, (kind, ticks, command_line) in seen.items():
         used = (ticks - before.get(key, 0)) / TICKS_PER_S
         if used > 0 or key not in before:
             totals[kind] += used
             counts[kind] += 1
+            if kind == "other":
+                others[" ".join(command_line.split()[:3])[:100]] += used
     total = sum(totals.values())
     print(f"\n{' '.join(command)}: exit {process.returncode}, wall {wall_s:.0f} s, "
           f"{total:.0f} CPU-s seen ({total / wall_s / (os.cpu_count() or 1):.0%} of {os.cpu_count()} cores)\n")
     print("| kind of process | processes | CPU-s | share |\n|---|---:|---:|---:|")
     for kind, used in sorted(totals.items(), key=lambda item: -item[1]):
         print(f"| {kind} | {counts[kind]} | {used:.0f} | {used / total:.0%} |")
+    print("\nThe largest of \"other\", by the start of their command line:\n")
+    for command_line, used in sorted(others.items(), key=lambda item: -item[1])[:12]:
+        print(f"- {used:.0f} CPU-s: `{command_line or '(no command line: a kernel thread or a zombie)'}`")
     return process.returncode
 
 

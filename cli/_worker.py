@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 
@@ -13,6 +15,11 @@ def worker(
     """Run `prefect worker start --pool POOL --limit N` with a launcher that starts each flow run from a process
     with Prefect and the flows already imported (a run past a suspended gate within about a second less; about
     1.5 CPU-s less a run). Runs the pool's command cannot reach it for start cold, as under `prefect worker`."""
+    from models import settings_from_env
+
+    # Before Prefect is imported (it reads its settings once): the poll of CHANGEFLOW_WORKER_POLL_S, unless the
+    # operator set Prefect's own variable.
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{settings_from_env(os.environ).worker_poll_s:g}")
     from flows import run_worker
 
     run_worker(["--pool", pool, "--limit", str(limit), *(["--name", name] if name else [])])

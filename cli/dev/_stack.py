@@ -23,8 +23,8 @@ from models import load_org, settings_from_env
 from ._run_form import narrow_run_form
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Our latency defaults (Prefect's are 10 s polls): a decision should move the change within ~3 s.
-FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "0.5"}
+# Our latency default for a `serve()` runner (Prefect's is 10 s); a worker's poll is the setting worker_poll_s.
+FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
 
 
 # Below Linux's ephemeral range (ip_local_port_range, 32768-60999 by default). A port the kernel hands out for
@@ -120,8 +120,11 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
         "CHANGEFLOW_REPO": str(REPO_ROOT),
     })
     env.update(extra or {})
+    settings = settings_from_env(env)
     # Runs send heartbeats, so the zombie automation (automations.yaml) can mark a silent run Crashed.
-    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings_from_env(env).heartbeat_s)
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.heartbeat_s)
+    # A decision should move the change within ~3 s (Prefect's default poll is 10 s).
+    env["PREFECT_WORKER_QUERY_SECONDS"] = f"{settings.worker_poll_s:g}"
     return env
 
 

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "its health check. A first start creates Prefect's database: about 10 s on an idle two-core machine, "
         "past 90 s beside a busy workload (a CI run lost its demo to a 90 s limit).")
 
+    worker_poll_s: float = Field(
+        default=0.5, ge=0.1, le=60.0, description="How often a worker started by changeflow (`up`, `worker`) asks "
+        "Prefect for runs that are due (Prefect's PREFECT_WORKER_QUERY_SECONDS, whose default is 10 s): a resumed "
+        "or new run starts within this. Each ask costs the Prefect server about 20 ms of CPU (two background jobs "
+        "of its own): 0.5 s holds a quiet server at 6 % of a core, 2 s at 3 % (benchmarks/idle_stack.py).")
+
     hot_gate_poll_s: float = Field(
         default=0.5, ge=0.2, le=10.0, description="How often a gate waiting in its run's process (the policy's "
         "`hot_gate`) asks Prefect whether it was resumed: the delay between an answer and the run moving on (half "
@@ -109,8 +115,7 @@ class Settings(BaseSettings):
     hot_gate_yield_after_s: float = Field(
         default=2.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
         "(suspends) as soon as another flow run has been due this long without starting: every slot is taken. A "
-        "worker picks a due run up within its poll (0.5 s under `changeflow up`; raise this for workers that poll "
-        "less often, Prefect's default is 10 s). A needless yield costs only a new process at the answer; at 5 s "
+        "worker picks a due run up within its poll (`worker_poll_s`, which this must exceed). A needless yield costs only a new process at the answer; at 5 s "
         "a burst of 50 emergencies on one worker took 375 s to reach their gates (tests/e2e/test_load.py).")
 
     demo_step_timeout_s: float = Field(
@@ -154,6 +159,15 @@ class Settings(BaseSettings):
         if self.zombie_after_s < self.heartbeat_s + 10:
             raise ValueError(f"zombie_after_s ({self.zombie_after_s}) must be at least heartbeat_s + 10 s "
                              f"({self.heartbeat_s + 10})")
+        return self
+
+    @model_validator(mode="after")
+    def _a_due_run_is_given_a_poll_to_start(self) -> "Settings":
+        # A run due for less than one worker poll is not waiting for a slot: it was not asked for yet. Yielding
+        # then would send every hot gate to suspend as soon as any run became due.
+        if self.hot_gate_yield_after_s <= self.worker_poll_s:
+            raise ValueError(f"hot_gate_yield_after_s ({self.hot_gate_yield_after_s:g}) must be longer than "
+                             f"worker_poll_s ({self.worker_poll_s:g})")
         return self
 
     @model_validator(mode="after")

@@ -104,6 +104,35 @@ def test_crash_detection_timings_have_production_defaults_and_a_zombie_window_lo
     assert Settings(heartbeat_s=60, zombie_after_s=70).zombie_after_s == 70
 
 
+def test_a_worker_polls_every_half_second_and_a_hot_gate_never_yields_to_a_run_not_yet_polled_for():
+    settings = Settings()
+    assert (settings.worker_poll_s, settings.hot_gate_yield_after_s) == (0.5, 2.0)
+    # A run due for less than one poll was not asked for yet: yielding to it would suspend every hot gate.
+    with pytest.raises(ValidationError, match=r"hot_gate_yield_after_s \(2\) must be longer than worker_poll_s "
+                                              r"\(2\)"):
+        Settings(worker_poll_s=2)
+    assert Settings(worker_poll_s=2, hot_gate_yield_after_s=4).worker_poll_s == 2
+
+
+def test_stacks_hand_the_worker_poll_to_prefect_and_a_lone_worker_takes_it_too(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from cli.dev import prefect_env
+
+    monkeypatch.setenv("CHANGEFLOW_WORKER_POLL_S", "3")
+    monkeypatch.setenv("CHANGEFLOW_HOT_GATE_YIELD_AFTER_S", "5")
+    assert prefect_env("http://127.0.0.1:1/api", tmp_path)["PREFECT_WORKER_QUERY_SECONDS"] == "3"
+    # `changeflow worker` started on its own (not by `up`): the setting reaches Prefect's worker before it starts.
+    seen = subprocess.run([sys.executable, "-c", (
+        "import os, flows, cli._worker as w\n"
+        "flows.run_worker = lambda args: print(os.environ['PREFECT_WORKER_QUERY_SECONDS'])\n"
+        "w.worker(pool='p', limit=1, name='')")], capture_output=True, text=True, check=True,
+        env={name: value for name, value in os.environ.items() if name != "PREFECT_WORKER_QUERY_SECONDS"})
+    assert seen.stdout.strip() == "3"
+
+
 def test_a_child_process_environment_is_read_as_that_process_will_read_it(tmp_path):
     env = {"CHANGEFLOW_HOME": str(tmp_path), "CHANGEFLOW_ZOMBIE_AFTER_S": "45", "CHANGEFLOW_SWEEP_INTERVAL_S": "20",
            "PREFECT_API_URL": "http://127.0.0.1:1/api"}
