@@ -3,14 +3,12 @@ the integration tests and the latency benchmark, so all three run the same way."
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,13 +190,7 @@ def create_pool_and_deploy(stack: Stack, narrow_form: bool = True) -> None:
 
     `narrow_form=False` leaves the run form as the model declares it (the flow tests file each change for a
     service of its own, a name no directory holds, so that no two tests' changes conflict)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="changeflow-pool-") as template:
-        json.dump(engine_job_template(), template)
-        template.flush()
-        pool = stack.run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process",
-                          "--base-job-template", template.name, "--overwrite"])
-    if pool.returncode != 0:
-        raise RuntimeError(f"could not create work pool {WORK_POOL}: {pool.stdout}{pool.stderr}")
+    create_work_pool(stack)
     deploy = stack.run([_bin("prefect"), "--no-prompt", "deploy", "--all"])
     if deploy.returncode != 0:
         raise RuntimeError(f"`prefect deploy --all` failed:\n{deploy.stdout}{deploy.stderr}")
@@ -210,15 +202,33 @@ def create_pool_and_deploy(stack: Stack, narrow_form: bool = True) -> None:
     install_automations(stack, settings.zombie_after_s)
 
 
+def stack_api(stack: Stack) -> httpx.Client:
+    """Prefect's REST API of this stack, with its basic auth. (Not Prefect's client: this process's Prefect
+    settings may name another server. Not Prefect's CLI either: each call is a new interpreter, ~1.7 CPU-s.)"""
+    auth_string = stack.env.get("PREFECT_API_AUTH_STRING")
+    auth = httpx.BasicAuth(*auth_string.split(":", 1)) if auth_string else None
+    return httpx.Client(base_url=stack.api_url, timeout=30, auth=auth)
+
+
+def create_work_pool(stack: Stack) -> None:
+    """The process pool with the engine command (`prefect work-pool create --overwrite`, over the API)."""
+    template = engine_job_template()
+    with stack_api(stack) as api:
+        created = api.post("/work_pools/", json={"name": WORK_POOL, "type": "process",
+                                                 "base_job_template": template})
+        if created.status_code == 409:  # kept from an earlier `up`: brought up to date
+            created = api.patch(f"/work_pools/{WORK_POOL}", json={"base_job_template": template})
+        if created.is_error:
+            raise RuntimeError(f"could not create work pool {WORK_POOL}: {created.status_code} {created.text}")
+
+
 SWEEP_DEPLOYMENT = "approval-escalation/every-minute"
 
 
 def set_sweep_interval(stack: Stack, interval_s: int) -> None:
     """The sweep's schedule from CHANGEFLOW_SWEEP_INTERVAL_S (prefect.yaml names the production default, 60 s).
     Prefect drops the runs it had already scheduled at the old interval when a schedule changes."""
-    auth_string = stack.env.get("PREFECT_API_AUTH_STRING")
-    auth = httpx.BasicAuth(*auth_string.split(":", 1)) if auth_string else None
-    with httpx.Client(base_url=stack.api_url, timeout=30, auth=auth) as api:
+    with stack_api(stack) as api:
         deployment = api.get(f"/deployments/name/{SWEEP_DEPLOYMENT}")
         deployment.raise_for_status()
         for schedule in deployment.json()["schedules"]:
@@ -245,17 +255,20 @@ def zombie_automations(zombie_after_s: int) -> str:
 def install_automations(stack: Stack, zombie_after_s: int) -> None:
     """The automations of automations.yaml (zombie-run detection), replaced on every start: a server kept
     from an earlier `changeflow up` gets the current definition, not the one it was first given."""
-    listed = stack.run([_bin("prefect"), "automation", "ls"])
-    if ZOMBIE_AUTOMATION in listed.stdout:
-        deleted = stack.run([_bin("prefect"), "--no-prompt", "automation", "delete", ZOMBIE_AUTOMATION])
-        if deleted.returncode != 0:
-            raise RuntimeError(f"could not replace the automation: {deleted.stdout}{deleted.stderr}")
-    with tempfile.TemporaryDirectory() as folder:
-        rendered = Path(folder) / "automations.yaml"
-        rendered.write_text(zombie_automations(zombie_after_s))
-        created = stack.run([_bin("prefect"), "automation", "create", "--from-file", str(rendered)])
-    if created.returncode != 0:
-        raise RuntimeError(f"could not create the automations: {created.stdout}{created.stderr}")
+    from prefect.events.schemas.automations import AutomationCore
+
+    automations = yaml.safe_load(zombie_automations(zombie_after_s))["automations"]
+    with stack_api(stack) as api:
+        for automation in automations:
+            # Validated as `prefect automation create` validates a file, then sent as its client sends it.
+            body = AutomationCore.model_validate(automation).model_dump(mode="json")
+            found = api.post("/automations/filter", json={"automations": {"name": {"any_": [body["name"]]}}})
+            found.raise_for_status()
+            for existing in found.json():
+                api.delete(f"/automations/{existing['id']}").raise_for_status()
+            created = api.post("/automations/", json=body)
+            if created.is_error:
+                raise RuntimeError(f"could not create the automation {body['name']}: {created.text}")
 
 
 def start_endpoint(stack: Stack, port: int, logs: Path, timeout_s: float = 30) -> subprocess.Popen:
