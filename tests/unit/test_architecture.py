@@ -106,8 +106,17 @@ def test_no_import_cycles_between_files():
 
 
 def test_no_source_file_is_past_400_lines():
-    long = {name: n for name, path in ALL.items() if (n := len(path.read_text().splitlines())) > 400}
+    """A file past ~400 lines holds two ideas: the product, its tests and its benchmarks alike (issue 29)."""
+    files = [*ALL.values(), *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    long = {str(path.relative_to(ROOT)): n for path in files if (n := len(path.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def test_no_product_module_imports_test_or_benchmark_code():
+    """What ships (the packages the wheel holds) runs without the repository's tests/ and benchmarks/."""
+    reaching = {name: sorted(found) for name, path in ALL.items()
+                if (found := {m for m in imports_of(name, path) if m.split(".")[0] in ("tests", "benchmarks")})}
+    assert reaching == {}
 
 
 def test_the_cli_does_not_import_prefect_at_start():
