@@ -353,6 +353,9 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_a
             raise RuntimeError(f"the run could not pause at {key}: {state.type.value}")
         save_form(form_type, keyset, run_id)  # the Resume dialog's form
         deadline = time.monotonic() + seconds
+        # Whether a run waits for a slot is asked every half yield period, not every poll: one read of the run per
+        # poll is what an answer needs, and the server serves every hot gate's reads (issue 26).
+        next_slot_check = time.monotonic() + yield_after_s / 2
         while time.monotonic() < deadline:
             time.sleep(poll_s)
             run = client.read_flow_run(run_id)
@@ -362,8 +365,10 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_a
                 # Marked Crashed and restarted elsewhere, or cancelled: the run is no longer this process's.
                 # Abort ends it without proposing a state (anything proposed now would overwrite the new one).
                 raise Abort(f"the run left its pause at {key} for {run.state.type.value}: it is no longer ours")
-            if a_run_waits_for_a_slot(client, yield_after_s):
-                break
+            if time.monotonic() >= next_slot_check:
+                if a_run_waits_for_a_slot(client, yield_after_s):
+                    break
+                next_slot_check = time.monotonic() + yield_after_s / 2
         # Nobody answered in time. A Resume may land between the last look and this proposal: then the run is
         # Running already, and what it carried is read below, not lost (nor left in Prefect's storage).
         propose_state_sync(client=client, state=Running(message=NO_ANSWER_WHILE_HOT), flow_run_id=run_id)

@@ -109,8 +109,8 @@ class Settings(BaseSettings):
     hot_gate_poll_s: float = Field(
         default=0.5, ge=0.2, le=10.0, description="How often a gate waiting in its run's process (the policy's "
         "`hot_gate`) asks Prefect whether it was resumed: the delay between an answer and the run moving on (half "
-        "of it on average). 0.5 s keeps a hot answer under a second (issue 27); each hot gate costs two small API "
-        "reads per poll.")
+        "of it on average). 0.5 s keeps a hot answer under a second (issue 27); each hot gate costs one small API "
+        "read per poll, and one more every half `hot_gate_yield_after_s`.")
 
     hot_gate_yield_after_s: float = Field(
         default=2.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
