@@ -41,7 +41,7 @@ def main() -> None:
 
     stack = start_flow_stack(root, port)
     os.environ.update({"CHANGEFLOW_HOME": str(stack.home), "CHANGEFLOW_SECRET": SECRET.decode()})
-    from flows.escalation import reconcile_crashed_runs
+    from flows.sweep import reconcile_crashed_runs
 
     lab = Lab(root / "lab").start(nginx=False)
     weights = root / "weights.log"

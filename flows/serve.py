@@ -10,14 +10,14 @@ from prefect import serve
 
 from flows.audit_report import audit_report
 from flows.change_request import change_request
-from flows.escalation import approval_escalation
+from flows.sweep import sweep
 from flows.maintenance import maintenance_announcement, maintenance_window
 
 
 def deployments(escalation_interval_s: float | None = 60):
     return [
         change_request.to_deployment(name="submit"),
-        approval_escalation.to_deployment(
+        sweep.to_deployment(
             name="every-minute", interval=escalation_interval_s if escalation_interval_s else None
         ),
         # Unscheduled here: tests and benchmarks start them with an explicit (compressed) window.

@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "
         "small read of the change database each time.")
 
-    # Crash detection (automations.yaml, flows/escalation.py): how soon a dead run is found and acted on. Tests
+    # Crash detection (automations.yaml, flows/sweep.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(
         default=30, ge=30, description="Seconds between a running flow's heartbeats (Prefect's "

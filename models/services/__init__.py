@@ -15,8 +15,7 @@ from ._checklists import ChecklistService
 from ._delegations import DelegationService, DelegationView
 from ._container import Services
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
-from ._report_service import REPORTS, Report, ReportResult, ReportService
-from ._reports import compliance, dora, sla
+from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
 from ._scheduling import ACTIVE_STATES, Calendar, CalendarEntry, SchedulingService
 from ._unit_of_work import UnitOfWork

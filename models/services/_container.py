@@ -20,7 +20,7 @@ from ._checklists import ChecklistService
 from ._delegations import DelegationService
 from ._identity import Identities
 from ._recovery import RecoveryService
-from ._report_service import ReportService
+from ._reports import ReportService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 from ._work import WorkService

@@ -1,4 +1,5 @@
-"""Reports over the change log: DORA figures, compliance findings, approval SLAs.
+"""Reports over the change log: DORA figures, compliance findings, approval SLAs, refusals; and their registry
+(`REPORTS`), which the CLI and the audit-report flow read.
 
 Definitions (docs/audit.md repeats them):
 - deployment frequency: changes whose outcome `succeeded` was recorded in the range, per day;
@@ -13,12 +14,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Callable
 
 from sqlalchemy import and_, case, func, select, true
 from sqlmodel import Session
 
-from ..domain import AuditAction, Org, change_type, scheduled_windows, utcnow
+from ..domain import AuditAction, InputError, Org, change_type, scheduled_windows, utcnow
 from ..storage import (
     Approval,
     AuditEvent,
@@ -29,6 +32,7 @@ from ..storage import (
     record_problems,
     verify_chain,
 )
+from ._unit_of_work import UnitOfWork
 
 FAILED_OUTCOMES = ("failed", "rolled_back")
 
@@ -249,3 +253,58 @@ def refusals(session: Session, since: datetime, until: datetime, service: str | 
                      "change": event.change_key, "who": event.actor,
                      "why": ("self-approval: " if "self-approval" in why else "") + why[:300]})
     return rows
+
+
+# Reports as a registry: one entry per report (its output fields and the function above that computes it), used
+# by the CLI and the audit-report flow alike. A new report is its function plus one entry here.
+ReportRows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    fields: tuple[str, ...]
+    # (session, org, since, until, service, chain anchor: the last signed checkpoint's seq and hash, or None)
+    compute: Callable[[Session, Org, datetime, datetime, str | None, tuple[int, str] | None], ReportRows]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    name: str
+    rows: ReportRows
+    fields: tuple[str, ...]
+
+
+REPORTS: dict[str, Report] = {report.name: report for report in (
+    Report("dora", ("service", "deployments", "deployments_per_day", "lead_time_median_h", "lead_time_p90_h",
+                    "implemented", "failed", "change_failure_rate", "time_to_restore_median_h",
+                    "unrestored_failures"),
+           lambda session, _org, since, until, service, _anchor: dora(session, since, until, service)),
+    Report("compliance", ("kind", "change", "detail"),
+           lambda session, org, since, until, service, anchor: compliance(session, org, since, until, service,
+                                                                          chain_anchor=anchor)),
+    Report("sla", ("type", "requested", "approved", "sla_h", "median_h", "max_h", "breaches", "escalations"),
+           lambda session, org, since, until, service, _anchor: sla(session, org, since, until, service)),
+    Report("refusals", ("at", "kind", "change", "who", "why"),
+           lambda session, _org, since, until, service, _anchor: refusals(session, since, until, service)),
+)}
+
+
+class ReportService:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def run(self, name: str, since: datetime | None = None, until: datetime | None = None,
+            on_service: str | None = None, chain_anchor: tuple[int, str] | None = None) -> ReportResult:
+        """`chain_anchor`: the last valid signed checkpoint (seq, hash); the compliance report then verifies the
+        audit chain only after it instead of from the first event."""
+        report = REPORTS.get(name)
+        if report is None:
+            raise InputError(f"report: {name!r} is not one of {', '.join(REPORTS)}", [("report", "unknown")])
+        until = until or utcnow()
+        since = since or until - timedelta(days=365)
+        if since >= until:
+            raise InputError("--since: must be before --until", [("since", "after until")])
+        with self._uow.read() as session:
+            rows = report.compute(session, self._uow.org, since, until, on_service, chain_anchor)
+        return ReportResult(name, rows, report.fields)

@@ -94,7 +94,7 @@ def test_a_rejection_while_a_pipeline_waits_ends_its_wait_with_exit_1_and_the_re
 
 def test_an_expiry_and_a_withdrawal_end_a_wait_with_exit_1(cli_env, services, tmp_path):
     job, key = pipeline_files_and_waits(cli_env, tmp_path)
-    # What the escalation sweep does once the approval SLA has passed (flows/escalation.py).
+    # What the escalation sweep does once the approval SLA has passed (flows/sweep.py).
     services.changes.transition(key, ChangeState.expired, actor="approval-escalation",
                                   reason="No decision within the approval SLA.")
     code, _out, err = finish(job)

@@ -14,7 +14,7 @@ import pytest
 from prefect import get_client
 from prefect.states import Cancelling
 
-from flows.escalation import cancel_changes_of_cancelled_runs
+from flows.sweep import cancel_changes_of_cancelled_runs
 from models import Act
 from tests.flows.test_crash_recovery import run_state_name, steps_run
 from tests.flows.test_flows import ended_as, submit

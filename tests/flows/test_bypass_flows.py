@@ -67,7 +67,7 @@ def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
     assert "not in the approver directory" in events[1][2]["refusal"]
     assert "does not hold a role that may start a standard change early" in events[2][2]["refusal"]
     # The sweep's nudge authorises nothing either: the window is days away.
-    from flows.escalation import nudge_runs_that_can_continue
+    from flows.sweep import nudge_runs_that_can_continue
 
     nudge_runs_that_can_continue()
     assert flow_stack.services.changes.get(change.key).state == "scheduled"
@@ -101,7 +101,7 @@ def cancel_like_the_ui(run_id: str) -> None:
 
 
 def test_cancelling_the_run_in_the_ui_cancels_the_change_and_frees_its_slot(flow_stack):
-    from flows.escalation import cancel_changes_of_cancelled_runs
+    from flows.sweep import cancel_changes_of_cancelled_runs
 
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-cancel")
     cancel_like_the_ui(run_id)

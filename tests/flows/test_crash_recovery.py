@@ -29,7 +29,7 @@ def run_state_name(run_id: str) -> str:
 def reconciled(done, what: str = "the crash to settle and be handled") -> dict:
     """The summary of `reconcile_crashed_runs` once `done(summary)` holds: a dead run is acted on only after its
     state has settled (CHANGEFLOW_CRASH_SETTLE_S, 1 s on the flow stack), and a sweep run may get there first."""
-    from flows.escalation import reconcile_crashed_runs
+    from flows.sweep import reconcile_crashed_runs
 
     return wait_until(lambda: (lambda summary: summary if done(summary) else None)(reconcile_crashed_runs()), 60, what)
 
@@ -46,7 +46,7 @@ def crash_mid_step(flow_stack, template: str, service: str):
     wait_until(lambda: steps_run(flow_stack, service), 60, "the step to start")
     kill_run(run_id)
     wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
-    from flows.escalation import reconcile_crashed_runs
+    from flows.sweep import reconcile_crashed_runs
 
     # Handled exactly once, by this call (or by a sweep run of the stack that got there first).
     summary = reconciled(lambda s: s["restarted"] >= 1 or flow_stack.services.recovery.crashes(change.key) == 1)
@@ -215,7 +215,7 @@ def test_runs_left_pending_by_a_dead_worker_are_replaced(flow_stack):
     from prefect import get_client
     from prefect.states import Pending
 
-    from flows.escalation import replace_stuck_runs
+    from flows.sweep import replace_stuck_runs
     from tests.flows.test_flows import awaiting
 
     async def stuck(deployment: str, parameters: dict) -> str:
@@ -246,7 +246,7 @@ def test_a_change_run_that_died_before_filing_its_change_is_started_again_a_boun
     from prefect.states import Crashed, Scheduled
 
     from flows._recovery import RESTART_MESSAGE
-    from flows.escalation import reconcile_crashed_runs
+    from flows.sweep import reconcile_crashed_runs
     from models import MAX_AUTOMATIC_RESTARTS, utcnow
     from tests.flows.test_flows import awaiting
 

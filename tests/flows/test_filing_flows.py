@@ -57,7 +57,7 @@ def test_someone_elses_confirmation_is_refused_and_the_requesters_own_goes_throu
 
 
 def test_a_filing_nobody_confirms_is_cancelled_by_the_sweep_and_its_run_ends(flow_stack):
-    from flows.escalation import cancel_unconfirmed_filings
+    from flows.sweep import cancel_unconfirmed_filings
 
     run_id, change = filed(flow_stack, "filed by someone pretending to be grace")
     assert cancel_unconfirmed_filings() == 0, "within confirm_filing_within (1 day) it waits"

@@ -40,7 +40,7 @@ def test_a_cli_decision_and_a_resume_form_leave_no_code_in_prefect(flow_stack):
 def test_decisions_recorded_elsewhere_reach_the_run_through_the_sweep_with_nothing_in_hand(flow_stack):
     """The link page and a Slack click record through the services and then nudge, as the CLI does; when the
     nudge is lost (here: never sent), the sweep resumes the run, with no input either."""
-    from flows.escalation import nudge_runs_that_can_continue
+    from flows.sweep import nudge_runs_that_can_continue
 
     run_id = submit(standard_request(title="no code kept: sweep", template="scripted-standard"))
     change = awaiting(flow_stack, run_id)

@@ -1,6 +1,10 @@
-"""The approval-escalation sweep (every minute): reminders up the ladder, expiry past the SLA, nudges for
-runs that can continue, filings nobody confirmed cancelled, post-implementation review reminders, and delivery of
-what the outbox holds."""
+"""The sweep (every minute): reminders up the ladder, expiry past the SLA, runs cancelled in the UI reconciled,
+nudges for runs that can continue, filings nobody confirmed cancelled, crashed and stuck runs restarted,
+post-implementation review reminders, audit checkpoints, and delivery of what the outbox holds.
+
+Its Prefect flow keeps the name it was first deployed under, `approval-escalation` (deployment `every-minute`):
+a server kept from an earlier `changeflow up` would otherwise hold the old deployment beside the new one, two
+sweeps a minute, one of them pointing at a file that is gone."""
 
 from __future__ import annotations
 
@@ -192,7 +196,7 @@ def remind_reviews() -> int:
 
 
 @flow(name="approval-escalation", log_prints=True)
-def approval_escalation() -> dict:
+def sweep() -> dict:
     logger = get_run_logger()
     summary = escalate_and_expire()
     summary["cancelled"] = cancel_changes_of_cancelled_runs()
