@@ -12,14 +12,14 @@ from prefect import get_client
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import AnchorReport, AuditAnchors, Checkpoint, verify_chain
 
 ARTIFACT_KEY = "audit-checkpoint"
 
 
 def anchors() -> AuditAnchors:
-    rt = runtime()
+    rt = wiring()
     return AuditAnchors.from_settings(rt.settings, rt.services.db)
 
 
@@ -29,7 +29,7 @@ def anchor_checkpoint() -> Checkpoint | None:
     if checkpoint is not None:
         create_table_artifact(key=ARTIFACT_KEY, table=[checkpoint.to_dict()],
                               description=f"Signed checkpoint of the audit chain at event {checkpoint.seq}")
-        runtime().notifier.witness(checkpoint)  # the third anchor, out of HOME's reach; the sweep delivers it
+        wiring().notifier.witness(checkpoint)  # the third anchor, out of HOME's reach; the sweep delivers it
     return checkpoint
 
 
@@ -59,7 +59,7 @@ def anchored_checkpoints() -> list[Checkpoint]:
 
 def publish_verification() -> AnchorReport:
     """The chain checked against both anchors, as the `audit-verification` artifact of the run."""
-    with runtime().services.db.read() as session:
+    with wiring().services.db.read() as session:
         chain = verify_chain(session)
     report = anchors().verify(chain, elsewhere=anchored_checkpoints())
     latest = report.latest

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRu
                                             FlowRunFilterName)
 from prefect.runtime import flow_run
 
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import ChangeRequestView, ChangeState, Services
 
 BAR_WIDTH = 20  # characters of a 100 % bar in the canary chart
@@ -38,7 +38,7 @@ def publish_change_page(key: str, view: ChangeRequestView | None = None) -> None
     """Write the change's page (from `view` when the caller has just read it): created once per run, then updated
     in place (one artifact, its latest content). A page that cannot be written is logged and skipped: it shows
     the record, it never decides anything."""
-    services = runtime().services
+    services = wiring().services
     try:
         if key not in _RUNS:
             _RUNS[key] = asyncio.run(_runs_of(key))
@@ -107,7 +107,7 @@ def change_page(services: Services, view: ChangeRequestView, *, runs: list[tuple
         what = event.action.replace("_", " ") + (f" -> {event.to_state}" if event.to_state else "")
         lines.append(f"| {event.occurred_at:%Y-%m-%d %H:%M:%S} | {event.actor} | {what} |")
     if runs:
-        ui = runtime().settings.prefect_ui_url.rstrip("/")
+        ui = wiring().settings.prefect_ui_url.rstrip("/")
         lines += ["", "## Runs", ""] + [f"- [{name}]({ui}/runs/flow-run/{run_id}): {state_name}"
                                         for run_id, name, state_name in runs]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from flows._commands import run_command
-from flows._runtime import runtime
+from flows._wiring import wiring
 from flows.metrics import MetricError, prometheus
 from models import (
     BackupFreshItem,
@@ -119,7 +119,7 @@ def check_backup_fresh(item: BackupFreshItem) -> ItemOutcome:
 
 
 def check_changeflow_backup(item: ChangeflowBackupItem) -> ItemOutcome:
-    rt = runtime()
+    rt = wiring()
     try:
         report = BackupService(rt.services.db, rt.settings).backup(rt.settings.home / "backups")
     except ChangeflowError as exc:

@@ -7,13 +7,13 @@ from prefect.states import State
 
 from flows._change_page import publish_change_page
 from flows._prefect_api import final_state
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import ChangeState, run_ending
 
 
 def run_ended(key: str) -> State:
     """The run's final state: Closed, Review pending, Rejected, Expired, Cancelled, Rolled back or Failed."""
-    view = runtime().services.changes.view(key)
+    view = wiring().services.changes.view(key)
     publish_change_page(key, view)
     reason = next((str(e.data.get("reason") or "") for e in reversed(view.events) if e.action == "transition"), "")
     return final_state(run_ending(ChangeState(view.state), view.outcome),

@@ -34,7 +34,7 @@ from flows._prefect_api import (
     suspend_at,
     was_resumed,
 )
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import InputError
 
 Settled = TypeVar("Settled")
@@ -81,7 +81,7 @@ def hot_period_s(gate: Gate) -> float:
     """How long the gate waits in its run's process before it suspends: its change type's `hot_gate`."""
     if not gate.waits_for_a_person:
         return 0.0
-    services = runtime().services
+    services = wiring().services
     return services.rules(services.changes.get(gate.key)).policy.hot_gate.total_seconds()
 
 
@@ -114,7 +114,7 @@ def wait_at(gate: Gate[Settled]) -> Settled:
                 answer = replayed
             elif hot_left > 0:
                 started = time.monotonic()
-                settings = runtime().settings
+                settings = wiring().settings
                 hot_answer = pause_in_process(form, str(key), hot_left, settings.hot_gate_poll_s,
                                               settings.hot_gate_yield_after_s)
                 # (Given up early for a run that waits for a slot: the rest of the hot period goes with it.)

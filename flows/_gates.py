@@ -11,7 +11,7 @@ from prefect.input import RunInput
 
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import TEXT_LIMIT, ChangeRequest, ChangeState, ConflictError, Decision, PolicyViolation
 
 
@@ -30,7 +30,7 @@ def filing_description(change: ChangeRequest, refusal: str | None) -> str:
         f"## {change.key}: {change.title}",
         f"Filed in the name of **{change.requester}**. Nothing goes to its approvers until {change.requester} "
         "confirms that they filed it, with the code sent to them for it.",
-        *(f"**{line.label}:** {line.text}" for line in runtime().services.briefs.of(change).lines),
+        *(f"**{line.label}:** {line.text}" for line in wiring().services.briefs.of(change).lines),
         "If you are not the requester, leave this form: a filing nobody confirms is cancelled.",
     ]
     return "\n\n".join(line for line in lines if line)
@@ -44,10 +44,10 @@ class FilingGate(Gate[ChangeRequest]):
 
     def __init__(self, key: str):
         self.key = key
-        self.change = runtime().services.changes.get(key)
+        self.change = wiring().services.changes.get(key)
 
     def settled(self) -> ChangeRequest | None:
-        self.change = runtime().services.changes.get(self.key)
+        self.change = wiring().services.changes.get(self.key)
         return self.change if self.change.state != ChangeState.submitted.value else None
 
     def gate(self) -> str:
@@ -59,7 +59,7 @@ class FilingGate(Gate[ChangeRequest]):
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, FilingConfirmation)
         try:
-            runtime().services.approvals.confirm_filing(self.key, person=answer.requester,
+            wiring().services.approvals.confirm_filing(self.key, person=answer.requester,
                                                         code=answer.approval_code, attempt_id=str(key))
         except PolicyViolation as exc:
             return str(exc)
@@ -70,8 +70,8 @@ class FilingGate(Gate[ChangeRequest]):
     def before_wait(self, attempt: int) -> None:
         # Once (the outbox sends it once however often the run comes back here); a pipeline hears nothing: it
         # confirms with its token when it files.
-        if attempt == 0 and self.change.requester in runtime().services.org.directory.people:
-            rt = runtime()
+        if attempt == 0 and self.change.requester in wiring().services.org.directory.people:
+            rt = wiring()
             rt.notifier.announce(self.change, "filing_received", [self.change.requester], personal_code=True)
             rt.notifier.deliver(change_key=self.key)
 
@@ -106,7 +106,7 @@ class ApprovalDecision(RunInput):
 def gate_description(change: ChangeRequest, refusal: str | None) -> str:
     """The Markdown shown above the Resume form: what is being approved (the brief every approver sees) and what
     is still needed."""
-    services = runtime().services
+    services = wiring().services
     evaluation = services.approvals.evaluation(change.key)
     deadline = services.approvals.approval_deadline(change)
     # A refusal goes first: Prefect's own toast after Resume says "resumed" whatever the run decided.
@@ -127,7 +127,7 @@ def gate_description(change: ChangeRequest, refusal: str | None) -> str:
 def tell_the_refused(change: ChangeRequest, person: str, refusal: str, attempt: str) -> None:
     """The person whose decision was refused hears it on their own channel (once per attempt), not only in the
     form they would have to reopen."""
-    rt = runtime()
+    rt = wiring()
     if person not in rt.services.org.directory.people:
         return
     rt.notifier.announce(change, "decision_refused", [person], reason=refusal, round_=attempt)
@@ -144,10 +144,10 @@ class ApprovalGate(Gate[ChangeRequest]):
 
     def __init__(self, key: str):
         self.key = key
-        self.change = runtime().services.changes.get(key)
+        self.change = wiring().services.changes.get(key)
 
     def settled(self) -> ChangeRequest | None:
-        self.change = runtime().services.changes.get(self.key)
+        self.change = wiring().services.changes.get(self.key)
         return self.change if self.change.state != ChangeState.awaiting_approval.value else None
 
     def gate(self) -> str:
@@ -160,7 +160,7 @@ class ApprovalGate(Gate[ChangeRequest]):
         assert isinstance(answer, ApprovalDecision)
         approver = answer.approver.strip()
         try:
-            result = runtime().services.approvals.decide(self.key, approver=approver, decision=answer.decision,
+            result = wiring().services.approvals.decide(self.key, approver=approver, decision=answer.decision,
                                                          code=answer.approval_code, comment=answer.comment,
                                                          attempt_id=str(key))
         except PolicyViolation as exc:
@@ -180,7 +180,7 @@ def approval_gate(key: str) -> ChangeRequest:
 
 def window_description(change: ChangeRequest, reason: str, refusal: str | None) -> str:
     """What the Resume dialog of a run waiting for its window says: unmistakably not an approval form."""
-    services = runtime().services
+    services = wiring().services
     allowed = services.rules(change).policy.early_start
     lines = [
         f"## {change.key} is waiting for its maintenance window",
@@ -200,7 +200,7 @@ def wait_for_window(key: str) -> ChangeRequest:
     """A scheduled change waits, suspended (holding no worker), until its window opens, no freeze covers it, or an
     authorised person starts it early. Every resume re-checks: a suspend key that already fired returns at once
     on a re-run (Prefect), so the gate is the check after it, never the suspend itself."""
-    services = runtime().services
+    services = wiring().services
     change = services.changes.get(key)
     if change.state == ChangeState.approved.value:
         clashes = services.scheduling.schedule_clashes(key)
@@ -222,11 +222,11 @@ class WindowGate(Gate[ChangeRequest]):
 
     def __init__(self, key: str):
         self.key = key
-        self.change = runtime().services.changes.get(key)
+        self.change = wiring().services.changes.get(key)
         self.reason = ""
 
     def settled(self) -> ChangeRequest | None:
-        services = runtime().services
+        services = wiring().services
         self.change = services.changes.get(self.key)
         if self.change.state != ChangeState.scheduled.value:
             return self.change
@@ -242,6 +242,6 @@ class WindowGate(Gate[ChangeRequest]):
 
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, WindowGateInput)
-        return runtime().services.scheduling.answer_window_gate(self.key, person=answer.person,
+        return wiring().services.scheduling.answer_window_gate(self.key, person=answer.person,
                                                                 code=answer.approval_code, reason=answer.reason,
                                                                 attempt_id=str(key))

@@ -15,7 +15,7 @@ from prefect.input import RunInput
 
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import TEXT_LIMIT, ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
 
 _ASKS = {
@@ -72,7 +72,7 @@ class ManualWorkGate(Gate[WorkConfirmation]):
         self.key, self.stage, self.step, self.interrupted = key, stage, step, interrupted
 
     def settled(self) -> WorkConfirmation | None:
-        return runtime().services.work.confirmation(self.key, self.stage, self.step)
+        return wiring().services.work.confirmation(self.key, self.stage, self.step)
 
     def gate(self) -> str:
         return work_gate(self.stage, self.step)
@@ -80,7 +80,7 @@ class ManualWorkGate(Gate[WorkConfirmation]):
     def before_wait(self, attempt: int) -> None:
         if attempt:
             return
-        rt = runtime()
+        rt = wiring()
         change = rt.services.changes.get(self.key)
         # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
         rt.notifier.announce(change, "work_needed", rt.services.work.implementers(self.key),
@@ -89,7 +89,7 @@ class ManualWorkGate(Gate[WorkConfirmation]):
         rt.notifier.deliver(change_key=self.key)
 
     def form(self, refusal: str | None) -> Any:
-        services = runtime().services
+        services = wiring().services
         return ManualWorkInput.with_initial_data(description=work_description(
             services.changes.get(self.key), self.stage, services.work.implementers(self.key), refusal,
             self.interrupted))
@@ -97,7 +97,7 @@ class ManualWorkGate(Gate[WorkConfirmation]):
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, ManualWorkInput)
         try:
-            runtime().services.work.confirm(self.key, stage=self.stage, person=answer.person,
+            wiring().services.work.confirm(self.key, stage=self.stage, person=answer.person,
                                             code=answer.approval_code, outcome=answer.outcome, note=answer.note,
                                             attempt_id=str(key), step=self.step)
         except PolicyViolation as exc:

@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelled, Crashed, Scheduled
 
-from flows._runtime import runtime
+from flows._wiring import wiring
 from flows.traffic import RouterError
 from models import MAX_AUTOMATIC_RESTARTS, ChangeState, responsible, utcnow
 
@@ -90,7 +90,7 @@ def replace_stuck_runs(stuck_after: timedelta | None = None) -> dict:
     announces and restarts it like any other crash; a run that never filed its change simply starts again."""
     # A worker sets Pending when it claims a run and Running once the run's process starts (seconds, a minute on
     # a loaded machine); a run still Pending after the bound never started: its worker died picking it up.
-    stuck_after = stuck_after or timedelta(seconds=runtime().settings.stuck_pending_after_s)
+    stuck_after = stuck_after or timedelta(seconds=wiring().settings.stuck_pending_after_s)
     cancelled = crashed = rescheduled = 0
     now = utcnow()
     for run in asyncio.run(_runs_in([StateType.PENDING])):
@@ -101,7 +101,7 @@ def replace_stuck_runs(stuck_after: timedelta | None = None) -> dict:
         if asyncio.run(_flow_name(run.flow_id)) == SWEEP_FLOW:
             asyncio.run(_set_state(run.id, Cancelled(message=f"{why}; the next sweep does its work")))
             cancelled += 1
-        elif runtime().services.changes.find_by_flow_run(str(run.id)) is not None:
+        elif wiring().services.changes.find_by_flow_run(str(run.id)) is not None:
             asyncio.run(_set_state(run.id, Crashed(message=why)))
             crashed += 1
         elif start_again(run, why):
@@ -113,7 +113,7 @@ def reconcile_crashed_runs() -> dict:
     """Every run that died (Crashed or Failed) while its change had work left: record the crash once, send a
     canary back to stable, tell the people on call, and restart the run (at most MAX_AUTOMATIC_RESTARTS times).
     The runs are read from Prefect's dead runs, so the cost follows the crashes, not the open changes."""
-    rt = runtime()
+    rt = wiring()
     services = rt.services
     restarted = aborted = left = unfiled = settling = 0
     settled_before = utcnow() - timedelta(seconds=rt.settings.crash_settle_s)
@@ -163,7 +163,7 @@ def abort_canary(change, crash: int) -> bool:
     """A canary whose run died goes back to stable now (Argo: a rollout whose controller died is continued or
     aborted, never left half-way); the restarted run takes the abort up: it resumes the step it was in, or rolls
     the change back (canary.yaml `resume_after_crash`)."""
-    services = runtime().services
+    services = wiring().services
     plan = services.canary.plan(change)
     if plan is None or services.recovery.canary_abort_to_take_up(change.key) is not None:
         return False  # no canary, or already on stable since its last run died
@@ -179,7 +179,7 @@ def canary_to_stable(change) -> str:
     """Send all of a change's canary traffic back to the stable version now; what went wrong doing so, or ""."""
     from flows.canary import router_of
 
-    plan = runtime().services.canary.plan(change)
+    plan = wiring().services.canary.plan(change)
     if plan is None:
         return ""
     try:

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from flows._anchors import publish_verification
-from flows._runtime import runtime
+from flows._wiring import wiring
 from models import REPORTS, Calendar, utcnow
 
 CALENDAR_DAYS = 28
@@ -30,7 +30,7 @@ def audit_report(
 ) -> int:
     # The latest signed checkpoint and whether the chain holds against it, beside the report.
     anchor = publish_verification().latest
-    result = runtime().services.reports.run(report, since, until, service,
+    result = wiring().services.reports.run(report, since, until, service,
                                             chain_anchor=(anchor.seq, anchor.hash) if anchor else None)
     rows, fields = result.rows, result.fields
     create_table_artifact(key=f"{report}-report", table=[{f: row.get(f) for f in fields} for row in rows],
@@ -46,7 +46,7 @@ def audit_report(
     # Beside every report, the weeks ahead as a picture (issue 30): windows, freezes and the changes in them.
     start = utcnow()
     create_markdown_artifact(key="calendar", description=f"the next {CALENDAR_DAYS} days: windows, freezes, changes",
-                             markdown=calendar_picture(runtime().services.scheduling.calendar(
+                             markdown=calendar_picture(wiring().services.scheduling.calendar(
                                  start, start + timedelta(days=CALENDAR_DAYS))))
     return len(rows)
 

@@ -20,7 +20,7 @@ from flows._canary_bake import Analyzer, StepResult, bake_step
 from flows._change_page import publish_change_page
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
-from flows._runtime import runtime
+from flows._wiring import wiring
 from flows.traffic import RouterError, router_for
 from models import TEXT_LIMIT, PolicyViolation, responsible, utcnow
 
@@ -40,14 +40,14 @@ class CanaryGateAnswer(RunInput):
 
 def router_of(change, plan):
     """The traffic router of the change's service (canary.yaml), set up for this plan's versions."""
-    target = runtime().services.canary.target(change)
+    target = wiring().services.canary.target(change)
     return target, router_for(target.router, service=change.service, stable_version=plan.stable_version,
                               canary_version=plan.canary_version)
 
 
 @task(name="canary step", task_run_name="canary step {index}")
 def run_step(key: str, index: int, bake: str, progress_id: str | None) -> StepResult:
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     plan = rt.services.canary.plan(change)
     step = plan.steps[index - 1]
@@ -87,10 +87,10 @@ class CanaryGate(Gate[str]):
     def __init__(self, key: str, gate: str, description: str):
         self.key, self.name, self.description = key, gate, description
         self.full_name = PauseKey(GateKind.canary, gate, 0).gate_name  # what the records name (`canary-confirm-s2`)
-        self.deadline = runtime().services.canary.gate_deadline(key, self.full_name)
+        self.deadline = wiring().services.canary.gate_deadline(key, self.full_name)
 
     def settled(self) -> str | None:
-        on_record = runtime().services.canary.gate_answer(self.key, self.full_name)
+        on_record = wiring().services.canary.gate_answer(self.key, self.full_name)
         if on_record is not None:
             return on_record
         return "timed_out" if utcnow() >= self.deadline else None
@@ -101,7 +101,7 @@ class CanaryGate(Gate[str]):
     def before_wait(self, attempt: int) -> None:
         if attempt:
             return
-        rt = runtime()
+        rt = wiring()
         change = rt.services.changes.get(self.key)
         rt.notifier.announce(change, "canary_gate_waiting", responsible_and_on_call(change), round_=self.full_name,
                              deadline=self.deadline, extra={"gate": self.full_name}, personal_code=True)
@@ -114,7 +114,7 @@ class CanaryGate(Gate[str]):
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, CanaryGateAnswer)
         try:
-            runtime().services.canary.confirm(self.key, person=answer.person.strip(), code=answer.approval_code,
+            wiring().services.canary.confirm(self.key, person=answer.person.strip(), code=answer.approval_code,
                                               action=answer.answer, comment=answer.comment, gate=self.full_name)
         except PolicyViolation as exc:
             return str(exc)
@@ -127,7 +127,7 @@ def canary_gate(key: str, gate: str, description: str) -> str:
 
 
 def analysis_table(key: str) -> None:
-    rows = runtime().services.canary.measurements(key)
+    rows = wiring().services.canary.measurements(key)
     create_table_artifact(
         key=f"{key.lower()}-canary-analysis",
         table=[{"step": r.step, "weight %": r.weight, "metric": r.metric, "version": r.version,
@@ -143,7 +143,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
 
     `during(index)` runs the during-checklist after a step and returns a failure reason or "".
     """
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     plan = rt.services.canary.plan(change)
     decided = rt.services.canary.decisions(key)
@@ -209,7 +209,7 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
 
 def _gate_reason(answer: str, where: str) -> str:
     if answer == "timed_out":
-        timeout = runtime().services.org.canary_config.gate_timeout_s
+        timeout = wiring().services.org.canary_config.gate_timeout_s
         return f"nobody answered the canary gate {where} within {timeout:g} s: rolled back (fail-safe)"
     return f"rolled back by a person {where}"
 
@@ -217,7 +217,7 @@ def _gate_reason(answer: str, where: str) -> str:
 def responsible_and_on_call(change) -> list[str]:
     """Who hears that a canary waits for a person: the requester, the service's owners and the first rung of the
     change type's escalation ladder (the people on call)."""
-    services = runtime().services
+    services = wiring().services
     ladder = services.rules(change).ladder
     on_call = services.org.directory.holders(ladder[0].role) if ladder else []
     return sorted({*responsible(change, services.org.directory), *on_call})

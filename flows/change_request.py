@@ -34,7 +34,7 @@ from flows._manual import manual_work_gate
 from flows._change_page import publish_change_page
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
-from flows._runtime import run_attempt, runtime
+from flows._wiring import run_attempt, wiring
 from flows.canary import run_canary
 from flows.checklists import run_phase
 
@@ -72,7 +72,7 @@ class ChangeRequestForm(ChangeRequestInput):
 @task(name="record change")
 def record_change(request: ChangeRequestInput, run_id: str) -> str:
     """Record the request; it goes to its approvers once its requester has confirmed it (`filing_gate`)."""
-    services = runtime().services
+    services = wiring().services
     change = services.changes.submit(request, idempotency_key=f"flow-run:{run_id}", flow_run_id=run_id)
     # A run is its change (issue 30): the Runs list shows `CHG-000123 <title>` instead of a random name, and
     # filters by type, service and risk. (The title is the requester's own words, never a secret.)
@@ -84,7 +84,7 @@ def record_change(request: ChangeRequestInput, run_id: str) -> str:
 
 @task(name="notify approvers")
 def notify_approvers(key: str) -> int:
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     written = rt.notifier.request_approvals(change)
     rt.notifier.deliver(change_key=key)
@@ -93,7 +93,7 @@ def notify_approvers(key: str) -> int:
 
 @task(name="tell the requester")
 def tell_the_requester(key: str, event: str, reason: str) -> None:
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     if change.requester not in rt.services.org.directory.people:
         return  # an automation: nobody to tell
@@ -104,7 +104,7 @@ def tell_the_requester(key: str, event: str, reason: str) -> None:
 @task(name="announce")
 def announce(key: str, event: str, reason: str = "", extra: dict | None = None) -> None:
     """Tell the requester, the approvers and the service's owners and stakeholders."""
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     audience = everyone_concerned(change, rt.services.org.directory, rt.services.approvals.decided_by(key))
     rt.notifier.announce(change, event, audience, reason=reason, extra=extra)
@@ -125,7 +125,7 @@ def implement(key: str) -> bool:
     Each finished step is recorded, so a run resumed mid-implementation (a manual during-item) does not run
     a step twice.
     """
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     while change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
         try:
@@ -190,7 +190,7 @@ def implement(key: str) -> bool:
 
 def is_manual(key: str) -> bool:
     """No implementation commands and no canary: only a person can say it was done or verified."""
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     template = rt.services.org.template_of(change)
     return not (template and template.implementation_commands) and rt.services.canary.plan(change) is None
@@ -198,7 +198,7 @@ def is_manual(key: str) -> bool:
 
 def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:
     """The canary rollout is the last part of the implementation; its during-checklist runs after each step."""
-    rt = runtime()
+    rt = wiring()
 
     def during(index: int) -> str:
         verdict = run_phase(key, "during", first_step + index)
@@ -222,7 +222,7 @@ def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:
 def verify(key: str) -> bool:
     """The template's verify commands (or, for a manual change, a person's confirmation), then the
     post-checklist; a required failure rolls the change back."""
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     if change.state != ChangeState.verifying.value:
         return change.state == ChangeState.completed.value
@@ -250,7 +250,7 @@ def verify(key: str) -> bool:
 def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: bool = False) -> None:
     """Undo the change: its template's rollback commands, or a person's confirmed manual rollback. Nothing is
     recorded as rolled back that nobody undid (`traffic_restored`: the canary already sent all traffic to stable)."""
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     template = rt.services.org.template_of(change)
     rollback: list[dict] = []
@@ -285,14 +285,14 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
 
 def fail(key: str, why: str, evidence: list[dict]) -> None:
     """The change could not be carried out and nothing was undone (nothing to undo, or the undo itself failed)."""
-    rt = runtime()
+    rt = wiring()
     rt.services.changes.transition(key, ChangeState.failed, actor="changeflow", reason=why, data={"evidence": evidence},
                                    then=(ChangeState.review_pending, "failed: review due"))
 
 
 @task(name="close")
 def close(key: str) -> str:
-    services = runtime().services
+    services = wiring().services
     change = services.changes.get(key)
     if change.state == ChangeState.completed.value:
         target = ChangeState.review_pending if services.rules(change).always_reviewed else ChangeState.closed
@@ -304,7 +304,7 @@ def close(key: str) -> str:
 
 def service_reason(key: str, to_state: str | None = None) -> str:
     """The reason of the change's last transition (into `to_state`, when given): what the requester is told."""
-    events = runtime().services.changes.view(key).events
+    events = wiring().services.changes.view(key).events
     return next((e.data.get("reason", "") for e in reversed(events)
                  if e.action == "transition" and to_state in (None, e.to_state)), "")
 
@@ -326,7 +326,7 @@ def approved_and_due(key: str) -> ChangeRequest:
         if ChangeState(change.state) in FINISHED:
             return change
         announce(key, "approved")
-        if runtime().services.rules(change).scheduled:
+        if wiring().services.rules(change).scheduled:
             change = wait_for_window(key)
         if change.state != ChangeState.awaiting_approval.value:
             return change
@@ -350,26 +350,26 @@ def see_through(key: str) -> None:
         pre = run_phase(key, "pre")
         if not pre.ok:
             # Nothing has been touched yet: the change stops here.
-            rt = runtime()
+            rt = wiring()
             if rt.services.changes.get(key).state in (ChangeState.approved.value, ChangeState.scheduled.value):
                 rt.services.changes.transition(key, ChangeState.cancelled, actor="changeflow",
                                                reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             announce(key, "change_failed", reason=f"pre-checklist failed: {', '.join(pre.failed_required)}")
             return
-        aborted = runtime().services.recovery.abort_reason(key)
+        aborted = wiring().services.recovery.abort_reason(key)
         if aborted is not None:
             # Its run was cancelled while the change was implemented (the UI's Cancel, issue 32): the sweep sent
             # its canary back to stable and started the run again to undo the change, not to carry it on.
-            roll_back(key, aborted, [], traffic_restored=runtime().services.canary.plan(change) is not None)
+            roll_back(key, aborted, [], traffic_restored=wiring().services.canary.plan(change) is not None)
             break
         announce(key, "change_started")
         if implement(key):
             verify(key)
-        if runtime().services.changes.get(key).state != ChangeState.awaiting_approval.value:
+        if wiring().services.changes.get(key).state != ChangeState.awaiting_approval.value:
             break  # (amended while it waited: approved again from the top)
     # The recorded outcome, not this run's return values, decides: a re-run of a finished change repeats
     # the same announcement (a no-op in the outbox) instead of inventing a failure.
-    outcome = runtime().services.changes.get(key).outcome
+    outcome = wiring().services.changes.get(key).outcome
     if outcome == "succeeded":
         announce(key, "change_completed")
     else:
@@ -383,7 +383,7 @@ def see_through(key: str) -> None:
 def change_request(request: ChangeRequestForm) -> State:
     """File a change request: it is recorded, approved by the people its policy names, and implemented."""
     run_id = str(flow_run.id)
-    services = runtime().services
+    services = wiring().services
     if services.changes.find_by_idempotency_key(f"flow-run:{run_id}") is None:
         problem = services.changes.refusal(request)
         if problem is not None:

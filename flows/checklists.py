@@ -18,7 +18,7 @@ from pydantic import Field, create_model
 from flows._checks import CHECKS
 from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
-from flows._runtime import run_attempt, runtime
+from flows._wiring import run_attempt, wiring
 from models import (
     ItemOutcome,
     PhaseVerdict,
@@ -61,14 +61,14 @@ def confirmation_form(phase: str, items: list, description: str):
 
 
 def _stored(key: str, phase: str, step: int) -> dict:
-    return {r.item_id: r for r in runtime().services.checklists.check_results(key, phase=phase, step=step)}
+    return {r.item_id: r for r in wiring().services.checklists.check_results(key, phase=phase, step=step)}
 
 
 def run_automated(key: str, phase: str, step: int, items: list) -> list:
     """Run the automated items that have no result yet; returns the command items a crash interrupted and that
     are not idempotent: their outcome is unknown, and a person is asked (never run again blindly)."""
     logger = get_run_logger()
-    services = runtime().services
+    services = wiring().services
     done = _stored(key, phase, step)
     interrupted = services.recovery.interrupted_checks(key, phase, step, attempt=run_attempt())
     futures = {}
@@ -109,11 +109,11 @@ class ChecklistGate(Gate[bool]):
 
     def __init__(self, key: str, phase: str, step: int, items: list):
         self.key, self.phase, self.step, self.items = key, phase, step, items
-        self.first = runtime().services.checklists.phase_waiting_since(key, phase, step)
+        self.first = wiring().services.checklists.phase_waiting_since(key, phase, step)
         self.waiting: list = []
 
     def settled(self) -> bool | None:
-        services = runtime().services
+        services = wiring().services
         done = _stored(self.key, self.phase, self.step)
         waiting = [i for i in self.items if i.id not in done]
         expired = [i for i in waiting if utcnow() >= self.first + timedelta(seconds=i.timeout_s)]
@@ -142,7 +142,7 @@ class ChecklistGate(Gate[bool]):
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         for item in (i for i in self.waiting if getattr(answer, field_name(i.id), False)):
             try:
-                runtime().services.checklists.confirm_item(
+                wiring().services.checklists.confirm_item(
                     self.key, person=getattr(answer, "confirmed_by"), code=getattr(answer, "approval_code"),
                     phase=self.phase, step=self.step, item=item, note=getattr(answer, "note"), attempt_id=str(key))
             except PolicyViolation as exc:
@@ -158,7 +158,7 @@ def run_manual(key: str, phase: str, step: int, items: list) -> None:
 
 
 def notify_people(key: str, phase: str, items: list) -> None:
-    rt = runtime()
+    rt = wiring()
     change = rt.services.changes.get(key)
     people = responsible(change, rt.services.org.directory)
     for item in items:
@@ -170,7 +170,7 @@ def notify_people(key: str, phase: str, items: list) -> None:
 
 def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     """Run one phase of the change's checklist; the verdict is the worst of its items."""
-    services = runtime().services
+    services = wiring().services
     change = services.changes.get(key)
     checklist = services.org.checklist_of(change)
     items = checklist.items(phase) if checklist else []
@@ -194,7 +194,7 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
     verdict = phase_verdict(phase, outcomes)
     services.checklists.record_phase(key, verdict, step=step)
     if verdict.failed_advisory:
-        rt = runtime()
+        rt = wiring()
         rt.notifier.announce(change, "change_failed", [change.requester] if change.requester in
                              services.org.directory.people else [], round_=f"advisory-{phase}-{step}",
                              reason=f"advisory {phase} items failed: {', '.join(verdict.failed_advisory)}")
@@ -204,7 +204,7 @@ def run_phase(key: str, phase: str, step: int = 0) -> PhaseVerdict:
 
 def publish_results(key: str) -> None:
     """The change's checklist results as a Markdown artifact on the run."""
-    results = runtime().services.checklists.check_results(key)
+    results = wiring().services.checklists.check_results(key)
     rows = ["| phase | step | item | result | detail | by |", "|---|---|---|---|---|---|"]
     for r in results:
         mark = "passed" if r.passed else ("FAILED" if r.required else "failed (advisory)")

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine
 from flows._commands import run_command
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, name_run
-from flows._runtime import run_attempt, runtime
+from flows._wiring import run_attempt, wiring
 from flows.checklists import run_phase
 from models import ChangeState, PolicyViolation, WindowSpec, next_window, stakeholders, superseded_by_monthly, utcnow
 
@@ -47,14 +47,14 @@ def _window_context(window: WindowSpec, service: str, title: str) -> dict:
 
 
 def _audience(change) -> list[str]:
-    return stakeholders(runtime().services.org.directory, change.service)
+    return stakeholders(wiring().services.org.directory, change.service)
 
 
 @flow(name="maintenance-announcement", log_prints=True)
 def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | None = None,
                              window_minutes: float | None = None) -> str | None:
     """Record the coming window as a standard change, ask for its approvals and tell the stakeholders."""
-    rt = runtime()
+    rt = wiring()
     plan = rt.services.org.maintenance.windows[kind]
     window = resolve_window(kind, window_start, window_minutes, at_start=False)
     if window_start is None and window.starts_at - utcnow() > ANNOUNCE_AHEAD + timedelta(hours=1):
@@ -96,7 +96,7 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
 
 @task(name="maintenance activity")
 def run_activity(name: str, timeout_s: float) -> dict:
-    rt = runtime()
+    rt = wiring()
     activity = rt.services.org.maintenance.activities[name]
     settings = rt.settings
     started = time.perf_counter()
@@ -126,7 +126,7 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
     """Run the window's activities if its change was approved; stop at the window's end. The run ends named for
     its change (Closed, Cancelled, ...)."""
     logger = get_run_logger()
-    rt = runtime()
+    rt = wiring()
     services = rt.services
     plan = rt.services.org.maintenance.windows[kind]
     window = resolve_window(kind, window_start, window_minutes, at_start=True)
@@ -182,7 +182,7 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
 
 
 def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
-    services = runtime().services
+    services = wiring().services
     progress = create_progress_artifact(progress=0.0, key=f"{key.lower()}-progress",
                                         description=f"{key}: maintenance activities")
     done = services.checklists.done_steps(key)
@@ -232,7 +232,7 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
 
 
 def finish(key: str, window: WindowSpec, context: dict, note: str) -> str:
-    rt = runtime()
+    rt = wiring()
     services = rt.services
     change = services.changes.get(key)
     if change.state == ChangeState.completed.value:

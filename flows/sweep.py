@@ -20,7 +20,7 @@ from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_key
 from flows._anchors import anchor_checkpoint
 from flows._pause_key import GateKind, PauseKey
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
-from flows._runtime import runtime
+from flows._wiring import wiring
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
 
@@ -28,7 +28,7 @@ REVIEW_REMINDER_LEAD = timedelta(hours=24)
 def escalate_and_expire(page: int = 500) -> dict:
     """The changes whose next rung or SLA end has come (an indexed read: the cost follows the changes due, not
     every change waiting); each is handled, then its next moment stored."""
-    rt = runtime()
+    rt = wiring()
     services, notifier = rt.services, rt.notifier
     now = utcnow()
     reminded = expired = 0
@@ -59,7 +59,7 @@ def escalate_and_expire(page: int = 500) -> dict:
 
 
 def expire(change, sla) -> None:
-    rt = runtime()
+    rt = wiring()
     services, notifier = rt.services, rt.notifier
     change = services.changes.transition(change.key, ChangeState.expired, actor="approval-escalation",
                                          reason=f"no decision within the approval SLA ({format_wait(sla)})")
@@ -73,7 +73,7 @@ def expire(change, sla) -> None:
 def checklist_deadline_passed(change, pause_key: PauseKey) -> bool:
     """A manual checklist item of the waiting phase is past its timeout: the run must record it as failed."""
     phase, _, step = pause_key.gate.partition("-")
-    services = runtime().services
+    services = wiring().services
     checklist = services.org.checklist_of(change)
     if checklist is None:
         return False
@@ -89,7 +89,7 @@ def cancel_changes_of_cancelled_runs() -> int:
     being implemented is undone (issue 32: it stayed `implementing` for ever, its canary at its weight): its canary
     goes back to stable at once, and its run is started again only to roll it back. Read from Prefect's cancelled
     runs, so the cost follows the cancellations, not the open changes."""
-    services = runtime().services
+    services = wiring().services
     cancelled = 0
     for run_id, (run_state, since) in asyncio.run(cancelled_runs()).items():
         change = services.changes.find_by_flow_run(run_id)
@@ -113,7 +113,7 @@ def cancel_changes_of_cancelled_runs() -> int:
 
 def nudge_runs_that_can_continue() -> int:
     """Resume suspended runs whose change moved on without them (a CLI decision, an opened window)."""
-    rt = runtime()
+    rt = wiring()
     services = rt.services
     nudged = 0
     candidates = []
@@ -160,7 +160,7 @@ def nudge_runs_that_can_continue() -> int:
 def cancel_unconfirmed_filings() -> int:
     """A change its requester never confirmed filing (policies.yaml `confirm_filing_within`) is cancelled: filed
     in someone else's name, or abandoned; its run, waiting at the filing gate, is nudged to end."""
-    services = runtime().services
+    services = wiring().services
     within = services.org.policies.confirm_filing_within
     cancelled = 0
     for change in services.changes.all_in_state(ChangeState.submitted):
@@ -182,7 +182,7 @@ def cancel_unconfirmed_filings() -> int:
 
 
 def remind_reviews() -> int:
-    rt = runtime()
+    rt = wiring()
     services, notifier = rt.services, rt.notifier
     now = utcnow()
     written = 0
@@ -207,7 +207,7 @@ def sweep() -> dict:
     summary["review_reminders"] = remind_reviews()
     checkpoint = anchor_checkpoint()
     summary["checkpoint"] = checkpoint.seq if checkpoint else None
-    report = runtime().notifier.deliver()
+    report = wiring().notifier.deliver()
     summary.update(sent=report.sent, failed=report.failed)
     logger.info("escalation sweep: %s", summary)
     return summary

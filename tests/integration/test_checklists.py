@@ -192,15 +192,15 @@ def test_the_shipped_maintenance_backup_check_backs_changeflow_up_and_proves_it(
     not have, so the default weekly window cancelled itself. It now takes changeflow's own backup and proves it."""
     from models import DEFAULTS_DIR
 
-    from flows._runtime import runtime
+    from flows._wiring import wiring
 
     (item,) = [i for i in load_checklists(DEFAULTS_DIR / "checklists.yaml")["maintenance"].pre
                if i.id == "backup-verified"]
-    runtime.cache_clear()  # the worker's runtime, built from this test's HOME and database
+    wiring.cache_clear()  # the worker process's wiring, built from this test's HOME and database
     try:
         outcome = CHECKS[item.kind](item)
     finally:
-        runtime.cache_clear()
+        wiring.cache_clear()
     if db.is_sqlite:
         assert outcome.passed and "backed up and proved" in outcome.detail, outcome
         assert (Path(outcome.evidence["backup"]) / "manifest.json").is_file()

@@ -1,4 +1,5 @@
-"""What a flow run needs, built once per process from the settings of the worker that runs it."""
+"""The wiring of a flow-run process: the settings, the services and the notifier a flow run needs, built once per
+process from the settings of the worker that runs it. (Not `prefect.runtime`, which describes the current run.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from notifications import Notifier
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Wiring:
     settings: Settings
     services: Services
     notifier: Notifier
@@ -25,7 +26,7 @@ def run_attempt() -> str:
 
 
 @lru_cache(maxsize=1)
-def runtime() -> Runtime:
+def wiring() -> Wiring:
     settings = Settings()
     services = Services.from_settings(settings)
-    return Runtime(settings, services, Notifier(services, settings))
+    return Wiring(settings, services, Notifier(services, settings))
