@@ -94,20 +94,10 @@ from ._maintenance import (
     MaintenancePlan,
     WindowPlan,
 )
-from ._org import (
-    ApprovalRequirement,
-    ChangeTemplate,
-    Channel,
-    Directory,
-    EscalationStep,
-    Org,
-    Person,
-    PolicySet,
-    RequiredField,
-    RiskPolicy,
-    ServiceEntry,
-    TypePolicy,
-)
+from ._directory import Channel, Directory, Person, ServiceEntry
+from ._org import Org
+from ._policy_file import ApprovalRequirement, EscalationStep, PolicySet, RequiredField, RiskPolicy, TypePolicy
+from ._templates import ChangeTemplate
 from ._change_types import (
     ChangeTypeRules,
     article,
@@ -190,7 +180,7 @@ from ._audience import (
     responsible,
     stakeholders,
 )
-from ._org import url_problem
+from ._directory import url_problem
 from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character, format_key, typed_key,
                       name_problem, plain_text, within_range)
 from ._work import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from ._org import Directory
+from ._directory import Directory
 
 
 class AboutAService(Protocol):

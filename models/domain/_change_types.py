@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from ._errors import FieldProblem, InputError
-from ._org import EscalationStep, PolicySet, TypePolicy
+from ._policy_file import EscalationStep, PolicySet, TypePolicy
 
 # What a missing required field is called in the refusal ("a standard change needs a rollback plan").
 _FIELD_NEEDS = {

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 
 from ._errors import FieldProblem
-from ._org import Directory
+from ._directory import Directory
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ._org import EscalationStep
+from ._policy_file import EscalationStep
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ._enums import Act, Decision, RiskLevel
-from ._org import ApprovalRequirement, Directory, PolicySet
+from ._directory import Directory
+from ._policy_file import ApprovalRequirement, PolicySet
 from ._errors import PolicyViolation
 
 

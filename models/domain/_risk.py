@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._org import RiskPolicy
+from ._policy_file import RiskPolicy
 from ._enums import BackoutDifficulty, Complexity, RiskLevel, UsersAffected
 from ._schemas import RiskAnswers
 

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Iterable, Protocol
 
 from ._change_types import ChangeTypeRules
-from ._org import Directory
+from ._directory import Directory
 
 
 class WorkStage(str, Enum):

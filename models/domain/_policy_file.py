@@ -1,0 +1,145 @@
+"""What policies.yaml holds, as data: each change type's approvals, escalation ladder, required fields and
+timings, and the risk policy. `_change_types.ChangeTypeRules` reads a type's; `_policy` applies them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._enums import RiskLevel, Severity
+from ._fields import Duration, Name, Strict
+
+
+class ApprovalRequirement(Strict):
+    role: Name
+    count: int | None = Field(default=None, ge=1, le=50, description="How many different people of this role")
+    quorum: Literal["majority"] | None = Field(
+        default=None, description="'majority': more than half of the role's members in the directory"
+    )
+
+    @model_validator(mode="after")
+    def _count_or_quorum(self) -> "ApprovalRequirement":
+        if self.count is not None and self.quorum is not None:
+            raise ValueError("give either count or quorum, not both")
+        return self
+
+
+class EscalationStep(Strict):
+    """Re-notify `role` when nobody has decided `after` the approval was requested."""
+
+    after: Duration
+    role: Name
+    severities: list[str] = Field(
+        default_factory=list, description="Only for changes fixing incidents of these severities (empty: all)"
+    )
+
+
+# Request fields a change type can make mandatory (`requires:` in policies.yaml).
+RequiredField = Literal["rollback_plan", "test_evidence", "implementation_plan", "description", "impact",
+                        "incident_id", "incident_severity", "planned_start"]
+
+
+class TypePolicy(Strict):
+    """Everything that makes one change type behave as it does; `models.domain.change_type` reads it."""
+
+    description: str = Field(default="", description="One line for the run form: what the type is for")
+    approvals: list[ApprovalRequirement] = Field(min_length=1)
+    approval_sla: Duration
+    window: Literal["any", "maintenance"] = Field(
+        description="any: implemented right after approval; maintenance: scheduled, waits for its planned start")
+    notice: Duration = timedelta(0)
+    documentation: str = ""
+    testing: str = ""
+    requires: list[RequiredField] = Field(default_factory=list, description="Fields a request of this type must fill")
+    review: Literal["always", "after_failure"] = Field(
+        default="after_failure", description="always: every change gets a post-implementation review")
+    review_within: Duration = Field(default=timedelta(hours=48), description="When the review is due")
+    early_start: list[Name] = Field(
+        default_factory=list,
+        description="Roles that may start a scheduled change before its planned start, with their personal code "
+        "(empty: nobody; the window is binding)")
+    overrides_freeze: bool = Field(
+        default=False, description="A freeze or clash is recorded as an override instead of refusing the change")
+    implementers: list[Name] = Field(
+        default_factory=lambda: ["requester", "owner"],
+        description="Who confirms manual work (implemented, verified, rolled back): `requester`, `owner` (the "
+        "service's owners) or a role")
+    reviewers: list[Name] = Field(
+        default_factory=lambda: ["owner", "team_lead"],
+        description="Who records the post-implementation review: `requester`, `owner` (the service's owners) or a "
+        "role. The requester reviews only where this names them")
+    separate_implementer: bool = Field(
+        default=False, description="Whoever approved the change may not confirm its manual work (segregation)")
+    escalation: list[EscalationStep] | None = Field(
+        default=None, description="This type's reminder ladder (empty: the policy set's `escalation`)")
+    extra_for_risk: dict[RiskLevel, list[ApprovalRequirement]] = Field(default_factory=dict)
+    severities: list[Severity] = Field(
+        default_factory=list, description="The incident severities this type may be filed for (empty: any). The "
+        "specification's emergency path is for P1 and P2; P3 and P4 take the standard one")
+    other_severities_as: Name | None = Field(
+        default=None, description="The type a request of another severity is filed as instead (the refusal names it)")
+    hot_gate: Duration = Field(
+        default=timedelta(0), description="How long a gate of this type that waits for a person (approval, manual "
+        "work, checklist item, canary question) first waits in its run's process: an answer then moves the run "
+        "within about a second, but the wait holds a worker slot and its memory. Past it the run suspends and frees "
+        "the slot, and an answer costs a new flow-run process (seconds). 0: suspend at once.")
+
+    @field_validator("hot_gate")
+    @classmethod
+    def _hot_gate_bounded(cls, value: timedelta) -> timedelta:
+        # A slot held for hours by a gate nobody answers starves every other change of workers.
+        if not timedelta(0) <= value <= timedelta(hours=1):
+            raise ValueError("hot_gate must be between 0 and 1h")
+        return value
+
+
+class RiskPolicy(Strict):
+    medium_from: int = Field(default=4, ge=1, description="score at which a change is medium risk")
+    high_from: int = Field(default=7, ge=1, description="score at which a change is high risk")
+    failure_rate_window: Duration = timedelta(days=90)
+    failure_rate_min_changes: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RiskPolicy":
+        if self.high_from <= self.medium_from:
+            raise ValueError("high_from must be greater than medium_from")
+        return self
+
+
+class PolicySet(Strict):
+    reject_on_any_rejection: bool = True
+    pre_approved_templates: list[Name] = Field(
+        default_factory=list, description="Change templates whose runs skip the approval gate (ITIL standard changes)"
+    )
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    code_issuers: list[Name] = Field(
+        default_factory=lambda: ["operator"],
+        description="Roles that may print someone's personal code (`changeflow approval-code`), when no personal "
+        "channel reached them; each code printed is recorded (who, for whom, which act)")
+    confirm_filing_within: Duration = Field(
+        default=timedelta(days=1),
+        description="How long a filed change waits for its requester to confirm that they filed it before it is "
+        "cancelled (a filing in someone else's name is never confirmed)")
+    delegation_recorders: list[Name] = Field(
+        default_factory=lambda: ["operator"],
+        description="Roles that may record or end a delegation (`changeflow delegate`) at the person's request; "
+        "each is recorded (who recorded it, who delegates to whom, for which period, why)")
+    longest_delegation: Duration = Field(
+        default=timedelta(days=31),
+        description="The longest period one delegation may run: authority handed over is handed back by default")
+    types: dict[Name, TypePolicy] = Field(min_length=1)
+    risk: RiskPolicy = Field(default_factory=RiskPolicy)
+    version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
+
+    def for_type(self, change_type: str) -> TypePolicy:
+        return self.types[str(change_type)]
+
+    @model_validator(mode="after")
+    def _other_severities_name_a_type(self) -> "PolicySet":
+        for name, policy in self.types.items():
+            if policy.other_severities_as is not None and policy.other_severities_as not in self.types:
+                raise ValueError(f"types.{name}.other_severities_as: no change type named "
+                                 f"{policy.other_severities_as!r}")
+        return self
