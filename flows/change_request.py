@@ -15,18 +15,8 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from models import (
-    ChangeRequest,
-    ChangeRequestInput,
-    ChangeState,
-    ChangeflowError,
-    PolicyViolation,
-    REFUSED,
-    Settings,
-    WorkStage,
-    everyone_concerned,
-    load_policies,
-)
+from models import (REFUSED, ChangeflowError, ChangeRequest, ChangeRequestInput, ChangeState, PolicyViolation, Rerun,
+                    Settings, WorkStage, everyone_concerned, load_policies, rerun_of)
 
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
@@ -153,16 +143,15 @@ def implement(key: str) -> bool:
             work = manual_work_gate(key, WorkStage.implemented)
             outcome = {"step": step, "manual": work.note or "implemented by hand", "confirmed_by": work.person,
                        "ok": work.done}
-        elif step in interrupted and not (template and template.idempotent):
-            # At most once: its outcome is unknown, so a person who checked the service says what happened.
+        elif (rerun := rerun_of(step in interrupted, bool(template and template.idempotent))) is Rerun.not_blindly:
+            # Its outcome is unknown, so a person who checked the service says what happened.
             work = manual_work_gate(key, WorkStage.implemented, step=step, interrupted=f"{step} ({command})")
             outcome = {"step": step, "command": command, "interrupted": True, "confirmed_by": work.person,
                        "manual": work.note or ("took effect" if work.done else "did not take effect"),
                        "ok": work.done}
         else:
             assert template is not None
-            if step in interrupted:
-                # The template declares its steps idempotent: at least once, so it simply runs again.
+            if rerun is Rerun.run_again:  # the template declares its steps idempotent: at least once
                 rt.services.recovery.record_retry(key, step)
             rt.services.recovery.begin_step(key, step, attempt=run_attempt())
             result = run_step(command, change.service, template.command_timeout_s)
@@ -257,9 +246,10 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
     # A rollback a crash interrupted is not run again blindly either: a person says whether it completed,
     # unless the template declares its commands idempotent.
     interrupted = rt.services.recovery.rollback_interrupted(key, attempt=run_attempt())
+    rerun = rerun_of(interrupted, bool(template and template.idempotent))
     commands = template.rollback_commands if template else []
-    if commands and not (interrupted and not template.idempotent):
-        if interrupted:
+    if commands and rerun is not Rerun.not_blindly:
+        if rerun is Rerun.run_again:
             rt.services.recovery.record_rollback_retry(key)
         rt.services.recovery.begin_rollback(key, attempt=run_attempt())
         results = run_commands(commands, service=change.service, timeout_s=template.command_timeout_s)

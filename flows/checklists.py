@@ -20,11 +20,13 @@ from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._wiring import run_attempt, wiring
 from models import (
+    interrupted_check_question,
     ItemOutcome,
+    phase_verdict,
     PhaseVerdict,
     PolicyViolation,
-    interrupted_check_question,
-    phase_verdict,
+    Rerun,
+    rerun_of,
     responsible,
     utcnow,
 )
@@ -77,10 +79,11 @@ def run_automated(key: str, phase: str, step: int, items: list) -> list:
         if item.id in done:
             continue
         if item.kind == "command":
-            if item.id in interrupted:
-                if not item.idempotent:
-                    unknown.append(interrupted_check_question(item))
-                    continue
+            rerun = rerun_of(item.id in interrupted, item.idempotent)
+            if rerun is Rerun.not_blindly:
+                unknown.append(interrupted_check_question(item))
+                continue
+            if rerun is Rerun.run_again:
                 services.recovery.record_check_retry(key, phase, step, item.id)
             services.recovery.begin_check(key, phase, step, item.id, run_attempt())
         options = run_check.with_options(retries=item.retries, retry_delay_seconds=1,

@@ -22,7 +22,8 @@ from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, name_run
 from flows._wiring import run_attempt, wiring
 from flows.checklists import run_phase
-from models import ChangeState, PolicyViolation, WindowSpec, next_window, stakeholders, superseded_by_monthly, utcnow
+from models import (ChangeState, PolicyViolation, Rerun, WindowSpec, next_window, rerun_of, stakeholders,
+                    superseded_by_monthly, utcnow)
 
 Kind = Literal["weekly", "monthly"]
 ANNOUNCE_AHEAD = timedelta(hours=48)
@@ -192,16 +193,17 @@ def run_activities(key: str, names: list[str], window: WindowSpec) -> None:
         if step not in done:
             remaining = (window.ends_at - utcnow()).total_seconds()
             activity = services.org.maintenance.activities[name]
+            rerun = rerun_of(step in interrupted, activity.idempotent)
             if failed:
                 outcome = {"activity": name, "ok": False, "skipped": "an earlier activity failed"}
-            elif step in interrupted and not activity.idempotent:
-                # At most once: whether it took effect is unknown, and a window does not wait for a person.
+            elif rerun is Rerun.not_blindly:
+                # Whether it took effect is unknown, and a window does not wait for a person: skipped, said why.
                 outcome = {"activity": name, "ok": False,
                            "skipped": "interrupted by a crash; not run again (declare it idempotent to allow that)"}
             elif remaining <= 1:
                 outcome = {"activity": name, "ok": False, "skipped": "window closed before it could start"}
             else:
-                if step in interrupted:
+                if rerun is Rerun.run_again:
                     services.recovery.record_retry(key, step)
                 services.recovery.begin_step(key, step, attempt=run_attempt())
                 outcome = run_activity(name, min(activity.timeout_s, remaining))

@@ -183,6 +183,7 @@ from ._audience import (
 from ._directory import url_problem
 from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character, format_key, typed_key,
                       name_problem, plain_text, within_range)
+from ._side_effects import Rerun, rerun_of
 from ._work import (
     WorkOutcome,
     WorkStage,
@@ -351,7 +352,9 @@ __all__ = [
     "utcnow",
     "verify_code",
     "weekly_windows",
+    "Rerun",
     "WorkOutcome",
+    "rerun_of",
     "EARLIEST_MOMENT",
     "LATEST_MOMENT",
     "Moment",
