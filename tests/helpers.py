@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -62,6 +63,16 @@ def major_request(**overrides) -> dict:
         "risk": ROUTINE_RISK,
         **overrides,
     }
+
+
+class Clock:
+    """A clock a test sets by hand (`clock.at = ...`), given to `Services.build(..., clock=clock)`."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
 
 
 def approve(services: Services, key: str, approver: str, **kwargs):

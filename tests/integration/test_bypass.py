@@ -9,24 +9,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import Act, ChangeState, PolicyViolation, RiskAnswers, Services, decode_data, events_for
-from tests.helpers import ROUTINE_RISK, SECRET, approve, major_request, standard_request
+from tests.helpers import ROUTINE_RISK, SECRET, Clock, approve, major_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday, 12:00
 WINDOW = datetime(2026, 12, 6, 2, tzinfo=UTC)  # the next Sunday maintenance window
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -324,7 +316,6 @@ def test_a_change_without_a_date_still_serves_its_notice(at_t0, clock):
     assert not check.may_start and check.reason == "its notice period runs until 2026-12-15 12:00 UTC"
     clock.at = T0 + timedelta(days=14, minutes=1)
     assert at_t0.scheduling.start_check(change.key).may_start
-
 
 
 @pytest.mark.parametrize(("request_", "message"), [

@@ -24,7 +24,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from sqlalchemy import text
 
 from models import DEFAULTS_DIR, Act, ChangeflowError, Services, approval_code, load_org, record_problems
-from tests.helpers import SECRET, emergency_request, major_request, migrated_sqlite, standard_request
+from tests.helpers import SECRET, Clock, emergency_request, major_request, migrated_sqlite, standard_request
 
 pytestmark = pytest.mark.slow
 
@@ -81,14 +81,6 @@ class Tracked:
     early_starts: dict[int, str] = field(default_factory=dict)  # round -> who started it early
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 class ControlsHold(RuleBasedStateMachine):
     changes = Bundle("changes")
 
@@ -96,7 +88,7 @@ class ControlsHold(RuleBasedStateMachine):
         super().__init__()
         self.tmp = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.db = migrated_sqlite(Path(self.tmp) / "changeflow.db")
-        self.clock = Clock()
+        self.clock = Clock(T0)
         self.services = Services.build(self.db, ORG, SECRET, clock=self.clock)
         self.tracked: dict[str, Tracked] = {}
         self.freezes: list[Span] = []

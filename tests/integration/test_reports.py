@@ -12,18 +12,10 @@ from sqlalchemy import update
 
 from models import ChangeRequest, Services, PolicyViolation
 from notifications import Notifier
-from tests.helpers import SECRET, emergency_request, major_request, standard_request
+from tests.helpers import SECRET, Clock, emergency_request, major_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # a Sunday, 02:00: inside the weekly window
-
-
-class Clock:
-    def __init__(self, at: datetime):
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 @pytest.fixture

@@ -15,8 +15,13 @@ NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
 def test_standard_change_follows_the_documented_path():
     path = [S.submitted, S.awaiting_approval, S.approved, S.scheduled, S.implementing, S.verifying, S.completed,
             S.closed]
-    for source, target in zip(path, path[1:]):
-        plan_transition(SHIPPED_RULES["standard"], source, target, actor="ops", reason="", at=NOW)
+    planned = [plan_transition(SHIPPED_RULES["standard"], source, target, actor=" ops ", reason="", at=NOW)
+               for source, target in zip(path, path[1:])]
+    assert [(t.source, t.target) for t in planned] == list(zip(path, path[1:]))
+    assert {(t.actor, t.at) for t in planned} == {("ops", NOW)}  # who, trimmed, and when: what the audit records
+    # ... and no step of it may be skipped: straight from approval to implementation is an emergency's path.
+    with pytest.raises(IllegalTransition, match="standard change cannot move from approved to implementing"):
+        plan_transition(SHIPPED_RULES["standard"], S.approved, S.implementing, actor="ops", reason="", at=NOW)
 
 
 def test_emergency_change_skips_scheduling_and_cannot_close_without_review():
