@@ -19,11 +19,13 @@ demo: $(INSTALLED)
 # The whole suite, its independent tests side by side (docs/development.md: how the worker count was chosen).
 TEST_WORKERS ?= 4
 test: $(INSTALLED)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The inner loop: mypy, then the unit, integration, CLI and endpoint tests on SQLite, without the slow trials.
 check: $(INSTALLED)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
 	CHANGEFLOW_TEST_POSTGRES_URL= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not postgres and not slow" \
 		tests/unit tests/integration tests/cli tests/endpoint

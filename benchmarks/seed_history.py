@@ -11,7 +11,6 @@ computed exactly as the application computes it, so `changeflow audit verify` pa
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from models import ChangeflowError, ChangeRequest, ChangeState, Services
+from models import ChangeflowError, ChangeRequest, Services
 
 SUBMIT_DEPLOYMENT = "change-request/submit"
 

@@ -49,7 +49,7 @@ def init(force: bool = typer.Option(False, help="Overwrite config files that alr
             installed.append(name)
     ctx = context()
     revision = upgrade_database(ctx.db)
-    ctx.org  # validate the config now, not at the first approval
+    ctx.org  # noqa: B018 (reading it validates the config now, not at the first approval)
     console.print(f"home:     {settings.home}")
     console.print(f"secret:   {settings.secret_file if not settings.secret else 'CHANGEFLOW_SECRET'}"
                   f"{' (new)' if wrote_secret else ''}")

@@ -146,8 +146,9 @@ class ChecklistGate(Gate[bool]):
         for item in (i for i in self.waiting if getattr(answer, field_name(i.id), False)):
             try:
                 wiring().services.checklists.confirm_item(
-                    self.key, person=getattr(answer, "confirmed_by"), code=getattr(answer, "approval_code"),
-                    phase=self.phase, step=self.step, item=item, note=getattr(answer, "note"), attempt_id=str(key))
+                    self.key, person=getattr(answer, "confirmed_by"), code=getattr(answer, "approval_code"),  # noqa: B009
+                    phase=self.phase, step=self.step, item=item, note=getattr(answer, "note"),  # noqa: B009
+                    attempt_id=str(key))  # (the form's class is built at run time: its fields are not typed)
             except PolicyViolation as exc:
                 # Shown at the top of the next form; one refusal per answer (the same name and code fail for every
                 # item it ticked).

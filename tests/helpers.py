@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -173,10 +174,9 @@ def rewrite_history(db, *statements: str, scheme: int = HASH_SCHEME, fools_the_c
             assert verify_chain(session).ok, "the rewrite must fool the chain alone"
 
 
-def verify_offline(bundle, *extra) -> "subprocess.CompletedProcess":
+def verify_offline(bundle, *extra) -> subprocess.CompletedProcess:
     """`changeflow audit verify-bundle` as an external auditor runs it: no HOME, no database, no secret."""
     import os
-    import subprocess
     import sys
     from pathlib import Path
 

@@ -353,7 +353,7 @@ class ApprovalService:
                                       stands_in_for=DelegationService(self._uow).stands_in_for(session, change, approver))
         except PolicyViolation as exc:
             outside = DelegationService(self._uow).not_in_force(approver)
-            raise PolicyViolation(f"{exc} ({outside})") if outside else exc
+            raise (PolicyViolation(f"{exc} ({outside})") if outside else exc) from None
 
     def _record_decision(self, session: Session, change: ChangeRequest, version: int, approver: str, role: str,
                          decision: Decision, comment: str, required: list[RequiredApproval],

@@ -149,7 +149,7 @@ def verify_bundle(path: Path, public_key_pem: bytes | None = None, witness: Path
     received: `witness`, the checkpoints as its webhook or mailbox got them, one JSON object a line)."""
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for line in path.read_text().splitlines():
             record = json.loads(line)
             lines[record.pop("kind")].append(record)
     except (OSError, ValueError, KeyError, AttributeError) as exc:

@@ -8,7 +8,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ..domain import (
-    typed_key,
     format_key,
     checked_name,
     checked_text,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.kill_stack import KillStack, running_kill_stack, slow_step
+from tests.e2e.kill_stack import running_kill_stack, slow_step
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow

@@ -42,7 +42,7 @@ def test_a_flood_of_forged_requests_adds_a_handful_of_events_and_counts_every_on
     forged = url.replace("/a/", "/a/x")
     body, headers = signed_click(change.key, 1, "U03CAROL", "not-the-signing-secret")
     with httpx.Client(timeout=10) as client:  # one connection, as a flood would keep
-        for number in range(500):
+        for _ in range(500):
             assert client.post(forged, data={"decision": "approve", "form_token": "x"}).status_code == 403
             assert client.post(f"{served.url}/slack/actions", content=body, headers=headers).status_code == 401
     while_open = _refusal_events(services)

@@ -9,7 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from models import Act, AuditAnchors, AuditEvent, Settings, event_hash, verify_chain
+from models import Act, AuditAnchors, AuditEvent, PolicyViolation, Settings, event_hash, verify_chain
 from tests.helpers import approve, lift_guards, rewrite_history, standard_request, verify_offline
 
 
@@ -38,7 +38,7 @@ def test_a_rechained_rewrite_older_than_the_last_checkpoint_is_caught(services, 
     _history(services)
     # A self-approval attempt: refused and recorded (the refusal an insider would like to erase).
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
-    with pytest.raises(Exception):
+    with pytest.raises(PolicyViolation, match="self-approval"):
         approve(services, change.key, change.requester)
     signed = cli_env("audit", "checkpoint")
     assert signed.exit_code == 0 and "checkpoint signed" in signed.output, signed.output
@@ -368,7 +368,7 @@ def test_a_checkpoint_file_signed_again_after_a_rewrite_passes_verify_but_not_th
     directory_file.write_text(yaml.safe_dump(directory))
     _history(services)
     change = services.approvals.request_approval(services.changes.submit(standard_request()).key)
-    with pytest.raises(Exception):
+    with pytest.raises(PolicyViolation, match="self-approval"):
         approve(services, change.key, change.requester)  # a refusal the insider will erase
     signed = cli_env("audit", "checkpoint")
     assert "sent to 1 witness(es)" in signed.output, signed.output

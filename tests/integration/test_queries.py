@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from pydantic import ValidationError
+
 from models import ChangeFilter, InputError
 from tests.helpers import approve, standard_request
 
@@ -84,7 +86,7 @@ def test_hostile_filters_on_the_cli_give_results_not_errors(cli_env, services):
 
 
 def test_filter_model_refuses_unknown_fields():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="colour"):
         ChangeFilter(colour="blue")
     with pytest.raises(InputError):
         from models import decode_cursor

@@ -13,7 +13,7 @@ from models import (
     required_approvals,
     verify_code,
 )
-from tests.helpers import SECRET, approve
+from tests.helpers import SECRET
 
 
 def test_each_type_needs_the_approvers_of_the_policy_table(org):
