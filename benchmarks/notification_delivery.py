@@ -31,7 +31,8 @@ def main() -> None:
     services = Services.build(Database(f"sqlite:///{home / 'cf.db'}"), org, b"bench")
     notifier = Notifier(services, settings)
     changes = [services.changes.submit({"type": "standard", "title": f"bench {i}", "service": "payments",
-                               "requester": "grace", "rollback_plan": "undo", "risk": ROUTINE_RISK}) for i in range(args.count)]
+                                        "requester": "grace", "rollback_plan": "undo", "risk": ROUTINE_RISK})
+               for i in range(args.count)]
     queued_started = time.perf_counter()
     for change in changes:
         notifier.announce(change, "approved", ["alice"])

@@ -85,7 +85,8 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
             chain.add(key, closed, "bob", "transition", "awaiting_approval", "rejected", {"reason": "rejected"})
         elif fate < 0.03:
             state, closed = "expired", at + timedelta(hours=48)
-            chain.add(key, closed, "approval-escalation", "transition", "awaiting_approval", "expired", {"reason": "sla"})
+            chain.add(key, closed, "approval-escalation", "transition", "awaiting_approval", "expired",
+                      {"reason": "sla"})
         else:
             for role, person in (("team_lead", "alice"), ("peer_reviewer", "carol")):
                 at += timedelta(minutes=rng.randint(5, 600))

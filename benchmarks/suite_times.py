@@ -68,7 +68,8 @@ def slowest_table(runs: list[dict[str, TestTime]], labels: list[str], count: int
     for run, label in zip(runs, labels):
         lines += [f"Slowest {count}, {label}:", "", "| s | test |", "|---:|---|"]
         for test in sorted(run.values(), key=lambda t: -t.seconds)[:count]:
-            lines.append(f"| {test.seconds:.1f} | `{test.test_id}`{'' if test.outcome == 'passed' else ' ' + test.outcome} |")
+            outcome = "" if test.outcome == "passed" else f" {test.outcome}"
+            lines.append(f"| {test.seconds:.1f} | `{test.test_id}`{outcome} |")
         lines.append("")
     return lines
 

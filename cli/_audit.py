@@ -75,7 +75,8 @@ def audit_verify(
     guards = guard_problems(ctx.db.read_engine)
     anchored = ctx.anchors.verify(result, elsewhere=prefect_checkpoints() if prefect else [])
     if json_output:
-        print_json({**result.__dict__, "guard_problems": guards, "record_problems": records, "checkpoints": anchored.checkpoints,
+        print_json({**result.__dict__, "guard_problems": guards, "record_problems": records,
+                    "checkpoints": anchored.checkpoints,
                     "latest_checkpoint": anchored.latest.to_dict() if anchored.latest else None,
                     "checkpoint_problems": anchored.problems})
     else:

@@ -164,7 +164,8 @@ def db_roles(
     as a superuser, with CHANGEFLOW_DATABASE_URL naming the schema); then point every process at the app role."""
     ctx = context()
     if ctx.db.dialect != "postgresql":
-        raise InputError("database_url: roles are a PostgreSQL setup (SQLite has no roles)", [("database_url", "sqlite")])
+        raise InputError("database_url: roles are a PostgreSQL setup (SQLite has no roles)", [("database_url",
+                                                                                               "sqlite")])
     upgrade_database(ctx.db)
     try:
         done = create_restricted_roles(ctx.db.write_engine, owner=owner, app=app)

@@ -179,8 +179,8 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
             return _reply(click, f"unknown action {click.action!r}", replace=False), None
         try:
             result = services.links.decide_as(click.change_key, person, round_=click.round,
-                                              decision=Decision.approve, comment="", attempt=f"slack:{click.request_id}",
-                                              via=via)
+                                              decision=Decision.approve, comment="",
+                                              attempt=f"slack:{click.request_id}", via=via)
         except ChangeflowError as exc:
             return _reply(click, f":no_entry: Not recorded: {exc}", replace=False), None
         name = services.org.directory.people[person].name

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-_HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key": "_prefect_api", "paused_keys": "_prefect_api",
+_HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key": "_prefect_api",
+          "paused_keys": "_prefect_api",
           "resume_with_input": "_prefect_api", "run_state": "_prefect_api", "stop": "_prefect_api",
           "nudge_suspended_run": "_prefect_api", "forget_answer": "_prefect_api",
           "work_gate": "_manual", "GateKind": "_pause_key", "PauseKey": "_pause_key",
-          "anchored_checkpoints": "_anchors", "run_worker": "_launcher", "health_report": "_health", "start_launcher": "_launcher",
+          "anchored_checkpoints": "_anchors", "run_worker": "_launcher", "health_report": "_health",
+          "start_launcher": "_launcher",
           "LAUNCHER_ENV": "_engine_client", "ENGINE_CLIENT": "_engine_client"}
 __all__ = list(_HOMES)
 

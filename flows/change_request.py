@@ -232,7 +232,8 @@ def verify(key: str) -> bool:
     if not post.ok:
         roll_back(key, f"post-checklist failed: {', '.join(post.failed_required)}", checks)
         return False
-    rt.services.changes.transition(key, ChangeState.completed, actor="changeflow", reason="verified", data={"checks": checks})
+    rt.services.changes.transition(key, ChangeState.completed, actor="changeflow", reason="verified",
+                                   data={"checks": checks})
     return True
 
 

@@ -30,7 +30,8 @@ ANNOUNCE_AHEAD = timedelta(hours=48)
 REQUESTER = "maintenance"
 
 
-def resolve_window(kind: str, window_start: datetime | None, window_minutes: float | None, *, at_start: bool) -> WindowSpec:
+def resolve_window(kind: str, window_start: datetime | None, window_minutes: float | None, *,
+                   at_start: bool) -> WindowSpec:
     if window_start is not None:
         minutes = window_minutes or (120 if kind == "weekly" else 300)
         return WindowSpec(kind, window_start, window_start + timedelta(minutes=minutes))
@@ -44,7 +45,8 @@ def window_key(window: WindowSpec) -> str:
 
 def _window_context(window: WindowSpec, service: str, title: str) -> dict:
     return {"window": {"kind": window.kind, "service": service, "title": title,
-                       "starts_at": f"{window.starts_at:%Y-%m-%d %H:%M}", "ends_at": f"{window.ends_at:%Y-%m-%d %H:%M}"}}
+                       "starts_at": f"{window.starts_at:%Y-%m-%d %H:%M}",
+                       "ends_at": f"{window.ends_at:%Y-%m-%d %H:%M}"}}
 
 
 def _audience(change) -> list[str]:
@@ -147,18 +149,22 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
         services.changes.attach_flow_run(key, str(flow_run.id))
     context = _window_context(window, plan.service, plan.title)
     if change.state in (ChangeState.submitted.value, ChangeState.awaiting_approval.value):
+        missing = services.approvals.evaluation(key).describe_missing()
         services.changes.transition(key, ChangeState.cancelled, actor="maintenance",
-                           reason=f"not approved by the window start ({services.approvals.evaluation(key).describe_missing()} missing)")
-        rt.notifier.announce(services.changes.get(key), "maintenance_completed", _audience(change), round_="not-approved",
+                                    reason=f"not approved by the window start ({missing} missing)")
+        rt.notifier.announce(services.changes.get(key), "maintenance_completed", _audience(change),
+                             round_="not-approved",
                              reason="The window did not run: its change was not approved in time.", extra=context)
         rt.notifier.deliver(change_key=key)
         return run_ended(key)
     if change.state == ChangeState.approved.value:
-        services.changes.transition(key, ChangeState.scheduled, actor="maintenance", reason=f"window {window.starts_at}")
+        services.changes.transition(key, ChangeState.scheduled, actor="maintenance",
+                                    reason=f"window {window.starts_at}")
     wait = (window.starts_at - utcnow()).total_seconds()
     if wait > 0:
         time.sleep(wait)
-    rt.notifier.announce(services.changes.get(key), "maintenance_started", _audience(change), round_="started", extra=context)
+    rt.notifier.announce(services.changes.get(key), "maintenance_started", _audience(change), round_="started",
+                         extra=context)
     rt.notifier.deliver(change_key=key)
 
     if services.changes.get(key).state == ChangeState.scheduled.value:

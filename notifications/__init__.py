@@ -20,6 +20,7 @@ from ._templates import Rendered, TemplateRenderer
 __all__ = [
     "ACT_OF_MESSAGE",
     "DELIVERY_HEADER", "SIGNATURE_HEADER", "ConsoleChannel", "DeliveryError", "FileChannel", "Notifier", "Outbound",
-    "Outbox", "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "inboxes", "idempotency_key", "run_url",
+    "Outbox", "Rendered", "TemplateRenderer", "default_channels", "describe_target", "enqueue", "inboxes",
+    "idempotency_key", "run_url",
     "verify_signature",
 ]

@@ -163,7 +163,8 @@ class Demo:
         elif fail_at_50:
             weights = (self.home / f"weights-{lab.service}.log").read_text().split()
             self.say(tag, f"canary weights sent to the router: {' -> '.join(weights)} %")
-        self.record(tag, key, self.services.changes.get(key).outcome or state, "rolled_back" if fail_at_50 else "succeeded")
+        self.record(tag, key, self.services.changes.get(key).outcome or state,
+                    "rolled_back" if fail_at_50 else "succeeded")
 
     def major_change(self, tag: str) -> None:
         # Major changes need 14 days' notice and a maintenance window: the first weekly window after that.
@@ -213,7 +214,8 @@ class Demo:
         bob = self.services.approvals.approval_code_for(key, "bob", Act.confirm_work)
         for stage, note in (("implemented", "POOL_SIZE=200 set, pods restarted"),
                             ("verified", "checkout error rate back under 0.1 %")):
-            self.resume(run_id, f"work-{stage}-", {"person": "bob", "approval_code": bob, "outcome": "done", "note": note})
+            self.resume(run_id, f"work-{stage}-", {"person": "bob", "approval_code": bob, "outcome": "done",
+                                                   "note": note})
             self.say(tag, f"bob confirms {key} {stage}: {note}")
         state = self.final_state(run_id, key)
         due = self.services.changes.get(key).review_due_at

@@ -30,7 +30,8 @@ MAJOR = {
     "implementation_plan": "logical replication, cut over in the monthly window",
     "rollback_plan": "point checkout back at the PostgreSQL 13 primary",
     "test_evidence": "full suite + UAT sign-off UAT-88",
-    "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate", "tested_in_staging": "yes",
+    "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate",
+             "tested_in_staging": "yes",
              "touches_data": "yes"},
 }
 STANDARD_PAYMENTS = {

@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     hot_gate_yield_after_s: float = Field(
         default=2.0, ge=1.0, le=300.0, description="A gate waiting in its run's process gives its worker slot up "
         "(suspends) as soon as another flow run has been due this long without starting: every slot is taken. A "
-        "worker picks a due run up within its poll (`worker_poll_s`, which this must exceed). A needless yield costs only a new process at the answer; at 5 s "
+        "worker picks a due run up within its poll (`worker_poll_s`, which this must exceed). A needless yield "
+        "costs only a new process at the answer; at 5 s "
         "a burst of 50 emergencies on one worker took 375 s to reach their gates (tests/e2e/test_load.py).")
 
     demo_step_timeout_s: float = Field(

@@ -181,7 +181,8 @@ from ._audience import (
     stakeholders,
 )
 from ._directory import url_problem
-from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character, format_key, typed_key,
+from ._fields import (EARLIEST_MOMENT, LATEST_MOMENT, TEXT_LIMIT, Moment, checked_name, checked_text, control_character,
+                      format_key, typed_key,
                       name_problem, plain_text, within_range)
 from ._side_effects import Rerun, rerun_of
 from ._work import (

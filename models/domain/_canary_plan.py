@@ -226,9 +226,12 @@ class CanaryConfig(BaseModel):
         if plan.uses("prometheus") and not self.prometheus_url:
             problems.append(FieldProblem("canary.metrics", "a prometheus metric needs prometheus_url in canary.yaml"))
         if plan.uses("http_probe") and plan.probe_through_router and not target.router_url:
-            problems.append(FieldProblem("canary.probe_through_router", f"needs router_url for {service!r} in canary.yaml"))
+            problems.append(FieldProblem("canary.probe_through_router",
+                                         f"needs router_url for {service!r} in canary.yaml"))
         elif plan.uses("http_probe") and not plan.probe_through_router and not target.canary_url:
-            problems.append(FieldProblem("canary.metrics", f"http_probe needs canary_url for {service!r} in canary.yaml"))
+            problems.append(FieldProblem("canary.metrics",
+                                         f"http_probe needs canary_url for {service!r} in canary.yaml"))
         if plan.comparison.enabled and not (target.canary_url and target.stable_url):
-            problems.append(FieldProblem("canary.comparison", f"needs stable_url and canary_url for {service!r} in canary.yaml"))
+            problems.append(FieldProblem("canary.comparison",
+                                         f"needs stable_url and canary_url for {service!r} in canary.yaml"))
         return problems

@@ -17,7 +17,8 @@ class Channel(Strict):
     type: Literal["console", "file", "email", "slack", "teams", "webhook"]
     address: str | None = Field(default=None, description="e-mail address (email)")
     url: str | None = Field(default=None, description="incoming-webhook URL (slack, teams, webhook)")
-    path: str | None = Field(default=None, description="file to append to (file); a relative path is under CHANGEFLOW_HOME")
+    path: str | None = Field(default=None,
+                             description="file to append to (file); a relative path is under CHANGEFLOW_HOME")
 
     @model_validator(mode="after")
     def _target_present(self) -> "Channel":

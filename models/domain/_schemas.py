@@ -71,7 +71,8 @@ class ChangeRequestInput(BaseModel):
         json_schema_extra={"position": 0},
     )
     title: str = Field(
-        min_length=1, max_length=TITLE_MAX, description="One line saying what changes.", json_schema_extra={"position": 1}
+        min_length=1, max_length=TITLE_MAX, description="One line saying what changes.",
+        json_schema_extra={"position": 1},
     )
     service: str = Field(
         pattern=NAME_PATTERN,

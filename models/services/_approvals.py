@@ -301,7 +301,8 @@ class ApprovalService:
                     else:
                         result = self._record_decision(
                             session, change, version, approver, acting_role, decision, comment, required, given,
-                            attempt_id, via, DelegationService(self._uow).stands_in_for(session, change, approver).get(acting_role),
+                            attempt_id, via,
+                            DelegationService(self._uow).stands_in_for(session, change, approver).get(acting_role),
                         )
             if refusal is not None:
                 raise refusal
@@ -350,7 +351,8 @@ class ApprovalService:
             return authorise_decision(requester=change.requester, approver=approver, role=role, decision=decision,
                                       required=required, given=given,
                                       directory=self._uow.directory_for(session, change),
-                                      stands_in_for=DelegationService(self._uow).stands_in_for(session, change, approver))
+                                      stands_in_for=DelegationService(self._uow).stands_in_for(
+                                          session, change, approver))
         except PolicyViolation as exc:
             outside = DelegationService(self._uow).not_in_force(approver)
             raise (PolicyViolation(f"{exc} ({outside})") if outside else exc) from None

@@ -76,7 +76,8 @@ class BackupService:
         started = time.monotonic()
         manifest_file = folder / MANIFEST
         if not manifest_file.is_file():
-            raise InputError(f"backup: {folder} holds no {MANIFEST} (not a changeflow backup)", [("backup", "no manifest")])
+            raise InputError(f"backup: {folder} holds no {MANIFEST} (not a changeflow backup)", [("backup",
+                                                                                                  "no manifest")])
         manifest = json.loads(manifest_file.read_text())
         copy = folder / copy_file_name(self._db)
         if manifest.get("dialect") != self._db.dialect or not copy.is_file():
@@ -89,7 +90,8 @@ class BackupService:
         with scratch_copy(copy, self._db) as scratch:
             with scratch.read() as session:
                 chain = verify_chain(session)
-                problems += [] if chain.ok else [f"audit chain broken at event {chain.first_broken_seq}: {chain.reason}"]
+                if not chain.ok:
+                    problems.append(f"audit chain broken at event {chain.first_broken_seq}: {chain.reason}")
                 problems += [f"audit record: {problem}" for problem in record_problems(session)]
                 head = chain_head(session)
             problems += [f"audit guard: {problem}" for problem in guard_problems(scratch.read_engine)]

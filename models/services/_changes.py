@@ -91,7 +91,8 @@ class ChangeService:
             notes = session.execute(select(Notification).where(Notification.change_key == change.key)
                                     .order_by(Notification.id)).scalars()
             return ChangeRequestView(
-                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "approval_requested_at", "approved_at"}),
+                **change.model_dump(exclude={"id", "risk_answers", "idempotency_key", "approval_requested_at",
+                                             "approved_at"}),
                 checklist_results=[c.model_dump(include={"phase", "step", "item_id", "title", "kind", "required",
                                                          "passed", "detail", "actor", "recorded_at"}) for c in checks],
                 notifications=[{"id": n.id, "event": n.event, "recipient": n.recipient,

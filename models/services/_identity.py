@@ -9,7 +9,8 @@ from ..storage import ChangeRequest
 
 
 _ACTS = {
-    Act.file: "confirm that you filed it", Act.approve: "approve or reject", Act.start_early: "start it early", Act.confirm_work: "confirm the work",
+    Act.file: "confirm that you filed it", Act.approve: "approve or reject", Act.start_early: "start it early",
+    Act.confirm_work: "confirm the work",
     Act.confirm_check: "confirm a checklist item", Act.answer_canary: "answer a canary gate",
     Act.review: "record the review", Act.withdraw: "withdraw it", Act.amend: "amend it",
 }

@@ -128,8 +128,9 @@ class SchedulingService:
         if not any(w.starts_at <= start and end <= w.ends_at for w in self._windows(session, request.service,
                                                                                    start, end)):
             slot = self._next_slot(session, request.service, start, end - start)
+            next_one = f"; the next is {slot}" if slot else ""
             return [FieldProblem("planned_start", f"{a} runs in a maintenance window: {start:%a %Y-%m-%d %H:%M} to "
-                                 f"{end:%H:%M} UTC is outside every window" + (f"; the next is {slot}" if slot else ""))]
+                                 f"{end:%H:%M} UTC is outside every window{next_one}")]
         return []
 
     def _windows(self, session: Session, service: str, start: datetime, end: datetime) -> list[WindowSpec]:
@@ -177,7 +178,8 @@ class SchedulingService:
                       actor: str) -> MaintenanceWindow:
         """The ad hoc window with exactly these bounds for this service, added once (a re-run finds it)."""
         for window in self.windows_between(starts_at, ends_at):
-            if (window.starts_at, window.ends_at, window.service, window.freeze) == (starts_at, ends_at, service, False):
+            if (window.starts_at, window.ends_at, window.service, window.freeze) == (starts_at, ends_at, service,
+                                                                                     False):
                 return window
         return self.add_window(starts_at=starts_at, ends_at=ends_at, kind=kind, title=title, service=service,
                                actor=actor)

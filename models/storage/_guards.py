@@ -40,8 +40,10 @@ def _sqlite(name: str, table: str, verb: str) -> str:
 # The names the migrations (0001, 0006) created; each dialect has its own set.
 GUARDS = {
     "sqlite": [
-        Guard("audit_events_no_update", "audit_events", _sqlite("audit_events_no_update", "audit_events", "UPDATE"), ""),
-        Guard("audit_events_no_delete", "audit_events", _sqlite("audit_events_no_delete", "audit_events", "DELETE"), ""),
+        Guard("audit_events_no_update", "audit_events", _sqlite("audit_events_no_update", "audit_events", "UPDATE"),
+              ""),
+        Guard("audit_events_no_delete", "audit_events", _sqlite("audit_events_no_delete", "audit_events", "DELETE"),
+              ""),
         Guard("canary_measurements_no_update", "canary_measurements",
               _sqlite("canary_measurements_no_update", "canary_measurements", "UPDATE"), ""),
         Guard("canary_measurements_no_delete", "canary_measurements",
@@ -66,7 +68,8 @@ def guard_problems(engine: Engine) -> list[str]:
     dialect = engine.dialect.name
     with engine.connect() as conn:
         if dialect == "sqlite":
-            present = {row[0]: "A" for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+            triggers = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+            present = {row[0]: "A" for row in triggers}
         elif dialect == "postgresql":
             present = {row[0]: row[1] for row in conn.execute(text(_PG_TRIGGERS))}
         else:

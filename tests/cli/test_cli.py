@@ -39,14 +39,18 @@ def _count_changes(cli_env) -> int:
         ("type: standard\ntitle: [unclosed\n", "not valid YAML"),
         ({**GOOD, "colour": "blue"}, "colour: unknown field"),
         ({**GOOD, "type": "urgent"}, "type: unknown change type 'urgent' (known: emergency, standard, major)"),
-        ({k: v for k, v in GOOD.items() if k != "rollback_plan"}, "rollback_plan: a standard change needs a rollback plan"),
-        ({**GOOD, "type": "emergency", "incident_severity": "P1"}, "incident_id: an emergency change must name the incident"),
-        ({**GOOD, "type": "emergency", "incident_id": "INC-9"}, "incident_severity: an emergency change needs the incident severity"),
+        ({k: v for k, v in GOOD.items() if k != "rollback_plan"},
+         "rollback_plan: a standard change needs a rollback plan"),
+        ({**GOOD, "type": "emergency", "incident_severity": "P1"},
+         "incident_id: an emergency change must name the incident"),
+        ({**GOOD, "type": "emergency", "incident_id": "INC-9"},
+         "incident_severity: an emergency change needs the incident severity"),
         ({**GOOD, "type": "emergency", "incident_id": "INC-9", "incident_severity": "P4"},
          "incident_severity: an emergency change is only for P1 or P2 incidents, not P4: file the fix of a P4 incident "
          "as a standard change"),
         ({**GOOD, "title": "x" * 1_000_000}, "title: String should have at most 200 characters"),
-        ({**GOOD, "planned_start": "2026-12-01T02:00:00Z", "planned_end": "2026-12-01T01:00:00Z"}, "planned_end: must be after planned_start"),
+        ({**GOOD, "planned_start": "2026-12-01T02:00:00Z", "planned_end": "2026-12-01T01:00:00Z"},
+         "planned_end: must be after planned_start"),
         ({**GOOD, "planned_start": "2026-12-01T02:00:00"}, "planned_start: Input should have timezone info"),
         ({**GOOD, "planned_start": "2030-01-01T12:00:00Z"}, "planned_start: a standard change runs in a maintenance "
          "window: Tue 2030-01-01 12:00 to 14:00 UTC is outside every window; the next is"),
@@ -60,8 +64,8 @@ def _count_changes(cli_env) -> int:
            f"risk.{question}: Field required") for question in ROUTINE_RISK),
     ],
     ids=["malformed", "unknown-field", "unknown-type", "no-rollback", "emergency-no-incident", "emergency-no-severity",
-         "emergency-for-a-P4",
-         "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum", "bad-service", "not-a-mapping",
+         "emergency-for-a-P4", "1MB-title", "end-before-start", "naive-time", "outside-every-window", "nested-enum",
+         "bad-service", "not-a-mapping",
          "no-risk", *(f"no-{question}" for question in ROUTINE_RISK)],
 )
 def test_bad_request_exits_2_naming_the_field_and_writes_nothing(cli_env, db, tmp_path, content, message):
@@ -120,7 +124,8 @@ def test_submit_approve_show_round_trip(cli_env, tmp_path):
 
     shown = json.loads(cli_env("show", key, "--json").stdout)
     assert shown["state"] == "approved"
-    assert [(a["approver"], a["role"]) for a in shown["approvals"]] == [("frank", "team_lead"), ("carol", "peer_reviewer")]
+    assert [(a["approver"], a["role"]) for a in shown["approvals"]] == [("frank", "team_lead"), ("carol",
+                                                                                                 "peer_reviewer")]
     actions = [e["action"] for e in shown["events"]]
     assert actions == ["submitted", "filing_refused", "approval_refused", "filing_confirmed", "policy_decision",
                        "transition", "approval_refused", "code_issued", "approval", "code_issued", "approval",
@@ -159,7 +164,8 @@ def test_approval_code_is_an_operator_act_recorded_with_who_for_whom_and_which_a
 
 def test_log_filters(cli_env, tmp_path):
     cli_env("submit", "--local", _write(tmp_path, GOOD))
-    cli_env("submit", "--local", _write(tmp_path, {**GOOD, "type": "emergency", "service": "payments", "incident_id": "INC-1",
+    cli_env("submit", "--local", _write(tmp_path, {**GOOD, "type": "emergency", "service": "payments",
+                                                   "incident_id": "INC-1",
                                         "incident_severity": "P2"}, "e.yaml"))
     rows = json.loads(cli_env("log", "--json", "--type", "emergency").stdout)
     assert [r["service"] for r in rows] == ["payments"]
@@ -228,7 +234,8 @@ def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours
     erin = cli_env("approval-code", key, "--for", "erin", "--as", "dave").stdout.strip()
     assert cli_env("approve", key, "--as", "erin", "--code", erin).exit_code == 0
     shown = json.loads(cli_env("show", key, "--json").stdout)
-    assert [(a["approver"], a["role"], a["on_behalf_of"]) for a in shown["approvals"]] == [("erin", "team_lead", "alice")]
+    assert [(a["approver"], a["role"], a["on_behalf_of"]) for a in shown["approvals"]] == [("erin", "team_lead",
+                                                                                            "alice")]
     assert "erin for alice" in cli_env("show", key).stdout
 
     assert cli_env("end-delegation", str(delegation["id"]), "--as", "dave").exit_code == 0

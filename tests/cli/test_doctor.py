@@ -46,7 +46,8 @@ def test_doctor_names_prefect_down_and_holds_everything_else_on_a_fresh_home(hom
     assert code == 1 and "unhealthy: prefect, worker" in err
     assert list(checks) == ["database", "audit guards", "outbox", "audit checkpoint", "prefect", "worker"]
     assert all(checks[name][0] for name in ("database", "audit guards", "outbox", "audit checkpoint")), checks
-    assert "ConnectError" in checks["prefect"][1] and home["PREFECT_API_URL"].removesuffix("/api") in checks["prefect"][1]
+    prefect_check = checks["prefect"][1]
+    assert "ConnectError" in prefect_check and home["PREFECT_API_URL"].removesuffix("/api") in prefect_check
 
 
 def test_doctor_names_a_missing_audit_guard_and_a_database_it_cannot_reach(home, tmp_path):
@@ -72,7 +73,8 @@ def test_doctor_names_an_outbox_nobody_sends_and_events_no_checkpoint_covers_unt
     people["people"]["grace"]["channels"] = [{"type": "webhook", "url": f"http://127.0.0.1:{free_port()}/hook"}]
     directory.write_text(yaml.safe_dump(people, sort_keys=False))
     # Filed locally: a message for grace and audit events, and no sweep to send or sign them.
-    assert subprocess.run([CHANGEFLOW, "submit", "--local", str(request)], env=home, capture_output=True).returncode == 0
+    assert subprocess.run([CHANGEFLOW, "submit", "--local", str(request)], env=home,
+                          capture_output=True).returncode == 0
     strict = {**home, "CHANGEFLOW_HEALTH_OUTBOX_MAX_WAIT_S": "0.5", "CHANGEFLOW_AUDIT_CHECKPOINT_EVERY_S": "1",
               "CHANGEFLOW_SWEEP_INTERVAL_S": "5"}
     _code, checks = wait_until(lambda: (lambda r: r if not r[1]["audit checkpoint"][0] else None)(doctor(strict)[:2]),

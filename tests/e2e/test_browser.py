@@ -37,7 +37,8 @@ pytestmark = pytest.mark.flows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="playwright is not installed (pip install -e '.[dev]')")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
@@ -178,7 +179,8 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
                                                              "standard")
     resume_as(page, ui, run_id, "alice", code_from_notification(flow_stack, change.key, "alice"),
               "plan and rollback look right", DOCS / "ui-resume-dialog.png")
-    flow_stack.wait_for(change.key, lambda c: len(flow_stack.services.approvals.decided_by(c.key)) == 1, what="alice's approval")
+    flow_stack.wait_for(change.key, lambda c: len(flow_stack.services.approvals.decided_by(c.key)) == 1,
+                        what="alice's approval")
     resume_as(page, ui, run_id, "bob", code_from_notification(flow_stack, change.key, "bob"), "reviewed", None)
 
     # No automation: grace, its requester, confirms it implemented and then verified, with her own code.

@@ -18,8 +18,8 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.slow
 
 SERVICES = ("kill-worker", "kill-server-step", "kill-server-gate", "kill-worker-pre", "kill-server-post",
-            "kill-worker-gate", "kill-worker-hot-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree", "kill-worker-rollback",
-            "kill-server-rollback")
+            "kill-worker-gate", "kill-worker-hot-gate", "kill-server-pre", "kill-worker-post", "kill-worker-tree",
+            "kill-worker-rollback", "kill-server-rollback")
 
 
 @pytest.fixture(scope="module")

@@ -101,11 +101,13 @@ def test_a_sweep_run_killed_mid_send_leaves_the_message_to_the_next_sweep(kill_s
     for run in sweep_runs(kill_stack, "RUNNING"):
         kill_run(run["id"])
     receiver.release()  # the killed sweep's request is answered to nobody
-    wait_until(lambda: len(sweep_runs(kill_stack, "CRASHED")) > crashed_before, 60, "the killed sweep run to be Crashed")
+    wait_until(lambda: len(sweep_runs(kill_stack, "CRASHED")) > crashed_before, 60,
+               "the killed sweep run to be Crashed")
     assert bobs_request(kill_stack, key).state == "sending", "nobody may send it while its lease holds"
     wait_until(lambda: utcnow() > leased_until, LEASE_S + 5, "the lease to run out")
     kill_stack.run_deployment(SWEEP)
-    sent = wait_until(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 120, "the message to be sent")
+    sent = wait_until(lambda: (row := bobs_request(kill_stack, key)).state == "sent" and row, 120,
+                      "the message to be sent")
     # Tries: the 503, the killed sweep's (never recorded), the next sweep's; the repeat carries the same id.
     assert sent.attempts == 2
     to_bob = requests_about(receiver, title)

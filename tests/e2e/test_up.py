@@ -130,7 +130,8 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         assert printed.get("grace") == str(home / "inbox" / "grace.txt"), (tmp_path / "up.log").read_text()
         confirm = wait_for_message(Path(printed["grace"]), "filing_received", r"changeflow confirm-filing .+")
         key = confirm.split()[2]
-        confirmed = subprocess.run([changeflow, *confirm.split()[1:]], env=env, capture_output=True, text=True, timeout=60)
+        confirmed = subprocess.run([changeflow, *confirm.split()[1:]], env=env, capture_output=True, text=True,
+                                   timeout=60)
         assert confirmed.returncode == 0, confirmed.stderr
         assert oct(Path(printed["grace"]).stat().st_mode & 0o777) == "0o600"
         deadline = time.monotonic() + 60

@@ -166,7 +166,8 @@ def test_a_click_by_someone_who_may_not_approve_is_refused_and_recorded(services
 def test_a_click_on_a_message_of_an_earlier_round_is_refused(services, endpoint):
     change = awaiting(services)
     services.amendments.amend(change.key, {"implementation_plan": "deploy 2.5"}, person="grace",
-                              code=services.approvals.approval_code_for(change.key, "grace", Act.amend), reason="2.4 withdrawn")
+                              code=services.approvals.approval_code_for(change.key, "grace",
+                                                                        Act.amend), reason="2.4 withdrawn")
     answer = click(endpoint, change.key, 1, "U01ALICE")
     assert "this message is for approval round 1" in answer.json()["text"]
     assert decisions(services, change.key) == []
@@ -252,7 +253,8 @@ def test_a_link_that_may_not_act_is_refused_with_a_clear_page_and_recorded(servi
         clock[0] += timedelta(days=10)
     elif attack == "earlier-round":
         services.amendments.amend(change.key, {"implementation_plan": "deploy 2.5"}, person="grace",
-                                  code=services.approvals.approval_code_for(change.key, "grace", Act.amend), reason="withdrawn")
+                                  code=services.approvals.approval_code_for(change.key, "grace",
+                                                                            Act.amend), reason="withdrawn")
     elif attack == "self-approval":
         url, page = open_link(endpoint, services, change.key, "grace")
         data["form_token"] = form_token_of(page) if "form_token" in page.text else ""

@@ -55,7 +55,8 @@ def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
     resume_like_the_ui(run_id, {"person": "nobody-at-all", "approval_code": "AAAA-BBBB-CCCC", "reason": "now"})
     assert wait_paused(run_id, "window-r1-3") == "window-r1-3"
     resume_like_the_ui(run_id, {"person": "bob", "reason": "peer reviewers cannot",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.start_early)})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "bob",
+                                                                                                 Act.start_early)})
     assert wait_paused(run_id, "window-r1-4") == "window-r1-4"
     after = flow_stack.services.changes.get(change.key)
     assert (after.state, after.implemented_at) == ("scheduled", None)
@@ -76,7 +77,8 @@ def test_resume_on_a_run_waiting_for_its_window_starts_nothing(flow_stack):
 def test_an_authorised_early_start_runs_the_change_and_names_who_started_it(flow_stack):
     run_id, change = waiting_for_its_window(flow_stack, "window-gate-early")
     resume_like_the_ui(run_id, {"person": "alice", "reason": "customer outage needs the fix now",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice", Act.start_early)})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "alice",
+                                                                                                 Act.start_early)})
     ended_as(run_id, "Closed", timeout_s=90)
     done = flow_stack.services.changes.get(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")

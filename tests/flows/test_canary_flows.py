@@ -168,7 +168,8 @@ def test_http_probe_without_prometheus_promotes_and_rolls_back(flow_stack, lab, 
 
 def test_command_router_receives_each_weight_and_zero_on_rollback(flow_stack, lab, canary_setup, tmp_path):
     weights = tmp_path / "weights.log"
-    canary_setup({"kind": "command", "command": ["sh", "-c", f"echo {{service}} {{canary_version}} {{weight}} >> {weights}"]})
+    canary_setup({"kind": "command", "command": ["sh", "-c",
+                                                 f"echo {{service}} {{canary_version}} {{weight}} >> {weights}"]})
     run_id = ship(flow_stack, plan("http_probe"), "failing canary, command router")
     fail_canary_at_step_two(flow_stack, lab, run_id)
     assert_rolled_back(flow_stack, run_id)
@@ -199,8 +200,9 @@ def _artifacts(key: str) -> dict:
 
     async def read():
         async with get_client() as client:
-            found = await client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(
-                any_=[f"{key.lower()}-canary-analysis", f"{key.lower()}-canary-progress"])))
+            prefix = key.lower()
+            keys = ArtifactCollectionFilterKey(any_=[f"{prefix}-canary-analysis", f"{prefix}-canary-progress"])
+            found = await client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(key=keys))
             return {a.key: a for a in found}
 
     return asyncio.run(read())

@@ -75,7 +75,8 @@ def test_a_step_killed_mid_way_is_never_run_again_blindly_a_person_says_whether_
     row = next(r for r in json.loads(listed.stdout) if r["key"] == change.key)
     assert "step 1 was interrupted by a crash" in row["waiting_for"] and "grace" in row["waiting_on"]
     resume_like_the_ui(run_id, {"person": "grace", "note": "the restart had gone through",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace",
+                                                                                                 Act.confirm_work)})
     ended_as(run_id, "Closed", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert (done.state, done.outcome) == ("closed", "succeeded")
@@ -296,7 +297,8 @@ def test_a_rollback_killed_mid_way_is_put_to_a_person_not_run_again(flow_stack):
     assert any("the rollback was interrupted by a crash" in reason
                for reason in flow_stack.services.recovery.needs_a_person(change.key))
     resume_like_the_ui(run_id, {"person": "grace", "note": "checked: the undo had completed",
-                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.confirm_work)})
+                                "approval_code": flow_stack.services.approvals.approval_code_for(change.key, "grace",
+                                                                                                 Act.confirm_work)})
     ended_as(run_id, "Rolled back", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert done.state == "review_pending" and done.outcome == "rolled_back"

@@ -104,7 +104,8 @@ def test_the_run_form_refuses_a_request_missing_a_risk_answer_naming_the_questio
     request["risk"] = {k: v for k, v in ROUTINE_RISK.items() if k != question}
     with httpx.Client(base_url=flow_stack.api_url, timeout=30) as http:
         deployment = http.get("/deployments/name/change-request/submit").json()
-        created = http.post(f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"request": request}})
+        created = http.post(f"/deployments/{deployment['id']}/create_flow_run",
+                            json={"parameters": {"request": request}})
         assert created.status_code == 409, created.text
         assert f"'{question}' is a required property" in created.text, created.text
         runs = http.post("/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}},

@@ -238,7 +238,8 @@ def test_failed_implementation_rolls_back(flow_stack):
     ended_as(run_id, "Rolled back")
     logs = flow_stack.run_logs_once_they_hold(run_id, "Finished in state Rolled back")
     assert "Traceback" not in logs and "unexpected exception" not in logs, logs[-3000:]
-    view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
+    changes = flow_stack.services.changes
+    view = changes.view(changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
     assert view.state == "review_pending"
     rolled = next(e for e in view.events if e.to_state == "rolled_back")
     assert rolled.data["evidence"][-1]["exit_code"] == 3
@@ -249,7 +250,8 @@ def test_a_rollback_whose_command_fails_is_not_recorded_as_rolled_back(flow_stac
     run_id = submit({"type": "standard", "title": "Broken deploy, broken undo", "service": "checkout",
                      "requester": "grace", "template": "failing-rollback"})
     ended_as(run_id, "Failed")
-    view = flow_stack.services.changes.view(flow_stack.services.changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
+    changes = flow_stack.services.changes
+    view = changes.view(changes.find_by_idempotency_key(f"flow-run:{run_id}").key)
     assert (view.state, view.outcome) == ("review_pending", "failed")
     assert not any(e.to_state == "rolled_back" for e in view.events)
     failed = next(e for e in view.events if e.to_state == "failed")
@@ -263,7 +265,8 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     act(flow_stack, change, "alice")
     act(flow_stack, change, "carol")
     ended_as(run_id, "Closed")
-    before = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+    before = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack,
+                                                                                                    change.key)))
 
     async def rerun():
         from prefect.states import Scheduled
@@ -273,7 +276,8 @@ def test_rerunning_a_finished_run_duplicates_nothing(flow_stack):
     asyncio.run(rerun())
     time.sleep(1)
     ended_as(run_id, "Closed")
-    after = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack, change.key)))
+    after = (flow_stack.services.changes.view(change.key).model_dump_json(), len(notifications_for(flow_stack,
+                                                                                                   change.key)))
     assert after == before
     with flow_stack.services.db.read() as session:
         assert session.execute(text("SELECT COUNT(*) FROM change_requests WHERE idempotency_key = :k"),

@@ -68,7 +68,8 @@ def test_a_gate_nobody_answers_while_hot_suspends_and_its_controls_hold_hot_and_
     change = awaiting(flow_stack, run_id)
     wait_paused(run_id, "approval-")
     assert current_state_name(run_id) == "Paused"
-    # While hot (or, on a slow machine, already cold: the controls are the same): an empty Resume records nothing; frank's name with bob's code is refused on the record.
+    # While hot (or, on a slow machine, already cold: the controls are the same): an empty Resume records nothing;
+    # frank's name with bob's code is refused on the record.
     asyncio.run(resume_with_input(run_id, {}))
     key = wait_paused(run_id, "approval-r1-2")
     assert decisions(flow_stack, change.key) == []

@@ -26,7 +26,8 @@ def test_weekly_maintenance_end_to_end_in_a_compressed_window(flow_stack):
     events = {n["event"]: n for n in notifications_for(flow_stack, key)}
     assert {"approval_requested", "maintenance_announced"} <= set(events)
     for person in ("alice", "bob"):
-        services.approvals.decide(key, approver=person, decision="approve", code=services.approvals.approval_code_for(key, person))
+        services.approvals.decide(key, approver=person, decision="approve",
+                                  code=services.approvals.approval_code_for(key, person))
     assert services.changes.get(key).state == "approved"
 
     run = run_deployment("maintenance/weekly", parameters=window, timeout=180)

@@ -33,7 +33,8 @@ def awaiting(services: Services, request=None, **fields):
 def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_and_on_the_link_page(tmp_path, org):
     notifier, services = make_notifier(tmp_path, with_router(org))
     canary = awaiting(services, title="Release payments v2", template="restart-service",
-                      risk={**ROUTINE_RISK, "users_affected": "many", "complexity": "medium"}, test_evidence="staging run #4411",
+                      risk={**ROUTINE_RISK, "users_affected": "many",
+                            "complexity": "medium"}, test_evidence="staging run #4411",
                       canary=CANARY)
     approve(services, canary.key, "alice")
     dated = {"planned_start": WINDOW.isoformat(), "planned_end": (WINDOW + timedelta(hours=1)).isoformat()}
@@ -77,6 +78,7 @@ def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_
                                    nudge=lambda run_id: False))
     page = client.get(f"/a/{services.links.link_for(canary.key, 'bob')}")
     assert page.status_code == 200
-    for shown in ("staging run #4411", "checkout (owners: frank)", "10 % for 60 s -&gt; 100 % for 120 s", "alice approved as team_lead",
+    for shown in ("staging run #4411", "checkout (owners: frank)", "10 % for 60 s -&gt; 100 % for 120 s",
+                  "alice approved as team_lead",
                   "users affected: many"):
         assert shown in page.text, shown

@@ -56,7 +56,8 @@ def test_intact_chain_verifies_with_its_event_count(services, cli_env):
             6,
             "event 6 does not link to event 5",
         ),
-        (["DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)"], 12, "the chain ends at event 11"),
+        (["DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)"], 12,
+         "the chain ends at event 11"),
     ],
     ids=["edit-actor", "edit-data", "delete", "swap", "delete-last"],
 )
@@ -72,7 +73,8 @@ def test_tampering_with_any_row_is_named_by_verify(services, insider, cli_env, s
 def test_database_refuses_to_update_or_delete_audit_events(services, insider):
     """Even for the schema's owner (the application role has no UPDATE or DELETE on the table at all)."""
     _history(services, changes=1)
-    for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1", "DELETE FROM audit_events WHERE seq = 1"):
+    for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1",
+                      "DELETE FROM audit_events WHERE seq = 1"):
         with pytest.raises(DBAPIError, match="append-only"):
             with insider.write_engine.begin() as conn:
                 conn.exec_driver_sql(statement)

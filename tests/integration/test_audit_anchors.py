@@ -315,7 +315,8 @@ def test_an_exported_bundle_verifies_offline_and_names_what_was_edited_in_it(ser
     assert "bundle intact: 18 events, 2 checkpoints hold" in intact.stdout
     lines = bundle.read_text().splitlines()
     for needle, replace, named in (('"actor": "alice"', '"actor": "mallory"', "bundle: event 4: event 4 was altered"),
-                                   ('"requester": "grace"', '"requester": "alice"', "requester alice but filed by grace")):
+                                   ('"requester": "grace"', '"requester": "alice"',
+                                    "requester alice but filed by grace")):
         edited = tmp_path / "edited.jsonl"
         index = next(i for i, line in enumerate(lines) if needle in line)
         edited.write_text("\n".join(lines[:index] + [lines[index].replace(needle, replace)] + lines[index + 1:]))

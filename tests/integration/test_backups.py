@@ -105,7 +105,8 @@ def test_the_cli_backs_up_verifies_and_refuses_a_tampered_backup_with_exit_1(cli
     if not db.is_sqlite:
         # changeflow's application role may not create the throw-away database the proof needs: said, exit 1,
         # and no half-made backup left behind.
-        assert made.exit_code == 1 and "run it as the schema's owner or a role with CREATEDB" in made.stderr, made.output
+        assert made.exit_code == 1, made.output
+        assert "run it as the schema's owner or a role with CREATEDB" in made.stderr, made.output
         assert not list((tmp_path / "backups").iterdir())
         return
     assert made.exit_code == 0 and "backup written and verified" in made.stdout, made.output

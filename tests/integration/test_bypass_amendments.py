@@ -29,7 +29,8 @@ from tests.integration.test_bypass import (  # noqa: F401 (fixtures)
     ("nobody-at-all", "grace", "done", "", "not in the approver directory"),
     ("grace", "alice", "done", "", "wrong approval code for grace"),
     ("alice", "alice", "done", "", "alice approved this change and its policy separates approving from implementing"),
-    ("dave", "dave", "done", "", r"dave may not confirm the work on this standard change \(its implementers: alice, grace\)"),
+    ("dave", "dave", "done", "",
+     r"dave may not confirm the work on this standard change \(its implementers: alice, grace\)"),
     ("grace", "grace", "failed", "", "a failed stage needs a note"),
 ], ids=["empty-resume", "invented-name", "someone-elses-code", "approver-implements", "not-an-implementer",
         "failure-without-a-note"])

@@ -15,7 +15,8 @@ UTC = timezone.utc
 
 def test_change_in_a_freeze_is_refused_naming_it(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
-    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze",
+                                   freeze=True)
     with pytest.raises(PolicyViolation, match=r"falls in the freeze 'Year-end freeze' \(2026-12-24 00:00"):
         services.changes.submit(_planned(SUNDAY_27_DEC))  # the weekly window, inside the freeze
     assert services.changes.list_changes() == []
@@ -35,7 +36,8 @@ def test_overlapping_change_on_the_same_service_is_refused_naming_it(services):
 
 def test_emergency_goes_through_a_freeze_with_the_override_recorded(services):
     start = datetime(2026, 12, 24, tzinfo=UTC)
-    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze", freeze=True)
+    services.scheduling.add_window(starts_at=start, ends_at=start + timedelta(days=9), title="Year-end freeze",
+                                   freeze=True)
     change = services.changes.submit(emergency_request(planned_start=(start + timedelta(days=1)).isoformat()))
     override = [e for e in services.changes.view(change.key).events if e.action == "policy_override"]
     assert len(override) == 1 and "Year-end freeze" in override[0].data["overridden"][0]
@@ -82,7 +84,8 @@ def test_the_calendar_picture_draws_each_day_hour_by_hour_with_its_windows_freez
     assert days["Sun 12-27"][11:35] == "··" + WINDOW * 2 + "·" * 20
     assert f"02:00 weekly Weekly maintenance: {change.key}" in days["Sun 12-27"], days["Sun 12-27"]
     # The freeze from Tuesday 22:00 to Wednesday 03:00, said on the day it starts.
-    assert days["Tue 12-29"][11:35].endswith(FREEZE * 2) and "22:00 freeze Year-end freeze (payments)" in days["Tue 12-29"]
+    assert days["Tue 12-29"][11:35].endswith(FREEZE * 2)
+    assert "22:00 freeze Year-end freeze (payments)" in days["Tue 12-29"]
     assert days["Wed 12-30"][11:35].startswith(FREEZE * 3 + "·")
     assert days["Mon 12-28"][11:35] == "·" * 24
     assert f"| {change.key} " in picture

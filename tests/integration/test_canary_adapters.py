@@ -57,8 +57,9 @@ def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
     problems = config.check_plan("shop", CanaryPlan.model_validate(
         {"canary_version": "v2", "metrics": [{"name": "e", "provider": "prometheus", "query": "up", "threshold": 1}],
          "comparison": {"enabled": True}}))
-    assert [str(p) for p in problems] == ["canary.metrics: a prometheus metric needs prometheus_url in canary.yaml",
-                                          "canary.comparison: needs stable_url and canary_url for 'shop' in canary.yaml"]
+    assert [str(p) for p in problems] == [
+        "canary.metrics: a prometheus metric needs prometheus_url in canary.yaml",
+        "canary.comparison: needs stable_url and canary_url for 'shop' in canary.yaml"]
     assert [p.field for p in problems] == ["canary.metrics", "canary.comparison"]
 
 

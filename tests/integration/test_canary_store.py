@@ -49,7 +49,8 @@ def test_a_gate_answer_needs_someone_in_the_directory_with_their_code(services):
         services.canary.confirm(key, person="mallory", code="x", action="proceed", comment="", gate="g")
     with pytest.raises(PolicyViolation, match="wrong approval code for alice"):
         services.canary.confirm(key, person="alice", code="AAAA-BBBB-CCCC", action="proceed", comment="", gate="g")
-    answer = services.canary.confirm(key, person="alice", code=services.approvals.approval_code_for(key, "alice", Act.answer_canary),
+    answer = services.canary.confirm(key, person="alice", code=services.approvals.approval_code_for(key, "alice",
+                                                                                                    Act.answer_canary),
                                     action="roll_back", comment="latency looks off", gate="g")
     assert answer["answer"] == "roll_back"
     confirmations = [e for e in services.changes.view(key).events if e.action == "canary_confirmation"]

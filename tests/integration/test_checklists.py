@@ -56,7 +56,8 @@ def test_default_checklists_load(tmp_path):
 @pytest.mark.parametrize(("body", "message"), [
     ({"c": {"pre": [{"id": "a", "title": "t", "kind": "teleport"}]}}, "c.pre.0: Input tag 'teleport'"),
     ({"c": {"pre": [{"id": "a", "title": "t", "kind": "http"}]}}, "c.pre.0.http.url: Field required"),
-    ({"c": {"pre": [{"id": "a", "title": "t", "kind": "manual"}], "post": [{"id": "a", "title": "u", "kind": "manual"}]}},
+    ({"c": {"pre": [{"id": "a", "title": "t", "kind": "manual"}], "post": [{"id": "a", "title": "u",
+                                                                            "kind": "manual"}]}},
      "item id 'a' is used twice"),
     ({"c": {"pre": [{"id": "a", "title": "t", "kind": "backup_fresh", "max_age_hours": 1}]}},
      "give exactly one of path_glob or timestamp_url"),

@@ -38,7 +38,8 @@ def test_conflicting_writers_exactly_one_wins(services):
     won = {"transition": 0, "approval": 0}
     with ThreadPoolExecutor(THREADS) as pool:
         for trial in range(TRIALS):
-            change = services.approvals.request_approval(services.changes.submit(standard_request(title=f"trial {trial}")).key)
+            filed = services.changes.submit(standard_request(title=f"trial {trial}"))
+            change = services.approvals.request_approval(filed.key)
             version = change.version
             if trial % 2 == 0:
                 kind = "transition"
@@ -80,7 +81,8 @@ def test_simultaneous_approvals_without_a_version_are_both_recorded(services):
     """The CLI path: two approvers acting at the same moment; neither decision is lost."""
     with ThreadPoolExecutor(4) as pool:
         for trial in range(max(TRIALS // 10, 10)):
-            change = services.approvals.request_approval(services.changes.submit(major_request(title=f"cab {trial}")).key)
+            filed = services.changes.submit(major_request(title=f"cab {trial}"))
+            change = services.approvals.request_approval(filed.key)
             codes = {p: services.approvals.approval_code_for(change.key, p) for p in ("alice", "carol", "dave")}
             outcomes = _race(pool, [
                 (lambda p=p: services.approvals.decide(change.key, approver=p, decision="approve", code=codes[p]))

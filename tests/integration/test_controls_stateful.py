@@ -140,7 +140,8 @@ class ControlsHold(RuleBasedStateMachine):
           decision=st.sampled_from(["approve", "approve", "reject"]))
     def resume_the_approval_gate(self, key, person, kind, decision):
         try:
-            self.services.approvals.decide(key, approver=person, decision=decision, code=self.code(key, person, kind, Act.approve),
+            self.services.approvals.decide(key, approver=person, decision=decision, code=self.code(key, person, kind,
+                                                                                                   Act.approve),
                                            comment="no" if decision == "reject" else "",
                                            attempt_id=f"approval-{next(self.attempts)}")
         except ChangeflowError:
@@ -284,5 +285,6 @@ class ControlsHold(RuleBasedStateMachine):
 
 
 ControlsHold.TestCase.settings = settings(
-    max_examples=int(os.environ.get("CONTROLS_EXAMPLES", 500)), stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck))
+    max_examples=int(os.environ.get("CONTROLS_EXAMPLES", 500)), stateful_step_count=50, deadline=None,
+    suppress_health_check=list(HealthCheck))
 TestControlsHold = ControlsHold.TestCase

@@ -75,7 +75,8 @@ def test_lifecycle_table_matches_the_design():
     for change_type in SHIPPED_TYPES:
         for source in ChangeState:
             for target in ChangeState:
-                assert is_allowed(SHIPPED_RULES[change_type], source, target) == expected_allowed(change_type, source, target), (
+                assert is_allowed(SHIPPED_RULES[change_type], source, target) == expected_allowed(change_type, source,
+                                                                                                  target), (
                     change_type, source, target)
 
 

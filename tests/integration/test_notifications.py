@@ -89,7 +89,8 @@ def test_every_channel_delivers_the_request_and_only_personal_ones_carry_a_secre
     slack = json.loads(receiver.delivered("/slack/T000/B000/XXXXSECRET")[0].body)
     assert change.key in slack["text"] and link in slack["text"]
     buttons = slack["blocks"][-1]["elements"]
-    assert [(b["action_id"], b["value"]) for b in buttons] == [("approve", f"{change.key}|1"), ("reject", f"{change.key}|1")]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [("approve", f"{change.key}|1"), ("reject",
+                                                                                                f"{change.key}|1")]
 
     teams = json.loads(receiver.delivered("/teams/webhookb2/SECRET")[0].body)
     card = teams["attachments"][0]["content"]
@@ -196,7 +197,8 @@ def test_crash_between_write_and_send_loses_nothing(tmp_path, receiver):
 import os, signal
 from tests.integration.test_notifications import make_notifier, org_with_channels
 from pathlib import Path
-notifier, services = make_notifier(Path({str(tmp_path)!r}), org_with_channels({{"alice": [{{"type": "webhook", "url": {receiver.url + '/hook'!r}}}]}}))
+channels = {{"alice": [{{"type": "webhook", "url": {receiver.url + '/hook'!r}}}]}}
+notifier, services = make_notifier(Path({str(tmp_path)!r}), org_with_channels(channels))
 notifier.announce(services.changes.get({change.key!r}), "approved", ["alice"])
 os.kill(os.getpid(), signal.SIGKILL)
 """

@@ -34,7 +34,8 @@ def test_refused_attempts_are_explained_and_recorded(services, approver, role, u
 
 def test_one_person_fills_one_role_per_change(services):
     # alice is team lead and CAB member; on a high-risk standard change she may fill only one of them.
-    change = services.changes.submit(standard_request(risk={**ROUTINE_RISK, "users_affected": "all", "complexity": "high",
+    change = services.changes.submit(standard_request(risk={**ROUTINE_RISK, "users_affected": "all",
+                                                            "complexity": "high",
                                                    "backout_difficulty": "hard"}))
     assert change.risk_level == "high"
     services.approvals.request_approval(change.key)

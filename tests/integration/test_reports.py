@@ -37,7 +37,8 @@ def history(db, org, tmp_path):
 
     def approve_all(key, people):
         for person in people:
-            services.approvals.decide(key, approver=person, decision="approve", code=services.approvals.approval_code_for(key, person))
+            services.approvals.decide(key, approver=person, decision="approve",
+                                      code=services.approvals.approval_code_for(key, person))
 
     def run(key, steps, windowed=True):
         for state, delta in steps:

@@ -35,7 +35,8 @@ def _edit(path, change):
         ("policies.yaml", lambda d: d.update(types={}), "types: Dictionary should have at least 1 item"),
         ("policies.yaml", lambda d: d["types"]["standard"].update(approval_sla="two days"),
          "types.standard.approval_sla: Value error, 'two days' is not a duration"),
-        ("policies.yaml", lambda d: d["types"]["emergency"].update(approvals=[{"role": "incident_commander", "count": 2}]),
+        ("policies.yaml", lambda d: d["types"]["emergency"].update(approvals=[{"role": "incident_commander",
+                                                                               "count": 2}]),
          "role 'incident_commander' needs 2 approver(s) but the directory has 1"),
         ("policies.yaml", lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
         ("policies.yaml", lambda d: d["types"]["emergency"].update(other_severities_as="urgent"),
@@ -45,7 +46,8 @@ def _edit(path, change):
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
          "a email channel needs `address`"),
     ],
-    ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key", "other-severities-unknown-type", "unknown-owner", "channel-target"],
+    ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key",
+         "other-severities-unknown-type", "unknown-owner", "channel-target"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)

@@ -28,4 +28,5 @@ def test_a_rung_for_other_severities_is_not_a_moment():
 
 
 def test_a_sweep_that_was_down_lands_past_several_moments_and_takes_the_next_one_after_now():
-    assert next_escalation_at(T0, T0 + timedelta(minutes=45), LADDER, None, timedelta(hours=1)) == T0 + timedelta(hours=1)
+    assert next_escalation_at(T0, T0 + timedelta(minutes=45), LADDER, None,
+                              timedelta(hours=1)) == T0 + timedelta(hours=1)

@@ -37,7 +37,8 @@ def test_standard_change_needs_two_different_people():
 
 def test_any_rejection_rejects_unless_configured_otherwise():
     required = [RequiredApproval("cab_member", 2)]
-    given = [GivenApproval("alice", "cab_member", Decision.approve), GivenApproval("dave", "cab_member", Decision.reject)]
+    given = [GivenApproval("alice", "cab_member", Decision.approve), GivenApproval("dave", "cab_member",
+                                                                                   Decision.reject)]
     assert evaluate(required, given).rejected
     assert not evaluate(required, given, reject_on_any_rejection=False).rejected
 

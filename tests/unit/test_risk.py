@@ -33,7 +33,8 @@ def test_score_boundaries_map_to_levels():
 
 def test_untested_data_changes_carry_their_reasons():
     result = assess_risk(answers(tested_in_staging=False, touches_data=True), ServiceHistory(0, 0), POLICY)
-    assert result.score == 5 and "+2 not tested in staging" in result.reasons and "+2 modifies stored data" in result.reasons
+    assert result.score == 5
+    assert "+2 not tested in staging" in result.reasons and "+2 modifies stored data" in result.reasons
 
 
 def test_failure_rate_counts_only_with_enough_history():
