@@ -11,19 +11,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from models import append_event, AuditAction, Database, Notification, utcnow
+from models import (Database, Notification, NotFound, claim_due_notifications, insert_notification_once,
+                    list_notifications, record_notification_failed, update_notification, utcnow)
 
 from ._channels import Channel, DeliveryError, Outbound, describe_target
 from ._templates import Rendered
 
 DEFAULT_LEASE = timedelta(minutes=2)
 MAX_BACKOFF_S = 900.0
-_TABLE = Notification.__table__
 
 
 def idempotency_key(change_key: str | None, event: str, recipient: str, round_: int | str) -> str:
@@ -41,27 +38,9 @@ def enqueue(
     rendered: Rendered,
 ) -> bool:
     """Write a notification unless its key exists; True when it was new."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    now = utcnow()
-    statement = insert(_TABLE).values(
-        idempotency_key=key,
-        change_key=change_key,
-        event=event,
-        recipient=recipient,
-        channel=channel,
-        subject=rendered.subject[:300],
-        body_text=rendered.text,
-        body_markdown=rendered.markdown,
-        body_html=rendered.html,
-        state="pending",
-        attempts=0,
-        next_attempt_at=now,
-        last_error="",
-        created_at=now,
-    ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(_TABLE.c.id)
-    # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING on PostgreSQL.
-    return session.execute(statement).first() is not None
+    return insert_notification_once(session, key=key, change_key=change_key, event=event, recipient=recipient,
+                                    channel=channel, subject=rendered.subject, text=rendered.text,
+                                    markdown=rendered.markdown, html=rendered.html, now=utcnow())
 
 
 @dataclass(frozen=True)
@@ -107,25 +86,8 @@ class Outbox:
     def _claim(self, limit: int, change_key: str | None) -> list[Notification]:
         now = utcnow()
         with self.db.write() as session:
-            stmt = (
-                select(Notification)
-                .where(Notification.state.in_(("pending", "sending")), Notification.next_attempt_at <= now)
-                .order_by(Notification.next_attempt_at, Notification.id)
-                .limit(limit)
-            )
-            if change_key is not None:
-                stmt = stmt.where(Notification.change_key == change_key)
-            if self.db.dialect == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(session.execute(stmt).scalars())
-            if rows:
-                # A lease: a sender that dies mid-send leaves the row to be picked up again after it expires.
-                session.execute(
-                    update(Notification)
-                    .where(Notification.id.in_([r.id for r in rows]))
-                    .values(state="sending", next_attempt_at=now + self.lease)
-                )
-            return rows
+            return claim_due_notifications(session, now=now, lease_until=now + self.lease, limit=limit,
+                                           change_key=change_key)
 
     def deliver_due(self, *, limit: int = 100, change_key: str | None = None) -> DeliveryReport:
         sent = failed = retrying = 0
@@ -159,7 +121,7 @@ class Outbox:
             if permanent or attempts >= self.max_attempts:
                 self._fail(row, attempts, error)
                 return "failed"
-            self._finish(row.id, state="pending", attempts=attempts, last_error=error[:2000],
+            self._finish(row.id, state="pending", attempts=attempts, last_error=error,
                          next_attempt_at=utcnow() + timedelta(seconds=retry_delay(attempts, self.backoff_s,
                                                                                     retry_after)))
             return "pending"
@@ -170,13 +132,9 @@ class Outbox:
         """Mark failed, record it in the audit trail, and queue the message on the person's next channel."""
         fallback = self.next_channel(row.recipient, row.channel) if self.next_channel else None
         with self.db.write() as session:
-            session.execute(update(Notification).where(Notification.id == row.id).values(
-                state="failed", attempts=attempts, last_error=error[:2000]))
-            append_event(session, actor="notifications", action=AuditAction.notification_failed.value,
-                         change_key=row.change_key, data={
-                             "notification": row.id, "event": row.event, "recipient": row.recipient,
-                             "channel": describe_target(row.channel), "attempts": attempts, "error": error[:500],
-                             "fallback": describe_target(fallback[1]) if fallback else None})
+            record_notification_failed(session, row, attempts=attempts, error=error,
+                                       channel=describe_target(row.channel),
+                                       fallback=describe_target(fallback[1]) if fallback else None)
             if fallback is not None:
                 index, channel = fallback
                 enqueue(session, key=f"{row.idempotency_key}#channel{index}", change_key=row.change_key,
@@ -188,22 +146,14 @@ class Outbox:
         with self.db.write() as session:
             row = session.get(Notification, notification_id)
             if row is None:
-                from models import NotFound
-
                 raise NotFound(f"no notification {notification_id}")
-            session.execute(update(Notification).where(Notification.id == notification_id).values(
-                state="pending", attempts=0, next_attempt_at=utcnow()))
+            update_notification(session, notification_id, state="pending", attempts=0, next_attempt_at=utcnow())
         return row
 
     def _finish(self, notification_id: int, **values) -> None:
         with self.db.write() as session:
-            session.execute(update(Notification).where(Notification.id == notification_id).values(**values))
+            update_notification(session, notification_id, **values)
 
     def list(self, *, state: str | None = None, change_key: str | None = None, limit: int = 100) -> list[Notification]:
-        stmt = select(Notification).order_by(Notification.id.desc()).limit(limit)
-        if state:
-            stmt = stmt.where(Notification.state == state)
-        if change_key:
-            stmt = stmt.where(Notification.change_key == change_key)
         with self.db.read() as session:
-            return list(session.execute(stmt).scalars())
+            return list_notifications(session, state=state, change_key=change_key, limit=limit)

@@ -34,6 +34,13 @@ from ._row_bindings import (
     measurement_rows_bound,
     rows_against_events,
 )
+from ._outbox_rows import (
+    claim_due_notifications,
+    insert_notification_once,
+    list_notifications,
+    record_notification_failed,
+    update_notification,
+)
 from ._queries import ChangeFilter, Page, decode_cursor, query_changes
 from ._tables import (
     Approval,
@@ -80,6 +87,11 @@ __all__ = [
     "SCHEMA_REVISION",
     "VerifyResult",
     "append_event",
+    "claim_due_notifications",
+    "insert_notification_once",
+    "list_notifications",
+    "record_notification_failed",
+    "update_notification",
     "canonical_json",
     "chain_hashes_at",
     "chain_rows",
