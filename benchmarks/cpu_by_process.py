@@ -30,6 +30,7 @@ KINDS = [
     ("changeflow worker", "Prefect worker"),
     ("from prefect import serve", "Prefect runner (serve)"),
     ("prefect deploy", "prefect deploy / automation CLI"),
+    ("prefect --no-prompt", "prefect deploy / automation CLI"),
     ("prefect automation", "prefect deploy / automation CLI"),
     ("prefect work-pool", "prefect deploy / automation CLI"),
     ("sys.stdin.readline", "pytest worker (tests in process)"),  # xdist's worker: python -c "...exec(eval(...))"
