@@ -34,22 +34,23 @@ _PAGE_IDS: dict[tuple[str, str], UUID] = {}
 _RUNS: dict[str, list[tuple[str, str, str]]] = {}
 
 
-def publish_change_page(key: str, view: ChangeRequestView | None = None) -> None:
+def publish_change_page(key: str, view: ChangeRequestView | None = None, *, run_id: str | None = None) -> None:
     """Write the change's page (from `view` when the caller has just read it): created once per run, then updated
-    in place (one artifact, its latest content). A page that cannot be written is logged and skipped: it shows
-    the record, it never decides anything."""
+    in place (one artifact, its latest content). `run_id`: the change's run, when another run writes its page (the
+    sweep, after it expired or cancelled the change while its run was suspended). A page that cannot be written is
+    logged and skipped: it shows the record, it never decides anything."""
     services = wiring().services
     try:
         if key not in _RUNS:
             _RUNS[key] = asyncio.run(_runs_of(key))
         markdown = change_page(services, view or services.changes.view(key), runs=_RUNS[key])
-        asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands"))
+        asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands", run_id))
     except Exception as exc:  # noqa: BLE001 - the page is a view; the change goes on without it
         get_run_logger().warning("the page of %s was not updated: %s", key, exc)
 
 
-async def _write(artifact_key: str, markdown: str, description: str) -> None:
-    run_id = UUID(str(flow_run.id))
+async def _write(artifact_key: str, markdown: str, description: str, of_run: str | None = None) -> None:
+    run_id = UUID(of_run or str(flow_run.id))
     async with get_client() as client:
         known = _PAGE_IDS.get((artifact_key, str(run_id)))
         if known is None:

@@ -9,15 +9,18 @@ sweeps a minute, one of them pointing at a file that is gone."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed, State
 
 from models import (ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, run_ending,
                     sla_passed, utcnow)
 
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
+from flows._change_page import publish_change_page
 from flows._pause_key import GateKind, PauseKey
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
 from flows._wiring import wiring
@@ -68,6 +71,8 @@ def expire(change, sla) -> None:
     if change.flow_run_id:
         asyncio.run(cancel(change.flow_run_id, f"{change.key} expired: approval SLA passed",
                            name=run_ending(ChangeState.expired, None).name))
+        # Its run waited suspended (no process to write it): the change's page says what became of it.
+        publish_change_page(change.key, run_id=change.flow_run_id)
 
 
 def checklist_deadline_passed(change, pause_key: PauseKey) -> bool:
@@ -108,6 +113,7 @@ def cancel_changes_of_cancelled_runs() -> int:
         elif change.state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
             if services.amendments.cancel_for_cancelled_run(change.key, run_state):
                 cancelled += 1
+                publish_change_page(change.key, run_id=run_id)  # its run has no process left to write it
     return cancelled
 
 
@@ -195,8 +201,38 @@ def remind_reviews() -> int:
     return written
 
 
-@flow(name="approval-escalation", log_prints=True)
-def sweep() -> dict:
+NOTHING_DUE = "Nothing due"
+SWEEP_FLOW = "approval-escalation"
+
+
+def found_nothing_due(summary: dict) -> bool:
+    """Nothing reminded, expired, cancelled, restarted, nudged, signed or sent: every count 0, no checkpoint."""
+    return not any(summary.values())
+
+
+async def forget_idle_sweeps(ended_before: datetime) -> int:
+    """Delete the sweep runs named `Nothing due` that ended before `ended_before` (the Runs list keeps the runs
+    that did something); returns how many."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterEndTime,
+                                                FlowRunFilterState, FlowRunFilterStateName)
+
+    async with get_client() as client:
+        idle = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[SWEEP_FLOW])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=[NOTHING_DUE])),
+                                          end_time=FlowRunFilterEndTime(before_=ended_before)),
+            limit=200)
+        for run in idle:
+            try:
+                await client.delete_flow_run(run.id)
+            except ObjectNotFound:
+                pass  # another sweep deleted it first
+    return len(idle)
+
+
+@flow(name=SWEEP_FLOW, log_prints=True)
+def sweep() -> dict | State:
     logger = get_run_logger()
     summary = escalate_and_expire()
     summary["cancelled"] = cancel_changes_of_cancelled_runs()
@@ -210,4 +246,9 @@ def sweep() -> dict:
     report = wiring().notifier.deliver()
     summary.update(sent=report.sent, failed=report.failed)
     logger.info("escalation sweep: %s", summary)
+    kept = timedelta(seconds=wiring().settings.sweep_idle_runs_kept_s)
+    asyncio.run(forget_idle_sweeps(ended_before=utcnow() - kept))
+    if found_nothing_due(summary):
+        # Completed (green) under its own name, so a later sweep can tell it from one that did something.
+        return Completed(name=NOTHING_DUE, message="nothing was due")
     return summary

@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")
 
+    sweep_idle_runs_kept_s: float = Field(
+        default=600.0, ge=0.0, le=7 * 86400.0, description="A sweep run that found nothing due ends named `Nothing "
+        "due` and is deleted from Prefect this long after it ended (by a later sweep): a sweep a minute would "
+        "otherwise bury a day's changes in the Runs list (issue 30). Runs that did something are kept.")
+
     @model_validator(mode="after")
     def _zombie_window_outlasts_a_heartbeat(self) -> "Settings":
         # A window of one heartbeat or less would mark live runs Crashed whenever a heartbeat arrived late.

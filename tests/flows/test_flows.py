@@ -189,6 +189,9 @@ def test_expired_gate_ends_as_expired(flow_stack):
     assert sweep.state.is_completed()
     assert flow_stack.services.changes.get(change.key).state == "expired"
     ended_as(run_id, "Expired")  # cancelled by the sweep, named for its change (issue 30)
+    # The sweep wrote the change's page: its run, cancelled while it waited, could not (issue 30).
+    (page,) = flow_stack.change_pages(run_id, change.key)
+    assert "**State:** expired" in page and "Still needed" not in page, page
     expired_notices = {n["recipient"] for n in notifications_for(flow_stack, change.key) if n["event"] == "expired"}
     assert expired_notices == {"bob", "erin"}
 
