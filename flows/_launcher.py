@@ -38,7 +38,7 @@ logger = logging.getLogger("changeflow.launcher")
 
 # What every run imports: the engine, and the modules of the deployments' entrypoints (prefect.yaml).
 PRELOADED = ("prefect.engine", "prefect.flow_engine", "flows.change_request", "flows.sweep",
-             "flows.maintenance", "flows.audit_report")
+             "flows.maintenance", "flows.audit_report", "flows.review")
 ENGINE_NAME = "engine-{client}"  # /proc/PID/comm holds 15 bytes: "engine-" and a pid fit
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
 

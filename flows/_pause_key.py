@@ -20,6 +20,7 @@ class GateKind(str, Enum):
     work = "work"
     checklist = "checklist"
     canary = "canary"
+    review = "review"
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from prefect import serve
 
 from flows.audit_report import audit_report
 from flows.change_request import change_request
-from flows.sweep import sweep
 from flows.maintenance import maintenance_announcement, maintenance_window
+from flows.review import change_review
+from flows.sweep import sweep
 
 
 def deployments(escalation_interval_s: float | None = 60):
@@ -24,6 +25,7 @@ def deployments(escalation_interval_s: float | None = 60):
         maintenance_announcement.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         maintenance_window.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         audit_report.to_deployment(name="audit-report"),
+        change_review.to_deployment(name="record"),
     ]
 
 

@@ -197,7 +197,9 @@ def remind_reviews() -> int:
             continue
         people = responsible(change, services.org.directory)
         stage = "overdue" if change.review_due_at <= now else "due"
-        written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at)
+        # With the code of the review act: `changeflow review` and the review run's Resume form both ask for it.
+        written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at,
+                                     personal_code=True)
     return written
 
 

@@ -19,6 +19,7 @@ ACT_OF_MESSAGE = {
     "filing_received": Act.file, "approval_requested": Act.approve, "approval_reminder": Act.approve,
     "work_needed": Act.confirm_work,
     "checklist_item_needs_person": Act.confirm_check, "canary_gate_waiting": Act.answer_canary,
+    "review_due": Act.review,
 }
 # Channels that reach exactly one person: an e-mail address, a personal file.
 PERSONAL_CHANNELS = frozenset({"email", "file"})

@@ -235,11 +235,10 @@ class ChangeService:
 
     def record_review(self, key: str, *, actor: str, code: str, summary: str) -> ChangeRequest:
         """Record the post-implementation review and close the change: by a person of the directory with their
-        personal code (a refusal is recorded and raised)."""
+        personal code (a refusal is recorded and raised, an empty Resume's too; a reviewer's empty summary is bad
+        input, and nothing is written)."""
         checked_name(actor, "reviewer")
         checked_text(summary, "summary")
-        if not summary.strip():
-            raise InputError("summary: a post-implementation review needs a summary", [("summary", "empty")])
         uow = self._uow
         assert self._identities is not None, "built by Services.build, which passes the identities"
 
@@ -249,6 +248,9 @@ class ChangeService:
                 refusal = (self._identities.refusal(change, actor, code, Act.review)
                            or reviewer_refusal(uow.rules(change), change, uow.directory_for(session, change), actor))
                 if refusal is None:
+                    if not summary.strip():  # (raised inside the transaction: nothing is written)
+                        raise InputError("summary: a post-implementation review needs a summary",
+                                         [("summary", "empty")])
                     append_event(session, actor=actor, action=AuditAction.review_recorded.value,
                                  change_key=change.key, data={"summary": summary}, at=uow.clock())
                     return uow.apply_transition(session, change, ChangeState.closed, actor,

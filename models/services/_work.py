@@ -22,6 +22,7 @@ from ..domain import (
     change_type,
     implementer_refusal,
     implementers,
+    reviewers,
 )
 from ..storage import Approval, ChangeRequest, append_event, decode_data, events_for
 from ._identity import Identities
@@ -59,6 +60,11 @@ class WorkService:
         """Who is asked to confirm the change's manual work."""
         change = self._change(key)
         return implementers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
+
+    def reviewers(self, key: str) -> list[str]:
+        """Who may record the change's post-implementation review (the type's `reviewers`)."""
+        change = self._change(key)
+        return reviewers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
 
     def confirmation(self, key: str, stage: WorkStage | str, step: int | None = None) -> WorkConfirmation | None:
         with self._uow.read() as session:
