@@ -168,7 +168,7 @@ def people_at_gate(change: ChangeRequest, kind: str, gate: str) -> tuple[str, li
 @app.command()
 @exits_cleanly
 def pending(json_output: bool = JsonOption) -> None:
-    """What waits on people (a filing, approvals, manual work, checklist items), on whom, and since when."""
+    """What waits on people (a filing, approvals, manual work, checklist items, reviews), on whom, and since when."""
     ctx = context()
     services = ctx.services
     notifier = Notifier(services, ctx.settings)
@@ -207,6 +207,13 @@ def pending(json_output: bool = JsonOption) -> None:
             rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
                          "waiting_since": None, "deadline": None, "missing": {}, "approved_by": [],
                          "waiting_on": waiting[1], "waiting_for": waiting[0]})
+    # Implemented, and waiting for its post-implementation review by the people its type names.
+    for change in services.changes.list_changes(state=ChangeState.review_pending, limit=1000):
+        rows.append({"key": change.key, "type": change.type, "title": change.title, "service": change.service,
+                     "waiting_since": change.updated_at.isoformat(),
+                     "deadline": change.review_due_at.isoformat() if change.review_due_at else None,
+                     "missing": {}, "approved_by": [], "waiting_on": services.work.reviewers(change.key),
+                     "waiting_for": "its post-implementation review"})
     if json_output:
         print_json(rows)
         return

@@ -13,6 +13,7 @@ from prefect.deployments import run_deployment
 from flows import paused_key
 from models import Act, ChangeState
 from tests.flows.test_bypass_flows import resume_like_the_ui
+from tests.flows.test_checklist_flows import waiting_in_pending
 from tests.flows.test_flows import ended_as
 from tests.helpers import approve, emergency_request
 
@@ -55,6 +56,9 @@ def refusals(flow_stack, key: str) -> list[tuple[str, str]]:
 
 def test_a_reviewer_closes_the_change_from_the_ui_and_everyone_else_is_refused_on_the_record(flow_stack):
     change = review_pending(flow_stack, "review-ui")
+    # `changeflow pending` lists it, waiting on its reviewers: its requester may (an emergency's fixer), frank not.
+    waiting_for, waiting_on = waiting_in_pending(flow_stack, change.key)
+    assert waiting_for == "its post-implementation review" and "bob" in waiting_on and "frank" not in waiting_on
     code = flow_stack.services.approvals.approval_code_for
     run_id = str(run_deployment(REVIEW, parameters={"change": change.key}, timeout=0).id)
     key = flow_stack.wait_for(change.key, lambda c: asyncio.run(paused_key(run_id)) or None, 90, "the review gate")
@@ -82,6 +86,7 @@ def test_a_reviewer_closes_the_change_from_the_ui_and_everyone_else_is_refused_o
     assert [e.data["summary"] for e in closed.events if e.action == "review_recorded"] == [
         "root cause: pool exhausted; alert added"]
     flow_stack.assert_no_code_kept(run_id, change.key)  # the form's input was deleted once applied
+    assert waiting_in_pending(flow_stack, change.key) is None
 
 
 def test_a_review_run_for_a_change_whose_review_is_not_due_ends_refused_and_records_nothing(flow_stack):
