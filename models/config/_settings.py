@@ -155,9 +155,10 @@ class Settings(BaseSettings):
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")
 
     sweep_idle_runs_kept_s: float = Field(
-        default=600.0, ge=0.0, le=7 * 86400.0, description="A sweep run that found nothing due ends named `Nothing "
-        "due` and is deleted from Prefect this long after it ended (by a later sweep): a sweep a minute would "
-        "otherwise bury a day's changes in the Runs list (issue 30). Runs that did something are kept.")
+        default=0.0, ge=0.0, le=7 * 86400.0, description="A sweep run that found nothing due ends named `Nothing "
+        "due` and the next sweep deletes it from Prefect once it ended this long ago (0: at once, so the Runs list "
+        "holds at most the latest one): a sweep a minute would otherwise bury a day's changes in the Runs list "
+        "(issue 30). Runs that did something are kept.")
 
     @model_validator(mode="after")
     def _zombie_window_outlasts_a_heartbeat(self) -> "Settings":

@@ -1,6 +1,6 @@
 """The sweep stays out of the Runs list (issue 30): a sweep run that found nothing due ends named `Nothing due` and
-a later sweep deletes it once it is older than CHANGEFLOW_SWEEP_IDLE_RUNS_KEPT_S; a sweep that did something is
-kept, whatever its age."""
+the next sweep deletes it (once it is older than CHANGEFLOW_SWEEP_IDLE_RUNS_KEPT_S, 0 by default); a sweep that
+did something is kept, whatever its age."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from notifications import Notifier
 from tests.helpers import standard_request
 
 SWEEP = "approval-escalation/every-minute"
-FORGET_AT_ONCE = {"env": {"CHANGEFLOW_SWEEP_IDLE_RUNS_KEPT_S": "0"}}
+KEEP_AN_HOUR = {"env": {"CHANGEFLOW_SWEEP_IDLE_RUNS_KEPT_S": "3600"}}
 
 
 def read_run(run_id):
@@ -34,10 +34,10 @@ def test_only_a_summary_of_zeros_is_nothing_due():
         assert not found_nothing_due({**quiet, **busy})
 
 
-def an_idle_sweep():
+def an_idle_sweep(**job_variables):
     """Sweeps until one finds nothing due (earlier tests on this stack may have left messages to send)."""
     for _ in range(5):
-        run = run_deployment(SWEEP, timeout=120)
+        run = run_deployment(SWEEP, timeout=120, job_variables=job_variables or None)
         assert run.state.is_completed(), run.state
         if run.state.name == NOTHING_DUE:
             return run
@@ -45,17 +45,17 @@ def an_idle_sweep():
 
 
 def test_a_sweep_that_found_nothing_due_leaves_the_runs_list_and_one_that_did_something_stays(flow_stack):
-    idle = an_idle_sweep()
+    idle = an_idle_sweep(**KEEP_AN_HOUR)
     # Something due: a message waiting in the outbox for the next sweep to send.
     change = flow_stack.services.changes.submit(standard_request(title="sweep: something to send"))
     Notifier(flow_stack.services, flow_stack.settings).announce(change, "approved", ["alice"])
-    busy = run_deployment(SWEEP, timeout=120)
+    busy = run_deployment(SWEEP, timeout=120, job_variables=KEEP_AN_HOUR)
     assert busy.state.is_completed() and busy.state.name != NOTHING_DUE, busy.state
-    kept_idle = an_idle_sweep()  # kept: the stack keeps idle runs for the production default, 10 minutes
+    kept_idle = an_idle_sweep(**KEEP_AN_HOUR)  # which keeps the idle runs of the last hour
     assert read_run(idle.id).state.name == NOTHING_DUE
 
-    # A sweep that keeps idle runs 0 s: every earlier idle run goes, the run that sent the message stays.
-    last = run_deployment(SWEEP, timeout=120, job_variables=FORGET_AT_ONCE)
+    # A sweep with the default (0 s): every earlier idle run goes, the run that sent the message stays.
+    last = run_deployment(SWEEP, timeout=120)
     assert last.state.is_completed()
     for gone in (idle.id, kept_idle.id):
         with pytest.raises(ObjectNotFound):
