@@ -18,10 +18,11 @@ import pytest
 import yaml
 from prefect import get_client
 
-from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_server, start_worker,
+from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_worker,
                      wait_for_deployments)
 from models import DEFAULTS_DIR, Act, Database, Services, Settings, load_org, utcnow
 from tests.helpers import ROUTINE_RISK, SECRET
+from tests.prefect_db import start_seeded_server
 from tests.receivers import start_health_server
 
 def test_checklists(health_url: str, backups: Path) -> dict:
@@ -315,7 +316,7 @@ def start_flow_stack(root: Path, port: int) -> FlowStack:
         "CHANGEFLOW_APPROVAL_URL": approval_url,
     }))
     try:
-        start_server(stack, port, root / "logs")
+        start_seeded_server(stack, port, root / "logs")
         create_pool_and_deploy(stack, narrow_form=False)
         switch_schedules_off(api_url)
         start_worker(stack, root / "logs")

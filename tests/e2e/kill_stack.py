@@ -26,6 +26,7 @@ from models import (Act, Database, Services, Settings, load_org, record_problems
                     verify_chain)
 from tests.flow_stack import prepare_home, wait_for_change
 from tests.helpers import SECRET, standard_request, wait_until
+from tests.prefect_db import start_seeded_server
 from tests.processes import kill_as_one, with_descendants
 from tests.receivers import start_health_server
 
@@ -180,7 +181,7 @@ def running_kill_stack(root: Path, services: tuple[str, ...], *, people: dict | 
         **changeflow_env, **FAST_POLLING, **CRASH_DETECTION, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"),
         **(env or {})}))
     try:
-        start_server(stack, port, root / "logs")
+        start_seeded_server(stack, port, root / "logs")
         create_pool_and_deploy(stack)
         worker = start_worker(stack, root / "logs")
         settings = Settings(home=home, secret=SECRET.decode())

@@ -14,7 +14,7 @@ from flows import paused_key
 from models import Act, ChangeState
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_checklist_flows import waiting_in_pending
-from tests.flows.test_flows import ended_as
+from tests.flows.test_flows import ended_as, wait_paused
 from tests.helpers import approve, emergency_request
 
 pytestmark = pytest.mark.flows
@@ -61,8 +61,7 @@ def test_a_reviewer_closes_the_change_from_the_ui_and_everyone_else_is_refused_o
     assert waiting_for == "its post-implementation review" and "bob" in waiting_on and "frank" not in waiting_on
     code = flow_stack.services.approvals.approval_code_for
     run_id = str(run_deployment(REVIEW, parameters={"change": change.key}, timeout=0).id)
-    key = flow_stack.wait_for(change.key, lambda c: asyncio.run(paused_key(run_id)) or None, 90, "the review gate")
-    assert key.startswith("review-post-")
+    key = wait_paused(run_id, "review-post-")
 
     attempts = [
         {},  # Resume with the form left empty
