@@ -187,6 +187,40 @@ def cancel_unconfirmed_filings() -> int:
     return cancelled
 
 
+async def waiting_review_runs() -> dict[str, str]:
+    """The `change-review` runs waiting at their gate (hot or suspended): run id -> the change key they review."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["change-review"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PAUSED]))), limit=200)
+    return {str(run.id): str(run.parameters.get("change", "")) for run in runs}
+
+
+def nudge_review_runs() -> int:
+    """A review recorded by `changeflow review` while a review run waited in the UI: the run is resumed bare, sees
+    the change closed and ends (it authorises nothing: the gate reads the record)."""
+    services = wiring().services
+    nudged = 0
+    for run_id, key in asyncio.run(waiting_review_runs()).items():
+        try:
+            closed = services.changes.get(key).state == ChangeState.closed
+        except ChangeflowError:
+            continue
+        if closed:
+            try:
+                asyncio.run(resume_with_input(run_id, None))
+                nudged += 1
+            except ResumeRefused:
+                pass  # between a hot wait and its suspension: the next sweep
+    return nudged
+
+
 def remind_reviews() -> int:
     rt = wiring()
     services, notifier = rt.services, rt.notifier
@@ -241,7 +275,7 @@ def sweep() -> dict | State:
     summary["unconfirmed_cancelled"] = cancel_unconfirmed_filings()
     summary.update(replace_stuck_runs())
     summary.update(reconcile_crashed_runs())
-    summary["nudged"] = nudge_runs_that_can_continue()
+    summary["nudged"] = nudge_runs_that_can_continue() + nudge_review_runs()
     summary["review_reminders"] = remind_reviews()
     checkpoint = anchor_checkpoint()
     summary["checkpoint"] = checkpoint.seq if checkpoint else None

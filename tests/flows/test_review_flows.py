@@ -98,3 +98,16 @@ def test_a_review_run_for_a_change_whose_review_is_not_due_ends_refused_and_reco
         assert (run.state.name, run.state.type.value) == ("Refused", "CANCELLED"), run.state
         assert why in run.state.message
     assert len(services.changes.view(change.key).events) == before
+
+
+def test_a_review_recorded_on_the_cli_ends_the_review_run_waiting_in_the_ui_at_the_next_sweep(flow_stack):
+    change = review_pending(flow_stack, "review-cli")
+    run_id = str(run_deployment(REVIEW, parameters={"change": change.key}, timeout=0).id)
+    wait_paused(run_id, "review-post-")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.review)
+    flow_stack.services.changes.record_review(change.key, actor="bob", code=code, summary="done on the CLI")
+    assert run_deployment("approval-escalation/every-minute", timeout=120).state.is_completed()
+    ended_as(run_id, "Closed", timeout_s=90)  # nudged: the gate read the record, nothing was applied twice
+    view = flow_stack.services.changes.view(change.key)
+    assert [e.actor for e in view.events if e.action == "review_recorded"] == ["bob"]
+    assert refusals(flow_stack, change.key) == []
