@@ -53,7 +53,7 @@ class ReviewGate(Gate[bool]):
 
     def form(self, refusal: str | None) -> Any:
         services = wiring().services
-        change = services.changes.view(self.key)
+        change = services.changes.get(self.key)
         outcome = (change.outcome or "no outcome").replace("_", " ")
         lines = [f"## {change.key}: post-implementation review",
                  f"**{change.title}** ({change.type} change to **{change.service}**, {outcome}).",
@@ -74,7 +74,10 @@ class ReviewGate(Gate[bool]):
         return None
 
 
-@flow(name="change-review", log_prints=True)
+REVIEW_FLOW = "change-review"
+
+
+@flow(name=REVIEW_FLOW, log_prints=True)
 def change_review(change: str) -> State:
     """Record the post-implementation review of `change` (its key, CHG-000123): the run waits for a reviewer's
     Resume. A change whose review is not due ends the run Refused, naming its state."""

@@ -22,6 +22,7 @@ from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_key
 from flows._anchors import anchor_checkpoint
 from flows._change_page import publish_change_page
 from flows._pause_key import GateKind, PauseKey
+from flows.review import REVIEW_FLOW
 from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
 from flows._wiring import wiring
 
@@ -196,7 +197,7 @@ async def waiting_review_runs() -> dict[str, str]:
 
     async with get_client() as client:
         runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["change-review"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[REVIEW_FLOW])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
                 any_=[StateType.PAUSED]))), limit=200)
     return {str(run.id): str(run.parameters.get("change", "")) for run in runs}

@@ -81,6 +81,18 @@ def approve(services: Services, key: str, approver: str, **kwargs):
                                      code=services.approvals.approval_code_for(key, approver), **kwargs)
 
 
+def awaiting_review(services: Services, *, by: str = "bob", **overrides):
+    """An emergency change (bob's), approved by erin, fixed by `by` and waiting for its post-implementation review,
+    moved there through the services without a run."""
+    from models import ChangeState
+
+    change = services.approvals.request_approval(services.changes.submit(emergency_request(**overrides)).key)
+    approve(services, change.key, "erin")
+    for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed, ChangeState.review_pending):
+        change = services.changes.transition(change.key, target, actor=by, reason="hotfix")
+    return change
+
+
 def wait_until(predicate, timeout_s: float, what: str):
     """The first truthy value of `predicate()`, polled every 0.3 s; AssertionError naming `what` on timeout."""
     deadline = time.monotonic() + timeout_s

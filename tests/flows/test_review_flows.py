@@ -15,7 +15,7 @@ from models import Act, ChangeState
 from tests.flows.test_bypass_flows import resume_like_the_ui
 from tests.flows.test_checklist_flows import waiting_in_pending
 from tests.flows.test_flows import ended_as, wait_paused
-from tests.helpers import approve, emergency_request
+from tests.helpers import awaiting_review, emergency_request
 
 pytestmark = pytest.mark.flows
 
@@ -23,14 +23,8 @@ REVIEW = "change-review/record"
 
 
 def review_pending(flow_stack, service: str):
-    """An emergency change, fixed by its requester (bob) and waiting for its review (as test_bypass builds it)."""
-    services = flow_stack.services
-    change = services.approvals.request_approval(
-        services.changes.submit(emergency_request(title=f"review: {service}", service=service)).key)
-    approve(services, change.key, "erin")
-    for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed, ChangeState.review_pending):
-        services.changes.transition(change.key, target, actor="bob", reason="hotfix")
-    return change
+    """An emergency change, fixed by its requester (bob) and waiting for its review, on a service of its own."""
+    return awaiting_review(flow_stack.services, title=f"review: {service}", service=service)
 
 
 def attempt(key: str) -> int:

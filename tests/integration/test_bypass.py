@@ -217,13 +217,9 @@ def test_an_automation_may_file_a_change_but_never_approve_one(at_t0):
 
 
 def test_a_review_needs_a_person_of_the_directory_with_their_code(at_t0):
-    from tests.helpers import emergency_request
+    from tests.helpers import awaiting_review
 
-    change = at_t0.approvals.request_approval(at_t0.changes.submit(emergency_request()).key)
-    approve(at_t0, change.key, "erin")
-    for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed,
-                   ChangeState.review_pending):
-        at_t0.changes.transition(change.key, target, actor="erin", reason="hotfix")
+    change = awaiting_review(at_t0, by="erin")
     for person, who_code in (("nobody-at-all", "erin"), ("erin", "bob")):
         with pytest.raises(PolicyViolation, match="review: "):
             at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, who_code, Act.review),

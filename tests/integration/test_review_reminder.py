@@ -5,7 +5,7 @@ It told people to run `changeflow review` without the `--code` the command requi
 from __future__ import annotations
 
 from models import Act, ChangeState
-from tests.helpers import approve, emergency_request
+from tests.helpers import awaiting_review
 from tests.integration.test_notifications import (deliver_until_settled, make_notifier, org_with_channels,  # noqa: F401
                                                   receiver, smtp)
 
@@ -14,10 +14,7 @@ def test_a_review_reminder_carries_the_reviewers_review_code_on_personal_channel
     org = org_with_channels({"bob": [{"type": "email", "address": "bob@example.org"}],
                              "erin": [{"type": "webhook", "url": f"{receiver.url}/hook"}]})
     notifier, services = make_notifier(tmp_path, org, smtp_port=smtp.port)
-    change = services.approvals.request_approval(services.changes.submit(emergency_request()).key)
-    approve(services, change.key, "erin")
-    for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed, ChangeState.review_pending):
-        change = services.changes.transition(change.key, target, actor="bob", reason="hotfix")
+    change = awaiting_review(services)
     # As the sweep announces it (flows/sweep.py::remind_reviews).
     assert notifier.announce(change, "review_due", ["bob", "erin"], round_="due", deadline=change.review_due_at,
                              personal_code=True) == 2
