@@ -157,7 +157,10 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
             wait_until(lambda: stack_processes(home).get(name, killed) != killed and serves(answers), 90,
                        f"the {name} to be started again")
             assert up.poll() is None, (tmp_path / "up.log").read_text()
-        assert (tmp_path / "up.log").read_text().count("exited: started again") == 3
+        # Each of the three was started again, the worker possibly twice: with its server gone long under CI's load
+        # it exits on its own (CI, stop 40), and `up` starting it again is the supervision this test asks for.
+        restarted = set(re.findall(r"(\w+) exited: started again", (tmp_path / "up.log").read_text()))
+        assert restarted == {"endpoint", "worker", "server"}, (tmp_path / "up.log").read_text()
         # Issue 28: Prefect's database and the logs were 0644 (inside a 0700 HOME): now its owner's alone.
         shared = {str(p): oct(p.stat().st_mode & 0o777) for folder in ("logs", "prefect")
                   for p in (home / folder).rglob("*") if p.is_file() and p.stat().st_mode & 0o077}
