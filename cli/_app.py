@@ -8,6 +8,7 @@ import typer
 
 from . import _audit, _calendar, _changes, _decisions, _delegations, _doctor, _notifications, _setup, _wait
 from ._endpoint import endpoint
+from ._lockdown import lockdown_app
 from ._options import checked_settings
 from ._output import exits_cleanly
 from ._stack_file import connect_to_running_stack
@@ -29,6 +30,7 @@ app.add_typer(_setup.policy_app, name="policy")
 app.add_typer(_calendar.window_app, name="window")
 app.add_typer(_notifications.notifications_app, name="notifications")
 app.add_typer(token_app, name="token")
+app.add_typer(lockdown_app, name="lockdown")
 # Local stacks: the Prefect UI for a person (`up`) and the whole-story demo (`demo`, dev tooling).
 app.command()(exits_cleanly(up))
 app.command()(exits_cleanly(endpoint))

@@ -45,6 +45,9 @@ def submit(
     data = read_request_file(file)
     services = context().services
     request = services.changes.validate_request(data)
+    locked = services.scheduling.lockdown_refusal_now(request.type, "be filed")
+    if locked is not None:  # before a run is started that would only end Refused
+        raise PolicyViolation(locked)
     token = None
     if token_env is not None:
         token = os.environ.get(token_env, "")

@@ -8,6 +8,7 @@ the Resume form is deleted once read: it carries a code), so a resumed run finds
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Literal
 
@@ -166,6 +167,10 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
         previous = decided.get(index)
         if previous and previous["action"] in DONE:
             continue
+        aborted = hold_while_locked_down(key, change.type, index)
+        if aborted:  # a lockdown (`canaries: stable`) or `changeflow abort` whose run was not stopped
+            analysis_table(key)
+            return _roll_back(key, plan, change, aborted, [])
         where = f"## {key}: canary {plan.canary_version} on {change.service}\n\nStep {index} of {len(plan.steps)}"
         if step.confirm:
             answer = canary_gate(key, f"confirm-s{index}",
@@ -205,6 +210,26 @@ def run_canary(key: str, *, during) -> tuple[str, str, list[dict]]:
             return _roll_back(key, plan, change, problem, [])
     analysis_table(key)
     return "promoted", f"promoted {plan.canary_version} to 100 %", []
+
+
+def hold_while_locked_down(key: str, change_type: str, index: int) -> str | None:
+    """Before a canary step: a lockdown with `canaries: hold` keeps the canary at its weight, taking no step until
+    it is lifted (issue 32). Returns the reason of an abort recorded meanwhile (the run then rolls back at once,
+    even if nobody could stop it), or None."""
+    rt = wiring()
+    held = False
+    while (reason := rt.services.lockdown.hold_canary(key, change_type, index)) is not None:
+        if not held:
+            get_run_logger().warning("canary held before step %d: %s", index, reason)
+            publish_change_page(key)
+            held = True
+        if rt.services.recovery.abort_reason(key):
+            break
+        time.sleep(rt.settings.lockdown_hold_poll_s)
+    aborted = rt.services.recovery.abort_reason(key)
+    if held and not aborted:
+        get_run_logger().info("lockdown lifted: step %d goes ahead", index)
+    return aborted
 
 
 def _gate_reason(answer: str, where: str) -> str:

@@ -67,13 +67,31 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
         get_run_logger().info("the %s window %s falls in the monthly window: the monthly change covers it", kind,
                               window.starts_at)
         return None
-    activities = rt.services.org.maintenance.activities
     if window_start is not None:
         # A window given explicitly (ad hoc, or compressed for a test) is not one of the generated weekly or
         # monthly ones: recorded as an ad hoc window of the service, its change fits in a window like any other.
         rt.services.scheduling.ensure_window(starts_at=window.starts_at, ends_at=window.ends_at, kind="ad_hoc",
                                              title=f"{plan.title} (ad hoc)", service=plan.service, actor=REQUESTER)
-    change = rt.services.changes.submit({
+    try:
+        change = file_window_change(kind, window)
+    except PolicyViolation as exc:  # a lockdown (issue 32): the window is not announced, and so does not run
+        get_run_logger().warning("the %s window %s is not announced: %s", kind, window.starts_at, exc)
+        return None
+    if change.state == ChangeState.submitted.value:
+        change = rt.services.approvals.request_approval(change.key)
+    rt.notifier.request_approvals(change)
+    rt.notifier.announce(change, "maintenance_announced", _audience(change), round_=window.starts_at.isoformat(),
+                         extra=_window_context(window, plan.service, plan.title))
+    rt.notifier.deliver(change_key=change.key)
+    return change.key
+
+
+def file_window_change(kind: Kind, window: WindowSpec):
+    """The window's standard change, filed once per window (its idempotency key)."""
+    rt = wiring()
+    plan = rt.services.org.maintenance.windows[kind]
+    activities = rt.services.org.maintenance.activities
+    return rt.services.changes.submit({
         "type": "standard",
         "title": f"{plan.title} {window.starts_at:%Y-%m-%d %H:%M} UTC",
         "service": plan.service,
@@ -88,13 +106,6 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
         "checklist": plan.checklist,
         "risk": plan.risk.model_dump(mode="json"),
     }, idempotency_key=window_key(window))
-    if change.state == ChangeState.submitted.value:
-        change = rt.services.approvals.request_approval(change.key)
-    rt.notifier.request_approvals(change)
-    rt.notifier.announce(change, "maintenance_announced", _audience(change), round_=window.starts_at.isoformat(),
-                         extra=_window_context(window, plan.service, plan.title))
-    rt.notifier.deliver(change_key=change.key)
-    return change.key
 
 
 @task(name="maintenance activity")

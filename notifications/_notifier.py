@@ -7,7 +7,7 @@ import html
 import json
 from datetime import datetime, timedelta
 
-from models import ChangeRequest, Checkpoint, Services, Settings
+from models import ChangeRequest, Checkpoint, Lockdown, Services, Settings
 
 from ._channels import Channel, default_channels
 from ._outbox import Outbox, enqueue, idempotency_key
@@ -135,6 +135,34 @@ class Notifier:
                            **({"code": CODE} if personal_code else {})})
             for person in people
         )
+
+    def announce_lockdown(self, lockdown: Lockdown, aborted: list[str]) -> int:
+        """Tell everyone in the directory that a lockdown was declared or lifted (issue 32), once per lockdown act.
+        Whoever may turn it off (or on again) gets, on a personal channel, their code for the next lockdown act."""
+        event = "lockdown_declared" if lockdown.on else "lockdown_lifted"
+        policy = self.services.org.policies.lockdown
+        directory = self.services.org.directory
+        context = {"by": lockdown.by, "by_name": directory.people[lockdown.by].name if lockdown.by in directory.people
+                   else lockdown.by, "since": _when(lockdown.since), "reason": lockdown.reason,
+                   "admitted": ", ".join(policy.admits) or "no", "aborted": aborted, "hold": policy.canaries == "hold"}
+        return sum(self._enqueue_personal(event, person, lockdown.round, {
+            **context, "code": CODE if self.services.lockdown.may_declare(person) else ""})
+            for person in directory.people)
+
+    def send_lockdown_code(self, person: str) -> bool:
+        """`person`'s code for the next lockdown act, to their own channel only (once per lockdown round)."""
+        lockdown = self.services.lockdown.status()
+        return self._enqueue_personal("lockdown_code", person, lockdown.round, {
+            "code": CODE, "lockdown_on": lockdown.on, "next_act": "lift it" if lockdown.on else "declare one"})
+
+    def _enqueue_personal(self, event: str, person: str, round_: int, context: dict) -> bool:
+        """A message to one person that concerns no change (the outbox fills a code in on personal channels)."""
+        entry = self.services.org.directory.people[person]
+        rendered = self.renderer.render(event, {**context, "person": person, "person_name": entry.name})
+        with self.services.db.write() as session:
+            return enqueue(session, key=idempotency_key(None, event, person, round_), change_key=None, event=event,
+                           recipient=person, channel=entry.channels[0].model_dump(exclude_none=True),
+                           rendered=rendered)
 
     def witness(self, checkpoint: Checkpoint) -> int:
         """Send a signed audit checkpoint to every witness of the directory (issue 28), once each: the text is the

@@ -21,6 +21,8 @@ ACT_OF_MESSAGE = {
     "checklist_item_needs_person": Act.confirm_check, "canary_gate_waiting": Act.answer_canary,
     "review_due": Act.review,
 }
+# Messages that concern no change and carry the recipient's code for the next lockdown act (issue 32).
+LOCKDOWN_MESSAGES = frozenset({"lockdown_declared", "lockdown_lifted", "lockdown_code"})
 # Channels that reach exactly one person: an e-mail address, a personal file.
 PERSONAL_CHANNELS = frozenset({"email", "file"})
 NOT_HERE = "(not shown here, where others can read it: see your e-mail)"
@@ -34,9 +36,15 @@ class PersonalSecrets:
         self._approval_url = settings.approval_url.rstrip("/")
 
     def fill(self, message: Outbound, channel_type: str) -> Outbound:
-        if message.change_key is None or (CODE not in message.text and LINK not in message.text):
+        if CODE not in message.text and LINK not in message.text:
             return message
-        if channel_type in PERSONAL_CHANNELS:
+        if message.change_key is None:
+            if message.event not in LOCKDOWN_MESSAGES:
+                return message
+            code = (self._services.lockdown.code_for(message.recipient) if channel_type in PERSONAL_CHANNELS
+                    else NOT_HERE)
+            link = ""
+        elif channel_type in PERSONAL_CHANNELS:
             act = ACT_OF_MESSAGE.get(message.event)
             code = (self._services.approvals.approval_code_for(message.change_key, message.recipient, act)
                     if act is not None else "(no code: this message asks for no act)")

@@ -72,6 +72,8 @@ CRASH_SETTLE = {"CHANGEFLOW_CRASH_SETTLE_S": "1"}
 # (benchmarks/idle_stack.py: a quiet server 6.3 % -> 2.8 % of a core), and five to eight stacks run at once on
 # two cores. A hot gate yields its slot to a run due for 4 s (longer than a poll, as the settings require).
 QUIET_WORKER = {"CHANGEFLOW_WORKER_POLL_S": "2", "CHANGEFLOW_HOT_GATE_YIELD_AFTER_S": "4"}
+# A canary held by a lockdown looks for its lifting every second (production: 10 s).
+LOCKDOWN_HOLD = {"CHANGEFLOW_LOCKDOWN_HOLD_POLL_S": "1"}
 HOT_GATE = "30s"  # the shipped policies' hot gates (minutes), turned down for the flow stack
 NORMAL_TYPE = {
     "description": "a routine change one team lead approves",
@@ -282,7 +284,8 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
-    return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode(), **CRASH_SETTLE, **QUIET_WORKER}
+    return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode(), **CRASH_SETTLE, **QUIET_WORKER,
+            **LOCKDOWN_HOLD}
 
 
 def switch_schedules_off(api_url: str) -> None:

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "
         "small read of the change database each time.")
 
+    lockdown_hold_poll_s: float = Field(
+        default=10.0, ge=0.5, le=300.0, description="How often a canary held by a lockdown (policies.yaml "
+        "`lockdown.canaries: hold`) looks whether the lockdown was lifted: it takes its next step within this after "
+        "`changeflow lockdown off`. One small read of the change database each time.")
+
     # Crash detection (automations.yaml, flows/sweep.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(

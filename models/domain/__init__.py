@@ -112,6 +112,7 @@ from ._delegation import (
     with_delegates,
 )
 from ._health import HealthCheck, HealthReport
+from ._lockdown import NO_LOCKDOWN, Lockdown, LockdownPolicy, lockdown_refusal
 from ._lifecycle import (
     INITIAL_STATE,
     TERMINAL_STATES,
@@ -248,6 +249,10 @@ __all__ = [
     "FieldProblem",
     "GivenApproval",
     "Delegation",
+    "Lockdown",
+    "LockdownPolicy",
+    "NO_LOCKDOWN",
+    "lockdown_refusal",
     "acting_for",
     "active_delegations",
     "delegates_of",

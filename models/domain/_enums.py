@@ -55,6 +55,7 @@ class Act(str, Enum):
     review = "review"  # the post-implementation review
     withdraw = "withdraw"  # the requester calls the change off
     amend = "amend"  # the requester changes the request (it goes back to approval)
+    lockdown = "lockdown"  # turn the lockdown on or off (bound to the next lockdown act, not to a change)
 
 
 class WindowKind(str, Enum):
@@ -130,3 +131,7 @@ class AuditAction(str, Enum):
     delegation_recorded = "delegation_recorded"  # an operator recorded a person's delegation (`changeflow delegate`)
     delegation_revoked = "delegation_revoked"
     delegation_refused = "delegation_refused"
+    lockdown_declared = "lockdown_declared"  # the incident button: no change starts (issue 32)
+    lockdown_lifted = "lockdown_lifted"
+    lockdown_refused = "lockdown_refused"
+    canary_held = "canary_held"  # a canary took no further step while a lockdown held it (`canaries: hold`)

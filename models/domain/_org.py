@@ -43,6 +43,10 @@ class Org(BaseModel):
         unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]
         if unknown:
             raise ValueError(f"policies.pre_approved_templates: no template named {', '.join(unknown)}")
+        if not any(self.directory.holders(role) for role in self.policies.lockdown.declared_by):
+            # A lockdown nobody could lift (or declare) would be found in the incident it was meant for.
+            raise ValueError(f"policies.lockdown.declared_by: nobody in the directory holds "
+                             f"{', '.join(self.policies.lockdown.declared_by)}")
         ladders = [self.policies.escalation, *(p.escalation or [] for p in self.policies.types.values())]
         for step in (step for ladder in ladders for step in ladder):
             if not self.directory.holders(step.role):

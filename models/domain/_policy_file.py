@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ._enums import RiskLevel, Severity
 from ._fields import Duration, Name, Strict
+from ._lockdown import LockdownPolicy
 
 
 class ApprovalRequirement(Strict):
@@ -129,12 +130,21 @@ class PolicySet(Strict):
     longest_delegation: Duration = Field(
         default=timedelta(days=31),
         description="The longest period one delegation may run: authority handed over is handed back by default")
+    lockdown: LockdownPolicy = Field(
+        default_factory=LockdownPolicy, description="The incident button: who turns it on and off, what it admits")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
 
     def for_type(self, change_type: str) -> TypePolicy:
         return self.types[str(change_type)]
+
+    @model_validator(mode="after")
+    def _lockdown_admits_types(self) -> "PolicySet":
+        unknown = [name for name in self.lockdown.admits if name not in self.types]
+        if unknown:
+            raise ValueError(f"lockdown.admits: no change type named {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _other_severities_name_a_type(self) -> "PolicySet":

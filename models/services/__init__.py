@@ -14,6 +14,7 @@ from ._automation_tokens import AutomationTokens, IssuedToken
 from ._checklists import ChecklistService
 from ._delegations import DelegationService, DelegationView
 from ._container import Services
+from ._lockdown import LockdownResult, LockdownService, lockdown_in_force
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
@@ -50,6 +51,9 @@ __all__ = [
     "DecisionResult",
     "DelegationService",
     "DelegationView",
+    "LockdownResult",
+    "LockdownService",
+    "lockdown_in_force",
     "CanaryAbort",
     "Crash",
     "MAX_AUTOMATIC_RESTARTS",

@@ -154,9 +154,12 @@ class ChangeService:
         try:
             checked = self.validate_request(request)
             with self._uow.read() as session:
+                locked = self._scheduling.lockdown_refusal(session, checked.type, "be filed")
                 clashes = self._scheduling.clashes(session, checked)
         except (InputError, PolicyViolation) as exc:
             return exc
+        if locked is not None:
+            return PolicyViolation(locked)
         if clashes and not change_type(self._uow.org.policies, checked.type).overrides_freeze:
             return PolicyViolation("; ".join(clashes))
         return None
@@ -172,6 +175,10 @@ class ChangeService:
         rules = change_type(self._uow.org.policies, request.type)
         try:
             with self._uow.write() as session:
+                # Read in the transaction that writes the filing: a lockdown declared a moment before holds.
+                locked = self._scheduling.lockdown_refusal(session, request.type, "be filed")
+                if locked is not None:
+                    raise PolicyViolation(locked)
                 clashes = self._scheduling.clashes(session, request)
                 if clashes and not rules.overrides_freeze:
                     raise PolicyViolation("; ".join(clashes))

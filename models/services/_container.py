@@ -19,6 +19,7 @@ from ._automation_tokens import AutomationTokens
 from ._checklists import ChecklistService
 from ._delegations import DelegationService
 from ._identity import Identities
+from ._lockdown import LockdownService
 from ._recovery import RecoveryService
 from ._reports import ReportService
 from ._scheduling import SchedulingService
@@ -45,6 +46,7 @@ class Services:
     briefs: ApprovalBriefs
     delegations: DelegationService
     automation_tokens: AutomationTokens
+    lockdown: LockdownService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -60,7 +62,8 @@ class Services:
                    canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
-                   delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow))
+                   delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
+                   lockdown=LockdownService(uow, identities))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -13,7 +13,10 @@ _ACTS = {
     Act.confirm_work: "confirm the work",
     Act.confirm_check: "confirm a checklist item", Act.answer_canary: "answer a canary gate",
     Act.review: "record the review", Act.withdraw: "withdraw it", Act.amend: "amend it",
+    Act.lockdown: "turn the lockdown on or off",
 }
+# What a lockdown code is bound to in place of a change key (no change key looks like it).
+LOCKDOWN_SUBJECT = "lockdown"
 
 
 class Identities:
@@ -37,6 +40,21 @@ class Identities:
         if not self.proves(change, person, code, act):
             return (f"wrong approval code for {person} on {change.key} (round {change.approval_round}): a code is "
                     f"good for one kind of act; this needs the one sent to {_ACTS[act]}")
+        return None
+
+    def lockdown_code_for(self, person: str, round_: int) -> str:
+        """`person`'s code for the next lockdown act: `round_` is the latest lockdown event's sequence number, so the
+        code stops working once that act (or anyone's) is recorded."""
+        return approval_code(self._secret, LOCKDOWN_SUBJECT, person, round_, Act.lockdown)
+
+    def lockdown_refusal(self, person: str, code: str, round_: int) -> str | None:
+        if not person:
+            return "no name given"
+        if person not in self._org.directory.people:
+            return f"{person!r} is not in the approver directory"
+        if not verify_code(self._secret, LOCKDOWN_SUBJECT, person, round_, Act.lockdown, code):
+            return (f"wrong lockdown code for {person}: a code is good for one kind of act, and a lockdown code for "
+                    f"the next lockdown act only (`changeflow lockdown code --for {person}` sends a new one)")
         return None
 
     def check(self, change: ChangeRequest, person: str, code: str, act: Act) -> None:

@@ -14,6 +14,7 @@ from ..domain import (
     checked_name,
     checked_text,
     is_allowed,
+    lockdown_refusal,
     Act,
     Directory,
     AuditAction,
@@ -33,6 +34,7 @@ from ..domain import (
 )
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._identity import Identities
+from ._lockdown import lockdown_in_force
 from ._unit_of_work import UnitOfWork
 
 @dataclass(frozen=True)
@@ -296,6 +298,9 @@ class SchedulingService:
         rules = self._uow.rules(change)
         now = self._uow.clock()
         freezes = [] if rules.overrides_freeze else self._freezes_at(session, change.service, now)
+        # A lockdown holds like a freeze that no type overrides but those it admits, and no early start lifts.
+        locked = self.lockdown_refusal(session, change.type, "start")
+        freezes += [locked] if locked else []
         # An early start authorises the round it was given in: an amended change is approved again, and so is
         # an early start of it.
         early = next((e.actor for e in reversed(events_for(session, change.key))
@@ -308,6 +313,16 @@ class SchedulingService:
             planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early,
             in_window=in_window, next_window=None if in_window else self._next_window(session, change.service, now),
             notice_until=change.created_at + rules.policy.notice if rules.policy.notice else None)
+
+    def lockdown_refusal(self, session: Session, change_type: str, doing: str) -> str | None:
+        """Why a change of `change_type` may not `doing` now, for a lockdown in force (None: it may)."""
+        return lockdown_refusal(lockdown_in_force(session), self._uow.org.policies.lockdown, change_type, doing)
+
+    def lockdown_refusal_now(self, change_type: str, doing: str) -> str | None:
+        """The same in a transaction of its own: for a caller about to start a run the services would refuse (the
+        refusal that counts is the one in the transaction that writes)."""
+        with self._uow.read() as session:
+            return self.lockdown_refusal(session, change_type, doing)
 
     @staticmethod
     def _ad_hoc_windows(session: Session, service: str, start: datetime, end: datetime) -> list[MaintenanceWindow]:

@@ -11,6 +11,7 @@ from ._audit import (
     HASH_SCHEME,
     event_hash,
     events_for,
+    latest_event_of,
     verify_chain,
     verify_rows,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "window_mismatches",
     "event_hash",
     "events_for",
+    "latest_event_of",
     "head_revision",
     "insert_result",
     "query_changes",

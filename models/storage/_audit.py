@@ -283,6 +283,12 @@ def events_for(session: Session, change_key: str) -> list[AuditEvent]:
     )
 
 
+def latest_event_of(session: Session, actions: Iterable[str]) -> AuditEvent | None:
+    """The chain's latest event of one of `actions` (by `ix_audit_action_seq`), or None."""
+    return session.execute(select(AuditEvent).where(AuditEvent.action.in_(list(actions)))
+                           .order_by(AuditEvent.seq.desc()).limit(1)).scalars().first()
+
+
 def decode_data(event: AuditEvent) -> dict:
     return json.loads(event.data)
 

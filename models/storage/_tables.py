@@ -134,7 +134,8 @@ class AuditEvent(SQLModel, table=True):
     """Append-only, hash-chained. `hash` = SHA-256 over the canonical encoding of the event and `prev_hash`."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_change_seq", "change_key", "seq"),)
+    # By action: the lockdown in force is the latest lockdown event, read at every filing and every start.
+    __table_args__ = (Index("ix_audit_change_seq", "change_key", "seq"), Index("ix_audit_action_seq", "action", "seq"))
 
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     change_key: str | None = Field(default=None, sa_type=String(20))

@@ -41,13 +41,22 @@ def _edit(path, change):
         ("policies.yaml", lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
         ("policies.yaml", lambda d: d["types"]["emergency"].update(other_severities_as="urgent"),
          "types.emergency.other_severities_as: no change type named 'urgent'"),
+        # A lockdown nobody may lift, or one that admits a type that does not exist, is found at load, not in the
+        # incident it was meant for.
+        ("policies.yaml", lambda d: d["lockdown"].update(declared_by=["firefighter"]),
+         "policies.lockdown.declared_by: nobody in the directory holds firefighter"),
+        ("policies.yaml", lambda d: d["lockdown"].update(admits=["hotfix"]),
+         "lockdown.admits: no change type named hotfix"),
+        ("policies.yaml", lambda d: d["lockdown"].update(canaries="pause"),
+         "lockdown.canaries: Input should be 'stable' or 'hold'"),
         ("directory.yaml", lambda d: d["services"]["payments"].update(owners=["zed"]),
          "services.payments: 'zed' is not in people"),
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
          "a email channel needs `address`"),
     ],
     ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key",
-         "other-severities-unknown-type", "unknown-owner", "channel-target"],
+         "other-severities-unknown-type", "lockdown-nobody-may-lift", "lockdown-admits-unknown-type",
+         "lockdown-canaries-unknown", "unknown-owner", "channel-target"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)
