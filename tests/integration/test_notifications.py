@@ -259,6 +259,9 @@ SAMPLE_EXTRAS = {
     "item": {"id": "backup-verified", "title": "Backup verified", "phase": "pre"},
     "gate": "canary-confirm-s2",
     "stage": "implemented",
+    # A lockdown's messages (issue 32): they concern no change.
+    "by": "erin", "by_name": "Erin Walsh", "since": "2026-12-01 10:00 UTC", "admitted": "emergency",
+    "aborted": ["CHG-000009"], "hold": False, "lockdown_on": True, "next_act": "lift it",
 }
 
 
@@ -272,7 +275,8 @@ def test_every_template_renders_for_every_change_type(tmp_path, request_builder)
     assert {"approval_requested", "approval_reminder", "approved", "rejected", "expired", "change_started",
             "change_completed", "change_failed", "canary_rolled_back", "maintenance_announced",
             "maintenance_started", "maintenance_completed", "checklist_item_needs_person", "review_due",
-            "canary_gate_waiting", "work_needed"} <= set(events)
+            "canary_gate_waiting", "work_needed", "lockdown_declared", "lockdown_lifted",
+            "lockdown_code"} <= set(events)
     for event in events:
         rendered = renderer.render(event, {"change": change, "brief": services.briefs.of(change), **SAMPLE_EXTRAS})
         assert rendered.subject and rendered.text.strip() and rendered.markdown.strip()

@@ -1,0 +1,113 @@
+"""Lockdown against real flows (issue 32): a canary baking at 50 % when `changeflow lockdown on` is pressed goes
+back to stable and its change is rolled back (policy `canaries: stable`) or holds at its weight until the lockdown
+is lifted (`hold`); the run form refuses a standard change and a maintenance window is not announced while it
+lasts. Real nginx routes the lab's traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.deployments import run_deployment
+from sqlalchemy import select
+
+from flows.sweep import cancel_changes_of_cancelled_runs
+from models import AuditEvent
+from tests.canary_weights import WeightHistory
+from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
+from tests.flows.test_crash_recovery import run_state_name
+from tests.flows.test_flows import ended_as
+from tests.helpers import standard_request, wait_until
+
+pytestmark = [pytest.mark.flows, pytest.mark.slow]
+
+
+def lockdown(flow_stack, on: bool, reason: str) -> subprocess.CompletedProcess:
+    code = flow_stack.services.lockdown.code_for("erin")  # what her inbox holds (tests/cli/test_lockdown_cli.py)
+    return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "lockdown", "on" if on else "off",
+                           "--as", "erin", "--code", code, "--reason", reason], env=flow_stack.stack.env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def lifted_after(flow_stack):
+    """The stack is this xdist worker's for every flows test: a lockdown a failed test left on would hold them all."""
+    yield
+    if flow_stack.services.lockdown.status().on:
+        lockdown(flow_stack, False, "test over")
+
+
+@pytest.fixture
+def hold_policy(flow_stack):
+    """policies.yaml `lockdown.canaries: hold` for the runs of one test (each run reads the config anew)."""
+    path = flow_stack.home / "config" / "policies.yaml"
+    original = path.read_text()
+    policies = yaml.safe_load(original)
+    policies["lockdown"] = {**policies.get("lockdown", {}), "canaries": "hold"}
+    path.write_text(yaml.safe_dump(policies, sort_keys=False))
+    yield
+    path.write_text(original)
+
+
+def baking_at_50(flow_stack, title: str, bake_s: float):
+    run_id = ship(flow_stack, plan("http_probe", bake_s=bake_s), title)
+    change = change_of(flow_stack, run_id)
+    wait_until(lambda: 1 in flow_stack.services.canary.decisions(change.key), 90, "step 1 decided")
+    wait_until(lambda: flow_stack.services.canary.measurements(change.key, step=2), 30, "the 50 % bake to begin")
+    return run_id, change
+
+
+def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_filing(flow_stack, lab, canary_setup,
+                                                                                        lifted_after):
+    run_id, change = baking_at_50(flow_stack, "canary stopped by a lockdown", bake_s=30)
+    with WeightHistory(lab.include_file) as weights:
+        pressed_at = time.monotonic()
+        on = lockdown(flow_stack, True, "INC-7 payments down")
+        assert on.returncode == 0 and change.key in on.stdout, on
+        wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
+        wait_until(lambda: cancel_changes_of_cancelled_runs() >= 1 or weights.first_at(0, after=pressed_at), 30,
+                   "the sweep to take the stopped run up")
+        ended_as(run_id, "Rolled back", timeout_s=120)
+        assert weights.weights_after(pressed_at) == [0], "back to stable, and never to the canary again"
+    done = flow_stack.services.changes.view(change.key)
+    rolled = next(e for e in done.events if e.to_state == "rolled_back")
+    assert "lockdown declared by erin: INC-7 payments down" in rolled.data["reason"]
+    assert 3 not in flow_stack.services.canary.decisions(change.key)
+
+    refused = run_deployment("change-request/submit", timeout=90, parameters={"request": standard_request(
+        title="filed during the lockdown")})
+    assert (refused.state.type.value, refused.state.name) == ("CANCELLED", "Refused"), refused.state
+    assert "standard changes may not be filed until it is lifted" in refused.state.message
+    # A maintenance window falling due is not announced: nothing is filed, and so nothing runs in it.
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
+    window = {"kind": "weekly", "window_start": start.isoformat(), "window_minutes": 1}
+    announced = run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
+    assert announced.state.is_completed(), announced.state
+    assert flow_stack.services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}") is None
+    off = lockdown(flow_stack, False, "INC-7 resolved")
+    assert off.returncode == 0, off
+
+
+def test_a_canary_held_by_a_lockdown_takes_its_next_step_only_once_it_is_lifted(flow_stack, lab, canary_setup,
+                                                                                 hold_policy, lifted_after):
+    run_id, change = baking_at_50(flow_stack, "canary held by a lockdown", bake_s=4)
+    on = lockdown(flow_stack, True, "INC-8 checkout slow")
+    assert on.returncode == 0 and "canaries sent back" not in on.stdout, on
+    events = lambda: flow_stack.services.changes.view(change.key).events  # noqa: E731
+    wait_until(lambda: any(e.action == "canary_held" for e in events()), 60, "the canary to be held")
+    (held,) = [e for e in events() if e.action == "canary_held"]
+    step = held.data["step"]
+    assert step in (2, 3) and run_state_name(run_id) == "RUNNING", "held in its process, at its weight"
+    assert step not in flow_stack.services.canary.decisions(change.key)
+    assert lockdown(flow_stack, False, "INC-8 resolved").returncode == 0
+    ended_as(run_id, "Closed", timeout_s=120)
+    with flow_stack.services.db.read() as session:
+        lifted = session.execute(select(AuditEvent.seq).where(AuditEvent.action == "lockdown_lifted")
+                                 .order_by(AuditEvent.seq.desc()).limit(1)).scalar_one()
+    decided = [e for e in events() if e.action == "canary_decision" and e.data.get("step", 0) >= step]
+    assert decided and all(e.seq > lifted for e in decided), "no step was taken while the lockdown held it"
