@@ -9,7 +9,6 @@ import typer
 from models import InputError, Lockdown, LockdownResult
 
 from ._context import context
-from ._flows import stop_run
 from ._options import JsonOption
 from ._output import console, exits_cleanly, fmt_time, print_json
 
@@ -27,10 +26,11 @@ def _row(lockdown: Lockdown) -> dict:
             else None, "reason": lockdown.reason or None}
 
 
-def _announce(result: LockdownResult) -> None:
-    ctx = context()
-    ctx.notifier.announce_lockdown(result.lockdown, [c.key for c in result.aborted])
-    ctx.notifier.deliver()
+def _carry_out(result: LockdownResult) -> list[str]:
+    """Everyone told, aborted canaries' runs stopped (flows/lockdown.py, the same as from the UI)."""
+    from flows.lockdown import carry_out
+
+    return carry_out(result, context().notifier)
 
 
 @lockdown_app.command("on")
@@ -39,8 +39,7 @@ def lockdown_on(person: str = _AS, code: str = _CODE, reason: str = _REASON) -> 
     """Declare a lockdown: no implementation starts, submissions other than the admitted types (emergencies) are
     refused, and canaries being rolled out go back to stable (or hold, per policy)."""
     result = context().services.lockdown.declare(person=person, code=code, reason=reason)
-    unreached = [c.key for c in result.aborted if not stop_run(c, f"{c.key} aborted: lockdown declared by {person}")]
-    _announce(result)
+    unreached = _carry_out(result)
     console.print(f"[bold red]lockdown on[/]: {result.lockdown.describe()}")
     if result.aborted:
         console.print("  canaries sent back to stable, their changes rolled back by the next sweep: "
@@ -56,7 +55,7 @@ def lockdown_off(person: str = _AS, code: str = _CODE, reason: str = _REASON) ->
     """Lift the lockdown: changes may be filed again, and a change waiting for its window starts at the next sweep
     once its window is open."""
     result = context().services.lockdown.lift(person=person, code=code, reason=reason)
-    _announce(result)
+    _carry_out(result)
     console.print(f"lockdown off: lifted by {person} at {fmt_time(result.lockdown.since)}")
 
 

@@ -51,7 +51,7 @@ class Gate(Generic[Settled]):
     applied; `wait_at` does the waiting."""
 
     kind: GateKind
-    key: str  # the change's key
+    key: str  # the change's key ("" for a gate of no change: the lockdown's)
     empty_resume_is_an_attempt = False
     # A gate a person answers waits hot first, for its type's `hot_gate`; the window waits for the clock.
     waits_for_a_person = True
@@ -79,7 +79,7 @@ class Gate(Generic[Settled]):
 
 def hot_period_s(gate: Gate) -> float:
     """How long the gate waits in its run's process before it suspends: its change type's `hot_gate`."""
-    if not gate.waits_for_a_person:
+    if not gate.waits_for_a_person or not gate.key:
         return 0.0
     services = wiring().services
     return services.rules(services.changes.get(gate.key)).policy.hot_gate.total_seconds()
@@ -97,7 +97,8 @@ def wait_at(gate: Gate[Settled]) -> Settled:
         settled = gate.settled()
         if settled is not None:
             return settled
-        publish_change_page(gate.key)  # the change's page shows what it waits for now (issue 30)
+        if gate.key:
+            publish_change_page(gate.key)  # the change's page shows what it waits for now (issue 30)
         gate.before_wait(attempt)
         attempt += 1
         key = PauseKey(gate.kind, gate.gate(), attempt)

@@ -21,6 +21,7 @@ class GateKind(str, Enum):
     checklist = "checklist"
     canary = "canary"
     review = "review"
+    lockdown = "lockdown"  # a lockdown pressed from the Prefect UI: the presser's code, in the Resume form
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from prefect import serve
 
 from flows.audit_report import audit_report
 from flows.change_request import change_request
+from flows.lockdown import lockdown
 from flows.maintenance import maintenance_announcement, maintenance_window
 from flows.review import change_review
 from flows.sweep import sweep
@@ -26,6 +27,7 @@ def deployments(escalation_interval_s: float | None = 60):
         maintenance_window.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         audit_report.to_deployment(name="audit-report"),
         change_review.to_deployment(name="record"),
+        lockdown.to_deployment(name="press"),
     ]
 
 

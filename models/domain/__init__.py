@@ -149,7 +149,7 @@ from ._schemas import (
     parse_change_request,
     unanswered_risk,
 )
-from ._run_ending import REFUSED, EndingKind, RunEnding, run_ending
+from ._run_ending import LOCKDOWN_LIFTED, LOCKDOWN_ON, REFUSED, EndingKind, RunEnding, run_ending
 from ._risk import (
     RiskAssessment,
     ServiceHistory,
@@ -286,6 +286,8 @@ __all__ = [
     "RequiredApproval",
     "RequiredField",
     "REFUSED",
+    "LOCKDOWN_ON",
+    "LOCKDOWN_LIFTED",
     "RISK_QUESTIONS",
     "EndingKind",
     "RunEnding",

@@ -25,6 +25,9 @@ class RunEnding:
 
 
 REFUSED = RunEnding("Refused", EndingKind.stopped)  # bad input: nothing was recorded
+# A lockdown pressed from the Prefect UI (issue 32): the run ends named for what it did.
+LOCKDOWN_ON = RunEnding("Lockdown on", EndingKind.succeeded)
+LOCKDOWN_LIFTED = RunEnding("Lockdown lifted", EndingKind.succeeded)
 
 # An implementation that did not succeed names the run, whether or not its review is still due.
 _BY_OUTCOME = {"failed": RunEnding("Failed", EndingKind.failed),

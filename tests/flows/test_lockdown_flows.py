@@ -5,6 +5,7 @@ lasts. Real nginx routes the lab's traffic."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ from tests.canary_weights import WeightHistory
 from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
 from tests.flows.test_crash_recovery import run_state_name
 from tests.flows.test_flows import ended_as
-from tests.helpers import standard_request, wait_until
+from tests.helpers import emergency_request, standard_request, wait_until
+from tests.integration.test_lockdown import lockdown_trail
 
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
 
@@ -111,3 +113,37 @@ def test_a_canary_held_by_a_lockdown_takes_its_next_step_only_once_it_is_lifted(
                                  .order_by(AuditEvent.seq.desc()).limit(1)).scalar_one()
     decided = [e for e in events() if e.action == "canary_decision" and e.data.get("step", 0) >= step]
     assert decided and all(e.seq > lifted for e in decided), "no step was taken while the lockdown held it"
+
+
+def test_the_lockdown_deployment_waits_for_a_declarer_with_their_code_and_keeps_no_code(flow_stack, lifted_after):
+    """From the Prefect UI: the run form says on or off, the presser's code goes in the Resume form, and an empty
+    Resume, a role without authority or a code for another act is refused and the run waits again."""
+    from flows import resume_with_input
+    from tests.flow_stack import final_run_state
+    from tests.flows.test_flows import wait_paused
+
+    services = flow_stack.services
+    run_id = str(run_deployment("lockdown/press", parameters={"action": "on"}, timeout=0).id)
+    bob_code = services.lockdown.code_for("bob")
+    erin_code = services.lockdown.code_for("erin")
+    attempts = [({}, "reason: say why"),
+                ({"person": "bob", "lockdown_code": bob_code, "reason": "x"}, "bob holds none of the roles"),
+                ({"person": "erin", "lockdown_code": services.approvals.approval_code_for(
+                    services.changes.submit(emergency_request()).key, "erin"), "reason": "x"},
+                 "wrong lockdown code for erin")]
+    for attempt, (answer, _) in enumerate(attempts, start=1):
+        wait_paused(run_id, f"lockdown-on-{attempt}")
+        asyncio.run(resume_with_input(run_id, answer))
+    wait_paused(run_id, f"lockdown-on-{len(attempts) + 1}")  # each refused, and the run waits again
+    assert not services.lockdown.status().on
+    wait_until(lambda: all(refusal in flow_stack.stored_by_prefect(run_id)["logs"] for _, refusal in attempts), 30,
+               "each refusal in the run's log (Prefect's log writes lag)")
+    assert lockdown_trail(services)[-2:] == [("bob", "lockdown_refused"), ("erin", "lockdown_refused")]
+    asyncio.run(resume_with_input(run_id, {"person": "erin", "lockdown_code": erin_code, "reason": "INC-9 dns"}))
+    state = final_run_state(run_id, timeout_s=120)
+    assert (state.name, state.type.value) == ("Lockdown on", "COMPLETED"), state
+    assert services.lockdown.status().by == "erin"
+    for where, text in flow_stack.stored_by_prefect(run_id).items():
+        assert bob_code not in text and erin_code not in text, f"Prefect keeps a code in the run's {where}"
+    again = run_deployment("lockdown/press", parameters={"action": "on"}, timeout=120)
+    assert again.state.name == "Refused" and "declared by erin: INC-9 dns" in again.state.message, again.state
