@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,14 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture(scope="module")
 def page():
+    with chromium_page() as opened:
+        yield opened
+
+
+@contextmanager
+def chromium_page():
+    """A page in Debian's headless Chromium. Playwright's sync API runs an event loop while it is open, where
+    Prefect's sync helpers (run_deployment) hand back coroutines: open it once the runs it looks at exist."""
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
