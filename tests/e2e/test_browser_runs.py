@@ -6,7 +6,6 @@ canary's steps. Screenshots go to docs/."""
 
 from __future__ import annotations
 
-import re
 
 import httpx
 import pytest
