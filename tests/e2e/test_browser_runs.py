@@ -6,7 +6,6 @@ canary's steps. Screenshots go to docs/."""
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 from prefect.deployments import run_deployment
