@@ -8,6 +8,7 @@ import time
 import httpx
 
 from flows.metrics import MetricError
+from models import NO_DATA
 
 
 def render(query: str, *, service: str, version: str, interval_s: float) -> str:
@@ -33,7 +34,7 @@ def instant(url: str, query: str, *, timeout_s: float = 5) -> float:
     if isinstance(result, list) and len(result) > 1:
         raise MetricError(f"prometheus: {len(result)} series, expected one (aggregate with sum/max)")
     if not result:
-        raise MetricError("prometheus: no data")
+        raise MetricError(f"{NO_DATA}: prometheus returned no series")
     value = result[0]["value"][1] if isinstance(result, list) else result[1]
     return float(value)
 
@@ -46,5 +47,5 @@ def range_values(url: str, query: str, *, seconds: float, step_s: float = 1, tim
     values = [float(v) for series in result for _, v in series["values"]]
     values = [v for v in values if not math.isnan(v)]
     if not values:
-        raise MetricError("prometheus: no data in the range")
+        raise MetricError(f"{NO_DATA}: prometheus returned no points in the range")
     return values

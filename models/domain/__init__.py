@@ -48,12 +48,13 @@ from ._canary import (
     compare_to_baseline,
     decide_step,
     judge_metric,
+    NO_DATA,
 )
+from ._analysis_templates import AnalysisTemplate
+from ._canary_metric import PROBE_QUERIES, CanaryMetric
 from ._canary_plan import (
-    PROBE_QUERIES,
     BaselineComparison,
     CanaryConfig,
-    CanaryMetric,
     CanaryPlan,
     CanaryStep,
     CanaryTarget,
@@ -220,6 +221,8 @@ __all__ = [
     "BaselineComparison",
     "CanaryConfig",
     "CanaryMetric",
+    "AnalysisTemplate",
+    "NO_DATA",
     "CanaryPlan",
     "CanaryStep",
     "CanaryTarget",

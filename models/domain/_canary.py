@@ -21,6 +21,15 @@ def compare(value: float, op: str, threshold: float) -> bool:
     return bool(_OPS[op](value, threshold))
 
 
+# A source that answered with nothing (Prometheus: no series) says so with this at the start of its error, so a
+# stored measurement replays the same: a metric's `on_missing` decides what no data means; any other error is
+# inconclusive, always (nobody can tell what it would have shown).
+NO_DATA = "no data"
+OnMissing = Literal["inconclusive", "fail", "pass"]
+# How hard each reading of no data is on a canary: a template's floor may be tightened, never loosened.
+ON_MISSING_STRICTNESS = {"pass": 0, "inconclusive": 1, "fail": 2}
+
+
 class Verdict(IntEnum):
     """Best to worst."""
 
@@ -39,6 +48,7 @@ class MetricRule(BaseModel):
     threshold: float = Field(description="Failure condition: value <operator> threshold")
     failure_limit: int = Field(default=2, ge=1, description="Failed measurements in a step before rolling back")
     inconclusive_limit: int = Field(default=3, ge=1, description="Missing/errored measurements before pausing")
+    on_missing: OnMissing = Field(default="inconclusive", description="What a measurement with no data counts as")
 
     def breached_by(self, value: float | None) -> bool:
         """The failure condition holds; a missing or NaN value never breaches (it is inconclusive)."""
@@ -51,6 +61,11 @@ class Measurement(BaseModel):
     metric: str
     value: float | None = None
     error: str | None = Field(default=None, description="Provider error; counts as inconclusive, never as healthy")
+
+    @property
+    def no_data(self) -> bool:
+        """The source answered with nothing: what that means is the metric's `on_missing`."""
+        return self.value is None and (self.error or "").startswith(NO_DATA)
 
 
 class MetricVerdict(BaseModel):
@@ -71,7 +86,9 @@ class StepDecision(BaseModel):
 def judge_metric(rule: MetricRule, measurements: list[Measurement]) -> MetricVerdict:
     failed = inconclusive = 0
     for m in measurements:
-        if m.error is not None or m.value is None or math.isnan(m.value):
+        if m.no_data and rule.on_missing != "inconclusive":
+            failed += rule.on_missing == "fail"  # ("pass": counted as neither)
+        elif m.error is not None or m.value is None or math.isnan(m.value):
             inconclusive += 1
         elif rule.breached_by(m.value):
             failed += 1

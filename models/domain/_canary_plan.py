@@ -11,10 +11,10 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._canary import MetricRule
+from ._analysis_templates import AnalysisTemplate, loosened
+from ._canary_metric import CanaryMetric
 from ._errors import FieldProblem
 
-PROBE_QUERIES = ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
 HOST_PORT = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$|^unix:/\S+$"
 
 
@@ -26,45 +26,6 @@ class CanaryStep(BaseModel):
     confirm: bool = Field(
         default=False, description="Wait for a person to confirm in the UI (or `changeflow canary`) before this step."
     )
-
-
-class CanaryMetric(BaseModel):
-    """One analysed metric. The canary fails this metric when `value <operator> threshold`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Name shown in the analysis (error_rate).")
-    provider: Literal["http_probe", "prometheus"] = Field(
-        default="http_probe",
-        description="http_probe: requests sent by changeflow each interval; prometheus: a PromQL query.",
-    )
-    query: str = Field(
-        min_length=1, max_length=2000,
-        description="http_probe: error_rate, latency_p50_ms, latency_p95_ms or latency_p99_ms. prometheus: PromQL, "
-        "with {service}, {version} and {interval} filled in (e.g. an error ratio for version=\"{version}\").",
-    )
-    range_query: bool = Field(
-        default=False, description="prometheus only: a range query over the interval; the worst point counts."
-    )
-    operator: Literal["<", "<=", ">", ">="] = Field(default=">", description="Failure condition operator.")
-    threshold: float = Field(description="Failure condition: value <operator> threshold (0.05 = 5 % errors).")
-    failure_limit: int = Field(default=2, ge=1, le=1000, description="Failed measurements in a step before rollback.")
-    inconclusive_limit: int = Field(
-        default=3, ge=1, le=1000, description="Missing or errored measurements in a step before pausing for a person."
-    )
-
-    @model_validator(mode="after")
-    def _query_fits_provider(self) -> "CanaryMetric":
-        if self.provider == "http_probe" and self.query not in PROBE_QUERIES:
-            raise ValueError(f"query: the http_probe provider measures one of {', '.join(PROBE_QUERIES)}, "
-                             f"not {self.query!r}")
-        if self.provider == "http_probe" and self.range_query:
-            raise ValueError("range_query: only the prometheus provider has range queries")
-        return self
-
-    def rule(self) -> MetricRule:
-        return MetricRule(name=self.name, operator=self.operator, threshold=self.threshold,
-                          failure_limit=self.failure_limit, inconclusive_limit=self.inconclusive_limit)
 
 
 class BaselineComparison(BaseModel):
@@ -117,6 +78,10 @@ class CanaryPlan(BaseModel):
     comparison: BaselineComparison = Field(
         default_factory=BaselineComparison, description="Statistical comparison with the stable version."
     )
+    analysis: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="An analysis of canary.yaml to judge by (its metrics, unless the plan gives its own, which may "
+        "only be stricter). A service that requires one uses it whatever this says.")
 
     @model_validator(mode="after")
     def _steps_climb_to_100(self) -> "CanaryPlan":
@@ -196,12 +161,17 @@ class CanaryTarget(BaseModel):
     stable_url: str | None = Field(default=None, pattern=r"^https?://", description="stable version, for probes")
     canary_url: str | None = Field(default=None, pattern=r"^https?://", description="canary version, for probes")
     router_url: str | None = Field(default=None, pattern=r"^https?://", description="the service through its router")
+    analysis: str | None = Field(default=None, description="The analysis (canary.yaml `analyses`) every canary of "
+                                 "this service is judged by at least: a request may tighten it, never loosen it")
 
 
 class CanaryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    analyses: dict[str, AnalysisTemplate] = Field(
+        default_factory=dict, description="Named analyses an administrator sets: a change picks one by name (or its "
+        "service requires one) and may only tighten it")
     services: dict[str, CanaryTarget] = Field(default_factory=dict)
     gate_timeout_s: float = Field(
         default=1800, gt=0, le=7 * 86400,
@@ -216,6 +186,35 @@ class CanaryConfig(BaseModel):
         description="A canary whose run died is sent back to stable at once (the sweep). Its restarted run then "
         "resumes the step it was in from the measurements stored before the crash (true: Argo Rollouts resumes "
         "mid-rollout), or rolls the change back (false)")
+
+    @model_validator(mode="after")
+    def _analyses_named_exist(self) -> "CanaryConfig":
+        for service, target in self.services.items():
+            if target.analysis is not None and target.analysis not in self.analyses:
+                raise ValueError(f"services.{service}.analysis: no analysis named {target.analysis!r}")
+        return self
+
+    def with_analysis(self, service: str, plan: CanaryPlan) -> tuple[CanaryPlan, list[FieldProblem]]:
+        """The plan as it will be judged: its service's required analysis, or the one it names, with the template's
+        metrics when the plan gives none; and what in it loosens that analysis (each refused, naming the field).
+        The result is what the change records: the analysis used and the limits applied."""
+        target = self.services.get(service)
+        required = target.analysis if target is not None else None
+        name = plan.analysis or required
+        if name is None:
+            return plan, []
+        if required is not None and plan.analysis not in (None, required):
+            return plan, [FieldProblem("canary.analysis", f"{service!r} is judged by the analysis {required!r} "
+                                                          f"(canary.yaml), not {plan.analysis!r}")]
+        template = self.analyses.get(name)
+        if template is None:
+            known = ", ".join(sorted(self.analyses)) or "none configured"
+            return plan, [FieldProblem("canary.analysis", f"no analysis named {name!r} (known: {known})")]
+        # A run form posts the default metrics as they stand: those are not the requester's own.
+        own = "metrics" in plan.model_fields_set and plan.metrics != _default_metrics()
+        metrics = plan.metrics if own else [m.model_copy() for m in template.metrics]
+        judged = plan.model_copy(update={"analysis": name, "metrics": metrics})
+        return judged, loosened(name, template, metrics)
 
     def check_plan(self, service: str, plan: CanaryPlan) -> list[FieldProblem]:
         """What stops `plan` from running on `service`, as field-named problems (empty: it can run)."""

@@ -91,7 +91,8 @@ class ApprovalBriefs:
         steps = " -> ".join(f"{step.weight} % for {step.bake_s:g} s" for step in plan.steps)
         fails = "; ".join(f"{metric.name} {metric.operator} {metric.threshold:g} ({metric.failure_limit} times)"
                           for metric in plan.metrics)
-        return f"{steps}; rolls back when {fails}"
+        judged = f" (analysis {plan.analysis}, which it may only tighten)" if plan.analysis else ""
+        return f"{steps}; rolls back when {fails}{judged}"
 
     def _decided(self, change: ChangeRequest) -> str:
         with self._uow.read() as session:

@@ -141,7 +141,10 @@ class ChangeService:
             known = ", ".join(sorted(self._uow.org.checklists)) or "none configured"
             problems.append(FieldProblem("checklist", f"unknown checklist {request.checklist!r} (known: {known})"))
         if request.canary is not None:
-            problems += self._uow.org.canary_config.check_plan(request.service, request.canary)
+            # Judged by the analysis its service requires or it names, which it may only tighten (issue 33).
+            judged, loosening = self._uow.org.canary_config.with_analysis(request.service, request.canary)
+            request = request.model_copy(update={"canary": judged})
+            problems += loosening + self._uow.org.canary_config.check_plan(request.service, judged)
         with self._uow.read() as session:
             problems += self._scheduling.slot_problems(session, request, request.type)
         if problems:

@@ -87,3 +87,14 @@ def test_comparison_ignores_noise():
 def test_comparison_needs_a_minimum_sample():
     result = compare_to_baseline([300.0] * 5, [100.0] * 5)
     assert not result.worse and "too few samples" in result.reason
+
+
+@pytest.mark.parametrize(("on_missing", "verdict"), [("inconclusive", Verdict.inconclusive),
+                                                     ("fail", Verdict.failed), ("pass", Verdict.healthy)])
+def test_no_data_counts_as_the_metric_says_and_an_error_stays_inconclusive(on_missing, verdict):
+    rule = ERRORS.model_copy(update={"on_missing": on_missing})
+    no_data = [m("error_rate", error="no data: prometheus returned no series")] * 2
+    assert judge_metric(rule, no_data).verdict is verdict
+    # A source that failed (unreachable, a bad query) shows nothing either way: inconclusive, whatever on_missing says.
+    failed = [m("error_rate", error="prometheus ConnectError")] * 2
+    assert judge_metric(rule, failed).verdict is Verdict.inconclusive
