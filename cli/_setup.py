@@ -13,6 +13,7 @@ from models import (
     BackupReport,
     BackupService,
     DEFAULTS_DIR,
+    install_runbooks,
     InputError,
     RiskLevel,
     Settings,
@@ -47,6 +48,7 @@ def init(force: bool = typer.Option(False, help="Overwrite config files that alr
         if force or not target.exists():
             shutil.copyfile(DEFAULTS_DIR / name, target)
             installed.append(name)
+    installed += install_runbooks(settings.config_dir, force=force)
     ctx = context()
     revision = upgrade_database(ctx.db)
     ctx.org  # noqa: B018 (reading it validates the config now, not at the first approval)

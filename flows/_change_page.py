@@ -140,3 +140,20 @@ def _mean(means: dict[tuple[int, str, str], list[float]], step: int, metric: str
 
 def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")[:120]
+
+
+def publish_runbook(key: str) -> None:
+    """The runbook the change follows, as it was filed (issue 33): a Markdown artifact, `runbook-chg-000123`, beside
+    the change's page when its implementation starts. A runbook holds no secret."""
+    from prefect.artifacts import create_markdown_artifact
+
+    runbook = wiring().services.runbooks.of(key)
+    if runbook is None:
+        return
+    try:
+        create_markdown_artifact(
+            key=f"runbook-{key.lower()}", description=f"{key} follows the runbook {runbook.name} ({runbook.version})",
+            markdown=f"> **{key}** follows the runbook `{runbook.name}`, version `{runbook.version}` (as filed)\n\n"
+                     f"{runbook.text}")
+    except Exception as exc:  # noqa: BLE001 - the runbook is on the record; its artifact is a view of it
+        get_run_logger().warning("%s: the runbook artifact was not written: %s", key, exc)

@@ -21,7 +21,7 @@ from models import (REFUSED, ChangeflowError, ChangeRequest, ChangeRequestInput,
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
-from flows._change_page import publish_change_page
+from flows._change_page import publish_change_page, publish_runbook
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
 from flows._wiring import run_attempt, wiring
@@ -354,6 +354,7 @@ def see_through(key: str) -> None:
             roll_back(key, aborted, [], traffic_restored=wiring().services.canary.plan(change) is not None)
             break
         announce(key, "change_started")
+        publish_runbook(key)
         if implement(key):
             verify(key)
         if wiring().services.changes.get(key).state != ChangeState.awaiting_approval.value:

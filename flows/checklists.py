@@ -137,7 +137,10 @@ class ChecklistGate(Gate[bool]):
         lines = [f"## {self.key} {self.phase}-checklist{f' (step {self.step})' if self.step else ''}",
                  "Tick each item you have confirmed and give your user name and personal approval code; or run "
                  f"`changeflow confirm {self.key} ITEM --as NAME --code CODE`."]
-        lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)") for i in self.waiting]
+        runbooks = wiring().services.runbooks
+        lines += [f"- **{i.id}**: {i.title}" + ("" if i.required else " (advisory)")
+                  + (f" ({line})" if (line := runbooks.step_line(self.key, getattr(i, "runbook_step", None))) else "")
+                  for i in self.waiting]
         if refusal:
             lines.append(f"> **The last confirmation was refused:** {refusal}")
         return confirmation_form(self.phase, self.waiting, "\n".join(lines))
@@ -166,9 +169,10 @@ def notify_people(key: str, phase: str, items: list) -> None:
     change = rt.services.changes.get(key)
     people = responsible(change, rt.services.org.directory)
     for item in items:
+        step = rt.services.runbooks.step_line(key, getattr(item, "runbook_step", None))
         rt.notifier.announce(change, "checklist_item_needs_person", people, round_=f"{phase}-{item.id}",
                              personal_code=True,
-                             extra={"item": {"id": item.id, "title": item.title, "phase": phase}})
+                             extra={"item": {"id": item.id, "title": item.title, "phase": phase, "runbook": step}})
     rt.notifier.deliver(change_key=key)
 
 

@@ -20,7 +20,7 @@ from prefect import get_client
 
 from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_worker,
                      wait_for_deployments)
-from models import DEFAULTS_DIR, Act, Database, Services, Settings, load_org, utcnow
+from models import DEFAULTS_DIR, Act, Database, Services, Settings, install_runbooks, load_org, utcnow
 from tests.helpers import ROUTINE_RISK, SECRET
 from tests.prefect_db import start_seeded_server
 from tests.receivers import start_health_server
@@ -159,6 +159,13 @@ class FlowStack:
             found.raise_for_status()
         return [artifact["data"] for artifact in found.json()]
 
+    def runbook_artifact(self, key: str) -> str:
+        """The Markdown of the change's runbook artifact (issue 33), or "" when there is none."""
+        with httpx.Client(base_url=self.api_url, timeout=30) as http:
+            found = http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"runbook-{key.lower()}"]}}})
+            found.raise_for_status()
+        return "\n".join(artifact["data"] for artifact in found.json())
+
     def run_logs_once_they_hold(self, run_id: str, text: str, timeout_s: float = 30) -> str:
         """The run's logs once `text` is among them: they reach the server in batches, after its state."""
         deadline = time.monotonic() + timeout_s
@@ -241,6 +248,7 @@ def wait_for_change(services: Services, key_or_run: str, predicate, timeout_s: f
 def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[str, str]:
     config = home / "config"
     config.mkdir(parents=True)
+    install_runbooks(config)
     directory = yaml.safe_load((DEFAULTS_DIR / "directory.yaml").read_text())
     # Alice reads her messages in a file of her own (the stand-in for her e-mail): codes and links land there.
     directory["people"]["alice"]["channels"] = [{"type": "file", "path": str(home / "inbox" / "alice.txt")}]

@@ -1,5 +1,5 @@
 """The run form of `change-request/submit` offers what the config knows (issue 17): change type, requester,
-service, template and checklist become drop-downs in the Prefect UI, and the server, which enforces a
+service, template, checklist and runbook become drop-downs in the Prefect UI, and the server, which enforces a
 deployment's parameter schema, refuses anything else (an unknown requester such as `zoe`) before a run exists.
 
 The flow's signature cannot know the organisation's YAML, so the schema `prefect deploy` generated is narrowed
@@ -40,6 +40,7 @@ def narrow_run_form(api_url: str, org: Org, auth_string: str | None = None) -> d
         "service": sorted(org.directory.services),
         "template": sorted(org.templates),
         "checklist": sorted(org.checklists),
+        "runbook": sorted(org.runbooks),
     }
     for name, values in choices.items():
         if name in form and values:

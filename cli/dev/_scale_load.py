@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, utcnow
+from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, install_runbooks, utcnow
 
 STEP_TEMPLATE = "two-second-step"
 # The step's answers to every risk question, as the form and the template must give them (issue 30).
@@ -58,6 +58,7 @@ def write_scale_config(home: Path, changes: int) -> None:
     (config / "templates.yaml").write_text(yaml.safe_dump(templates, sort_keys=False))
     for name in ("policies.yaml", "checklists.yaml", "maintenance.yaml"):
         (config / name).write_text((DEFAULTS_DIR / name).read_text())
+    install_runbooks(config)  # (its templates name them)
 
 
 def open_release_window(services: Services) -> None:

@@ -21,6 +21,7 @@ from ..domain import (
     MaintenancePlan,
     Org,
     PolicySet,
+    Runbook,
 )
 
 T = TypeVar("T")
@@ -137,6 +138,33 @@ def load_canary(path: Path) -> CanaryConfig | None:
     return load_optional_mapping(path, CanaryConfig.model_validate, "canary settings")
 
 
+def load_runbooks(folder: Path) -> dict[str, Runbook]:
+    """`runbooks/<name>.md`, each a runbook named for its file (none when the folder is absent)."""
+    runbooks: dict[str, Runbook] = {}
+    for path in sorted(folder.glob("*.md")) if folder.is_dir() else []:
+        try:
+            runbooks[path.stem] = Runbook(name=path.stem, text=path.read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            raise _format_validation(str(path), exc) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+    return runbooks
+
+
+def install_runbooks(config_dir: Path, *, force: bool = False) -> list[str]:
+    """Copy the shipped runbooks into `config_dir/runbooks` (those missing, or all with `force`); returns what was
+    written, as `runbooks/<name>.md`."""
+    folder = config_dir / "runbooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sorted((DEFAULTS_DIR / "runbooks").glob("*.md")):
+        target = folder / source.name
+        if force or not target.exists():
+            target.write_bytes(source.read_bytes())
+            written.append(f"runbooks/{source.name}")
+    return written
+
+
 def load_org(config_dir: Path) -> Org:
     directory = load_directory(config_dir / "directory.yaml")
     policies = load_policies(config_dir / "policies.yaml")
@@ -144,8 +172,9 @@ def load_org(config_dir: Path) -> Org:
     checklists = load_checklists(config_dir / "checklists.yaml")
     maintenance = load_maintenance(config_dir / "maintenance.yaml")
     canary = load_canary(config_dir / "canary.yaml")
+    runbooks = load_runbooks(config_dir / "runbooks")
     try:
         return Org(directory=directory, policies=policies, templates=templates, checklists=checklists,
-                   maintenance=maintenance, canary=canary)
+                   maintenance=maintenance, canary=canary, runbooks=runbooks)
     except ValidationError as exc:
         raise _format_validation(str(config_dir), exc) from None

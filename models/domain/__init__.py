@@ -113,6 +113,8 @@ from ._delegation import (
     with_delegates,
 )
 from ._health import HealthCheck, HealthReport
+from ._runbooks import MAX_RUNBOOK_CHARS, Runbook, runbook_step_text
+from ._runbook_rules import runbook_problems
 from ._lockdown import NO_LOCKDOWN, Lockdown, LockdownPolicy, lockdown_refusal
 from ._lifecycle import (
     INITIAL_STATE,
@@ -253,6 +255,10 @@ __all__ = [
     "GivenApproval",
     "Delegation",
     "Lockdown",
+    "MAX_RUNBOOK_CHARS",
+    "Runbook",
+    "runbook_step_text",
+    "runbook_problems",
     "LockdownPolicy",
     "NO_LOCKDOWN",
     "lockdown_refusal",

@@ -28,6 +28,8 @@ class _Item(BaseModel):
 
 class ManualItem(_Item):
     kind: Literal["manual"] = "manual"
+    runbook_step: int | None = Field(default=None, ge=1, le=999, description="The step of the change's runbook "
+                                     "this item confirms: shown beside it; a change without that step is refused")
 
 
 class HttpItem(_Item):

@@ -15,6 +15,7 @@ from ._checklist import Checklist
 from ._directory import Directory
 from ._maintenance import MaintenancePlan
 from ._policy_file import PolicySet
+from ._runbooks import Runbook
 from ._templates import ChangeTemplate
 
 
@@ -29,6 +30,7 @@ class Org(BaseModel):
     checklists: dict[str, Checklist] = Field(default_factory=dict)
     maintenance: MaintenancePlan | None = None
     canary: CanaryConfig | None = None
+    runbooks: dict[str, Runbook] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _templates_known(self) -> "Org":
@@ -37,6 +39,9 @@ class Org(BaseModel):
                 raise ValueError(f"templates.{name}.type: no change type named {template.type!r} in policies.yaml")
             if template.checklist and template.checklist not in self.checklists:
                 raise ValueError(f"templates.{name}.checklist: no checklist named {template.checklist!r}")
+            if template.runbook and template.runbook not in self.runbooks:
+                raise ValueError(f"templates.{name}.runbook: no runbook named {template.runbook!r} (runbooks/"
+                                 f"{template.runbook}.md)")
         for kind, plan in (self.maintenance.windows.items() if self.maintenance else []):
             if plan.checklist and plan.checklist not in self.checklists:
                 raise ValueError(f"maintenance.windows.{kind}.checklist: no checklist named {plan.checklist!r}")
@@ -76,6 +81,12 @@ class Org(BaseModel):
     def template_of(self, change: "HasTemplate") -> ChangeTemplate | None:
         """The change template a change or request names, if any (its commands drive the implementation)."""
         return self.templates.get(change.template) if change.template else None
+
+    def runbook_of(self, change: "HasTemplate", named: str | None = None) -> Runbook | None:
+        """The runbook a request names, or else its template's (None: it follows none)."""
+        template = self.template_of(change)
+        name = named or (template.runbook if template else None)
+        return self.runbooks.get(name) if name else None
 
     def checklist_of(self, change: "HasChecklist") -> Checklist | None:
         """The checklist a change runs, if any."""

@@ -145,11 +145,18 @@ class ChangeRequestInput(BaseModel):
         "automated); empty: none, or the template's.",
         json_schema_extra={"position": 15},
     )
+    runbook: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The runbook (config runbooks/<name>.md) the change follows: shown in its run, its version "
+        "recorded. Empty: its template's, or none.",
+        json_schema_extra={"position": 16},
+    )
     canary: CanaryPlan | None = Field(
         default=None,
         description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
         "interval, automatic rollback on a breach. Empty: no canary.",
-        json_schema_extra={"position": 16},
+        json_schema_extra={"position": 17},
     )
 
     @field_validator("*", mode="before")

@@ -36,6 +36,8 @@ class ChangeTemplate(Strict):
         default=False, description="Its implementation commands may run again after a crash (at-least-once); "
         "otherwise an interrupted step is put to a person (at-most-once)")
     checklist: str | None = Field(default=None, description="Checklist (checklists.yaml) its changes run")
+    runbook: Name | None = Field(default=None, description="Runbook (CONFIG_DIR/runbooks/<name>.md) its changes "
+                                 "follow: shown in the run, its version recorded on each change")
 
     def extras_in(self, change: "FiledFromTemplate") -> list[str]:
         """The fields of a change filed from this template that carry more than the template gives: a plan,

@@ -15,6 +15,7 @@ from ._checklists import ChecklistService
 from ._delegations import DelegationService, DelegationView
 from ._container import Services
 from ._lockdown import LockdownResult, LockdownService, lockdown_in_force
+from ._runbooks import RunbookService
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
@@ -53,6 +54,7 @@ __all__ = [
     "DelegationView",
     "LockdownResult",
     "LockdownService",
+    "RunbookService",
     "lockdown_in_force",
     "CanaryAbort",
     "Crash",

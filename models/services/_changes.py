@@ -27,6 +27,7 @@ from ..domain import (
     change_type,
     invalid_request,
     parse_change_request,
+    runbook_problems,
     unanswered_risk,
 )
 from ..storage import (
@@ -140,6 +141,7 @@ class ChangeService:
         if request.checklist and request.checklist not in self._uow.org.checklists:
             known = ", ".join(sorted(self._uow.org.checklists)) or "none configured"
             problems.append(FieldProblem("checklist", f"unknown checklist {request.checklist!r} (known: {known})"))
+        problems += runbook_problems(self._uow.org, request)
         if request.canary is not None:
             # Judged by the analysis its service requires or it names, which it may only tighten (issue 33).
             judged, loosening = self._uow.org.canary_config.with_analysis(request.service, request.canary)
@@ -282,7 +284,7 @@ class ChangeService:
             raise invalid_request([unanswered_risk(request) or FieldProblem("risk", "missing")])
         risk = assess_risk(request.risk, self._history(session, request.service, now), org.policies.risk)
         change = ChangeRequest(
-            **request.model_dump(exclude={"risk"}, mode="python"),
+            **request.model_dump(exclude={"risk", "runbook"}, mode="python"),
             state=ChangeState.submitted.value,
             risk_level=risk.level.value,
             risk_score=risk.score,
@@ -316,6 +318,10 @@ class ChangeService:
                 "policy_version": change.policy_version,
                 "flow_run_id": flow_run_id,
                 CONTENT: change_content_digest(change),
+                # The runbook as it was when filed, on the chain: what the change followed, whatever the file
+                # says later (issue 33).
+                **({"runbook": {"name": runbook.name, "version": runbook.version, "text": runbook.text}}
+                   if (runbook := org.runbook_of(request, request.runbook)) else {}),
             },
             at=now,
         )

@@ -20,6 +20,7 @@ from ._checklists import ChecklistService
 from ._delegations import DelegationService
 from ._identity import Identities
 from ._lockdown import LockdownService
+from ._runbooks import RunbookService
 from ._recovery import RecoveryService
 from ._reports import ReportService
 from ._scheduling import SchedulingService
@@ -47,6 +48,7 @@ class Services:
     delegations: DelegationService
     automation_tokens: AutomationTokens
     lockdown: LockdownService
+    runbooks: RunbookService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -63,7 +65,7 @@ class Services:
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
-                   lockdown=LockdownService(uow, identities))
+                   lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -233,6 +233,9 @@ def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
     assert decision.data["policy_version"] == view.policy_version
     steps = next(e for e in view.events if e.to_state == "verifying").data["steps"]
     assert steps[0]["output"].strip() == "restarting payments" and steps[0]["exit_code"] == 0
+    # The runbook it followed, as filed, beside its page (issue 33).
+    runbook = flow_stack.runbook_artifact(change.key)
+    assert "follows the runbook `restart-service`" in runbook and "3. Restart the instance" in runbook, runbook
 
 
 def test_failed_implementation_rolls_back(flow_stack):

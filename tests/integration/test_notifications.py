@@ -256,7 +256,8 @@ SAMPLE_EXTRAS = {
     "measurements": [{"metric": "error_rate", "value": 0.09, "limit": 0.05, "weight": 50}],
     "window": {"service": "payments", "kind": "weekly", "title": "Weekly", "starts_at": "2026-12-06 02:00",
                "ends_at": "2026-12-06 04:00"},
-    "item": {"id": "backup-verified", "title": "Backup verified", "phase": "pre"},
+    "item": {"id": "backup-verified", "title": "Backup verified", "phase": "pre",
+             "runbook": "runbook restart-service (0123456789ab), step 2: drain the instance"},
     "gate": "canary-confirm-s2",
     "stage": "implemented",
     # A lockdown's messages (issue 32): they concern no change.

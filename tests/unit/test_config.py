@@ -10,13 +10,14 @@ import yaml
 
 from pydantic import ValidationError
 
-from models import DEFAULTS_DIR, ConfigError, Settings, load_org, settings_from_env
+from models import DEFAULTS_DIR, ConfigError, Settings, install_runbooks, load_org, settings_from_env
 
 
 @pytest.fixture
 def config_dir(tmp_path):
     for name in ("directory.yaml", "policies.yaml", "templates.yaml"):
         shutil.copyfile(DEFAULTS_DIR / name, tmp_path / name)
+    install_runbooks(tmp_path)  # (templates.yaml names one)
     return tmp_path
 
 
