@@ -19,7 +19,12 @@ def worker(
 
     # Before Prefect is imported (it reads its settings once): the poll of CHANGEFLOW_WORKER_POLL_S, unless the
     # operator set Prefect's own variable.
-    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{settings_from_env(os.environ).worker_poll_s:g}")
+    settings = settings_from_env(os.environ)
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{settings.worker_poll_s:g}")
+    from flows import prefect_logging_env  # (imports no Prefect)
+
+    for variable, value in prefect_logging_env(settings.log_format).items():
+        os.environ.setdefault(variable, value)
     from flows import run_worker
 
     run_worker(["--pool", pool, "--limit", str(limit), *(["--name", name] if name else [])])

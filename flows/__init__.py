@@ -15,7 +15,9 @@ _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key
           "work_gate": "_manual", "GateKind": "_pause_key", "PauseKey": "_pause_key",
           "anchored_checkpoints": "_anchors", "run_worker": "_launcher", "health_report": "_health",
           "start_launcher": "_launcher",
-          "LAUNCHER_ENV": "_engine_client", "ENGINE_CLIENT": "_engine_client"}
+          "LAUNCHER_ENV": "_engine_client", "ENGINE_CLIENT": "_engine_client",
+          "prefect_logging_env": "_json_logs", "JsonLines": "_json_logs",
+          "trace_change": "_json_logs"}
 __all__ = list(_HOMES)
 
 

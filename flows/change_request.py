@@ -22,6 +22,7 @@ from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
 from flows._change_page import publish_change_page, publish_runbook
+from flows._json_logs import trace_change
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
 from flows._wiring import run_attempt, wiring
@@ -325,6 +326,7 @@ def approved_and_due(key: str) -> ChangeRequest:
 
 def see_through(key: str) -> None:
     """The change from its filing to the end of its run: confirmed, approved, due, checked, implemented, closed."""
+    trace_change(key)  # JSON logs carry it from here on
     filed = filing_gate(key)
     if ChangeState(filed.state) in FINISHED:  # cancelled unconfirmed, or withdrawn: only its requester hears
         tell_the_requester(key, "filing_cancelled", service_reason(key))

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine
 from flows._commands import run_command
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, name_run
+from flows._json_logs import trace_change
 from flows._wiring import run_attempt, wiring
 from flows.checklists import run_phase
 from models import (ChangeState, PolicyViolation, Rerun, WindowSpec, next_window, rerun_of, stakeholders,
@@ -145,6 +146,8 @@ def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = No
     plan = rt.services.org.maintenance.windows[kind]
     window = resolve_window(kind, window_start, window_minutes, at_start=True)
     change = services.changes.find_by_idempotency_key(window_key(window))
+    if change is not None:
+        trace_change(change.key)
     if change is None:
         logger.warning("no announced change for the %s window at %s: nothing runs", kind, window.starts_at)
         return "not announced"

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from flows._endings import run_ended
 from flows._gate import Gate, wait_at
+from flows._json_logs import trace_change
 from flows._pause_key import GateKind, PauseKey
 from flows._prefect_api import change_run_name, final_state, name_run
 from flows._wiring import wiring
@@ -91,5 +92,6 @@ def change_review(change: str) -> State:
                                     "whose review is due (review pending) is reviewed")
     asyncio.run(name_run(str(flow_run.id), change_run_name(record.key, f"review: {record.title}"),
                          ["changeflow", "review"]))
+    trace_change(record.key)
     wait_at(ReviewGate(record.key))
     return run_ended(record.key)

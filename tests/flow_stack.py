@@ -159,6 +159,11 @@ class FlowStack:
             found.raise_for_status()
         return [artifact["data"] for artifact in found.json()]
 
+    def console_lines(self, name: str = "worker") -> list[dict]:
+        """The JSON lines a process of the stack wrote to its console (`logs/<name>.log`)."""
+        text = (self.home.parent / "logs" / f"{name}.log").read_text()
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
     def runbook_artifact(self, key: str) -> str:
         """The Markdown of the change's runbook artifact (issue 33), or "" when there is none."""
         with httpx.Client(base_url=self.api_url, timeout=30) as http:
@@ -292,8 +297,9 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
     Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
+    # JSON logs (issue 31) on every flow test's runs: the worker's console is read back by test_flows.
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode(), **CRASH_SETTLE, **QUIET_WORKER,
-            **LOCKDOWN_HOLD}
+            **LOCKDOWN_HOLD, "CHANGEFLOW_LOG_FORMAT": "json"}
 
 
 def switch_schedules_off(api_url: str) -> None:

@@ -123,6 +123,9 @@ def prefect_env(api_url: str, prefect_home: Path, extra: dict[str, str] | None =
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.heartbeat_s)
     # A decision should move the change within ~3 s (Prefect's default poll is 10 s).
     env["PREFECT_WORKER_QUERY_SECONDS"] = f"{settings.worker_poll_s:g}"
+    from flows import prefect_logging_env  # (imports no Prefect)
+
+    env.update(prefect_logging_env(settings.log_format))  # CHANGEFLOW_LOG_FORMAT=json: one JSON object a line
     return env
 
 

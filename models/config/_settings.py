@@ -6,7 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         default=2.0, gt=0.0, le=60.0, description="How often `changeflow wait` and `submit --wait` (a pipeline "
         "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "
         "small read of the change database each time.")
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="How the processes changeflow starts on Prefect (server, worker, flow runs) "
+        "write their console logs: text, or json (one object per line, with the change's key and the flow run's "
+        "id as trace fields, for a log shipper).")
 
     lockdown_hold_poll_s: float = Field(
         default=10.0, ge=0.5, le=300.0, description="How often a canary held by a lockdown (policies.yaml "

@@ -233,6 +233,10 @@ def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
     assert decision.data["policy_version"] == view.policy_version
     steps = next(e for e in view.events if e.to_state == "verifying").data["steps"]
     assert steps[0]["output"].strip() == "restarting payments" and steps[0]["exit_code"] == 0
+    # JSON logs (issue 31): the worker's console holds the run's records as JSON lines, traced to the change.
+    lines = [line for line in flow_stack.console_lines() if line.get("flow_run_id") == run_id]
+    assert any(line["change"] == change.key and "Finished in state Closed" in line["message"] for line in lines), lines
+    assert all({"at", "level", "logger", "message"} <= set(line) for line in lines)
     # The runbook it followed, as filed, beside its page (issue 33).
     runbook = flow_stack.runbook_artifact(change.key)
     assert "follows the runbook `restart-service`" in runbook and "3. Restart the instance" in runbook, runbook
