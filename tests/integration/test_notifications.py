@@ -42,7 +42,7 @@ def org_with_channels(channels: dict[str, list[dict]]) -> Org:
     for person, person_channels in channels.items():
         people[person]["channels"] = person_channels
     directory = Directory.model_validate({"people": people, "services": base.directory.model_dump()["services"]})
-    return Org(directory=directory, policies=base.policies, templates=base.templates)
+    return Org(directory=directory, policies=base.policies, templates=base.templates, runbooks=base.runbooks)
 
 
 def make_notifier(tmp_path, org, smtp_port=25, **settings_overrides):
