@@ -34,16 +34,20 @@ _PAGE_IDS: dict[tuple[str, str], UUID] = {}
 _RUNS: dict[str, list[tuple[str, str, str]]] = {}
 
 
-def publish_change_page(key: str, view: ChangeRequestView | None = None, *, run_id: str | None = None) -> None:
+def publish_change_page(key: str, view: ChangeRequestView | None = None, *, run_id: str | None = None,
+                        ending: str | None = None) -> None:
     """Write the change's page (from `view` when the caller has just read it): created once per run, then updated
     in place (one artifact, its latest content). `run_id`: the change's run, when another run writes its page (the
-    sweep, after it expired or cancelled the change while its run was suspended). A page that cannot be written is
-    logged and skipped: it shows the record, it never decides anything."""
+    sweep, after it expired or cancelled the change while its run was suspended). `ending`: the state the run is
+    about to end in (its last write comes before Prefect records it). A page that cannot be written is logged and
+    skipped: it shows the record, it never decides anything."""
     services = wiring().services
     try:
         if key not in _RUNS:
             _RUNS[key] = asyncio.run(_runs_of(key))
-        markdown = change_page(services, view or services.changes.view(key), runs=_RUNS[key])
+        this_run = run_id or str(flow_run.id)
+        runs = [(rid, name, ending if ending and rid == this_run else state) for rid, name, state in _RUNS[key]]
+        markdown = change_page(services, view or services.changes.view(key), runs=runs)
         asyncio.run(_write(page_key(key), markdown, f"{key}: the change as it stands", run_id))
     except Exception as exc:  # noqa: BLE001 - the page is a view; the change goes on without it
         get_run_logger().warning("the page of %s was not updated: %s", key, exc)

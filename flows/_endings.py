@@ -14,7 +14,7 @@ from models import ChangeState, run_ending
 def run_ended(key: str) -> State:
     """The run's final state: Closed, Review pending, Rejected, Expired, Cancelled, Rolled back or Failed."""
     view = wiring().services.changes.view(key)
-    publish_change_page(key, view)
+    ending = run_ending(ChangeState(view.state), view.outcome)
+    publish_change_page(key, view, ending=ending.name)  # (its runs list shows this run as it ends, not Running)
     reason = next((str(e.data.get("reason") or "") for e in reversed(view.events) if e.action == "transition"), "")
-    return final_state(run_ending(ChangeState(view.state), view.outcome),
-                       f"{view.key} {view.state.replace('_', ' ')}" + (f": {reason}" if reason else ""))
+    return final_state(ending, f"{view.key} {view.state.replace('_', ' ')}" + (f": {reason}" if reason else ""))

@@ -10,6 +10,7 @@ access reads them, and the gate deletes the form's stored input once applied (DE
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -81,11 +82,22 @@ class LockdownGate(Gate[Lockdown]):
 
 
 def carry_out(result: LockdownResult, notifier: Notifier) -> list[str]:
-    """What follows a lockdown act, wherever it was pressed: everyone is told, and the runs of the canaries it
-    aborted are stopped (the sweep then rolls each back, as after `changeflow abort`). Returns the changes whose
-    run could not be reached (each rolls back at its next step anyway)."""
+    """What follows a lockdown act, wherever it was pressed: everyone is told; the runs of the canaries it aborted
+    are stopped (the sweep then rolls each back, as after `changeflow abort`); once lifted, the runs waiting at
+    their window gate look again. Returns the changes whose run could not be reached (each rolls back at its next
+    step anyway)."""
     notifier.announce_lockdown(result.lockdown, [c.key for c in result.aborted])
     notifier.deliver()
+    if not result.lockdown.on:
+        # Lifted: the changes waiting at their window gate look again now (a bare "look again", which authorises
+        # nothing: each gate re-checks its window), not at the next sweep.
+        from flows.sweep import nudge_runs_that_can_continue
+
+        try:
+            nudge_runs_that_can_continue()
+        except Exception as exc:  # noqa: BLE001 - the sweep nudges them within its interval anyway
+            logging.getLogger("changeflow.lockdown").warning("the waiting runs were not nudged (the sweep will): %s",
+                                                             exc)
     unreached = []
     for change in result.aborted:
         try:

@@ -84,4 +84,5 @@ def test_the_runs_list_names_each_change_and_its_outcome_in_colour_and_the_page_
                                                         ["step", "3", "100"]], body
         assert bars[2].count("█") == 20 and "promote" in bars[2], body
         assert "State: closed (succeeded)" in body
+        assert f"{keys['Closed']} Browser: canary v2 on shop: Closed" in body, "its run as it ended, not Running"
         page.screenshot(path=str(DOCS / "ui-change-page.png"))

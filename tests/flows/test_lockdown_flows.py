@@ -22,7 +22,7 @@ from models import AuditEvent
 from tests.canary_weights import WeightHistory
 from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
 from tests.flows.test_crash_recovery import run_state_name
-from tests.flows.test_flows import ended_as
+from tests.flows.test_flows import act, awaiting, ended_as, submit, wait_paused
 from tests.helpers import emergency_request, standard_request, wait_until
 from tests.integration.test_lockdown import lockdown_trail
 
@@ -66,6 +66,9 @@ def baking_at_50(flow_stack, title: str, bake_s: float):
 
 def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_filing(flow_stack, lab, canary_setup,
                                                                                         lifted_after):
+    # Filed before the lockdown, approved during it: it waits at its window gate until the lockdown is lifted.
+    waiting_run = submit(standard_request(title="approved during the lockdown", template="scripted-standard"))
+    waiting = awaiting(flow_stack, waiting_run)
     run_id, change = baking_at_50(flow_stack, "canary stopped by a lockdown", bake_s=30)
     with WeightHistory(lab.include_file) as weights:
         pressed_at = time.monotonic()
@@ -91,8 +94,13 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
     announced = run_deployment("maintenance-announcement/weekly", parameters=window, timeout=120)
     assert announced.state.is_completed(), announced.state
     assert flow_stack.services.changes.find_by_idempotency_key(f"maintenance:weekly:{start.isoformat()}") is None
+    for person in ("alice", "bob"):
+        act(flow_stack, waiting, person)
+    wait_paused(waiting_run, "window-")  # approved, and held at its window although the window is open
+    assert flow_stack.services.changes.get(waiting.key).state == "scheduled"
     off = lockdown(flow_stack, False, "INC-7 resolved")
     assert off.returncode == 0, off
+    ended_as(waiting_run, "Closed", timeout_s=120)  # nudged by the lifting, not left to the next sweep
 
 
 def test_a_canary_held_by_a_lockdown_takes_its_next_step_only_once_it_is_lifted(flow_stack, lab, canary_setup,
