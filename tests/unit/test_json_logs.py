@@ -49,4 +49,11 @@ def test_a_process_that_knows_its_change_traces_every_record_and_a_traceback_sta
 def test_only_the_json_format_points_prefect_at_its_logging_file():
     assert prefect_logging_env("text") == {}
     (path,) = prefect_logging_env("json").values()
-    assert path.endswith("logging-json.yml") and open(path).read().count("flows._json_logs.JsonLines") == 2
+    import yaml
+
+    setup = yaml.safe_load(open(path).read())
+    assert path.endswith("logging-json.yml") and setup["formatters"]["json_lines"]["()"] == "flows._json_logs.JsonLines"
+    # Prefect's handler, whose console exits on a broken pipe: a run whose worker was killed must die at its next
+    # line of output (docs/crash-safety.md; five kill tests failed with a plain StreamHandler).
+    assert setup["handlers"]["console"]["class"] == "prefect.logging.handlers.PrefectConsoleHandler"
+    assert setup["handlers"]["console"]["formatter"] == "json_lines"
