@@ -77,6 +77,11 @@ class Gate(Generic[Settled]):
         """Before each wait, e.g. tell the people it waits for (the outbox sends each message once)."""
 
 
+def form_description(lines: list[str], refusal: str | None) -> str:
+    """A Resume form's Markdown: its paragraphs, then why the last filled form was not applied, when it was not."""
+    return "\n\n".join([*lines, *([f"> **The last attempt was refused:** {refusal}"] if refusal else [])])
+
+
 def hot_period_s(gate: Gate) -> float:
     """How long the gate waits in its run's process before it suspends: its change type's `hot_gate`."""
     if not gate.waits_for_a_person or not gate.key:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 from prefect.input import RunInput
 
-from flows._gate import Gate, wait_at
+from flows._gate import Gate, form_description, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._wiring import wiring
 from models import TEXT_LIMIT, ChangeRequest, PolicyViolation, WorkConfirmation, WorkOutcome, WorkStage
@@ -50,9 +50,7 @@ def work_description(change: ChangeRequest, stage: WorkStage, people: list[str],
         f"**Rollback plan:** {change.rollback_plan or '-'}",
         "Pressing Resume without your name and code records a refusal and the run waits again.",
     ]
-    if refusal:
-        lines.append(f"> **The last attempt was refused:** {refusal}")
-    return "\n\n".join(lines)
+    return form_description(lines, refusal)
 
 
 def work_gate(stage: WorkStage, step: int | None = None) -> str:

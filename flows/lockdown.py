@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
-from flows._gate import Gate, wait_at
+from flows._gate import Gate, form_description, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._prefect_api import final_state, name_run, stop
 from flows._wiring import wiring
@@ -66,9 +66,7 @@ class LockdownGate(Gate[Lockdown]):
                  + ("go back to stable." if policy.canaries == "stable" else "hold at their weight."),
                  f"A person holding **{', '.join(policy.declared_by)}** presses it with their code for the next "
                  "lockdown act (`changeflow lockdown code --for YOU` sends it to your own channel)."]
-        if refusal:
-            lines.append(f"> **The last attempt was refused:** {refusal}")
-        return LockdownInput.with_initial_data(description="\n\n".join(lines))
+        return LockdownInput.with_initial_data(description=form_description(lines, refusal))
 
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, LockdownInput)

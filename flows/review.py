@@ -19,7 +19,7 @@ from prefect.states import State
 from pydantic import Field
 
 from flows._endings import run_ended
-from flows._gate import Gate, wait_at
+from flows._gate import Gate, form_description, wait_at
 from flows._json_logs import trace_change
 from flows._pause_key import GateKind, PauseKey
 from flows._prefect_api import change_run_name, final_state, name_run
@@ -61,9 +61,7 @@ class ReviewGate(Gate[bool]):
                  f"One of **{', '.join(services.work.reviewers(self.key)) or 'nobody in the directory'}** records "
                  "the review with their personal code; the change is then closed.",
                  "Pressing Resume without your name and code records a refusal and the run waits again."]
-        if refusal:
-            lines.append(f"> **The last attempt was refused:** {refusal}")
-        return ReviewInput.with_initial_data(description="\n\n".join(lines))
+        return ReviewInput.with_initial_data(description=form_description(lines, refusal))
 
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, ReviewInput)
