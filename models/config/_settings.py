@@ -159,9 +159,7 @@ class Settings(BaseSettings):
         default=5.0, ge=0.0, le=300.0, description="A dead run is acted on (recorded, restarted) only once its "
         "Crashed or Failed state is this old. Prefect 3.9's process worker reports a killed run twice, about half a "
         "second apart (its runner, then the worker itself); a restart made between the two reports was overwritten by "
-        "the second and the run stayed Crashed (CI 2026-12-06). A run stopped mid-implementation (the UI's Cancel, "
-        "`changeflow abort`, a lockdown) is started again to roll back only once its Cancelled state is this old, "
-        "for the same reason.")
+        "the second and the run stayed Crashed (CI 2026-12-06).")
     sweep_interval_s: int = Field(
         default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")
