@@ -23,8 +23,7 @@ from flows._anchors import anchor_checkpoint
 from flows._change_page import publish_change_page
 from flows._pause_key import GateKind, PauseKey
 from flows.review import REVIEW_FLOW
-from flows._recovery import (canary_to_stable, reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow,
-                             undo_after_cancel)
+from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
 from flows._wiring import wiring
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -96,9 +95,7 @@ def cancel_changes_of_cancelled_runs() -> int:
     being implemented is undone (issue 32: it stayed `implementing` for ever, its canary at its weight): its canary
     goes back to stable at once, and its run is started again only to roll it back. Read from Prefect's cancelled
     runs, so the cost follows the cancellations, not the open changes."""
-    rt = wiring()
-    services = rt.services
-    settled_before = utcnow() - timedelta(seconds=rt.settings.crash_settle_s)
+    services = wiring().services
     cancelled = 0
     for run_id, (run_state, since) in asyncio.run(cancelled_runs()).items():
         change = services.changes.find_by_flow_run(run_id)
@@ -111,12 +108,6 @@ def cancel_changes_of_cancelled_runs() -> int:
             # Recorded once per cancellation; the restart is taken up whenever the run is still Cancelled, so a
             # sweep that died between the two leaves it to the next sweep (a restarted run is Cancelled no more).
             if run_state == "CANCELLED" and runs_the_change_flow(run_id):
-                if datetime.fromisoformat(since) > settled_before:
-                    # Its worker may still be reporting the process it stopped: a restart made now was overwritten
-                    # by that report ("exited with status code -15", Crashed; clean-clone run 25), as with a
-                    # crash (CHANGEFLOW_CRASH_SETTLE_S). The canary goes back to stable at once all the same.
-                    canary_to_stable(change)
-                    continue
                 services.recovery.record_cancelled_run(change.key, run_id=run_id, since=since)
                 undo_after_cancel(change, run_id)
                 cancelled += 1
