@@ -68,20 +68,7 @@ class Notifier:
         }
 
     def _enqueue(self, change: ChangeRequest, event: str, person: str, round_: int | str, context: dict) -> bool:
-        directory = self.services.org.directory
-        entry = directory.people[person]
-        channel = entry.channels[0].model_dump(exclude_none=True)
-        rendered = self.renderer.render(event, {**context, "person": person, "person_name": entry.name})
-        with self.services.db.write() as session:
-            return enqueue(
-                session,
-                key=idempotency_key(change.key, event, person, round_),
-                change_key=change.key,
-                event=event,
-                recipient=person,
-                channel=channel,
-                rendered=rendered,
-            )
+        return self._enqueue_personal(event, person, round_, context, change_key=change.key)
 
     def approvers_to_ask(self, change: ChangeRequest) -> dict[str, str]:
         """Each person who could fill a still-missing role (never the requester, never someone who acted)."""
@@ -155,13 +142,15 @@ class Notifier:
         return self._enqueue_personal("lockdown_code", person, lockdown.round, {
             "code": CODE, "lockdown_on": lockdown.on, "next_act": "lift it" if lockdown.on else "declare one"})
 
-    def _enqueue_personal(self, event: str, person: str, round_: int, context: dict) -> bool:
-        """A message to one person that concerns no change (the outbox fills a code in on personal channels)."""
+    def _enqueue_personal(self, event: str, person: str, round_: int | str, context: dict, *,
+                          change_key: str | None = None) -> bool:
+        """A message to one person on their first channel, once per (change, event, person, round); `change_key`
+        None: it concerns no change (a lockdown's). The outbox fills a code in on personal channels."""
         entry = self.services.org.directory.people[person]
         rendered = self.renderer.render(event, {**context, "person": person, "person_name": entry.name})
         with self.services.db.write() as session:
-            return enqueue(session, key=idempotency_key(None, event, person, round_), change_key=None, event=event,
-                           recipient=person, channel=entry.channels[0].model_dump(exclude_none=True),
+            return enqueue(session, key=idempotency_key(change_key, event, person, round_), change_key=change_key,
+                           event=event, recipient=person, channel=entry.channels[0].model_dump(exclude_none=True),
                            rendered=rendered)
 
     def witness(self, checkpoint: Checkpoint) -> int:
