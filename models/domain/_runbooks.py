@@ -38,6 +38,7 @@ class Runbook(Strict):
 
 def runbook_step_text(runbook: Runbook | None, step: int) -> str | None:
     """`runbook`'s step `step` as a line a person reads beside a checklist item, or None when there is none."""
-    if runbook is None or step not in runbook.steps():
+    steps = runbook.steps() if runbook is not None else {}
+    if runbook is None or step not in steps:
         return None
-    return f"runbook {runbook.name} ({runbook.version}), step {step}: {runbook.steps()[step]}"
+    return f"runbook {runbook.name} ({runbook.version}), step {step}: {steps[step]}"
