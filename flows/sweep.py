@@ -23,7 +23,8 @@ from flows._anchors import anchor_checkpoint
 from flows._change_page import publish_change_page
 from flows._pause_key import GateKind, PauseKey
 from flows.review import REVIEW_FLOW
-from flows._recovery import reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow, undo_after_cancel
+from flows._recovery import (canary_to_stable, reconcile_crashed_runs, replace_stuck_runs, runs_the_change_flow,
+                             undo_after_cancel, worker_let_go_of)
 from flows._wiring import wiring
 
 REVIEW_REMINDER_LEAD = timedelta(hours=24)
@@ -109,8 +110,11 @@ def cancel_changes_of_cancelled_runs() -> int:
             # sweep that died between the two leaves it to the next sweep (a restarted run is Cancelled no more).
             if run_state == "CANCELLED" and runs_the_change_flow(run_id):
                 services.recovery.record_cancelled_run(change.key, run_id=run_id, since=since)
-                undo_after_cancel(change, run_id)
-                cancelled += 1
+                if worker_let_go_of(run_id, cancelled_at=datetime.fromisoformat(since)):
+                    undo_after_cancel(change, run_id)
+                    cancelled += 1
+                else:
+                    canary_to_stable(change)  # the traffic now; the run once its worker has let go of it
         elif change.state in (ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled):
             if services.amendments.cancel_for_cancelled_run(change.key, run_state):
                 cancelled += 1

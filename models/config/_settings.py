@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         "Crashed or Failed state is this old. Prefect 3.9's process worker reports a killed run twice, about half a "
         "second apart (its runner, then the worker itself); a restart made between the two reports was overwritten by "
         "the second and the run stayed Crashed (CI 2026-12-06).")
+    stopped_run_report_wait_s: float = Field(
+        default=60.0, ge=0.0, le=3600.0, description="A run stopped mid-implementation (Cancel, abort, lockdown) is "
+        "started again to undo its change once its worker reports it is done with the run's process (Prefect's "
+        "`prefect.worker.executed-flow-run`, sent after the worker's own late report of the exit, 'status code -15', "
+        "which overwrote a restart made before it: CI 2026-12-06), or once its Cancelled state is this old without "
+        "that report (a worker that died with the run sends none). Its canary goes back to stable at once.")
     sweep_interval_s: int = Field(
         default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")

@@ -15,6 +15,7 @@ from prefect.deployments import run_deployment
 
 from cli.dev import PROMQL_ERROR_RATE, PROMQL_P95_MS, TrafficLoad, nginx_available, prometheus_available
 from flows import resume_with_input
+from flows._wiring import wiring
 from flows.traffic import router_for
 from models import Act, NginxRouter as NginxConfig, utcnow
 from tests.canary_weights import WeightHistory, wait_for_split
@@ -38,10 +39,14 @@ def canary_setup(lab, flow_stack):
 
     def write(router: dict | None = None, **settings) -> None:
         config_file.write_text(yaml.safe_dump({**lab.canary_config(router), **settings}))
+        # This process's services read canary.yaml once: the sweep a test runs here must see this lab's router (a
+        # wiring built before the file was written failed the lockdown test, clean-clone CI run 2026-12-06).
+        wiring.cache_clear()
 
     write()
     yield write
     config_file.unlink(missing_ok=True)
+    wiring.cache_clear()
 
 
 def all_traffic_to_stable(lab) -> None:

@@ -17,9 +17,9 @@ import yaml
 from prefect.deployments import run_deployment
 from sqlalchemy import select
 
-from flows.sweep import cancel_changes_of_cancelled_runs
 from models import AuditEvent
 from tests.canary_weights import WeightHistory
+from tests.flows.test_abort_flows import started_again_to_undo
 from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
 from tests.flows.test_crash_recovery import run_state_name
 from tests.flows.test_flows import act, awaiting, ended_as, submit, wait_paused
@@ -75,8 +75,7 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
         on = lockdown(flow_stack, True, "INC-7 payments down")
         assert on.returncode == 0 and change.key in on.stdout, on
         wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
-        wait_until(lambda: cancel_changes_of_cancelled_runs() >= 1 or weights.first_at(0, after=pressed_at), 30,
-                   "the sweep to take the stopped run up")
+        started_again_to_undo(run_id)
         ended_as(run_id, "Rolled back", timeout_s=120)
         assert weights.weights_after(pressed_at) == [0], "back to stable, and never to the canary again"
     done = flow_stack.services.changes.view(change.key)
