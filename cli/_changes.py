@@ -12,11 +12,12 @@ from rich import box
 from rich.panel import Panel
 from rich.table import Table
 
-from models import ChangeState, InputError, PolicyViolation, RiskLevel
+from flows import file_change
+from models import ChangeState, InputError, RiskLevel
 from notifications import run_url
 
 from ._context import context
-from ._flows import cancel_run, nudge_run, start_change_flow, stop_run
+from ._flows import cancel_run, nudge_run, stop_run
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
@@ -44,35 +45,17 @@ def submit(
     limit = parse_timeout(timeout)  # checked before anything is filed
     data = read_request_file(file)
     services = context().services
-    request = services.changes.validate_request(data)
-    locked = services.scheduling.lockdown_refusal_now(request.type, "be filed")
-    if locked is not None:  # before a run is started that would only end Refused
-        raise PolicyViolation(locked)
     token = None
     if token_env is not None:
         token = os.environ.get(token_env, "")
         if not token:
             raise InputError(f"--token-env: the environment variable {token_env} is not set",
                              [("token_env", "not set")])
-        if request.requester not in services.org.directory.automations:
-            raise InputError(f"requester: {request.requester!r} is a person, who confirms with the code sent to "
-                             "them; a token proves an automation's filing", [("requester", "not an automation")])
-        if not services.automation_tokens.proves(request.requester, token):
-            # Checked before anything is written; confirm_filing checks it again, on the record.
-            raise PolicyViolation(f"the token in {token_env} is not one issued for {request.requester} (or it "
-                                  "was revoked): nothing was filed")
-    if local:
-        change = services.changes.submit(request)
-        if token is None:
-            notifier = context().notifier
-            notifier.announce(change, "filing_received", [change.requester], personal_code=True)
-            notifier.deliver(change_key=change.key)
-    else:
-        change, _run_id = start_change_flow(services, request.model_dump(mode="json", exclude_unset=True))
-    if token is not None:
-        # Recorded here, where the token is; the run, waiting at its filing gate, is only asked to look again.
-        change = services.approvals.confirm_filing(change.key, person=change.requester, code=token)
-        nudge_run(change, "filing")
+    change = file_change(services, data, token=token, local=local)
+    if local and token is None:
+        notifier = context().notifier
+        notifier.announce(change, "filing_received", [change.requester], personal_code=True)
+        notifier.deliver(change_key=change.key)
     required = services.approvals.required_for(change)
     if json_output and wait:
         wait_for_gate(change.key, limit, json_output)  # stdout: the final record only

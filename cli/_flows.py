@@ -1,41 +1,12 @@
-"""The CLI's side of the Prefect flows: start the submit deployment, nudge a suspended gate."""
+"""The CLI's side of the Prefect flows: nudge a suspended gate, read where a run waits, stop a run (filing is
+`flows.file_change`, shared with the pipeline API)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
-from models import ChangeflowError, ChangeRequest, Services
-
-SUBMIT_DEPLOYMENT = "change-request/submit"
-
-
-class PrefectUnavailable(ChangeflowError):
-    exit_code = 1
-
-
-def start_change_flow(services: Services, request: dict, *, wait_s: float = 120) -> tuple[ChangeRequest, str]:
-    """Start the submit deployment and wait until its run has recorded the change (it then waits for its
-    requester's confirmation)."""
-    from prefect.deployments import run_deployment
-
-    try:
-        run = run_deployment(SUBMIT_DEPLOYMENT, parameters={"request": request}, timeout=0)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Prefect means the same to the user
-        raise PrefectUnavailable(
-            f"could not start {SUBMIT_DEPLOYMENT} ({type(exc).__name__}: {exc}); is a Prefect server and worker "
-            "running (`changeflow up`)? `changeflow submit --local` records the change without a flow"
-        ) from None
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        change = services.changes.find_by_idempotency_key(f"flow-run:{run.id}")
-        if change is not None:
-            return change, str(run.id)
-        time.sleep(0.25)
-    raise PrefectUnavailable(
-        f"flow run {run.id} was created but has not recorded the change after {wait_s:g} s: is a worker polling "
-        "the `changeflow` work pool?"
-    )
+from flows import PrefectUnavailable
+from models import ChangeRequest
 
 
 def nudge_run(change: ChangeRequest, kind: str, gate: str | None = None, *, wait_s: float = 15) -> bool:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import typer
 
-from models import ChangeflowError, ChangeRequest, ChangeState, GateVerdict, InputError, gate_verdict, parse_duration
+from models import ChangeflowError, ChangeRequest, GateVerdict, InputError, parse_duration
 
 from ._context import context
 from ._options import JsonOption
@@ -44,24 +44,6 @@ def parse_timeout(value: str) -> timedelta:
     return timeout
 
 
-def _waiting_for(change: ChangeRequest) -> str:
-    """What the change waits for now, in a person's words."""
-    services = context().services
-    if change.state == ChangeState.submitted.value:
-        return f"{change.requester} to confirm the filing"
-    if change.state == ChangeState.awaiting_approval.value:
-        return f"approval: still needed {services.approvals.evaluation(change.key).describe_missing()}"
-    return change.state
-
-
-def _reason(change: ChangeRequest) -> str:
-    """Why the change stopped: its last transition's reason, and a rejecter's comment."""
-    events = context().services.changes.view(change.key).events
-    reason = next((str(e.data.get("reason") or "") for e in reversed(events) if e.action == "transition"), "")
-    comment = next((str(e.data.get("comment") or "") for e in reversed(events) if e.action == "rejection"), "")
-    return "; ".join(part for part in (reason, comment and f"comment: {comment}") if part)
-
-
 def wait_for_gate(key: str, timeout: timedelta, json_output: bool) -> None:
     """Read the change every `CHANGEFLOW_WAIT_POLL_S` until its gate says proceed or refused, or `timeout`."""
     ctx = context()
@@ -69,23 +51,21 @@ def wait_for_gate(key: str, timeout: timedelta, json_output: bool) -> None:
     deadline = time.monotonic() + timeout.total_seconds()
     told = ""
     while True:
-        change = ctx.services.changes.get(key)
-        verdict = gate_verdict(ChangeState(change.state))
+        status = ctx.services.gate_status.status(key)
+        change, verdict = status.change, status.verdict
         if verdict is GateVerdict.pending:
-            waiting = _waiting_for(change)
-            if waiting != told:
-                err_console.print(f"{change.key}: waiting for {waiting}")
-                told = waiting
+            if status.waiting_for != told:
+                err_console.print(f"{change.key}: waiting for {status.waiting_for}")
+                told = status.waiting_for
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 _final(change, verdict, json_output)
-                raise WaitTimedOut(f"{change.key} is still {change.state} after {timeout}: waiting for {waiting}")
+                raise WaitTimedOut(f"{change.key} is still {change.state} after {timeout}: waiting for {told}")
             time.sleep(min(poll_s, remaining))
             continue
         _final(change, verdict, json_output)
         if verdict is GateVerdict.refused:
-            reason = _reason(change)
-            raise GateRefused(f"{change.key} was {change.state}" + (f": {reason}" if reason else ""))
+            raise GateRefused(f"{change.key} was {change.state}" + (f": {status.reason}" if status.reason else ""))
         return
 
 

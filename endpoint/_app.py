@@ -7,6 +7,7 @@
 - `POST /slack/actions`: a click on a Slack approval message's button, signed by Slack; the Slack user is mapped
   to a person by `slack_user_id` in directory.yaml. Reject answers with the person's own link, to give a reason.
 - `GET /healthz`: every dependency checked and named (200 / 503); `GET /livez`: the process answers.
+- `/api/v1/...`: the pipeline API (endpoint/_pipeline_api.py): file a change and wait on its gate with a token.
 
 Every decision goes through `ApprovalService.decide` (via `ApprovalLinks`), then the change's suspended run is
 resumed, as after `changeflow approve`. Served by `changeflow up` beside the Prefect server, or alone by
@@ -35,6 +36,7 @@ from starlette.routing import Route
 from models import (ChangeflowError, Decision, DecisionResult, HealthReport, HealthService, InputError, LinkRefused,
                     PolicyViolation, Services, utcnow)
 
+from ._pipeline_api import FileChange, PipelineApiLimits, file_with_prefect, pipeline_routes
 from ._slack import ButtonClick, SlackRequestRefused, check_signature, parse_click
 
 _PAGES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -90,10 +92,13 @@ async def _urlencoded_form(request: Request, limit: int) -> dict[str, str]:
 def create_app(services: Services, *, slack_signing_secret: str | None, public_url: str,
                now: Callable[[], float] = time.time, nudge: Nudge = _nudge_with_prefect,
                http_timeout_s: float = 10.0, health: Callable[[], HealthReport] | None = None,
-               max_body_bytes: int = 65_536, refusal_summary_s: float = 60.0) -> Starlette:
+               max_body_bytes: int = 65_536, refusal_summary_s: float = 60.0,
+               file_change: FileChange = file_with_prefect, api_wait_max_s: float = 50.0,
+               api_poll_s: float = 2.0) -> Starlette:
     """`health`: the report `/healthz` answers with (`flows.health_report` under `changeflow endpoint`); without
     one, the database alone is checked. `max_body_bytes`: larger requests get 413 unread; `refusal_summary_s`:
-    the period over which refusals of unauthenticated requests from one source are summed up in one event."""
+    the period over which refusals of unauthenticated requests from one source are summed up in one event.
+    `file_change`, `api_wait_max_s`, `api_poll_s`: the pipeline API's (endpoint/_pipeline_api.py)."""
     summary_every = timedelta(seconds=refusal_summary_s)
     if health is None:
         database = HealthService(services.db, None, utcnow)
@@ -223,4 +228,7 @@ def create_app(services: Services, *, slack_signing_secret: str | None, public_u
         Route("/slack/actions", slack_actions, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
+        *pipeline_routes(services, file_change=file_change, limits=PipelineApiLimits(
+            max_body_bytes=max_body_bytes, wait_max_s=api_wait_max_s, poll_s=api_poll_s,
+            refusal_summary=summary_every)),
     ])

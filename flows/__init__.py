@@ -17,7 +17,8 @@ _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key
           "start_launcher": "_launcher",
           "LAUNCHER_ENV": "_engine_client", "ENGINE_CLIENT": "_engine_client",
           "prefect_logging_env": "_json_logs", "JsonLines": "_json_logs",
-          "trace_change": "_json_logs"}
+          "trace_change": "_json_logs", "file_change": "_filing", "start_change_flow": "_filing",
+          "PrefectUnavailable": "_filing", "SUBMIT_DEPLOYMENT": "_filing"}
 __all__ = list(_HOMES)
 
 

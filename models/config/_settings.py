@@ -131,10 +131,14 @@ class Settings(BaseSettings):
         default=90.0, gt=0.0, description="`doctor` and `/healthz` call the worker silent when none of the work "
         "pool's workers has sent a heartbeat for this long (Prefect's workers send one every 30 s).")
 
+    api_wait_max_s: float = Field(
+        default=50.0, gt=0.0, le=600.0, description="The longest the pipeline API's long poll (`GET "
+        "/api/v1/changes/KEY/wait`) holds a request before it answers `pending` (the pipeline asks again): under the "
+        "60 s a reverse proxy commonly allows a silent request (nginx's proxy_read_timeout).")
     wait_poll_s: float = Field(
-        default=2.0, gt=0.0, le=60.0, description="How often `changeflow wait` and `submit --wait` (a pipeline "
-        "waiting on a change's approval gate) read the change: a decision reaches the pipeline within this. One "
-        "small read of the change database each time.")
+        default=2.0, gt=0.0, le=60.0, description="How often `changeflow wait`, `submit --wait` and the pipeline "
+        "API's long poll (a pipeline waiting on a change's approval gate) read the change: a decision reaches the "
+        "pipeline within this. One small read of the change database each time.")
 
     log_format: Literal["text", "json"] = Field(
         default="text", description="How the processes changeflow starts on Prefect (server, worker, flow runs) "

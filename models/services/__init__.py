@@ -10,7 +10,8 @@ from ._approval_links import ApprovalLinks, LinkPage
 from ._brief import ApprovalBrief, ApprovalBriefs, BriefLine
 from ._canary import CanaryService
 from ._changes import ChangeService, format_key
-from ._automation_tokens import AutomationTokens, IssuedToken
+from ._gate_status import GateStatus, GateStatusReader
+from ._automation_tokens import AutomationTokens, IssuedToken, TokenHolder, TokenRecord
 from ._checklists import ChecklistService
 from ._delegations import DelegationService, DelegationView
 from ._container import Services
@@ -49,6 +50,10 @@ __all__ = [
     "ChecklistService",
     "AutomationTokens",
     "IssuedToken",
+    "GateStatus",
+    "GateStatusReader",
+    "TokenHolder",
+    "TokenRecord",
     "DecisionResult",
     "DelegationService",
     "DelegationView",

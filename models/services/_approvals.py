@@ -27,7 +27,7 @@ from ..domain import (
     next_escalation_at,
 )
 from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
-from ._automation_tokens import AutomationTokens
+from ._automation_tokens import AutomationTokens, token_refusal
 from ._delegations import DelegationService
 from ._identity import Identities
 from ._unit_of_work import UnitOfWork
@@ -172,7 +172,8 @@ class ApprovalService:
         person = person.strip()
         # A pipeline (an automation of the directory) proves it with the token an operator issued for it.
         automation = person in uow.org.directory.automations
-        token_holds = automation and AutomationTokens(uow).proves(person, code)
+        # Read before the write transaction: whom the token speaks for, if anyone.
+        holder = AutomationTokens(uow).holder(code) if automation else None
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
@@ -187,7 +188,7 @@ class ApprovalService:
                     refusal = (f"only the requester of {change.key} ({change.requester}) confirms that they filed "
                                f"it" if person else "no name given")
                 if refusal is None and automation:
-                    refusal = None if token_holds else f"not a token issued for {person} (or it was revoked)"
+                    refusal = token_refusal(holder, person, change.service)
                 elif refusal is None:
                     refusal = self._identities.refusal(change, person, code, Act.file)
                 if refusal is None:

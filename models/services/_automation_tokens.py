@@ -1,22 +1,26 @@
 """Automation tokens (issue 27): a pipeline files its own changes (an automation of the directory) and proves it
 with a token an operator issued for it, as a person proves a filing with their code. Only the token's SHA-256 is
 kept; the token is shown once, to the operator, who hands it to the pipeline's secret store. Issuing and revoking
-are operator acts (policies.yaml `code_issuers`), each on the audit trail."""
+are operator acts (policies.yaml `code_issuers`), each on the audit trail.
+
+A token is scoped to the services it was issued for (issue 32): a pipeline's token leaked from one repository's
+secrets files, reads and waits on that repository's services only."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
-from ..domain import AuditAction, PolicyViolation, checked_name
+from ..domain import AuditAction, InputError, PolicyViolation, checked_name
 from ..storage import AutomationToken, append_event
 from ._unit_of_work import UnitOfWork
 
 _PREFIX = "cfa_"  # recognisable in a secret scanner, never a person's code
+EVERY_SERVICE = "*"  # the scope of tokens issued before scopes existed (migration 0012)
 
 
 def _digest(token: str) -> str:
@@ -27,15 +31,65 @@ def _digest(token: str) -> str:
 class IssuedToken:
     id: int
     automation: str
+    services: tuple[str, ...]
     token: str  # shown once
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What an operator sees of an issued token (never the token: only its digest was kept)."""
+
+    id: int
+    automation: str
+    services: tuple[str, ...]
+    issued_by: str
+    issued_at: datetime
+    revoked_by: str | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who a presented token speaks for: an automation, for the changes of its services."""
+
+    token_id: int
+    automation: str
+    services: tuple[str, ...]
+
+    def covers(self, service: str) -> bool:
+        return EVERY_SERVICE in self.services or service in self.services
+
+    def scope_refusal(self, service: str) -> str | None:
+        if self.covers(service):
+            return None
+        return (f"token {self.token_id} of {self.automation} is for the services {', '.join(self.services)}, "
+                f"not {service!r}")
+
+
+def token_refusal(holder: TokenHolder | None, automation: str, service: str) -> str | None:
+    """Why the holder of a presented token may not act as `automation` on `service` (None: it may)."""
+    if holder is None or holder.automation != automation:
+        return f"not a token issued for {automation} (or it was revoked)"
+    return holder.scope_refusal(service)
+
+
+def _scope(services: list[str]) -> tuple[str, ...]:
+    names = tuple(sorted({checked_name(name.strip(), "services") for name in services if name.strip()}))
+    if not names:
+        raise InputError("services: name the services whose changes the pipeline files (--service)",
+                         [("services", "missing")])
+    if any("," in name or name == EVERY_SERVICE for name in names):
+        raise InputError("services: a service name, not a list or a wildcard", [("services", "not a name")])
+    return names
 
 
 class AutomationTokens:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def issue(self, automation: str, *, operator: str) -> IssuedToken:
+    def issue(self, automation: str, *, operator: str, services: list[str]) -> IssuedToken:
         checked_name(operator, "operator")
+        scope = _scope(services)
         uow = self._uow
         refusal = self._refusal(automation, operator)
         token = _PREFIX + secrets.token_urlsafe(32)
@@ -43,15 +97,16 @@ class AutomationTokens:
             issued = None
             if refusal is None:
                 row = AutomationToken(automation=automation, token_sha256=_digest(token), issued_by=operator,
-                                      issued_at=uow.clock())
+                                      issued_at=uow.clock(), services=",".join(scope))
                 session.add(row)
                 session.flush()
                 assert row.id is not None
-                issued = IssuedToken(row.id, automation, token)
+                issued = IssuedToken(row.id, automation, scope, token)
             append_event(session, actor=operator, at=uow.clock(),
                          action=(AuditAction.automation_token_refused if refusal
                                  else AuditAction.automation_token_issued).value,
-                         data={"automation": automation, **({"refusal": refusal} if refusal else {}),
+                         data={"automation": automation, "services": list(scope),
+                               **({"refusal": refusal} if refusal else {}),
                                **({"id": issued.id} if issued else {})})
         if issued is None:
             raise PolicyViolation(refusal or "refused")
@@ -75,15 +130,31 @@ class AutomationTokens:
         if refusal is not None:
             raise PolicyViolation(refusal)
 
-    def proves(self, automation: str, token: str) -> bool:
-        """`token` is a token issued for `automation` and not revoked."""
-        if not token.strip().startswith(_PREFIX):
-            return False
-        digest = _digest(token)
+    def issued(self) -> list[TokenRecord]:
+        """Every token issued, oldest first: which to revoke when a pipeline's secret leaked."""
         with self._uow.read() as session:
-            rows = session.execute(select(AutomationToken.token_sha256).where(
-                AutomationToken.automation == automation, AutomationToken.revoked_at.is_(None))).scalars().all()  # type: ignore[union-attr]
-        return any(hmac.compare_digest(digest, row) for row in rows)
+            rows = session.execute(select(AutomationToken).order_by(AutomationToken.id)).scalars().all()
+        return [TokenRecord(r.id or 0, r.automation, tuple(r.services.split(",")), r.issued_by, r.issued_at,
+                            r.revoked_by, r.revoked_at) for r in rows]
+
+    def holder(self, token: str) -> TokenHolder | None:
+        """Whom `token` speaks for; None when it is forged, malformed or revoked. Looked up by its SHA-256 (the
+        table's unique key): the token itself is never stored nor compared."""
+        token = token.strip()
+        if not token.startswith(_PREFIX):
+            return None
+        with self._uow.read() as session:
+            row = session.execute(select(AutomationToken).where(
+                AutomationToken.token_sha256 == _digest(token),
+                AutomationToken.revoked_at.is_(None))).scalar_one_or_none()  # type: ignore[union-attr]
+        if row is None:
+            return None
+        assert row.id is not None
+        return TokenHolder(row.id, row.automation, tuple(row.services.split(",")))
+
+    def refusal(self, automation: str, token: str, service: str) -> str | None:
+        """Why `token` does not prove a filing of `automation` on `service` (None: it does)."""
+        return token_refusal(self.holder(token), automation, service)
 
     def _refusal(self, automation: str, operator: str) -> str | None:
         org = self._uow.org

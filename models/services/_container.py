@@ -18,6 +18,7 @@ from ._changes import ChangeService
 from ._automation_tokens import AutomationTokens
 from ._checklists import ChecklistService
 from ._delegations import DelegationService
+from ._gate_status import GateStatusReader
 from ._identity import Identities
 from ._lockdown import LockdownService
 from ._runbooks import RunbookService
@@ -49,6 +50,7 @@ class Services:
     automation_tokens: AutomationTokens
     lockdown: LockdownService
     runbooks: RunbookService
+    gate_status: GateStatusReader
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -65,7 +67,8 @@ class Services:
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
-                   lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow))
+                   lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
+                   gate_status=GateStatusReader(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -105,6 +105,9 @@ class AutomationToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     automation: str = Field(sa_type=String(100), index=True)
     token_sha256: str = Field(sa_type=String(64), unique=True)
+    # The services whose changes it may file, read and wait on, comma-separated; `*` (tokens issued before
+    # scopes, migration 0012): every service.
+    services: str = Field(default="*", sa_type=Text, nullable=False)
     issued_by: str = Field(sa_type=String(100))
     issued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     revoked_at: datetime | None = _optional_time()

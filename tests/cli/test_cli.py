@@ -248,15 +248,21 @@ def test_delegate_records_an_operators_delegation_that_the_approval_gate_honours
 def test_a_pipeline_files_with_the_token_an_operator_issued_for_it_read_from_its_environment(cli_env, tmp_path,
                                                                                            monkeypatch):
     pipeline = {**GOOD, "requester": "deploy-pipeline", "title": "deploy payments 2.5"}
-    refused = cli_env("token", "issue", "deploy-pipeline", "--as", "grace")
+    refused = cli_env("token", "issue", "deploy-pipeline", "--service", "checkout", "--as", "grace")
     assert refused.exit_code == 1 and "may issue a token" in refused.stderr and refused.stdout.strip() == ""
-    issued = cli_env("token", "issue", "deploy-pipeline", "--as", "dave")
+    unscoped = cli_env("token", "issue", "deploy-pipeline", "--as", "dave")
+    assert unscoped.exit_code == 2 and "--service" in unscoped.output and unscoped.stdout.strip() == ""
+    wildcard = cli_env("token", "issue", "deploy-pipeline", "--service", "*", "--as", "dave")
+    assert wildcard.exit_code == 2 and "services:" in wildcard.stderr, wildcard.output
+    elsewhere = cli_env("token", "issue", "deploy-pipeline", "--service", "payments", "--as", "dave").stdout.strip()
+    issued = cli_env("token", "issue", "deploy-pipeline", "--service", "checkout", "--as", "dave")
     assert issued.exit_code == 0, issued.output
     token = issued.stdout.strip()
     assert token.startswith("cfa_")
     for env_value, args, exit_code, says in (
             (None, ("--token-env", "CI_CHANGEFLOW_TOKEN"), 2, "--token-env: the environment variable"),
-            ("cfa_not-the-one", ("--token-env", "CI_CHANGEFLOW_TOKEN"), 1, "is not one issued for deploy-pipeline"),
+            ("cfa_not-the-one", ("--token-env", "CI_CHANGEFLOW_TOKEN"), 1, "not a token issued for deploy-pipeline"),
+            (elsewhere, ("--token-env", "CI_CHANGEFLOW_TOKEN"), 1, "is for the services payments, not 'checkout'"),
     ):
         if env_value is None:
             monkeypatch.delenv("CI_CHANGEFLOW_TOKEN", raising=False)
@@ -271,3 +277,9 @@ def test_a_pipeline_files_with_the_token_an_operator_issued_for_it_read_from_its
     filed = cli_env("submit", "--local", _write(tmp_path, pipeline), "--token-env", "CI_CHANGEFLOW_TOKEN", "--json")
     assert filed.exit_code == 0, filed.output
     assert json.loads(filed.stdout)["state"] == "awaiting_approval"
+    # What an operator sees before revoking a leaked one: each token's automation and scope, never the token.
+    assert cli_env("token", "revoke", "1", "--as", "dave").exit_code == 0
+    listed = cli_env("token", "list", "--format", "json")
+    assert [(t["id"], t["services"], t["revoked_by"]) for t in json.loads(listed.stdout)] == [
+        (1, "payments", "dave"), (2, "checkout", "")]
+    assert token not in listed.stdout and elsewhere not in listed.stdout

@@ -47,7 +47,7 @@ def services(cli_env) -> Iterator[Services]:
 def pipeline_files_and_waits(cli_env, tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
     """The pipeline's job: file with its token and wait; returns the process and the key once the change waits
     for its approvers."""
-    token = cli_env("token", "issue", "deploy-pipeline", "--as", "dave").stdout.strip()
+    token = cli_env("token", "issue", "deploy-pipeline", "--service", "checkout", "--as", "dave").stdout.strip()
     request = tmp_path / "deploy.yaml"
     request.write_text(yaml.safe_dump(PIPELINE_REQUEST))
     job = start("submit", "--local", str(request), "--token-env", "CI_CHANGEFLOW_TOKEN", "--wait", "--json", *extra,

@@ -104,7 +104,9 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
 
 def test_a_canary_held_by_a_lockdown_takes_its_next_step_only_once_it_is_lifted(flow_stack, lab, canary_setup,
                                                                                  hold_policy, lifted_after):
-    run_id, change = baking_at_50(flow_stack, "canary held by a lockdown", bake_s=4)
+    # The lockdown must be on before the 50 % bake ends, or the canary is past its last step boundary: a 4 s bake
+    # was shorter than `changeflow lockdown on` takes to start on a loaded machine (clean-clone run 27).
+    run_id, change = baking_at_50(flow_stack, "canary held by a lockdown", bake_s=15)
     on = lockdown(flow_stack, True, "INC-8 checkout slow")
     assert on.returncode == 0 and "canaries sent back" not in on.stdout, on
     events = lambda: flow_stack.services.changes.view(change.key).events  # noqa: E731

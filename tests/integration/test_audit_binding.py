@@ -196,7 +196,8 @@ def test_a_name_with_a_control_character_is_refused_by_every_service_and_nothing
                                                       code="X"),
         "requester": lambda: services.approvals.confirm_filing(change.key, person="grace\x00", code="X"),
         "person": lambda: services.amendments.withdraw(change.key, person="bob\n", code="X", reason="why"),
-        "operator": lambda: services.automation_tokens.issue("pipeline", operator="dave\x1b[2J"),
+        "operator": lambda: services.automation_tokens.issue("pipeline", operator="dave\x1b[2J",
+                                                                        services=["payments"]),
     }
     for field, attempt in attempts.items():
         with pytest.raises(InputError) as refused:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from models import Act, ChangeState, PolicyViolation
+from models import Act, ChangeState, InputError, PolicyViolation
 from tests.helpers import standard_request
 from tests.integration.test_bypass import actions, at_t0, clock, code  # noqa: F401
 
@@ -70,14 +70,21 @@ def test_a_code_seen_in_the_confirmation_is_worth_nothing_else(at_t0):
 
 def test_a_pipeline_confirms_its_own_filing_with_the_token_an_operator_issued_for_it(at_t0):
     with pytest.raises(PolicyViolation, match="'alice' holds none of the roles that may issue a token"):
-        at_t0.automation_tokens.issue("deploy-pipeline", operator="alice")
+        at_t0.automation_tokens.issue("deploy-pipeline", operator="alice", services=["payments"])
     with pytest.raises(PolicyViolation, match="'grace' is not an automation of the directory"):
-        at_t0.automation_tokens.issue("grace", operator="dave")
-    issued = at_t0.automation_tokens.issue("deploy-pipeline", operator="dave")
-    other = at_t0.automation_tokens.issue("maintenance", operator="dave")
+        at_t0.automation_tokens.issue("grace", operator="dave", services=["payments"])
+    for scope, problem in (([], "missing"), ([" "], "missing"), (["*"], "not a name"), (["a,b"], "not a name")):
+        with pytest.raises(InputError) as unscoped:
+            at_t0.automation_tokens.issue("deploy-pipeline", operator="dave", services=scope)
+        assert tuple(unscoped.value.problems[0]) == ("services", problem)
+    issued = at_t0.automation_tokens.issue("deploy-pipeline", operator="dave", services=["payments"])
+    other = at_t0.automation_tokens.issue("maintenance", operator="dave", services=["payments"])
+    elsewhere = at_t0.automation_tokens.issue("deploy-pipeline", operator="dave", services=["checkout", "search"])
     change = filed(at_t0, requester="deploy-pipeline")
     for token, why in ((other.token, "not a token issued for deploy-pipeline"),
-                       (code(at_t0, change.key, "grace", Act.file), "not a token issued for deploy-pipeline")):
+                       (code(at_t0, change.key, "grace", Act.file), "not a token issued for deploy-pipeline"),
+                       (elsewhere.token, f"token {elsewhere.id} of deploy-pipeline is for the services checkout, "
+                                         "search, not 'payments'")):
         with pytest.raises(PolicyViolation, match=why):
             at_t0.approvals.confirm_filing(change.key, person="deploy-pipeline", code=token)
     # A person's filing is never confirmed with a token, nor a pipeline's by a person.
