@@ -61,7 +61,7 @@ def file_change(services: Services, data: dict, *, token: str | None = None, loc
     if local:
         change = services.changes.submit(request)
     else:
-        change, _run_id = start_change_flow(services, request.model_dump(mode="json", exclude_unset=True))
+        change, _run_id = start_change_flow(services, request.as_run_form())
     if token is not None:
         # Recorded here, where the token is; the run is only asked to look again (no token reaches Prefect).
         change = services.approvals.confirm_filing(change.key, person=change.requester, code=token)

@@ -175,6 +175,16 @@ class ChangeRequestInput(BaseModel):
             raise ValueError(f"planned_end: a change may last at most {MAX_CHANGE_LENGTH.days} days (split it)")
         return self
 
+    def as_run_form(self) -> dict[str, Any]:
+        """The request as the Prefect run form posts it: the submit deployment's parameter schema takes the yes /
+        no questions as "yes" / "no", and Prefect refused a request from the CLI or the pipeline API whose
+        answers were dumped as booleans (409, "False is not one of ['yes', 'no']")."""
+        form = self.model_dump(mode="json", exclude_unset=True)
+        if isinstance(form.get("risk"), dict):
+            form["risk"] = {question: ("yes" if answer else "no") if isinstance(answer, bool) else answer
+                            for question, answer in form["risk"].items()}
+        return form
+
 
 class ApprovalView(BaseModel):
     approver: str

@@ -13,9 +13,11 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
+import yaml
 import pytest
 from prefect import get_client
 
+from models import ChangeState
 from tests.flows.test_flows import act
 from tests.helpers import ROUTINE_RISK, wait_until
 
@@ -53,9 +55,12 @@ def test_the_pipeline_example_files_through_the_run_and_is_released_once_approve
                            env={**flow_stack.stack.env, "CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        change = wait_until(lambda: next((c for c in flow_stack.services.changes.all_in_state("awaiting_approval")
-                                          if c.service == service and c.flow_run_id), None),
-                            120, "the pipeline's change to reach its approvers (its filing confirmed by the token)")
+        def filed():
+            assert job.poll() is None, job.communicate()  # the job ended early: its output says why
+            return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
+                         if c.service == service and c.flow_run_id), None)
+
+        change = wait_until(filed, 120, "the pipeline's change to reach its approvers (the token confirmed it)")
         act(flow_stack, change, "frank")
         assert job.poll() is None, "one of two approvals: the job still waits"
         act(flow_stack, change, "bob")
@@ -79,3 +84,35 @@ def test_the_pipeline_example_files_through_the_run_and_is_released_once_approve
         return json.dumps(run.parameters) + " ".join(i.value for i in inputs) + " ".join(log.message for log in logs)
 
     assert token not in asyncio.run(what_prefect_holds()), "the token stays in the pipeline's secret store"
+
+
+def test_the_cli_files_through_the_run_with_yaml_booleans_and_a_rejection_ends_the_wait_with_exit_1(flow_stack,
+                                                                                                   tmp_path):
+    """`changeflow submit FILE` (not --local) starts the submit deployment: a request file answers the yes / no
+    questions as YAML booleans, which Prefect's parameter schema refused until they were posted as the run form
+    posts them (every such submit exited 1, 'could not start change-request/submit')."""
+    service = "pipeline-cli"
+    token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave", services=[service]).token
+    request = tmp_path / "deploy.yaml"
+    request.write_text(yaml.safe_dump({"type": "standard", "title": "deploy pipeline-cli 3.0", "service": service,
+                                       "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.9",
+                                       "risk": {**ROUTINE_RISK, "tested_in_staging": True, "touches_data": False}}))
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    job = subprocess.Popen([changeflow, "submit", str(request), "--token-env", "CI_CHANGEFLOW_TOKEN", "--wait",
+                            "--json"], env={**flow_stack.stack.env, "CI_CHANGEFLOW_TOKEN": token},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def filed():
+            assert job.poll() is None, job.communicate()
+            return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
+                         if c.service == service and c.flow_run_id), None)
+
+        change = wait_until(filed, 120, "the CLI's change to reach its approvers")
+        act(flow_stack, change, "bob", decision="reject", comment="no load test for 3.0")
+        out, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 1, err
+    assert json.loads(out)["verdict"] == "refused" and "no load test for 3.0" in err
+    assert flow_stack.services.changes.get(change.key).risk_answers["tested_in_staging"] is True
