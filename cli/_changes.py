@@ -12,12 +12,12 @@ from rich import box
 from rich.panel import Panel
 from rich.table import Table
 
-from flows import file_change
+from flows import cancel_run, file_change, stop_run
 from models import ChangeState, InputError, RiskLevel
 from notifications import run_url
 
 from ._context import context
-from ._flows import cancel_run, nudge_run, stop_run
+from ._flows import nudge_run
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row

@@ -55,28 +55,3 @@ def paused_gates(changes: list[ChangeRequest]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def stop_run(change: ChangeRequest, message: str) -> bool:
-    """Stop a running change's run as the UI's Cancel does; False when Prefect could not be reached."""
-    if not change.flow_run_id:
-        return False
-    from flows import stop
-
-    try:
-        asyncio.run(stop(change.flow_run_id, message))
-    except Exception:  # noqa: BLE001 - the abort is on the record; the person is told to press Cancel instead
-        return False
-    return True
-
-
-def cancel_run(change: ChangeRequest, message: str) -> bool:
-    """Cancel the change's Prefect run so it stops waiting at its gate; False when Prefect could not be reached
-    (the change is cancelled anyway: its run then finds it cancelled at its next resume)."""
-    if not change.flow_run_id:
-        return False
-    from flows import cancel
-
-    try:
-        asyncio.run(cancel(change.flow_run_id, message))
-    except Exception:  # noqa: BLE001 - the change's record is what counts; the run is housekeeping
-        return False
-    return True

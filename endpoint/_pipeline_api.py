@@ -7,6 +7,8 @@ the token's services bound what it may file, read and wait on.
 - `GET /api/v1/changes/{key}`: where its gate stands.
 - `GET /api/v1/changes/{key}/wait?timeout=S`: a long poll, answered as soon as the change may proceed or will
   not, or after S seconds with `pending` (ask again).
+- `POST /api/v1/changes/{key}/cancel`: call the pipeline's own change off (its job was cancelled): withdrawn
+  before implementation, aborted during it (its run stopped, the change rolled back).
 - `GET /api/v1/openapi.json`: this API, described.
 
 A refusal answers 4xx with `error` and, for bad input, `fields` naming each field and its problem; nothing is
@@ -33,6 +35,9 @@ from models import (ChangeflowError, ChangeRequest, GateStatus, GateVerdict, Inp
 # services, the request's fields, the pipeline's token -> the change, recorded (its run started)
 FileChange = Callable[[Services, dict, str], ChangeRequest]
 
+# the change, whether it was aborted (else withdrawn), the message -> whether its run was reached
+EndRun = Callable[[ChangeRequest, bool, str], bool]
+
 PREFIX = "/api/v1"
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -41,6 +46,12 @@ def file_with_prefect(services: Services, data: dict, token: str) -> ChangeReque
     from flows import file_change
 
     return file_change(services, data, token=token)
+
+
+def end_run_with_prefect(change: ChangeRequest, aborted: bool, message: str) -> bool:
+    from flows import end_run_of
+
+    return end_run_of(change, aborted=aborted, message=message)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ def _record(status: GateStatus) -> dict[str, Any]:
 
 
 def pipeline_routes(services: Services, *, file_change: FileChange = file_with_prefect,
+                    end_run: EndRun = end_run_with_prefect,
                     limits: PipelineApiLimits = PipelineApiLimits()) -> list[BaseRoute]:
 
     async def holder_of(request: Request) -> tuple[TokenHolder, str]:
@@ -216,6 +228,52 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
                 return JSONResponse(_record(status), headers=_NO_STORE)
             await asyncio.sleep(min(limits.poll_s, remaining))
 
+    async def call_off(request: Request) -> Response:
+        """Call the pipeline's own change off, as when its job was cancelled: withdrawn before implementation (its
+        run cancelled), aborted during it (its run stopped, then started again only to roll the change back).
+        ---
+        summary: Call a change off (withdraw or abort)
+        security: [{pipelineToken: []}]
+        parameters: [{name: key, in: path, required: true, schema: {type: string}, example: CHG-000042}]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: {type: object, required: [reason], properties: {reason: {type: string}}}
+        responses:
+          200:
+            description: Called off; the gate's status, with `aborted` and `run_stopped`
+            content: {application/json: {schema: {$ref: '#/components/schemas/GateStatus'}}}
+          400:
+            description: No reason given
+          401:
+            description: No token, or one forged or revoked
+          403:
+            description: Refused (another automation's change, or one past calling off); recorded
+          404:
+            description: No such change among the token's services
+        """
+        holder, token = await holder_of(request)
+        key = request.path_params["key"]
+        await status_in_scope(holder, key)
+        data = await body_of(request)
+        reason = data.get("reason", "")
+        if not isinstance(reason, str):
+            raise _Refused(400, "reason: a text saying why", [("reason", "not a text")])
+
+        def decide() -> tuple[ChangeRequest, bool]:
+            return services.amendments.call_off(key, person=holder.automation, code=token, reason=reason)
+        try:
+            change, aborted = await run_in_threadpool(decide)
+        except InputError as exc:
+            raise _Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
+        except PolicyViolation as exc:
+            raise _Refused(403, str(exc)) from None
+        ended = await run_in_threadpool(end_run, change, aborted, f"{change.key} "
+                                        f"{'aborted' if aborted else 'cancelled'} by {holder.automation}: {reason}")
+        status = await run_in_threadpool(services.gate_status.status, key)
+        return JSONResponse({**_record(status), "aborted": aborted, "run_stopped": ended}, headers=_NO_STORE)
+
     schemas = SchemaGenerator({
         "openapi": "3.0.3",
         "info": {"title": "changeflow pipeline API", "version": "1",
@@ -239,6 +297,7 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
         Route(f"{PREFIX}/changes", refusing(submit), methods=["POST"]),
         Route(f"{PREFIX}/changes/{{key}}", refusing(read), methods=["GET"]),
         Route(f"{PREFIX}/changes/{{key}}/wait", refusing(wait), methods=["GET"]),
+        Route(f"{PREFIX}/changes/{{key}}/cancel", refusing(call_off), methods=["POST"]),
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
     return routes

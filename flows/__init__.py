@@ -18,7 +18,8 @@ _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key
           "LAUNCHER_ENV": "_engine_client", "ENGINE_CLIENT": "_engine_client",
           "prefect_logging_env": "_json_logs", "JsonLines": "_json_logs",
           "trace_change": "_json_logs", "file_change": "_filing", "start_change_flow": "_filing",
-          "PrefectUnavailable": "_filing", "SUBMIT_DEPLOYMENT": "_filing"}
+          "PrefectUnavailable": "_filing", "SUBMIT_DEPLOYMENT": "_filing", "stop_run": "_calling_off",
+          "cancel_run": "_calling_off", "end_run_of": "_calling_off"}
 __all__ = list(_HOMES)
 
 

@@ -23,6 +23,7 @@ from ..domain import (
     parse_change_request,
 )
 from ..storage import CONTENT, ChangeRequest, append_event, change_content_digest
+from ._automation_tokens import AutomationTokens, TokenHolder, token_refusal
 from ._identity import Identities
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
@@ -55,11 +56,12 @@ class AmendmentService:
         if not reason.strip():
             raise InputError("reason: say why the change is cancelled", [("reason", "empty")])
         uow = self._uow
+        holder = self._token_holder(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._calling_off_refusal(session, change, person, code)
+                refusal = self._calling_off_refusal(session, change, person, code, holder)
                 if refusal is None:
                     try:
                         return uow.apply_transition(session, change, ChangeState.cancelled, person,
@@ -148,11 +150,12 @@ class AmendmentService:
         if not reason.strip():
             raise InputError("reason: say why the change is aborted", [("reason", "empty")])
         uow = self._uow
+        holder = self._token_holder(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
                 change = uow.load(session, key, for_update=True)
-                refusal = self._calling_off_refusal(session, change, person, code)
+                refusal = self._calling_off_refusal(session, change, person, code, holder)
                 if refusal is None and ChangeState(change.state) not in _ABORTABLE:
                     refusal = (f"{change.key} is {change.state}: only a change being implemented can be aborted"
                                + ("; call it off with `changeflow cancel`" if ChangeState(change.state) in
@@ -171,9 +174,32 @@ class AmendmentService:
 
         return uow.retry(attempt, None)
 
-    def _calling_off_refusal(self, session: Session, change: ChangeRequest, person: str, code: str) -> str | None:
+    def call_off(self, key: str, *, person: str, code: str, reason: str) -> tuple[ChangeRequest, bool]:
+        """Withdraw the change if it is not yet implemented, abort it if it is being implemented: what a pipeline
+        whose job was cancelled asks for its change (issue 32). Returns the change and whether it was aborted (its
+        run is then stopped and rolled back, not cancelled). Each path checks the state again as it writes."""
+        with self._uow.read() as session:
+            state = ChangeState(self._uow.load(session, key).state)
+        if state in _ABORTABLE:
+            return self.abort(key, person=person, code=code, reason=reason), True
+        return self.withdraw(key, person=person, code=code, reason=reason), False
+
+    def _token_holder(self, person: str, token: str) -> TokenHolder | None:
+        """Whom a pipeline's token speaks for, read before the write transaction (None for a person)."""
+        if person.strip() not in self._uow.org.directory.automations:
+            return None
+        return AutomationTokens(self._uow).holder(token)
+
+    def _calling_off_refusal(self, session: Session, change: ChangeRequest, person: str, code: str,
+                             holder: TokenHolder | None) -> str | None:
         """Who may call a change off, before implementation (withdraw) or during it (abort): its requester, or
-        someone who may approve it, with their code for that act; None when `person` may."""
+        someone who may approve it, with their code for that act; a pipeline, only its own change, with its token
+        for the change's service. None when `person` may."""
+        if person in self._uow.org.directory.automations:
+            refusal = token_refusal(holder, person, change.service)
+            if refusal is None and person != change.requester:
+                refusal = f"{person} did not file {change.key}: a pipeline calls off only its own changes"
+            return refusal
         refusal = self._identities.refusal(change, person, code, Act.withdraw)
         roles = {r.role for r in self._uow.required_for(change)}
         if refusal is None and person != change.requester and not any(

@@ -196,7 +196,8 @@ def test_a_wait_with_a_timeout_that_is_not_a_positive_number_is_400(api, service
 def test_the_openapi_document_describes_each_operation_and_its_token(api):
     document = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/api/v1/changes", "/api/v1/changes/{key}", "/api/v1/changes/{key}/wait"}
+    assert set(document["paths"]) == {"/api/v1/changes", "/api/v1/changes/{key}", "/api/v1/changes/{key}/wait",
+                                      "/api/v1/changes/{key}/cancel"}
     assert set(document["paths"]["/api/v1/changes"]) == {"post"}
     wait = document["paths"]["/api/v1/changes/{key}/wait"]["get"]
     assert {p["name"] for p in wait["parameters"]} == {"key", "timeout"}
@@ -204,3 +205,42 @@ def test_the_openapi_document_describes_each_operation_and_its_token(api):
     assert document["components"]["securitySchemes"]["pipelineToken"]["scheme"] == "bearer"
     assert set(document["components"]["schemas"]["GateStatus"]["properties"]["verdict"]["enum"]) == {
         "proceed", "refused", "pending"}
+
+
+def test_a_pipeline_calls_off_only_its_own_change_withdrawn_before_and_aborted_during_implementation(api, services,
+                                                                                                   token):
+    """A CI job cancelled mid-way calls its change off: before implementation the change is cancelled; during it
+    the abort is recorded (the run is stopped and rolled back, tests/flows/test_abort_flows.py). Another
+    pipeline's change, a missing reason or a change past calling off is refused, and the refusal recorded."""
+    def call_off(key: str, reason: object = "job cancelled in CI", with_token: str = token) -> httpx.Response:
+        return httpx.post(f"{api.url}/changes/{key}/cancel", json={"reason": reason}, headers=bearer(with_token),
+                          timeout=10)
+
+    key = filed(api, token)["key"]
+    for reason in ("", "  ", 7):
+        assert call_off(key, reason).json()["fields"][0]["field"] == "reason"
+    maintenance = services.automation_tokens.issue("maintenance", operator="dave", services=["checkout"]).token
+    theirs = filed(api, maintenance, title="maintenance of checkout")["key"]
+    refused = call_off(theirs)
+    assert refused.status_code == 403 and "deploy-pipeline did not file" in refused.json()["error"]
+    assert services.changes.get(theirs).state == "awaiting_approval"
+
+    withdrawn = call_off(key)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert (withdrawn.json()["state"], withdrawn.json()["verdict"], withdrawn.json()["aborted"]) == (
+        "cancelled", "refused", False)
+    assert "job cancelled in CI" in withdrawn.json()["reason"]
+    again = call_off(key)
+    assert again.status_code == 403 and "cancelled" in again.json()["error"]
+
+    running = filed(api, token, title="deploy checkout 2.6")["key"]
+    for person in ("frank", "bob"):
+        services.approvals.decide(running, approver=person, decision="approve", code=code(services, running, person))
+    for state in (ChangeState.scheduled, ChangeState.implementing):
+        services.changes.transition(running, state, actor="changeflow", reason="its window opened")
+    aborted = call_off(running, "smoke test failed in CI")
+    assert aborted.status_code == 200 and aborted.json()["aborted"] is True
+    assert services.recovery.abort_reason(running) == "aborted by deploy-pipeline: smoke test failed in CI"
+    with services.db.read() as session:
+        refusals = session.execute(select(AuditEvent).where(AuditEvent.action == "cancel_refused")).scalars().all()
+    assert {e.change_key for e in refusals} >= {theirs, key}
