@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from flows import cancel_run, file_change, stop_run
-from models import ChangeState, InputError, RiskLevel
+from models import ChangeState, GateTarget, InputError, RiskLevel
 from notifications import run_url
 
 from ._context import context
@@ -21,7 +21,7 @@ from ._flows import nudge_run
 from ._options import JsonOption, OutputFormat, build_filter, parse_time, read_request_file, required_time
 from ._output import console, err_console, exits_cleanly, fmt_time, print_json
 from ._render import LOG_FIELDS, change_row, emit_rows, event_summary, log_row
-from ._wait import DEFAULT_TIMEOUT, parse_timeout, wait_for_gate
+from ._wait import DEFAULT_TIMEOUT, UntilOption, parse_timeout, wait_for_gate
 
 
 app = typer.Typer()
@@ -39,6 +39,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="Then wait on its approval gate, as `changeflow wait` does: exit "
                               "0 may proceed, 1 rejected / expired / cancelled, 3 --timeout passed."),
     timeout: str = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="With --wait: give up after this long (exit 3)."),
+    until: GateTarget = UntilOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Validate a change request and start its flow (deployment change-request/submit)."""
@@ -58,7 +59,7 @@ def submit(
         notifier.deliver(change_key=change.key)
     required = services.approvals.required_for(change)
     if json_output and wait:
-        wait_for_gate(change.key, limit, json_output)  # stdout: the final record only
+        wait_for_gate(change.key, limit, json_output, until)  # stdout: the final record only
         return
     if json_output:
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
@@ -73,7 +74,7 @@ def submit(
     if change.flow_run_id:
         console.print(f"flow run: {run_url(context().settings, change.flow_run_id)}")
     if wait:
-        wait_for_gate(change.key, limit, json_output)
+        wait_for_gate(change.key, limit, json_output, until)
 
 
 @app.command("confirm-filing")

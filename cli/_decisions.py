@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import typer
@@ -120,6 +121,31 @@ def work(
     change = services.changes.get(key)
     nudged = nudge_run(change, "work", work_gate(stage, step))
     console.print(f"{change.key} {stage.value.replace('_', ' ')}: {done.outcome.value} by {done.person}"
+                  f"{'; the run continues' if nudged else ''}")
+
+
+@app.command("report-outcome")
+@exits_cleanly
+def report_outcome(
+    key: str = typer.Argument(..., help="Change key."),
+    result: str = typer.Option(..., "--result", help="What the pipeline's deployment did: succeeded or failed."),
+    evidence: str = typer.Option(..., "--evidence", help="The URL of the pipeline's job, for the record."),
+    token_env: str = typer.Option(..., "--token-env", help="The environment variable holding the pipeline's token "
+                                  "(never the token on the command line)."),
+) -> None:
+    """A pipeline that filed a change and deployed it (after `wait --until start`) reports how it went: the
+    change's run carries on (verification, or the rollback), and DORA counts the outcome."""
+    from flows import work_gate
+
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise InputError(f"--token-env: the environment variable {token_env} is not set", [("token_env", "not set")])
+    services = context().services
+    change = services.changes.get(key)
+    done = services.work.report_outcome(key, automation=change.requester, token=token, result=result,
+                                        evidence=evidence)
+    nudged = nudge_run(services.changes.get(key), "work", work_gate(WorkStage.implemented))
+    console.print(f"{change.key} implementation reported {done.outcome.value} by {done.person}"
                   f"{'; the run continues' if nudged else ''}")
 
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import typer
 
-from models import ChangeflowError, ChangeRequest, GateVerdict, InputError, parse_duration
+from models import ChangeflowError, ChangeRequest, GateTarget, GateVerdict, InputError, parse_duration
 
 from ._context import context
 from ._options import JsonOption
@@ -44,14 +44,19 @@ def parse_timeout(value: str) -> timedelta:
     return timeout
 
 
-def wait_for_gate(key: str, timeout: timedelta, json_output: bool) -> None:
+UntilOption = typer.Option(GateTarget.approval, "--until", help="approval: exit 0 once approved (it runs in its "
+                           "window); start: once its window opened and its run began the implementation (deploy now, "
+                           "then `changeflow report-outcome`).")
+
+
+def wait_for_gate(key: str, timeout: timedelta, json_output: bool, until: GateTarget = GateTarget.approval) -> None:
     """Read the change every `CHANGEFLOW_WAIT_POLL_S` until its gate says proceed or refused, or `timeout`."""
     ctx = context()
     poll_s = ctx.settings.wait_poll_s
     deadline = time.monotonic() + timeout.total_seconds()
     told = ""
     while True:
-        status = ctx.services.gate_status.status(key)
+        status = ctx.services.gate_status.status(key, until)
         change, verdict = status.change, status.verdict
         if verdict is GateVerdict.pending:
             if status.waiting_for != told:
@@ -82,10 +87,11 @@ def _final(change: ChangeRequest, verdict: GateVerdict, json_output: bool) -> No
 def wait(
     key: str = typer.Argument(..., help="Change key."),
     timeout: str = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="Give up after this long (90s, 30m, 2h): exit 3."),
+    until: GateTarget = UntilOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Wait until a change may proceed (exit 0), will not (rejected, expired, cancelled: exit 1) or --timeout
     passes (exit 3): a pipeline's "may I deploy?"."""
     limit = parse_timeout(timeout)
     context().services.changes.get(key)  # an unknown key is bad input (exit 2) before any waiting
-    wait_for_gate(key, limit, json_output)
+    wait_for_gate(key, limit, json_output, until)

@@ -5,8 +5,11 @@ the token's services bound what it may file, read and wait on.
 
 - `POST /api/v1/changes`: file a change (the body is the request, as `changeflow submit` reads it); 201.
 - `GET /api/v1/changes/{key}`: where its gate stands.
-- `GET /api/v1/changes/{key}/wait?timeout=S`: a long poll, answered as soon as the change may proceed or will
-  not, or after S seconds with `pending` (ask again).
+- `GET /api/v1/changes/{key}/wait?timeout=S&until=approval|start`: a long poll, answered as soon as the change
+  may proceed (approved; with `until=start`, its run began the implementation: deploy now) or will not, or after
+  S seconds with `pending` (ask again).
+- `POST /api/v1/changes/{key}/outcome`: what the pipeline's deployment did (`succeeded` / `failed`, evidence URL);
+  the change's run carries on from there.
 - `POST /api/v1/changes/{key}/cancel`: call the pipeline's own change off (its job was cancelled): withdrawn
   before implementation, aborted during it (its run stopped, the change rolled back).
 - `GET /api/v1/openapi.json`: this API, described.
@@ -17,11 +20,10 @@ written by a refused request, and a request without a valid token is on the audi
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,23 +31,34 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
-from models import (ChangeflowError, ChangeRequest, GateStatus, GateVerdict, InputError, NotFound, PolicyViolation,
-                    Services, TokenHolder)
+from models import (ChangeflowError, ChangeRequest, GateStatus, GateTarget, GateVerdict, InputError, NotFound,
+                    PolicyViolation, Services, TokenHolder, WorkStage)
+
+from ._pipeline_shapes import COMPONENTS, NO_STORE, Refused, gate_record, json_body, refusing, until_of
 
 # services, the request's fields, the pipeline's token -> the change, recorded (its run started)
 FileChange = Callable[[Services, dict, str], ChangeRequest]
 
 # the change, whether it was aborted (else withdrawn), the message -> whether its run was reached
 EndRun = Callable[[ChangeRequest, bool, str], bool]
+# the change whose implementation was reported -> whether its run, waiting at its work gate, was reached
+NudgeWork = Callable[[ChangeRequest], bool]
 
 PREFIX = "/api/v1"
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def file_with_prefect(services: Services, data: dict, token: str) -> ChangeRequest:
     from flows import file_change
 
     return file_change(services, data, token=token)
+
+
+def nudge_work_with_prefect(change: ChangeRequest) -> bool:
+    if not change.flow_run_id:
+        return False
+    from flows import GateKind, nudge_suspended_run, work_gate
+
+    return nudge_suspended_run(change.flow_run_id, GateKind.work, work_gate(WorkStage.implemented))
 
 
 def end_run_with_prefect(change: ChangeRequest, aborted: bool, message: str) -> bool:
@@ -62,68 +75,34 @@ class PipelineApiLimits:
     refusal_summary: timedelta = timedelta(seconds=60)
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, error: str, fields: list[tuple[str, str]] | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(error)
-        self.response = JSONResponse(
-            {"error": error, **({"fields": [{"field": f, "problem": p} for f, p in fields]} if fields else {})},
-            status_code=status, headers={**_NO_STORE, **(headers or {})})
-
-
-def _record(status: GateStatus) -> dict[str, Any]:
-    change = status.change
-    return {"key": change.key, "state": change.state, "verdict": status.verdict.value,
-            "waiting_for": status.waiting_for or None, "reason": status.reason or None,
-            "type": change.type, "service": change.service, "title": change.title, "requester": change.requester,
-            "risk_level": change.risk_level, "flow_run_id": change.flow_run_id,
-            "approved_at": change.approved_at.isoformat() if change.approved_at else None}
-
-
 def pipeline_routes(services: Services, *, file_change: FileChange = file_with_prefect,
-                    end_run: EndRun = end_run_with_prefect,
+                    end_run: EndRun = end_run_with_prefect, nudge_work: NudgeWork = nudge_work_with_prefect,
                     limits: PipelineApiLimits = PipelineApiLimits()) -> list[BaseRoute]:
 
     async def holder_of(request: Request) -> tuple[TokenHolder, str]:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _Refused(401, "authorization: send the pipeline's token as 'Authorization: Bearer cfa_...'",
+            raise Refused(401, "authorization: send the pipeline's token as 'Authorization: Bearer cfa_...'",
                            [("authorization", "missing")], {"WWW-Authenticate": "Bearer"})
         holder = await run_in_threadpool(services.automation_tokens.holder, token)
         if holder is None:
             source = request.client.host if request.client else "unknown"
             await run_in_threadpool(services.links.record_unauthenticated, "a pipeline token forged or revoked",
                                     via="pipeline API", source=source, every=limits.refusal_summary)
-            raise _Refused(401, "authorization: not a token changeflow issued, or it was revoked",
+            raise Refused(401, "authorization: not a token changeflow issued, or it was revoked",
                            [("authorization", "not valid")], {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return holder, token.strip()
 
-    async def status_in_scope(holder: TokenHolder, key: str) -> GateStatus:
+    async def status_in_scope(holder: TokenHolder, key: str,
+                              until: GateTarget = GateTarget.approval) -> GateStatus:
         try:
-            status = await run_in_threadpool(services.gate_status.status, key)
+            status = await run_in_threadpool(services.gate_status.status, key, until)
         except NotFound:
             status = None
         # Out of its scope reads as unknown: a token of one service learns nothing of another's changes.
         if status is None or not holder.covers(status.change.service):
-            raise _Refused(404, f"no change {key} among the services of this token ({', '.join(holder.services)})")
+            raise Refused(404, f"no change {key} among the services of this token ({', '.join(holder.services)})")
         return status
-
-    async def body_of(request: Request) -> dict:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise _Refused(413, f"the request is larger than {limits.max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise _Refused(413, f"the request is larger than {limits.max_body_bytes} bytes")
-        try:
-            data = json.loads(bytes(body) or b"null")
-        except (UnicodeDecodeError, ValueError):
-            raise _Refused(400, "body: not JSON", [("body", "not JSON")]) from None
-        if not isinstance(data, dict):
-            raise _Refused(400, "body: a JSON object of the request's fields", [("body", "not an object")])
-        return data
 
     async def submit(request: Request) -> Response:
         """File a change as the token's pipeline; it goes to its approvers at once (the token confirms the filing).
@@ -150,29 +129,34 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
             description: Prefect cannot start the change's run
         """
         holder, token = await holder_of(request)
-        data = await body_of(request)
+        data = await json_body(request, limits.max_body_bytes)
         requester = data.setdefault("requester", holder.automation)
         if requester != holder.automation:
-            raise _Refused(403, f"requester: this token files for {holder.automation}, not {requester!r}",
+            raise Refused(403, f"requester: this token files for {holder.automation}, not {requester!r}",
                            [("requester", "not the token's automation")])
         try:
             change = await run_in_threadpool(file_change, services, data, token)
         except InputError as exc:
-            raise _Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
+            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
         except PolicyViolation as exc:
-            raise _Refused(403, str(exc)) from None
+            raise Refused(403, str(exc)) from None
         except ChangeflowError as exc:  # Prefect unreachable: nothing was filed
-            raise _Refused(503, str(exc)) from None
+            raise Refused(503, str(exc)) from None
         status = await run_in_threadpool(services.gate_status.status, change.key)
-        return JSONResponse(_record(status), status_code=201, headers={
-            **_NO_STORE, "Location": f"{PREFIX}/changes/{change.key}"})
+        return JSONResponse(gate_record(status), status_code=201, headers={
+            **NO_STORE, "Location": f"{PREFIX}/changes/{change.key}"})
 
     async def read(request: Request) -> Response:
         """Where a change's approval gate stands.
         ---
         summary: Read a change's gate
         security: [{pipelineToken: []}]
-        parameters: [{name: key, in: path, required: true, schema: {type: string}, example: CHG-000042}]
+        parameters:
+          - {name: key, in: path, required: true, schema: {type: string}, example: CHG-000042}
+          - name: until
+            in: query
+            required: false
+            schema: {type: string, enum: [approval, start], default: approval}
         responses:
           200:
             description: The gate's status
@@ -183,8 +167,8 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
             description: No such change among the token's services
         """
         holder, _ = await holder_of(request)
-        status = await status_in_scope(holder, request.path_params["key"])
-        return JSONResponse(_record(status), headers=_NO_STORE)
+        status = await status_in_scope(holder, request.path_params["key"], until_of(request))
+        return JSONResponse(gate_record(status), headers=NO_STORE)
 
     async def wait(request: Request) -> Response:
         """Hold the request until the change may proceed or will not, or `timeout` seconds pass (then `pending`:
@@ -199,6 +183,11 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
             required: false
             description: seconds to hold the request (at most the server's limit)
             schema: {type: number, default: 30}
+          - name: until
+            in: query
+            required: false
+            description: "approval: released once approved; start: once its run began the implementation"
+            schema: {type: string, enum: [approval, start], default: approval}
         responses:
           200:
             description: The gate's status once decided, or pending at the timeout
@@ -217,15 +206,15 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
         except ValueError:
             timeout = -1.0
         if not 0 < timeout < float("inf"):
-            raise _Refused(400, f"timeout: {given!r} is not a positive number of seconds",
+            raise Refused(400, f"timeout: {given!r} is not a positive number of seconds",
                            [("timeout", "not a positive number")])
         deadline = time.monotonic() + min(timeout, limits.wait_max_s)
-        key = request.path_params["key"]
+        key, until = request.path_params["key"], until_of(request)
         while True:
-            status = await status_in_scope(holder, key)
+            status = await status_in_scope(holder, key, until)
             remaining = deadline - time.monotonic()
             if status.verdict is not GateVerdict.pending or remaining <= 0 or await request.is_disconnected():
-                return JSONResponse(_record(status), headers=_NO_STORE)
+                return JSONResponse(gate_record(status), headers=NO_STORE)
             await asyncio.sleep(min(limits.poll_s, remaining))
 
     async def call_off(request: Request) -> Response:
@@ -256,84 +245,94 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
         holder, token = await holder_of(request)
         key = request.path_params["key"]
         await status_in_scope(holder, key)
-        data = await body_of(request)
+        data = await json_body(request, limits.max_body_bytes)
         reason = data.get("reason", "")
         if not isinstance(reason, str):
-            raise _Refused(400, "reason: a text saying why", [("reason", "not a text")])
+            raise Refused(400, "reason: a text saying why", [("reason", "not a text")])
 
         def decide() -> tuple[ChangeRequest, bool]:
             return services.amendments.call_off(key, person=holder.automation, code=token, reason=reason)
         try:
             change, aborted = await run_in_threadpool(decide)
         except InputError as exc:
-            raise _Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
+            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
         except PolicyViolation as exc:
-            raise _Refused(403, str(exc)) from None
+            raise Refused(403, str(exc)) from None
         ended = await run_in_threadpool(end_run, change, aborted, f"{change.key} "
                                         f"{'aborted' if aborted else 'cancelled'} by {holder.automation}: {reason}")
         status = await run_in_threadpool(services.gate_status.status, key)
-        return JSONResponse({**_record(status), "aborted": aborted, "run_stopped": ended}, headers=_NO_STORE)
+        return JSONResponse({**gate_record(status), "aborted": aborted, "run_stopped": ended}, headers=NO_STORE)
+
+    async def outcome(request: Request) -> Response:
+        """What the pipeline's deployment did, once its change was released to start (`until=start`): recorded as
+        the implementation's confirmation, so the change's run carries on (verification, or the rollback) and DORA
+        counts the outcome.
+        ---
+        summary: Report the deployment's outcome
+        security: [{pipelineToken: []}]
+        parameters: [{name: key, in: path, required: true, schema: {type: string}, example: CHG-000042}]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [result, evidence]
+                properties:
+                  result: {type: string, enum: [succeeded, failed]}
+                  evidence: {type: string, format: uri, description: the URL of the pipeline's job}
+        responses:
+          200:
+            description: Recorded; the gate's status, with `reported` (the outcome on record)
+            content: {application/json: {schema: {$ref: '#/components/schemas/GateStatus'}}}
+          400:
+            description: A result or evidence that is missing or malformed
+          401:
+            description: No token, or one forged or revoked
+          403:
+            description: Refused and recorded (not being implemented, another automation's change, or a type whose
+              work a person confirms)
+          404:
+            description: No such change among the token's services
+        """
+        holder, token = await holder_of(request)
+        key = request.path_params["key"]
+        await status_in_scope(holder, key)
+        data = await json_body(request, limits.max_body_bytes)
+        result, evidence = data.get("result", ""), data.get("evidence", "")
+        if not isinstance(result, str) or not isinstance(evidence, str):
+            raise Refused(400, "result and evidence: texts", [("result" if not isinstance(result, str)
+                                                                 else "evidence", "not a text")])
+
+        def report():
+            return services.work.report_outcome(key, automation=holder.automation, token=token, result=result,
+                                                evidence=evidence)
+        try:
+            reported = await run_in_threadpool(report)
+        except InputError as exc:
+            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
+        except PolicyViolation as exc:
+            raise Refused(403, str(exc)) from None
+        status = await run_in_threadpool(services.gate_status.status, key, GateTarget.start)
+        await run_in_threadpool(nudge_work, status.change)
+        return JSONResponse({**gate_record(status), "reported": reported.outcome.value}, headers=NO_STORE)
 
     schemas = SchemaGenerator({
         "openapi": "3.0.3",
         "info": {"title": "changeflow pipeline API", "version": "1",
                  "description": "File a change from a pipeline and wait on its approval gate (docs/pipelines.md)."},
-        "components": _COMPONENTS,
+        "components": COMPONENTS,
     })
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(schemas.get_schema(routes=routes))
-
-    def refusing(handler: Callable) -> Callable:
-        async def answered(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except _Refused as refused:
-                return refused.response
-        answered.__doc__ = handler.__doc__  # the OpenAPI document is read from the handlers' docstrings
-        return answered
 
     routes: list[BaseRoute] = [
         Route(f"{PREFIX}/changes", refusing(submit), methods=["POST"]),
         Route(f"{PREFIX}/changes/{{key}}", refusing(read), methods=["GET"]),
         Route(f"{PREFIX}/changes/{{key}}/wait", refusing(wait), methods=["GET"]),
         Route(f"{PREFIX}/changes/{{key}}/cancel", refusing(call_off), methods=["POST"]),
+        Route(f"{PREFIX}/changes/{{key}}/outcome", refusing(outcome), methods=["POST"]),
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
     return routes
-
-
-_COMPONENTS: dict[str, Any] = {
-    "securitySchemes": {"pipelineToken": {"type": "http", "scheme": "bearer",
-                                          "description": "changeflow token issue PIPELINE --service S --as OPERATOR"}},
-    "schemas": {
-        "ChangeRequest": {
-            "type": "object", "required": ["type", "title", "service"],
-            "description": "The fields of `changeflow submit`'s request file (docs/cli.md); `requester` defaults to "
-                           "the token's automation and may name no one else.",
-            "properties": {"type": {"type": "string", "example": "standard"},
-                           "title": {"type": "string"}, "service": {"type": "string"},
-                           "template": {"type": "string"}, "requester": {"type": "string"},
-                           "planned_start": {"type": "string", "format": "date-time"},
-                           "rollback_plan": {"type": "string"}},
-            "additionalProperties": True,
-        },
-        "GateStatus": {
-            "type": "object",
-            "properties": {"key": {"type": "string"}, "state": {"type": "string"},
-                           "verdict": {"type": "string", "enum": [v.value for v in GateVerdict]},
-                           "waiting_for": {"type": "string", "nullable": True},
-                           "reason": {"type": "string", "nullable": True},
-                           "type": {"type": "string"}, "service": {"type": "string"}, "title": {"type": "string"},
-                           "requester": {"type": "string"}, "risk_level": {"type": "string"},
-                           "flow_run_id": {"type": "string", "nullable": True},
-                           "approved_at": {"type": "string", "format": "date-time", "nullable": True}},
-        },
-        "Refusal": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {"type": "string"},
-                           "fields": {"type": "array", "items": {"type": "object", "properties": {
-                               "field": {"type": "string"}, "problem": {"type": "string"}}}}},
-        },
-    },
-}

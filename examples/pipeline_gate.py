@@ -3,11 +3,13 @@ library (for runners without the changeflow CLI; with it, `changeflow submit FIL
 the same). docs/pipelines.md shows it in GitHub Actions and GitLab CI.
 
     CHANGEFLOW_URL=https://changes.example.com CHANGEFLOW_TOKEN=cfa_... \\
-        python pipeline_gate.py request.json [--timeout 7200]
+        python pipeline_gate.py request.json [--timeout 7200] [--until start]
 
 Files the change in request.json (JSON: the fields of `changeflow submit`'s request file), then waits on its
-approval gate. Exit codes, as `changeflow wait`'s: 0 approved, deploy; 1 rejected, expired or cancelled; 2 bad
-input or a refused token; 3 still undecided at --timeout. Progress goes to stderr; stdout holds the final record.
+approval gate (`--until start`: until its window opened and its run began the implementation, when a pipeline that
+deploys the change itself deploys; it then reports the outcome, docs/pipelines.md). Exit codes, as `changeflow
+wait`'s: 0 deploy; 1 rejected, expired or cancelled; 2 bad input or a refused token; 3 still undecided at
+--timeout. Progress goes to stderr; stdout holds the final record.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("request", help="the change request, a JSON file")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds to wait for a decision (exit 3)")
+    parser.add_argument("--until", choices=("approval", "start"), default="approval",
+                        help="approval: released once approved; start: once its run began the implementation")
     args = parser.parse_args()
     base = os.environ.get("CHANGEFLOW_URL", "").rstrip("/")
     token = os.environ.get("CHANGEFLOW_TOKEN", "")
@@ -45,12 +49,15 @@ def main() -> int:
         change_request = json.load(handle)
     try:
         record = call("POST", f"{base}/api/v1/changes", token, change_request)
+        if args.until != "approval":
+            record = call("GET", f"{base}/api/v1/changes/{record['key']}?until={args.until}", token)
         print(f"{record['key']} filed: waiting for {record['waiting_for']}", file=sys.stderr)
         deadline = time.monotonic() + args.timeout
         told = record["waiting_for"]
         while record["verdict"] == "pending" and (left := deadline - time.monotonic()) > 0:
             hold_s = max(1, round(min(left, 50)))  # the server answers `pending` after its own limit anyway
-            record = call("GET", f"{base}/api/v1/changes/{record['key']}/wait?timeout={hold_s}", token)
+            record = call("GET", f"{base}/api/v1/changes/{record['key']}/wait?timeout={hold_s}&until={args.until}",
+                          token)
             if record["verdict"] == "pending" and record["waiting_for"] != told:
                 told = record["waiting_for"]
                 print(f"{record['key']}: waiting for {told}", file=sys.stderr)
@@ -62,7 +69,7 @@ def main() -> int:
     if record["verdict"] == "refused":
         print(f"{record['key']} was {record['state']}: {record['reason']}", file=sys.stderr)
     elif record["verdict"] == "proceed":
-        print(f"{record['key']} approved: deploy", file=sys.stderr)
+        print(f"{record['key']} {'approved' if args.until == 'approval' else 'started'}: deploy", file=sys.stderr)
     return EXIT[record["verdict"]]
 
 

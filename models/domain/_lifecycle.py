@@ -122,8 +122,24 @@ _STOPPED = frozenset({S.rejected, S.expired, S.cancelled})
 _UNDECIDED = frozenset({S.submitted, S.awaiting_approval})
 
 
-def gate_verdict(state: S) -> GateVerdict:
-    """Every state past approval (scheduled, implementing, ... closed) keeps a change released."""
+class GateTarget(str, Enum):
+    """What a pipeline waits for (`changeflow wait --until`, the pipeline API's `until`)."""
+
+    approval = "approval"  # approved: it may go ahead, in its window where its type has one
+    start = "start"  # its window opened and its run began the implementation: the pipeline deploys now
+
+
+_BEFORE_START = frozenset({*_UNDECIDED, S.approved, S.scheduled})
+
+
+def gate_verdict(state: S, until: GateTarget = GateTarget.approval) -> GateVerdict:
+    """Until approval: every state past approval (scheduled, implementing, ... closed) keeps a change released.
+    Until its start: released only while it is being implemented; a change already past that (verified, rolled
+    back, closed) has nothing left for a pipeline to deploy."""
     if S(state) in _STOPPED:
         return GateVerdict.refused
-    return GateVerdict.pending if S(state) in _UNDECIDED else GateVerdict.proceed
+    if until is GateTarget.approval:
+        return GateVerdict.pending if S(state) in _UNDECIDED else GateVerdict.proceed
+    if S(state) in _BEFORE_START:
+        return GateVerdict.pending
+    return GateVerdict.proceed if S(state) is S.implementing else GateVerdict.refused

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Iterable, Protocol
 
-from ._change_types import ChangeTypeRules
+from ._change_types import ChangeTypeRules, article
 from ._directory import Directory
 
 
@@ -62,6 +62,18 @@ def people_named(names: list[str], change: ChangeOwnership, directory: Directory
         else:
             people.update(directory.holders(who))
     return sorted(p for p in people if p in directory.people)
+
+
+def pipeline_implementer_refusal(rules: ChangeTypeRules, change: ChangeOwnership, automation: str) -> str | None:
+    """Why the pipeline `automation` may not report the implementation of this change (None: it may). A pipeline
+    deploys what it filed: only the change's requester, and only where the type's `implementers` name the
+    requester (a policy that wants a person's word keeps it). Its token is checked by the caller."""
+    if automation != change.requester:
+        return f"{automation} did not file this change: a pipeline reports only on its own changes"
+    if "requester" not in rules.policy.implementers:
+        return (f"{article(rules.name)} {rules.name} change's implementers "
+                f"({', '.join(rules.policy.implementers)}) do not include its requester: a person confirms its work")
+    return None
 
 
 def implementer_refusal(rules: ChangeTypeRules, change: ChangeOwnership, directory: Directory, person: str,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from ..domain import AuditAction, ChangeState, GateVerdict, gate_verdict
+from ..domain import AuditAction, ChangeState, GateTarget, GateVerdict, gate_verdict
 from ..storage import ChangeRequest, decode_data, events_for
+from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 
 
@@ -21,16 +22,21 @@ class GateStatus:
 
 
 class GateStatusReader:
-    def __init__(self, uow: UnitOfWork):
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService):
         self._uow = uow
+        self._scheduling = scheduling
 
-    def status(self, key: str) -> GateStatus:
+    def status(self, key: str, until: GateTarget = GateTarget.approval) -> GateStatus:
         uow = self._uow
         with uow.read() as session:
             change = uow.load(session, key)
-            verdict = gate_verdict(ChangeState(change.state))
+            verdict = gate_verdict(ChangeState(change.state), until)
             waiting = self._waiting_for(session, change) if verdict is GateVerdict.pending else ""
-            reason = self._reason(session, change) if verdict is GateVerdict.refused else ""
+            reason = ""
+            if verdict is GateVerdict.refused:
+                stopped = gate_verdict(ChangeState(change.state)) is GateVerdict.refused
+                reason = (self._reason(session, change) if stopped
+                          else f"it is {change.state}: past its implementation, nothing is left to deploy")
         return GateStatus(change, verdict, waiting, reason)
 
     def _waiting_for(self, session: Session, change: ChangeRequest) -> str:
@@ -38,6 +44,10 @@ class GateStatusReader:
             return f"{change.requester} to confirm the filing"
         if change.state == ChangeState.awaiting_approval.value:
             return f"approval: still needed {self._uow.evaluate(session, change).describe_missing()}"
+        if change.state in (ChangeState.approved.value, ChangeState.scheduled.value):
+            check = self._scheduling.start_check(change.key)
+            return ("its run to begin the implementation" if check.may_start
+                    else f"its start: {check.reason}")
         return change.state
 
     @staticmethod

@@ -22,12 +22,30 @@ from ..domain import (
     change_type,
     implementer_refusal,
     implementers,
+    pipeline_implementer_refusal,
     reviewers,
 )
 from ..storage import Approval, ChangeRequest, append_event, decode_data, events_for
+from ._automation_tokens import AutomationTokens, TokenHolder, token_refusal
 from ._identity import Identities
 from ._recovery import step_of_a_dead_run
 from ._unit_of_work import UnitOfWork
+
+PIPELINE_RESULTS = ("succeeded", "failed")
+EVIDENCE_MAX = 2000
+
+
+def checked_evidence(url: str) -> str:
+    """A pipeline's evidence: the http(s) URL of its job, which an auditor follows."""
+    url = url.strip()
+    problem = ("empty: give the URL of the pipeline's job" if not url
+               else f"longer than {EVIDENCE_MAX} characters" if len(url) > EVIDENCE_MAX
+               else "not an http(s) URL" if not url.startswith(("https://", "http://")) or any(
+                   c.isspace() or ord(c) < 32 for c in url) else "")
+    if problem:
+        raise InputError(f"evidence: {problem}", [("evidence", problem)])
+    return url
+
 
 # The state a change is in while a person does each stage (the flow moves it on once confirmed).
 _STAGE_STATES = {
@@ -84,6 +102,8 @@ class WorkService:
             raise InputError(f"outcome: must be one of {', '.join(o.value for o in WorkOutcome)}",
                              [("outcome", "unknown outcome")]) from None
         uow = self._uow
+        # A pipeline proves itself with its token, read before the write transaction.
+        holder = AutomationTokens(uow).holder(code) if person in uow.org.directory.automations else None
 
         def attempt() -> WorkConfirmation:
             with uow.write() as session:
@@ -94,7 +114,7 @@ class WorkService:
                 refusal = uow.replayed_refusal(session, change, attempt_id)
                 replayed = refusal is not None
                 if refusal is None:
-                    refusal = self._refusal(session, change, stage, person, code, outcome, note, step)
+                    refusal = self._refusal(session, change, stage, person, code, outcome, note, step, holder)
                 if refusal is None:
                     at = uow.clock()
                     append_event(session, actor=person, action=AuditAction.work_confirmed.value,
@@ -109,6 +129,19 @@ class WorkService:
 
         return uow.retry(attempt, None)
 
+    def report_outcome(self, key: str, *, automation: str, token: str, result: str,
+                       evidence: str) -> WorkConfirmation:
+        """A pipeline that deployed the change says how it went (issue 32): `succeeded` or `failed`, with the URL of
+        its job as evidence. Recorded as the implementation's confirmation (the change's run carries on as after a
+        person's: verification, or the rollback), so the change's outcome, and DORA, count what the pipeline did.
+        Only the automation that filed it, with its token, while the change is implemented."""
+        if result not in PIPELINE_RESULTS:
+            raise InputError(f"result: must be {' or '.join(PIPELINE_RESULTS)}", [("result", "unknown result")])
+        checked_evidence(evidence)
+        outcome = WorkOutcome.done if result == "succeeded" else WorkOutcome.failed
+        return self.confirm(key, stage=WorkStage.implemented, person=automation, code=token, outcome=outcome,
+                            note=f"pipeline {result}: {evidence.strip()}")
+
     # ---- internals --------------------------------------------------------------------------------------
 
     def _change(self, key: str) -> ChangeRequest:
@@ -116,12 +149,18 @@ class WorkService:
             return self._uow.load(session, key)
 
     def _refusal(self, session: Session, change: ChangeRequest, stage: WorkStage, person: str, code: str,
-                 outcome: WorkOutcome, note: str, step: int | None) -> str | None:
+                 outcome: WorkOutcome, note: str, step: int | None, holder: TokenHolder | None) -> str | None:
         if ChangeState(change.state) not in _STAGE_STATES[stage]:
             return f"{change.key} is {change.state}: there is no {stage.value.replace('_', ' ')} work to confirm"
         if step is not None and not step_of_a_dead_run(events_for(session, change.key), step):
             return (f"step {step} of {change.key} is not waiting for anyone: it finished, or its run is still "
                     "running it (answer for a step only once its run died)")
+        if person in self._uow.org.directory.automations:
+            # A pipeline reports the deployment it made: its implementation, nothing a person must vouch for.
+            if stage is not WorkStage.implemented or step is not None:
+                return f"a pipeline reports the implementation only; {stage.value.replace('_', ' ')} is a person's"
+            return (token_refusal(holder, person, change.service)
+                    or pipeline_implementer_refusal(change_type(self._uow.org.policies, change.type), change, person))
         identity = self._identities.refusal(change, person, code, Act.confirm_work)
         if identity is not None:
             return identity

@@ -44,10 +44,14 @@ def services(cli_env) -> Iterator[Services]:
     built.db.dispose()
 
 
-def pipeline_files_and_waits(cli_env, tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
+def pipeline_token(cli_env) -> str:
+    return cli_env("token", "issue", "deploy-pipeline", "--service", "checkout", "--as", "dave").stdout.strip()
+
+
+def pipeline_files_and_waits(cli_env, tmp_path, *extra: str, token: str | None = None) -> tuple[subprocess.Popen, str]:
     """The pipeline's job: file with its token and wait; returns the process and the key once the change waits
     for its approvers."""
-    token = cli_env("token", "issue", "deploy-pipeline", "--service", "checkout", "--as", "dave").stdout.strip()
+    token = token or pipeline_token(cli_env)
     request = tmp_path / "deploy.yaml"
     request.write_text(yaml.safe_dump(PIPELINE_REQUEST))
     job = start("submit", "--local", str(request), "--token-env", "CI_CHANGEFLOW_TOKEN", "--wait", "--json", *extra,
@@ -129,3 +133,31 @@ def test_a_wait_nobody_answers_times_out_with_exit_3_and_bad_input_exits_2_filin
     code, _out, err = finish(start("submit", "--local", str(request), "--wait", "--timeout", "soon"))
     assert code == 2 and "--timeout" in err
     assert json.loads(cli_env("log", "--json").stdout) == before, "a refused submit files nothing"
+
+
+def test_a_pipeline_waiting_for_the_start_deploys_then_reports_its_outcome_from_its_token(cli_env, services,
+                                                                                         tmp_path):
+    """`--until start`: approval alone does not release it (the change waits for its window); its run's start of
+    the implementation does (moved here as the run moves it). Then `report-outcome` records the deployment with the
+    token from the environment; a report without it, with a bad result or a URL that is none exits 2."""
+    token = pipeline_token(cli_env)
+    job, key = pipeline_files_and_waits(cli_env, tmp_path, "--until", "start", token=token)
+    for person in ("frank", "bob"):
+        assert approve(cli_env, services, key, person).exit_code == 0
+    assert job.poll() is None, "approved, but its window has not opened: still waiting"
+    for state in (ChangeState.scheduled, ChangeState.implementing):
+        services.changes.transition(key, state, actor="changeflow", reason="its window opened")
+    code, out, err = finish(job)
+    assert code == 0 and json.loads(out)["state"] == "implementing", err
+
+    report = ("report-outcome", key, "--token-env", "CI_CHANGEFLOW_TOKEN")
+    for args, says in ((("--result", "succeeded", "--evidence", "https://ci/1"), "--token-env"),
+                       (("--result", "ok", "--evidence", "https://ci/1"), "result:"),
+                       (("--result", "failed", "--evidence", "see the log"), "evidence:")):
+        code, _out, err = finish(start(*report, *args, token=None if says == "--token-env" else token))
+        assert code == 2 and says in err and "Traceback" not in err, err
+    assert services.work.confirmation(key, "implemented") is None
+    code, out, err = finish(start(*report, "--result", "failed", "--evidence", "https://ci.example.com/jobs/7",
+                                  token=token))
+    assert code == 0 and "implementation reported failed by deploy-pipeline" in out, err
+    assert services.work.confirmation(key, "implemented").note == "pipeline failed: https://ci.example.com/jobs/7"

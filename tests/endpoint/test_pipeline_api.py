@@ -197,10 +197,10 @@ def test_the_openapi_document_describes_each_operation_and_its_token(api):
     document = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/api/v1/changes", "/api/v1/changes/{key}", "/api/v1/changes/{key}/wait",
-                                      "/api/v1/changes/{key}/cancel"}
+                                      "/api/v1/changes/{key}/cancel", "/api/v1/changes/{key}/outcome"}
     assert set(document["paths"]["/api/v1/changes"]) == {"post"}
     wait = document["paths"]["/api/v1/changes/{key}/wait"]["get"]
-    assert {p["name"] for p in wait["parameters"]} == {"key", "timeout"}
+    assert {p["name"] for p in wait["parameters"]} == {"key", "timeout", "until"}
     assert wait["security"] == [{"pipelineToken": []}]
     assert document["components"]["securitySchemes"]["pipelineToken"]["scheme"] == "bearer"
     assert set(document["components"]["schemas"]["GateStatus"]["properties"]["verdict"]["enum"]) == {
@@ -244,3 +244,57 @@ def test_a_pipeline_calls_off_only_its_own_change_withdrawn_before_and_aborted_d
     with services.db.read() as session:
         refusals = session.execute(select(AuditEvent).where(AuditEvent.action == "cancel_refused")).scalars().all()
     assert {e.change_key for e in refusals} >= {theirs, key}
+
+
+def test_until_start_releases_the_pipeline_while_its_change_is_implemented_and_it_reports_the_outcome_once(
+        api, services, token):
+    """Approved is not "deploy now": a standard change waits for its window, and its run begins the implementation
+    there; only then is the pipeline released (`until=start`), and what its deployment did is the implementation's
+    record (the run carries on from it; DORA counts it). A report before that, another pipeline's, a bad result or
+    evidence is refused; a second report changes nothing."""
+    key = filed(api, token)["key"]
+
+    def gate(until: str = "start") -> dict:
+        return httpx.get(f"{api.url}/changes/{key}", params={"until": until}, headers=bearer(token), timeout=10).json()
+
+    def report(result: object = "succeeded", evidence: object = "https://ci.example.com/jobs/42",
+               with_token: str = token) -> httpx.Response:
+        return httpx.post(f"{api.url}/changes/{key}/outcome", json={"result": result, "evidence": evidence},
+                          headers=bearer(with_token), timeout=10)
+
+    for person in ("frank", "bob"):
+        services.approvals.decide(key, approver=person, decision="approve", code=code(services, key, person))
+    assert gate("approval")["verdict"] == "proceed"
+    assert gate()["verdict"] == "pending" and gate()["waiting_for"].startswith("its ")
+    early = report()
+    assert early.status_code == 403 and "there is no implemented work to confirm" in early.json()["error"]
+    bad_until = httpx.get(f"{api.url}/changes/{key}/wait", params={"until": "soon"}, headers=bearer(token),
+                          timeout=10)
+    assert bad_until.status_code == 400 and bad_until.json()["fields"][0]["field"] == "until"
+
+    for state in (ChangeState.scheduled, ChangeState.implementing):
+        services.changes.transition(key, state, actor="changeflow", reason="its window opened")
+    released = httpx.get(f"{api.url}/changes/{key}/wait", params={"until": "start", "timeout": "30"},
+                         headers=bearer(token), timeout=30)
+    assert released.json()["verdict"] == "proceed"
+    for result, evidence, field in (("ok", "https://ci/1", "result"), ("succeeded", "", "evidence"),
+                                    ("succeeded", "ftp://ci/1", "evidence"), ("failed", "see the log", "evidence"),
+                                    ("succeeded", "https://ci/1\nx", "evidence"), (1, "https://ci/1", "result")):
+        refused = report(result, evidence)
+        assert refused.status_code == 400 and refused.json()["fields"][0]["field"] == field, (result, evidence)
+    maintenance = services.automation_tokens.issue("maintenance", operator="dave", services=["checkout"]).token
+    theirs = report(with_token=maintenance)
+    assert theirs.status_code == 403 and "maintenance did not file this change" in theirs.json()["error"]
+    assert services.work.confirmation(key, "implemented") is None, "nothing recorded by a refused report"
+
+    recorded = report()
+    assert recorded.status_code == 200 and recorded.json()["reported"] == "done"
+    again = report("failed", "https://ci.example.com/jobs/43")
+    assert again.status_code == 200 and again.json()["reported"] == "done", "the first report stands"
+    confirmation = services.work.confirmation(key, "implemented")
+    assert (confirmation.person, confirmation.note) == ("deploy-pipeline",
+                                                        "pipeline succeeded: https://ci.example.com/jobs/42")
+    for state in (ChangeState.verifying, ChangeState.completed):
+        services.changes.transition(key, state, actor="changeflow", reason="verified")
+    past = gate()
+    assert past["verdict"] == "refused" and "past its implementation" in past["reason"]

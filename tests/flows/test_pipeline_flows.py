@@ -18,7 +18,7 @@ import pytest
 from prefect import get_client
 
 from models import ChangeState
-from tests.flows.test_flows import act
+from tests.flows.test_flows import act, ended_as
 from tests.helpers import ROUTINE_RISK, wait_until
 
 pytestmark = pytest.mark.flows
@@ -116,3 +116,75 @@ def test_the_cli_files_through_the_run_with_yaml_booleans_and_a_rejection_ends_t
     assert job.returncode == 1, err
     assert json.loads(out)["verdict"] == "refused" and "no load test for 3.0" in err
     assert flow_stack.services.changes.get(change.key).risk_answers["tested_in_staging"] is True
+
+
+@pytest.fixture
+def pipeline_service(flow_stack):
+    """A service of its own, owned by alice, with a window open now: a change of it starts as soon as it is
+    approved, and nothing of another test's runs in this window (the runs read directory.yaml anew)."""
+    from datetime import timedelta
+
+    from models import utcnow
+
+    path = flow_stack.home / "config" / "directory.yaml"
+    original = path.read_text()
+    directory = yaml.safe_load(original)
+    directory["services"]["pipeline-deployed"] = {"owners": ["alice"], "stakeholders": ["dave"]}
+    path.write_text(yaml.safe_dump(directory, sort_keys=False))
+    now = utcnow()
+    flow_stack.services.scheduling.add_window(starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=1),
+                                              kind="ad_hoc", title="pipeline deploys", service="pipeline-deployed")
+    yield "pipeline-deployed"
+    path.write_text(original)
+
+
+def test_a_pipeline_deploys_at_its_changes_start_and_its_report_moves_the_run_on_to_verification(
+        flow_stack, endpoint, pipeline_service, tmp_path):
+    """`--until start` against a real run: approval releases nothing until the run, in its window, begins the
+    implementation; the pipeline's outcome report (HTTP, as docs/pipelines.md's curl) is the implementation's
+    record, the run carries on to its verification, which the service's owner confirms, and the change closes
+    `succeeded`."""
+    from models import Act
+
+    token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave",
+                                                        services=[pipeline_service]).token
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-deployed 1.1",
+                                   "service": pipeline_service, "rollback_plan": "redeploy 1.0",
+                                   "risk": ROUTINE_RISK}))
+    job = subprocess.Popen([sys.executable, str(EXAMPLE), str(request), "--until", "start", "--timeout", "300"],
+                           env={**flow_stack.stack.env, "CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def filed():
+            assert job.poll() is None, job.communicate()
+            return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
+                         if c.service == pipeline_service and c.flow_run_id), None)
+
+        change = wait_until(filed, 120, "the pipeline's change to reach its approvers")
+        act(flow_stack, change, "frank")
+        act(flow_stack, change, "bob")
+        out, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err
+    assert json.loads(out)["state"] == "implementing" and "started: deploy" in err
+
+    reported = httpx.post(f"{endpoint}/api/v1/changes/{change.key}/outcome", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"},
+                          json={"result": "succeeded", "evidence": "https://ci.example.com/jobs/11"})
+    assert reported.status_code == 200 and reported.json()["reported"] == "done", reported.text
+    flow_stack.wait_for(change.flow_run_id, lambda c: c.state == "verifying", timeout_s=90,
+                        what="the run to carry on to verification")
+    alice = flow_stack.services.approvals.approval_code_for(change.key, "alice", Act.confirm_work)
+    changeflow = str(Path(sys.executable).parent / "changeflow")
+    verified = subprocess.run([changeflow, "work", change.key, "verified", "--as", "alice", "--code", alice],
+                              env=flow_stack.stack.env, capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    ended_as(change.flow_run_id, "Closed", timeout_s=120)
+    done = flow_stack.services.changes.view(change.key)
+    assert (done.state, done.outcome) == ("closed", "succeeded")
+    implemented = next(e for e in done.events if e.action == "work_confirmed")
+    assert (implemented.actor, implemented.data["note"]) == ("deploy-pipeline",
+                                                             "pipeline succeeded: https://ci.example.com/jobs/11")

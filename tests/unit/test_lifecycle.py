@@ -56,3 +56,36 @@ def test_a_waiting_pipeline_may_proceed_once_approved_and_never_once_stopped():
     for state in ("rejected", "expired", "cancelled"):
         assert gate_verdict(ChangeState(state)) is GateVerdict.refused
     assert {gate_verdict(state) for state in ChangeState} == set(GateVerdict), "every state has a verdict"
+
+
+def test_a_pipeline_waiting_for_the_start_deploys_only_while_its_change_is_implemented():
+    """`wait --until start` (issue 32): approved is not yet "deploy now" (a standard change waits for its window);
+    only its run's start of the implementation releases the pipeline, and a change past it has nothing to deploy."""
+    from models import ChangeState, GateTarget, GateVerdict, gate_verdict
+
+    def verdict(state: str) -> GateVerdict:
+        return gate_verdict(ChangeState(state), GateTarget.start)
+
+    for state in ("submitted", "awaiting_approval", "approved", "scheduled"):
+        assert verdict(state) is GateVerdict.pending, state
+    assert verdict("implementing") is GateVerdict.proceed
+    for state in ("verifying", "completed", "closed", "rolled_back", "failed", "review_pending", "rejected",
+                  "expired", "cancelled"):
+        assert verdict(state) is GateVerdict.refused, state
+
+
+def test_a_pipeline_reports_only_on_its_own_change_and_only_where_the_policy_names_the_requester():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from models import ChangeTypeRules, pipeline_implementer_refusal
+
+    standard = SHIPPED_RULES["standard"]
+    own = SimpleNamespace(requester="deploy-pipeline", service="checkout")  # what the rule reads of a change
+    assert pipeline_implementer_refusal(standard, own, "deploy-pipeline") is None
+    assert "did not file this change" in pipeline_implementer_refusal(standard, own, "maintenance")
+    by_a_person: ChangeTypeRules = replace(standard, policy=standard.policy.model_copy(
+        update={"implementers": ["owner"]}))
+    refusal = pipeline_implementer_refusal(by_a_person, own, "deploy-pipeline")
+    assert refusal == ("a standard change's implementers (owner) do not include its requester: a person confirms "
+                       "its work")
