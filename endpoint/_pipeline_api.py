@@ -31,10 +31,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
-from models import (ChangeflowError, ChangeRequest, GateStatus, GateTarget, GateVerdict, InputError, NotFound,
-                    PolicyViolation, Services, TokenHolder, WorkStage)
+from models import (ChangeRequest, GateStatus, GateTarget, GateVerdict, NotFound,
+                    Services, TokenHolder, WorkStage)
 
-from ._pipeline_shapes import COMPONENTS, NO_STORE, Refused, gate_record, json_body, refusing, until_of
+from ._pipeline_shapes import COMPONENTS, NO_STORE, Refused, decided, gate_record, json_body, refusing, until_of
 
 # services, the request's fields, the pipeline's token -> the change, recorded (its run started)
 FileChange = Callable[[Services, dict, str], ChangeRequest]
@@ -104,6 +104,19 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
             raise Refused(404, f"no change {key} among the services of this token ({', '.join(holder.services)})")
         return status
 
+    async def act_on(request: Request, *fields: str) -> tuple[TokenHolder, str, str, list[str]]:
+        """An act of a pipeline on one of its changes: who (its token), which change (in its scope) and the text
+        `fields` of its JSON body (each refused with a 400 naming it when it is not a text)."""
+        holder, token = await holder_of(request)
+        key = request.path_params["key"]
+        await status_in_scope(holder, key)
+        data = await json_body(request, limits.max_body_bytes)
+        values = [data.get(field, "") for field in fields]
+        for field, value in zip(fields, values):
+            if not isinstance(value, str):
+                raise Refused(400, f"{field}: a text", [(field, "not a text")])
+        return holder, token, key, values
+
     async def submit(request: Request) -> Response:
         """File a change as the token's pipeline; it goes to its approvers at once (the token confirms the filing).
         ---
@@ -134,14 +147,7 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
         if requester != holder.automation:
             raise Refused(403, f"requester: this token files for {holder.automation}, not {requester!r}",
                            [("requester", "not the token's automation")])
-        try:
-            change = await run_in_threadpool(file_change, services, data, token)
-        except InputError as exc:
-            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
-        except PolicyViolation as exc:
-            raise Refused(403, str(exc)) from None
-        except ChangeflowError as exc:  # Prefect unreachable: nothing was filed
-            raise Refused(503, str(exc)) from None
+        change = await decided(lambda: file_change(services, data, token))  # 503: Prefect unreachable, nothing filed
         status = await run_in_threadpool(services.gate_status.status, change.key)
         return JSONResponse(gate_record(status), status_code=201, headers={
             **NO_STORE, "Location": f"{PREFIX}/changes/{change.key}"})
@@ -242,22 +248,10 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
           404:
             description: No such change among the token's services
         """
-        holder, token = await holder_of(request)
-        key = request.path_params["key"]
-        await status_in_scope(holder, key)
-        data = await json_body(request, limits.max_body_bytes)
-        reason = data.get("reason", "")
-        if not isinstance(reason, str):
-            raise Refused(400, "reason: a text saying why", [("reason", "not a text")])
+        holder, token, key, (reason,) = await act_on(request, "reason")
 
-        def decide() -> tuple[ChangeRequest, bool]:
-            return services.amendments.call_off(key, person=holder.automation, code=token, reason=reason)
-        try:
-            change, aborted = await run_in_threadpool(decide)
-        except InputError as exc:
-            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
-        except PolicyViolation as exc:
-            raise Refused(403, str(exc)) from None
+        change, aborted = await decided(lambda: services.amendments.call_off(
+            key, person=holder.automation, code=token, reason=reason))
         ended = await run_in_threadpool(end_run, change, aborted, f"{change.key} "
                                         f"{'aborted' if aborted else 'cancelled'} by {holder.automation}: {reason}")
         status = await run_in_threadpool(services.gate_status.status, key)
@@ -295,24 +289,10 @@ def pipeline_routes(services: Services, *, file_change: FileChange = file_with_p
           404:
             description: No such change among the token's services
         """
-        holder, token = await holder_of(request)
-        key = request.path_params["key"]
-        await status_in_scope(holder, key)
-        data = await json_body(request, limits.max_body_bytes)
-        result, evidence = data.get("result", ""), data.get("evidence", "")
-        if not isinstance(result, str) or not isinstance(evidence, str):
-            raise Refused(400, "result and evidence: texts", [("result" if not isinstance(result, str)
-                                                                 else "evidence", "not a text")])
+        holder, token, key, (result, evidence) = await act_on(request, "result", "evidence")
 
-        def report():
-            return services.work.report_outcome(key, automation=holder.automation, token=token, result=result,
-                                                evidence=evidence)
-        try:
-            reported = await run_in_threadpool(report)
-        except InputError as exc:
-            raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
-        except PolicyViolation as exc:
-            raise Refused(403, str(exc)) from None
+        reported = await decided(lambda: services.work.report_outcome(
+            key, automation=holder.automation, token=token, result=result, evidence=evidence))
         status = await run_in_threadpool(services.gate_status.status, key, GateTarget.start)
         await run_in_threadpool(nudge_work, status.change)
         return JSONResponse({**gate_record(status), "reported": reported.outcome.value}, headers=NO_STORE)

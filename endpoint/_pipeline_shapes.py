@@ -4,12 +4,15 @@ status as JSON, the request body read within its limit, the `until` parameter, a
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models import GateStatus, GateTarget, GateVerdict
+from models import ChangeflowError, GateStatus, GateTarget, GateVerdict, InputError, PolicyViolation
+
+T = TypeVar("T")
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -52,6 +55,19 @@ async def json_body(request: Request, max_body_bytes: int) -> dict:
     if not isinstance(data, dict):
         raise Refused(400, "body: a JSON object of the request's fields", [("body", "not an object")])
     return data
+
+
+async def decided(call: Callable[[], T]) -> T:
+    """A service's decision, made in a worker thread: bad input is a 400 naming each field, a refusal of the
+    policy a 403 (the service recorded it), anything else of changeflow's (Prefect unreachable) a 503."""
+    try:
+        return await run_in_threadpool(call)
+    except InputError as exc:
+        raise Refused(400, str(exc), [(p.field, p.message) for p in exc.problems]) from None
+    except PolicyViolation as exc:
+        raise Refused(403, str(exc)) from None
+    except ChangeflowError as exc:
+        raise Refused(503, str(exc)) from None
 
 
 def until_of(request: Request) -> GateTarget:

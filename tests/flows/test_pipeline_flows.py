@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import contextmanager
 import subprocess
 import sys
 from pathlib import Path
@@ -45,29 +46,35 @@ def endpoint(flow_stack):
     process.wait(30)
 
 
-def test_the_pipeline_example_files_through_the_run_and_is_released_once_approved(flow_stack, endpoint, tmp_path):
-    service = "pipeline-gated"
-    token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave", services=[service]).token
-    request = tmp_path / "request.json"
-    request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-gated 2.5", "service": service,
-                                   "rollback_plan": "redeploy 2.4", "risk": ROUTINE_RISK}))
-    job = subprocess.Popen([sys.executable, str(EXAMPLE), str(request), "--timeout", "300"],
-                           env={**flow_stack.stack.env, "CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@contextmanager
+def pipeline_job(flow_stack, command: list[str], env: dict[str, str], service: str):
+    """A CI job's process, and the change it filed once that awaits its approvers; killed if the test leaves it."""
+    job = subprocess.Popen(command, env={**flow_stack.stack.env, **env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
     try:
         def filed():
             assert job.poll() is None, job.communicate()  # the job ended early: its output says why
             return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
                          if c.service == service and c.flow_run_id), None)
 
-        change = wait_until(filed, 120, "the pipeline's change to reach its approvers (the token confirmed it)")
+        yield job, wait_until(filed, 120, "the pipeline's change to reach its approvers (the token confirmed it)")
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+
+def test_the_pipeline_example_files_through_the_run_and_is_released_once_approved(flow_stack, endpoint, tmp_path):
+    service = "pipeline-gated"
+    token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave", services=[service]).token
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-gated 2.5", "service": service,
+                                   "rollback_plan": "redeploy 2.4", "risk": ROUTINE_RISK}))
+    with pipeline_job(flow_stack, [sys.executable, str(EXAMPLE), str(request), "--timeout", "300"],
+                      {"CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token}, service) as (job, change):
         act(flow_stack, change, "frank")
         assert job.poll() is None, "one of two approvals: the job still waits"
         act(flow_stack, change, "bob")
         out, err = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
     assert job.returncode == 0, err
     final = json.loads(out)
     assert (final["key"], final["verdict"]) == (change.key, "proceed") and "approved: deploy" in err
@@ -98,21 +105,10 @@ def test_the_cli_files_through_the_run_with_yaml_booleans_and_a_rejection_ends_t
                                        "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.9",
                                        "risk": {**ROUTINE_RISK, "tested_in_staging": True, "touches_data": False}}))
     changeflow = str(Path(sys.executable).parent / "changeflow")
-    job = subprocess.Popen([changeflow, "submit", str(request), "--token-env", "CI_CHANGEFLOW_TOKEN", "--wait",
-                            "--json"], env={**flow_stack.stack.env, "CI_CHANGEFLOW_TOKEN": token},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def filed():
-            assert job.poll() is None, job.communicate()
-            return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
-                         if c.service == service and c.flow_run_id), None)
-
-        change = wait_until(filed, 120, "the CLI's change to reach its approvers")
+    with pipeline_job(flow_stack, [changeflow, "submit", str(request), "--token-env", "CI_CHANGEFLOW_TOKEN", "--wait",
+                                   "--json"], {"CI_CHANGEFLOW_TOKEN": token}, service) as (job, change):
         act(flow_stack, change, "bob", decision="reject", comment="no load test for 3.0")
         out, err = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
     assert job.returncode == 1, err
     assert json.loads(out)["verdict"] == "refused" and "no load test for 3.0" in err
     assert flow_stack.services.changes.get(change.key).risk_answers["tested_in_staging"] is True
@@ -152,22 +148,11 @@ def test_a_pipeline_deploys_at_its_changes_start_and_its_report_moves_the_run_on
     request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-deployed 1.1",
                                    "service": pipeline_service, "rollback_plan": "redeploy 1.0",
                                    "risk": ROUTINE_RISK}))
-    job = subprocess.Popen([sys.executable, str(EXAMPLE), str(request), "--until", "start", "--timeout", "300"],
-                           env={**flow_stack.stack.env, "CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def filed():
-            assert job.poll() is None, job.communicate()
-            return next((c for c in flow_stack.services.changes.all_in_state(ChangeState.awaiting_approval)
-                         if c.service == pipeline_service and c.flow_run_id), None)
-
-        change = wait_until(filed, 120, "the pipeline's change to reach its approvers")
+    with pipeline_job(flow_stack, [sys.executable, str(EXAMPLE), str(request), "--until", "start", "--timeout", "300"],
+                      {"CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token}, pipeline_service) as (job, change):
         act(flow_stack, change, "frank")
         act(flow_stack, change, "bob")
         out, err = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
     assert job.returncode == 0, err
     assert json.loads(out)["state"] == "implementing" and "started: deploy" in err
 
