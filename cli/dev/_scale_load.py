@@ -154,12 +154,17 @@ def approve_by_slack(endpoint_url: str, change: ChangeRequest, tally: Tally) -> 
                 tally.unretried.append(f"slack click on {change.key}: {clicked.status_code}")
 
 
+# A CLI command that takes longer has hung: a bound, not a figure. Under a whole test suite on two cores (a load
+# average of 13) `changeflow pending` passed 120 s with a Prefect replica just killed (clean-clone run 29).
+CLI_BOUND_S = 300
+
+
 def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answered: set[str]) -> None:
     """A step interrupted by a crash waits for a person (its outcome is unknown); the requester, who implements,
     looks at the step log and answers with `changeflow work`, as docs/controls.md tells a person to."""
     changeflow = str(Path(sys.executable).parent / "changeflow")
     listed = subprocess.run([changeflow, "pending", "--json"], env=cli_env, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=CLI_BOUND_S)
     for row in json.loads(listed.stdout or "[]"):
         if "step 1 was interrupted by a crash" not in row.get("waiting_for", "") or row["key"] in answered:
             continue
@@ -169,7 +174,7 @@ def answer_interrupted_steps(services: Services, cli_env: dict[str, str], answer
         done = subprocess.run([changeflow, "work", change.key, "implemented" if started else "failed",
                                "--step", "1", "--as", change.requester, "--code", code, "--note",
                                "checked the step log after the crash"], env=cli_env, capture_output=True, text=True,
-                              timeout=120)
+                              timeout=CLI_BOUND_S)
         if done.returncode == 0:
             answered.add(change.key)
 
@@ -179,7 +184,7 @@ def confirm_filing_on_cli(services: Services, change: ChangeRequest, cli_env: di
     records, then nudges the run; a nudge the run missed is the sweep's)."""
     code = services.approvals.approval_code_for(change.key, change.requester, Act.file)
     subprocess.run([str(Path(sys.executable).parent / "changeflow"), "confirm-filing", change.key, "--as",
-                    change.requester, "--code", code], env=cli_env, capture_output=True, text=True, timeout=120)
+                    change.requester, "--code", code], env=cli_env, capture_output=True, text=True, timeout=CLI_BOUND_S)
 
 
 def drive_to_the_end(services: Services, run_ids: list[str], endpoint_url: str, tally: Tally, timeout_s: float,
