@@ -56,7 +56,7 @@ class AmendmentService:
         if not reason.strip():
             raise InputError("reason: say why the change is cancelled", [("reason", "empty")])
         uow = self._uow
-        holder = self._token_holder(person, code)
+        holder = AutomationTokens(uow).holder_if_automation(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
@@ -150,7 +150,7 @@ class AmendmentService:
         if not reason.strip():
             raise InputError("reason: say why the change is aborted", [("reason", "empty")])
         uow = self._uow
-        holder = self._token_holder(person, code)
+        holder = AutomationTokens(uow).holder_if_automation(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:
@@ -183,12 +183,6 @@ class AmendmentService:
         if state in _ABORTABLE:
             return self.abort(key, person=person, code=code, reason=reason), True
         return self.withdraw(key, person=person, code=code, reason=reason), False
-
-    def _token_holder(self, person: str, token: str) -> TokenHolder | None:
-        """Whom a pipeline's token speaks for, read before the write transaction (None for a person)."""
-        if person.strip() not in self._uow.org.directory.automations:
-            return None
-        return AutomationTokens(self._uow).holder(token)
 
     def _calling_off_refusal(self, session: Session, change: ChangeRequest, person: str, code: str,
                              holder: TokenHolder | None) -> str | None:

@@ -173,7 +173,7 @@ class ApprovalService:
         # A pipeline (an automation of the directory) proves it with the token an operator issued for it.
         automation = person in uow.org.directory.automations
         # Read before the write transaction: whom the token speaks for, if anyone.
-        holder = AutomationTokens(uow).holder(code) if automation else None
+        holder = AutomationTokens(uow).holder_if_automation(person, code)
 
         def attempt() -> ChangeRequest:
             with uow.write() as session:

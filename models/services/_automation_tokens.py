@@ -152,6 +152,13 @@ class AutomationTokens:
         assert row.id is not None
         return TokenHolder(row.id, row.automation, tuple(row.services.split(",")))
 
+    def holder_if_automation(self, actor: str, token: str) -> TokenHolder | None:
+        """Whom `token` speaks for when `actor` is an automation of the directory (a pipeline proves its acts with
+        its token); None for a person, who proves theirs with a code. Read before a write transaction."""
+        if actor.strip() not in self._uow.org.directory.automations:
+            return None
+        return self.holder(token)
+
     def refusal(self, automation: str, token: str, service: str) -> str | None:
         """Why `token` does not prove a filing of `automation` on `service` (None: it does)."""
         return token_refusal(self.holder(token), automation, service)

@@ -103,7 +103,7 @@ class WorkService:
                              [("outcome", "unknown outcome")]) from None
         uow = self._uow
         # A pipeline proves itself with its token, read before the write transaction.
-        holder = AutomationTokens(uow).holder(code) if person in uow.org.directory.automations else None
+        holder = AutomationTokens(uow).holder_if_automation(person, code)
 
         def attempt() -> WorkConfirmation:
             with uow.write() as session:
