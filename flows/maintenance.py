@@ -1,5 +1,6 @@
-"""Scheduled maintenance: an announcement 48 h ahead (a standard change that asks for approval and tells the
-stakeholders), then the window run: only if approved, activities wrapped in the checklist, inside the window.
+"""Scheduled maintenance: an announcement its window's notice ahead (48 h; quarterly two weeks: policies.yaml
+`windows:`), a standard change that asks for approval and tells the stakeholders, then the window run: only if
+approved, activities wrapped in the checklist, inside the window.
 
 The window can be given explicitly (`window_start`, `window_minutes`): that is how a test compresses the clock
 and how an operator re-runs a window by hand.
@@ -10,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta
-from typing import Literal
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.states import State
@@ -23,21 +22,31 @@ from flows._prefect_api import change_run_name, change_run_tags, name_run
 from flows._json_logs import trace_change
 from flows._wiring import run_attempt, wiring
 from flows.checklists import run_phase
-from models import (ChangeState, PolicyViolation, Rerun, WindowSpec, next_window, rerun_of, stakeholders,
-                    superseded_by_monthly, utcnow)
+from models import (ChangeState, InputError, PolicyViolation, Rerun, WindowPlan, WindowSchedule, WindowSpec,
+                    next_window, rerun_of, stakeholders, superseded, utcnow)
 
-Kind = Literal["weekly", "monthly"]
-ANNOUNCE_AHEAD = timedelta(hours=48)
 REQUESTER = "maintenance"
+
+
+def window_of(kind: str) -> tuple[WindowSchedule, WindowPlan]:
+    """The window named `kind` (policies.yaml) and what runs in it (maintenance.yaml)."""
+    org = wiring().services.org
+    plans = org.maintenance.windows if org.maintenance else {}
+    if kind not in plans or kind not in org.policies.windows:
+        raise InputError(f"kind: no maintenance window named {kind!r} (maintenance.yaml has "
+                         f"{', '.join(plans) or 'none'})", [("kind", "unknown window")])
+    return org.policies.windows[kind], plans[kind]
 
 
 def resolve_window(kind: str, window_start: datetime | None, window_minutes: float | None, *,
                    at_start: bool) -> WindowSpec:
+    schedule, _ = window_of(kind)
     if window_start is not None:
-        minutes = window_minutes or (120 if kind == "weekly" else 300)
-        return WindowSpec(kind, window_start, window_start + timedelta(minutes=minutes))
+        length = timedelta(minutes=window_minutes) if window_minutes else schedule.length
+        return WindowSpec(kind, window_start, window_start + length)
     # A scheduled window run starts at the window's start: look back a little to find "this" window.
-    return next_window(kind, utcnow() - (timedelta(hours=1) if at_start else timedelta(0)))
+    schedules = wiring().services.org.policies.windows
+    return next_window(schedules, kind, utcnow() - (timedelta(hours=1) if at_start else timedelta(0)))
 
 
 def window_key(window: WindowSpec) -> str:
@@ -55,22 +64,24 @@ def _audience(change) -> list[str]:
 
 
 @flow(name="maintenance-announcement", log_prints=True)
-def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | None = None,
+def maintenance_announcement(kind: str = "weekly", window_start: datetime | None = None,
                              window_minutes: float | None = None) -> str | None:
     """Record the coming window as a standard change, ask for its approvals and tell the stakeholders."""
     rt = wiring()
-    plan = rt.services.org.maintenance.windows[kind]
+    schedule, plan = window_of(kind)
     window = resolve_window(kind, window_start, window_minutes, at_start=False)
-    if window_start is None and window.starts_at - utcnow() > ANNOUNCE_AHEAD + timedelta(hours=1):
-        get_run_logger().info("next %s window %s is more than 48 h away: nothing to announce", kind, window.starts_at)
-        return None
-    if window_start is None and superseded_by_monthly(window):
-        get_run_logger().info("the %s window %s falls in the monthly window: the monthly change covers it", kind,
+    if window_start is None and window.starts_at - utcnow() > schedule.notice + timedelta(hours=1):
+        get_run_logger().info("next %s window %s is further away than its notice: nothing to announce", kind,
                               window.starts_at)
         return None
+    covering = superseded(window, rt.services.org.policies.windows) if window_start is None else None
+    if covering is not None:
+        get_run_logger().info("the %s window %s falls in the %s window: that one's change covers it", kind,
+                              window.starts_at, covering.kind)
+        return None
     if window_start is not None:
-        # A window given explicitly (ad hoc, or compressed for a test) is not one of the generated weekly or
-        # monthly ones: recorded as an ad hoc window of the service, its change fits in a window like any other.
+        # A window given explicitly (ad hoc, or compressed for a test) is not one of the generated ones: recorded
+        # as an ad hoc window of the service, its change fits in a window like any other.
         rt.services.scheduling.ensure_window(starts_at=window.starts_at, ends_at=window.ends_at, kind="ad_hoc",
                                              title=f"{plan.title} (ad hoc)", service=plan.service, actor=REQUESTER)
     try:
@@ -87,10 +98,10 @@ def maintenance_announcement(kind: Kind = "weekly", window_start: datetime | Non
     return change.key
 
 
-def file_window_change(kind: Kind, window: WindowSpec):
+def file_window_change(kind: str, window: WindowSpec):
     """The window's standard change, filed once per window (its idempotency key)."""
     rt = wiring()
-    plan = rt.services.org.maintenance.windows[kind]
+    _, plan = window_of(kind)
     activities = rt.services.org.maintenance.activities
     return rt.services.changes.submit({
         "type": "standard",
@@ -136,14 +147,14 @@ def run_activity(name: str, timeout_s: float) -> dict:
 
 
 @flow(name="maintenance", log_prints=True)
-def maintenance_window(kind: Kind = "weekly", window_start: datetime | None = None,
+def maintenance_window(kind: str = "weekly", window_start: datetime | None = None,
                        window_minutes: float | None = None) -> str | State:
     """Run the window's activities if its change was approved; stop at the window's end. The run ends named for
     its change (Closed, Cancelled, ...)."""
     logger = get_run_logger()
     rt = wiring()
     services = rt.services
-    plan = rt.services.org.maintenance.windows[kind]
+    _, plan = window_of(kind)
     window = resolve_window(kind, window_start, window_minutes, at_start=True)
     change = services.changes.find_by_idempotency_key(window_key(window))
     if change is not None:

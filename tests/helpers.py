@@ -13,13 +13,19 @@ from pathlib import Path
 from sqlalchemy import select
 
 from models import (DEFAULTS_DIR, GENESIS_HASH, HASH_SCHEME, AuditEvent, ChangeTypeRules, Database, Services,
-                    change_type, event_hash, load_org, verify_chain)
+                    WindowSpec, change_type, event_hash, load_org, next_window, verify_chain)
 
 SECRET = b"test-secret"
 # The change types the shipped policies.yaml defines, and their rules (the code knows no type by name).
 SHIPPED_TYPES = ("emergency", "standard", "major")
 SHIPPED_RULES: dict[str, ChangeTypeRules] = {
     name: change_type(load_org(DEFAULTS_DIR).policies, name) for name in SHIPPED_TYPES}
+
+
+
+def next_shipped_window(kind: str, after: datetime) -> WindowSpec:
+    """The next `kind` window of the shipped policies.yaml opening at or after `after`."""
+    return next_window(load_org(DEFAULTS_DIR).policies.windows, kind, after)
 
 
 # A routine change's answers to every risk question (low risk): a request must answer them all (issue 30). The

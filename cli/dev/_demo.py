@@ -166,9 +166,13 @@ class Demo:
         self.record(tag, key, self.services.changes.get(key).outcome or state,
                     "rolled_back" if fail_at_50 else "succeeded")
 
+    def next_weekly_window(self, *, after: timedelta) -> datetime:
+        windows = self.services.org.policies.windows
+        return next_window(windows, "weekly", datetime.now(timezone.utc) + after).starts_at
+
     def major_change(self, tag: str) -> None:
         # Major changes need 14 days' notice and a maintenance window: the first weekly window after that.
-        start = next_window("weekly", datetime.now(timezone.utc) + timedelta(days=15)).starts_at
+        start = self.next_weekly_window(after=timedelta(days=15))
         run_id = self.submit({**MAJOR, "planned_start": start.isoformat(),
                               "planned_end": (start + timedelta(hours=2)).isoformat()})
         key = self.awaiting_approval(run_id).key
@@ -188,7 +192,7 @@ class Demo:
 
     def early_resume(self, tag: str) -> None:
         """Someone presses Resume on a change waiting for its window: nothing starts, the refusal is recorded."""
-        start = next_window("weekly", datetime.now(timezone.utc) + timedelta(days=1)).starts_at
+        start = self.next_weekly_window(after=timedelta(days=1))
         run_id = self.submit({**STANDARD_PAYMENTS, "planned_start": start.isoformat(),
                               "planned_end": (start + timedelta(hours=1)).isoformat()})
         key = self.awaiting_approval(run_id).key

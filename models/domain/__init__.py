@@ -25,7 +25,6 @@ from ._enums import (
     RiskLevel,
     Severity,
     UsersAffected,
-    WindowKind,
 )
 from ._fields import (
     NAME_PATTERN,
@@ -171,13 +170,14 @@ from ._scheduling import (
     StartCheck,
     decide_start,
     WindowSpec,
-    monthly_windows,
-    next_window,
     overlaps,
     planned_span,
+)
+from ._windows import (
+    WindowSchedule,
+    next_window,
     scheduled_windows,
-    superseded_by_monthly,
-    weekly_windows,
+    superseded,
 )
 from ._audience import (
     everyone_concerned,
@@ -330,7 +330,7 @@ __all__ = [
     "TypePolicy",
     "UsersAffected",
     "Verdict",
-    "WindowKind",
+    "WindowSchedule",
     "WindowPlan",
     "WindowSpec",
     "allowed_targets",
@@ -351,7 +351,6 @@ __all__ = [
     "invalid_request",
     "is_allowed",
     "judge_metric",
-    "monthly_windows",
     "next_window",
     "overlaps",
     "parse_change_request",
@@ -367,11 +366,10 @@ __all__ = [
     "scheduled_windows",
     "sla_passed",
     "stakeholders",
-    "superseded_by_monthly",
+    "superseded",
     "transitions_for",
     "utcnow",
     "verify_code",
-    "weekly_windows",
     "Rerun",
     "WorkOutcome",
     "rerun_of",

@@ -58,12 +58,6 @@ class Act(str, Enum):
     lockdown = "lockdown"  # turn the lockdown on or off (bound to the next lockdown act, not to a change)
 
 
-class WindowKind(str, Enum):
-    weekly = "weekly"
-    monthly = "monthly"
-    ad_hoc = "ad_hoc"
-
-
 class UsersAffected(str, Enum):
     none = "none"
     few = "few"

@@ -1,11 +1,11 @@
-"""Scheduled maintenance: which activities run in the weekly and monthly windows (maintenance.yaml)."""
+"""Scheduled maintenance: which activities run in which recurring window (maintenance.yaml; the windows
+themselves are policies.yaml `windows:`)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ._fields import Name
 from ._schemas import RiskAnswers
 
 
@@ -45,7 +45,7 @@ class WindowPlan(BaseModel):
 class MaintenancePlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    windows: dict[Literal["weekly", "monthly"], WindowPlan]
+    windows: dict[Name, WindowPlan] = Field(description="By the name of a window in policies.yaml `windows:`")
     activities: dict[str, Activity]
 
     @model_validator(mode="after")

@@ -43,6 +43,8 @@ class Org(BaseModel):
                 raise ValueError(f"templates.{name}.runbook: no runbook named {template.runbook!r} (runbooks/"
                                  f"{template.runbook}.md)")
         for kind, plan in (self.maintenance.windows.items() if self.maintenance else []):
+            if kind not in self.policies.windows:
+                raise ValueError(f"maintenance.windows.{kind}: no window named {kind!r} in policies.yaml windows")
             if plan.checklist and plan.checklist not in self.checklists:
                 raise ValueError(f"maintenance.windows.{kind}.checklist: no checklist named {plan.checklist!r}")
         unknown = [t for t in self.policies.pre_approved_templates if t not in self.templates]

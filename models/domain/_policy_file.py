@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from ._enums import RiskLevel, Severity
 from ._fields import Duration, Name, Strict
 from ._lockdown import LockdownPolicy
+from ._windows import WindowSchedule
 
 
 class ApprovalRequirement(Strict):
@@ -132,6 +133,9 @@ class PolicySet(Strict):
         description="The longest period one delegation may run: authority handed over is handed back by default")
     lockdown: LockdownPolicy = Field(
         default_factory=LockdownPolicy, description="The incident button: who turns it on and off, what it admits")
+    windows: dict[Name, WindowSchedule] = Field(
+        default_factory=dict, description="The recurring maintenance windows in which a type with `window: "
+        "maintenance` may run (besides the ad hoc windows recorded with `changeflow window add`)")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")

@@ -1,15 +1,11 @@
-"""Scheduling rules: maintenance windows generated from the schedules (weekly Sunday 02:00-04:00 UTC, monthly
-first Sunday 01:00-06:00 UTC), the span a change occupies, and the one overlap rule that freezes, clashes
-and the calendar all use."""
+"""Scheduling rules: the window gate's decision, the span a change occupies, and the one overlap rule that
+freezes, clashes and the calendar all use (the windows themselves are data: `_windows`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-WEEKLY = {"weekday": 6, "hour": 2, "hours": 2}
-MONTHLY = {"weekday": 6, "hour": 1, "hours": 5}
-SUNDAY = 6
 # A change filed without a planned end is taken to occupy this long (for freezes, clashes and the calendar).
 DEFAULT_CHANGE_LENGTH = timedelta(hours=2)
 
@@ -67,52 +63,3 @@ class WindowSpec:
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return overlaps(self.starts_at, self.ends_at, start, end)
-
-
-def _midnight(day: datetime) -> datetime:
-    return day.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def weekly_windows(start: datetime, end: datetime) -> list[WindowSpec]:
-    day = _midnight(start)
-    day += timedelta(days=(SUNDAY - day.weekday()) % 7)
-    windows = []
-    while day < end:
-        begins = day.replace(hour=2)
-        if begins + timedelta(hours=2) > start:
-            windows.append(WindowSpec("weekly", begins, begins + timedelta(hours=2), "Weekly maintenance"))
-        day += timedelta(days=7)
-    return windows
-
-
-def first_sunday(year: int, month: int) -> datetime:
-    first = datetime(year, month, 1, tzinfo=timezone.utc)
-    return first + timedelta(days=(SUNDAY - first.weekday()) % 7)
-
-
-def monthly_windows(start: datetime, end: datetime) -> list[WindowSpec]:
-    year, month = start.astimezone(timezone.utc).year, start.astimezone(timezone.utc).month
-    windows: list[WindowSpec] = []
-    while True:
-        begins = first_sunday(year, month).replace(hour=1)
-        if begins >= end:
-            return windows
-        if begins + timedelta(hours=5) > start:
-            windows.append(WindowSpec("monthly", begins, begins + timedelta(hours=5), "Monthly maintenance"))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-
-
-def scheduled_windows(start: datetime, end: datetime) -> list[WindowSpec]:
-    return sorted(weekly_windows(start, end) + monthly_windows(start, end), key=lambda w: w.starts_at)
-
-
-def superseded_by_monthly(window: WindowSpec) -> bool:
-    """A weekly window on a first Sunday lies inside that day's monthly window: the monthly change covers the
-    day, so the weekly one is not filed (two changes on one service in one slot would clash)."""
-    return window.kind == "weekly" and any(
-        w.overlaps(window.starts_at, window.ends_at) for w in monthly_windows(window.starts_at, window.ends_at))
-
-
-def next_window(kind: str, after: datetime) -> WindowSpec:
-    generate = weekly_windows if kind == "weekly" else monthly_windows
-    return next(w for w in generate(after, after + timedelta(days=70)) if w.starts_at >= after)

@@ -136,7 +136,7 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
             Approval.change_id.in_([c.id for c in implemented] or [-1]), Approval.decision == "approve")
     ):
         approvals[(change_id, round_)][role] += 1
-    windows = scheduled_windows(since - timedelta(days=1), until + timedelta(days=1))
+    windows = scheduled_windows(org.policies.windows, since - timedelta(days=1), until + timedelta(days=1))
     ad_hoc = list(session.execute(select(MaintenanceWindow).where(
         MaintenanceWindow.starts_at < until, MaintenanceWindow.ends_at > since - timedelta(days=1))).scalars())
     for change in implemented:

@@ -41,7 +41,7 @@ from ._unit_of_work import UnitOfWork
 class CalendarEntry:
     """A window or freeze in the calendar, with the changes planned in it."""
 
-    kind: str  # weekly, monthly, ad_hoc or freeze
+    kind: str  # a window of policies.yaml (weekly, monthly, ...), ad_hoc or freeze
     title: str
     service: str | None  # None: every service
     freeze: bool
@@ -113,7 +113,7 @@ class SchedulingService:
 
     def slot_problems(self, session: Session, request: Planned, type_name: str) -> list[FieldProblem]:
         """A dated change of a type that runs in maintenance windows: its notice is served and its planned span
-        lies inside one window (weekly, monthly or ad hoc for its service). Each refusal names the next slot."""
+        lies inside one window (one of policies.yaml's or ad hoc for its service). Each refusal names the next slot."""
         rules = change_type(self._uow.org.policies, type_name)
         if not rules.scheduled or request.planned_start is None:
             return []  # undated: it waits for the next window, checked when it would start
@@ -136,14 +136,14 @@ class SchedulingService:
         return []
 
     def _windows(self, session: Session, service: str, start: datetime, end: datetime) -> list[WindowSpec]:
-        generated = scheduled_windows(start - timedelta(days=1), end + timedelta(days=1))
+        generated = scheduled_windows(self._uow.org.policies.windows, start, end)
         ad_hoc = [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service)
                   for w in self._ad_hoc_windows(session, service, start - timedelta(days=1), end + timedelta(days=1))]
         return generated + ad_hoc
 
     def _next_slot(self, session: Session, service: str, after: datetime, length: timedelta) -> str | None:
         """The first window starting at or after `after` that a change of this length fits in, described."""
-        fitting = sorted((w for w in self._windows(session, service, after, after + timedelta(days=62))
+        fitting = sorted((w for w in self._windows(session, service, after, after + timedelta(days=100))
                           if w.starts_at >= after and w.ends_at - w.starts_at >= length), key=lambda w: w.starts_at)
         if not fitting:
             return None
@@ -205,7 +205,8 @@ class SchedulingService:
         planned in it: by the same span and overlap rule as the freeze and clash checks (a change without an end
         takes the default length), so the calendar never shows a change outside a window that refused it."""
         spans: list[tuple[str, str, str | None, bool, datetime, datetime]] = [
-            (w.kind, w.title, None, False, w.starts_at, w.ends_at) for w in scheduled_windows(start, end)]
+            (w.kind, w.title, None, False, w.starts_at, w.ends_at)
+            for w in scheduled_windows(self._uow.org.policies.windows, start, end)]
         spans += [("freeze" if w.freeze else w.kind, w.title, w.service, w.freeze, w.starts_at, w.ends_at)
                   for w in self.windows_between(start, end)]
         changes = self.changes_planned_between(start, end)
@@ -332,13 +333,14 @@ class SchedulingService:
         )).scalars())
 
     def _window_open(self, session: Session, service: str, now: datetime) -> bool:
-        """A maintenance window (weekly, monthly or ad hoc for this service) covers this moment."""
-        generated = scheduled_windows(now - timedelta(hours=6), now + timedelta(seconds=1))
+        """A maintenance window (one of policies.yaml's or ad hoc for this service) covers this moment."""
+        generated = scheduled_windows(self._uow.org.policies.windows, now, now + timedelta(microseconds=1))
         return any(w.starts_at <= now < w.ends_at for w in generated) or bool(
             self._ad_hoc_windows(session, service, now, now + timedelta(microseconds=1)))
 
     def _next_window(self, session: Session, service: str, after: datetime) -> datetime | None:
-        starts = [w.starts_at for w in scheduled_windows(after, after + timedelta(days=40)) if w.starts_at > after]
+        generated = scheduled_windows(self._uow.org.policies.windows, after, after + timedelta(days=40))
+        starts = [w.starts_at for w in generated if w.starts_at > after]
         starts += [w.starts_at for w in self._ad_hoc_windows(session, service, after, after + timedelta(days=40))
                    if w.starts_at > after]
         return min(starts, default=None)

@@ -40,17 +40,25 @@ def next_run_times(base: str, flow: str, deployment: str, n: int):
 
 
 def assert_maintenance_schedules(base: str) -> None:
+    """The deployed window schedules (Prefect's server) fire at the openings of policies.yaml's windows: weekly,
+    monthly and quarterly (tests/unit/test_windows.py checks prefect.yaml itself)."""
+    from datetime import datetime, timedelta, timezone
+
+    from models import DEFAULTS_DIR, scheduled_windows
+
+    windows = load_org(DEFAULTS_DIR).policies.windows
+    start = datetime(2026, 11, 27, tzinfo=timezone.utc)
+    for kind, count in (("weekly", 12), ("monthly", 24), ("quarterly", 8)):
+        openings = [w.starts_at for w in scheduled_windows(windows, start, start + timedelta(days=800))
+                    if w.kind == kind][:count]
+        assert next_run_times(base, "maintenance", kind, count) == openings, kind
     monthly = next_run_times(base, "maintenance", "monthly", 24)
-    assert len(monthly) == 24
-    for moment in monthly:
-        assert (moment.weekday(), moment.hour, moment.minute) == (6, 1, 0) and 1 <= moment.day <= 7, moment
-        assert moment.utcoffset().total_seconds() == 0
     assert len({(m.year, m.month) for m in monthly}) == 24, "exactly one run a month"
-    weekly = next_run_times(base, "maintenance", "weekly", 12)
-    assert all((m.weekday(), m.hour, m.minute) == (6, 2, 0) for m in weekly)
-    assert [(b - a).days for a, b in zip(weekly, weekly[1:])] == [7] * 11
     announce = next_run_times(base, "maintenance-announcement", "weekly", 4)
     assert all((m.weekday(), m.hour) == (4, 2) for m in announce), "Friday 02:00: 48 h before the window"
+    quarterly = next_run_times(base, "maintenance-announcement", "quarterly", 4)
+    assert [m.date().isoformat() for m in quarterly] == ["2027-01-03", "2027-04-04", "2027-07-04", "2027-10-03"], \
+        "two weeks before each quarterly window"
 
 
 SLACK_SECRET = "up-test-slack-signing-secret"

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from flows import ResumeRefused, resume_with_input
-from models import Act, ChangeRequest, next_window, utcnow
-from tests.helpers import ROUTINE_RISK
+from models import Act, ChangeRequest, utcnow
+from tests.helpers import ROUTINE_RISK, next_shipped_window
 from tests.flows.test_flows import act, awaiting, ended_as, final_run_state, submit, wait_paused
 
 pytestmark = pytest.mark.flows
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.flows
 
 def waiting_for_its_window(flow_stack, service: str) -> tuple[str, ChangeRequest]:
     """A standard change approved by alice and bob, planned three days out: its run suspends at the window gate."""
-    start = next_window("weekly", utcnow() + timedelta(days=1)).starts_at  # days away, in a maintenance window
+    start = next_shipped_window("weekly", utcnow() + timedelta(days=1)).starts_at  # days away, in a maintenance window
     run_id = submit({"type": "standard", "title": f"window gate on {service}", "service": service,
                      "requester": "grace", "rollback_plan": "redeploy", "template": "scripted-standard",
                      "planned_start": start.isoformat(),

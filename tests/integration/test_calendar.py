@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models import PolicyViolation, Services, next_window
-from tests.helpers import SECRET, emergency_request, standard_request
+from models import PolicyViolation, Services
+from tests.helpers import SECRET, emergency_request, next_shipped_window, standard_request
 
 UTC = timezone.utc
 
@@ -47,7 +47,7 @@ def test_calendar_shows_windows_freezes_and_changes(cli_env, services):
     soon = datetime.now(UTC) + timedelta(days=3)
     assert cli_env("window", "add", "--start", soon.isoformat(), "--end", (soon + timedelta(days=1)).isoformat(),
                    "--title", "Launch freeze", "--freeze").exit_code == 0
-    change = services.changes.submit(_planned(next_window("weekly", soon + timedelta(days=1)).starts_at,
+    change = services.changes.submit(_planned(next_shipped_window("weekly", soon + timedelta(days=1)).starts_at,
                                               service="payments"))
     data = json.loads(cli_env("calendar", "--days", "14", "--json").stdout)
     kinds = {w["kind"] for w in data["windows"]}
