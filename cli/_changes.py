@@ -225,12 +225,13 @@ def abort(
     code: str = typer.Option(..., "--code", help="Your personal code for calling this change off."),
     reason: str = typer.Option(..., help="Why it is stopped (recorded)."),
 ) -> None:
-    """Stop a change while it is being implemented: its run is stopped, then started again by the sweep only to
-    roll the change back (its template's rollback commands, a canary back to stable). Exit 0 once the abort is
-    recorded; `changeflow show` follows the rollback."""
+    """Stop a change while it is being implemented: a canary's traffic goes back to stable at once, its run is
+    stopped, then started again by the sweep only to roll the change back (its template's rollback commands).
+    Exit 0 once the abort is recorded; `changeflow show` follows the rollback."""
     change = context().services.amendments.abort(key, person=person, code=code, reason=reason)
     stopped = stop_run(change, f"{change.key} aborted by {person}")
-    console.print(f"{change.key}: abort recorded; " + (
+    canary = f" (its canary's traffic: {stopped.traffic})" if stopped.traffic else ""
+    console.print(f"{change.key}: abort recorded{canary}; " + (
         "its run is stopped and the next sweep starts it again to roll the change back" if stopped else
         "its run could not be reached: stop it in the Prefect UI (Cancel); the sweep then rolls the change back"))
 

@@ -19,7 +19,7 @@ _HOMES = {"ResumeRefused": "_prefect_api", "cancel": "_prefect_api", "paused_key
           "prefect_logging_env": "_json_logs", "JsonLines": "_json_logs",
           "trace_change": "_json_logs", "file_change": "_filing", "start_change_flow": "_filing",
           "PrefectUnavailable": "_filing", "SUBMIT_DEPLOYMENT": "_filing", "stop_run": "_calling_off",
-          "cancel_run": "_calling_off", "end_run_of": "_calling_off"}
+          "Stopped": "_calling_off", "cancel_run": "_calling_off", "end_run_of": "_calling_off"}
 __all__ = list(_HOMES)
 
 

@@ -5,21 +5,45 @@ and the pipeline API; the decision itself is the services' (`AmendmentService`).
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import dataclass
 
 from models import ChangeRequest
 
 
-def stop_run(change: ChangeRequest, message: str) -> bool:
-    """Stop a running change's run as the UI's Cancel does; False when Prefect could not be reached."""
-    if not change.flow_run_id:
-        return False
-    from flows._prefect_api import stop
+@dataclass(frozen=True)
+class Stopped:
+    """What stopping a change's run did."""
 
-    try:
-        asyncio.run(stop(change.flow_run_id, message))
-    except Exception:  # noqa: BLE001 - the abort is on the record; the person is told to press Cancel instead
-        return False
-    return True
+    run: bool  # False: Prefect could not be reached (the person is told to press Cancel)
+    traffic: str  # what became of a canary's traffic: "back on stable", what went wrong, or "" (no canary)
+
+    def __bool__(self) -> bool:
+        return self.run
+
+
+def stop_run(change: ChangeRequest, message: str) -> Stopped:
+    """Stop a running change's run as the UI's Cancel does, and send its canary's traffic back to stable at once
+    (even when Prefect could not be reached)."""
+    stopped = False
+    if change.flow_run_id:
+        from flows._prefect_api import stop
+
+        try:
+            asyncio.run(stop(change.flow_run_id, message))
+            stopped = True
+        except Exception:  # noqa: BLE001 - the abort is on the record; the person is told to press Cancel instead
+            pass
+    # Whoever stops a rollout (`abort`, a lockdown) wants the canary out now, not at the next sweep (issue 32:
+    # weight 0 within one bake interval; benchmarks/abort_reaction.py). After the stop, so the dying run takes no
+    # further step; should it still start one, its step first finds the abort and rolls back
+    # (flows/canary.py::hold_while_locked_down), and the sweep sends 0 again once the run is gone.
+    from flows._recovery import canary_to_stable
+
+    trouble = canary_to_stable(change)
+    if trouble:
+        logging.getLogger("changeflow.abort").warning("%s: traffic not sent back to stable%s", change.key, trouble)
+    return Stopped(stopped, (trouble.strip(" ()") or "back on stable") if change.canary else "")
 
 
 def cancel_run(change: ChangeRequest, message: str) -> bool:
@@ -38,4 +62,4 @@ def cancel_run(change: ChangeRequest, message: str) -> bool:
 
 def end_run_of(change: ChangeRequest, *, aborted: bool, message: str) -> bool:
     """Stop (aborted) or cancel (withdrawn) the change's run; False when Prefect could not be reached."""
-    return stop_run(change, message) if aborted else cancel_run(change, message)
+    return bool(stop_run(change, message)) if aborted else cancel_run(change, message)

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from flows._gate import Gate, form_description, wait_at
 from flows._pause_key import GateKind, PauseKey
-from flows._prefect_api import final_state, name_run, stop
+from flows._calling_off import stop_run
+from flows._prefect_api import final_state, name_run
 from flows._wiring import wiring
 from models import (LOCKDOWN_LIFTED, LOCKDOWN_ON, REFUSED, TEXT_LIMIT, InputError, Lockdown, LockdownResult,
                     PolicyViolation)
@@ -96,14 +97,10 @@ def carry_out(result: LockdownResult, notifier: Notifier) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - the sweep nudges them within its interval anyway
             logging.getLogger("changeflow.lockdown").warning("the waiting runs were not nudged (the sweep will): %s",
                                                              exc)
-    unreached = []
-    for change in result.aborted:
-        try:
-            asyncio.run(stop(str(change.flow_run_id), f"{change.key} aborted: lockdown declared by "
-                                                      f"{result.lockdown.by}"))
-        except Exception:  # noqa: BLE001 - the abort is on the record; its run rolls back at its next step
-            unreached.append(change.key)
-    return unreached
+    # Each aborted canary's traffic goes back to stable now and its run is stopped; a run Prefect could not stop
+    # rolls back at its next step anyway (the abort is on the record).
+    return [change.key for change in result.aborted
+            if not stop_run(change, f"{change.key} aborted: lockdown declared by {result.lockdown.by}")]
 
 
 @flow(name="lockdown", log_prints=True)

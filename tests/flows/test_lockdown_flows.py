@@ -1,7 +1,8 @@
-"""Lockdown against real flows (issue 32): a canary baking at 50 % when `changeflow lockdown on` is pressed goes
-back to stable and its change is rolled back (policy `canaries: stable`) or holds at its weight until the lockdown
-is lifted (`hold`); the run form refuses a standard change and a maintenance window is not announced while it
-lasts. Real nginx routes the lab's traffic."""
+"""The incident button against real flows (issue 32): a canary baking at 50 % when `changeflow lockdown on` is
+pressed goes back to stable and its change is rolled back (policy `canaries: stable`) or holds at its weight until
+the lockdown is lifted (`hold`); the run form refuses a standard change and a maintenance window is not announced
+while it lasts; `changeflow abort` of a baking canary sends its traffic to stable itself, before any sweep. Real
+nginx routes the lab's traffic."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import yaml
 from prefect.deployments import run_deployment
 from sqlalchemy import select
 
-from models import AuditEvent
+from models import Act, AuditEvent
 from tests.canary_weights import WeightHistory
 from tests.flows.test_abort_flows import started_again_to_undo
 from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
@@ -74,6 +75,8 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
         pressed_at = time.monotonic()
         on = lockdown(flow_stack, True, "INC-7 payments down")
         assert on.returncode == 0 and change.key in on.stdout, on
+        # Sent by the lockdown itself: no sweep has run yet (the stack's schedules are off; the test runs it below).
+        wait_until(lambda: weights.first_at(0, pressed_at) is not None, 5, "weight 0 from `lockdown on` itself")
         wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
         started_again_to_undo(run_id)
         ended_as(run_id, "Rolled back", timeout_s=120)
@@ -100,6 +103,28 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
     off = lockdown(flow_stack, False, "INC-7 resolved")
     assert off.returncode == 0, off
     ended_as(waiting_run, "Closed", timeout_s=120)  # nudged by the lifting, not left to the next sweep
+
+
+def test_an_abort_mid_bake_sends_the_canary_to_stable_itself_and_rolls_the_change_back(flow_stack, lab,
+                                                                                        canary_setup):
+    run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=30)
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.withdraw)
+    with WeightHistory(lab.include_file) as weights:
+        pressed_at = time.monotonic()
+        aborted = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--as",
+                                  "grace", "--code", code, "--reason", "p99 climbing"], env=flow_stack.stack.env,
+                                 capture_output=True, text=True, timeout=300)
+        assert aborted.returncode == 0 and "abort recorded" in aborted.stdout, aborted
+        # The abort's own doing, within its command (benchmarks/abort_reaction.py measures how soon): the stack
+        # runs no sweep by itself, and the test's sweep below only starts the stopped run again.
+        wait_until(lambda: weights.first_at(0, pressed_at) is not None, 5, "weight 0 from `changeflow abort`")
+        wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
+        started_again_to_undo(run_id)
+        ended_as(run_id, "Rolled back", timeout_s=120)
+        assert weights.weights_after(pressed_at) == [0], "back to stable, and never to the canary again"
+    rolled = next(e for e in flow_stack.services.changes.view(change.key).events if e.to_state == "rolled_back")
+    assert rolled.data["reason"] == "aborted by grace: p99 climbing"
+    assert 3 not in flow_stack.services.canary.decisions(change.key), "no step after the abort"
 
 
 def test_a_canary_held_by_a_lockdown_takes_its_next_step_only_once_it_is_lifted(flow_stack, lab, canary_setup,
