@@ -25,14 +25,16 @@ app = typer.Typer()
 @exits_cleanly
 def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ahead."),
              json_output: bool = JsonOption) -> None:
-    """Maintenance windows, freezes and the changes planned in them."""
+    """Maintenance windows, freezes and the changes planned in them (a change filed without a date in its next
+    allowed window, marked undated)."""
     start = utcnow()
     shown = context().services.scheduling.calendar(start, start + timedelta(days=days))
-    entries = [{**asdict(e), "changes": list(e.changes)} for e in shown.entries]
+    entries = [{**asdict(e), "changes": list(e.changes), "undated": list(e.undated)} for e in shown.entries]
     changes = shown.changes
     if json_output:
         print_json({"windows": entries, "changes": [
-            {**change_row(c), "planned_start": c.planned_start, "planned_end": c.planned_end} for c in changes]})
+            {**change_row(c), "planned_start": c.planned_start, "planned_end": c.planned_end} for c in changes],
+            "undated": [change_row(c) for c in shown.undated]})
         return
     table = Table(title=f"calendar, next {days} days", box=box.SIMPLE_HEAD)
     for column in ("from", "to", "kind", "title", "service", "changes"):
@@ -40,11 +42,14 @@ def calendar(days: int = typer.Option(14, min=1, max=366, help="How many days ah
     for e in entries:
         table.add_row(f"{e['starts_at']:%a %Y-%m-%d %H:%M}", f"{e['ends_at']:%a %Y-%m-%d %H:%M}",
                       f"[red]{e['kind']}[/]" if e["freeze"] else e["kind"], e["title"], e["service"] or "all",
-                      ", ".join(e["changes"]))
+                      ", ".join([*e["changes"], *(f"{key} (undated)" for key in e["undated"])]))
     console.print(table)
     if changes:
         console.print("planned changes: " + ", ".join(
             f"{c.key} {c.service} {c.planned_start:%Y-%m-%d %H:%M} ({c.state})" for c in changes))
+    if shown.undated:
+        console.print("filed without a date, in their next allowed window: " + ", ".join(
+            f"{c.key} {c.service} ({c.state})" for c in shown.undated))
 
 
 window_app = typer.Typer(help="Ad hoc maintenance windows and freezes.", no_args_is_help=True)

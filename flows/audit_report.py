@@ -71,7 +71,8 @@ def calendar_picture(calendar: Calendar) -> str:
             if entry.starts_at >= day:  # said on the day it starts
                 said.append(f"{entry.starts_at:%H:%M} {entry.kind} {entry.title}"
                             + (f" ({entry.service})" if entry.service else "")
-                            + (f": {', '.join(entry.changes)}" if entry.changes else ""))
+                            + (f": {', '.join(entry.changes)}" if entry.changes else "")
+                            + (f" (undated: {', '.join(entry.undated)})" if entry.undated else ""))
         lines.append(f"{day:%a %m-%d}  {''.join(hours)}  {'; '.join(said)}".rstrip())
         day += timedelta(days=1)
     lines.append("```")

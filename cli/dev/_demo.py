@@ -1,8 +1,9 @@
 """`changeflow demo`: the whole story on the embedded default, through the real flows.
 
 A throw-away HOME (SQLite, console and file notifications), a local Prefect server, the deployments of
-prefect.yaml and a process worker, and two canary labs (the sample service as stable + canary, behind nginx
-when it is installed). Six scenarios run side by side; approvers answer with their personal codes through
+prefect.yaml and a process worker, and three canary labs (the sample service as stable + canary, behind nginx
+when it is installed). Eight scenarios run side by side (a pipeline waiting on its gate and an abort of a
+baking canary among them, `_demo_scenes.py`); approvers answer with their personal codes through
 the API the UI's Resume button calls. Everything started is stopped at the end.
 """
 
@@ -26,7 +27,8 @@ from models import Act, Settings, next_window
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
 from ._demo_config import INBOX_PERSON, write_demo_config
-from ._demo_requests import EMERGENCY, MAJOR, STANDARD_CART, STANDARD_PAYMENTS, STANDARD_SHOP
+from ._demo_requests import EMERGENCY, MAJOR, STANDARD_CART, STANDARD_PAYMENTS, STANDARD_SHOP, STANDARD_WEB
+from ._demo_scenes import canary_aborted_mid_bake, pipeline_waits_on_its_gate
 from ._requester import confirm_filing_in_form
 from .._output import console
 from ._stack import (
@@ -41,14 +43,14 @@ from ._stack import (
 )
 
 # The scenarios the demo plays side by side, in the order its summary lists them.
-SCENARIOS = ("canary", "rollback", "major", "emergency", "weekly", "early-resume")
+SCENARIOS = ("canary", "rollback", "abort", "pipeline", "major", "emergency", "weekly", "early-resume")
 
 
 class Demo:
     def __init__(self, home: Path, started: float, services, approvers: EndpointApprovers, step_timeout_s: float,
-                 api_url: str):
+                 api_url: str, app: Callable[..., object]):
         self.home, self.started, self.services, self.approvers = home, started, services, approvers
-        self.api_url = api_url
+        self.api_url, self.app = api_url, app
         # How long any one step of a scenario may take (a run reaching its gate, a refusal recorded, a run ending):
         # seconds when idle, minutes on a machine busy with other work (Settings.demo_step_timeout_s).
         self.step_timeout_s = step_timeout_s
@@ -258,6 +260,8 @@ class Demo:
         scenarios = {
             "canary": lambda: self.canary_change("canary", STANDARD_SHOP, labs["shop"], fail_at_50=False),
             "rollback": lambda: self.canary_change("rollback", STANDARD_CART, labs["cart"], fail_at_50=True),
+            "abort": lambda: canary_aborted_mid_bake(self, "abort", STANDARD_WEB, labs["web"], self.app),
+            "pipeline": lambda: pipeline_waits_on_its_gate(self, "pipeline", self.approvers.approval_url, self.app),
             "major": lambda: self.major_change("major"),
             "emergency": lambda: self.emergency_change("emergency"),
             "weekly": lambda: self.maintenance("weekly"),
@@ -299,13 +303,13 @@ def run_demo(home: Path, app: Callable[..., object]) -> bool:
         **FAST_POLLING, "CHANGEFLOW_PREFECT_UI_URL": api_url.removesuffix("/api"), "CHANGEFLOW_HOME": str(home),
         "CHANGEFLOW_APPROVAL_URL": approval_url, "CHANGEFLOW_SLACK_SIGNING_SECRET": slack_secret,
     }))
-    labs = {name: Lab(home / f"lab-{name}", service=name) for name in ("shop", "cart")}
+    labs = {name: Lab(home / f"lab-{name}", service=name) for name in ("shop", "cart", "web")}
     try:
         for lab in labs.values():
             lab.start()
         write_demo_config(settings.config_dir, home, labs, {n: home / f"weights-{n}.log" for n in labs})
         router = "nginx" if nginx_available() else "a command router (nginx is not installed)"
-        console.print(f"sample service: shop and cart, each v1 (stable) + v2 (canary) behind {router}")
+        console.print(f"sample service: {', '.join(labs)}, each v1 (stable) + v2 (canary) behind {router}")
         # This process talks to the demo's server too (prefect reads PREFECT_API_URL when first imported).
         os.environ.update({k: stack.env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME",
                                                      "PREFECT_SERVER_ANALYTICS_ENABLED")})
@@ -322,7 +326,7 @@ def run_demo(home: Path, app: Callable[..., object]) -> bool:
         console.print(f"[bold green]Prefect UI while the demo runs:[/] {api_url.removesuffix('/api')}/runs")
         services = AppContext(Settings()).services
         demo = Demo(home, started, services, EndpointApprovers(home, services, approval_url, slack_secret),
-                    settings.demo_step_timeout_s, api_url)
+                    settings.demo_step_timeout_s, api_url, app)
         loads = [TrafficLoad(lab.entry_url, per_second=10) for lab in labs.values() if lab.nginx_port]
         for load in loads:
             load.__enter__()

@@ -49,3 +49,21 @@ EMERGENCY = {
     "risk": {"users_affected": "all", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "no",
              "touches_data": "no"},
 }
+# The web canary bakes its 50 % step long enough for an operator to abort it in the middle (issue 32).
+WEB_PLAN = {**CANARY_PLAN, "steps": [{"weight": 10, "bake_s": 3}, {"weight": 50, "bake_s": 120},
+                                     {"weight": 100, "bake_s": 3}]}
+STANDARD_WEB = {
+    "type": "standard", "title": "Release web v2 (new image pipeline) as a canary", "service": "web",
+    "requester": "grace", "template": "canary-web", "test_evidence": "staging run #4413 green",
+    "risk": {"users_affected": "many", "complexity": "medium", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"},
+    "canary": WEB_PLAN,
+}
+# What a deployment pipeline files over the pipeline API (its requester is the token's automation).
+PIPELINE_REQUEST = {
+    "type": "standard", "title": "Deploy payments 1.8 from CI", "service": "payments",
+    "implementation_plan": "the pipeline deploys build 1.8 once the change may start",
+    "rollback_plan": "the pipeline redeploys 1.7", "test_evidence": "CI run 4471: unit, integration, staging",
+    "risk": {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
+             "touches_data": "no"},
+}

@@ -3,7 +3,7 @@ changes on the same service (checked at submit and again when the change is sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -48,6 +48,9 @@ class CalendarEntry:
     starts_at: datetime
     ends_at: datetime
     changes: tuple[str, ...]
+    # Active changes filed without a date whose next allowed window this is (after their notice, clear of a
+    # freeze of their service): where they will run unless someone dates them (issue 32).
+    undated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Calendar:
     end: datetime
     entries: list[CalendarEntry]  # by start
     changes: list[ChangeRequest]  # planned in the range, by planned start
+    undated: list[ChangeRequest] = field(default_factory=list)  # waiting for their next window, in the range
 
 
 # How far in the past a planned start may be when it is filed and still count as "now".
@@ -203,19 +207,47 @@ class SchedulingService:
     def calendar(self, start: datetime, end: datetime) -> Calendar:
         """The scheduled and ad hoc windows and the freezes between `start` and `end`, each with the changes
         planned in it: by the same span and overlap rule as the freeze and clash checks (a change without an end
-        takes the default length), so the calendar never shows a change outside a window that refused it."""
+        takes the default length), so the calendar never shows a change outside a window that refused it. An
+        active change filed without a date is shown in its next allowed window."""
         spans: list[tuple[str, str, str | None, bool, datetime, datetime]] = [
             (w.kind, w.title, None, False, w.starts_at, w.ends_at)
             for w in scheduled_windows(self._uow.org.policies.windows, start, end)]
         spans += [("freeze" if w.freeze else w.kind, w.title, w.service, w.freeze, w.starts_at, w.ends_at)
                   for w in self.windows_between(start, end)]
         changes = self.changes_planned_between(start, end)
+        with self._uow.read() as session:
+            waiting = [(change, window) for change in self._undated(session)
+                       if (window := self._next_allowed_window(session, change)) is not None
+                       and window.starts_at < end and window.ends_at > start]
         entries = [CalendarEntry(kind, title, service, freeze, starts_at, ends_at, tuple(
             c.key for c in changes if c.planned_start is not None
             and overlaps(*planned_span(c.planned_start, c.planned_end), starts_at, ends_at)
-            and service in (None, c.service)))
+            and service in (None, c.service)), tuple(
+            c.key for c, w in waiting if not freeze and (w.kind, w.starts_at, w.service) == (kind, starts_at, service)))
             for kind, title, service, freeze, starts_at, ends_at in spans]
-        return Calendar(start, end, sorted(entries, key=lambda e: e.starts_at), changes)
+        return Calendar(start, end, sorted(entries, key=lambda e: e.starts_at), changes, [c for c, _ in waiting])
+
+    def _undated(self, session: Session) -> list[ChangeRequest]:
+        """Active changes without a date of the types that wait for a maintenance window."""
+        scheduled_types = [name for name in self._uow.org.policies.types
+                           if change_type(self._uow.org.policies, name).scheduled]
+        return list(session.execute(select(ChangeRequest).where(
+            ChangeRequest.planned_start.is_(None), ChangeRequest.type.in_(scheduled_types),
+            ChangeRequest.state.in_([s.value for s in ACTIVE_STATES])).order_by(ChangeRequest.id)).scalars())
+
+    def _next_allowed_window(self, session: Session, change: ChangeRequest) -> WindowSpec | None:
+        """The first window of the change's service that opens once its notice is served and that no freeze of
+        its service overlaps: where the window gate will let it start."""
+        rules = self._uow.rules(change)
+        after = max(self._uow.clock(), change.created_at + rules.policy.notice)
+        horizon = after + timedelta(days=100)
+        freezes = [(w.starts_at, w.ends_at) for w in session.execute(select(MaintenanceWindow).where(
+            MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < horizon,
+            MaintenanceWindow.ends_at > after,
+            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == change.service))).scalars()]
+        return next((w for w in sorted(self._windows(session, change.service, after, horizon),
+                                       key=lambda w: w.starts_at)
+                     if w.ends_at > after and not any(overlaps(w.starts_at, w.ends_at, *f) for f in freezes)), None)
 
     # ---- the window gate: checked when implementation would begin, whatever woke the run ---------------------
 

@@ -36,12 +36,18 @@ def check_the_demo(result: subprocess.CompletedProcess) -> None:
     why = [line for line in result.stdout.splitlines() if "failed" in line or "│" in line or "timed out" in line]
     assert result.returncode == 0, "\n".join(why)[-6000:] + result.stderr[-2000:]
     out = result.stdout
-    for scenario, outcome in (("canary", "succeeded"), ("rollback", "rolled_back"), ("major", "scheduled"),
-                              ("emergency", "closed"), ("weekly", "closed"), ("early-resume", "scheduled")):
+    for scenario, outcome in (("canary", "succeeded"), ("rollback", "rolled_back"), ("abort", "rolled_back"),
+                              ("pipeline", "closed"), ("major", "scheduled"), ("emergency", "closed"),
+                              ("weekly", "closed"), ("early-resume", "scheduled")):
         assert re.search(rf"│ {scenario}\s+│ CHG-\d{{6}} │ {outcome}\s+│ yes", out), f"{scenario} did not end {outcome}"
     assert "refused: frank requested this change and cannot approve or reject it (self-approval)" in out
     assert re.search(r"refused \(unknown \(Prefect UI\)\): resumed without a name and code", out), \
         "an early Resume on a scheduled change must be refused and the refusal shown"
+    # The pipeline waited on its gate over HTTP and went on once its change started; the abort took the canary's
+    # traffic away itself (nginx: stable only), before the sweep rolled the change back.
+    assert re.search(r"the job went on once its window was open and its run began: CHG-\d{6} started: deploy", out)
+    assert re.search(r"the canary has no traffic \(20 requests through nginx: \{'v1': 20\}\)", out) or \
+        "behind a command router" in out
     assert "audit chain intact" in out and re.search(r"demo finished in \d+\.\d s", out)
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out
 
@@ -71,6 +77,7 @@ def assert_no_secret_where_others_read(home: Path) -> None:
     logs = {path.name: path.read_text(errors="replace") for path in (home / "logs").glob("*.log")}
     assert keys and stored and run_logs and "worker.log" in logs
     link_token = re.compile(r"/a/[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}")
+    pipeline_token = re.compile(r"cfa_[A-Za-z0-9_-]{16,}")  # the pipeline's bearer token (its CI secret store's)
     inbox = (home / "inbox" / "alice.txt").read_text()  # alice's own channel: where they do belong
     assert any(code in inbox for code in codes) and link_token.search(inbox), "the scan would find them"
     assert prefect_rows["Prefect's table flow_run_input"], "the scan reads the runs' inputs"
@@ -81,3 +88,4 @@ def assert_no_secret_where_others_read(home: Path) -> None:
             leaked = any_code.findall(text)
             assert not leaked, f"{where} shows approval code(s) {leaked[:3]}"
             assert not link_token.search(text), f"{where} shows an approval link: {link_token.search(text).group(0)}"
+            assert not pipeline_token.search(text), f"{where} shows the pipeline's token"
