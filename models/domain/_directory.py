@@ -110,6 +110,34 @@ class Directory(Strict):
                     frontier.append(name)
         return sorted(found)
 
+    def related(self, service: str, depth: int) -> dict[str, list[str]]:
+        """The services at most `depth` `depends_on` steps from `service`, either way, each with the shortest path
+        from `service` to it (`service` itself: [service]). A change to any of them at the same time may break, or
+        be broken by, a change to `service`."""
+        paths = {service: [service]}
+        frontier = [service]
+        for _ in range(depth):
+            reached = []
+            for current in frontier:
+                entry = self.services.get(current)
+                neighbours = [*(entry.depends_on if entry else []),
+                              *(name for name, other in self.services.items() if current in other.depends_on)]
+                for name in neighbours:
+                    if name not in paths:
+                        paths[name] = [*paths[current], name]
+                        reached.append(name)
+            frontier = reached
+        return paths
+
+    def dependency_path(self, path: list[str]) -> str:
+        """`checkout depends on payments, which depends on platform`: a path of `related`, said as edges."""
+        said = []
+        for here, there in zip(path, path[1:]):
+            entry = self.services.get(here)
+            said.append(f"{here} depends on {there}" if entry and there in entry.depends_on
+                        else f"{there} depends on {here}")
+        return "; ".join(said)
+
     def may_request(self, name: str) -> bool:
         """A requester is a person of the directory or one of its automations: never an invented name, which
         would let someone file under a stranger's name and approve their own change."""

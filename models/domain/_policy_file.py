@@ -133,6 +133,9 @@ class PolicySet(Strict):
         description="The longest period one delegation may run: authority handed over is handed back by default")
     lockdown: LockdownPolicy = Field(
         default_factory=LockdownPolicy, description="The incident button: who turns it on and off, what it admits")
+    conflict_depth: int = Field(
+        default=1, ge=0, le=5, description="Two changes planned at the same time clash on one service, or on services "
+        "this many directory.yaml `depends_on` steps apart, either way (0: the same service only)")
     windows: dict[Name, WindowSchedule] = Field(
         default_factory=dict, description="The recurring maintenance windows in which a type with `window: "
         "maintenance` may run (besides the ad hoc windows recorded with `changeflow window add`)")

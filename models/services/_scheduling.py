@@ -84,7 +84,8 @@ class SchedulingService:
         self._identities = identities
 
     def clashes(self, session: Session, request: Planned, exclude: str | None = None) -> list[str]:
-        """Freezes and other active changes on the same service that the planned window overlaps."""
+        """Freezes and other active changes that the planned window overlaps, on the same service or one within
+        policies.yaml `conflict_depth` dependency steps of it (the message names the path)."""
         if request.planned_start is None:
             return []
         start, end = planned_span(request.planned_start, request.planned_end)
@@ -99,19 +100,23 @@ class SchedulingService:
         for freeze in freezes:
             clashes.append(f"planned window falls in the freeze '{freeze.title or 'freeze'}' "
                            f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
+        directory = self._uow.org.directory
+        related = directory.related(request.service, self._uow.org.policies.conflict_depth)
         others = session.execute(
             select(ChangeRequest).where(
-                ChangeRequest.service == request.service,
+                ChangeRequest.service.in_(list(related)),
                 ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]),
                 ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,
-            )
+            ).order_by(ChangeRequest.id)
         ).scalars()
         for other in others:
             if other.key == exclude or other.planned_start is None:
                 continue
             other_start, other_end = planned_span(other.planned_start, other.planned_end)
             if overlaps(start, end, other_start, other_end):
-                clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}, planned "
+                path = related[other.service]
+                through = f" ({directory.dependency_path(path)})" if len(path) > 1 else ""
+                clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}{through}, planned "
                                f"{other_start:%Y-%m-%d %H:%M} to {other_end:%H:%M} UTC")
         return clashes
 

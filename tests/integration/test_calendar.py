@@ -29,9 +29,32 @@ def test_overlapping_change_on_the_same_service_is_refused_naming_it(services):
     first = services.changes.submit(_planned(start, hours=2))
     with pytest.raises(PolicyViolation, match=f"conflicts with {first.key}"):
         services.changes.submit(_planned(start + timedelta(hours=1), title="second"))
-    other_service = services.changes.submit(_planned(start, service="checkout"))
     later = services.changes.submit(_planned(start + timedelta(hours=2)))
-    assert {other_service.state, later.state} == {"submitted"}
+    assert later.state == "submitted"
+
+
+def test_changes_on_services_that_depend_on_each_other_clash_up_to_the_configured_depth(db, org):
+    """Issue 32: conflicts were checked on one service only. directory.yaml: checkout depends on payments, which
+    depends on platform; policies.yaml `conflict_depth` says how many steps apart two changes still clash."""
+    def at_depth(depth: int) -> Services:
+        policies = org.policies.model_copy(update={"conflict_depth": depth})
+        return Services.build(db, org.model_copy(update={"policies": policies}), SECRET,
+                              clock=lambda: datetime(2026, 11, 29, tzinfo=UTC))
+
+    start = datetime(2026, 12, 6, 2, tzinfo=UTC)
+    one = at_depth(1)  # as shipped
+    platform = one.changes.submit(_planned(start, hours=2, service="platform", title="platform maintenance"))
+    with pytest.raises(PolicyViolation, match=rf"conflicts with {platform.key} \(platform maintenance\) on platform "
+                                              r"\(payments depends on platform\), planned 2026-12-06 02:00 to 04:00"):
+        one.changes.submit(_planned(start + timedelta(hours=1), service="payments"))
+    checkout = one.changes.submit(_planned(start, service="checkout"))  # two steps from platform
+    with pytest.raises(PolicyViolation, match=rf"conflicts with {platform.key} \(platform maintenance\) on platform "
+                                              r"\(checkout depends on payments; payments depends on platform\)"):
+        at_depth(2).changes.submit(_planned(start + timedelta(hours=1), service="checkout", title="second"))
+    unrelated = at_depth(0).changes.submit(_planned(start + timedelta(hours=1), service="payments"))
+    assert (checkout.state, unrelated.state) == ("submitted", "submitted")
+    assert sorted(c.key for c in one.changes.list_changes()) == [platform.key, checkout.key, unrelated.key], \
+        "a refused change writes nothing"
 
 
 def test_emergency_goes_through_a_freeze_with_the_override_recorded(services):
