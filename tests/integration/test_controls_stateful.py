@@ -55,11 +55,13 @@ def approvals_satisfied(change_type: str, requester: str, approvers: set[str]) -
 
 
 def in_scheduled_window(now: datetime) -> bool:
-    """Sunday 02:00-04:00 (weekly) or the first Sunday 01:00-06:00 (monthly), UTC."""
+    """Sunday 02:00-04:00 (weekly), the first Sunday 01:00-06:00 (monthly) or the third Sunday of January, April,
+    July and October 00:00-08:00 (quarterly), UTC."""
     if now.weekday() != 6:
         return False
     hours = now.hour + now.minute / 60
-    return 2 <= hours < 4 or (now.day <= 7 and 1 <= hours < 6)
+    quarterly = now.month in (1, 4, 7, 10) and 15 <= now.day <= 21 and hours < 8
+    return 2 <= hours < 4 or (now.day <= 7 and 1 <= hours < 6) or quarterly
 
 
 @dataclass
