@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, Protocol
 
 import httpx
 
@@ -20,14 +20,28 @@ from models import Act, ChangeState
 from ._canary_lab import Lab
 from ._demo_requests import PIPELINE_REQUEST
 
-if TYPE_CHECKING:
-    from ._demo import Demo
+
+
+class Demo(Protocol):
+    """What a scene uses of the demo (`_demo.Demo`): its services, its waits, and the way people act in it."""
+
+    home: Path
+    services: Any  # models.Services
+    step_timeout_s: float
+
+    def say(self, tag: str, text: str) -> None: ...
+    def wait(self, probe: Callable[[], Any], what: str) -> Any: ...
+    def submit(self, request: dict) -> str: ...
+    def awaiting_approval(self, run_id: str) -> Any: ...
+    def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None: ...
+    def final_state(self, run_id: str, key: str) -> str: ...
+    def record(self, name: str, key: str, got: str, expected: str) -> None: ...
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_gate.py"
 PIPELINE = "deploy-pipeline"  # an automation of the shipped directory.yaml
 
 
-def pipeline_waits_on_its_gate(demo: "Demo", tag: str, approval_url: str, app: Callable[..., object]) -> None:
+def pipeline_waits_on_its_gate(demo: Demo, tag: str, approval_url: str, app: Callable[..., object]) -> None:
     services = demo.services
     service = PIPELINE_REQUEST["service"]
     # Issued by an operator once and kept in the CI's secret store; it stands for the pipeline on this service only.
@@ -72,7 +86,7 @@ def pipeline_waits_on_its_gate(demo: "Demo", tag: str, approval_url: str, app: C
     demo.record(tag, key, state, "closed")
 
 
-def canary_aborted_mid_bake(demo: "Demo", tag: str, request: dict, lab: Lab, app: Callable[..., object]) -> None:
+def canary_aborted_mid_bake(demo: Demo, tag: str, request: dict, lab: Lab, app: Callable[..., object]) -> None:
     services = demo.services
     run_id = demo.submit(request)
     key = demo.awaiting_approval(run_id).key
