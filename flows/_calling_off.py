@@ -38,12 +38,17 @@ def stop_run(change: ChangeRequest, message: str) -> Stopped:
     # weight 0 within one bake interval; benchmarks/abort_reaction.py). After the stop, so the dying run takes no
     # further step; should it still start one, its step first finds the abort and rolls back
     # (flows/canary.py::hold_while_locked_down), and the sweep sends 0 again once the run is gone.
+    if not change.canary:
+        return Stopped(stopped, "")
     from flows._recovery import canary_to_stable
 
-    trouble = canary_to_stable(change)
+    try:
+        trouble = canary_to_stable(change)
+    except Exception as exc:  # noqa: BLE001 - the abort is recorded: the sweep sends the traffic back in any case
+        trouble = f" ({type(exc).__name__}: {exc})"
     if trouble:
         logging.getLogger("changeflow.abort").warning("%s: traffic not sent back to stable%s", change.key, trouble)
-    return Stopped(stopped, (trouble.strip(" ()") or "back on stable") if change.canary else "")
+    return Stopped(stopped, trouble.strip(" ()") or "back on stable")
 
 
 def cancel_run(change: ChangeRequest, message: str) -> bool:

@@ -40,6 +40,8 @@ class WindowSchedule(BaseModel):
     @classmethod
     def _quoted_time(cls, value: object) -> object:
         # YAML reads an unquoted 02:00 as the number 120, which would pass as 00:02.
+        if isinstance(value, time):
+            return value  # (a model dumped and read again)
         if not (isinstance(value, str) and len(value) == 5 and value[2] == ":"):
             raise ValueError('give the opening time as a quoted "HH:MM" (UTC)')
         return value
