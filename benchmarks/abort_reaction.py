@@ -95,13 +95,14 @@ def main() -> None:
     import yaml
 
     from models import Act
-    from tests.flow_stack import start_flow_stack
+    from tests.flow_stack import SHARED, start_flow_stack
     from tests.flows.test_abort_flows import started_again_to_undo
     from tests.flows.test_crash_recovery import run_state_name
     from tests.flows.test_flows import act, awaiting, ended_as, submit
     from tests.helpers import SECRET, wait_until
 
     stack = start_flow_stack(root, port)
+    SHARED.stack = stack  # what submit() confirms filings through, as under the flow_stack fixture
     os.environ.update({"CHANGEFLOW_HOME": str(stack.home), "CHANGEFLOW_SECRET": SECRET.decode()})
     lab = Lab(root / "lab").start(nginx=True)
     (stack.home / "config" / "canary.yaml").write_text(yaml.safe_dump(lab.canary_config()))

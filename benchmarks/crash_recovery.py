@@ -32,7 +32,7 @@ def main() -> None:
     port = free_port()
     os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(root / "prefect"),
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    from tests.flow_stack import start_flow_stack
+    from tests.flow_stack import SHARED, start_flow_stack
     from tests.flows.test_crash_recovery import run_state_name, steps_run
     from tests.helpers import wait_until
     from tests.processes import kill_run
@@ -40,6 +40,7 @@ def main() -> None:
     from tests.helpers import SECRET, standard_request
 
     stack = start_flow_stack(root, port)
+    SHARED.stack = stack  # what submit() confirms filings through, as under the flow_stack fixture
     os.environ.update({"CHANGEFLOW_HOME": str(stack.home), "CHANGEFLOW_SECRET": SECRET.decode()})
     from flows.sweep import reconcile_crashed_runs
 
