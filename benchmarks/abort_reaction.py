@@ -17,12 +17,10 @@ The stack runs no sweep by itself (its schedules are off): what takes the traffi
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from cli.dev import Lab, free_port  # noqa: E402
+from _flow_bench import start_bench_stack  # noqa: E402
+from cli.dev import Lab  # noqa: E402
 
 INTERVAL_S = 5.0
 STABLE_RUN = 10
@@ -88,22 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="abort-bench-"))
-    port = free_port()
-    os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(root / "prefect"),
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    root, stack = start_bench_stack("abort-bench-")
     import yaml
 
     from models import Act
-    from tests.flow_stack import SHARED, start_flow_stack
     from tests.flows.test_abort_flows import started_again_to_undo
     from tests.flows.test_crash_recovery import run_state_name
     from tests.flows.test_flows import act, awaiting, ended_as, submit
-    from tests.helpers import SECRET, wait_until
+    from tests.helpers import wait_until
 
-    stack = start_flow_stack(root, port)
-    SHARED.stack = stack  # what submit() confirms filings through, as under the flow_stack fixture
-    os.environ.update({"CHANGEFLOW_HOME": str(stack.home), "CHANGEFLOW_SECRET": SECRET.decode()})
     lab = Lab(root / "lab").start(nginx=True)
     (stack.home / "config" / "canary.yaml").write_text(yaml.safe_dump(lab.canary_config()))
     changeflow = str(Path(sys.executable).parent / "changeflow")
