@@ -107,13 +107,21 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
 
 def test_an_abort_mid_bake_sends_the_canary_to_stable_itself_and_rolls_the_change_back(flow_stack, lab,
                                                                                         canary_setup):
-    run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=30)
-    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.withdraw)
+    # 120 s: two CLI commands (10-15 s each on a loaded machine) must land inside the 50 % bake.
+    run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=120)
+    def abort_as_grace(act: Act) -> subprocess.CompletedProcess:
+        code = flow_stack.services.approvals.approval_code_for(change.key, "grace", act)
+        return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--as", "grace",
+                               "--code", code, "--reason", "p99 climbing"], env=flow_stack.stack.env,
+                              capture_output=True, text=True, timeout=300)
+
     with WeightHistory(lab.include_file) as weights:
+        tried_at = time.monotonic()
+        refused = abort_as_grace(Act.approve)  # her code for another act: refused, and the traffic stays
+        assert refused.returncode == 1 and "wrong approval code for grace" in refused.stderr, refused
+        assert weights.weights_after(tried_at) == [] and run_state_name(run_id) == "RUNNING", "a refusal stops nothing"
         pressed_at = time.monotonic()
-        aborted = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--as",
-                                  "grace", "--code", code, "--reason", "p99 climbing"], env=flow_stack.stack.env,
-                                 capture_output=True, text=True, timeout=300)
+        aborted = abort_as_grace(Act.withdraw)
         assert aborted.returncode == 0 and "abort recorded" in aborted.stdout, aborted
         # The abort's own doing, within its command (benchmarks/abort_reaction.py measures how soon): the stack
         # runs no sweep by itself, and the test's sweep below only starts the stopped run again.
