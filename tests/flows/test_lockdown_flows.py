@@ -109,6 +109,7 @@ def test_an_abort_mid_bake_sends_the_canary_to_stable_itself_and_rolls_the_chang
                                                                                         canary_setup):
     # 120 s: two CLI commands (10-15 s each on a loaded machine) must land inside the 50 % bake.
     run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=120)
+
     def abort_as_grace(act: Act) -> subprocess.CompletedProcess:
         code = flow_stack.services.approvals.approval_code_for(change.key, "grace", act)
         return subprocess.run([str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--as", "grace",
