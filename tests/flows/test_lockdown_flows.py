@@ -57,8 +57,11 @@ def hold_policy(flow_stack):
     path.write_text(original)
 
 
-def baking_at_50(flow_stack, title: str, bake_s: float):
-    run_id = ship(flow_stack, plan("http_probe", bake_s=bake_s), title)
+def baking_at_50(flow_stack, title: str, bake_s: float, *, first_bake_s: float | None = None):
+    canary = plan("http_probe", bake_s=bake_s)
+    if first_bake_s is not None:  # the 10 % step shorter than the others
+        canary["steps"][0]["bake_s"] = first_bake_s
+    run_id = ship(flow_stack, canary, title)
     change = change_of(flow_stack, run_id)
     wait_until(lambda: 1 in flow_stack.services.canary.decisions(change.key), 90, "step 1 decided")
     wait_until(lambda: flow_stack.services.canary.measurements(change.key, step=2), 30, "the 50 % bake to begin")
@@ -108,7 +111,7 @@ def test_a_lockdown_sends_a_baking_canary_back_to_stable_and_refuses_a_standard_
 def test_an_abort_mid_bake_sends_the_canary_to_stable_itself_and_rolls_the_change_back(flow_stack, lab,
                                                                                         canary_setup):
     # 120 s: two CLI commands (10-15 s each on a loaded machine) must land inside the 50 % bake.
-    run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=120)
+    run_id, change = baking_at_50(flow_stack, "canary aborted mid-bake", bake_s=120, first_bake_s=5)
 
     def abort_as_grace(act: Act) -> subprocess.CompletedProcess:
         code = flow_stack.services.approvals.approval_code_for(change.key, "grace", act)
