@@ -20,6 +20,8 @@ from models import Act, ChangeState
 from ._canary_lab import Lab
 from ._demo_requests import PIPELINE_REQUEST
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_gate.py"
+PIPELINE = "deploy-pipeline"  # an automation of the shipped directory.yaml
 
 
 class Demo(Protocol):
@@ -36,9 +38,6 @@ class Demo(Protocol):
     def approve(self, tag: str, run_id: str, key: str, person: str, comment: str) -> None: ...
     def final_state(self, run_id: str, key: str) -> str: ...
     def record(self, name: str, key: str, got: str, expected: str) -> None: ...
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_gate.py"
-PIPELINE = "deploy-pipeline"  # an automation of the shipped directory.yaml
 
 
 def pipeline_waits_on_its_gate(demo: Demo, tag: str, approval_url: str, app: Callable[..., object]) -> None:
@@ -63,7 +62,7 @@ def pipeline_waits_on_its_gate(demo: Demo, tag: str, approval_url: str, app: Cal
                       "(examples/pipeline_gate.py --until start)")
         for person, comment in (("frank", "release notes read"), ("bob", "diff reviewed")):
             demo.approve(tag, change.flow_run_id, key, person, comment)
-        out, err = job.communicate(timeout=demo.step_timeout_s)
+        _, err = job.communicate(timeout=demo.step_timeout_s)
     finally:
         if job.poll() is None:
             job.kill()

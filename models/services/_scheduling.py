@@ -371,16 +371,12 @@ class SchedulingService:
 
     def _window_open(self, session: Session, service: str, now: datetime) -> bool:
         """A maintenance window (one of policies.yaml's or ad hoc for this service) covers this moment."""
-        generated = scheduled_windows(self._uow.org.policies.windows, now, now + timedelta(microseconds=1))
-        return any(w.starts_at <= now < w.ends_at for w in generated) or bool(
-            self._ad_hoc_windows(session, service, now, now + timedelta(microseconds=1)))
+        return any(w.starts_at <= now < w.ends_at
+                   for w in self._windows(session, service, now, now + timedelta(microseconds=1)))
 
     def _next_window(self, session: Session, service: str, after: datetime) -> datetime | None:
-        generated = scheduled_windows(self._uow.org.policies.windows, after, after + timedelta(days=40))
-        starts = [w.starts_at for w in generated if w.starts_at > after]
-        starts += [w.starts_at for w in self._ad_hoc_windows(session, service, after, after + timedelta(days=40))
-                   if w.starts_at > after]
-        return min(starts, default=None)
+        return min((w.starts_at for w in self._windows(session, service, after, after + timedelta(days=40))
+                    if w.starts_at > after), default=None)
 
     @staticmethod
     def _freezes_at(session: Session, service: str, now: datetime) -> list[str]:
