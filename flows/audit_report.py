@@ -46,7 +46,7 @@ def audit_report(
     # Beside every report, the weeks ahead as a picture (issue 30): windows, freezes and the changes in them.
     start = utcnow()
     create_markdown_artifact(key="calendar", description=f"the next {CALENDAR_DAYS} days: windows, freezes, changes",
-                             markdown=calendar_picture(wiring().services.scheduling.calendar(
+                             markdown=calendar_picture(wiring().services.calendar.calendar(
                                  start, start + timedelta(days=CALENDAR_DAYS))))
     return len(rows)
 

@@ -40,8 +40,9 @@ def shape_run_form(schema: dict[str, Any]) -> None:
     that leaves the whole section out still reaches the services, which refuse it naming `risk`; a section with
     a question left out is refused by Prefect before any run exists, naming the question.
 
-    The `type` is a drop-down of the change types in the deploying worker's policies.yaml (read when the
-    deployment is made, so a new type in the YAML appears at the next `changeflow up` / deploy)."""
+    The `type` and `environment` are drop-downs of the change types and environments in the deploying worker's
+    policies.yaml (read when the deployment is made, so a new one in the YAML appears at the next `changeflow up` /
+    deploy)."""
     risk = schema["properties"]["risk"]
     reference = next((choice for choice in risk.pop("anyOf", []) if "$ref" in choice), None)
     if reference is not None:
@@ -52,6 +53,12 @@ def shape_run_form(schema: dict[str, Any]) -> None:
     except (ChangeflowError, OSError):
         return  # no config yet: a free-text field, checked by the service at submit
     schema["properties"]["type"]["enum"] = list(policies.types)
+    # The environments the same way, the first (production, the strictest) chosen: a requester who skips the field
+    # files for production, never for a place with fewer controls.
+    environment = schema["properties"]["environment"]
+    environment.pop("anyOf", None)
+    environment.update({"type": "string", "enum": list(policies.environments),
+                        "default": policies.default_environment})
 
 
 class ChangeRequestForm(ChangeRequestInput):

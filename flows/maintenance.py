@@ -38,6 +38,12 @@ def window_of(kind: str) -> tuple[WindowSchedule, WindowPlan]:
     return org.policies.windows[kind], plans[kind]
 
 
+def environment_of(kind: str) -> str:
+    """The environment whose changes run in the window `kind` (the first of several; the default for none)."""
+    policies = wiring().services.org.policies
+    return next(iter(policies.environments_with(kind)), policies.default_environment)
+
+
 def resolve_window(kind: str, window_start: datetime | None, window_minutes: float | None, *,
                    at_start: bool) -> WindowSpec:
     schedule, _ = window_of(kind)
@@ -74,7 +80,9 @@ def maintenance_announcement(kind: str = "weekly", window_start: datetime | None
         get_run_logger().info("next %s window %s is further away than its notice: nothing to announce", kind,
                               window.starts_at)
         return None
-    covering = superseded(window, rt.services.org.policies.windows) if window_start is None else None
+    # Only a longer window of the same environment covers this one (staging's daily window covers no production day).
+    covering = (superseded(window, rt.services.org.policies.windows_in(environment_of(kind)))
+                if window_start is None else None)
     if covering is not None:
         get_run_logger().info("the %s window %s falls in the %s window: that one's change covers it", kind,
                               window.starts_at, covering.kind)
@@ -83,7 +91,8 @@ def maintenance_announcement(kind: str = "weekly", window_start: datetime | None
         # A window given explicitly (ad hoc, or compressed for a test) is not one of the generated ones: recorded
         # as an ad hoc window of the service, its change fits in a window like any other.
         rt.services.scheduling.ensure_window(starts_at=window.starts_at, ends_at=window.ends_at, kind="ad_hoc",
-                                             title=f"{plan.title} (ad hoc)", service=plan.service, actor=REQUESTER)
+                                             title=f"{plan.title} (ad hoc)", service=plan.service, actor=REQUESTER,
+                                             environment=environment_of(kind))
     try:
         change = file_window_change(kind, window)
     except PolicyViolation as exc:  # a lockdown (issue 32): the window is not announced, and so does not run
@@ -107,6 +116,7 @@ def file_window_change(kind: str, window: WindowSpec):
         "type": "standard",
         "title": f"{plan.title} {window.starts_at:%Y-%m-%d %H:%M} UTC",
         "service": plan.service,
+        "environment": environment_of(kind),
         "requester": REQUESTER,
         "description": f"Recurring {kind} maintenance window.",
         "implementation_plan": "\n".join(f"{i}. {activities[a].title}" for i, a in enumerate(plan.activities, 1)),

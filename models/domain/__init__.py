@@ -96,13 +96,11 @@ from ._maintenance import (
 )
 from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
-from ._policy_file import ApprovalRequirement, EscalationStep, PolicySet, RequiredField, RiskPolicy, TypePolicy
+from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicySet, PromotionRule,
+                           RequiredField, RiskPolicy, TypePolicy)
+from ._promotion import Promoted, promotion_problems
 from ._templates import ChangeTemplate
-from ._change_types import (
-    ChangeTypeRules,
-    article,
-    change_type,
-)
+from ._change_types import ChangeTypeRules, article, change_type
 from ._delegation import (
     Delegation,
     acting_for,
@@ -293,6 +291,9 @@ __all__ = [
     "PhaseVerdict",
     "PolicyEvaluation",
     "PolicySet",
+    "PromotionRule",
+    "Promoted",
+    "EnvironmentPolicy",
     "PolicyViolation",
     "RequiredApproval",
     "RequiredField",
@@ -339,6 +340,7 @@ __all__ = [
     "assess_risk",
     "authorise_decision",
     "change_type",
+    "promotion_problems",
     "compare",
     "compare_to_baseline",
     "decide_start",

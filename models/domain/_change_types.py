@@ -41,8 +41,9 @@ def article(word: str) -> str:
 @dataclass(frozen=True)
 class ChangeTypeRules:
     name: str
-    policy: TypePolicy
+    policy: TypePolicy  # as it holds in `environment` (its approvals, notice and window there)
     ladder: tuple[EscalationStep, ...]
+    environment: str = ""
 
     @property
     def scheduled(self) -> bool:
@@ -92,11 +93,13 @@ class ChangeTypeRules:
         return [*self.missing_fields(request), *self.severity_problems(request)]
 
 
-def change_type(policies: PolicySet, name: str) -> ChangeTypeRules:
-    """The rules of the change type `name`; an unknown name is an input error naming the known ones."""
-    policy = policies.types.get(str(name))
-    if policy is None:
+def change_type(policies: PolicySet, name: str, environment: str | None = None) -> ChangeTypeRules:
+    """The rules of the change type `name` in `environment` (None: the default one); an unknown name is an input
+    error naming the known ones."""
+    if str(name) not in policies.types:
         known = ", ".join(policies.types)
         raise InputError(f"type: unknown change type {name!r} (known: {known})", [("type", "unknown change type")])
+    environment, _ = policies.environment(environment)
+    policy = policies.for_type(name, environment)
     ladder = policy.escalation if policy.escalation is not None else policies.escalation
-    return ChangeTypeRules(name=str(name), policy=policy, ladder=tuple(ladder))
+    return ChangeTypeRules(name=str(name), policy=policy, ladder=tuple(ladder), environment=environment)

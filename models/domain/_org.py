@@ -62,15 +62,17 @@ class Org(BaseModel):
 
     @model_validator(mode="after")
     def _policies_fit_directory(self) -> "Org":
-        for change_type, policy in self.policies.types.items():
-            requirements = list(policy.approvals)
-            for extra in policy.extra_for_risk.values():
-                requirements.extend(extra)
+        sets = [(f"types.{name}", [*policy.approvals, *(r for extra in policy.extra_for_risk.values() for r in extra)])
+                for name, policy in self.policies.types.items()]
+        sets += [(f"environments.{place}.approvals.{name}", requirements)
+                 for place, environment in self.policies.environments.items()
+                 for name, requirements in environment.approvals.items()]
+        for where, requirements in sets:
             for requirement in requirements:
                 holders = self.directory.holders(requirement.role)
                 if len(holders) < (requirement.count or 1):
                     raise ValueError(
-                        f"policies.types.{change_type}: role {requirement.role!r} needs "
+                        f"policies.{where}: role {requirement.role!r} needs "
                         f"{requirement.count or 1} approver(s) but the directory has {len(holders)}"
                     )
         return self

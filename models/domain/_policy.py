@@ -59,10 +59,10 @@ def _resolve_count(requirement: ApprovalRequirement, directory: Directory) -> in
 
 
 def required_approvals(
-    change_type: str, risk_level: RiskLevel, policies: PolicySet, directory: Directory
+    change_type: str, risk_level: RiskLevel, policies: PolicySet, directory: Directory, environment: str | None = None
 ) -> list[RequiredApproval]:
-    """The roles and counts a change needs: its type's approvals plus what its risk level adds."""
-    policy = policies.for_type(change_type)
+    """The roles and counts a change needs: its type's approvals (in its environment) plus what its risk adds."""
+    policy = policies.for_type(change_type, environment)
     needed: dict[str, int] = {}
     for requirement in (*policy.approvals, *policy.extra_for_risk.get(RiskLevel(risk_level), [])):
         # Several rules naming the same role ask for the larger count, not the sum.

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._enums import RiskLevel, Severity
+from ._errors import InputError
 from ._fields import Duration, Name, Strict
 from ._lockdown import LockdownPolicy
 from ._windows import WindowSchedule
@@ -97,6 +98,33 @@ class TypePolicy(Strict):
         return value
 
 
+class PromotionRule(Strict):
+    """A release goes through `from` first: a change of one of `types` here names (in `promoted_from`) the closed,
+    successful change that shipped the same `release` of the same service in `from`."""
+
+    from_: Name = Field(alias="from", description="The environment a release must have shipped in first")
+    types: list[Name] = Field(min_length=1, description="The change types the rule holds for")
+
+
+class EnvironmentPolicy(Strict):
+    """Where a change runs (the operations specification's production, staging, development): the windows its
+    changes wait for, their notice, and approvals that differ from the type's. Freezes and ad hoc windows name an
+    environment when they hold for one only."""
+
+    description: str = Field(default="", description="One line for the run form")
+    windows: list[Name] | Literal["any", "all"] = Field(
+        default="all", description="The recurring windows (names from `windows:`) a change waiting for a window runs "
+        "in here; `all`: every one; `any`: no window (continuous), approved means go")
+    notice: Duration = Field(
+        default=timedelta(0), description="How far ahead a change that waits for a window here is filed, at least "
+        "(the longer of this and its type's notice)")
+    approvals: dict[Name, list[ApprovalRequirement]] = Field(
+        default_factory=dict, description="Per change type: the approvals it needs here instead of its type's (what "
+        "its risk adds still applies)")
+    promotion: PromotionRule | None = Field(
+        default=None, description="Releases reach this environment only through another one (staging first)")
+
+
 class RiskPolicy(Strict):
     medium_from: int = Field(default=4, ge=1, description="score at which a change is medium risk")
     high_from: int = Field(default=7, ge=1, description="score at which a change is high risk")
@@ -139,12 +167,68 @@ class PolicySet(Strict):
     windows: dict[Name, WindowSchedule] = Field(
         default_factory=dict, description="The recurring maintenance windows in which a type with `window: "
         "maintenance` may run (besides the ad hoc windows recorded with `changeflow window add`)")
+    environments: dict[Name, EnvironmentPolicy] = Field(
+        default_factory=lambda: {"production": EnvironmentPolicy()}, min_length=1,
+        description="Where changes run; a request that names none targets the first (the strictest, production)")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
 
-    def for_type(self, change_type: str) -> TypePolicy:
-        return self.types[str(change_type)]
+    @property
+    def default_environment(self) -> str:
+        return next(iter(self.environments))
+
+    def environment(self, name: str | None) -> tuple[str, EnvironmentPolicy]:
+        """The environment `name` (None: the default one) and its policy; an unknown name is an input error."""
+        name = self.default_environment if name is None else str(name)
+        if name not in self.environments:
+            problem = f"unknown environment {name!r} (known: {', '.join(self.environments)})"
+            raise InputError(f"environment: {problem}", [("environment", problem)])
+        return name, self.environments[name]
+
+    def for_type(self, change_type: str, environment: str | None = None) -> TypePolicy:
+        """A type's policy as it holds in `environment` (None: the default one): that environment's approvals for
+        it, the longer of the two notices, and no window where the environment has none."""
+        policy = self.types[str(change_type)]
+        _, place = self.environment(environment)
+        update: dict[str, object] = {"notice": max(policy.notice, place.notice)}
+        if str(change_type) in place.approvals:
+            update["approvals"] = place.approvals[str(change_type)]
+        if place.windows == "any":
+            update["window"] = "any"
+        return policy.model_copy(update=update)
+
+    def windows_in(self, environment: str | None) -> dict[str, WindowSchedule]:
+        """The recurring windows of `environment` (None: the default one)."""
+        _, place = self.environment(environment)
+        if place.windows == "any":
+            return {}
+        return {name: w for name, w in self.windows.items() if place.windows == "all" or name in place.windows}
+
+    def environments_with(self, window: str) -> list[str]:
+        """The environments whose changes run in the recurring window `window`."""
+        return [name for name, place in self.environments.items()
+                if place.windows == "all" or (place.windows != "any" and window in place.windows)]
+
+    @model_validator(mode="after")
+    def _environments_name_what_exists(self) -> "PolicySet":
+        for name, place in self.environments.items():
+            unknown = [w for w in place.windows if w not in self.windows] if isinstance(place.windows, list) else []
+            if unknown:
+                raise ValueError(f"environments.{name}.windows: no window named {', '.join(unknown)} in `windows:`")
+            if not unknown and place.windows != "any" and not self.windows_in(name) and self.windows:
+                raise ValueError(f"environments.{name}.windows: names no window (use `any` for none)")
+            for type_name in place.approvals:
+                if type_name not in self.types:
+                    raise ValueError(f"environments.{name}.approvals: no change type named {type_name!r}")
+            rule = place.promotion
+            if rule is not None:
+                if rule.from_ not in self.environments or rule.from_ == name:
+                    raise ValueError(f"environments.{name}.promotion.from: {rule.from_!r} is not another environment")
+                unknown = [t for t in rule.types if t not in self.types]
+                if unknown:
+                    raise ValueError(f"environments.{name}.promotion.types: no change type named {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _lockdown_admits_types(self) -> "PolicySet":

@@ -79,63 +79,81 @@ class ChangeRequestInput(BaseModel):
         description="The service being changed (letters, digits, . _ - @).",
         json_schema_extra={"position": 2},
     )
+    environment: str | None = Field(
+        default=None, pattern=NAME_PATTERN,
+        description="Where it runs (policies.yaml environments: production, staging, development). Empty: the first, "
+        "production.",
+        json_schema_extra={"position": 3},
+    )
+    release: str | None = Field(
+        default=None, max_length=100, pattern=NAME_PATTERN,
+        description="The release it ships (a version or build, e.g. 2.4.1), where it ships one.",
+        json_schema_extra={"position": 4},
+    )
+    promoted_from: str | None = Field(
+        default=None, max_length=20, pattern=r"^CHG-\d{1,12}$",
+        description="The closed change (CHG-...) that shipped this release in the environment before (staging "
+        "first, where the environment's policy says so).",
+        json_schema_extra={"position": 5},
+    )
     requester: str = Field(
         pattern=NAME_PATTERN,
         description="Your user name in the approver directory. You can never approve your own change.",
-        json_schema_extra={"position": 3},
+        json_schema_extra={"position": 6},
     )
     description: str = Field(
         default="", max_length=TEXT_MAX, description="Why the change is needed and what it does.",
-        json_schema_extra={"position": 4},
+        json_schema_extra={"position": 7},
     )
     impact: str = Field(
         default="", max_length=TEXT_MAX, description="Who and what is affected, and for how long.",
-        json_schema_extra={"position": 5},
+        json_schema_extra={"position": 8},
     )
     implementation_plan: str = Field(
-        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 6}
+        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 9}
     )
     rollback_plan: str = Field(
         default="",
         max_length=TEXT_MAX,
         description="How to undo the change. Required where the change type's policy says so (standard, major).",
-        json_schema_extra={"position": 7},
+        json_schema_extra={"position": 10},
     )
     test_evidence: str = Field(
         default="",
         max_length=TEXT_MAX,
         description="Where it was tested and the result (staging run, test report link).",
-        json_schema_extra={"position": 8},
+        json_schema_extra={"position": 11},
     )
     planned_start: Moment | None = Field(
-        default=None, description="When the change should start (with a UTC offset).", json_schema_extra={"position": 9}
+        default=None, description="When the change should start (with a UTC offset).",
+        json_schema_extra={"position": 12},
     )
     planned_end: Moment | None = Field(
-        default=None, description="When the change should be finished.", json_schema_extra={"position": 10}
+        default=None, description="When the change should be finished.", json_schema_extra={"position": 13}
     )
     incident_id: str | None = Field(
         default=None,
         max_length=100,
         description="The incident this change fixes. Required for emergency changes (their policy says so).",
-        json_schema_extra={"position": 11},
+        json_schema_extra={"position": 14},
     )
     incident_severity: Severity | None = Field(
         default=None,
         description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
-        json_schema_extra={"position": 12},
+        json_schema_extra={"position": 15},
     )
     risk: RiskAnswers | None = Field(
         default=None,
         description="Risk questionnaire: answer every question, none is assumed. A request from a template that "
         "carries reviewed answers may leave it out.",
-        json_schema_extra={"position": 13},
+        json_schema_extra={"position": 16},
     )
     template: str | None = Field(
         default=None,
         max_length=100,
         description="Name of a change template (restart-service, rotate-certificate, ...) that fills the fields "
         "you leave empty. Some templates are pre-approved.",
-        json_schema_extra={"position": 14},
+        json_schema_extra={"position": 17},
     )
 
     checklist: str | None = Field(
@@ -143,20 +161,20 @@ class ChangeRequestInput(BaseModel):
         max_length=100,
         description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
         "automated); empty: none, or the template's.",
-        json_schema_extra={"position": 15},
+        json_schema_extra={"position": 18},
     )
     runbook: str | None = Field(
         default=None,
         max_length=100,
         description="The runbook (config runbooks/<name>.md) the change follows: shown in its run, its version "
         "recorded. Empty: its template's, or none.",
-        json_schema_extra={"position": 16},
+        json_schema_extra={"position": 19},
     )
     canary: CanaryPlan | None = Field(
         default=None,
         description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
         "interval, automatic rollback on a breach. Empty: no canary.",
-        json_schema_extra={"position": 17},
+        json_schema_extra={"position": 20},
     )
 
     @field_validator("*", mode="before")
@@ -246,6 +264,9 @@ class ChangeRequestView(BaseModel):
     notifications: list[dict[str, Any]] = []
     canary: dict[str, Any] | None = None
     canary_steps: list[dict[str, Any]] = []
+    environment: str | None = None
+    release: str | None = None
+    promoted_from: str | None = None
 
 
 def parse_change_request(data: object) -> ChangeRequestInput:

@@ -20,7 +20,8 @@ from ._runbooks import RunbookService
 from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryService
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
-from ._scheduling import ACTIVE_STATES, Calendar, CalendarEntry, SchedulingService
+from ._calendar import Calendar, CalendarEntry, CalendarService
+from ._scheduling import ACTIVE_STATES, SchedulingService
 from ._unit_of_work import UnitOfWork
 from ._work import WorkConfirmation, WorkService
 
@@ -38,6 +39,7 @@ __all__ = [
     "BackupService",
     "Calendar",
     "CalendarEntry",
+    "CalendarService",
     "LinkPage",
     "AuditAnchors",
     "HealthService",

@@ -28,9 +28,10 @@ from ._identity import Identities
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 
-# What an amendment may change. Type, service, requester and template make it another change: cancel and file anew.
+# What an amendment may change. Type, service, environment, requester and template make it another change: cancel
+# and file anew. (The release and the change that proved it may be corrected: approved again, checked again.)
 AMENDABLE_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence",
-                    "planned_start", "planned_end")
+                    "planned_start", "planned_end", "release", "promoted_from")
 
 # States from which a change can still be called off (after these, the way back is a rollback).
 _WITHDRAWABLE = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled)
@@ -118,7 +119,10 @@ class AmendmentService:
         current["risk"] = change.risk_answers
         request = parse_change_request({**current, **changes})
         amended = {name: getattr(request, name) for name in changes}
-        problems: list[FieldProblem] = change_type(uow.org.policies, request.type).request_problems(request)
+        problems: list[FieldProblem] = change_type(uow.org.policies, request.type,
+                                                   request.environment).request_problems(request)
+        if {"release", "promoted_from"} & set(changes):
+            problems += self._scheduling.promotion_problems(session, request)
         if {"planned_start", "planned_end"} & set(changes):
             problems += self._scheduling.slot_problems(session, request, request.type)
             clashes = self._scheduling.clashes(session, request, exclude=change.key)

@@ -133,7 +133,14 @@ class ChangeService:
     def validate_request(self, request: ChangeRequestInput | dict) -> ChangeRequestInput:
         """Everything `submit` checks before writing (fields, the type's rules, template), without writing."""
         request = self._apply_template(parse_change_request(request))
-        problems: list[FieldProblem] = change_type(self._uow.org.policies, request.type).request_problems(request)
+        policies = self._uow.org.policies
+        try:
+            # Stored by name even when left out: the default environment is the config's today, not later.
+            request = request.model_copy(update={"environment": policies.environment(request.environment)[0]})
+        except InputError as unknown:
+            raise invalid_request(unknown.problems) from None
+        problems: list[FieldProblem] = change_type(policies, request.type, request.environment).request_problems(
+            request)
         if (unanswered := unanswered_risk(request)) is not None:
             problems.append(unanswered)
         if not self._uow.org.directory.may_request(request.requester):
@@ -149,6 +156,7 @@ class ChangeService:
             problems += loosening + self._uow.org.canary_config.check_plan(request.service, judged)
         with self._uow.read() as session:
             problems += self._scheduling.slot_problems(session, request, request.type)
+            problems += self._scheduling.promotion_problems(session, request)
         if problems:
             raise invalid_request(problems)
         return request
@@ -165,7 +173,7 @@ class ChangeService:
             return exc
         if locked is not None:
             return PolicyViolation(locked)
-        if clashes and not change_type(self._uow.org.policies, checked.type).overrides_freeze:
+        if clashes and not change_type(self._uow.org.policies, checked.type, checked.environment).overrides_freeze:
             return PolicyViolation("; ".join(clashes))
         return None
 
@@ -177,7 +185,7 @@ class ChangeService:
             existing = self.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing
-        rules = change_type(self._uow.org.policies, request.type)
+        rules = change_type(self._uow.org.policies, request.type, request.environment)
         try:
             with self._uow.write() as session:
                 # Read in the transaction that writes the filing: a lockdown declared a moment before holds.

@@ -13,6 +13,7 @@ from ._amendments import AmendmentService
 from ._approval_links import ApprovalLinks
 from ._approvals import ApprovalService
 from ._brief import ApprovalBriefs
+from ._calendar import CalendarService
 from ._canary import CanaryService
 from ._changes import ChangeService
 from ._automation_tokens import AutomationTokens
@@ -39,6 +40,7 @@ class Services:
     amendments: AmendmentService
     approvals: ApprovalService
     scheduling: SchedulingService
+    calendar: CalendarService
     checklists: ChecklistService
     canary: CanaryService
     reports: ReportService
@@ -62,7 +64,8 @@ class Services:
         briefs = ApprovalBriefs(uow, scheduling)
         return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities),
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
-                   scheduling=scheduling, checklists=ChecklistService(uow, identities),
+                   scheduling=scheduling, calendar=CalendarService(uow, scheduling),
+                   checklists=ChecklistService(uow, identities),
                    canary=CanaryService(uow, identities), reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
@@ -72,7 +75,7 @@ class Services:
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""
-        return change_type(self.org.policies, change.type)
+        return change_type(self.org.policies, change.type, change.environment)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":

@@ -136,7 +136,8 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
             Approval.change_id.in_([c.id for c in implemented] or [-1]), Approval.decision == "approve")
     ):
         approvals[(change_id, round_)][role] += 1
-    windows = scheduled_windows(org.policies.windows, since - timedelta(days=1), until + timedelta(days=1))
+    windows = {name: scheduled_windows(org.policies.windows_in(name), since - timedelta(days=1),
+                                       until + timedelta(days=1)) for name in org.policies.environments}
     ad_hoc = list(session.execute(select(MaintenanceWindow).where(
         MaintenanceWindow.starts_at < until, MaintenanceWindow.ends_at > since - timedelta(days=1))).scalars())
     for change in implemented:
@@ -151,16 +152,18 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
                                  "detail": "no policy decision recorded" if decision is None else
                                  "missing " + ", ".join(f"{n} x {r}" for r, n in sorted(missing.items()))})
         at = change.implemented_at
-        rules = change_type(org.policies, change.type)
+        rules = change_type(org.policies, change.type, change.environment)
         if not rules.overrides_freeze:
             freeze = next((w for w in ad_hoc if w.freeze and w.starts_at <= at < w.ends_at
-                           and w.service in (None, change.service)), None)
+                           and w.service in (None, change.service) and w.environment in (None, rules.environment)),
+                          None)
             if freeze is not None:
                 findings.append({"kind": "inside_freeze", "change": change.key,
                                  "detail": f"implemented {at:%Y-%m-%d %H:%M} in freeze '{freeze.title}'"})
         if rules.scheduled:
-            in_window = any(w.starts_at <= at < w.ends_at for w in windows) or any(
-                not w.freeze and w.starts_at <= at < w.ends_at and w.service in (None, change.service) for w in ad_hoc)
+            in_window = any(w.starts_at <= at < w.ends_at for w in windows[rules.environment]) or any(
+                not w.freeze and w.starts_at <= at < w.ends_at and w.service in (None, change.service)
+                and w.environment in (None, rules.environment) for w in ad_hoc)
             # An early start a person the policy names authorised, with their code, in the round that ran.
             early = next((e for e in reversed(events[change.key]) if e.action == "early_start"
                           and decode_data(e).get("round", change.approval_round) == change.approval_round), None)

@@ -3,11 +3,10 @@ changes on the same service (checked at submit and again when the change is sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlmodel import Session
 
 from ..domain import (
@@ -22,6 +21,7 @@ from ..domain import (
     FieldProblem,
     InputError,
     PolicyViolation,
+    Promoted,
     StartCheck,
     WindowSpec,
     article,
@@ -30,37 +30,13 @@ from ..domain import (
     format_wait,
     overlaps,
     planned_span,
+    promotion_problems,
     scheduled_windows,
 )
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._identity import Identities
 from ._lockdown import lockdown_in_force
 from ._unit_of_work import UnitOfWork
-
-@dataclass(frozen=True)
-class CalendarEntry:
-    """A window or freeze in the calendar, with the changes planned in it."""
-
-    kind: str  # a window of policies.yaml (weekly, monthly, ...), ad_hoc or freeze
-    title: str
-    service: str | None  # None: every service
-    freeze: bool
-    starts_at: datetime
-    ends_at: datetime
-    changes: tuple[str, ...]
-    # Active changes filed without a date whose next allowed window this is (after their notice, clear of a
-    # freeze of their service): where they will run unless someone dates them (issue 32).
-    undated: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Calendar:
-    start: datetime
-    end: datetime
-    entries: list[CalendarEntry]  # by start
-    changes: list[ChangeRequest]  # planned in the range, by planned start
-    undated: list[ChangeRequest] = field(default_factory=list)  # waiting for their next window, in the range
-
 
 # How far in the past a planned start may be when it is filed and still count as "now".
 START_GRACE = timedelta(minutes=5)
@@ -74,6 +50,7 @@ ACTIVE_STATES = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeSta
 
 class Planned(Protocol):
     service: str
+    environment: str | None
     planned_start: datetime | None
     planned_end: datetime | None
 
@@ -95,6 +72,7 @@ class SchedulingService:
                 MaintenanceWindow.freeze.is_(True),
                 MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
                 (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == request.service),
+                self.holds_in(request.environment),
             )
         ).scalars()
         for freeze in freezes:
@@ -104,7 +82,7 @@ class SchedulingService:
         related = directory.related(request.service, self._uow.org.policies.conflict_depth)
         others = session.execute(
             select(ChangeRequest).where(
-                ChangeRequest.service.in_(list(related)),
+                ChangeRequest.service.in_(list(related)), self.runs_in(request.environment),
                 ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]),
                 ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,
             ).order_by(ChangeRequest.id)
@@ -123,7 +101,7 @@ class SchedulingService:
     def slot_problems(self, session: Session, request: Planned, type_name: str) -> list[FieldProblem]:
         """A dated change of a type that runs in maintenance windows: its notice is served and its planned span
         lies inside one window (one of policies.yaml's or ad hoc for its service). Each refusal names the next slot."""
-        rules = change_type(self._uow.org.policies, type_name)
+        rules = change_type(self._uow.org.policies, type_name, request.environment)
         if not rules.scheduled or request.planned_start is None:
             return []  # undated: it waits for the next window, checked when it would start
         start, end = planned_span(request.planned_start, request.planned_end)
@@ -133,36 +111,64 @@ class SchedulingService:
         # late): within the grace it counts as now; the window gate still checks the window when it starts.
         if start < earliest - START_GRACE:
             notice = f"{format_wait(rules.policy.notice)} notice" if rules.policy.notice else "a start in the future"
-            slot = self._next_slot(session, request.service, earliest, end - start)
+            slot = self._next_slot(session, request.service, request.environment, earliest, end - start)
             return [FieldProblem("planned_start", f"{a} needs {notice}: earliest {earliest:%Y-%m-%d %H:%M} UTC"
                                  + (f"; the next maintenance window after that is {slot}" if slot else ""))]
-        if not any(w.starts_at <= start and end <= w.ends_at for w in self._windows(session, request.service,
-                                                                                   start, end)):
-            slot = self._next_slot(session, request.service, start, end - start)
+        if not any(w.starts_at <= start and end <= w.ends_at
+                   for w in self.windows(session, request.service, request.environment, start, end)):
+            slot = self._next_slot(session, request.service, request.environment, start, end - start)
             next_one = f"; the next is {slot}" if slot else ""
             return [FieldProblem("planned_start", f"{a} runs in a maintenance window: {start:%a %Y-%m-%d %H:%M} to "
                                  f"{end:%H:%M} UTC is outside every window{next_one}")]
         return []
 
-    def _windows(self, session: Session, service: str, start: datetime, end: datetime) -> list[WindowSpec]:
-        generated = scheduled_windows(self._uow.org.policies.windows, start, end)
+    def promotion_problems(self, session: Session, request: Promoted) -> list[FieldProblem]:
+        """Staging first: why the request may not ship its release to its environment yet (empty: it may)."""
+        proving = (session.execute(select(ChangeRequest).where(ChangeRequest.key == request.promoted_from))
+                   .scalars().first() if request.promoted_from else None)
+        return promotion_problems(self._uow.org.policies, request, proving)
+
+    def runs_in(self, environment: str | None) -> ColumnElement[bool]:
+        """Changes that run in `environment` (None: the default one, which also holds changes filed before
+        environments existed)."""
+        policies = self._uow.org.policies
+        name, _ = policies.environment(environment)
+        if name == policies.default_environment:
+            return (ChangeRequest.environment == name) | ChangeRequest.environment.is_(None)  # type: ignore[union-attr]
+        return ChangeRequest.environment == name  # type: ignore[return-value]
+
+    def holds_in(self, environment: str | None) -> ColumnElement[bool]:
+        """Ad hoc windows and freezes that hold in `environment`: its own and those of every environment."""
+        name, _ = self._uow.org.policies.environment(environment)
+        return MaintenanceWindow.environment.is_(None) | (MaintenanceWindow.environment == name)  # type: ignore
+
+    def windows(self, session: Session, service: str, environment: str | None, start: datetime,
+                end: datetime) -> list[WindowSpec]:
+        """The recurring windows of the environment and the ad hoc ones of the service there, between the two."""
+        generated = scheduled_windows(self._uow.org.policies.windows_in(environment), start, end)
         ad_hoc = [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service)
-                  for w in self._ad_hoc_windows(session, service, start - timedelta(days=1), end + timedelta(days=1))]
+                  for w in session.execute(select(MaintenanceWindow).where(
+                      MaintenanceWindow.freeze.is_(False), MaintenanceWindow.starts_at < end + timedelta(days=1),
+                      MaintenanceWindow.ends_at > start - timedelta(days=1),
+                      (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
+                      self.holds_in(environment))).scalars()]
         return generated + ad_hoc
 
-    def _next_slot(self, session: Session, service: str, after: datetime, length: timedelta) -> str | None:
+    def _next_slot(self, session: Session, service: str, environment: str | None, after: datetime,
+                   length: timedelta) -> str | None:
         """The first window starting at or after `after` that a change of this length fits in, described."""
-        fitting = sorted((w for w in self._windows(session, service, after, after + timedelta(days=100))
+        fitting = sorted((w for w in self.windows(session, service, environment, after, after + timedelta(days=100))
                           if w.starts_at >= after and w.ends_at - w.starts_at >= length), key=lambda w: w.starts_at)
         if not fitting:
             return None
         w = fitting[0]
         return f"{w.title or w.kind} {w.starts_at:%a %Y-%m-%d %H:%M}-{w.ends_at:%H:%M} UTC"
 
-    def next_slot(self, service: str, after: datetime, length: timedelta = timedelta(hours=1)) -> str | None:
+    def next_slot(self, service: str, after: datetime, length: timedelta = timedelta(hours=1),
+                  environment: str | None = None) -> str | None:
         """The first maintenance window for `service` from `after` that `length` fits in, described."""
         with self._uow.read() as session:
-            return self._next_slot(session, service, after, length)
+            return self._next_slot(session, service, environment, after, length)
 
     def schedule_clashes(self, key: str) -> list[str]:
         """For a recorded change: the freezes and other changes its window now overlaps (checked again when
@@ -172,28 +178,33 @@ class SchedulingService:
             return self.clashes(session, change, exclude=change.key)
 
     def add_window(self, *, starts_at: datetime, ends_at: datetime, kind: str = "ad_hoc", title: str = "",
-                   service: str | None = None, freeze: bool = False, actor: str = "changeflow") -> MaintenanceWindow:
+                   service: str | None = None, freeze: bool = False, actor: str = "changeflow",
+                   environment: str | None = None) -> MaintenanceWindow:
+        """An ad hoc window or a freeze, for one service or all, in one environment or all (None)."""
         if ends_at <= starts_at:
             raise InputError("end: must be after start", [("end", "before start")])
+        if environment is not None:
+            environment, _ = self._uow.org.policies.environment(environment)
         with self._uow.write() as session:
             window = MaintenanceWindow(starts_at=starts_at, ends_at=ends_at, kind=kind, title=title,
-                                       service=service, freeze=freeze)
+                                       service=service, freeze=freeze, environment=environment)
             session.add(window)
             session.flush()
+            data = {"window": window.id, "freeze": freeze, "title": title, "service": service, "kind": kind,
+                    "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()}
             append_event(session, actor=actor, action=AuditAction.policy_decision.value, at=self._uow.clock(),
-                         data={"window": window.id, "freeze": freeze, "title": title, "service": service, "kind": kind,
-                               "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
+                         data={**data, **({"environment": environment} if environment else {})})
             return window
 
     def ensure_window(self, *, starts_at: datetime, ends_at: datetime, kind: str, title: str, service: str | None,
-                      actor: str) -> MaintenanceWindow:
+                      actor: str, environment: str | None = None) -> MaintenanceWindow:
         """The ad hoc window with exactly these bounds for this service, added once (a re-run finds it)."""
         for window in self.windows_between(starts_at, ends_at):
-            if (window.starts_at, window.ends_at, window.service, window.freeze) == (starts_at, ends_at, service,
-                                                                                     False):
+            if (window.starts_at, window.ends_at, window.service, window.freeze, window.environment) == (
+                    starts_at, ends_at, service, False, environment):
                 return window
         return self.add_window(starts_at=starts_at, ends_at=ends_at, kind=kind, title=title, service=service,
-                               actor=actor)
+                               actor=actor, environment=environment)
 
     def windows_between(self, start: datetime, end: datetime) -> list[MaintenanceWindow]:
         with self._uow.read() as session:
@@ -201,58 +212,6 @@ class SchedulingService:
                 select(MaintenanceWindow).where(MaintenanceWindow.starts_at < end,
                                                 MaintenanceWindow.ends_at > start)
                 .order_by(MaintenanceWindow.starts_at)).scalars())
-
-    def changes_planned_between(self, start: datetime, end: datetime) -> list[ChangeRequest]:
-        with self._uow.read() as session:
-            return list(session.execute(
-                select(ChangeRequest).where(ChangeRequest.planned_start < end,
-                                            ChangeRequest.planned_start >= start - timedelta(days=1))
-                .order_by(ChangeRequest.planned_start)).scalars())
-
-    def calendar(self, start: datetime, end: datetime) -> Calendar:
-        """The scheduled and ad hoc windows and the freezes between `start` and `end`, each with the changes
-        planned in it: by the same span and overlap rule as the freeze and clash checks (a change without an end
-        takes the default length), so the calendar never shows a change outside a window that refused it. An
-        active change filed without a date is shown in its next allowed window."""
-        spans: list[tuple[str, str, str | None, bool, datetime, datetime]] = [
-            (w.kind, w.title, None, False, w.starts_at, w.ends_at)
-            for w in scheduled_windows(self._uow.org.policies.windows, start, end)]
-        spans += [("freeze" if w.freeze else w.kind, w.title, w.service, w.freeze, w.starts_at, w.ends_at)
-                  for w in self.windows_between(start, end)]
-        changes = self.changes_planned_between(start, end)
-        with self._uow.read() as session:
-            waiting = [(change, window) for change in self._undated(session)
-                       if (window := self._next_allowed_window(session, change)) is not None
-                       and window.starts_at < end and window.ends_at > start]
-        entries = [CalendarEntry(kind, title, service, freeze, starts_at, ends_at, tuple(
-            c.key for c in changes if c.planned_start is not None
-            and overlaps(*planned_span(c.planned_start, c.planned_end), starts_at, ends_at)
-            and service in (None, c.service)), tuple(
-            c.key for c, w in waiting if not freeze and (w.kind, w.starts_at, w.service) == (kind, starts_at, service)))
-            for kind, title, service, freeze, starts_at, ends_at in spans]
-        return Calendar(start, end, sorted(entries, key=lambda e: e.starts_at), changes, [c for c, _ in waiting])
-
-    def _undated(self, session: Session) -> list[ChangeRequest]:
-        """Active changes without a date of the types that wait for a maintenance window."""
-        scheduled_types = [name for name in self._uow.org.policies.types
-                           if change_type(self._uow.org.policies, name).scheduled]
-        return list(session.execute(select(ChangeRequest).where(
-            ChangeRequest.planned_start.is_(None), ChangeRequest.type.in_(scheduled_types),
-            ChangeRequest.state.in_([s.value for s in ACTIVE_STATES])).order_by(ChangeRequest.id)).scalars())
-
-    def _next_allowed_window(self, session: Session, change: ChangeRequest) -> WindowSpec | None:
-        """The first window of the change's service that opens once its notice is served and that no freeze of
-        its service overlaps: where the window gate will let it start."""
-        rules = self._uow.rules(change)
-        after = max(self._uow.clock(), change.created_at + rules.policy.notice)
-        horizon = after + timedelta(days=100)
-        freezes = [(w.starts_at, w.ends_at) for w in session.execute(select(MaintenanceWindow).where(
-            MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < horizon,
-            MaintenanceWindow.ends_at > after,
-            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == change.service))).scalars()]
-        return next((w for w in sorted(self._windows(session, change.service, after, horizon),
-                                       key=lambda w: w.starts_at)
-                     if w.ends_at > after and not any(overlaps(w.starts_at, w.ends_at, *f) for f in freezes)), None)
 
     # ---- the window gate: checked when implementation would begin, whatever woke the run ---------------------
 
@@ -335,10 +294,12 @@ class SchedulingService:
     def _start_check(self, session: Session, change: ChangeRequest) -> StartCheck:
         rules = self._uow.rules(change)
         now = self._uow.clock()
-        freezes = [] if rules.overrides_freeze else self._freezes_at(session, change.service, now)
-        # A lockdown holds like a freeze that no type overrides but those it admits, and no early start lifts.
+        freezes = [] if rules.overrides_freeze else self._freezes_at(session, change, now)
+        # A lockdown holds like a freeze that no type overrides but those it admits, and no early start lifts;
+        # so does a release whose staging change no longer proves it (rolled back since it was filed).
         locked = self.lockdown_refusal(session, change.type, "start")
         freezes += [locked] if locked else []
+        freezes += [f"staging first: {p.message}" for p in self.promotion_problems(session, change)]
         # An early start authorises the round it was given in: an amended change is approved again, and so is
         # an early start of it.
         early = next((e.actor for e in reversed(events_for(session, change.key))
@@ -346,10 +307,10 @@ class SchedulingService:
                       and decode_data(e).get("round", 1) == change.approval_round), None)
         if not rules.scheduled:  # `window: any`: approved means go (emergencies)
             return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
-        in_window = self._window_open(session, change.service, now)
+        in_window = self._window_open(session, change, now)
         return decide_start(
             planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early,
-            in_window=in_window, next_window=None if in_window else self._next_window(session, change.service, now),
+            in_window=in_window, next_window=None if in_window else self._next_window(session, change, now),
             notice_until=change.created_at + rules.policy.notice if rules.policy.notice else None)
 
     def lockdown_refusal(self, session: Session, change_type: str, doing: str) -> str | None:
@@ -362,27 +323,20 @@ class SchedulingService:
         with self._uow.read() as session:
             return self.lockdown_refusal(session, change_type, doing)
 
-    @staticmethod
-    def _ad_hoc_windows(session: Session, service: str, start: datetime, end: datetime) -> list[MaintenanceWindow]:
-        return list(session.execute(select(MaintenanceWindow).where(
-            MaintenanceWindow.freeze.is_(False), MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
-            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
-        )).scalars())
+    def _window_open(self, session: Session, change: ChangeRequest, now: datetime) -> bool:
+        """A maintenance window (one of its environment's or ad hoc for its service) covers this moment."""
+        return any(w.starts_at <= now < w.ends_at for w in self.windows(
+            session, change.service, change.environment, now, now + timedelta(microseconds=1)))
 
-    def _window_open(self, session: Session, service: str, now: datetime) -> bool:
-        """A maintenance window (one of policies.yaml's or ad hoc for this service) covers this moment."""
-        return any(w.starts_at <= now < w.ends_at
-                   for w in self._windows(session, service, now, now + timedelta(microseconds=1)))
+    def _next_window(self, session: Session, change: ChangeRequest, after: datetime) -> datetime | None:
+        return min((w.starts_at for w in self.windows(session, change.service, change.environment, after,
+                                                      after + timedelta(days=40)) if w.starts_at > after), default=None)
 
-    def _next_window(self, session: Session, service: str, after: datetime) -> datetime | None:
-        return min((w.starts_at for w in self._windows(session, service, after, after + timedelta(days=40))
-                    if w.starts_at > after), default=None)
-
-    @staticmethod
-    def _freezes_at(session: Session, service: str, now: datetime) -> list[str]:
+    def _freezes_at(self, session: Session, change: ChangeRequest, now: datetime) -> list[str]:
         freezes = session.execute(select(MaintenanceWindow).where(
             MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at <= now, MaintenanceWindow.ends_at > now,
-            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
+            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == change.service),
+            self.holds_in(change.environment),
         )).scalars()
         return [f"the freeze '{f.title or 'freeze'}' covers now (until {f.ends_at:%Y-%m-%d %H:%M} UTC)"
                 for f in freezes]

@@ -110,7 +110,7 @@ class UnitOfWork:
             set_committed_value(change, name, value)
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
-        return change_type(self.org.policies, change.type)
+        return change_type(self.org.policies, change.type, change.environment)
 
     def apply_transition(self, session: Session, change: ChangeRequest, target: ChangeState, actor: str,
                          reason: str, version: int, data: dict | None = None) -> ChangeRequest:
@@ -141,7 +141,8 @@ class UnitOfWork:
     # ---- the approval policy, as every service that moves a change must see it --------------------------
 
     def required_for(self, change: ChangeRequest) -> list[RequiredApproval]:
-        return required_approvals(change.type, RiskLevel(change.risk_level), self.org.policies, self.org.directory)
+        return required_approvals(change.type, RiskLevel(change.risk_level), self.org.policies, self.org.directory,
+                                  change.environment)
 
     @staticmethod
     def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:

@@ -19,7 +19,6 @@ from ..domain import (
     PolicyViolation,
     WorkOutcome,
     WorkStage,
-    change_type,
     implementer_refusal,
     implementers,
     pipeline_implementer_refusal,
@@ -77,12 +76,12 @@ class WorkService:
     def implementers(self, key: str) -> list[str]:
         """Who is asked to confirm the change's manual work."""
         change = self._change(key)
-        return implementers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
+        return implementers(self._uow.rules(change), change, self._uow.org.directory)
 
     def reviewers(self, key: str) -> list[str]:
         """Who may record the change's post-implementation review (the type's `reviewers`)."""
         change = self._change(key)
-        return reviewers(change_type(self._uow.org.policies, change.type), change, self._uow.org.directory)
+        return reviewers(self._uow.rules(change), change, self._uow.org.directory)
 
     def confirmation(self, key: str, stage: WorkStage | str, step: int | None = None) -> WorkConfirmation | None:
         with self._uow.read() as session:
@@ -160,14 +159,14 @@ class WorkService:
             if stage is not WorkStage.implemented or step is not None:
                 return f"a pipeline reports the implementation only; {stage.value.replace('_', ' ')} is a person's"
             return (token_refusal(holder, person, change.service)
-                    or pipeline_implementer_refusal(change_type(self._uow.org.policies, change.type), change, person))
+                    or pipeline_implementer_refusal(self._uow.rules(change), change, person))
         identity = self._identities.refusal(change, person, code, Act.confirm_work)
         if identity is not None:
             return identity
         approvers = session.execute(
             select(Approval.approver).where(Approval.change_id == change.id, Approval.round == change.approval_round,
                                             Approval.decision == "approve")).scalars()
-        standing = implementer_refusal(change_type(self._uow.org.policies, change.type), change,
+        standing = implementer_refusal(self._uow.rules(change), change,
                                        self._uow.directory_for(session, change), person, approvers)
         if standing is not None:
             return standing

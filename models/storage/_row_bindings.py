@@ -31,7 +31,10 @@ CONTENT = "content"
 CONTENT_FIELDS = ("type", "title", "description", "service", "requester", "risk_level", "risk_score",
                   "risk_reasons", "risk_answers", "impact", "planned_start", "planned_end", "implementation_plan",
                   "rollback_plan", "test_evidence", "incident_id", "incident_severity", "template", "checklist",
-                  "canary", "policy_version")
+                  "canary", "policy_version", "environment", "release", "promoted_from")
+# Fields added after digests were first recorded: a digest covers them only when one is set, so a change filed
+# before they existed (all None) keeps the digest its filing recorded.
+_ADDED_FROM = CONTENT_FIELDS.index("environment")
 
 _CHECKLIST_PHASE = "checklist_phase"
 _CANARY_DECISION = "canary_decision"
@@ -74,8 +77,12 @@ def digest_of_content(values: Iterable) -> str:
 
 
 def _content_digest(values: Iterable) -> str:
-    """Of the CONTENT_FIELDS' values, in that order (from a row object or a plain result row)."""
-    return _digest([_plain(value) for value in values])
+    """Of the CONTENT_FIELDS' values, in that order (from a row object or a plain result row; a bundle written
+    before the added fields carries none of them)."""
+    plain = [_plain(value) for value in values]
+    added = {name: value for name, value in zip(CONTENT_FIELDS[_ADDED_FROM:], plain[_ADDED_FROM:])
+             if value is not None}
+    return _digest(plain[:_ADDED_FROM] + ([added] if added else []))
 
 
 def checklist_rows_bound(rows: Iterable[ChecklistResult]) -> dict[str, str]:

@@ -74,6 +74,11 @@ class ChangeRequest(SQLModel, table=True):
     )
     canary: dict | None = Field(default=None, sa_type=JSON, description="Canary plan, when shipped as a canary")
     version: int = Field(default=1, description="Optimistic-concurrency counter, bumped by every update")
+    # Where it runs (policies.yaml `environments`); None: filed before environments existed, the default one.
+    environment: str | None = Field(default=None, sa_type=String(32))
+    release: str | None = Field(default=None, sa_type=String(100), description="The release it ships")
+    promoted_from: str | None = Field(
+        default=None, sa_type=String(20), description="The change that shipped the release in the environment before")
 
 
 class Approval(SQLModel, table=True):
@@ -173,6 +178,7 @@ class MaintenanceWindow(SQLModel, table=True):
     ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     kind: str = Field(sa_type=String(16))
     freeze: bool = Field(default=False, description="A freeze (blackout) blocks non-emergency changes")
+    environment: str | None = Field(default=None, sa_type=String(32), description="None: every environment")
 
 
 class Notification(SQLModel, table=True):

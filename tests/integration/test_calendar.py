@@ -101,7 +101,7 @@ def test_the_calendar_picture_draws_each_day_hour_by_hour_with_its_windows_freez
                                    service="payments", freeze=True)
     change = services.changes.submit(_planned(SUNDAY_27_DEC))
     start = datetime(2026, 12, 27, tzinfo=UTC)
-    picture = calendar_picture(services.scheduling.calendar(start, start + timedelta(days=4)))
+    picture = calendar_picture(services.calendar.calendar(start, start + timedelta(days=4)))
     days = {line[:9]: line for line in picture.splitlines() if line[:3] in ("Sun", "Mon", "Tue", "Wed")}
     # Sunday: the weekly window 02:00-04:00 (hours 2 and 3), with the change planned in it.
     assert days["Sun 12-27"][11:35] == "··" + WINDOW * 2 + "·" * 20
@@ -128,7 +128,7 @@ def test_a_change_filed_without_a_date_is_listed_at_its_next_allowed_window(serv
                                    service="checkout", freeze=True)
     frozen = services.changes.submit(standard_request(title="after the freeze", service="checkout"))
     emergency = services.changes.submit(emergency_request())
-    shown = services.scheduling.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 20, tzinfo=UTC))
+    shown = services.calendar.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 20, tzinfo=UTC))
     waiting = {(e.kind, e.starts_at): e.undated for e in shown.entries if e.undated}
     assert waiting == {("weekly", sunday): (first.key, second.key),
                        ("monthly", datetime(2026, 12, 6, 1, tzinfo=UTC)): (frozen.key,),

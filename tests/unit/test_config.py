@@ -50,6 +50,19 @@ def _edit(path, change):
          "lockdown.admits: no change type named hotfix"),
         ("policies.yaml", lambda d: d["lockdown"].update(canaries="pause"),
          "lockdown.canaries: Input should be 'stable' or 'hold'"),
+        # Environments name windows, types, roles and each other: a typo is found at load (issue 32).
+        ("policies.yaml", lambda d: d["environments"]["staging"].update(windows=["nightly"]),
+         "environments.staging.windows: no window named nightly in `windows:`"),
+        ("policies.yaml", lambda d: d["environments"]["production"].update(
+            promotion={"from": "production", "types": ["standard"]}),
+         "environments.production.promotion.from: 'production' is not another environment"),
+        ("policies.yaml", lambda d: d["environments"]["production"].update(
+            promotion={"from": "staging", "types": ["normal"]}),
+         "environments.production.promotion.types: no change type named normal"),
+        ("policies.yaml", lambda d: d["environments"]["development"].update(
+            approvals={"standard": [{"role": "qa_lead", "count": 1}]}),
+         "policies.environments.development.approvals.standard: role 'qa_lead' needs 1 approver(s) but the "
+         "directory has 0"),
         ("directory.yaml", lambda d: d["services"]["payments"].update(owners=["zed"]),
          "services.payments: 'zed' is not in people"),
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
@@ -57,7 +70,8 @@ def _edit(path, change):
     ],
     ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key",
          "other-severities-unknown-type", "lockdown-nobody-may-lift", "lockdown-admits-unknown-type",
-         "lockdown-canaries-unknown", "unknown-owner", "channel-target"],
+         "lockdown-canaries-unknown", "environment-unknown-window", "promotion-from-itself",
+         "promotion-unknown-type", "environment-approver-nobody-holds", "unknown-owner", "channel-target"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)
