@@ -65,8 +65,8 @@ def submit(
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
                     "required": [r.__dict__ for r in required]})
         return
-    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service}, "
-                  f"risk {change.risk_level}, {change.state}")
+    console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service} in "
+                  f"{change.environment}, risk {change.risk_level}, {change.state}")
     if change.state == ChangeState.submitted.value:
         console.print(f"it goes to its approvers ({', '.join(f'{r.count} x {r.role}' for r in required) or 'none'})"
                       f" once {change.requester} confirms the filing with the code sent to them: changeflow "
@@ -100,7 +100,8 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
         print_json(view.model_dump(mode="json"))
         return
     facts = Table.grid(padding=(0, 2))
-    for name in ("type", "state", "service", "requester", "risk_level", "risk_score", "incident_id",
+    for name in ("type", "state", "service", "environment", "release", "promoted_from", "requester", "risk_level",
+                 "risk_score", "incident_id",
                  "incident_severity", "planned_start", "planned_end", "review_due_at", "flow_run_id",
                  "policy_version"):
         value = getattr(view, name)

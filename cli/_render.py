@@ -22,6 +22,7 @@ def change_row(change: ChangeRequest) -> dict[str, Any]:
         "type": change.type,
         "state": change.state,
         "service": change.service,
+        "environment": change.environment,
         "title": change.title,
         "requester": change.requester,
         "risk_level": change.risk_level,

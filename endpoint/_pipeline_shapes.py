@@ -33,7 +33,8 @@ def gate_record(status: GateStatus) -> dict[str, Any]:
     return {"key": change.key, "state": change.state, "verdict": status.verdict.value,
             "waiting_for": status.waiting_for or None, "reason": status.reason or None,
             "type": change.type, "service": change.service, "title": change.title, "requester": change.requester,
-            "risk_level": change.risk_level, "flow_run_id": change.flow_run_id,
+            "environment": change.environment, "release": change.release, "risk_level": change.risk_level,
+            "flow_run_id": change.flow_run_id,
             "approved_at": change.approved_at.isoformat() if change.approved_at else None}
 
 
@@ -99,6 +100,11 @@ COMPONENTS: dict[str, Any] = {
                            "the token's automation and may name no one else.",
             "properties": {"type": {"type": "string", "example": "standard"},
                            "title": {"type": "string"}, "service": {"type": "string"},
+                           "environment": {"type": "string", "example": "staging",
+                                           "description": "policies.yaml environments; default: the first"},
+                           "release": {"type": "string", "example": "1.8"},
+                           "promoted_from": {"type": "string", "example": "CHG-000041",
+                                             "description": "the closed change that shipped the release before"},
                            "template": {"type": "string"}, "requester": {"type": "string"},
                            "planned_start": {"type": "string", "format": "date-time"},
                            "rollback_plan": {"type": "string"}},
@@ -112,6 +118,8 @@ COMPONENTS: dict[str, Any] = {
                            "reason": {"type": "string", "nullable": True},
                            "type": {"type": "string"}, "service": {"type": "string"}, "title": {"type": "string"},
                            "requester": {"type": "string"}, "risk_level": {"type": "string"},
+                           "environment": {"type": "string", "nullable": True},
+                           "release": {"type": "string", "nullable": True},
                            "flow_run_id": {"type": "string", "nullable": True},
                            "approved_at": {"type": "string", "format": "date-time", "nullable": True}},
         },

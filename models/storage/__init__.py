@@ -27,6 +27,7 @@ from ._reconcile import record_problems
 from ._roles import create_restricted_roles
 from ._row_bindings import (
     CONTENT,
+    CONTENT_FIELDS,
     ROWS,
     change_content_digest,
     content_values,
@@ -60,6 +61,7 @@ __all__ = [
     "CONTENT",
     "ROWS",
     "change_content_digest",
+    "CONTENT_FIELDS",
     "content_values",
     "digest_of_content",
     "checklist_rows_bound",

@@ -168,6 +168,8 @@ def test_a_token_files_reads_and_waits_only_for_its_own_automation_and_services(
     ({**PIPELINE_REQUEST, "title": ""}, "title", 400),
     ({k: v for k, v in PIPELINE_REQUEST.items() if k != "service"}, "service", 400),
     ({**PIPELINE_REQUEST, "type": "whenever"}, "type", 400),
+    ({**PIPELINE_REQUEST, "environment": "prod"}, "environment", 400),
+    ({**PIPELINE_REQUEST, "promoted_from": "the staging one"}, "promoted_from", 400),
     ({**PIPELINE_REQUEST, "title": "x" * 5000}, None, 413),
 ])
 def test_bad_input_is_a_4xx_naming_the_field_and_files_nothing(api, services, token, body, field, status):

@@ -336,6 +336,9 @@ def test_submit_form_is_the_change_request_model(flow_stack):
     # The change types are the config's (the flow stack's policies.yaml adds `normal` to the shipped three).
     assert request["properties"]["type"]["enum"] == list(flow_stack.services.org.policies.types)
     assert request["properties"]["type"]["enum"][:3] == ["emergency", "standard", "major"]
+    # Where it runs, the same way: production (the first, the strictest) chosen for a requester who skips it.
+    environment = request["properties"]["environment"]
+    assert (environment["enum"], environment["default"]) == (["production", "staging", "development"], "production")
     assert request["additionalProperties"] is False
 
 

@@ -132,6 +132,14 @@ ROW_ATTACKS = {
                                    "WHERE id = 1"], "change CHG-000001: its content (type, title, service, dates"),
     "move-the-date-out-of-the-freeze": (["UPDATE change_requests SET planned_start = created_at WHERE id = 2"],
                                         "change CHG-000002: its content (type, title, service, dates"),
+    # Issue 32: the environment decides windows, notice and approvers; a change relabelled to one with fewer, or
+    # its staging proof swapped, is content edited after approval.
+    "production-change-relabelled-development": (["UPDATE change_requests SET environment = 'development' "
+                                                  "WHERE id = 1"], "change CHG-000001: its content (type, title"),
+    "environment-erased": (["UPDATE change_requests SET environment = NULL WHERE id = 2"],
+                           "change CHG-000002: its content (type, title"),
+    "release-swapped": (["UPDATE change_requests SET release = '9.9', promoted_from = 'CHG-000002' WHERE id = 1"],
+                        "change CHG-000001: its content (type, title"),
     "delete-a-rejection-and-approve": (["DELETE FROM approvals WHERE decision = 'reject'",
                                         "UPDATE change_requests SET state = 'approved' WHERE id = 3"],
                                        "rejection of CHG-000003 by alice, but its approvals row is gone"),

@@ -172,3 +172,19 @@ def test_the_staging_change_is_checked_again_when_the_production_change_would_st
     with pytest.raises(PolicyViolation, match="staging first"):
         at_window.scheduling.begin_implementation(promoted.key)
     assert at_window.changes.get(promoted.key).state == "scheduled"
+
+
+def test_a_content_digest_recorded_before_environments_existed_still_matches():
+    """Changes filed before migration 0013 have no environment, release or promoted_from, and their filing events
+    hold a digest of the 21 fields there were: the digest of such a row must be that same value, or `audit verify`
+    would call every earlier change edited."""
+    import hashlib
+
+    from models import CONTENT_FIELDS, canonical_json, change_content_digest, content_values
+
+    row = ChangeRequest(**{**standard_request(risk=None), "state": "submitted", "risk_level": "low",
+                           "policy_version": "v1", "key": "CHG-000001", "created_at": NOW, "updated_at": NOW})
+    before = content_values(row)[:CONTENT_FIELDS.index("environment")]
+    assert change_content_digest(row) == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:32]
+    row.environment = "production"
+    assert change_content_digest(row) != hashlib.sha256(canonical_json(before).encode()).hexdigest()[:32]
