@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from flows import cancel_run, file_change, stop_run
-from models import ChangeState, GateTarget, InputError, RiskLevel
+from models import ChangeRequest, ChangeState, GateTarget, InputError, RiskLevel
 from notifications import run_url
 
 from ._context import context
@@ -53,7 +53,37 @@ def submit(
             raise InputError(f"--token-env: the environment variable {token_env} is not set",
                              [("token_env", "not set")])
     change = file_change(services, data, token=token, local=local)
-    if local and token is None:
+    _report_filing(change, local=local and token is None, wait=wait, limit=limit, until=until,
+                   json_output=json_output)
+
+
+@app.command()
+@exits_cleanly
+def rollback(
+    key: str = typer.Argument(..., help="The completed change to roll back."),
+    person: str = typer.Option(..., "--as", help="Who files the rollback (confirms it with the code sent to them)."),
+    reason: str = typer.Option(..., help="Why it is rolled back (recorded on both changes)."),
+    incident: Optional[str] = typer.Option(None, help="The incident it answers, where the rollback's type asks."),
+    severity: Optional[str] = typer.Option(None, help="That incident's severity (P1 ... P4)."),
+    local: bool = typer.Option(False, "--local", help="Record the rollback without starting its Prefect flow."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Roll back a change that completed, within policies.yaml rollback.within: a change of its own (type
+    rollback.as, approved as an emergency is) whose steps are the completed change's rollback commands, and for a
+    canary its traffic back to the stable version. The two are linked on the record; DORA counts the first failed."""
+    services = context().services
+    data = services.rollbacks.request_for(key, person=person, reason=reason, incident_id=incident,
+                                          incident_severity=severity)
+    change = file_change(services, data, local=local)
+    _report_filing(change, local=local, wait=False, limit=timedelta(0), until=GateTarget.approval,
+                   json_output=json_output)
+
+
+def _report_filing(change: ChangeRequest, *, local: bool, wait: bool, limit: timedelta, until: GateTarget,
+                   json_output: bool) -> None:
+    """What `submit` and `rollback` print once a change is recorded (and, with --wait, wait on its gate)."""
+    services = context().services
+    if local:
         notifier = context().notifier
         notifier.announce(change, "filing_received", [change.requester], personal_code=True)
         notifier.deliver(change_key=change.key)
@@ -65,8 +95,9 @@ def submit(
         print_json({**change_row(change), "flow_run_id": change.flow_run_id,
                     "required": [r.__dict__ for r in required]})
         return
+    rolls_back = f", rolling back {change.rolls_back}" if change.rolls_back else ""
     console.print(f"[bold]{change.key}[/] recorded: {change.type} change to {change.service} in "
-                  f"{change.environment}, risk {change.risk_level}, {change.state}")
+                  f"{change.environment}{rolls_back}, risk {change.risk_level}, {change.state}")
     if change.state == ChangeState.submitted.value:
         console.print(f"it goes to its approvers ({', '.join(f'{r.count} x {r.role}' for r in required) or 'none'})"
                       f" once {change.requester} confirms the filing with the code sent to them: changeflow "
@@ -100,8 +131,8 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
         print_json(view.model_dump(mode="json"))
         return
     facts = Table.grid(padding=(0, 2))
-    for name in ("type", "state", "service", "environment", "release", "promoted_from", "requester", "risk_level",
-                 "risk_score", "incident_id",
+    for name in ("type", "state", "service", "environment", "release", "promoted_from", "rolls_back", "rolled_back_by",
+                 "requester", "risk_level", "risk_score", "incident_id",
                  "incident_severity", "planned_start", "planned_end", "review_due_at", "flow_run_id",
                  "policy_version"):
         value = getattr(view, name)

@@ -8,15 +8,13 @@ outbox by change + event + recipient + round, and each approval gate input by it
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from pydantic import ConfigDict
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from models import (REFUSED, ChangeflowError, ChangeRequest, ChangeRequestInput, ChangeState, PolicyViolation, Rerun,
-                    Settings, WorkStage, everyone_concerned, load_policies, rerun_of)
+from models import (REFUSED, ChangeRequest, ChangeRequestInput, ChangeState, PolicyViolation, Rerun,
+                    WorkStage, everyone_concerned, rerun_of)
 
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
@@ -24,47 +22,14 @@ from flows._manual import manual_work_gate
 from flows._change_page import publish_change_page, publish_runbook
 from flows._json_logs import trace_change
 from flows._endings import run_ended
+from flows._run_form import ChangeRequestForm
 from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
+from flows._recovery import canary_to_stable
 from flows._wiring import run_attempt, wiring
 from flows.canary import run_canary
 from flows.checklists import run_phase
 
 FINISHED = {ChangeState.rejected, ChangeState.expired, ChangeState.cancelled}
-
-
-def shape_run_form(schema: dict[str, Any]) -> None:
-    """The run form as a requester should meet it.
-
-    The risk questionnaire is shown open, every question unanswered (issue 30): as an optional field Prefect drew
-    it as a choice between "RiskAnswers" and "None", with None chosen. It stays optional in the schema, so a form
-    that leaves the whole section out still reaches the services, which refuse it naming `risk`; a section with
-    a question left out is refused by Prefect before any run exists, naming the question.
-
-    The `type` and `environment` are drop-downs of the change types and environments in the deploying worker's
-    policies.yaml (read when the deployment is made, so a new one in the YAML appears at the next `changeflow up` /
-    deploy)."""
-    risk = schema["properties"]["risk"]
-    reference = next((choice for choice in risk.pop("anyOf", []) if "$ref" in choice), None)
-    if reference is not None:
-        risk.pop("default", None)
-        risk.update(reference)
-    try:
-        policies = load_policies(Settings().config_dir / "policies.yaml")
-    except (ChangeflowError, OSError):
-        return  # no config yet: a free-text field, checked by the service at submit
-    schema["properties"]["type"]["enum"] = list(policies.types)
-    # The environments the same way, the first (production, the strictest) chosen: a requester who skips the field
-    # files for production, never for a place with fewer controls.
-    environment = schema["properties"]["environment"]
-    environment.pop("anyOf", None)
-    environment.update({"type": "string", "enum": list(policies.environments),
-                        "default": policies.default_environment})
-
-
-class ChangeRequestForm(ChangeRequestInput):
-    """A change request as the Prefect run form asks for it."""
-
-    model_config = ConfigDict(json_schema_extra=shape_run_form)
 
 
 @task(name="record change")
@@ -133,13 +98,18 @@ def implement(key: str) -> bool:
             change = wait_for_window(key)
     if change.state != ChangeState.implementing.value:
         return change.state in (ChangeState.verifying.value, ChangeState.completed.value)
-    template = rt.services.org.template_of(change)
+    template = rt.services.rollbacks.template_for(change)
     commands: list[str | None] = list(template.implementation_commands) if template else []
     plan = rt.services.canary.plan(change)
     done = rt.services.checklists.done_steps(key)
     interrupted = rt.services.recovery.interrupted_steps(key, attempt=run_attempt())  # by a run that died
     evidence: list[dict] = []
-    for step, command in enumerate(commands or ([] if plan is not None else [None]), start=1):
+    if (traffic := traffic_back(change)) is not None:  # a rollback of a canary: its users first
+        evidence.append(traffic)
+        if not traffic["ok"]:
+            roll_back(key, f"the traffic did not go back to stable: {traffic['detail']}", evidence)
+            return False
+    for step, command in enumerate(commands or ([] if plan is not None or traffic else [None]), start=1):
         if step in done:
             if not done[step].get("ok", True):
                 # It finished and failed before a crash: the rollback it needs, not a second run.
@@ -185,12 +155,26 @@ def implement(key: str) -> bool:
     return True
 
 
+def traffic_back(change) -> dict | None:
+    """For a rollback of a promoted canary (issue 32): all of its service's traffic back to the stable version,
+    as its first step (setting a weight is idempotent: a restarted run sets it again). None: no such step."""
+    reverted = wiring().services.rollbacks.reverted(change)
+    if reverted is None or not reverted.canary:
+        return None
+    problem = canary_to_stable(reverted)
+    stable = reverted.canary.get("stable_version", "stable")
+    return {"step": 0, "traffic": f"all to {stable} (weight 0 for {reverted.canary.get('canary_version')})",
+            "ok": not problem, "detail": problem.strip(" ()")}
+
+
 def is_manual(key: str) -> bool:
-    """No implementation commands and no canary: only a person can say it was done or verified."""
+    """No implementation commands, no canary and no traffic to move: only a person can say it was done."""
     rt = wiring()
     change = rt.services.changes.get(key)
-    template = rt.services.org.template_of(change)
-    return not (template and template.implementation_commands) and rt.services.canary.plan(change) is None
+    template = rt.services.rollbacks.template_for(change)
+    reverted = rt.services.rollbacks.reverted(change)
+    return (not (template and template.implementation_commands) and rt.services.canary.plan(change) is None
+            and not (reverted is not None and reverted.canary))
 
 
 def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:
@@ -223,7 +207,7 @@ def verify(key: str) -> bool:
     change = rt.services.changes.get(key)
     if change.state != ChangeState.verifying.value:
         return change.state == ChangeState.completed.value
-    template = rt.services.org.template_of(change)
+    template = rt.services.rollbacks.template_for(change)
     checks: list[dict] = []
     for command in template.verify_commands if template else []:
         checks.append(run_step(command, change.service, template.command_timeout_s))
@@ -250,7 +234,7 @@ def roll_back(key: str, why: str, evidence: list[dict], *, traffic_restored: boo
     recorded as rolled back that nobody undid (`traffic_restored`: the canary already sent all traffic to stable)."""
     rt = wiring()
     change = rt.services.changes.get(key)
-    template = rt.services.org.template_of(change)
+    template = rt.services.rollbacks.template_for(change)
     rollback: list[dict] = []
     # A rollback a crash interrupted is not run again blindly either: a person says whether it completed,
     # unless the template declares its commands idempotent.

@@ -97,28 +97,20 @@ from ._maintenance import (
 from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicySet, PromotionRule,
-                           RequiredField, RiskPolicy, TypePolicy)
+                           RequiredField, RiskPolicy, RollbackPolicy, TypePolicy)
 from ._promotion import Promoted, promotion_problems
+from ._reverting import (REVERTIBLE_STATES, Reverting, reverting_problems, reverting_template, rollback_refusal,
+                         rollback_request)
 from ._templates import ChangeTemplate
 from ._change_types import ChangeTypeRules, article, change_type
-from ._delegation import (
-    Delegation,
-    acting_for,
-    active_delegations,
-    delegates_of,
-    delegation_problems,
-    with_delegates,
-)
+from ._delegation import (Delegation, acting_for, active_delegations, delegates_of, delegation_problems,
+                          with_delegates)
 from ._health import HealthCheck, HealthReport
 from ._runbooks import MAX_RUNBOOK_CHARS, Runbook, runbook_step_text
 from ._runbook_rules import runbook_problems
 from ._lockdown import NO_LOCKDOWN, Lockdown, LockdownPolicy, lockdown_refusal
 from ._lifecycle import (
-    INITIAL_STATE,
-    TERMINAL_STATES,
-    OUTCOME_OF_STATE,
-    STAMPED_BY_TRANSITION,
-    CLEARED_BY_AMENDMENT,
+    INITIAL_STATE, TERMINAL_STATES, OUTCOME_OF_STATE, STAMPED_BY_TRANSITION, CLEARED_BY_AMENDMENT,
     stamps_of,
     GateTarget,
     GateVerdict,
@@ -292,6 +284,13 @@ __all__ = [
     "PolicyEvaluation",
     "PolicySet",
     "PromotionRule",
+    "REVERTIBLE_STATES",
+    "Reverting",
+    "reverting_problems",
+    "reverting_template",
+    "rollback_refusal",
+    "rollback_request",
+    "RollbackPolicy",
     "Promoted",
     "EnvironmentPolicy",
     "PolicyViolation",

@@ -95,6 +95,8 @@ class AuditAction(str, Enum):
     canary_confirmation = "canary_confirmation"
     window_gate_refused = "window_gate_refused"
     early_start = "early_start"
+    rollback_filed = "rollback_filed"  # on a completed change: a change that rolls it back was filed (issue 32)
+    reverted = "reverted"  # on a completed change: its rollback completed; DORA counts it failed
     confirmation_refused = "confirmation_refused"
     cancel_refused = "cancel_refused"
     canary_gate_waiting = "canary_gate_waiting"

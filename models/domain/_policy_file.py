@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ._enums import RiskLevel, Severity
 from ._errors import InputError
@@ -102,6 +102,8 @@ class PromotionRule(Strict):
     """A release goes through `from` first: a change of one of `types` here names (in `promoted_from`) the closed,
     successful change that shipped the same `release` of the same service in `from`."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # `from` / `as` in YAML
+
     from_: Name = Field(alias="from", description="The environment a release must have shipped in first")
     types: list[Name] = Field(min_length=1, description="The change types the rule holds for")
 
@@ -123,6 +125,17 @@ class EnvironmentPolicy(Strict):
         "its risk adds still applies)")
     promotion: PromotionRule | None = Field(
         default=None, description="Releases reach this environment only through another one (staging first)")
+
+
+class RollbackPolicy(Strict):
+    """Rolling back a change that completed (`changeflow rollback KEY`, issue 32)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # `from` / `as` in YAML
+
+    within: Duration = Field(default=timedelta(days=7), description="How long after its completion a change may be "
+                             "rolled back this way (later: a change of its own)")
+    as_: Name = Field(default="emergency", alias="as", description="The change type a rollback is filed as: its "
+                      "approvals, window and freeze rules (an emergency's: the incident commander, at any time)")
 
 
 class RiskPolicy(Strict):
@@ -167,6 +180,7 @@ class PolicySet(Strict):
     windows: dict[Name, WindowSchedule] = Field(
         default_factory=dict, description="The recurring maintenance windows in which a type with `window: "
         "maintenance` may run (besides the ad hoc windows recorded with `changeflow window add`)")
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     environments: dict[Name, EnvironmentPolicy] = Field(
         default_factory=lambda: {"production": EnvironmentPolicy()}, min_length=1,
         description="Where changes run; a request that names none targets the first (the strictest, production)")
@@ -209,6 +223,12 @@ class PolicySet(Strict):
         """The environments whose changes run in the recurring window `window`."""
         return [name for name, place in self.environments.items()
                 if place.windows == "all" or (place.windows != "any" and window in place.windows)]
+
+    @model_validator(mode="after")
+    def _rollback_names_a_type(self) -> "PolicySet":
+        if self.rollback.as_ not in self.types:
+            raise ValueError(f"rollback.as: no change type named {self.rollback.as_!r}")
+        return self
 
     @model_validator(mode="after")
     def _environments_name_what_exists(self) -> "PolicySet":

@@ -96,64 +96,70 @@ class ChangeRequestInput(BaseModel):
         "first, where the environment's policy says so).",
         json_schema_extra={"position": 5},
     )
+    rolls_back: str | None = Field(
+        default=None, max_length=20, pattern=r"^CHG-\d{1,12}$",
+        description="The completed change (CHG-...) this one rolls back, within policies.yaml rollback.within of its "
+        "completion (changeflow rollback KEY fills this in). Empty: none.",
+        json_schema_extra={"position": 6},
+    )
     requester: str = Field(
         pattern=NAME_PATTERN,
         description="Your user name in the approver directory. You can never approve your own change.",
-        json_schema_extra={"position": 6},
+        json_schema_extra={"position": 7},
     )
     description: str = Field(
         default="", max_length=TEXT_MAX, description="Why the change is needed and what it does.",
-        json_schema_extra={"position": 7},
+        json_schema_extra={"position": 8},
     )
     impact: str = Field(
         default="", max_length=TEXT_MAX, description="Who and what is affected, and for how long.",
-        json_schema_extra={"position": 8},
+        json_schema_extra={"position": 9},
     )
     implementation_plan: str = Field(
-        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 9}
+        default="", max_length=TEXT_MAX, description="The steps, in order.", json_schema_extra={"position": 10}
     )
     rollback_plan: str = Field(
         default="",
         max_length=TEXT_MAX,
         description="How to undo the change. Required where the change type's policy says so (standard, major).",
-        json_schema_extra={"position": 10},
+        json_schema_extra={"position": 11},
     )
     test_evidence: str = Field(
         default="",
         max_length=TEXT_MAX,
         description="Where it was tested and the result (staging run, test report link).",
-        json_schema_extra={"position": 11},
+        json_schema_extra={"position": 12},
     )
     planned_start: Moment | None = Field(
         default=None, description="When the change should start (with a UTC offset).",
-        json_schema_extra={"position": 12},
+        json_schema_extra={"position": 13},
     )
     planned_end: Moment | None = Field(
-        default=None, description="When the change should be finished.", json_schema_extra={"position": 13}
+        default=None, description="When the change should be finished.", json_schema_extra={"position": 14}
     )
     incident_id: str | None = Field(
         default=None,
         max_length=100,
         description="The incident this change fixes. Required for emergency changes (their policy says so).",
-        json_schema_extra={"position": 14},
+        json_schema_extra={"position": 15},
     )
     incident_severity: Severity | None = Field(
         default=None,
         description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
-        json_schema_extra={"position": 15},
+        json_schema_extra={"position": 16},
     )
     risk: RiskAnswers | None = Field(
         default=None,
         description="Risk questionnaire: answer every question, none is assumed. A request from a template that "
         "carries reviewed answers may leave it out.",
-        json_schema_extra={"position": 16},
+        json_schema_extra={"position": 17},
     )
     template: str | None = Field(
         default=None,
         max_length=100,
         description="Name of a change template (restart-service, rotate-certificate, ...) that fills the fields "
         "you leave empty. Some templates are pre-approved.",
-        json_schema_extra={"position": 17},
+        json_schema_extra={"position": 18},
     )
 
     checklist: str | None = Field(
@@ -161,20 +167,20 @@ class ChangeRequestInput(BaseModel):
         max_length=100,
         description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
         "automated); empty: none, or the template's.",
-        json_schema_extra={"position": 18},
+        json_schema_extra={"position": 19},
     )
     runbook: str | None = Field(
         default=None,
         max_length=100,
         description="The runbook (config runbooks/<name>.md) the change follows: shown in its run, its version "
         "recorded. Empty: its template's, or none.",
-        json_schema_extra={"position": 19},
+        json_schema_extra={"position": 20},
     )
     canary: CanaryPlan | None = Field(
         default=None,
         description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
         "interval, automatic rollback on a breach. Empty: no canary.",
-        json_schema_extra={"position": 20},
+        json_schema_extra={"position": 21},
     )
 
     @field_validator("*", mode="before")
@@ -267,6 +273,8 @@ class ChangeRequestView(BaseModel):
     environment: str | None = None
     release: str | None = None
     promoted_from: str | None = None
+    rolls_back: str | None = None
+    rolled_back_by: str | None = None  # the change that rolled this one back after it completed
 
 
 def parse_change_request(data: object) -> ChangeRequestInput:

@@ -21,6 +21,7 @@ from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryServi
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
+from ._reverting import RollbackService
 from ._scheduling import ACTIVE_STATES, SchedulingService
 from ._unit_of_work import UnitOfWork
 from ._work import WorkConfirmation, WorkService
@@ -40,6 +41,7 @@ __all__ = [
     "Calendar",
     "CalendarEntry",
     "CalendarService",
+    "RollbackService",
     "LinkPage",
     "AuditAnchors",
     "HealthService",

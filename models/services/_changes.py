@@ -46,6 +46,7 @@ from ..storage import (
     query_changes,
 )
 from ._identity import Identities
+from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 
@@ -54,10 +55,12 @@ _TEMPLATE_TEXT_FIELDS = ("title", "description", "impact", "implementation_plan"
 
 
 class ChangeService:
-    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService, identities: Identities | None = None):
+    def __init__(self, uow: UnitOfWork, scheduling: SchedulingService, identities: Identities | None = None,
+                 rollbacks: RollbackService | None = None):
         self._uow = uow
         self._scheduling = scheduling
         self._identities = identities
+        self._rollbacks = rollbacks or RollbackService(uow)
 
     # ---- reads ------------------------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class ChangeService:
                 canary_steps=[{k: v for k, v in decode_data(e).items() if k not in ("router", ROWS)}
                               | {"at": e.occurred_at}
                               for e in events if e.action == AuditAction.canary_decision.value],
+                rolled_back_by=self._rollbacks.rolled_back_by(session, change.key or key),
             )
 
     def all_in_state(self, state: ChangeState) -> list[ChangeRequest]:
@@ -157,6 +161,7 @@ class ChangeService:
         with self._uow.read() as session:
             problems += self._scheduling.slot_problems(session, request, request.type)
             problems += self._scheduling.promotion_problems(session, request)
+            problems += self._rollbacks.problems(session, request)
         if problems:
             raise invalid_request(problems)
         return request
@@ -195,7 +200,17 @@ class ChangeService:
                 clashes = self._scheduling.clashes(session, request)
                 if clashes and not rules.overrides_freeze:
                     raise PolicyViolation("; ".join(clashes))
+                if request.rolls_back:
+                    # The reverted change's row locked, then checked again: two rollbacks filed at once, one wins.
+                    self._uow.load(session, request.rolls_back, for_update=True)
+                    if problems := self._rollbacks.problems(session, request):
+                        raise invalid_request(problems)
                 change = self._insert(session, request, idempotency_key, flow_run_id)
+                if change.rolls_back:
+                    # Linked both ways on the record: the reverted change's history names its rollback.
+                    append_event(session, actor=request.requester, action=AuditAction.rollback_filed.value,
+                                 change_key=change.rolls_back, at=self._uow.clock(),
+                                 data={"by": change.key, "reason": request.description[:2000]})
                 if clashes:
                     # A type that may override (emergencies) goes through, and the override is on the record.
                     append_event(session, actor=request.requester, action=AuditAction.policy_override.value,

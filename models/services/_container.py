@@ -25,6 +25,7 @@ from ._lockdown import LockdownService
 from ._runbooks import RunbookService
 from ._recovery import RecoveryService
 from ._reports import ReportService
+from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 from ._work import WorkService
@@ -41,6 +42,7 @@ class Services:
     approvals: ApprovalService
     scheduling: SchedulingService
     calendar: CalendarService
+    rollbacks: RollbackService
     checklists: ChecklistService
     canary: CanaryService
     reports: ReportService
@@ -62,7 +64,8 @@ class Services:
         scheduling = SchedulingService(uow, identities)
         approvals = ApprovalService(uow, identities)
         briefs = ApprovalBriefs(uow, scheduling)
-        return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities),
+        rollbacks = RollbackService(uow)
+        return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities, rollbacks), rollbacks=rollbacks,
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, calendar=CalendarService(uow, scheduling),
                    checklists=ChecklistService(uow, identities),

@@ -66,13 +66,18 @@ def dora(session: Session, since: datetime, until: datetime, service: str | None
     """
     t = ChangeRequest.__table__.c
     dialect = session.get_bind().dialect.name
+    # A change that completed and was rolled back afterwards (`changeflow rollback`, issue 32) failed, whatever
+    # its own row says: the rollback that worked names it.
+    reverting = ChangeRequest.__table__.alias("reverting")
+    outcome = case((t.key.in_(select(reverting.c.rolls_back).where(
+        reverting.c.rolls_back.is_not(None), reverting.c.outcome == "succeeded")), "rolled_back"), else_=t.outcome)
     # Newest first, the frame "everything before this row" holds the later outcomes; a frame anchored at
     # UNBOUNDED PRECEDING is aggregated incrementally (a frame of the *following* rows is re-aggregated per row
     # on PostgreSQL: quadratic in a service's history).
-    next_success = func.min(case((t.outcome == "succeeded", t.ended_at))).over(
+    next_success = func.min(case((outcome == "succeeded", t.ended_at))).over(
         partition_by=t.service, order_by=(t.ended_at.desc(), t.id.desc()), rows=(None, -1))
-    inner = select(t.service, t.outcome, t.created_at, t.ended_at, next_success.label("restored_at")).where(
-        t.ended_at >= since, t.outcome.is_not(None))
+    inner = select(t.service, outcome.label("outcome"), t.created_at, t.ended_at,
+                   next_success.label("restored_at")).where(t.ended_at >= since, t.outcome.is_not(None))
     if service:
         inner = inner.where(t.service == service)
     inner = inner.subquery()

@@ -136,6 +136,10 @@ class UnitOfWork:
             data={"reason": reason, **(data or {})},
             at=now,
         )
+        if change.rolls_back and values.get("outcome") == "succeeded":
+            # A rollback that worked: the reverted change's history says so, in the same transaction (issue 32).
+            append_event(session, actor=move.actor, action=AuditAction.reverted.value, change_key=change.rolls_back,
+                         data={"by": change.key}, at=now)
         return change
 
     # ---- the approval policy, as every service that moves a change must see it --------------------------

@@ -28,6 +28,7 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_approval_requested", "approval_requested_at"),
         Index("ix_change_flow_run", "flow_run_id"),
         Index("ix_change_escalation_due", "state", "escalation_due_at"),
+        Index("ix_change_rolls_back", "rolls_back"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -79,6 +80,8 @@ class ChangeRequest(SQLModel, table=True):
     release: str | None = Field(default=None, sa_type=String(100), description="The release it ships")
     promoted_from: str | None = Field(
         default=None, sa_type=String(20), description="The change that shipped the release in the environment before")
+    rolls_back: str | None = Field(
+        default=None, sa_type=String(20), description="The completed change this one rolls back (issue 32)")
 
 
 class Approval(SQLModel, table=True):
