@@ -4,6 +4,7 @@ rule here comes from the config: the tests change the config, not the code."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -188,3 +189,16 @@ def test_a_content_digest_recorded_before_environments_existed_still_matches():
     assert change_content_digest(row) == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:32]
     row.environment = "production"
     assert change_content_digest(row) != hashlib.sha256(canonical_json(before).encode()).hexdigest()[:32]
+
+
+def test_the_calendar_and_window_commands_take_an_environment(cli_env):
+    staging = cli_env("calendar", "--days", "2", "--environment", "staging", "--json")
+    assert staging.exit_code == 0, staging.output
+    shown = json.loads(staging.stdout)
+    assert shown["environment"] == "staging" and {w["kind"] for w in shown["windows"]} == {"staging"}
+    assert len(shown["windows"]) in (2, 3), "daily 01:00-03:00, over two days"
+    unknown = cli_env("calendar", "--environment", "qa")
+    assert unknown.exit_code == 2 and "environment: unknown environment 'qa'" in unknown.output, unknown.output
+    freeze = cli_env("window", "add", "--start", "2027-03-01T00:00Z", "--end", "2027-03-02T00:00Z", "--freeze",
+                     "--title", "Staging rebuild", "--environment", "staging")
+    assert freeze.exit_code == 0 and "(staging only)" in freeze.output, freeze.output
