@@ -189,6 +189,7 @@ def log_command(
     type: Optional[str] = typer.Option(None, help="Only this change type (a name from policies.yaml)."),
     state: Optional[ChangeState] = typer.Option(None, help="Only changes in this state."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
+    environment: Optional[str] = typer.Option(None, help="Only this environment (policies.yaml environments)."),
     requester: Optional[str] = typer.Option(None, help="Only this requester."),
     approver: Optional[str] = typer.Option(None, help="Only changes this person approved."),
     risk: Optional[RiskLevel] = typer.Option(None, help="Only this risk level."),
@@ -206,8 +207,8 @@ def log_command(
 ) -> None:
     """List changes, newest first, a page at a time."""
     change_filter = build_filter(
-        type=type, state=state, service=service, requester=requester, approver=approver, risk=risk,
-        created_since=parse_time(since, "since"), created_until=parse_time(until, "until"),
+        type=type, state=state, service=service, environment=environment, requester=requester, approver=approver,
+        risk=risk, created_since=parse_time(since, "since"), created_until=parse_time(until, "until"),
         implemented_since=parse_time(implemented_since, "implemented-since"),
         implemented_until=parse_time(implemented_until, "implemented-until"),
         closed_since=parse_time(closed_since, "closed-since"), closed_until=parse_time(closed_until, "closed-until"),

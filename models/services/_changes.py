@@ -129,8 +129,13 @@ class ChangeService:
             # A typo would list nothing, silently (issue 28).
             raise InputError(f"--type: no change type named {change_filter.type!r} ({', '.join(types)})",
                              [("type", "unknown change type")])
+        policies = self._uow.org.policies
+        if change_filter.environment is not None and change_filter.environment not in policies.environments:
+            raise InputError(f"--environment: no environment named {change_filter.environment!r} "
+                             f"({', '.join(policies.environments)})", [("environment", "unknown environment")])
         with self._uow.read() as session:
-            return query_changes(session, change_filter, limit=limit, after=after)
+            return query_changes(session, change_filter, limit=limit, after=after,
+                                 default_environment=policies.default_environment)
 
     # ---- writes -----------------------------------------------------------------------------------------
 
@@ -185,11 +190,14 @@ class ChangeService:
     def submit(self, request: ChangeRequestInput | dict, *, idempotency_key: str | None = None,
                flow_run_id: str | None = None) -> ChangeRequest:
         """Record a change request (state `submitted`); with an idempotency key, a repeat returns the first."""
-        request = self.validate_request(request)
         if idempotency_key:
+            # Before the checks: a repeat (a restarted run's filing step) finds what the first recorded, which
+            # the checks made now might refuse (its notice since run down; a rollback "already rolled back" by
+            # itself).
             existing = self.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing
+        request = self.validate_request(request)
         rules = change_type(self._uow.org.policies, request.type, request.environment)
         try:
             with self._uow.write() as session:

@@ -10,7 +10,7 @@ import binascii
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, false, or_, select
 from sqlmodel import Session
 
 from ..domain import EARLIEST_MOMENT, LATEST_MOMENT, ChangeState, InputError, Moment, RiskLevel, plain_text
@@ -27,6 +27,7 @@ class ChangeFilter(BaseModel):
     type: str | None = Field(default=None, max_length=100, description="Only this change type.")
     state: ChangeState | None = Field(default=None, description="Only changes in this state.")
     service: str | None = Field(default=None, max_length=100, description="Only this service.")
+    environment: str | None = Field(default=None, max_length=32, description="Only changes in this environment.")
     requester: str | None = Field(default=None, max_length=100, description="Only changes requested by this person.")
     approver: str | None = Field(default=None, max_length=100, description="Only changes this person approved.")
     risk: RiskLevel | None = Field(default=None, description="Only this risk level.")
@@ -74,8 +75,13 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def filtered(stmt, f: ChangeFilter):
-    """Apply the filter's conditions to a select over ChangeRequest."""
+def filtered(stmt, f: ChangeFilter, default_environment: str | None = None):
+    """Apply the filter's conditions to a select over ChangeRequest. `default_environment`: the environment of the
+    changes filed before environments existed (NULL), found by a filter on it."""
+    if f.environment is not None:
+        unset = ChangeRequest.environment.is_(None)  # type: ignore[union-attr]
+        stmt = stmt.where((ChangeRequest.environment == f.environment)
+                          | (unset if f.environment == default_environment else false()))
     for column, value in ((ChangeRequest.type, f.type), (ChangeRequest.state, f.state),
                           (ChangeRequest.service, f.service), (ChangeRequest.requester, f.requester),
                           (ChangeRequest.risk_level, f.risk)):
@@ -96,10 +102,11 @@ def filtered(stmt, f: ChangeFilter):
     return stmt
 
 
-def query_changes(session: Session, f: ChangeFilter, *, limit: int = 50, after: str | None = None) -> Page:
+def query_changes(session: Session, f: ChangeFilter, *, limit: int = 50, after: str | None = None,
+                  default_environment: str | None = None) -> Page:
     if not 1 <= limit <= 10_000:
         raise InputError("--limit: between 1 and 10000", [("limit", "out of range")])
-    stmt = filtered(select(ChangeRequest), f)
+    stmt = filtered(select(ChangeRequest), f, default_environment)
     if after:
         at, change_id = decode_cursor(after)
         stmt = stmt.where(or_(ChangeRequest.created_at < at,

@@ -202,3 +202,16 @@ def test_the_calendar_and_window_commands_take_an_environment(cli_env):
     freeze = cli_env("window", "add", "--start", "2027-03-01T00:00Z", "--end", "2027-03-02T00:00Z", "--freeze",
                      "--title", "Staging rebuild", "--environment", "staging")
     assert freeze.exit_code == 0 and "(staging only)" in freeze.output, freeze.output
+
+
+def test_the_change_log_lists_one_environment(db, org, cli_env):
+    now = Services.build(db, org, SECRET)  # the CLI's clock is the real one: undated changes
+    staged = now.changes.submit(standard_request(environment="staging", title="staged"))
+    produced = now.changes.submit(standard_request(title="production"))
+    with db.write() as session:  # a change filed before environments existed: the default one's
+        session.execute(update(ChangeRequest).where(ChangeRequest.key == produced.key).values(environment=None))
+    listed = {env: [c["key"] for c in json.loads(cli_env("log", "--environment", env, "--format", "json").stdout)]
+              for env in ("staging", "production", "development")}
+    assert listed == {"staging": [staged.key], "production": [produced.key], "development": []}
+    unknown = cli_env("log", "--environment", "qa")
+    assert unknown.exit_code == 2 and "--environment: no environment named 'qa'" in unknown.output, unknown.output

@@ -159,3 +159,14 @@ def test_the_cli_files_a_rollback_and_refuses_with_the_field_named(db, org, cli_
     assert "rolled_back_by" in shown.output, shown.output
     verified = cli_env("audit", "verify")
     assert verified.exit_code == 0, verified.output  # the link events are part of the chain, the rows bound
+
+
+def test_a_repeated_filing_of_a_rollback_returns_it_instead_of_refusing_it_as_a_second(services, clock):
+    """A restarted run files its change again with the same idempotency key: the rollback it recorded must not
+    count as another rollback of the same change."""
+    original = completed(services, clock)
+    request = services.rollbacks.request_for(original, person="carol", reason="errors", **INCIDENT)
+    first = services.changes.submit(request, idempotency_key="flow-run:r1")
+    assert services.changes.submit(request, idempotency_key="flow-run:r1").key == first.key
+    with pytest.raises(InputError, match=f"already rolled back by {first.key}"):
+        services.changes.submit(request, idempotency_key="flow-run:r2")
