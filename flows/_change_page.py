@@ -85,7 +85,8 @@ def change_page(services: Services, view: ChangeRequestView, *, runs: list[tuple
     state = view.state.value.replace("_", " ")
     lines = [f"# {view.key} {view.title}", "",
              f"**State:** {state}" + (f" ({view.outcome.replace('_', ' ')})" if view.outcome else "")
-             + f" · {view.type} change on **{view.service}**, requested by {view.requester}"
+             + f" · {view.type} change on **{view.service}**"
+             + (f" in **{view.environment}**" if view.environment else "") + f", requested by {view.requester}"
              + f" · risk **{view.risk_level.value}** ({view.risk_score})", ""]
     if view.state is ChangeState.awaiting_approval:
         lines.append(f"**Still needed:** {services.approvals.evaluation(view.key).describe_missing()}")
@@ -95,6 +96,12 @@ def change_page(services: Services, view: ChangeRequestView, *, runs: list[tuple
         lines.append(f"**Window:** {view.planned_start:%Y-%m-%d %H:%M} to "
                      f"{view.planned_end:%Y-%m-%d %H:%M} UTC" if view.planned_end else
                      f"**Window:** from {view.planned_start:%Y-%m-%d %H:%M} UTC")
+    if view.release:
+        lines.append(f"**Release:** {view.release}" + (f", shipped first by {view.promoted_from}"
+                                                        if view.promoted_from else ""))
+    if view.rolls_back or view.rolled_back_by:
+        lines.append(f"**Rolls back:** {view.rolls_back}" if view.rolls_back else
+                     f"**Rolled back by:** {view.rolled_back_by}")
     if view.review_due_at and view.state is ChangeState.review_pending:
         lines.append(f"**Review due:** {view.review_due_at:%Y-%m-%d %H:%M} UTC")
     lines.append("")

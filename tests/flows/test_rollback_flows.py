@@ -50,6 +50,8 @@ def test_a_completed_change_is_rolled_back_by_its_templates_rollback_commands(fl
         "the completed change's rollback commands, not its implementation"
     undone = flow_stack.services.changes.view(original)
     assert undone.rolled_back_by == rollback.key
+    (page,) = flow_stack.change_pages(rollback.flow_run_id, rollback.key)  # the rollback's page in the Prefect UI
+    assert f"**Rolls back:** {original}" in page and "change on **payments** in **production**" in page, page
     assert [(e.action, e.data["by"]) for e in undone.events if e.action in ("rollback_filed", "reverted")] == [
         ("rollback_filed", rollback.key), ("reverted", rollback.key)]
 
