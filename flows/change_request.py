@@ -158,8 +158,8 @@ def implement(key: str) -> bool:
 def traffic_back(change) -> dict | None:
     """For a rollback of a promoted canary (issue 32): all of its service's traffic back to the stable version,
     as its first step (setting a weight is idempotent: a restarted run sets it again). None: no such step."""
-    reverted = wiring().services.rollbacks.reverted(change)
-    if reverted is None or not reverted.canary:
+    reverted = wiring().services.rollbacks.reverted_canary(change)
+    if reverted is None or reverted.canary is None:
         return None
     problem = canary_to_stable(reverted)
     stable = reverted.canary.get("stable_version", "stable")
@@ -172,9 +172,8 @@ def is_manual(key: str) -> bool:
     rt = wiring()
     change = rt.services.changes.get(key)
     template = rt.services.rollbacks.template_for(change)
-    reverted = rt.services.rollbacks.reverted(change)
     return (not (template and template.implementation_commands) and rt.services.canary.plan(change) is None
-            and not (reverted is not None and reverted.canary))
+            and rt.services.rollbacks.reverted_canary(change) is None)
 
 
 def ship_canary(key: str, *, first_step: int, evidence: list[dict]) -> bool:

@@ -99,8 +99,7 @@ from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicySet, PromotionRule,
                            RequiredField, RiskPolicy, RollbackPolicy, TypePolicy)
 from ._promotion import Promoted, promotion_problems
-from ._reverting import (REVERTIBLE_STATES, Reverting, reverting_problems, reverting_template, rollback_refusal,
-                         rollback_request)
+from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
 from ._change_types import ChangeTypeRules, article, change_type
 from ._delegation import (Delegation, acting_for, active_delegations, delegates_of, delegation_problems,
@@ -112,6 +111,7 @@ from ._lockdown import NO_LOCKDOWN, Lockdown, LockdownPolicy, lockdown_refusal
 from ._lifecycle import (
     INITIAL_STATE, TERMINAL_STATES, OUTCOME_OF_STATE, STAMPED_BY_TRANSITION, CLEARED_BY_AMENDMENT,
     stamps_of,
+    implemented_successfully,
     GateTarget,
     GateVerdict,
     gate_verdict,
@@ -284,7 +284,7 @@ __all__ = [
     "PolicyEvaluation",
     "PolicySet",
     "PromotionRule",
-    "REVERTIBLE_STATES",
+    "implemented_successfully",
     "Reverting",
     "reverting_problems",
     "reverting_template",

@@ -53,6 +53,15 @@ INITIAL_STATE = S.submitted
 
 # The outcome of an implementation, by the state that records it (what the DORA figures count).
 OUTCOME_OF_STATE = {S.completed: "succeeded", S.failed: "failed", S.rolled_back: "rolled_back"}
+# Past its implementation with the outcome final (review_pending follows a failure as well as a success).
+_IMPLEMENTED = frozenset({S.completed.value, S.review_pending.value, S.closed.value})
+
+
+def implemented_successfully(state: str, outcome: str | None) -> bool:
+    """Its implementation is over and succeeded: it proves its release (staging first), and it may be rolled back
+    after the fact; a change still running has proven nothing, one that failed has nothing left to undo."""
+    return state in _IMPLEMENTED and outcome == OUTCOME_OF_STATE[S.completed]
+
 # The change's time columns, each stamped with the moment of its latest transition into one of these states: the
 # transition writes them and `audit verify` derives them again from the transition events (issue 28), so a moved
 # `implemented_at` or `ended_at` (a report's lead time) is caught.

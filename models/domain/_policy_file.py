@@ -236,7 +236,7 @@ class PolicySet(Strict):
             unknown = [w for w in place.windows if w not in self.windows] if isinstance(place.windows, list) else []
             if unknown:
                 raise ValueError(f"environments.{name}.windows: no window named {', '.join(unknown)} in `windows:`")
-            if not unknown and place.windows != "any" and not self.windows_in(name) and self.windows:
+            if place.windows != "any" and not self.windows_in(name) and self.windows:
                 raise ValueError(f"environments.{name}.windows: names no window (use `any` for none)")
             for type_name in place.approvals:
                 if type_name not in self.types:

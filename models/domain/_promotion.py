@@ -8,12 +8,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from ._change_types import article
-from ._enums import ChangeState
 from ._errors import FieldProblem
+from ._lifecycle import implemented_successfully
 from ._policy_file import PolicySet
-
-# The states in which a change's outcome is final: one that is still running has not proven the release yet.
-_FINISHED = (ChangeState.completed.value, ChangeState.closed.value, ChangeState.review_pending.value)
 
 
 class Promoted(Protocol):
@@ -61,7 +58,7 @@ def promotion_problems(policies: PolicySet, change: Promoted, proving: Proving |
         (f"it shipped release {proving.release or '(none)'}, not {change.release}",
          not change.release or proving.release == change.release),
         (f"it has not finished successfully (state {proving.state}, outcome {proving.outcome or 'none'})",
-         proving.state in _FINISHED and proving.outcome == "succeeded"),
+         implemented_successfully(proving.state, proving.outcome)),
     ) if not ok]
     if mismatch:
         problems.append(FieldProblem("promoted_from", f"{proving.key} does not prove the release: "

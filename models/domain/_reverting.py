@@ -9,14 +9,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ._change_types import article
-from ._enums import ChangeState
 from ._errors import FieldProblem
+from ._lifecycle import implemented_successfully
 from ._policy_file import PolicySet
 from ._templates import ChangeTemplate
-
-# A change that finished successfully: one still running is aborted instead (`changeflow abort`), one that failed
-# or was rolled back has nothing left to undo.
-REVERTIBLE_STATES = (ChangeState.completed.value, ChangeState.review_pending.value, ChangeState.closed.value)
 
 
 class Revertible(Protocol):
@@ -44,7 +40,7 @@ class Reverting(Protocol):
 
 def rollback_refusal(policies: PolicySet, original: Revertible, now: datetime) -> str | None:
     """Why `original` may not be rolled back this way now (None: it may)."""
-    if original.state not in REVERTIBLE_STATES or original.outcome != "succeeded":
+    if not implemented_successfully(original.state, original.outcome):
         return (f"{original.key} is {original.state} (outcome {original.outcome or 'none'}): only a change that "
                 "completed successfully is rolled back after the fact; a running one is aborted (changeflow abort)")
     within = policies.rollback.within
@@ -68,11 +64,9 @@ def reverting_problems(policies: PolicySet, request: Reverting, original: Revert
     if request.type != as_type:
         problems.append(FieldProblem("type", f"a rollback is filed as {article(as_type)} {as_type} change "
                                              "(policies.yaml rollback.as)"))
-    same_place = (request.service, request.environment or policies.default_environment) == (
-        original.service, original.environment or policies.default_environment)
-    if not same_place:
-        problems.append(FieldProblem("rolls_back", f"{original.key} changed {original.service} in "
-                                                   f"{original.environment or policies.default_environment}: its "
+    where = original.environment or policies.default_environment  # (NULL: filed before environments existed)
+    if (request.service, request.environment or policies.default_environment) != (original.service, where):
+        problems.append(FieldProblem("rolls_back", f"{original.key} changed {original.service} in {where}: its "
                                                    "rollback names the same service and environment"))
     refusal = rollback_refusal(policies, original, now)
     if refusal is not None:

@@ -93,8 +93,8 @@ class CalendarService:
         horizon = after + timedelta(days=100)
         freezes = [(w.starts_at, w.ends_at) for w in session.execute(select(MaintenanceWindow).where(
             MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < horizon,
-            MaintenanceWindow.ends_at > after, self._scheduling.holds_in(change.environment),
-            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == change.service))).scalars()]
+            MaintenanceWindow.ends_at > after,
+            self._scheduling.holds_in(change.environment, change.service))).scalars()]
         return next((w for w in sorted(self._scheduling.windows(session, change.service, change.environment, after,
                                                                 horizon), key=lambda w: w.starts_at)
                      if w.ends_at > after and not any(overlaps(w.starts_at, w.ends_at, *f) for f in freezes)), None)

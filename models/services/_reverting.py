@@ -69,10 +69,9 @@ class RollbackService:
     def template_for(self, change: ChangeRequest) -> ChangeTemplate | None:
         """The commands a change's run carries out: its template's, or for a rollback the reverted change's
         rollback commands."""
-        if not change.rolls_back:
+        original = self.reverted(change)
+        if original is None:
             return self._uow.org.template_of(change)
-        with self._uow.read() as session:
-            original = self._uow.load(session, change.rolls_back)
         return reverting_template(self._uow.org.template_of(original))
 
     def reverted(self, change: ChangeRequest) -> ChangeRequest | None:
@@ -81,3 +80,8 @@ class RollbackService:
             return None
         with self._uow.read() as session:
             return self._uow.load(session, change.rolls_back)
+
+    def reverted_canary(self, change: ChangeRequest) -> ChangeRequest | None:
+        """The canary change a rollback undoes, whose traffic it sends back to stable first (None: no such step)."""
+        original = self.reverted(change)
+        return original if original is not None and original.canary else None

@@ -33,7 +33,7 @@ from ..domain import (
     promotion_problems,
     scheduled_windows,
 )
-from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
+from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for, in_environment
 from ._identity import Identities
 from ._lockdown import lockdown_in_force
 from ._unit_of_work import UnitOfWork
@@ -71,8 +71,7 @@ class SchedulingService:
             select(MaintenanceWindow).where(
                 MaintenanceWindow.freeze.is_(True),
                 MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
-                (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == request.service),
-                self.holds_in(request.environment),
+                self.holds_in(request.environment, request.service),
             )
         ).scalars()
         for freeze in freezes:
@@ -132,15 +131,16 @@ class SchedulingService:
         """Changes that run in `environment` (None: the default one, which also holds changes filed before
         environments existed)."""
         policies = self._uow.org.policies
-        name, _ = policies.environment(environment)
-        if name == policies.default_environment:
-            return (ChangeRequest.environment == name) | ChangeRequest.environment.is_(None)  # type: ignore[union-attr]
-        return ChangeRequest.environment == name  # type: ignore[return-value]
+        return in_environment(policies.environment(environment)[0], policies.default_environment)
 
-    def holds_in(self, environment: str | None) -> ColumnElement[bool]:
-        """Ad hoc windows and freezes that hold in `environment`: its own and those of every environment."""
+    def holds_in(self, environment: str | None, service: str | None = None) -> ColumnElement[bool]:
+        """Ad hoc windows and freezes that hold in `environment` (its own and every environment's) and, given a
+        service, for it (its own and every service's)."""
         name, _ = self._uow.org.policies.environment(environment)
-        return MaintenanceWindow.environment.is_(None) | (MaintenanceWindow.environment == name)  # type: ignore
+        held = MaintenanceWindow.environment.is_(None) | (MaintenanceWindow.environment == name)  # type: ignore
+        if service is None:
+            return held
+        return held & (MaintenanceWindow.service.is_(None) | (MaintenanceWindow.service == service))  # type: ignore
 
     def windows(self, session: Session, service: str, environment: str | None, start: datetime,
                 end: datetime) -> list[WindowSpec]:
@@ -150,8 +150,7 @@ class SchedulingService:
                   for w in session.execute(select(MaintenanceWindow).where(
                       MaintenanceWindow.freeze.is_(False), MaintenanceWindow.starts_at < end + timedelta(days=1),
                       MaintenanceWindow.ends_at > start - timedelta(days=1),
-                      (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == service),
-                      self.holds_in(environment))).scalars()]
+                      self.holds_in(environment, service))).scalars()]
         return generated + ad_hoc
 
     def _next_slot(self, session: Session, service: str, environment: str | None, after: datetime,
@@ -335,8 +334,7 @@ class SchedulingService:
     def _freezes_at(self, session: Session, change: ChangeRequest, now: datetime) -> list[str]:
         freezes = session.execute(select(MaintenanceWindow).where(
             MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at <= now, MaintenanceWindow.ends_at > now,
-            (MaintenanceWindow.service.is_(None)) | (MaintenanceWindow.service == change.service),
-            self.holds_in(change.environment),
+            self.holds_in(change.environment, change.service),
         )).scalars()
         return [f"the freeze '{f.title or 'freeze'}' covers now (until {f.ends_at:%Y-%m-%d %H:%M} UTC)"
                 for f in freezes]

@@ -43,7 +43,7 @@ from ._outbox_rows import (
     record_notification_failed,
     update_notification,
 )
-from ._queries import ChangeFilter, Page, decode_cursor, query_changes
+from ._queries import ChangeFilter, Page, decode_cursor, in_environment, query_changes
 from ._tables import (
     Approval,
     AutomationToken,
@@ -113,6 +113,7 @@ __all__ = [
     "head_revision",
     "insert_result",
     "query_changes",
+    "in_environment",
     "record_problems",
     "upgrade_database",
     "guard_problems",

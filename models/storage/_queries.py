@@ -10,7 +10,7 @@ import binascii
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlmodel import Session
 
 from ..domain import EARLIEST_MOMENT, LATEST_MOMENT, ChangeState, InputError, Moment, RiskLevel, plain_text
@@ -75,13 +75,20 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def in_environment(name: str, default_environment: str | None) -> ColumnElement[bool]:
+    """Changes that run in environment `name`; those filed before environments existed (NULL) run in the
+    default one."""
+    named = ChangeRequest.environment == name
+    if name != default_environment:
+        return named  # type: ignore[return-value]
+    return named | ChangeRequest.environment.is_(None)  # type: ignore[union-attr]
+
+
 def filtered(stmt, f: ChangeFilter, default_environment: str | None = None):
     """Apply the filter's conditions to a select over ChangeRequest. `default_environment`: the environment of the
     changes filed before environments existed (NULL), found by a filter on it."""
     if f.environment is not None:
-        unset = ChangeRequest.environment.is_(None)  # type: ignore[union-attr]
-        stmt = stmt.where((ChangeRequest.environment == f.environment)
-                          | (unset if f.environment == default_environment else false()))
+        stmt = stmt.where(in_environment(f.environment, default_environment))
     for column, value in ((ChangeRequest.type, f.type), (ChangeRequest.state, f.state),
                           (ChangeRequest.service, f.service), (ChangeRequest.requester, f.requester),
                           (ChangeRequest.risk_level, f.risk)):
