@@ -27,11 +27,12 @@ class StartCheck:
 
 def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list[str],
                  started_early_by: str | None, in_window: bool = True, next_window: datetime | None = None,
-                 notice_until: datetime | None = None) -> StartCheck:
+                 notice_until: datetime | None = None, held_by: str | None = None) -> StartCheck:
     """The window gate's rule, checked at the moment implementation would begin (not when the change was filed):
     no freeze covers now; and either an authorised person started it early, or its notice period is over, its
     planned start has come and a maintenance window is open now (a change filed without a date waits for the
-    next one; a run that wakes after its window closed waits for the next). An early start never lifts a freeze."""
+    next one; a run that wakes after its window closed waits for the next; `held_by`: the related change that holds
+    the window open now, ahead of this undated one). An early start never lifts a freeze."""
     if freezes:
         return StartCheck(False, "; ".join(freezes), frozen=True)
     if started_early_by:
@@ -43,6 +44,8 @@ def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list
         return StartCheck(False, f"its window opens at {planned_start:%Y-%m-%d %H:%M} UTC", planned_start)
     if not in_window:
         when = f" (the next opens at {next_window:%Y-%m-%d %H:%M} UTC)" if next_window else ""
+        if held_by:
+            return StartCheck(False, f"the window open now is held by {held_by}, ahead of it{when}", next_window)
         return StartCheck(False, f"no maintenance window is open now{when}", next_window)
     return StartCheck(True, "its window is open")
 

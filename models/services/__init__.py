@@ -22,11 +22,14 @@ from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, 
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
 from ._reverting import RollbackService
-from ._scheduling import ACTIVE_STATES, SchedulingService
+from ._scheduling import SchedulingService
+from ._slots import ACTIVE_STATES, Slot, describe_window
 from ._unit_of_work import UnitOfWork
 from ._work import WorkConfirmation, WorkService
 
 __all__ = [
+    "describe_window",
+    "Slot",
     "AMENDABLE_FIELDS",
     "AmendmentService",
     "ACTIVE_STATES",

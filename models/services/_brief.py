@@ -11,6 +11,7 @@ from datetime import timedelta
 from ..domain import CanaryPlan, active_delegations
 from ..storage import ChangeRequest
 from ._scheduling import SchedulingService
+from ._slots import describe_window
 from ._unit_of_work import UnitOfWork
 
 
@@ -75,8 +76,9 @@ class ApprovalBriefs:
             return f"{change.planned_start:%a %Y-%m-%d %H:%M}-{end:%H:%M} UTC"
         if not scheduled:
             return "as soon as it is approved (its policy needs no window)"
-        slot = self._scheduling.next_slot(change.service, self._uow.clock())
-        return f"no date given: the next maintenance window, {slot or 'none in the next two months'}"
+        slot = self._scheduling.slot_held_by(change)
+        held = describe_window(slot.window) if slot is not None and slot.window is not None else None
+        return f"no date given: the first window nobody related holds, {held or 'none in the next 100 days'}"
 
     @staticmethod
     def _risk(change: ChangeRequest) -> str:

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlmodel import Session
 
-from ..domain import WindowSpec, change_type, overlaps, planned_span, scheduled_windows
+from ..domain import overlaps, planned_span, scheduled_windows
 from ..storage import ChangeRequest, MaintenanceWindow
-from ._scheduling import ACTIVE_STATES, SchedulingService
+from ._scheduling import SchedulingService
 from ._unit_of_work import UnitOfWork
 
 
@@ -50,9 +49,10 @@ class CalendarService:
         """The windows and freezes of `environment` (None: the default one) between `start` and `end`, each with
         the changes planned in it: by the same span and overlap rule as the freeze and clash checks (a change
         without an end takes the default length), so the calendar never shows a change outside a window that
-        refused it. An active change filed without a date is shown in its next allowed window."""
+        refused it. An active change filed without a date is shown in the window it holds: the first allowed one that
+        no related change holds before it."""
         environment, _ = self._uow.org.policies.environment(environment)
-        scheduling = self._scheduling
+        slots = self._scheduling.slots
         spans: list[tuple[str, str, str | None, bool, datetime, datetime]] = [
             (w.kind, w.title, None, False, w.starts_at, w.ends_at)
             for w in scheduled_windows(self._uow.org.policies.windows_in(environment), start, end)]
@@ -60,13 +60,15 @@ class CalendarService:
             spans += [("freeze" if w.freeze else w.kind, w.title, w.service, w.freeze, w.starts_at, w.ends_at)
                       for w in session.execute(select(MaintenanceWindow).where(
                           MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
-                          scheduling.holds_in(environment)).order_by(MaintenanceWindow.starts_at)).scalars()]
+                          slots.holds_in(environment)).order_by(MaintenanceWindow.starts_at)).scalars()]
             changes = list(session.execute(select(ChangeRequest).where(
                 ChangeRequest.planned_start < end, ChangeRequest.planned_start >= start - timedelta(days=1),
-                scheduling.runs_in(environment)).order_by(ChangeRequest.planned_start)).scalars())
-            waiting = [(change, window) for change in self._undated(session, environment)
-                       if (window := self._next_allowed_window(session, change)) is not None
-                       and window.starts_at < end and window.ends_at > start]
+                slots.runs_in(environment)).order_by(ChangeRequest.planned_start)).scalars())
+            # Undated changes where they queue: each in the first window no related change holds before it.
+            taken = {h.key: h.slot.window for h in slots.held(session, environment)
+                     if h.slot.window is not None and h.slot.starts_at < end and h.slot.ends_at > start}
+            waiting = [(change, taken[change.key]) for change in session.execute(select(ChangeRequest).where(
+                ChangeRequest.key.in_(list(taken))).order_by(ChangeRequest.id)).scalars()]
         entries = [CalendarEntry(kind, title, service, freeze, starts_at, ends_at, tuple(
             c.key for c in changes if c.planned_start is not None
             and overlaps(*planned_span(c.planned_start, c.planned_end), starts_at, ends_at)
@@ -75,26 +77,3 @@ class CalendarService:
             for kind, title, service, freeze, starts_at, ends_at in spans]
         return Calendar(start, end, sorted(entries, key=lambda e: e.starts_at), changes, [c for c, _ in waiting],
                         environment)
-
-    def _undated(self, session: Session, environment: str) -> list[ChangeRequest]:
-        """Active changes of the environment without a date, of the types that wait for a window there."""
-        policies = self._uow.org.policies
-        scheduled_types = [name for name in policies.types if change_type(policies, name, environment).scheduled]
-        return list(session.execute(select(ChangeRequest).where(
-            ChangeRequest.planned_start.is_(None), ChangeRequest.type.in_(scheduled_types),
-            self._scheduling.runs_in(environment),
-            ChangeRequest.state.in_([s.value for s in ACTIVE_STATES])).order_by(ChangeRequest.id)).scalars())
-
-    def _next_allowed_window(self, session: Session, change: ChangeRequest) -> WindowSpec | None:
-        """The first window of the change's service that opens once its notice is served and that no freeze of
-        its service overlaps: where the window gate will let it start."""
-        rules = self._uow.rules(change)
-        after = max(self._uow.clock(), change.created_at + rules.policy.notice)
-        horizon = after + timedelta(days=100)
-        freezes = [(w.starts_at, w.ends_at) for w in session.execute(select(MaintenanceWindow).where(
-            MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < horizon,
-            MaintenanceWindow.ends_at > after,
-            self._scheduling.holds_in(change.environment, change.service))).scalars()]
-        return next((w for w in sorted(self._scheduling.windows(session, change.service, change.environment, after,
-                                                                horizon), key=lambda w: w.starts_at)
-                     if w.ends_at > after and not any(overlaps(w.starts_at, w.ends_at, *f) for f in freezes)), None)

@@ -21,7 +21,7 @@ from ..domain import (
     rollback_request,
 )
 from ..storage import ChangeRequest
-from ._scheduling import ACTIVE_STATES
+from ._slots import ACTIVE_STATES
 from ._unit_of_work import UnitOfWork
 
 

@@ -4,9 +4,8 @@ changes on the same service (checked at submit and again when the change is sche
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
@@ -23,7 +22,6 @@ from ..domain import (
     PolicyViolation,
     Promoted,
     StartCheck,
-    WindowSpec,
     article,
     change_type,
     decide_start,
@@ -31,11 +29,11 @@ from ..domain import (
     overlaps,
     planned_span,
     promotion_problems,
-    scheduled_windows,
 )
-from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for, in_environment
+from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._identity import Identities
 from ._lockdown import lockdown_in_force
+from ._slots import ACTIVE_STATES, Planned, Slot, Slots, describe_window
 from ._unit_of_work import UnitOfWork
 
 # How far in the past a planned start may be when it is filed and still count as "now".
@@ -43,26 +41,18 @@ START_GRACE = timedelta(minutes=5)
 # Who resumed a gate when the form carried no name: Prefect's UI shows no identity.
 ANONYMOUS = "unknown (Prefect UI)"
 
-# States in which a change still holds its slot on the calendar.
-ACTIVE_STATES = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled,
-                 ChangeState.implementing, ChangeState.verifying)
-
-
-class Planned(Protocol):
-    service: str
-    environment: str | None
-    planned_start: datetime | None
-    planned_end: datetime | None
-
-
 class SchedulingService:
     def __init__(self, uow: UnitOfWork, identities: Identities):
         self._uow = uow
         self._identities = identities
+        self.slots = Slots(uow)
 
-    def clashes(self, session: Session, request: Planned, exclude: str | None = None) -> list[str]:
-        """Freezes and other active changes that the planned window overlaps, on the same service or one within
-        policies.yaml `conflict_depth` dependency steps of it (the message names the path)."""
+    def clashes(self, session: Session, request: Planned, exclude: str | None = None,
+                filed_at: datetime | None = None) -> list[str]:
+        """Freezes and other active changes that a dated request overlaps, on the same service or one within
+        policies.yaml `conflict_depth` dependency steps of it (the message names the path); an undated change holds
+        the whole window it will take (issue 32). An undated request clashes with nothing: it takes the first
+        window nobody related holds (`Slots`)."""
         if request.planned_start is None:
             return []
         start, end = planned_span(request.planned_start, request.planned_end)
@@ -71,7 +61,7 @@ class SchedulingService:
             select(MaintenanceWindow).where(
                 MaintenanceWindow.freeze.is_(True),
                 MaintenanceWindow.starts_at < end, MaintenanceWindow.ends_at > start,
-                self.holds_in(request.environment, request.service),
+                self.slots.holds_in(request.environment, request.service),
             )
         ).scalars()
         for freeze in freezes:
@@ -79,22 +69,19 @@ class SchedulingService:
                            f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
         directory = self._uow.org.directory
         related = directory.related(request.service, self._uow.org.policies.conflict_depth)
-        others = session.execute(
-            select(ChangeRequest).where(
-                ChangeRequest.service.in_(list(related)), self.runs_in(request.environment),
-                ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]),
-                ChangeRequest.planned_start.is_not(None), ChangeRequest.planned_start < end,
-            ).order_by(ChangeRequest.id)
-        ).scalars()
-        for other in others:
-            if other.key == exclude or other.planned_start is None:
+        others = {c.key: c for c in session.execute(select(ChangeRequest).where(
+            ChangeRequest.service.in_(list(related)), self.slots.runs_in(request.environment),
+            ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]))).scalars()}
+        for holding in self.slots.held(session, request.environment, exclude=exclude):
+            other = others.get(holding.key)
+            if other is None or not overlaps(start, end, holding.slot.starts_at, holding.slot.ends_at):
                 continue
-            other_start, other_end = planned_span(other.planned_start, other.planned_end)
-            if overlaps(start, end, other_start, other_end):
-                path = related[other.service]
-                through = f" ({directory.dependency_path(path)})" if len(path) > 1 else ""
-                clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}{through}, planned "
-                               f"{other_start:%Y-%m-%d %H:%M} to {other_end:%H:%M} UTC")
+            path = related[other.service]
+            through = f" ({directory.dependency_path(path)})" if len(path) > 1 else ""
+            window = holding.slot.window
+            when = (f"undated, so taking the window {describe_window(window)}" if window is not None else
+                    f"planned {holding.slot.starts_at:%Y-%m-%d %H:%M} to {holding.slot.ends_at:%H:%M} UTC")
+            clashes.append(f"conflicts with {other.key} ({other.title}) on {other.service}{through}, {when}")
         return clashes
 
     def slot_problems(self, session: Session, request: Planned, type_name: str) -> list[FieldProblem]:
@@ -110,12 +97,12 @@ class SchedulingService:
         # late): within the grace it counts as now; the window gate still checks the window when it starts.
         if start < earliest - START_GRACE:
             notice = f"{format_wait(rules.policy.notice)} notice" if rules.policy.notice else "a start in the future"
-            slot = self._next_slot(session, request.service, request.environment, earliest, end - start)
+            slot = self.slots.next_window(session, request.service, request.environment, earliest, end - start)
             return [FieldProblem("planned_start", f"{a} needs {notice}: earliest {earliest:%Y-%m-%d %H:%M} UTC"
                                  + (f"; the next maintenance window after that is {slot}" if slot else ""))]
         if not any(w.starts_at <= start and end <= w.ends_at
-                   for w in self.windows(session, request.service, request.environment, start, end)):
-            slot = self._next_slot(session, request.service, request.environment, start, end - start)
+                   for w in self.slots.windows(session, request.service, request.environment, start, end)):
+            slot = self.slots.next_window(session, request.service, request.environment, start, end - start)
             next_one = f"; the next is {slot}" if slot else ""
             return [FieldProblem("planned_start", f"{a} runs in a maintenance window: {start:%a %Y-%m-%d %H:%M} to "
                                  f"{end:%H:%M} UTC is outside every window{next_one}")]
@@ -127,54 +114,17 @@ class SchedulingService:
                    .scalars().first() if request.promoted_from else None)
         return promotion_problems(self._uow.org.policies, request, proving)
 
-    def runs_in(self, environment: str | None) -> ColumnElement[bool]:
-        """Changes that run in `environment` (None: the default one, which also holds changes filed before
-        environments existed)."""
-        policies = self._uow.org.policies
-        return in_environment(policies.environment(environment)[0], policies.default_environment)
-
-    def holds_in(self, environment: str | None, service: str | None = None) -> ColumnElement[bool]:
-        """Ad hoc windows and freezes that hold in `environment` (its own and every environment's) and, given a
-        service, for it (its own and every service's)."""
-        name, _ = self._uow.org.policies.environment(environment)
-        held = MaintenanceWindow.environment.is_(None) | (MaintenanceWindow.environment == name)  # type: ignore
-        if service is None:
-            return held
-        return held & (MaintenanceWindow.service.is_(None) | (MaintenanceWindow.service == service))  # type: ignore
-
-    def windows(self, session: Session, service: str, environment: str | None, start: datetime,
-                end: datetime) -> list[WindowSpec]:
-        """The recurring windows of the environment and the ad hoc ones of the service there, between the two."""
-        generated = scheduled_windows(self._uow.org.policies.windows_in(environment), start, end)
-        ad_hoc = [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service)
-                  for w in session.execute(select(MaintenanceWindow).where(
-                      MaintenanceWindow.freeze.is_(False), MaintenanceWindow.starts_at < end + timedelta(days=1),
-                      MaintenanceWindow.ends_at > start - timedelta(days=1),
-                      self.holds_in(environment, service))).scalars()]
-        return generated + ad_hoc
-
-    def _next_slot(self, session: Session, service: str, environment: str | None, after: datetime,
-                   length: timedelta) -> str | None:
-        """The first window starting at or after `after` that a change of this length fits in, described."""
-        fitting = sorted((w for w in self.windows(session, service, environment, after, after + timedelta(days=100))
-                          if w.starts_at >= after and w.ends_at - w.starts_at >= length), key=lambda w: w.starts_at)
-        if not fitting:
-            return None
-        w = fitting[0]
-        return f"{w.title or w.kind} {w.starts_at:%a %Y-%m-%d %H:%M}-{w.ends_at:%H:%M} UTC"
-
-    def next_slot(self, service: str, after: datetime, length: timedelta = timedelta(hours=1),
-                  environment: str | None = None) -> str | None:
-        """The first maintenance window for `service` from `after` that `length` fits in, described."""
+    def slot_held_by(self, change: ChangeRequest) -> Slot | None:
+        """The span `change` holds on the calendar (not yet recorded: the one it would hold if filed now)."""
         with self._uow.read() as session:
-            return self._next_slot(session, service, environment, after, length)
+            return self.slots.slot_of(session, change, change.created_at or self._uow.clock(), key=change.key)
 
     def schedule_clashes(self, key: str) -> list[str]:
         """For a recorded change: the freezes and other changes its window now overlaps (checked again when
         it is scheduled, since a freeze may have been declared after it was submitted)."""
         with self._uow.read() as session:
             change = self._uow.load(session, key)
-            return self.clashes(session, change, exclude=change.key)
+            return self.clashes(session, change, exclude=change.key, filed_at=change.created_at)
 
     def add_window(self, *, starts_at: datetime, ends_at: datetime, kind: str = "ad_hoc", title: str = "",
                    service: str | None = None, freeze: bool = False, actor: str = "changeflow",
@@ -307,7 +257,7 @@ class SchedulingService:
         if not rules.scheduled:  # `window: any`: approved means go (emergencies)
             return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
         in_window = self._window_open(session, change, now)
-        return decide_start(
+        return decide_start(held_by=None if in_window else self._holder_now(session, change, now),
             planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early,
             in_window=in_window, next_window=None if in_window else self._next_window(session, change, now),
             notice_until=change.created_at + rules.policy.notice if rules.policy.notice else None)
@@ -323,18 +273,34 @@ class SchedulingService:
             return self.lockdown_refusal(session, change_type, doing)
 
     def _window_open(self, session: Session, change: ChangeRequest, now: datetime) -> bool:
-        """A maintenance window (one of its environment's or ad hoc for its service) covers this moment."""
-        return any(w.starts_at <= now < w.ends_at for w in self.windows(
+        """A maintenance window (one of its environment's or ad hoc for its service) covers this moment; for an
+        undated change, the window it holds (issue 32: a related change queued before it has the one open now)."""
+        if change.planned_start is None:
+            slot = self.slots.slot_of(session, change, change.created_at, key=change.key)
+            return slot is not None and slot.covers(now)
+        return any(w.starts_at <= now < w.ends_at for w in self.slots.windows(
             session, change.service, change.environment, now, now + timedelta(microseconds=1)))
 
+    def _holder_now(self, session: Session, change: ChangeRequest, now: datetime) -> str | None:
+        """For an undated change: the related change that holds the window open now, ahead of it, named."""
+        if change.planned_start is not None:
+            return None
+        related = self._uow.org.directory.related(change.service, self._uow.org.policies.conflict_depth)
+        return next((f"{h.key} on {h.service}" for h in self.slots.held(session, change.environment)
+                     if h.key != change.key and h.service in related and h.slot.covers(now)), None)
+
     def _next_window(self, session: Session, change: ChangeRequest, after: datetime) -> datetime | None:
-        return min((w.starts_at for w in self.windows(session, change.service, change.environment, after,
-                                                      after + timedelta(days=40)) if w.starts_at > after), default=None)
+        if change.planned_start is None:
+            slot = self.slots.slot_of(session, change, change.created_at, key=change.key)
+            return slot.starts_at if slot is not None and slot.starts_at > after else None
+        return min((w.starts_at for w in self.slots.windows(session, change.service, change.environment, after,
+                                                            after + timedelta(days=40)) if w.starts_at > after),
+                   default=None)
 
     def _freezes_at(self, session: Session, change: ChangeRequest, now: datetime) -> list[str]:
         freezes = session.execute(select(MaintenanceWindow).where(
             MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at <= now, MaintenanceWindow.ends_at > now,
-            self.holds_in(change.environment, change.service),
+            self.slots.holds_in(change.environment, change.service),
         )).scalars()
         return [f"the freeze '{f.title or 'freeze'}' covers now (until {f.ends_at:%Y-%m-%d %H:%M} UTC)"
                 for f in freezes]

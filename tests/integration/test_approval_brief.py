@@ -56,7 +56,7 @@ def test_a_canary_release_and_a_clashing_change_show_their_brief_in_the_request_
         assert f"{metric.name} {metric.operator} {metric.threshold:g} ({metric.failure_limit} times)" in \
             brief.text("Canary")
     assert brief.text("Decided so far") == "alice approved as team_lead"
-    assert brief.text("When").startswith("no date given: the next maintenance window")
+    assert brief.text("When").startswith("no date given: the first window nobody related holds, Weekly maintenance")
     clash = services.briefs.of(services.changes.get(clashing.key))
     assert clash.text("When") == "Sun 2027-01-03 02:00-03:00 UTC"
     assert first.key in clash.text("Clashes with")

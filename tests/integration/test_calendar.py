@@ -114,27 +114,29 @@ def test_the_calendar_picture_draws_each_day_hour_by_hour_with_its_windows_freez
     assert f"| {change.key} " in picture
 
 
-def test_a_change_filed_without_a_date_is_listed_at_its_next_allowed_window(services, cli_env):
-    """Issue 32: the calendar saw only dated changes. Today (Sunday 29 Nov, 00:00) the next weekly window opens at
-    02:00: two undated standard changes wait for it beside a dated one; a major change waits out its 14 days'
-    notice; a change whose service is frozen over the weekend waits for the first window after the freeze (the
-    monthly one, which opens an hour before that Sunday's weekly one); an emergency waits for no window."""
+def test_a_change_filed_without_a_date_is_listed_at_the_window_it_holds(services, cli_env):
+    """Issue 32: the calendar saw only dated changes, and two undated changes and a dated one on one service were
+    all accepted for the same Sunday window. Today (Sunday 29 Nov, 00:00) the weekly window opens at 02:00 and a
+    dated payments change holds it; undated payments changes queue, in filing order, each in the first window
+    nobody related holds (the monthly window of 6 Dec, then the weekly one of the 13th); a major change waits out
+    its 14 days' notice and then for the next free window; a change whose (unrelated) service is frozen over the
+    weekend takes the first window after the freeze, beside a payments change; an emergency waits for none."""
     sunday = datetime(2026, 11, 29, 2, tzinfo=UTC)
     dated = services.changes.submit(_planned(sunday))
     first, second = (services.changes.submit(standard_request(title=f"undated {n}")) for n in (1, 2))
     major = services.changes.submit(major_request())
     services.scheduling.add_window(starts_at=datetime(2026, 11, 28, tzinfo=UTC),
-                                   ends_at=datetime(2026, 12, 2, tzinfo=UTC), title="Checkout freeze",
-                                   service="checkout", freeze=True)
-    frozen = services.changes.submit(standard_request(title="after the freeze", service="checkout"))
+                                   ends_at=datetime(2026, 12, 2, tzinfo=UTC), title="Reporting freeze",
+                                   service="reporting", freeze=True)
+    frozen = services.changes.submit(standard_request(title="after the freeze", service="reporting"))
     emergency = services.changes.submit(emergency_request())
-    shown = services.calendar.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 20, tzinfo=UTC))
+    shown = services.calendar.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 21, tzinfo=UTC))
     waiting = {(e.kind, e.starts_at): e.undated for e in shown.entries if e.undated}
-    assert waiting == {("weekly", sunday): (first.key, second.key),
-                       ("monthly", datetime(2026, 12, 6, 1, tzinfo=UTC)): (frozen.key,),
-                       ("weekly", datetime(2026, 12, 13, 2, tzinfo=UTC)): (major.key,)}
+    assert waiting == {("monthly", datetime(2026, 12, 6, 1, tzinfo=UTC)): (first.key, frozen.key),
+                       ("weekly", datetime(2026, 12, 13, 2, tzinfo=UTC)): (second.key,),
+                       ("weekly", datetime(2026, 12, 20, 2, tzinfo=UTC)): (major.key,)}
     (weekly,) = [e for e in shown.entries if (e.kind, e.starts_at) == ("weekly", sunday)]
-    assert weekly.changes == (dated.key,)
+    assert weekly.changes == (dated.key,) and weekly.undated == ()
     assert emergency.key not in {c.key for c in shown.undated} | {k for e in shown.entries for k in e.changes}
     text = cli_env("calendar", "--days", "21")
     assert text.exit_code == 0 and f"{first.key} (undated)" in text.stdout, text.stdout
