@@ -18,6 +18,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 from models import EndingKind, RunEnding
 
+from flows._heartbeat import heartbeat_stopped
 from flows._pause_key import GateKind, PauseKey
 
 
@@ -317,13 +318,14 @@ def suspend_at(form: Any, key: str) -> RunInput:
     from prefect.input.run_input import keyset_from_paused_state
     from prefect.states import Suspended
 
-    try:
+    with heartbeat_stopped():
+        try:
+            return suspend_flow_run(wait_for_input=form, key=key)
+        except PrefectHTTPStatusError as exc:
+            if not _form_already_stored(exc):
+                raise
+        _delete_form(keyset_from_paused_state(Suspended(pause_key=key)), _current_run_id())
         return suspend_flow_run(wait_for_input=form, key=key)
-    except PrefectHTTPStatusError as exc:
-        if not _form_already_stored(exc):
-            raise
-    _delete_form(keyset_from_paused_state(Suspended(pause_key=key)), _current_run_id())
-    return suspend_flow_run(wait_for_input=form, key=key)
 
 
 def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_after_s: float) -> RunInput | None:

@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
+from flows._heartbeat import heartbeating
 from flows._anchors import publish_verification
 from flows._wiring import wiring
 from models import REPORTS, Calendar, utcnow
@@ -22,6 +23,7 @@ ReportName = Literal[tuple(REPORTS)]  # type: ignore[misc]
 
 
 @flow(name="audit-report", log_prints=True)
+@heartbeating
 def audit_report(
     report: Annotated[ReportName, Field(description="dora, compliance, sla or refusals")] = "compliance",  # type: ignore[valid-type]
     since: Annotated[datetime | None, Field(description="Start of the range (default: a year ago)")] = None,

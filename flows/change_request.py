@@ -16,6 +16,7 @@ from prefect.states import State
 from models import (REFUSED, ChangeRequest, ChangeRequestInput, ChangeState, PolicyViolation, Rerun,
                     WorkStage, everyone_concerned, rerun_of)
 
+from flows._heartbeat import heartbeating
 from flows._commands import run_commands
 from flows._gates import approval_gate, filing_gate, wait_for_window
 from flows._manual import manual_work_gate
@@ -364,6 +365,7 @@ def see_through(key: str) -> None:
 # The form's fields are checked in the body, not by Prefect before it: a date range out of order or out of
 # bounds failed parameter validation, a red Failed run with a traceback (issue 30); the services refuse it by name.
 @flow(name="change-request", log_prints=True, validate_parameters=False)
+@heartbeating
 def change_request(request: ChangeRequestForm) -> State:
     """File a change request: it is recorded, approved by the people its policy names, and implemented."""
     run_id = str(flow_run.id)

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
+from flows._heartbeat import heartbeating
 from flows._gate import Gate, form_description, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._calling_off import stop_run
@@ -104,6 +105,7 @@ def carry_out(result: LockdownResult, notifier: Notifier) -> list[str]:
 
 
 @flow(name="lockdown", log_prints=True)
+@heartbeating
 def lockdown(action: Literal["on", "off"]) -> State:
     """Turn the lockdown on or off: the run waits for a person who may, with their code, in its Resume form."""
     rt = wiring()

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import State
 from sqlalchemy import create_engine
 
+from flows._heartbeat import heartbeating
 from flows._commands import run_command
 from flows._endings import run_ended
 from flows._prefect_api import change_run_name, change_run_tags, name_run
@@ -70,6 +71,7 @@ def _audience(change) -> list[str]:
 
 
 @flow(name="maintenance-announcement", log_prints=True)
+@heartbeating
 def maintenance_announcement(kind: str = "weekly", window_start: datetime | None = None,
                              window_minutes: float | None = None) -> str | None:
     """Record the coming window as a standard change, ask for its approvals and tell the stakeholders."""
@@ -157,6 +159,7 @@ def run_activity(name: str, timeout_s: float) -> dict:
 
 
 @flow(name="maintenance", log_prints=True)
+@heartbeating
 def maintenance_window(kind: str = "weekly", window_start: datetime | None = None,
                        window_minutes: float | None = None) -> str | State:
     """Run the window's activities if its change was approved; stop at the window's end. The run ends named for

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
+from flows._heartbeat import heartbeating
 from flows._endings import run_ended
 from flows._gate import Gate, form_description, wait_at
 from flows._json_logs import trace_change
@@ -77,6 +78,7 @@ REVIEW_FLOW = "change-review"
 
 
 @flow(name=REVIEW_FLOW, log_prints=True)
+@heartbeating
 def change_review(change: str) -> State:
     """Record the post-implementation review of `change` (its key, CHG-000123): the run waits for a reviewer's
     Resume. A change whose review is not due ends the run Refused, naming its state."""

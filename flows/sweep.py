@@ -18,6 +18,7 @@ from prefect.states import Completed, State
 from models import (ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, run_ending,
                     sla_passed, utcnow)
 
+from flows._heartbeat import heartbeating
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
 from flows._anchors import anchor_checkpoint
 from flows._change_page import publish_change_page
@@ -273,6 +274,7 @@ async def forget_idle_sweeps(ended_before: datetime) -> int:
 
 
 @flow(name=SWEEP_FLOW, log_prints=True)
+@heartbeating
 def sweep() -> dict | State:
     logger = get_run_logger()
     summary = escalate_and_expire()

@@ -32,6 +32,7 @@ from ._stack import (
     Stack,
     create_pool_and_deploy,
     free_port,
+    install_automations,
     port_in_use,
     prefect_env,
     start_endpoint,
@@ -45,7 +46,7 @@ from ._stack import (
 __all__ = [
     "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "DistributedLayout", "Lab",
     "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "confirm_filing_in_form",
-    "create_pool_and_deploy", "filed_change",
+    "create_pool_and_deploy", "filed_change", "install_automations",
     "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
     "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",
     "start_server", "start_worker", "start_workers", "steps_run", "submit_changes",

@@ -153,12 +153,18 @@ class Settings(BaseSettings):
     # Crash detection (automations.yaml, flows/sweep.py): how soon a dead run is found and acted on. Tests
     # turn these down (tests/e2e/kill_stack.py) and prove the same behaviour; production keeps the defaults.
     heartbeat_s: int = Field(
-        default=30, ge=30, description="Seconds between a running flow's heartbeats (Prefect's "
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY, whose floor is 30 s).")
+        default=30, ge=30, description="Seconds between Prefect's own heartbeats of a running flow "
+        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY, whose floor is 30 s): too slow to find a dead machine fast, so the "
+        "zombie automation waits on changeflow's own (run_heartbeat_s).")
+    run_heartbeat_s: float = Field(
+        default=5.0, ge=1.0, le=60.0, description="Seconds between a running flow's own heartbeat events "
+        "(`changeflow.flow-run.heartbeat`, flows/_heartbeat.py): one small event per running flow each time "
+        "(issue 28: a machine that dies with its runs is found within 30 s).")
     zombie_after_s: int = Field(
-        default=90, ge=31, description="A running flow silent this long is marked Crashed by the zombie automation "
-        "(automations.yaml): its process or machine died. Longer than heartbeat_s, so a live run is never taken "
-        "for a dead one.")
+        default=20, ge=5, description="A running flow silent this long is marked Crashed by the zombie automation "
+        "(automations.yaml): its process or machine died. Prefect looks every 5 s, so a death is found within this "
+        "plus 5 s of the last heartbeat; at least three heartbeats long, so one or two late ones never take a live "
+        "run for a dead one.")
     crash_settle_s: float = Field(
         default=5.0, ge=0.0, le=300.0, description="A dead run is acted on (recorded, restarted) only once its "
         "Crashed or Failed state is this old. Prefect 3.9's process worker reports a killed run twice, about half a "
@@ -183,9 +189,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _zombie_window_outlasts_a_heartbeat(self) -> "Settings":
         # A window of one heartbeat or less would mark live runs Crashed whenever a heartbeat arrived late.
-        if self.zombie_after_s < self.heartbeat_s + 10:
-            raise ValueError(f"zombie_after_s ({self.zombie_after_s}) must be at least heartbeat_s + 10 s "
-                             f"({self.heartbeat_s + 10})")
+        if self.zombie_after_s < 3 * self.run_heartbeat_s:
+            raise ValueError(f"zombie_after_s ({self.zombie_after_s}) must be at least three heartbeats "
+                             f"(3 x run_heartbeat_s = {3 * self.run_heartbeat_s:g} s)")
         return self
 
     @model_validator(mode="after")

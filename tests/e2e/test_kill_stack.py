@@ -50,10 +50,12 @@ def test_the_worker_killed_alone_mid_step_is_found_and_its_step_put_to_a_person(
 
 def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartbeats(kill_stack):
     """The worker and its flow-run processes killed as one (a machine's death): nothing is left to tell Prefect,
-    so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat for its window
-    (CHANGEFLOW_ZOMBIE_AFTER_S, 90 s) and marks it Crashed; the sweep then records the crash and puts the
-    interrupted step to a person. The run was suspended at its filing gate before (a new process took it on):
-    detection holds for a run that waited at a gate, whose `Suspended` is an event the automation expects."""
+    so the run stays Running until the zombie automation (automations.yaml) sees no heartbeat of changeflow's own
+    (every CHANGEFLOW_RUN_HEARTBEAT_S, 5 s) for its window (CHANGEFLOW_ZOMBIE_AFTER_S, 20 s) and marks it
+    Crashed; the sweep then records the crash and puts the interrupted step to a person. The run was suspended
+    at its filing gate before (a new process took it on): detection holds for a run that waited at a gate, whose
+    `Suspended` is an event the automation expects."""
+    kill_stack.zombie_window(kill_stack.settings.zombie_after_s)  # the default, whatever a server kill set before
     run_id = kill_stack.submit(slow_step("kill-worker-tree"), confirm_once_suspended=True)
     change = kill_stack.wait_for(run_id, lambda c: c.state == "implementing", 120, "implementation")
     kill_stack.wait_for(change.key, lambda c: kill_stack.lines("steps-kill-worker-tree"), 60, "the step to start")
@@ -63,7 +65,7 @@ def test_the_worker_killed_with_its_runs_mid_step_is_found_by_its_missing_heartb
     wait_until(lambda: kill_stack.run_state(run_id) != "RUNNING", 240,
                "the zombie automation to mark the silent run Crashed")
     print(f"the silent run was marked {kill_stack.run_state(run_id)} {time.monotonic() - killed_at:.0f} s after "
-          f"the kill (heartbeats every {kill_stack.settings.heartbeat_s} s, Crashed after "
+          f"the kill (heartbeats every {kill_stack.settings.run_heartbeat_s:g} s, Crashed after "
           f"{kill_stack.settings.zombie_after_s} s without one)")
     row = kill_stack.wait_listed_as_pending(change.key, "step 1 was interrupted by a crash", timeout_s=180)
     assert "grace" in row["waiting_on"]

@@ -120,14 +120,20 @@ def test_schema_revision_constant_is_alembics_head():
 
 
 def test_crash_detection_timings_have_production_defaults_and_a_zombie_window_longer_than_a_heartbeat():
+    """Issue 28: a machine that dies with its runs is found within 30 s: changeflow's own heartbeat every 5 s, a
+    20 s window (Prefect looks every 5 s)."""
     settings = Settings()
-    assert (settings.heartbeat_s, settings.zombie_after_s, settings.sweep_interval_s) == (30, 90, 60)
-    # A window no longer than a heartbeat (plus slack) would take live runs for dead ones.
-    with pytest.raises(ValidationError, match=r"zombie_after_s \(39\) must be at least heartbeat_s \+ 10 s"):
-        Settings(zombie_after_s=39)
+    assert (settings.run_heartbeat_s, settings.zombie_after_s, settings.sweep_interval_s) == (5, 20, 60)
+    assert settings.zombie_after_s + 5 <= 30
+    # A window of fewer than three heartbeats would take a live run whose heartbeats came late for a dead one.
+    with pytest.raises(ValidationError, match=r"zombie_after_s \(14\) must be at least three heartbeats \(3 x "
+                                              r"run_heartbeat_s = 15 s\)"):
+        Settings(zombie_after_s=14)
+    with pytest.raises(ValidationError, match="run_heartbeat_s"):
+        Settings(run_heartbeat_s=0.5)
     with pytest.raises(ValidationError, match="heartbeat_s"):
-        Settings(heartbeat_s=5)  # Prefect's floor is 30 s: a lower figure would never reach the runs
-    assert Settings(heartbeat_s=60, zombie_after_s=70).zombie_after_s == 70
+        Settings(heartbeat_s=5)  # Prefect's own: its floor is 30 s, a lower figure would never reach the runs
+    assert Settings(run_heartbeat_s=10, zombie_after_s=30).zombie_after_s == 30
 
 
 def test_a_worker_polls_every_half_second_and_a_hot_gate_never_yields_to_a_run_not_yet_polled_for():
