@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ._canary_lab import Lab
+from ._demo_requests import PIPELINE_REQUEST
 
 # Whose messages go to a file of their own (the demo's e-mail); the others' to the console, with Slack ids.
 INBOX_PERSON = "alice"
@@ -78,6 +79,8 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
     directory = yaml.safe_load((config / "directory.yaml").read_text())
     for name in labs:
         directory["services"].setdefault(name, {"owners": ["frank"], "stakeholders": ["dave"]})
+    # The pipeline's service, whose owner verifies what it deployed.
+    directory["services"].setdefault(str(PIPELINE_REQUEST["service"]), {"owners": ["alice"], "stakeholders": ["dave"]})
     (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     maintenance = yaml.safe_load((config / "maintenance.yaml").read_text())
     maintenance["windows"]["weekly"]["checklist"] = "demo-maintenance"

@@ -59,9 +59,12 @@ STANDARD_WEB = {
              "touches_data": "no"},
     "canary": WEB_PLAN,
 }
-# What a deployment pipeline files over the pipeline API (its requester is the token's automation).
+# What a deployment pipeline files over the pipeline API (its requester is the token's automation). On a service of
+# its own: an undated change holds the whole window it takes (issue 32), and the demo's weekly maintenance of
+# platform runs in the same release window, so a pipeline on payments (which depends on platform) would take the
+# window from the maintenance, or wait for the next one behind it.
 PIPELINE_REQUEST = {
-    "type": "standard", "title": "Deploy payments 1.8 from CI", "service": "payments",
+    "type": "standard", "title": "Deploy search 1.8 from CI", "service": "search",
     "implementation_plan": "the pipeline deploys build 1.8 once the change may start",
     "rollback_plan": "the pipeline redeploys 1.7", "test_evidence": "CI run 4471: unit, integration, staging",
     "risk": {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",

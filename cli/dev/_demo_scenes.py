@@ -77,7 +77,7 @@ def pipeline_waits_on_its_gate(demo: Demo, tag: str, approval_url: str, app: Cal
                   f"{services.changes.get(key).state}")
     demo.wait(lambda: services.changes.get(key).state == ChangeState.verifying.value, "verification")
     code = services.approvals.approval_code_for(key, "alice", Act.confirm_work)
-    app(["work", key, "verified", "--as", "alice", "--code", code, "--note", "payments healthy after 1.8"],
+    app(["work", key, "verified", "--as", "alice", "--code", code, "--note", "search healthy after 1.8"],
         standalone_mode=False)
     state = demo.final_state(change.flow_run_id, key)
     demo.say(tag, f"alice, its service's owner, verified it: {key} {state}, outcome "
