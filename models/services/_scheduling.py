@@ -50,9 +50,9 @@ class SchedulingService:
     def clashes(self, session: Session, request: Planned, exclude: str | None = None,
                 filed_at: datetime | None = None) -> list[str]:
         """Freezes and other active changes that a dated request overlaps, on the same service or one within
-        policies.yaml `conflict_depth` dependency steps of it (the message names the path); an undated change holds
-        the whole window it will take (issue 32). An undated request clashes with nothing: it takes the first
-        window nobody related holds (`Slots`)."""
+        policies.yaml `conflict_depth` dependency steps of it (the message names the path); an approved undated change
+        holds the whole window it will take (issue 32), one not approved yet moves to the next. An undated request
+        clashes with nothing: it takes the first window nobody related holds (`Slots`)."""
         if request.planned_start is None:
             return []
         start, end = planned_span(request.planned_start, request.planned_end)
@@ -76,6 +76,8 @@ class SchedulingService:
             other = others.get(holding.key)
             if other is None or not overlaps(start, end, holding.slot.starts_at, holding.slot.ends_at):
                 continue
+            if holding.slot.window is not None and other.approved_at is None:
+                continue  # an undated change not approved yet goes around a dated one: approval entitles it
             path = related[other.service]
             through = f" ({directory.dependency_path(path)})" if len(path) > 1 else ""
             window = holding.slot.window

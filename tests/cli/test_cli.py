@@ -192,7 +192,8 @@ def test_policy_show_lists_who_must_approve(cli_env):
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
-    ("CHANGEFLOW_ZOMBIE_AFTER_S", "35", "zombie_after_s (35) must be at least heartbeat_s + 10 s (40)"),
+    ("CHANGEFLOW_ZOMBIE_AFTER_S", "12",
+     "zombie_after_s (12) must be at least three heartbeats (3 x run_heartbeat_s = 15 s)"),
     ("CHANGEFLOW_SWEEP_INTERVAL_S", "soon", "CHANGEFLOW_SWEEP_INTERVAL_S: Input should be a valid integer"),
     ("CHANGEFLOW_HEARTBEAT_S", "5", "CHANGEFLOW_HEARTBEAT_S: Input should be greater than or equal to 30"),
     ("CHANGEFLOW_SERVER_START_TIMEOUT_S", "1", "CHANGEFLOW_SERVER_START_TIMEOUT_S: Input should be greater than or "

@@ -67,8 +67,11 @@ def test_two_undated_changes_on_one_service_take_two_windows_and_the_second_star
     assert services.scheduling.begin_implementation(second.key).state == ChangeState.implementing.value
 
 
-def test_a_dated_change_is_refused_in_the_window_an_undated_one_holds_until_that_one_is_withdrawn(services):
-    undated = services.changes.submit(standard_request(title="undated"))
+def test_a_dated_change_is_refused_in_the_window_an_approved_undated_one_holds_and_moves_an_unapproved_one(
+        services):
+    """Approval entitles an undated change to its window: a dated change planned into it is refused naming it. One
+    not approved yet goes around the dated change to the next window instead (a stale filing blocks nothing)."""
+    undated = scheduled(services, title="undated")
     dated = standard_request(title="dated", planned_start=(SUNDAY_13 + timedelta(hours=1)).isoformat(),
                              planned_end=(SUNDAY_13 + timedelta(hours=2)).isoformat())
     with pytest.raises(PolicyViolation, match=rf"conflicts with {undated.key} \(undated\) on payments, undated, so "
@@ -77,7 +80,10 @@ def test_a_dated_change_is_refused_in_the_window_an_undated_one_holds_until_that
     assert [c.key for c in services.changes.list_changes()] == [undated.key], "a refused change writes nothing"
     services.amendments.withdraw(undated.key, person="grace", reason="not needed",
                                  code=services.approvals.approval_code_for(undated.key, "grace", Act.withdraw))
+    waiting = services.changes.submit(standard_request(title="filed, not approved"))
+    assert held(services, waiting.key) == SUNDAY_13
     assert services.changes.submit(dated).state == ChangeState.submitted.value
+    assert held(services, waiting.key) == SUNDAY_20
 
 
 def test_undated_changes_queue_across_services_that_depend_on_each_other_and_share_with_unrelated_ones(services):
