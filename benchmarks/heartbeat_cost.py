@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -22,6 +23,20 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# This process's events client talks to the beating stack's server: Prefect reads its address once, when first
+# imported (cli.dev imports it), and must never fall back to a temporary server of its own.
+BEATING_PORT = _free_port()
+os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{BEATING_PORT}/api",
+                   "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+                   "PREFECT_HOME": tempfile.mkdtemp(prefix="heartbeat-cost-client-")})
 
 from cli.dev._stack import free_port  # noqa: E402
 
@@ -36,10 +51,6 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=30, help="time before measuring")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    beating_port = free_port()
-    # This process's events client talks to the beating stack's server (Prefect reads its address once).
-    os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{beating_port}/api",
-                       "PREFECT_HOME": tempfile.mkdtemp(prefix="heartbeat-cost-client-")})
     from prefect.events import emit_event
 
     from flows._heartbeat import HEARTBEAT_EVENT
@@ -64,7 +75,7 @@ def main() -> None:
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
     try:
-        for name, port in (("beating", beating_port), ("idle", free_port())):
+        for name, port in (("beating", BEATING_PORT), ("idle", free_port())):
             stacks[name] = flow_stack.start_flow_stack(Path(tempfile.mkdtemp(prefix=f"heartbeat-{name}-")), port)
         sender = threading.Thread(target=beat, daemon=True)
         sender.start()
