@@ -256,6 +256,10 @@ class SchedulingService:
         early = next((e.actor for e in reversed(events_for(session, change.key))
                       if e.action == AuditAction.early_start.value
                       and decode_data(e).get("round", 1) == change.approval_round), None)
+        if early is not None and (running := self._running_related(session, change)) is not None:
+            # An early start lifts the window, never the queue: it takes effect once the change ahead has ended.
+            freezes.append(f"{running} is being implemented now: an early start never runs two related changes "
+                           "at once")
         if not rules.scheduled:  # `window: any`: approved means go (emergencies)
             return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
         in_window = self._window_open(session, change, now)
@@ -282,6 +286,15 @@ class SchedulingService:
             return slot is not None and slot.covers(now)
         return any(w.starts_at <= now < w.ends_at for w in self.slots.windows(
             session, change.service, change.environment, now, now + timedelta(microseconds=1)))
+
+    def _running_related(self, session: Session, change: ChangeRequest) -> str | None:
+        """Another change being implemented now on the change's service or a related one, named."""
+        related = self._uow.org.directory.related(change.service, self._uow.org.policies.conflict_depth)
+        running = session.execute(select(ChangeRequest).where(
+            ChangeRequest.service.in_(list(related)), self.slots.runs_in(change.environment),
+            ChangeRequest.key != change.key,
+            ChangeRequest.state.in_([ChangeState.implementing.value, ChangeState.verifying.value]))).scalars().first()
+        return f"{running.key} on {running.service}" if running is not None else None
 
     def _holder_now(self, session: Session, change: ChangeRequest, now: datetime) -> str | None:
         """For an undated change: the related change that holds the window open now, ahead of it, named."""

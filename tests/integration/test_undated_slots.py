@@ -121,3 +121,22 @@ def test_a_running_undated_change_keeps_the_window_it_runs_in_ahead_of_one_appro
                                                   attempt_id="early-1") is None
     services.scheduling.begin_implementation(running.key)
     assert (held(services, running.key), held(services, ahead.key)) == (SUNDAY_13, SUNDAY_20)
+
+
+def test_an_early_start_lifts_the_window_never_the_queue(services, clock):
+    """A team lead's early start of a change queued behind one being implemented on the same service is recorded,
+    and takes effect only once that one has ended: two related changes never run at once."""
+    ahead = scheduled(services, title="ahead")
+    queued = scheduled(services, title="queued")
+    clock.at = SUNDAY_13 + timedelta(minutes=1)
+    services.scheduling.begin_implementation(ahead.key)
+    early = services.approvals.approval_code_for(queued.key, "alice", Act.start_early)
+    assert services.scheduling.answer_window_gate(queued.key, person="alice", reason="go now", code=early,
+                                                  attempt_id="early-1") is None
+    check = services.scheduling.start_check(queued.key)
+    assert not check.may_start and f"{ahead.key} on payments is being implemented now" in check.reason, check
+    with pytest.raises(PolicyViolation, match="an early start never runs two related changes at once"):
+        services.scheduling.begin_implementation(queued.key)
+    for state in (ChangeState.verifying, ChangeState.completed):
+        services.changes.transition(ahead.key, state, actor="alice", reason="done")
+    assert services.scheduling.begin_implementation(queued.key).state == ChangeState.implementing.value
