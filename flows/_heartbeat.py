@@ -40,11 +40,13 @@ class RunHeartbeat:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop beating and send what was emitted (idempotent)."""
+    def stop(self, flush: bool = True) -> None:
+        """Stop beating and, with `flush`, send what was emitted (idempotent)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if not flush:
+            return
         if self._thread is not None:
             self._thread.join(timeout=self.every_s + 2)
         from prefect.events.worker import EventsWorker
@@ -87,10 +89,17 @@ def _run_beating(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     _current = RunHeartbeat(run_id, _every_s())
     _current.start()
     try:
-        return fn(*args, **kwargs)
-    finally:
+        result = fn(*args, **kwargs)
+    except BaseException:
+        # Failed, cancelled or terminated: stop beating, but never wait on the events client here. A cancelled run's
+        # process must exit at once on its SIGTERM (its worker reports the exit, and a restart waits for that
+        # report; a lingering exit let the restarted run be killed, CI 2026-12-07).
         heartbeat, _current = _current, None
-        heartbeat.stop()
+        heartbeat.stop(flush=False)
+        raise
+    heartbeat, _current = _current, None
+    heartbeat.stop()
+    return result
 
 
 @contextmanager
