@@ -71,6 +71,7 @@ def run_approvals(label: str, home: Path, changes: int) -> list[float]:
     for i in range(changes):
         run = run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": "standard", "title": f"latency {i}", "service": "payments", "requester": "grace",
+            "test_evidence": "staging run green",
             "rollback_plan": "redeploy", "risk": ROUTINE_RISK}})
         run_id = str(run.id)
         confirm_filing_in_form(services, PREFECT_API_URL.value(), run_id)  # grace confirms she filed it

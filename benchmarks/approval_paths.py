@@ -153,6 +153,7 @@ def memory_with_every_slot_hot(services: Services, api_url: str, worker_pid: int
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         runs = [str(run_deployment("change-request/submit", timeout=0, parameters={"request": {
             "type": "standard", "title": f"hot {n}", "service": "payments", "requester": "grace",
+            "test_evidence": "staging run green",
             "rollback_plan": "redeploy", "risk": ROUTINE_RISK}}).id) for n in range(slots)]
         for run_id in runs:
             confirm_filing_in_form(services, api_url, run_id)

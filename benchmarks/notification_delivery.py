@@ -31,6 +31,7 @@ def main() -> None:
     services = Services.build(Database(f"sqlite:///{home / 'cf.db'}"), org, b"bench")
     notifier = Notifier(services, settings)
     changes = [services.changes.submit({"type": "standard", "title": f"bench {i}", "service": "payments",
+                                        "test_evidence": "staging run green",
                                         "requester": "grace", "rollback_plan": "undo", "risk": ROUTINE_RISK})
                for i in range(args.count)]
     queued_started = time.perf_counter()

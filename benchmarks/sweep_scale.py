@@ -53,6 +53,7 @@ def seed_waiting(services: Services, changes: int) -> list[str]:
     keys = []
     for i in range(changes):
         change = services.changes.submit({"type": "standard", "title": f"Waiting {i}", "service": "payments",
+                                          "test_evidence": "staging run green",
                                           "requester": "grace", "rollback_plan": "redeploy", "risk": ROUTINE_RISK})
         services.approvals.request_approval(change.key)
         keys.append(change.key)
@@ -113,6 +114,7 @@ def run_stack(changes: int) -> None:
                     created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=120, json={
                         "idempotency_key": f"sweep-benchmark-{key}",
                         "parameters": {"request": {"type": "standard", "title": key, "service": "payments",
+                                                   "test_evidence": "staging run green",
                                                    "requester": "grace", "rollback_plan": "redeploy",
                                                    "risk": ROUTINE_RISK}},
                         "state": {"type": "PAUSED", "name": "Suspended", "message": "waiting at its approval gate",

@@ -35,6 +35,7 @@ def run(db: Database, count: int) -> None:
     for i in range(count):
         change = services.changes.submit({
             "type": "standard",
+            "test_evidence": "staging run green",
             "title": f"Change {i}",
             "service": SERVICES[i % len(SERVICES)],
             "requester": "grace",

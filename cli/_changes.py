@@ -132,7 +132,7 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
         return
     facts = Table.grid(padding=(0, 2))
     for name in ("type", "state", "service", "environment", "release", "promoted_from", "rolls_back", "rolled_back_by",
-                 "requester", "risk_level", "risk_score", "incident_id",
+                 "requester", "category", "risk_level", "risk_score", "incident_id",
                  "incident_severity", "planned_start", "planned_end", "review_due_at", "flow_run_id",
                  "policy_version"):
         value = getattr(view, name)
@@ -140,6 +140,10 @@ def show(key: str = typer.Argument(..., help="Change key."), json_output: bool =
             facts.add_row(name, fmt_time(value) if isinstance(value, datetime) else str(getattr(value, "value", value)))
     facts.add_row("risk reasons", "; ".join(view.risk_reasons) or "-")
     facts.add_row("rollback plan", view.rollback_plan or "-")
+    facts.add_row("test evidence", view.test_evidence or "-")
+    for label, value in (("UAT sign-off", view.uat_signoff), ("documentation", view.documentation_link)):
+        if value:
+            facts.add_row(label, value)
     console.print(Panel(facts, title=f"{view.key}  {view.title}"))
     if view.approvals:
         approvals = Table(title="approvals")
@@ -294,11 +298,15 @@ def amend(
     plan: Optional[str] = typer.Option(None, "--plan", help="New implementation plan."),
     rollback_plan: Optional[str] = typer.Option(None, "--rollback-plan", help="New rollback plan."),
     test_evidence: Optional[str] = typer.Option(None, "--test-evidence", help="New test evidence."),
+    uat_signoff: Optional[str] = typer.Option(None, "--uat-signoff", help="New UAT sign-off."),
+    documentation_link: Optional[str] = typer.Option(None, "--documentation-link", help="New documentation link."),
+    category: Optional[str] = typer.Option(None, help="New category (corrective, adaptive, perfective, preventive)."),
 ) -> None:
     """Change what was asked before implementation: the change is approved again, in a new round."""
     amendment = {name: value for name, value in {
         "title": title, "description": description, "impact": impact, "implementation_plan": plan,
-        "rollback_plan": rollback_plan, "test_evidence": test_evidence}.items() if value is not None}
+        "rollback_plan": rollback_plan, "test_evidence": test_evidence, "uat_signoff": uat_signoff,
+        "documentation_link": documentation_link, "category": category}.items() if value is not None}
     _reopen(key, amendment, person, code, reason)
 
 

@@ -27,6 +27,7 @@ from models import (
     ItemOutcome,
     MetricItem,
     normalise_database_url,
+    ServiceHealthItem,
     SqlItem,
 )
 
@@ -65,6 +66,18 @@ def check_http(item: HttpItem) -> ItemOutcome:
         if item.json_value is not None and value != item.json_value:
             return _outcome(item, False, f"{item.json_field} = {value!r}, expected {item.json_value!r}", **evidence)
     return _outcome(item, True, f"HTTP {response.status_code} in {latency_ms:.0f} ms", **evidence)
+
+
+def check_service_health(item: ServiceHealthItem) -> ItemOutcome:
+    """The service's health URL from the directory (filled in when its change's checklist was read)."""
+    if item.url is None:
+        return _outcome(item, False, f"directory.yaml gives {item.service or 'the service'} no health URL "
+                        "(services.<name>.health): nothing to probe", service=item.service)
+    probed = check_http(HttpItem(kind="http", id=item.id, title=item.title, required=item.required,
+                                 timeout_s=item.timeout_s, retries=item.retries, url=item.url,
+                                 expect_status=item.expect_status))
+    return probed.model_copy(update={"detail": f"{item.service}: {probed.detail}",
+                                     "evidence": {**probed.evidence, "service": item.service}})
 
 
 def check_command(item: CommandItem) -> ItemOutcome:
@@ -145,4 +158,4 @@ def check_metric(item: MetricItem) -> ItemOutcome:
 # here fails tests/test_checklists.py::test_every_automated_item_kind_has_a_checker.
 CHECKS: dict[str, Callable[[Any], ItemOutcome]] = {
     "http": check_http, "command": check_command, "sql": check_sql, "backup_fresh": check_backup_fresh,
-    "changeflow_backup": check_changeflow_backup, "metric": check_metric}
+    "changeflow_backup": check_changeflow_backup, "metric": check_metric, "service_health": check_service_health}

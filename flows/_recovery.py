@@ -27,7 +27,7 @@ from prefect.states import Cancelled, Crashed, Scheduled
 
 from flows._wiring import wiring
 from flows.traffic import RouterError
-from models import MAX_AUTOMATIC_RESTARTS, ChangeState, ConfigError, responsible, utcnow
+from models import MAX_AUTOMATIC_RESTARTS, ChangeState, ConfigError, responsible_and_on_call, utcnow
 
 DEAD = [StateType.CRASHED, StateType.FAILED]
 # Dead runs are read back this far: a sweep that was down for days still finds the crashes it missed.
@@ -147,11 +147,8 @@ def reconcile_crashed_runs() -> dict:
                   f"({crash.message or 'no message'}); " +
                   (f"restarted ({crash.number} of {MAX_AUTOMATIC_RESTARTS})" if again
                    else "left for a person: press Retry on the run after checking the service"))
-        ladder = services.rules(change).ladder
-        on_call = services.org.directory.holders(ladder[0].role) if ladder else []
-        rt.notifier.announce(change, "run_crashed", sorted({*responsible(change, services.org.directory),
-                                                            *on_call}),
-                             round_=f"crash-{crash.number}", reason=reason)
+        told = responsible_and_on_call(change, services.org.directory, services.org.policies.on_call_role)
+        rt.notifier.announce(change, "run_crashed", told, round_=f"crash-{crash.number}", reason=reason)
         if again:
             # As the UI's Retry button would: the run starts again from the top on a free worker.
             asyncio.run(_set_state(run.id, Scheduled(message="restarted by changeflow after a crash")))

@@ -23,7 +23,7 @@ from flows._gate import Gate, wait_at
 from flows._pause_key import GateKind, PauseKey
 from flows._wiring import wiring
 from flows.traffic import RouterError, router_for
-from models import TEXT_LIMIT, PolicyViolation, responsible, utcnow
+from models import TEXT_LIMIT, PolicyViolation, responsible_and_on_call, utcnow
 
 DONE = {"continue", "promote", "proceed"}
 
@@ -104,8 +104,9 @@ class CanaryGate(Gate[str]):
             return
         rt = wiring()
         change = rt.services.changes.get(self.key)
-        rt.notifier.announce(change, "canary_gate_waiting", responsible_and_on_call(change), round_=self.full_name,
-                             deadline=self.deadline, extra={"gate": self.full_name}, personal_code=True)
+        told = responsible_and_on_call(change, rt.services.org.directory, rt.services.org.policies.on_call_role)
+        rt.notifier.announce(change, "canary_gate_waiting", told, round_=self.full_name, deadline=self.deadline,
+                             extra={"gate": self.full_name}, personal_code=True)
         rt.notifier.deliver(change_key=self.key)
 
     def form(self, refusal: str | None) -> Any:
@@ -237,15 +238,6 @@ def _gate_reason(answer: str, where: str) -> str:
         timeout = wiring().services.org.canary_config.gate_timeout_s
         return f"nobody answered the canary gate {where} within {timeout:g} s: rolled back (fail-safe)"
     return f"rolled back by a person {where}"
-
-
-def responsible_and_on_call(change) -> list[str]:
-    """Who hears that a canary waits for a person: the requester, the service's owners and the first rung of the
-    change type's escalation ladder (the people on call)."""
-    services = wiring().services
-    ladder = services.rules(change).ladder
-    on_call = services.org.directory.holders(ladder[0].role) if ladder else []
-    return sorted({*responsible(change, services.org.directory), *on_call})
 
 
 def _roll_back(key, plan, change, reason, failing, *, weight_already_zero: bool = False):

@@ -97,7 +97,9 @@ def maintenance_announcement(kind: str = "weekly", window_start: datetime | None
                                              environment=environment_of(kind))
     try:
         change = file_window_change(kind, window)
-    except PolicyViolation as exc:  # a lockdown (issue 32): the window is not announced, and so does not run
+    except (PolicyViolation, InputError) as exc:
+        # A lockdown (issue 32), or an announcement run so late that the window's change no longer has its type's
+        # notice (issue 31: stakeholders are told 48 h ahead): the window is not announced, and so does not run.
         get_run_logger().warning("the %s window %s is not announced: %s", kind, window.starts_at, exc)
         return None
     if change.state == ChangeState.submitted.value:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prefect import get_client
 
-from cli.dev import (FAST_POLLING, Stack, create_pool_and_deploy, free_port, prefect_env, start_worker,
-                     wait_for_deployments)
+from cli.dev import (FAST_POLLING, Stack, compress_notice, create_pool_and_deploy, free_port, prefect_env,
+                     start_worker, wait_for_deployments)
 from models import DEFAULTS_DIR, Act, Database, Services, Settings, install_runbooks, load_org, utcnow
 from tests.helpers import ROUTINE_RISK, SECRET
 from tests.prefect_db import start_seeded_server
@@ -259,8 +259,9 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                      "rollback_plan": "undo", "implementation_commands": ["echo step one",
                                                                                           "echo step two"],
                                      "rollback_commands": ["echo undone"], "command_timeout_s": 30}
-    for template in templates.values():  # each carries reviewed risk answers, as a shipped template does
+    for template in templates.values():  # each carries reviewed risk answers and evidence, as a shipped one does
         template.setdefault("risk", ROUTINE_RISK)
+        template.setdefault("test_evidence", "rehearsed in the flow stack")
     (config / "templates.yaml").write_text(yaml.safe_dump(templates))
     maintenance = yaml.safe_load((DEFAULTS_DIR / "maintenance.yaml").read_text())
     maintenance["windows"]["weekly"] = {"title": "Weekly maintenance", "service": "platform",
@@ -284,6 +285,7 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
                                           "slow-idempotent-step", "slow-rollback",
                                           *(f"with-{n}" for n in test_checklists(health_url, backups))]
     (config / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
+    compress_notice(config)  # the stack's runs go in the release window open now, not two days on
     Settings(home=home).ensure_signing_key()  # the sweep signs audit checkpoints, as under `changeflow up`
     # JSON logs (issue 31) on every flow test's runs: the worker's console is read back by test_flows.
     return {"CHANGEFLOW_HOME": str(home), "CHANGEFLOW_SECRET": SECRET.decode(), **CRASH_SETTLE, **QUIET_WORKER,

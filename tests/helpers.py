@@ -34,6 +34,12 @@ ROUTINE_RISK = {"users_affected": "few", "complexity": "low", "backout_difficult
                 "tested_in_staging": "yes", "touches_data": "no"}
 
 
+def _evidence(overrides: dict, evidence: str) -> dict:
+    """The test evidence a type's policy requires (issue 31); a change from a template takes the template's, as
+    one from a pre-approved template must to stay the reviewed recipe."""
+    return {} if overrides.get("template") else {"test_evidence": evidence}
+
+
 def standard_request(**overrides) -> dict:
     return {
         "type": "standard",
@@ -42,6 +48,7 @@ def standard_request(**overrides) -> dict:
         "requester": "grace",
         "implementation_plan": "deploy 2.4",
         "rollback_plan": "redeploy 2.3",
+        **_evidence(overrides, "staging run 812 green"),
         "risk": ROUTINE_RISK,
         **overrides,
     }
@@ -67,6 +74,9 @@ def major_request(**overrides) -> dict:
         "service": "payments",
         "requester": "grace",
         "rollback_plan": "restore from snapshot",
+        **_evidence(overrides, "full suite green on the migrated copy"),
+        "uat_signoff": "UAT-88, signed off by the payments product owner",
+        "documentation_link": "https://wiki.example.com/payments/pg16",
         "risk": ROUTINE_RISK,
         **overrides,
     }

@@ -10,6 +10,7 @@ from ._canary_lab import (
     TrafficLoad,
     prometheus_available,
 )
+from ._compressed_time import compress_notice
 from ._demo import play_demo, run_demo
 from ._distributed import DistributedLayout, missing_pieces, start_distributed_server, start_workers
 from ._nginx import nginx_available
@@ -45,7 +46,8 @@ from ._stack import (
 
 __all__ = [
     "FAST_POLLING", "PROMQL_ERROR_RATE", "PROMQL_P95_MS", "REPO_ROOT", "WORK_POOL", "DistributedLayout", "Lab",
-    "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "confirm_filing_in_form",
+    "ReplicaClient", "SampleVersion", "Stack", "Tally", "TrafficLoad", "UpProcess", "compress_notice",
+    "confirm_filing_in_form",
     "create_pool_and_deploy", "filed_change", "install_automations",
     "drive_to_the_end", "free_port", "missing_pieces", "nginx_available", "open_release_window", "play_demo",
     "port_in_use", "prefect_env", "prometheus_available", "run_demo", "start_distributed_server", "start_endpoint",

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ._canary_lab import Lab
+from ._compressed_time import compress_notice
 from ._demo_requests import PIPELINE_REQUEST
 
 # Whose messages go to a file of their own (the demo's e-mail); the others' to the console, with Slack ids.
@@ -44,12 +45,13 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
     backups = home / "backups"
     backups.mkdir(exist_ok=True)
     (backups / "nightly.dump").write_text("demo backup")
+    platform_health = f"{next(iter(labs.values())).stable.url}/health"
     checklists["demo-maintenance"] = {
         "pre": [{"id": "backup-verified", "title": "Backup verified", "kind": "backup_fresh",
                  "path_glob": str(backups / "*.dump"), "max_age_hours": 26}],
         "during": [{"id": "platform-healthy", "title": "Platform healthy after the step", "kind": "http",
-                    "url": f"{next(iter(labs.values())).stable.url}/health"}],
-        "post": [{"id": "smoke", "title": "Smoke tests passed", "kind": "command", "command": "true"}],
+                    "url": platform_health}],
+        "post": [{"id": "smoke", "title": "Smoke tests passed", "kind": "http", "url": platform_health}],
     }
     _merge(config / "checklists.yaml", checklists)
     templates = {
@@ -85,3 +87,4 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
     maintenance = yaml.safe_load((config / "maintenance.yaml").read_text())
     maintenance["windows"]["weekly"]["checklist"] = "demo-maintenance"
     (config / "maintenance.yaml").write_text(yaml.safe_dump(maintenance, sort_keys=False))
+    compress_notice(config)  # the demo's week lasts minutes

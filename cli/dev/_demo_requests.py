@@ -29,7 +29,9 @@ MAJOR = {
     "type": "major", "title": "Move checkout database to PostgreSQL 16", "service": "checkout", "requester": "frank",
     "implementation_plan": "logical replication, cut over in the monthly window",
     "rollback_plan": "point checkout back at the PostgreSQL 13 primary",
-    "test_evidence": "full suite + UAT sign-off UAT-88",
+    "test_evidence": "full suite green on a replica of the checkout database",
+    "uat_signoff": "UAT-88, accepted by the checkout product owner", "category": "adaptive",
+    "documentation_link": "https://wiki.example.com/checkout/postgresql-16",
     "risk": {"users_affected": "all", "complexity": "high", "backout_difficulty": "moderate",
              "tested_in_staging": "yes",
              "touches_data": "yes"},
@@ -38,12 +40,13 @@ STANDARD_PAYMENTS = {
     "type": "standard", "title": "Rotate the payments API signing key", "service": "payments", "requester": "grace",
     "implementation_plan": "publish the new key, switch signing, retire the old key",
     "rollback_plan": "switch signing back to the old key", "test_evidence": "staging rotation rehearsal",
+    "category": "preventive",
     "risk": {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
              "touches_data": "no"},
 }
 EMERGENCY = {
     "type": "emergency", "title": "Raise checkout connection pool after outage", "service": "checkout",
-    "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1",
+    "requester": "bob", "incident_id": "INC-2041", "incident_severity": "P1", "category": "corrective",
     "implementation_plan": "set POOL_SIZE=200 and restart", "rollback_plan": "set POOL_SIZE=50",
     # Untested in staging (the outage is live) and every checkout user is affected: the answers say so.
     "risk": {"users_affected": "all", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "no",

@@ -25,6 +25,8 @@ import yaml
 
 from models import DEFAULTS_DIR, TERMINAL_STATES, Act, ChangeRequest, Services, install_runbooks, utcnow
 
+from ._compressed_time import compress_notice
+
 STEP_TEMPLATE = "two-second-step"
 # The step's answers to every risk question, as the form and the template must give them (issue 30).
 STEP_RISK = {"users_affected": "few", "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
@@ -58,6 +60,7 @@ def write_scale_config(home: Path, changes: int) -> None:
     (config / "templates.yaml").write_text(yaml.safe_dump(templates, sort_keys=False))
     for name in ("policies.yaml", "checklists.yaml", "maintenance.yaml"):
         (config / name).write_text((DEFAULTS_DIR / name).read_text())
+    compress_notice(config)  # the run's changes go in the release window open now
     install_runbooks(config)  # (its templates name them)
 
 

@@ -31,6 +31,14 @@ def responsible(change: AboutAService, directory: Directory) -> list[str]:
     return _known(directory, [change.requester, *(entry.owners if entry else [])])
 
 
+def responsible_and_on_call(change: AboutAService, directory: Directory, on_call_role: str | None) -> list[str]:
+    """The requester, the service's owners and the people on call (policies.yaml `on_call`): told when something goes
+    wrong while the change runs (its run crashed, a canary waits for a person). Not the type's approval ladder: a
+    standard change's first rung is its team leads, who are not on call for a crash (issue 31)."""
+    on_call = directory.holders(on_call_role) if on_call_role else []
+    return sorted({*responsible(change, directory), *on_call})
+
+
 def everyone_concerned(change: AboutAService, directory: Directory, deciders: Iterable[str] = ()) -> list[str]:
     """The requester, whoever decided on it, and the service's owners and stakeholders: told of its outcome."""
     return _known(directory, [change.requester, *deciders, *stakeholders(directory, change.service)])

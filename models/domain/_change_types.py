@@ -19,6 +19,9 @@ from ._policy_file import EscalationStep, PolicySet, TypePolicy
 _FIELD_NEEDS = {
     "rollback_plan": "needs a rollback plan",
     "test_evidence": "needs test evidence (where it was tested and the result)",
+    "uat_signoff": "needs a UAT sign-off (who accepted it, and where that is recorded)",
+    "documentation_link": "needs a link to its documentation",
+    "category": "needs a category (corrective, adaptive, perfective or preventive)",
     "implementation_plan": "needs an implementation plan",
     "description": "needs a description",
     "impact": "needs an impact statement",

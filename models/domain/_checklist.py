@@ -42,11 +42,35 @@ class HttpItem(_Item):
     max_latency_ms: float | None = Field(default=None, gt=0)
 
 
+# Commands that exit 0 whatever the machine's state: a check made of one records a pass that proved nothing (issue
+# 31: the shipped smoke test was `true`). Refused at load, naming the item.
+_NO_OP_COMMANDS = {"true", ":", "exit 0", "/bin/true", "/usr/bin/true"}
+
+
 class CommandItem(_Item):
     kind: Literal["command"]
     command: str = Field(min_length=1)
     idempotent: bool = Field(default=False, description="Safe to run again when a crash interrupted it; otherwise "
                                                          "a person says whether it passed")
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> "CommandItem":
+        if self.command.strip().rstrip(";").strip() in _NO_OP_COMMANDS:
+            raise ValueError(f"command {self.command!r} checks nothing: it passes whatever the state of the machine "
+                             "(give a real check, or make the item manual)")
+        return self
+
+
+class ServiceHealthItem(_Item):
+    """The change's service answers at the health URL directory.yaml gives it (`services.<name>.health`): the
+    smoke test of a checklist shared by every service. The URL is filled in from the directory when the change's
+    checklist is read (`Checklist.for_service`); a service with none fails the item, saying so."""
+
+    kind: Literal["service_health"]
+    timeout_s: float = Field(default=10, gt=0, le=86_400)
+    expect_status: int = Field(default=200, ge=100, le=599)
+    service: str | None = Field(default=None, description="Filled in: the service probed")
+    url: str | None = Field(default=None, description="Filled in: its health URL from the directory")
 
 
 # A command item interrupted by a crash becomes a question to a person, who has this long to answer.
@@ -96,7 +120,8 @@ class MetricItem(_Item):
 
 
 ChecklistItem = Annotated[
-    Union[ManualItem, HttpItem, CommandItem, SqlItem, BackupFreshItem, ChangeflowBackupItem, MetricItem],
+    Union[ManualItem, HttpItem, CommandItem, SqlItem, BackupFreshItem, ChangeflowBackupItem, MetricItem,
+          ServiceHealthItem],
     Field(discriminator="kind")
 ]
 
@@ -120,6 +145,15 @@ class Checklist(BaseModel):
 
     def items(self, phase: str) -> list[ChecklistItem]:
         return list(getattr(self, phase))
+
+    def for_service(self, service: str, health_urls: dict[str, str | None]) -> "Checklist":
+        """This checklist as a change of `service` runs it: each service_health item names the service and the
+        health URL `health_urls` (the directory's) gives it."""
+        def resolved(item: ChecklistItem) -> ChecklistItem:
+            if isinstance(item, ServiceHealthItem):
+                return item.model_copy(update={"service": service, "url": health_urls.get(service)})
+            return item
+        return self.model_copy(update={phase: [resolved(i) for i in getattr(self, phase)] for phase in PHASES})
 
     def find(self, item_id: str) -> tuple[str, ChecklistItem] | None:
         for phase in PHASES:

@@ -58,6 +58,8 @@ class ServiceEntry(Strict):
     stakeholders: list[Name] = Field(default_factory=list)
     depends_on: list[Name] = Field(default_factory=list, description="Services this one calls: a change to one of "
                                    "them is shown to approvers with this service among what depends on it")
+    health: str | None = Field(default=None, pattern=r"^https?://\S+$", description="Its health URL (200: healthy): "
+                               "what a checklist's service_health item (the smoke test) probes")
 
 
 class Directory(Strict):

@@ -31,6 +31,16 @@ class Severity(str, Enum):
     P4 = "P4"
 
 
+class ChangeCategory(str, Enum):
+    """Why a change is made (the maintenance categories of ISO/IEC 14764): a fault fixed, a change of environment
+    followed, an improvement, or a fault prevented. Reported per service and team."""
+
+    corrective = "corrective"
+    adaptive = "adaptive"
+    perfective = "perfective"
+    preventive = "preventive"
+
+
 class RiskLevel(str, Enum):
     low = "low"
     medium = "medium"

@@ -47,4 +47,4 @@ def format_wait(waited: timedelta) -> str:
     if minutes < 120:
         return f"{minutes} min"
     hours = minutes // 60
-    return f"{hours} h" if hours < 48 else f"{hours // 24} d"
+    return f"{hours} h" if hours <= 48 or hours % 24 else f"{hours // 24} d"

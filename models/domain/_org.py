@@ -93,8 +93,12 @@ class Org(BaseModel):
         return self.runbooks.get(name) if name else None
 
     def checklist_of(self, change: "HasChecklist") -> Checklist | None:
-        """The checklist a change runs, if any."""
-        return self.checklists.get(change.checklist) if change.checklist else None
+        """The checklist a change runs, if any, its service_health items pointed at the service's health URL."""
+        checklist = self.checklists.get(change.checklist) if change.checklist else None
+        if checklist is None:
+            return None
+        return checklist.for_service(change.service, {name: entry.health
+                                                      for name, entry in self.directory.services.items()})
 
 
 class HasTemplate(Protocol):
@@ -103,3 +107,4 @@ class HasTemplate(Protocol):
 
 class HasChecklist(Protocol):
     checklist: str | None
+    service: str

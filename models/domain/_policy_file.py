@@ -40,8 +40,9 @@ class EscalationStep(Strict):
 
 
 # Request fields a change type can make mandatory (`requires:` in policies.yaml).
-RequiredField = Literal["rollback_plan", "test_evidence", "implementation_plan", "description", "impact",
-                        "incident_id", "incident_severity", "planned_start"]
+RequiredField = Literal["rollback_plan", "test_evidence", "uat_signoff", "documentation_link", "category",
+                        "implementation_plan", "description", "impact", "incident_id", "incident_severity",
+                        "planned_start"]
 
 
 class TypePolicy(Strict):
@@ -117,9 +118,9 @@ class EnvironmentPolicy(Strict):
     windows: list[Name] | Literal["any", "all"] = Field(
         default="all", description="The recurring windows (names from `windows:`) a change waiting for a window runs "
         "in here; `all`: every one; `any`: no window (continuous), approved means go")
-    notice: Duration = Field(
-        default=timedelta(0), description="How far ahead a change that waits for a window here is filed, at least "
-        "(the longer of this and its type's notice)")
+    notice: Duration | None = Field(
+        default=None, description="How far ahead a change is filed here, at least, instead of its type's notice "
+        "(the specification's per-environment advance notice: staging 24 h, development none); empty: the type's")
     approvals: dict[Name, list[ApprovalRequirement]] = Field(
         default_factory=dict, description="Per change type: the approvals it needs here instead of its type's (what "
         "its risk adds still applies)")
@@ -157,6 +158,9 @@ class PolicySet(Strict):
         default_factory=list, description="Change templates whose runs skip the approval gate (ITIL standard changes)"
     )
     escalation: list[EscalationStep] = Field(default_factory=list)
+    on_call: Name | None = Field(
+        default=None, description="The role on call for what goes wrong while a change runs (its run crashed, a canary "
+        "waits for a person); empty: the first rung of `escalation`")
     code_issuers: list[Name] = Field(
         default_factory=lambda: ["operator"],
         description="Roles that may print someone's personal code (`changeflow approval-code`), when no personal "
@@ -192,6 +196,10 @@ class PolicySet(Strict):
     def default_environment(self) -> str:
         return next(iter(self.environments))
 
+    @property
+    def on_call_role(self) -> str | None:
+        return self.on_call or (self.escalation[0].role if self.escalation else None)
+
     def environment(self, name: str | None) -> tuple[str, EnvironmentPolicy]:
         """The environment `name` (None: the default one) and its policy; an unknown name is an input error."""
         name = self.default_environment if name is None else str(name)
@@ -202,10 +210,12 @@ class PolicySet(Strict):
 
     def for_type(self, change_type: str, environment: str | None = None) -> TypePolicy:
         """A type's policy as it holds in `environment` (None: the default one): that environment's approvals for
-        it, the longer of the two notices, and no window where the environment has none."""
+        it, its notice where it sets one (else the type's), and no window where the environment has none."""
         policy = self.types[str(change_type)]
         _, place = self.environment(environment)
-        update: dict[str, object] = {"notice": max(policy.notice, place.notice)}
+        update: dict[str, object] = {}
+        if place.notice is not None:
+            update["notice"] = place.notice
         if str(change_type) in place.approvals:
             update["approvals"] = place.approvals[str(change_type)]
         if place.windows == "any":

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ._canary_plan import CanaryPlan
 from ._enums import (
     BackoutDifficulty,
+    ChangeCategory,
     ChangeState,
     Complexity,
     RiskLevel,
@@ -25,6 +26,7 @@ from ._fields import NAME_PATTERN, Moment, plain_text
 TITLE_MAX = 200
 MAX_CHANGE_LENGTH = timedelta(days=7)
 TEXT_MAX = 20_000
+LINK_MAX = 500
 
 
 YES_OR_NO: dict[str, Any] = {"type": "string", "enum": ["yes", "no"]}
@@ -127,39 +129,57 @@ class ChangeRequestInput(BaseModel):
     test_evidence: str = Field(
         default="",
         max_length=TEXT_MAX,
-        description="Where it was tested and the result (staging run, test report link).",
+        description="Where it was tested and the result (staging run, test report link). Required where the change "
+        "type's policy says so (standard: the staging evidence; major: the full suite).",
         json_schema_extra={"position": 12},
+    )
+    uat_signoff: str | None = Field(
+        default=None, max_length=TEXT_MAX,
+        description="Who accepted it in user acceptance testing, and where that is recorded. Required for major "
+        "changes (their policy says so).",
+        json_schema_extra={"position": 13},
+    )
+    documentation_link: str | None = Field(
+        default=None, max_length=LINK_MAX, pattern=r"^https?://[^\s]+$",
+        description="Where its documentation is (an http or https link). Required for major changes.",
+        json_schema_extra={"position": 14},
+    )
+    category: ChangeCategory | None = Field(
+        default=None,
+        description="Why it is made: corrective (fixes a fault), adaptive (follows a change around it), perfective "
+        "(improves it), preventive (prevents a fault).",
+        json_schema_extra={"position": 15},
     )
     planned_start: Moment | None = Field(
         default=None, description="When the change should start (with a UTC offset).",
-        json_schema_extra={"position": 13},
+        json_schema_extra={"position": 16},
     )
     planned_end: Moment | None = Field(
-        default=None, description="When the change should be finished.", json_schema_extra={"position": 14}
+        default=None, description="When the change should be finished.", json_schema_extra={"position": 17}
     )
     incident_id: str | None = Field(
         default=None,
         max_length=100,
         description="The incident this change fixes. Required for emergency changes (their policy says so).",
-        json_schema_extra={"position": 15},
+        json_schema_extra={"position": 18},
     )
     incident_severity: Severity | None = Field(
         default=None,
         description="Severity of that incident (P1 critical ... P4 low). Required for emergency changes.",
-        json_schema_extra={"position": 16},
+        json_schema_extra={"position": 19},
     )
     risk: RiskAnswers | None = Field(
         default=None,
         description="Risk questionnaire: answer every question, none is assumed. A request from a template that "
         "carries reviewed answers may leave it out.",
-        json_schema_extra={"position": 17},
+        json_schema_extra={"position": 20},
     )
     template: str | None = Field(
         default=None,
         max_length=100,
         description="Name of a change template (restart-service, rotate-certificate, ...) that fills the fields "
         "you leave empty. Some templates are pre-approved.",
-        json_schema_extra={"position": 18},
+        json_schema_extra={"position": 21},
     )
 
     checklist: str | None = Field(
@@ -167,26 +187,32 @@ class ChangeRequestInput(BaseModel):
         max_length=100,
         description="Checklist whose pre / during / post items run around the implementation (e.g. maintenance, "
         "automated); empty: none, or the template's.",
-        json_schema_extra={"position": 19},
+        json_schema_extra={"position": 22},
     )
     runbook: str | None = Field(
         default=None,
         max_length=100,
         description="The runbook (config runbooks/<name>.md) the change follows: shown in its run, its version "
         "recorded. Empty: its template's, or none.",
-        json_schema_extra={"position": 20},
+        json_schema_extra={"position": 23},
     )
     canary: CanaryPlan | None = Field(
         default=None,
         description="Ship the new version as a canary: traffic steps (10 -> 50 -> 100 %), metric analysis at every "
         "interval, automatic rollback on a breach. Empty: no canary.",
-        json_schema_extra={"position": 21},
+        json_schema_extra={"position": 24},
     )
 
     @field_validator("*", mode="before")
     @classmethod
     def _plain_text(cls, value: object) -> object:
         return plain_text(value)
+
+    @field_validator("uat_signoff", "documentation_link", "category", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # The run form posts "" for a field left empty: not given (the type's `requires` names it).
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _window_in_order(self) -> "ChangeRequestInput":
@@ -249,6 +275,9 @@ class ChangeRequestView(BaseModel):
     implementation_plan: str
     rollback_plan: str
     test_evidence: str
+    uat_signoff: str | None = None
+    documentation_link: str | None = None
+    category: ChangeCategory | None = None
     incident_id: str | None
     incident_severity: Severity | None
     flow_run_id: str | None

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from pydantic import Field
 
+from ._enums import ChangeCategory
 from ._fields import Name, Strict
 from ._schemas import RiskAnswers
 
@@ -25,6 +26,7 @@ class ChangeTemplate(Strict):
     implementation_plan: str = ""
     rollback_plan: str = ""
     test_evidence: str = ""
+    category: ChangeCategory | None = Field(default=None, description="Its changes' category when they give none")
     risk: RiskAnswers | None = Field(
         default=None, description="The reviewed risk answers its changes carry when they give none of their own "
         "(every question, as a request must)")

@@ -4,6 +4,8 @@ Each write is one transaction with its audit event; a refusal is recorded and ra
 
 from __future__ import annotations
 
+from enum import Enum
+
 from sqlmodel import Session
 
 from ..domain import (
@@ -31,7 +33,8 @@ from ._unit_of_work import UnitOfWork
 # What an amendment may change. Type, service, environment, requester and template make it another change: cancel
 # and file anew. (The release and the change that proved it may be corrected: approved again, checked again.)
 AMENDABLE_FIELDS = ("title", "description", "impact", "implementation_plan", "rollback_plan", "test_evidence",
-                    "planned_start", "planned_end", "release", "promoted_from")
+                    "uat_signoff", "documentation_link", "category", "planned_start", "planned_end", "release",
+                    "promoted_from")
 
 # States from which a change can still be called off (after these, the way back is a rollback).
 _WITHDRAWABLE = (ChangeState.submitted, ChangeState.awaiting_approval, ChangeState.approved, ChangeState.scheduled)
@@ -118,7 +121,7 @@ class AmendmentService:
         current = {name: getattr(change, name) for name in ChangeRequestInput.model_fields if hasattr(change, name)}
         current["risk"] = change.risk_answers
         request = parse_change_request({**current, **changes})
-        amended = {name: getattr(request, name) for name in changes}
+        amended = {name: _stored(getattr(request, name)) for name in changes}
         problems: list[FieldProblem] = change_type(uow.org.policies, request.type,
                                                    request.environment).request_problems(request)
         if {"release", "promoted_from"} & set(changes):
@@ -219,3 +222,8 @@ class AmendmentService:
                                             f"its Prefect flow run was {run_state.lower()}", change.version)
 
         return uow.retry(attempt, None)
+
+
+def _stored(value: object) -> object:
+    """A request value as its column holds it (an enum, the category, as its text)."""
+    return value.value if isinstance(value, Enum) else value

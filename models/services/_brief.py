@@ -45,6 +45,11 @@ class ApprovalBriefs:
         if change.incident_id:
             lines.append(BriefLine("Incident", f"{change.incident_id} ({change.incident_severity})"))
         lines.append(BriefLine("Test evidence", change.test_evidence or "none given"))
+        # Issue 31: what a major change's policy requires beside it, shown where it was given.
+        for label, value in (("UAT sign-off", change.uat_signoff), ("Documentation", change.documentation_link),
+                             ("Category", change.category)):
+            if value:
+                lines.append(BriefLine(label, value))
         template = uow.org.templates.get(change.template) if change.template else None
         if template is not None:
             for label, commands in (("Runs", template.implementation_commands),

@@ -328,6 +328,7 @@ class ChangeService:
             updated_at=now,
         )
         change.incident_severity = request.incident_severity.value if request.incident_severity else None
+        change.category = request.category.value if request.category else None
         session.add(change)
         session.flush()
         assert change.id is not None
@@ -394,4 +395,6 @@ class ChangeService:
             merged["risk"] = template.risk.model_dump(mode="json")
         if not merged.get("checklist") and template.checklist:
             merged["checklist"] = template.checklist
+        if not merged.get("category") and template.category:
+            merged["category"] = template.category
         return parse_change_request(merged)

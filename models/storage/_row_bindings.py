@@ -31,7 +31,8 @@ CONTENT = "content"
 CONTENT_FIELDS = ("type", "title", "description", "service", "requester", "risk_level", "risk_score",
                   "risk_reasons", "risk_answers", "impact", "planned_start", "planned_end", "implementation_plan",
                   "rollback_plan", "test_evidence", "incident_id", "incident_severity", "template", "checklist",
-                  "canary", "policy_version", "environment", "release", "promoted_from", "rolls_back")
+                  "canary", "policy_version", "environment", "release", "promoted_from", "rolls_back",
+                  "uat_signoff", "documentation_link", "category")
 # Fields added after digests were first recorded: a digest covers them only when one is set, so a change filed
 # before they existed (all None) keeps the digest its filing recorded.
 _ADDED_FROM = CONTENT_FIELDS.index("environment")

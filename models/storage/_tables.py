@@ -82,6 +82,11 @@ class ChangeRequest(SQLModel, table=True):
         default=None, sa_type=String(20), description="The change that shipped the release in the environment before")
     rolls_back: str | None = Field(
         default=None, sa_type=String(20), description="The completed change this one rolls back (issue 32)")
+    # Evidence and category (issue 31): what a type's policy may require (`requires:`); None when not given.
+    uat_signoff: str | None = Field(default=None, sa_type=Text, description="Who accepted it in UAT, and where")
+    documentation_link: str | None = Field(default=None, sa_type=String(500), description="Its documentation")
+    category: str | None = Field(
+        default=None, sa_type=String(16), description="corrective / adaptive / perfective / preventive")
 
 
 class Approval(SQLModel, table=True):

@@ -19,6 +19,7 @@ def _write(tmp_path, data, name="request.yaml"):
 
 GOOD = {
     "type": "standard",
+    "test_evidence": "staging run green",
     "title": "Rotate TLS certificates on checkout",
     "service": "checkout",
     "requester": "grace",

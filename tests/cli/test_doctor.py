@@ -20,6 +20,7 @@ from tests.helpers import ROUTINE_RISK, SECRET, wait_until
 
 CHANGEFLOW = str(Path(sys.executable).parent / "changeflow")
 REQUEST = {"type": "standard", "title": "Rotate TLS certificates on checkout", "service": "checkout",
+           "test_evidence": "staging run green",
            "requester": "grace", "rollback_plan": "restore the previous bundle", "risk": ROUTINE_RISK}
 
 

@@ -20,6 +20,7 @@ from tests.helpers import ROUTINE_RISK, SECRET, wait_until
 
 CHANGEFLOW = str(Path(sys.executable).parent / "changeflow")
 PIPELINE_REQUEST = {"type": "standard", "title": "deploy checkout 2.5", "service": "checkout",
+                    "test_evidence": "staging run green",
                     "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.4",
                     "risk": ROUTINE_RISK}
 

@@ -154,6 +154,7 @@ def test_standard_change_filed_and_approved_in_the_prefect_ui(flow_stack, page):
     fill_text(page, "Requester", "grace")
     fill_text(page, "Implementation Plan", "1. publish the new key\n2. switch signing\n3. retire the old key")
     fill_text(page, "Rollback Plan", "switch signing back to the old key")
+    fill_text(page, "Test Evidence", "staging rotation rehearsal, run 4410 green")  # the type requires it (issue 31)
     # Risk is never assumed (issue 30): the questionnaire is open with nothing answered, and the form will not
     # submit while a question is left.
     choose(page, "Users Affected", "many")

@@ -117,12 +117,14 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         assert "restart-service" in form["template"]["anyOf"][0]["enum"]
         stranger = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From a stranger", "service": "payments",
+                                       "test_evidence": "staging run green",
                                        "requester": "zoe", "rollback_plan": "redeploy",
                                        "risk": ROUTINE_RISK}}})
         assert stranger.status_code in (409, 422), stranger.text
         # What the UI's "Custom run" form posts.
         created = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From the form", "service": "payments",
+                                       "test_evidence": "staging run green",
                                        "requester": "grace", "rollback_plan": "redeploy",
                                        "risk": ROUTINE_RISK}},
         })

@@ -18,6 +18,7 @@ from models import Act, AuditEvent, ChangeRequest, ChangeState, Services
 from tests.helpers import ROUTINE_RISK, SECRET, wait_until
 
 PIPELINE_REQUEST = {"type": "standard", "title": "deploy checkout 2.5", "service": "checkout",
+                    "test_evidence": "staging run green",
                     "rollback_plan": "redeploy 2.4", "risk": ROUTINE_RISK}
 
 

@@ -115,6 +115,7 @@ def test_cancelling_the_run_in_the_ui_cancels_the_change_and_frees_its_slot(flow
     # The slot is free again: the same window on the same service is accepted.
     again = flow_stack.services.changes.submit({
         "type": "standard", "title": "the same slot", "service": "window-gate-cancel", "requester": "grace",
+        "test_evidence": "staging run green",
         "rollback_plan": "redeploy", "risk": ROUTINE_RISK, "planned_start": change.planned_start.isoformat(),
         "planned_end": change.planned_end.isoformat()})
     assert again.state == "submitted"

@@ -364,6 +364,7 @@ def test_a_bad_request_from_the_run_form_ends_with_the_field_named_reason_and_wr
     """Issue 17: a standard change without a rollback plan became a Failed run with a Python traceback."""
     run = run_deployment("change-request/submit", timeout=90, parameters={"request": {
         "type": "standard", "title": "no rollback plan", "service": "payments", "requester": "grace",
+        "test_evidence": "staging run green",
         "risk": ROUTINE_RISK}})
     assert run.state.name == "Refused"
     assert "rollback_plan: a standard change needs a rollback plan" in run.state.message

@@ -68,6 +68,7 @@ def test_the_pipeline_example_files_through_the_run_and_is_released_once_approve
     token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave", services=[service]).token
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-gated 2.5", "service": service,
+                                   "test_evidence": "staging run green",
                                    "rollback_plan": "redeploy 2.4", "risk": ROUTINE_RISK}))
     with pipeline_job(flow_stack, [sys.executable, str(EXAMPLE), str(request), "--timeout", "300"],
                       {"CHANGEFLOW_URL": endpoint, "CHANGEFLOW_TOKEN": token}, service) as (job, change):
@@ -102,6 +103,7 @@ def test_the_cli_files_through_the_run_with_yaml_booleans_and_a_rejection_ends_t
     token = flow_stack.services.automation_tokens.issue("deploy-pipeline", operator="dave", services=[service]).token
     request = tmp_path / "deploy.yaml"
     request.write_text(yaml.safe_dump({"type": "standard", "title": "deploy pipeline-cli 3.0", "service": service,
+                                       "test_evidence": "staging run green",
                                        "requester": "deploy-pipeline", "rollback_plan": "redeploy 2.9",
                                        "risk": {**ROUTINE_RISK, "tested_in_staging": True, "touches_data": False}}))
     changeflow = str(Path(sys.executable).parent / "changeflow")
@@ -146,6 +148,7 @@ def test_a_pipeline_deploys_at_its_changes_start_and_its_report_moves_the_run_on
                                                         services=[pipeline_service]).token
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"type": "standard", "title": "deploy pipeline-deployed 1.1",
+                                   "test_evidence": "staging run green",
                                    "service": pipeline_service, "rollback_plan": "redeploy 1.0",
                                    "risk": ROUTINE_RISK}))
     with pipeline_job(flow_stack, [sys.executable, str(EXAMPLE), str(request), "--until", "start", "--timeout", "300"],

@@ -292,8 +292,11 @@ def test_a_change_without_a_date_waits_for_the_next_maintenance_window(at_t0, cl
     assert check.reason == "no maintenance window is open now (the next opens at 2026-12-06 01:00 UTC)"
     with pytest.raises(PolicyViolation, match="no maintenance window is open now"):
         at_t0.scheduling.begin_implementation(change.key)
-    at_t0.scheduling.add_window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1),
+    # An ad hoc window for its service, once its 48 h notice has run (issue 31: one open now would not do).
+    at_t0.scheduling.add_window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(days=2, hours=1),
                                 title="Ad hoc release window", service="payments", actor="alice")
+    assert not at_t0.scheduling.start_check(change.key).may_start
+    clock.at = T0 + timedelta(days=2, minutes=1)
     assert at_t0.scheduling.start_check(change.key).may_start
 
 
@@ -315,18 +318,26 @@ def test_a_change_without_a_date_still_serves_its_notice(at_t0, clock):
 
 
 @pytest.mark.parametrize(("request_", "message"), [
-    (standard_request(planned_start=T0.isoformat()), "planned_start: a standard change runs in a maintenance window: "
-     "Tue 2026-12-01 12:00 to 14:00 UTC is outside every window; the next is Monthly maintenance "
-     "Sun 2026-12-06 01:00-06:00 UTC"),
+    (standard_request(planned_start=(T0 + timedelta(days=3)).isoformat()), "planned_start: a standard change runs "
+     "in a maintenance window: Fri 2026-12-04 12:00 to 14:00 UTC is outside every window; the next is Monthly "
+     "maintenance Sun 2026-12-06 01:00-06:00 UTC"),
     (major_request(planned_start=(T0 + timedelta(days=1)).isoformat()), "planned_start: a major change needs 14 d "
      "notice: earliest 2026-12-15 12:00 UTC; the next maintenance window after that is Weekly maintenance "
      "Sun 2026-12-20 02:00-04:00 UTC"),
     (standard_request(planned_start=(T0 - timedelta(days=3)).isoformat()), "planned_start: a standard change needs "
-     "a start in the future: earliest 2026-12-01 12:00 UTC"),
-], ids=["outside-every-window", "short-notice", "in-the-past"])
-def test_a_dated_change_outside_its_policy_is_refused_at_submit_naming_the_next_slot(at_t0, request_, message):
+     "48 h notice: earliest 2026-12-03 12:00 UTC"),
+    # Issue 31, the specification's "notify stakeholders 48 hours in advance": Sunday's window is 38 h away.
+    (standard_request(planned_start=(WINDOW - timedelta(hours=1)).isoformat(),
+                      planned_end=WINDOW.isoformat()) | {"_at": WINDOW - timedelta(hours=38)},
+     "planned_start: a standard change needs 48 h notice: earliest 2026-12-06 12:00 UTC; the next maintenance "
+     "window after that is Weekly maintenance Sun 2026-12-13 02:00-04:00 UTC"),
+], ids=["outside-every-window", "short-notice", "in-the-past", "standard-inside-48h"])
+def test_a_dated_change_outside_its_policy_is_refused_at_submit_naming_the_next_slot(at_t0, clock, request_,
+                                                                                       message):
     from models import InputError
 
+    request_ = dict(request_)
+    clock.at = request_.pop("_at", T0)
     with pytest.raises(InputError) as caught:
         at_t0.changes.submit(request_)
     assert message in str(caught.value)

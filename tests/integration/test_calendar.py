@@ -116,13 +116,14 @@ def test_the_calendar_picture_draws_each_day_hour_by_hour_with_its_windows_freez
 
 def test_a_change_filed_without_a_date_is_listed_at_the_window_it_holds(services, cli_env):
     """Issue 32: the calendar saw only dated changes, and two undated changes and a dated one on one service were
-    all accepted for the same Sunday window. Today (Sunday 29 Nov, 00:00) the weekly window opens at 02:00 and a
-    dated payments change holds it; undated payments changes queue, in filing order, each in the first window
-    nobody related holds (the monthly window of 6 Dec, then the weekly one of the 13th); a major change waits out
-    its 14 days' notice and then for the next free window; a change whose (unrelated) service is frozen over the
-    weekend takes the first window after the freeze, beside a payments change; an emergency waits for none."""
-    sunday = datetime(2026, 11, 29, 2, tzinfo=UTC)
-    dated = services.changes.submit(_planned(sunday))
+    all accepted for the same Sunday window. Today (Sunday 29 Nov, 00:00) a dated payments change holds the monthly
+    window of 6 Dec, 01:00-02:00 (filed with its 48 h notice); undated payments changes queue, in filing order, each
+    in the first window nobody related holds after its notice (the weekly window of the 6th, 02:00, then the 13th's);
+    a major change waits out its 14 days' notice and then for the next free window (the 20th); a change whose
+    (unrelated) service is frozen until 2 Dec takes the first window after the freeze, beside the dated payments
+    change; an emergency waits for none."""
+    monthly_start = datetime(2026, 12, 6, 1, tzinfo=UTC)
+    dated = services.changes.submit(_planned(monthly_start))
     first, second = (services.changes.submit(standard_request(title=f"undated {n}")) for n in (1, 2))
     major = services.changes.submit(major_request())
     services.scheduling.add_window(starts_at=datetime(2026, 11, 28, tzinfo=UTC),
@@ -130,13 +131,14 @@ def test_a_change_filed_without_a_date_is_listed_at_the_window_it_holds(services
                                    service="reporting", freeze=True)
     frozen = services.changes.submit(standard_request(title="after the freeze", service="reporting"))
     emergency = services.changes.submit(emergency_request())
-    shown = services.calendar.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 21, tzinfo=UTC))
+    shown = services.calendar.calendar(datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 28, tzinfo=UTC))
     waiting = {(e.kind, e.starts_at): e.undated for e in shown.entries if e.undated}
-    assert waiting == {("monthly", datetime(2026, 12, 6, 1, tzinfo=UTC)): (first.key, frozen.key),
+    assert waiting == {("monthly", monthly_start): (frozen.key,),
+                       ("weekly", datetime(2026, 12, 6, 2, tzinfo=UTC)): (first.key,),
                        ("weekly", datetime(2026, 12, 13, 2, tzinfo=UTC)): (second.key,),
                        ("weekly", datetime(2026, 12, 20, 2, tzinfo=UTC)): (major.key,)}
-    (weekly,) = [e for e in shown.entries if (e.kind, e.starts_at) == ("weekly", sunday)]
-    assert weekly.changes == (dated.key,) and weekly.undated == ()
+    (monthly,) = [e for e in shown.entries if (e.kind, e.starts_at) == ("monthly", monthly_start)]
+    assert monthly.changes == (dated.key,)
     assert emergency.key not in {c.key for c in shown.undated} | {k for e in shown.entries for k in e.changes}
     text = cli_env("calendar", "--days", "21")
     assert text.exit_code == 0 and f"{first.key} (undated)" in text.stdout, text.stdout

@@ -50,6 +50,7 @@ def test_a_canary_for_a_service_without_a_router_is_refused_at_submit(db, org):
     services = Services.build(db, org, SECRET)
     with pytest.raises(InputError) as caught:
         services.changes.submit({"type": "standard", "title": "t", "service": "shop", "requester": "grace",
+                        "test_evidence": "staging run green",
                         "rollback_plan": "back", "risk": ROUTINE_RISK, "canary": {"canary_version": "v2"}})
     assert "canary: no traffic router is configured for service 'shop'" in str(caught.value)
     config = CanaryConfig.model_validate({"services": {"shop": {"router": {

@@ -49,7 +49,7 @@ def test_default_checklists_load(tmp_path):
     checklists = load_checklists(DEFAULTS_DIR / "checklists.yaml")
     maintenance = checklists["maintenance"]
     assert [i.id for i in maintenance.pre][:3] == ["stakeholders-notified", "staging-evidence", "rollback-ready"]
-    assert {i.kind for i in maintenance.pre + maintenance.during + maintenance.post} >= {"manual", "http", "command",
+    assert {i.kind for i in maintenance.pre + maintenance.during + maintenance.post} == {"manual", "service_health",
                                                                                         "changeflow_backup"}
 
 
@@ -209,3 +209,33 @@ def test_the_shipped_maintenance_backup_check_backs_changeflow_up_and_proves_it(
         # changeflow's application role may not create the throw-away database the proof needs: the item fails,
         # saying so, and the window does not run on an unproved backup.
         assert not outcome.passed and "CREATEDB" in outcome.detail, outcome
+
+
+def test_the_smoke_test_probes_the_health_url_the_directory_gives_the_changes_service(health, org):
+    """Issue 31: the shipped smoke test was `command: "true"` and the health checks a fixed 127.0.0.1:8080 that a
+    fresh machine does not serve. A service_health item probes the URL directory.yaml gives the change's own
+    service; a service with none fails the item, saying so (never a pass that proved nothing)."""
+    from types import SimpleNamespace
+
+    from models import DEFAULTS_DIR
+
+    services = {**org.directory.services,
+                "payments": org.directory.services["payments"].model_copy(update={"health": f"{health}/healthy"}),
+                "checkout": org.directory.services["checkout"].model_copy(update={"health": f"{health}/failing"})}
+    org = org.model_copy(update={"directory": org.directory.model_copy(update={"services": services})})
+    shipped = load_checklists(DEFAULTS_DIR / "checklists.yaml")
+    assert {i.kind for phase in ("pre", "post") for i in shipped["automated"].items(phase)} == {"service_health"}
+    outcomes = {}
+    for service in ("payments", "checkout", "reporting"):
+        change = SimpleNamespace(checklist="maintenance", service=service)
+        (smoke,) = [i for i in org.checklist_of(change).post if i.id == "smoke-tests"]
+        outcomes[service] = CHECKS[smoke.kind](smoke)
+    assert outcomes["payments"].passed and outcomes["payments"].detail.startswith("payments: HTTP 200")
+    assert outcomes["payments"].evidence["url"] == f"{health}/healthy"
+    assert not outcomes["checkout"].passed and outcomes["checkout"].detail == "checkout: HTTP 503, expected 200"
+    assert not outcomes["reporting"].passed
+    assert outcomes["reporting"].detail.startswith("directory.yaml gives reporting no health URL")
+    # Shipped: platform, changeflow's own, is probed at its approval endpoint's /healthz under `changeflow up`.
+    (platform,) = [i for i in org.checklist_of(SimpleNamespace(checklist="maintenance", service="platform")).post
+                   if i.id == "smoke-tests"]
+    assert platform.url == "http://127.0.0.1:4280/healthz"

@@ -41,7 +41,7 @@ CODES = ["own", "own", "own", "own", "someone-elses", "old-round", "another-act"
 ROLE_HOLDERS = {"team_lead": {"alice", "frank"}, "peer_reviewer": {"bob", "carol"},
                 "incident_commander": {"erin"}, "cab_member": {"alice", "carol", "dave", "frank"}}
 EARLY_STARTERS = {"standard": ROLE_HOLDERS["team_lead"], "emergency": set(), "major": set()}
-NOTICE = {"standard": timedelta(0), "emergency": timedelta(0), "major": timedelta(days=14)}
+NOTICE = {"standard": timedelta(hours=48), "emergency": timedelta(0), "major": timedelta(days=14)}
 
 
 def approvals_satisfied(change_type: str, requester: str, approvers: set[str]) -> bool:

@@ -26,6 +26,7 @@ def test_init_under_umask_000_creates_a_private_home_database_and_secret(tmp_pat
         assert runner.invoke(app, ["init"]).exit_code == 0
         request = tmp_path / "r.yaml"
         request.write_text("type: standard\ntitle: t\nservice: payments\nrequester: grace\nrollback_plan: r\n"
+                           "test_evidence: staging run green\n"
                            "risk: {users_affected: few, complexity: low, backout_difficulty: easy, "
                            "tested_in_staging: true, touches_data: false}\n")
         assert runner.invoke(app, ["submit", "--local", str(request)]).exit_code == 0

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import ChangeState, InputError, PolicyViolation, Services
-from tests.helpers import SECRET, Clock, approve, emergency_request, standard_request
+from tests.helpers import SECRET, Clock, approve, emergency_request, next_shipped_window, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
@@ -29,14 +29,15 @@ def services(db, org, clock):
 
 def completed(services: Services, clock: Clock | None, **overrides) -> str:
     """A standard change approved and implemented successfully through the services (as its run would); with a
-    clock, planned in the Sunday window and done in it, without one undated and done now."""
-    start = datetime(2026, 12, 6, 2, tzinfo=UTC)
+    clock, planned in the first weekly window its 48 h notice allows and done in it, without one undated and done
+    now."""
+    start = next_shipped_window("weekly", clock.at + timedelta(hours=48)).starts_at if clock else None
     dated = {"planned_start": start.isoformat()} if clock else {}
     change = services.changes.submit(standard_request(**dated, **overrides))
     services.approvals.request_approval(change.key)
     approve(services, change.key, "alice")
     approve(services, change.key, "bob")
-    if clock is not None:
+    if start is not None:
         clock.at = start + timedelta(minutes=5)
     for target in (ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying, ChangeState.completed):
         services.changes.transition(change.key, target, actor="changeflow", reason="its run")

@@ -15,7 +15,7 @@ from models import DEFAULTS_DIR, ConfigError, Settings, install_runbooks, load_o
 
 @pytest.fixture
 def config_dir(tmp_path):
-    for name in ("directory.yaml", "policies.yaml", "templates.yaml"):
+    for name in ("directory.yaml", "policies.yaml", "templates.yaml", "checklists.yaml"):
         shutil.copyfile(DEFAULTS_DIR / name, tmp_path / name)
     install_runbooks(tmp_path)  # (templates.yaml names one)
     return tmp_path
@@ -67,11 +67,23 @@ def _edit(path, change):
          "services.payments: 'zed' is not in people"),
         ("directory.yaml", lambda d: d["people"]["alice"].update(channels=[{"type": "email"}]),
          "a email channel needs `address`"),
+        # Issue 31: a check that passes whatever the machine's state (the shipped smoke test was `true`) is refused
+        # at load, naming it, instead of being recorded as passed.
+        ("checklists.yaml", lambda d: d["automated"]["post"].append(
+            {"id": "smoke", "title": "Smoke tests", "kind": "command", "command": " true "}),
+         "checklists.yaml: automated.post.1.command: Value error, command ' true ' checks nothing"),
+        ("checklists.yaml", lambda d: d["maintenance"]["post"].append(
+            {"id": "noop", "title": "Nothing", "kind": "command", "command": "exit 0;"}), "checks nothing"),
+        ("directory.yaml", lambda d: d["services"]["platform"].update(health="127.0.0.1:4280/healthz"),
+         "services.platform.health: String should match pattern"),
+        ("policies.yaml", lambda d: d["types"]["major"].update(requires=["test_evidence", "screenshots"]),
+         "types.major.requires.1: Input should be"),
     ],
     ids=["type-a-template-needs", "no-types", "bad-duration", "quorum-impossible", "unknown-key",
          "other-severities-unknown-type", "lockdown-nobody-may-lift", "lockdown-admits-unknown-type",
          "lockdown-canaries-unknown", "environment-unknown-window", "promotion-from-itself",
-         "promotion-unknown-type", "environment-approver-nobody-holds", "unknown-owner", "channel-target"],
+         "promotion-unknown-type", "environment-approver-nobody-holds", "unknown-owner", "channel-target",
+         "no-op-smoke-test", "no-op-exit-0", "health-not-a-url", "requires-unknown-field"],
 )
 def test_invalid_config_is_refused_with_the_field_named(config_dir, file, change, message):
     _edit(config_dir / file, change)

@@ -71,9 +71,13 @@ def test_each_type_has_the_escalation_ladder_its_policy_gives(org):
 
     ladder = {name: [(s.after.total_seconds(), s.role) for s in change_type(org.policies, name).ladder]
               for name in ("emergency", "standard", "major")}
-    assert ladder["standard"][0] == (15 * 60, "oncall_primary")
-    assert ladder["emergency"] == ladder["standard"], "types without a ladder of their own use the shared one"
+    assert ladder["emergency"][0] == (15 * 60, "oncall_primary"), "the shared (incident) ladder"
+    assert ladder["emergency"] == [(s.after.total_seconds(), s.role) for s in org.policies.escalation], \
+        "types without a ladder of their own use the shared one"
+    # Issue 31: a standard change's 48 h SLA reminds its team leads first, and never on-call at 15 minutes.
+    assert ladder["standard"] == [(24 * 3600, "team_lead"), (36 * 3600, "management")]
     assert ladder["major"] == [(86400, "management"), (3 * 86400, "executive")]
+    assert org.policies.on_call_role == "oncall_primary", "a crash or a waiting canary goes to on-call, any type"
 
 
 def test_a_type_is_filed_only_for_the_severities_its_policy_names_and_the_refusal_names_the_way_instead(org):
