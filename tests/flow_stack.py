@@ -80,7 +80,7 @@ NORMAL_TYPE = {
     "approvals": [{"role": "team_lead", "count": 1}],
     "approval_sla": "24h",
     "window": "maintenance",
-    "notice": "2d",
+    "notice": "3d",  # past compress_notice's 48 h: it holds here
     "early_start": ["team_lead"],
     "requires": ["rollback_plan", "test_evidence"],
     "escalation": [{"after": "4h", "role": "management"}],

@@ -37,11 +37,14 @@ def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list
         return StartCheck(False, "; ".join(freezes), frozen=True)
     if started_early_by:
         return StartCheck(True, f"started before its window by {started_early_by}")
-    # The notice is named only where it is what holds the change: a start planned (or a window next open) after it
-    # is the later, truer answer.
-    later = planned_start if planned_start is not None else next_window
-    if notice_until is not None and now < notice_until and (later is None or later < notice_until):
-        return StartCheck(False, f"its notice period runs until {notice_until:%Y-%m-%d %H:%M} UTC", notice_until)
+    # A dated change planned after its notice ends is held by its planned start (named below); an undated one by its
+    # notice, and then by the first window after it.
+    if notice_until is not None and now < notice_until and (planned_start is None or planned_start < notice_until):
+        reason = f"its notice period runs until {notice_until:%Y-%m-%d %H:%M} UTC"
+        if next_window is not None and next_window > notice_until:
+            return StartCheck(False, f"{reason}, and the first window after it opens at "
+                              f"{next_window:%Y-%m-%d %H:%M} UTC", next_window)
+        return StartCheck(False, reason, notice_until)
     if planned_start is not None and planned_start > now:
         return StartCheck(False, f"its window opens at {planned_start:%Y-%m-%d %H:%M} UTC", planned_start)
     if not in_window:

@@ -350,7 +350,7 @@ def test_a_change_type_added_in_yaml_runs_through_the_flow(flow_stack):
     change = awaiting(flow_stack, run_id)
     assert [(r.role, r.count) for r in flow_stack.services.approvals.required_for(change)] == [("team_lead", 1)]
     assert act(flow_stack, change, "alice")["action"] == "approval"
-    # Its policy's two days' notice holds it at the window gate; its policy lets a team lead start it early.
+    # Its policy's three days' notice holds it at the window gate; its policy lets a team lead start it early.
     assert wait_paused(run_id, "window-") == "window-r1-1"
     asyncio.run(resume_with_input(run_id, {"person": "frank", "reason": "routine, agreed with the team",
                                            "approval_code": flow_stack.services.approvals.approval_code_for(

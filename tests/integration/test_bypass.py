@@ -289,8 +289,9 @@ def test_a_change_without_a_date_waits_for_the_next_maintenance_window(at_t0, cl
     check = at_t0.scheduling.start_check(change.key)
     # 6 December is the first Sunday: the monthly window (01:00-06:00) opens before the weekly one.
     assert not check.may_start and check.opens_at == WINDOW - timedelta(hours=1)
-    assert check.reason == "no maintenance window is open now (the next opens at 2026-12-06 01:00 UTC)"
-    with pytest.raises(PolicyViolation, match="no maintenance window is open now"):
+    assert check.reason == ("its notice period runs until 2026-12-03 12:00 UTC, and the first window after it opens "
+                            "at 2026-12-06 01:00 UTC")
+    with pytest.raises(PolicyViolation, match="its notice period runs until"):
         at_t0.scheduling.begin_implementation(change.key)
     # An ad hoc window for its service, once its 48 h notice has run (issue 31: one open now would not do).
     at_t0.scheduling.add_window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(days=2, hours=1),
