@@ -124,7 +124,7 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         # What the UI's "Custom run" form posts.
         created = httpx.post(f"{base}/api/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
             "parameters": {"request": {"type": "standard", "title": "From the form", "service": "payments",
-                                       "test_evidence": "staging run green",
+                                       "test_evidence": "staging run green", "environment": "development",
                                        "requester": "grace", "rollback_plan": "redeploy",
                                        "risk": ROUTINE_RISK}},
         })
@@ -190,6 +190,15 @@ def test_up_serves_the_ui_and_runs_a_submitted_change(tmp_path):
         while services.changes.get(change.key).state in ("awaiting_approval", "approved"):
             assert time.monotonic() < deadline, services.changes.get(change.key).state
             time.sleep(0.3)
+        # Issue 31: the README's walk-through change closes. In development (continuous, no notice) it runs once
+        # approved; without automation its work waits for a person, and grace's inbox gives her the command.
+        for stage in ("implemented", "verified"):
+            command = wait_for_message(Path(printed["grace"]), "work_needed",
+                                       rf"changeflow work {change.key} {stage} --as grace --code \S+")
+            done = subprocess.run([changeflow, *command.split()[1:]], env=env, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(lambda: services.changes.get(change.key).state == "closed", 60, "the walk-through change to close")
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=60)
