@@ -245,6 +245,9 @@ def prepare_home(home: Path, health_url: str, hot_gate: str = HOT_GATE) -> dict[
     directory = yaml.safe_load((DEFAULTS_DIR / "directory.yaml").read_text())
     # Alice reads her messages in a file of her own (the stand-in for her e-mail): codes and links land there.
     directory["people"]["alice"]["channels"] = [{"type": "file", "path": str(home / "inbox" / "alice.txt")}]
+    # The platform the stack runs on answers at its health server (shipped: changeflow's own endpoint on :4280):
+    # what the shipped checklists' service_health items probe (issue 31).
+    directory["services"]["platform"]["health"] = f"{health_url}/healthy"
     (config / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
     backups = home / "backups"
     backups.mkdir()

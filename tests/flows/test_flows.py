@@ -76,14 +76,30 @@ def act(flow_stack, change: ChangeRequest, approver: str, *, code: str | None = 
 
 
 def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
-    """The pause key once the run is suspended at a key starting with `prefix`."""
+    """The pause key once the run is suspended at a key starting with `prefix` and its Resume form is stored: a hot
+    gate stores the form just after it pauses, and a Resume in between is refused "Run input schema not found"."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         key = asyncio.run(paused_key(run_id))
-        if key and key.startswith(prefix):
+        if key and key.startswith(prefix) and asyncio.run(_form_stored(run_id)):
             return key
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} never paused at {prefix}")
+
+
+async def _form_stored(run_id: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(run_id))
+        keyset = run.state.state_details.run_input_keyset if run.state is not None else None
+        if not keyset:
+            return True  # a pause without a form
+        try:
+            await client.read_flow_run_input(UUID(run_id), keyset["schema"])
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def notifications_for(flow_stack, key: str) -> list[Notification]:
