@@ -19,7 +19,7 @@ import typer.testing
 from models import DEFAULTS_DIR, Services, Database, create_restricted_roles, load_org
 from models import normalise_database_url
 
-from tests.helpers import SECRET, migrated_sqlite
+from tests.helpers import SECRET, Clock, migrated_sqlite
 
 # typer builds the click command tree from every command's signature on each CliRunner.invoke: half the CPU of an
 # in-process CLI call (6.3 of 12.3 s for 300 `submit`s in the hostile-input trial). A `changeflow` process builds
@@ -138,6 +138,18 @@ def sqlite_db(tmp_path):
 @pytest.fixture
 def services(db, org):
     return Services.build(db, org, SECRET)
+
+
+@pytest.fixture
+def clock(request):
+    """A clock the test sets by hand (`clock.at = ...`), starting at its module's `T0`."""
+    return Clock(request.module.T0)
+
+
+@pytest.fixture
+def at_t0(db, org, clock):
+    """The services on that clock."""
+    return Services.build(db, org, SECRET, clock=clock)
 
 
 @pytest.fixture

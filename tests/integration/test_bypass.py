@@ -16,16 +16,6 @@ T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday, 12:00
 WINDOW = datetime(2026, 12, 6, 2, tzinfo=UTC)  # the next Sunday maintenance window
 
 
-@pytest.fixture
-def clock():
-    return Clock(T0)
-
-
-@pytest.fixture
-def at_t0(db, org, clock):
-    return Services.build(db, org, SECRET, clock=clock)
-
-
 def scheduled(services: Services, request: dict | None = None):
     """A standard change approved by alice and bob, waiting for its window on Sunday 02:00."""
     request = request or standard_request(planned_start=WINDOW.isoformat(),

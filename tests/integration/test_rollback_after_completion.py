@@ -18,13 +18,8 @@ INCIDENT = {"incident_id": "INC-4711", "incident_severity": "P2"}
 
 
 @pytest.fixture
-def clock():
-    return Clock(T0)
-
-
-@pytest.fixture
-def services(db, org, clock):
-    return Services.build(db, org, SECRET, clock=clock)
+def services(at_t0):
+    return at_t0  # every test here on the module's clock (tests/conftest.py: `clock` starts at T0)
 
 
 def completed(services: Services, clock: Clock | None, **overrides) -> str:

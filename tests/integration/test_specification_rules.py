@@ -9,23 +9,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models import Act, InputError, Services, responsible_and_on_call
-from tests.helpers import SECRET, Clock, approve, emergency_request, major_request, standard_request
+from models import Act, InputError, responsible_and_on_call
+from tests.helpers import approve, emergency_request, major_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)  # a Tuesday
 REQUESTS = {"standard": standard_request, "emergency": emergency_request, "major": major_request}
 CHOICES = {"incident_severity", "category"}  # drop-downs: left out, never typed empty
-
-
-@pytest.fixture
-def clock():
-    return Clock(T0)
-
-
-@pytest.fixture
-def at_t0(db, org, clock):
-    return Services.build(db, org, SECRET, clock=clock)
 
 
 def _required(org) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from models import Act, ChangeState, PolicyViolation, Services, decode_data, events_for
-from tests.helpers import SECRET, Clock, approve, emergency_request, standard_request
+from tests.helpers import approve, emergency_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 12, 8, 12, tzinfo=UTC)  # a Tuesday after the first Sunday: only weekly windows ahead
@@ -19,13 +19,8 @@ SUNDAY_20 = SUNDAY_13 + timedelta(days=7)
 
 
 @pytest.fixture
-def clock():
-    return Clock(T0)
-
-
-@pytest.fixture
-def services(db, org, clock):
-    return Services.build(db, org, SECRET, clock=clock)
+def services(at_t0):
+    return at_t0  # every test here on the module's clock (tests/conftest.py: `clock` starts at T0)
 
 
 def scheduled(services: Services, **overrides):
