@@ -33,7 +33,7 @@ from ..domain import (
 from ..storage import ChangeRequest, MaintenanceWindow, append_event, decode_data, events_for
 from ._identity import Identities
 from ._lockdown import lockdown_in_force
-from ._slots import ACTIVE_STATES, Planned, Slot, Slots, describe_window
+from ._slots import ACTIVE_STATES, Holding, Planned, Slot, Slots, describe_window
 from ._unit_of_work import UnitOfWork
 
 # How far in the past a planned start may be when it is filed and still count as "now".
@@ -68,7 +68,7 @@ class SchedulingService:
             clashes.append(f"planned window falls in the freeze '{freeze.title or 'freeze'}' "
                            f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
         directory = self._uow.org.directory
-        related = directory.related(request.service, self._uow.org.policies.conflict_depth)
+        related = self.slots.related(request.service)
         others = {c.key: c for c in session.execute(select(ChangeRequest).where(
             ChangeRequest.service.in_(list(related)), self.slots.runs_in(request.environment),
             ChangeRequest.state.in_([s.value for s in ACTIVE_STATES]))).scalars()}
@@ -262,10 +262,12 @@ class SchedulingService:
                            "at once")
         if not rules.scheduled:  # `window: any`: approved means go (emergencies)
             return decide_start(planned_start=None, now=now, freezes=freezes, started_early_by=early)
-        in_window = self._window_open(session, change, now)
-        return decide_start(held_by=None if in_window else self._holder_now(session, change, now),
+        # The queue an undated change waits in, read once for the three questions below (issue 32).
+        held = self.slots.held(session, change.environment) if change.planned_start is None else []
+        in_window = self._window_open(session, change, now, held)
+        return decide_start(held_by=None if in_window else self._holder_now(change, now, held),
             planned_start=change.planned_start, now=now, freezes=freezes, started_early_by=early,
-            in_window=in_window, next_window=None if in_window else self._next_window(session, change, now),
+            in_window=in_window, next_window=None if in_window else self._next_window(session, change, now, held),
             notice_until=change.created_at + rules.policy.notice if rules.policy.notice else None)
 
     def lockdown_refusal(self, session: Session, change_type: str, doing: str) -> str | None:
@@ -278,35 +280,40 @@ class SchedulingService:
         with self._uow.read() as session:
             return self.lockdown_refusal(session, change_type, doing)
 
-    def _window_open(self, session: Session, change: ChangeRequest, now: datetime) -> bool:
+    @staticmethod
+    def _slot_in(held: list[Holding], change: ChangeRequest) -> Slot | None:
+        return next((h.slot for h in held if h.key == change.key), None)
+
+    def _window_open(self, session: Session, change: ChangeRequest, now: datetime, held: list[Holding]) -> bool:
         """A maintenance window (one of its environment's or ad hoc for its service) covers this moment; for an
         undated change, the window it holds (issue 32: a related change queued before it has the one open now)."""
         if change.planned_start is None:
-            slot = self.slots.slot_of(session, change, change.created_at, key=change.key)
+            slot = self._slot_in(held, change)
             return slot is not None and slot.covers(now)
         return any(w.starts_at <= now < w.ends_at for w in self.slots.windows(
             session, change.service, change.environment, now, now + timedelta(microseconds=1)))
 
     def _running_related(self, session: Session, change: ChangeRequest) -> str | None:
         """Another change being implemented now on the change's service or a related one, named."""
-        related = self._uow.org.directory.related(change.service, self._uow.org.policies.conflict_depth)
+        related = self.slots.related(change.service)
         running = session.execute(select(ChangeRequest).where(
             ChangeRequest.service.in_(list(related)), self.slots.runs_in(change.environment),
             ChangeRequest.key != change.key,
             ChangeRequest.state.in_([ChangeState.implementing.value, ChangeState.verifying.value]))).scalars().first()
         return f"{running.key} on {running.service}" if running is not None else None
 
-    def _holder_now(self, session: Session, change: ChangeRequest, now: datetime) -> str | None:
+    def _holder_now(self, change: ChangeRequest, now: datetime, held: list[Holding]) -> str | None:
         """For an undated change: the related change that holds the window open now, ahead of it, named."""
         if change.planned_start is not None:
             return None
-        related = self._uow.org.directory.related(change.service, self._uow.org.policies.conflict_depth)
-        return next((f"{h.key} on {h.service}" for h in self.slots.held(session, change.environment)
+        related = self.slots.related(change.service)
+        return next((f"{h.key} on {h.service}" for h in held
                      if h.key != change.key and h.service in related and h.slot.covers(now)), None)
 
-    def _next_window(self, session: Session, change: ChangeRequest, after: datetime) -> datetime | None:
+    def _next_window(self, session: Session, change: ChangeRequest, after: datetime,
+                     held: list[Holding]) -> datetime | None:
         if change.planned_start is None:
-            slot = self.slots.slot_of(session, change, change.created_at, key=change.key)
+            slot = self._slot_in(held, change)
             return slot.starts_at if slot is not None and slot.starts_at > after else None
         return min((w.starts_at for w in self.slots.windows(session, change.service, change.environment, after,
                                                             after + timedelta(days=40)) if w.starts_at > after),

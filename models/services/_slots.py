@@ -127,6 +127,11 @@ class Slots:
             return next((h.slot for h in self.held(session, change.environment) if h.key == key), None)
         return self.first_free(session, change, filed_at, self.held(session, change.environment))
 
+    def related(self, service: str) -> dict[str, list[str]]:
+        """The services whose changes clash with one on `service` (policies.yaml `conflict_depth` directory.yaml
+        `depends_on` steps, either way), each with its path from `service`."""
+        return self._uow.org.directory.related(service, self._uow.org.policies.conflict_depth)
+
     def first_free(self, session: Session, change: Planned, filed_at: datetime, held: list[Holding]) -> Slot | None:
         """The first window of the change's service that opens once its notice is served, that no freeze of its
         service overlaps and that no change on a related service holds (None: its type does not wait for one)."""
@@ -135,7 +140,7 @@ class Slots:
             return None
         after = max(self._uow.clock(), filed_at + rules.policy.notice)
         horizon = after + _HORIZON
-        related = self._uow.org.directory.related(change.service, self._uow.org.policies.conflict_depth)
+        related = self.related(change.service)
         taken = [(h.slot.starts_at, h.slot.ends_at) for h in held if h.service in related]
         taken += [(w.starts_at, w.ends_at) for w in session.execute(select(MaintenanceWindow).where(
             MaintenanceWindow.freeze.is_(True), MaintenanceWindow.starts_at < horizon,

@@ -10,12 +10,10 @@ import pytest
 
 from models import Act, ChangeState, PolicyViolation, decode_data, events_for
 from tests.helpers import approve
-from tests.integration.test_bypass import (  # noqa: F401 (fixtures)
+from tests.integration.test_bypass import (  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
     T0,
     WINDOW,
     actions,
-    at_t0,
-    clock,
     code,
     implementing,
     scheduled,

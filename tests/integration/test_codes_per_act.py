@@ -11,7 +11,7 @@ import pytest
 
 from models import Act, ChangeState, PolicyViolation
 from tests.helpers import approve, standard_request
-from tests.integration.test_bypass import WINDOW, actions, at_t0, clock, code, implementing, scheduled  # noqa: F401
+from tests.integration.test_bypass import T0, WINDOW, actions, code, implementing, scheduled  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
 
 
 def others(act: Act) -> list[Act]:
