@@ -10,7 +10,7 @@ import pytest
 
 from models import Act, ChangeState, PolicyViolation, decode_data, events_for
 from tests.helpers import approve
-from tests.integration.test_bypass import (  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import (  # noqa: F401 (T0: clock)
     T0,
     WINDOW,
     actions,

@@ -11,7 +11,7 @@ import pytest
 
 from models import Act, ChangeState, PolicyViolation
 from tests.helpers import approve, standard_request
-from tests.integration.test_bypass import T0, WINDOW, actions, code, implementing, scheduled  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import T0, WINDOW, actions, code, implementing, scheduled  # noqa: F401 (T0: clock)
 
 
 def others(act: Act) -> list[Act]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Act, AuditEvent, ChangeState, Delegation, InputError, PolicyViolation
 from tests.helpers import approve, major_request, standard_request
-from tests.integration.test_bypass import T0, actions, code  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import T0, actions, code  # noqa: F401 (T0: clock)
 from tests.integration.test_reviews import rolled_back
 
 

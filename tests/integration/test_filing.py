@@ -10,7 +10,7 @@ import pytest
 
 from models import Act, ChangeState, InputError, PolicyViolation
 from tests.helpers import standard_request
-from tests.integration.test_bypass import T0, actions, code  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import T0, actions, code  # noqa: F401 (T0: clock)
 
 
 def filed(services, **overrides):

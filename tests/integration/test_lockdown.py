@@ -14,7 +14,7 @@ from models import (Act, AuditEvent, CanaryConfig, ChangeRequest, ChangeState, I
                     verify_chain)
 from tests.helpers import ROUTINE_RISK, SECRET, approve, emergency_request, standard_request
 from tests.integration.test_audit import _tamper
-from tests.integration.test_bypass import T0, WINDOW, code, scheduled  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import T0, WINDOW, code, scheduled  # noqa: F401 (T0: clock)
 
 INCIDENT = "INC-7: payments database down"
 

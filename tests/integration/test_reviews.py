@@ -8,7 +8,7 @@ import pytest
 
 from models import Act, ChangeState, PolicyViolation
 from tests.helpers import approve, emergency_request
-from tests.integration.test_bypass import T0, actions, code, implementing  # noqa: F401 - T0: the module clock starts there (tests/conftest.py)
+from tests.integration.test_bypass import T0, actions, code, implementing  # noqa: F401 (T0: clock)
 
 
 def rolled_back(services, clock):
