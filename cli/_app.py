@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from . import _audit, _calendar, _changes, _decisions, _delegations, _doctor, _notifications, _setup, _wait
+from . import _audit, _calendar, _changes, _decisions, _delegations, _doctor, _notifications, _policy, _setup, _wait
 from ._endpoint import endpoint
 from ._lockdown import lockdown_app
 from ._options import checked_settings
@@ -26,7 +26,7 @@ for group in (_setup.app, _doctor.app, _changes.app, _wait.app, _decisions.app, 
 # Groups (`changeflow db upgrade`, `changeflow audit verify`, ...).
 app.add_typer(_setup.db_app, name="db")
 app.add_typer(_audit.audit_app, name="audit")
-app.add_typer(_setup.policy_app, name="policy")
+app.add_typer(_policy.policy_app, name="policy")
 app.add_typer(_calendar.window_app, name="window")
 app.add_typer(_notifications.notifications_app, name="notifications")
 app.add_typer(token_app, name="token")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.table import Table
 
 from models import (
     BackupReport,
@@ -15,17 +14,14 @@ from models import (
     DEFAULTS_DIR,
     install_runbooks,
     InputError,
-    RiskLevel,
     Settings,
     create_restricted_roles,
-    required_approvals,
     restore_guards,
     upgrade_database,
 )
 
 from ._context import context
-from ._options import JsonOption
-from ._output import console, exits_cleanly, print_error, print_json
+from ._output import console, exits_cleanly, print_error
 
 
 CONFIG_FILES = ("directory.yaml", "policies.yaml", "checklists.yaml", "templates.yaml", "maintenance.yaml")
@@ -115,45 +111,6 @@ def _backup_verdict(report: BackupReport, done: str) -> None:
         raise typer.Exit(1)
     console.print(f"{done}: {report.folder} ({report.events} events, {report.checkpoints} signed checkpoints hold; "
                   f"{report.seconds:.1f} s)")
-
-
-policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
-
-
-@policy_app.command("show")
-@exits_cleanly
-def policy_show(json_output: bool = JsonOption) -> None:
-    """Who must approve what, per change type and risk level."""
-    org = context().org
-    rows: list[dict[str, Any]] = []
-    for change_type, policy in org.policies.types.items():
-        for level in ("low", "medium", "high"):
-            required = required_approvals(change_type, RiskLevel(level), org.policies, org.directory)
-            rows.append({
-                "type": change_type,
-                "risk": level,
-                "approvals": [{"role": r.role, "count": r.count, "holders": org.directory.holders(r.role)}
-                              for r in required],
-                "approval_sla_hours": policy.approval_sla.total_seconds() / 3600,
-                "window": policy.window,
-                "notice_days": policy.notice.total_seconds() / 86400,
-                "documentation": policy.documentation,
-                "testing": policy.testing,
-                "requires": policy.requires,
-                "review": policy.review,
-                "review_within_hours": policy.review_within.total_seconds() / 3600,
-            })
-    if json_output:
-        print_json({"policy_version": org.policies.version, "rules": rows})
-        return
-    table = Table(title=f"approval policy {org.policies.version[:12]}")
-    for column in ("type", "risk", "approvals (holders)", "SLA", "window"):
-        table.add_column(column)
-    for row in rows:
-        approvals = "; ".join(f"{a['count']} x {a['role']} ({', '.join(a['holders'])})" for a in row["approvals"])
-        table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
-    console.print(table)
-    console.print("The requester never approves their own change; one person fills one role per change.")
 
 
 @db_app.command("roles")

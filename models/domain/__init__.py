@@ -194,7 +194,10 @@ from ._work import (
     reviewers,
 )
 
+from ._what_if import FiledChange, Judgement, differences, judge, risk_level_of
+
 __all__ = [
+    "FiledChange", "Judgement", "differences", "judge", "risk_level_of",
     "ApprovalLink", "LinkRefused", "form_token", "form_token_ok", "read_link", "sign_link",
     "CHECKPOINT_ORIGIN", "Checkpoint", "checkpoint_due", "checkpoint_problems", "key_id", "sign_checkpoint",
     "Activity",

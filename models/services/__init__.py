@@ -21,6 +21,7 @@ from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryServi
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
+from ._what_if import WhatIfReport, WhatIfRow, WhatIfService
 from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._slots import ACTIVE_STATES, Slot, describe_window
@@ -44,6 +45,9 @@ __all__ = [
     "Calendar",
     "CalendarEntry",
     "CalendarService",
+    "WhatIfReport",
+    "WhatIfRow",
+    "WhatIfService",
     "RollbackService",
     "LinkPage",
     "AuditAnchors",

@@ -14,6 +14,7 @@ from ._approval_links import ApprovalLinks
 from ._approvals import ApprovalService
 from ._brief import ApprovalBriefs
 from ._calendar import CalendarService
+from ._what_if import WhatIfService
 from ._canary import CanaryService
 from ._changes import ChangeService
 from ._automation_tokens import AutomationTokens
@@ -55,6 +56,7 @@ class Services:
     lockdown: LockdownService
     runbooks: RunbookService
     gate_status: GateStatusReader
+    what_if: WhatIfService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -74,7 +76,7 @@ class Services:
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
                    lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
-                   gate_status=GateStatusReader(uow, scheduling))
+                   gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

@@ -1,0 +1,118 @@
+"""Policy what-if (issue 34): the changes already filed, judged under a proposed policy beside the current one with the
+rules submission applies. Replaying the current policy reproduces the record; each kind of difference has a
+hand-built history with a known answer; a proposal that does not load is refused naming the file, and nothing is
+written either way."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import yaml
+
+from models import AuditEvent
+from tests.helpers import approve, emergency_request, major_request, standard_request
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)  # a Sunday; the tests file in the weeks after it
+SUNDAY = datetime(2026, 11, 8, 2, tzinfo=UTC)  # weekly maintenance, a week after T0
+
+
+def _history(services, clock) -> dict[str, str]:
+    """A standard change planned a week out and approved, an undated one, a major one 15 days out approved by the
+    CAB, an emergency fixed at once: filed under the shipped policy, their keys by name."""
+    keys = {}
+    planned = standard_request(planned_start=SUNDAY.isoformat(), planned_end=(SUNDAY + timedelta(hours=1)).isoformat())
+    keys["standard"] = services.approvals.request_approval(services.changes.submit(planned).key).key
+    for person in ("alice", "bob"):
+        approve(services, keys["standard"], person)
+    keys["undated"] = services.changes.submit(standard_request(title="undated")).key
+    major_at = SUNDAY + timedelta(days=14)
+    keys["major"] = services.approvals.request_approval(services.changes.submit(major_request(
+        planned_start=major_at.isoformat(), planned_end=(major_at + timedelta(hours=1)).isoformat())).key).key
+    for person in ("alice", "carol", "dave"):
+        approve(services, keys["major"], person)
+    keys["emergency"] = services.changes.submit(emergency_request()).key
+    return keys
+
+
+def _proposed(org, edit):
+    data = org.policies.model_dump(by_alias=True, exclude={"version"})
+    edit(data)
+    return org.policies.model_validate(data)
+
+
+def _events(db) -> int:
+    with db.read() as session:
+        return session.query(AuditEvent).count()
+
+
+def test_replaying_the_current_policy_reproduces_the_record(at_t0, clock):
+    _history(at_t0, clock)
+    assert at_t0.what_if.replay(T0 - timedelta(days=1), T0 + timedelta(days=1)) == []
+    report = at_t0.what_if.compare(at_t0.org.policies, at_t0.org.directory, T0 - timedelta(days=1),
+                                   T0 + timedelta(days=1))
+    assert (report.changes, report.rows) == (4, []), "the current policy against itself differs nowhere"
+
+
+def test_each_kind_of_difference_is_found_with_its_known_answer(at_t0, clock, org, db):
+    keys = _history(at_t0, clock)
+    before = _events(db)
+
+    def proposal(data):
+        data["types"]["standard"]["notice"] = "10d"                    # a week's notice is no longer enough
+        data["types"]["standard"]["approvals"].append({"role": "cab_member", "count": 1})  # alice + bob: short
+        data["types"]["major"]["requires"].append("impact")            # the major change gave none
+        data["risk"]["medium_from"] = 1                                # a routine answer now counts as medium
+
+    report = at_t0.what_if.compare(_proposed(org, proposal), org.directory, T0 - timedelta(days=1),
+                                   T0 + timedelta(days=1))
+    found = {r.key: r.differences for r in report.rows}
+    standard = found[keys["standard"]]
+    assert "refused: planned_start: standard needs 10 d notice; filed 158 h ahead" in standard, standard
+    assert "approvals 1 x peer_reviewer + 1 x team_lead -> 1 x cab_member + 1 x peer_reviewer + 1 x team_lead" \
+        in standard and "its approvers would not have sufficed" in standard, standard
+    assert "risk low -> medium" in standard
+    assert "refused: impact: a major change needs an impact statement" in found[keys["major"]]
+    assert keys["undated"] in found and not any(d.startswith("refused") for d in found[keys["undated"]]), \
+        "an undated change serves its notice at the window gate, never refused for it"
+    (row,) = [r for r in report.rows if r.key == keys["standard"]]
+    assert row.added_wait == timedelta(days=10) - (SUNDAY - T0)
+    assert (report.refused, report.approvers_short) == (2, 1)
+    assert report.added_wait_median == row.added_wait
+    assert _events(db) == before, "the what-if writes nothing"
+
+
+def test_the_cli_takes_a_directory_of_proposed_files_and_refuses_one_that_does_not_load(cli_env, db, tmp_path):
+    proposal = tmp_path / "proposal"
+    proposal.mkdir()
+    from models import DEFAULTS_DIR
+
+    policies = yaml.safe_load((DEFAULTS_DIR / "policies.yaml").read_text())
+    policies["types"]["emergency"]["requires"].append("rollback_plan")
+    (proposal / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
+    filed = cli_env("submit", "--local", str(_request_file(tmp_path)))
+    assert filed.exit_code == 0, filed.stdout
+    before = _events(db)
+    shown = cli_env("policy", "what-if", str(proposal), "--since", "1d", "--json")
+    assert shown.exit_code == 0, shown.stdout
+    answer = json.loads(shown.stdout)
+    assert (answer["judged"], answer["would_differ"], answer["refused"]) == (1, 1, 1), answer
+    assert answer["changes"][0]["differences"] == [
+        "refused: rollback_plan: an emergency change needs a rollback plan"]
+    assert answer["proposed_version"] != answer["current_version"]
+    csv_out = cli_env("policy", "what-if", str(proposal), "--csv")
+    assert csv_out.exit_code == 0 and "an emergency change needs a rollback plan" in csv_out.stdout
+    policies["types"]["emergency"]["approval_sla"] = "one hour"
+    (proposal / "policies.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
+    broken = cli_env("policy", "what-if", str(proposal))
+    assert broken.exit_code == 2
+    assert "policies.yaml: types.emergency.approval_sla" in broken.output, broken.output
+    assert cli_env("policy", "what-if", str(proposal), "--since", "a while").exit_code == 2
+    assert _events(db) == before, "the what-if writes nothing"
+
+
+def _request_file(tmp_path):
+    path = tmp_path / "emergency.json"
+    path.write_text(json.dumps(emergency_request()))
+    return path
