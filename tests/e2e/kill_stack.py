@@ -24,7 +24,8 @@ from cli.dev import (FAST_POLLING, Stack, confirm_filing_in_form, create_pool_an
                      install_automations, prefect_env, start_server, start_worker)
 from models import (Act, Database, Services, Settings, load_org, record_problems, settings_from_env, utcnow,
                     verify_chain)
-from tests.flow_stack import prepare_home, wait_for_change
+from tests.flow_stack import wait_for_change
+from tests.flow_stack_config import prepare_home
 from tests.helpers import SECRET, standard_request, wait_until
 from tests.prefect_db import start_seeded_server
 from tests.processes import kill_as_one, with_descendants

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from flows import ResumeRefused, paused_key, resume_with_input
 from models import Act, ChangeRequest, Notification
 from models import utcnow
-from tests.flow_stack import ended_as, final_run_state  # noqa: F401 - other flow tests import them from here
+from tests.flow_stack import ended_as, final_run_state, wait_paused  # noqa: F401 - other flow tests import them from here
 from tests.helpers import ROUTINE_RISK, backdated, emergency_request, major_request, standard_request
 from tests.stack_readback import console_lines_of, runbook_artifact
 
@@ -73,33 +73,6 @@ def act(flow_stack, change: ChangeRequest, approver: str, *, code: str | None = 
         time.sleep(0.2)
     flow_stack.wait_for(change.key, lambda c: len(decisions(flow_stack, c.key)) > before, what="decision recorded")
     return decisions(flow_stack, change.key)[-1]
-
-
-def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
-    """The pause key once the run is suspended at a key starting with `prefix` and its Resume form is stored: a hot
-    gate stores the form just after it pauses, and a Resume in between is refused "Run input schema not found"."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        key = asyncio.run(paused_key(run_id))
-        if key and key.startswith(prefix) and asyncio.run(_form_stored(run_id)):
-            return key
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never paused at {prefix}")
-
-
-async def _form_stored(run_id: str) -> bool:
-    from prefect.exceptions import ObjectNotFound
-
-    async with get_client() as client:
-        run = await client.read_flow_run(UUID(run_id))
-        keyset = run.state.state_details.run_input_keyset if run.state is not None else None
-        if not keyset:
-            return True  # a pause without a form
-        try:
-            await client.read_flow_run_input(UUID(run_id), keyset["schema"])
-        except ObjectNotFound:
-            return False
-    return True
 
 
 def notifications_for(flow_stack, key: str) -> list[Notification]:

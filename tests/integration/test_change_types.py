@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from models import DEFAULTS_DIR, ChangeState, InputError, Services, change_type, load_org, transitions_for
-from tests.flow_stack import NORMAL_TYPE
+from tests.flow_stack_config import NORMAL_TYPE
 from tests.helpers import SECRET, approve, standard_request
 
 
