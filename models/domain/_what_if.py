@@ -4,6 +4,7 @@ is never a second implementation of any rule. The service compares two policy se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +15,11 @@ from ._errors import InputError
 from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
 from ._policy_file import PolicySet, RiskPolicy
+from ._scheduling import WindowSpec, planned_span
+from ._windows import scheduled_windows
+
+# How far past a planned start a replay looks for a window the change would fit in.
+_WINDOW_HORIZON = timedelta(days=100)
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class FiledChange:
     environment: str | None
     created_at: datetime
     planned_start: datetime | None
+    planned_end: datetime | None
     risk_score: int
     request: object
     approvals: tuple[GivenApproval, ...] = ()
@@ -39,7 +46,7 @@ class Judgement:
     risk_level: RiskLevel | None
     required: tuple[RequiredApproval, ...]
     approvers_suffice: bool | None  # None: nobody approved it (not approved, or pre-approved)
-    notice_short_by: timedelta | None  # how much earlier it would have had to be filed
+    added_wait: timedelta | None  # how much later it could have started (a longer notice, the next window)
 
 
 def risk_level_of(score: int, policy: RiskPolicy) -> RiskLevel:
@@ -52,27 +59,40 @@ def risk_level_of(score: int, policy: RiskPolicy) -> RiskLevel:
     return RiskLevel.low
 
 
-def judge(change: FiledChange, policies: PolicySet, directory: Directory) -> Judgement:
+def judge(change: FiledChange, policies: PolicySet, directory: Directory,
+          ad_hoc: Sequence[WindowSpec] = ()) -> Judgement:
     """The decisions `policies` would have made when `change` was filed: refusals at submit (a type or environment
-    it lacks, a required field, a severity its type is not for, the notice), the risk level, the approvals it would
-    have needed, and whether the people who approved it would have sufficed."""
+    it lacks, a required field, a severity its type is not for, the notice, a planned span outside every window of
+    its environment and of `ad_hoc`, the ad hoc windows recorded for its service), the risk level, the approvals it
+    would have needed, and whether the people who approved it would have sufficed."""
     try:
         rules = change_type(policies, change.type, change.environment)
     except InputError as exc:
         return Judgement((str(exc).removeprefix("invalid change request: "),), None, (), None, None)
     refused = [f"{p.field}: {p.message}" for p in rules.request_problems(change.request)]
-    short_by = None
-    if rules.scheduled and change.planned_start is not None and rules.policy.notice:
+    waits = []
+    if rules.scheduled and change.planned_start is not None:
+        start, end = planned_span(change.planned_start, change.planned_end)
         earliest = change.created_at + rules.policy.notice
-        if change.planned_start < earliest:
-            short_by = earliest - change.planned_start
+        if rules.policy.notice and start < earliest:
+            waits.append(earliest - start)
             refused.append(f"planned_start: {rules.name} needs {format_wait(rules.policy.notice)} notice; filed "
-                           f"{format_wait(max(change.planned_start - change.created_at, timedelta(0)))} ahead")
+                           f"{format_wait(max(start - change.created_at, timedelta(0)))} ahead")
+        windows = [*scheduled_windows(policies.windows_in(change.environment), start - timedelta(days=1),
+                                      end + _WINDOW_HORIZON), *ad_hoc]
+        if not any(w.starts_at <= start and end <= w.ends_at for w in windows):
+            fits = sorted((w for w in windows if w.starts_at >= max(start, earliest)
+                           and w.ends_at - w.starts_at >= end - start), key=lambda w: w.starts_at)
+            waits += [fits[0].starts_at - start] if fits else []
+            place = change.environment or "its environment"
+            following = (f"; the next it fits is {fits[0].title or fits[0].kind} "
+                         f"{fits[0].starts_at:%Y-%m-%d %H:%M} UTC") if fits else ""
+            refused.append(f"planned_start: outside every window of {place}{following}")
     level = risk_level_of(change.risk_score, policies.risk)
     required = tuple(required_approvals(change.type, level, policies, directory, change.environment))
     suffice = (evaluate(required, change.approvals, reject_on_any_rejection=False).satisfied
                if change.approvals else None)
-    return Judgement(tuple(refused), level, required, suffice, short_by)
+    return Judgement(tuple(refused), level, required, suffice, max(waits) if waits else None)
 
 
 def differences(before: Judgement, after: Judgement) -> list[str]:

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from ..domain import Decision, Directory, FiledChange, GivenApproval, PolicySet, differences, judge
-from ..storage import Approval, ChangeRequest
+from ..domain import Decision, Directory, FiledChange, GivenApproval, PolicySet, WindowSpec, differences, judge
+from ..storage import Approval, ChangeRequest, MaintenanceWindow
 from ._unit_of_work import UnitOfWork
 
 # Filed changes read per query: a quarter of the 1M-change history is about 25,000.
@@ -52,12 +52,15 @@ class WhatIfService:
         current, people = self._uow.org.policies, self._uow.org.directory
         rows: list[WhatIfRow] = []
         judged = 0
+        ad_hoc = self._ad_hoc_windows(since)
         for change, filed in self._filed(since, until, service):
             judged += 1
-            found = differences(judge(filed, current, people), after := judge(filed, proposed, directory))
+            windows = _of(ad_hoc, change)
+            found = differences(judge(filed, current, people, windows),
+                                after := judge(filed, proposed, directory, windows))
             if found:
                 rows.append(WhatIfRow(change.key or "", change.title, change.service, change.type, tuple(found),
-                                      after.notice_short_by))
+                                      after.added_wait))
         waits = sorted(r.added_wait for r in rows if r.added_wait is not None)
         return WhatIfReport(
             since=since, until=until, changes=judged, rows=rows,
@@ -74,8 +77,9 @@ class WhatIfService:
         record, the proof that the replay applies the rules submission applied."""
         policies, directory = self._uow.org.policies, self._uow.org.directory
         found = []
+        ad_hoc = self._ad_hoc_windows(since)
         for change, filed in self._filed(since, until, None):
-            judgement = judge(filed, policies, directory)
+            judgement = judge(filed, policies, directory, _of(ad_hoc, change))
             found += [f"{change.key}: {reason}" for reason in judgement.refused]
             level = getattr(judgement.risk_level, "value", judgement.risk_level)
             if level != change.risk_level:
@@ -83,6 +87,13 @@ class WhatIfService:
             if judgement.approvers_suffice is False and change.approved_at is not None:
                 found.append(f"{change.key}: approved by too few under its policy")
         return found
+
+    def _ad_hoc_windows(self, since: datetime) -> list[MaintenanceWindow]:
+        """The ad hoc windows (not freezes) that end after `since`: the recorded windows a change of the range may
+        have been planned in, besides its environment's recurring ones."""
+        with self._uow.read() as session:
+            return list(session.execute(select(MaintenanceWindow).where(
+                MaintenanceWindow.freeze.is_(False), MaintenanceWindow.ends_at > since)).scalars())
 
     def _filed(self, since: datetime, until: datetime, service: str | None):
         """(row, FiledChange) for each change filed in the range, with the approvals of its last round, read a
@@ -107,6 +118,13 @@ class WhatIfService:
             for change in changes:
                 yield change, FiledChange(
                     key=change.key or "", type=change.type, environment=change.environment,
-                    created_at=change.created_at, planned_start=change.planned_start, risk_score=change.risk_score,
+                    created_at=change.created_at, planned_start=change.planned_start,
+                    planned_end=change.planned_end, risk_score=change.risk_score,
                     request=change, approvals=tuple(given[change.id]))
             after_id = changes[-1].id
+
+
+def _of(windows: list[MaintenanceWindow], change: ChangeRequest) -> list[WindowSpec]:
+    """The ad hoc windows that hold for `change`: of its service or every one, of its environment or every one."""
+    return [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service) for w in windows
+            if w.service in (None, change.service) and w.environment in (None, change.environment)]

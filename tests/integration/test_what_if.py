@@ -83,6 +83,22 @@ def test_each_kind_of_difference_is_found_with_its_known_answer(at_t0, clock, or
     assert _events(db) == before, "the what-if writes nothing"
 
 
+def test_a_window_moved_or_dropped_shows_which_changes_would_have_waited_and_how_long(at_t0, clock, org):
+    keys = _history(at_t0, clock)
+
+    def saturdays(data):  # the weekly window a day earlier; the monthly and quarterly ones left where they are
+        data["windows"]["weekly"]["weekday"] = "saturday"
+
+    report = at_t0.what_if.compare(_proposed(org, saturdays), org.directory, T0 - timedelta(days=1),
+                                   T0 + timedelta(days=1))
+    found = {r.key: r for r in report.rows}
+    assert set(found) == {keys["standard"], keys["major"]}, "the undated one and the emergency wait for no window"
+    assert found[keys["standard"]].differences == (
+        "refused: planned_start: outside every window of production; the next it fits is Weekly maintenance "
+        "2026-11-14 02:00 UTC",)
+    assert found[keys["standard"]].added_wait == timedelta(days=6)
+
+
 def test_the_cli_takes_a_directory_of_proposed_files_and_refuses_one_that_does_not_load(cli_env, db, tmp_path):
     proposal = tmp_path / "proposal"
     proposal.mkdir()
