@@ -123,3 +123,31 @@ def policy_what_if(
                   f"{report.approvals_changed} with other approvals, {report.risk_moved} at another risk level, "
                   f"{report.approvers_short} whose approvers would not have sufficed"
                   + (f"; added notice median {hours['median']} h, p90 {hours['p90']} h" if hours["median"] else ""))
+
+
+@policy_app.command("log")
+@exits_cleanly
+def policy_log(
+    diff: bool = typer.Option(False, "--diff", help="Show what each version changed, line by line."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Every policy version that governed changes: when it was first loaded, by which process, the version it
+    replaced (and with --diff what it changed). Loading the config here records the one in force if it is new."""
+    ctx = context()
+    ctx.services.policy_log.record_loaded("changeflow policy log")
+    changes = ctx.services.policy_log.log()
+    if json_output:
+        print_json([{"seq": c.seq, "at": c.at.isoformat(), "recorded_by": c.recorded_by, "version": c.version,
+                     "previous": c.previous, "diff": c.diff} for c in changes])
+        return
+    table = Table(title="policy versions")
+    for column in ("event", "first loaded", "by", "version", "replaced"):
+        table.add_column(column)
+    for c in changes:
+        table.add_row(str(c.seq), f"{c.at:%Y-%m-%d %H:%M} UTC", c.recorded_by, c.version[:12],
+                      (c.previous or "-")[:12])
+    console.print(table)
+    if diff:
+        for c in changes:
+            if c.diff:
+                console.print(c.diff, markup=False, highlight=False)

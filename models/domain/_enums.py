@@ -137,6 +137,7 @@ class AuditAction(str, Enum):
     delegation_recorded = "delegation_recorded"  # an operator recorded a person's delegation (`changeflow delegate`)
     delegation_revoked = "delegation_revoked"
     delegation_refused = "delegation_refused"
+    policy_changed = "policy_changed"  # a policy version loaded for the first time, with its diff (issue 34)
     lockdown_declared = "lockdown_declared"  # the incident button: no change starts (issue 32)
     lockdown_lifted = "lockdown_lifted"
     lockdown_refused = "lockdown_refused"

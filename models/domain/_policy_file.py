@@ -3,6 +3,8 @@ timings, and the risk policy. `_change_types.ChangeTypeRules` reads a type's; `_
 
 from __future__ import annotations
 
+import json
+
 from datetime import timedelta
 from typing import Literal
 
@@ -195,6 +197,11 @@ class PolicySet(Strict):
     @property
     def default_environment(self) -> str:
         return next(iter(self.environments))
+
+    def canonical_text(self) -> str:
+        """The policy set as sorted, indented JSON: what its version means, line by line, for a diff between two
+        versions (issue 34) whatever the YAML's layout or comments."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude={"version"}), indent=1, sort_keys=True)
 
     @property
     def on_call_role(self) -> str | None:

@@ -22,6 +22,7 @@ from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, 
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
 from ._what_if import WhatIfReport, WhatIfRow, WhatIfService
+from ._policy_log import PolicyChange, PolicyLog
 from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._slots import ACTIVE_STATES, Slot, describe_window
@@ -46,6 +47,8 @@ __all__ = [
     "CalendarEntry",
     "CalendarService",
     "WhatIfReport",
+    "PolicyChange",
+    "PolicyLog",
     "WhatIfRow",
     "WhatIfService",
     "RollbackService",

@@ -14,6 +14,7 @@ from ._approval_links import ApprovalLinks
 from ._approvals import ApprovalService
 from ._brief import ApprovalBriefs
 from ._calendar import CalendarService
+from ._policy_log import PolicyLog
 from ._what_if import WhatIfService
 from ._canary import CanaryService
 from ._changes import ChangeService
@@ -57,6 +58,7 @@ class Services:
     runbooks: RunbookService
     gate_status: GateStatusReader
     what_if: WhatIfService
+    policy_log: PolicyLog
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -76,7 +78,8 @@ class Services:
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
                    lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
-                   gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow))
+                   gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow),
+                   policy_log=PolicyLog(uow))
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""

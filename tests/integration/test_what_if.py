@@ -132,3 +132,37 @@ def _request_file(tmp_path):
     path = tmp_path / "emergency.json"
     path.write_text(json.dumps(emergency_request()))
     return path
+
+
+def test_a_policy_version_is_recorded_once_with_what_it_changed_and_the_log_lists_them(db, org, cli_env):
+    """Policy changes are changes: the first load of a version records it in the audit trail (by whom, the version
+    it replaced, the diff); loading it again records nothing, even from processes racing to be first."""
+    import threading
+
+    from models import Services, verify_chain
+    from tests.helpers import SECRET
+
+    first = Services.build(db, org, SECRET)
+    recorded = first.policy_log.record_loaded("worker")
+    assert recorded is not None and (recorded.version, recorded.previous, recorded.diff) == (
+        org.policies.version, None, "")
+    assert first.policy_log.record_loaded("worker") is None
+    longer = _proposed(org, lambda data: data["types"]["standard"].update(notice=timedelta(days=10)))
+    changed = org.model_copy(update={"policies": longer.model_copy(update={"version": "b" * 64})})
+    racers = [Services.build(db, changed, SECRET) for _ in range(4)]
+    threads = [threading.Thread(target=r.policy_log.record_loaded, args=(f"sweep {n}",)) for n, r in
+               enumerate(racers)]
+    for thread in (*threads,):
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log = first.policy_log.log()
+    assert [(c.version, c.previous) for c in log] == [(org.policies.version, None), ("b" * 64, org.policies.version)]
+    assert '-   "notice": "P2D",' in log[1].diff and '+   "notice": "P10D",' in log[1].diff, log[1].diff
+    assert log[1].diff.count("\n-") == 1, "one line changed, one line shown removed"
+    with db.read() as session:
+        assert verify_chain(session).ok
+    shown = cli_env("policy", "log", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert [c["version"] for c in json.loads(shown.stdout)][:2] == [org.policies.version, "b" * 64]
+    assert cli_env("policy", "log", "--diff").exit_code == 0
