@@ -96,7 +96,13 @@ def canary_aborted_mid_bake(demo: Demo, tag: str, request: dict, lab: Lab, app: 
     pressed = time.perf_counter()
     app(["abort", key, "--as", "grace", "--code", services.approvals.approval_code_for(key, "grace", Act.withdraw),
          "--reason", "p99 latency climbing at 50 %"], standalone_mode=False)
-    split = lab.traffic_split(20) if lab.nginx_port else {}
+    # nginx takes the weight the abort wrote at its reload, while its old workers finish what they serve (seen in a
+    # clean-clone run: a request of the 20 still on the canary): the demo shows 20 requests once all reach stable.
+    def stable_only() -> dict | None:
+        seen = lab.traffic_split(20)
+        return seen if set(seen) == {lab.stable.version} else None
+
+    split = demo.wait(stable_only, "the canary's traffic gone") if lab.nginx_port else {}
     demo.say(tag, f"{time.perf_counter() - pressed:.1f} s later the canary has no traffic"
                   + (f" (20 requests through nginx: {split})" if split else "")
                   + "; the sweep starts its stopped run again only to roll it back")
