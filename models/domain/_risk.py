@@ -55,10 +55,13 @@ def assess_risk(answers: RiskAnswers, history: ServiceHistory, policy: RiskPolic
             add(3, label)
         elif rate >= 0.15:
             add(2, label)
+    return RiskAssessment(risk_level_of(score, policy), score, tuple(reasons))
+
+
+def risk_level_of(score: int, policy: RiskPolicy) -> RiskLevel:
+    """The level a risk score reaches under `policy`'s thresholds (the what-if reads a recorded score this way)."""
     if score >= policy.high_from:
-        level = RiskLevel.high
-    elif score >= policy.medium_from:
-        level = RiskLevel.medium
-    else:
-        level = RiskLevel.low
-    return RiskAssessment(level, score, tuple(reasons))
+        return RiskLevel.high
+    if score >= policy.medium_from:
+        return RiskLevel.medium
+    return RiskLevel.low

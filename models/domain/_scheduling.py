@@ -3,11 +3,15 @@ freezes, clashes and the calendar all use (the windows themselves are data: `_wi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 # A change filed without a planned end is taken to occupy this long (for freezes, clashes and the calendar).
 DEFAULT_CHANGE_LENGTH = timedelta(hours=2)
+# How far in the past a planned start may be when it is filed and still count as "now" (a maintenance announcement
+# whose run started late); submission and the what-if's replay of it allow the same.
+START_GRACE = timedelta(minutes=5)
 
 
 def overlaps(start: datetime, end: datetime, other_start: datetime, other_end: datetime) -> bool:
@@ -53,6 +57,11 @@ def decide_start(*, planned_start: datetime | None, now: datetime, freezes: list
             return StartCheck(False, f"the window open now is held by {held_by}, ahead of it{when}", next_window)
         return StartCheck(False, f"no maintenance window is open now{when}", next_window)
     return StartCheck(True, "its window is open")
+
+
+def inside_a_window(windows: "Iterable[WindowSpec]", start: datetime, end: datetime) -> bool:
+    """The span [start, end) lies wholly inside one of the windows: where a dated change may be planned."""
+    return any(w.starts_at <= start and end <= w.ends_at for w in windows)
 
 
 def planned_span(start: datetime, end: datetime | None) -> tuple[datetime, datetime]:

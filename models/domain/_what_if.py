@@ -14,8 +14,9 @@ from ._enums import RiskLevel
 from ._errors import InputError
 from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
-from ._policy_file import PolicySet, RiskPolicy
-from ._scheduling import WindowSpec, planned_span
+from ._policy_file import PolicySet
+from ._risk import risk_level_of
+from ._scheduling import START_GRACE, WindowSpec, inside_a_window, planned_span
 from ._windows import scheduled_windows
 
 # How far past a planned start a replay looks for a window the change would fit in.
@@ -49,16 +50,6 @@ class Judgement:
     added_wait: timedelta | None  # how much later it could have started (a longer notice, the next window)
 
 
-def risk_level_of(score: int, policy: RiskPolicy) -> RiskLevel:
-    """The level a risk score reaches under `policy`'s thresholds (the score itself is the answers' and the
-    service's history at filing, as recorded)."""
-    if score >= policy.high_from:
-        return RiskLevel.high
-    if score >= policy.medium_from:
-        return RiskLevel.medium
-    return RiskLevel.low
-
-
 def judge(change: FiledChange, policies: PolicySet, directory: Directory,
           ad_hoc: Sequence[WindowSpec] = ()) -> Judgement:
     """The decisions `policies` would have made when `change` was filed: refusals at submit (a type or environment
@@ -74,13 +65,13 @@ def judge(change: FiledChange, policies: PolicySet, directory: Directory,
     if rules.scheduled and change.planned_start is not None:
         start, end = planned_span(change.planned_start, change.planned_end)
         earliest = change.created_at + rules.policy.notice
-        if rules.policy.notice and start < earliest:
+        if rules.policy.notice and start < earliest - START_GRACE:  # the grace submission allows
             waits.append(earliest - start)
             refused.append(f"planned_start: {rules.name} needs {format_wait(rules.policy.notice)} notice; filed "
                            f"{format_wait(max(start - change.created_at, timedelta(0)))} ahead")
         windows = [*scheduled_windows(policies.windows_in(change.environment), start - timedelta(days=1),
                                       end + _WINDOW_HORIZON), *ad_hoc]
-        if not any(w.starts_at <= start and end <= w.ends_at for w in windows):
+        if not inside_a_window(windows, start, end):
             fits = sorted((w for w in windows if w.starts_at >= max(start, earliest)
                            and w.ends_at - w.starts_at >= end - start), key=lambda w: w.starts_at)
             waits += [fits[0].starts_at - start] if fits else []

@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from ..domain import (
+    START_GRACE,
+    inside_a_window,
     checked_name,
     checked_text,
     is_allowed,
@@ -36,8 +38,6 @@ from ._lockdown import lockdown_in_force
 from ._slots import ACTIVE_STATES, Holding, Planned, Slot, Slots, describe_window
 from ._unit_of_work import UnitOfWork
 
-# How far in the past a planned start may be when it is filed and still count as "now".
-START_GRACE = timedelta(minutes=5)
 # Who resumed a gate when the form carried no name: Prefect's UI shows no identity.
 ANONYMOUS = "unknown (Prefect UI)"
 
@@ -102,8 +102,8 @@ class SchedulingService:
             slot = self.slots.next_window(session, request.service, request.environment, earliest, end - start)
             return [FieldProblem("planned_start", f"{a} needs {notice}: earliest {earliest:%Y-%m-%d %H:%M} UTC"
                                  + (f"; the next maintenance window after that is {slot}" if slot else ""))]
-        if not any(w.starts_at <= start and end <= w.ends_at
-                   for w in self.slots.windows(session, request.service, request.environment, start, end)):
+        if not inside_a_window(self.slots.windows(session, request.service, request.environment, start, end),
+                               start, end):
             slot = self.slots.next_window(session, request.service, request.environment, start, end - start)
             next_one = f"; the next is {slot}" if slot else ""
             return [FieldProblem("planned_start", f"{a} runs in a maintenance window: {start:%a %Y-%m-%d %H:%M} to "
