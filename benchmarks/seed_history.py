@@ -27,13 +27,22 @@ SPAN = timedelta(days=3 * 365)
 SERVICES = [f"svc-{i:03d}" for i in range(200)]
 PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank"]
 POLICY = "0" * 64
+# Who approves each type under the shipped policies (policies.yaml, directory.yaml), so that replaying the policy
+# over the seeded history reproduces it (`changeflow policy replay`, issue 34): the incident commander for an
+# emergency, a team lead and a peer reviewer for a standard change, a CAB majority (3 of 4) for a major one.
+APPROVERS = {"emergency": (("incident_commander", "erin"),),
+             "standard": (("team_lead", "alice"), ("peer_reviewer", "carol")),
+             "major": (("cab_member", "alice"), ("cab_member", "carol"), ("cab_member", "dave"))}
+# The fields each type requires (policies.yaml `requires`), filed as a careful requester would.
+EVIDENCE = "staging run 2026-11-02: 40/40 checks passed"
 
 CHANGE_COLUMNS = ("id", "key", "type", "state", "title", "description", "service", "requester", "risk_level",
                   "risk_score", "risk_reasons", "risk_answers", "impact", "planned_start", "planned_end",
                   "implementation_plan", "rollback_plan", "test_evidence", "incident_id", "incident_severity",
                   "flow_run_id", "policy_version", "approval_round", "review_due_at", "idempotency_key", "created_at",
                   "updated_at", "implemented_at", "closed_at", "outcome", "template", "approval_requested_at",
-                  "checklist", "ended_at", "approved_at", "version")
+                  "checklist", "ended_at", "approved_at", "version", "uat_signoff", "documentation_link",
+                  "category")
 EVENT_COLUMNS = ("seq", "change_key", "occurred_at", "actor", "action", "from_state", "to_state", "data",
                  "prev_hash", "hash")
 APPROVAL_COLUMNS = ("id", "change_id", "round", "approver", "role", "decision", "comment", "decided_at")
@@ -71,24 +80,25 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
         at = created
         chain.add(key, at, requester, "submitted", None, "submitted", {"type": change_type, "service": service})
         at += timedelta(seconds=5)
-        chain.add(key, at, "changeflow", "policy_decision", data={"required": [{"role": "team_lead", "count": 1},
-                                                                              {"role": "peer_reviewer", "count": 1}],
-                                                                 "policy_version": POLICY})
+        roles = [role for role, _ in APPROVERS[change_type]]
+        required = [{"role": role, "count": roles.count(role)} for role in dict.fromkeys(roles)]
+        chain.add(key, at, "changeflow", "policy_decision", data={"required": required, "policy_version": POLICY})
         chain.add(key, at, "changeflow", "transition", "submitted", "awaiting_approval", {"reason": "approvals"})
         requested = at
         state, implemented, ended, closed, outcome, approved = "awaiting_approval", None, None, None, None, None
         if fate < 0.02:
             state, closed = "rejected", at + timedelta(hours=5)
             approval_id[0] += 1  # the decision's row, as the service writes it beside the event
-            approvals.append((approval_id[0], change_id, 1, "bob", "peer_reviewer", "reject", "risky", naive(closed)))
-            chain.add(key, closed, "bob", "rejection", data={"role": "peer_reviewer", "comment": "risky", "round": 1})
-            chain.add(key, closed, "bob", "transition", "awaiting_approval", "rejected", {"reason": "rejected"})
+            role, person = APPROVERS[change_type][-1]
+            approvals.append((approval_id[0], change_id, 1, person, role, "reject", "risky", naive(closed)))
+            chain.add(key, closed, person, "rejection", data={"role": role, "comment": "risky", "round": 1})
+            chain.add(key, closed, person, "transition", "awaiting_approval", "rejected", {"reason": "rejected"})
         elif fate < 0.03:
             state, closed = "expired", at + timedelta(hours=48)
             chain.add(key, closed, "approval-escalation", "transition", "awaiting_approval", "expired",
                       {"reason": "sla"})
         else:
-            for role, person in (("team_lead", "alice"), ("peer_reviewer", "carol")):
+            for role, person in APPROVERS[change_type]:
                 at += timedelta(minutes=rng.randint(5, 600))
                 approval_id[0] += 1
                 approvals.append((approval_id[0], change_id, 1, person, role, "approve", "", naive(at)))
@@ -106,10 +116,15 @@ def generate(n: int, first_id: int, chain: Chain, rng: random.Random, approval_i
             closed = at + timedelta(minutes=1)
             state = "closed"
             chain.add(key, closed, "changeflow", "transition", target, "closed", {"reason": "closed"})
+        emergency, major = change_type == "emergency", change_type == "major"
         changes.append((change_id, key, change_type, state, f"Change {change_id} to {service}", "", service, requester,
-                        "low", 1, "[]", "{}", "", None, None, "", "undo", "", None, None, None, POLICY, 1, None, None,
+                        "low", 1, "[]", "{}", "", None, None, "", "undo", "" if emergency else EVIDENCE,
+                        f"INC-{change_id}" if emergency else None, rng.choice(["P1", "P2"]) if emergency else None,
+                        None, POLICY, 1, None, None,
                         naive(created), naive(closed or at), naive(implemented), naive(closed), outcome, None,
-                        naive(requested), None, naive(ended), naive(approved), 5))
+                        naive(requested), None, naive(ended), naive(approved), 5,
+                        "UAT: signed off by the product owner, ticket UAT-1" if major else None,
+                        f"https://wiki.example/changes/{key}" if major else None, None))
     return changes, approvals
 
 
@@ -143,8 +158,35 @@ def insert_postgres(db: Database, changes, approvals, events):
         raw.close()
 
 
-def main() -> None:
+def seed(db: Database, changes: int, progress=None) -> int:
+    """Write `changes` changes with their approvals and audit events into the migrated, empty database `db` (on
+    PostgreSQL as a role that may write the trail's head), in batches; the number of audit events written."""
     global n_total
+    n_total = changes
+    insert = insert_postgres if db.dialect == "postgresql" else insert_sqlite
+    rng = random.Random(42)
+    chain = Chain()
+    approval_id = [0]
+    batch = 20_000
+    for first in range(1, changes + 1, batch):
+        rows, approvals = generate(min(batch, changes - first + 1), first, chain, rng, approval_id)
+        insert(db, rows, approvals, chain.rows)
+        chain.rows = []
+        done = first + len(rows) - 1
+        if progress is not None and (done % 100_000 == 0 or done == changes):
+            progress(done, chain.seq)
+    with db.write_engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {chain.seq}, hash = '{chain.prev}' WHERE id = 1")
+        if db.dialect == "postgresql":
+            # COPY wrote explicit ids: move the sequences past them, so the service can file more changes.
+            for table in ("change_requests", "approvals"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                     f"(SELECT MAX(id) FROM {table}))")
+        conn.exec_driver_sql("ANALYZE")
+    return chain.seq
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=1_000_000)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
@@ -152,11 +194,9 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--schema", default="cf_history")
     args = parser.parse_args()
-    n_total = args.changes
     if args.database == "sqlite":
         Path(args.path).unlink(missing_ok=True)
         db = Database(f"sqlite:///{args.path}")
-        insert = insert_sqlite
     else:
         import sqlalchemy
 
@@ -166,31 +206,11 @@ def main() -> None:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
             conn.exec_driver_sql(f'CREATE SCHEMA "{args.schema}"')
         db = Database(f"{args.postgres_url}?options=-csearch_path%3D{args.schema}")
-        insert = insert_postgres
     db.migrate()
-    rng = random.Random(42)
-    chain = Chain()
-    approval_id = [0]
     started = time.perf_counter()
-    batch = 20_000
-    for first in range(1, args.changes + 1, batch):
-        changes, approvals = generate(min(batch, args.changes - first + 1), first, chain, rng, approval_id)
-        insert(db, changes, approvals, chain.rows)
-        chain.rows = []
-        done = first + len(changes) - 1
-        if done % 100_000 == 0 or done == args.changes:
-            print(f"  {done:,} changes, {chain.seq:,} events, {time.perf_counter() - started:.0f} s", flush=True)
-    with db.write_engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {chain.seq}, hash = '{chain.prev}' WHERE id = 1")
-        if db.dialect == "postgresql":
-            # COPY wrote explicit ids: move the sequences past them, so the service can file more changes.
-            for table in ("change_requests", "approvals"):
-                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                     f"(SELECT MAX(id) FROM {table}))")
-            conn.exec_driver_sql("ANALYZE")
-        else:
-            conn.exec_driver_sql("ANALYZE")
-    print(f"{db.dialect}: seeded {args.changes:,} changes and {chain.seq:,} events in "
+    events = seed(db, args.changes, progress=lambda done, seq: print(
+        f"  {done:,} changes, {seq:,} events, {time.perf_counter() - started:.0f} s", flush=True))
+    print(f"{db.dialect}: seeded {args.changes:,} changes and {events:,} events in "
           f"{time.perf_counter() - started:.0f} s -> {db.url}")
 
 

@@ -14,10 +14,10 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from models import InputError, RiskLevel, load_org, parse_duration, required_approvals, utcnow
+from models import InputError, RiskLevel, WindowSpec, load_org, parse_duration, required_approvals, utcnow
 
 from ._context import context
-from ._options import JsonOption
+from ._options import JsonOption, required_time
 from ._output import console, exits_cleanly, print_json
 
 policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
@@ -66,18 +66,16 @@ def policy_what_if(
                                     "directory.yaml, ...); the files it lacks are the current ones."),
     since: str = typer.Option("90d", help="How far back to replay: the changes filed since then (e.g. 90d)."),
     service: Optional[str] = typer.Option(None, help="Only this service's changes."),
+    freeze: list[str] = typer.Option([], help="A proposed freeze START/END (ISO 8601, UTC), for every service; "
+                                     "may be given more than once."),
     json_output: bool = JsonOption,
     csv_output: bool = typer.Option(False, "--csv", help="One row per change that would differ, as CSV."),
 ) -> None:
     """What a proposed policy would have decided for the changes filed in the range, beside the current one:
     refused at submit and why, other approvers, risk that moves, approvers who would not have sufficed, the notice
     it would have added. Writes nothing."""
-    try:
-        back = parse_duration(since)
-    except ValueError:
-        back = None
-    if not isinstance(back, timedelta):
-        raise InputError(f"since: {since!r} is not a duration like 90d", [("since", "not a duration")])
+    back = _duration("since", since)
+    freezes = [_freeze(text, n) for n, text in enumerate(freeze, 1)]
     if not proposed.is_dir():
         raise InputError(f"proposed: {proposed} is not a directory", [("proposed", "not a directory")])
     ctx = context()
@@ -90,7 +88,7 @@ def policy_what_if(
              else shutil.copyfile(item, merged / item.name))
         org = load_org(merged)
     until = utcnow()
-    report = ctx.services.what_if.compare(org.policies, org.directory, until - back, until, service)
+    report = ctx.services.what_if.compare(org.policies, org.directory, until - back, until, service, freezes)
     rows = [{"key": r.key, "title": r.title, "service": r.service, "type": r.type,
              "differences": list(r.differences),
              "added_wait_h": round(r.added_wait.total_seconds() / 3600, 1) if r.added_wait else None}
@@ -125,6 +123,30 @@ def policy_what_if(
                   + (f"; added notice median {hours['median']} h, p90 {hours['p90']} h" if hours["median"] else ""))
 
 
+@policy_app.command("replay")
+@exits_cleanly
+def policy_replay(
+    since: str = typer.Option("90d", help="How far back to replay: the changes filed since then (e.g. 90d)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """The policy in force replayed over the changes filed in the range, each with the clock of its own filing: every
+    way its judgement differs from what was recorded (refused at submit, another risk level, too few approvers).
+    None: the what-if applies the rules submission applied. Exit 1 when something differs. Writes nothing."""
+    back = _duration("since", since)
+    until = utcnow()
+    replay = context().services.what_if.replay(until - back, until)
+    if json_output:
+        print_json({"since": (until - back).isoformat(), "until": until.isoformat(), "changes": replay.changes,
+                    "differences": replay.differences})
+    else:
+        for line in replay.differences:
+            console.print(line, markup=False, highlight=False)
+        console.print(f"{replay.changes} changes filed since {until - back:%Y-%m-%d %H:%M} UTC replayed: "
+                      f"{len(replay.differences)} differences from the record")
+    if replay.differences:
+        raise typer.Exit(1)
+
+
 @policy_app.command("log")
 @exits_cleanly
 def policy_log(
@@ -151,3 +173,25 @@ def policy_log(
         for c in changes:
             if c.diff:
                 console.print(c.diff, markup=False, highlight=False)
+
+
+def _duration(field: str, text: str) -> timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, timedelta):
+        raise InputError(f"{field}: {text!r} is not a duration like 90d", [(field, "not a duration")])
+    return value
+
+
+def _freeze(text: str, number: int) -> WindowSpec:
+    """`START/END` as a proposed freeze for every service (named "proposed freeze N")."""
+    start, slash, end = text.partition("/")
+    if not slash:
+        raise InputError(f"freeze: {text[:60]!r} is not START/END (e.g. 2026-12-20T00:00/2027-01-04T00:00)",
+                         [("freeze", "not START/END")])
+    starts_at, ends_at = required_time(start, "freeze"), required_time(end, "freeze")
+    if ends_at <= starts_at:
+        raise InputError(f"freeze: {text!r} ends before it starts", [("freeze", "ends before it starts")])
+    return WindowSpec("freeze", starts_at, ends_at, f"proposed freeze {number}", freeze=True)

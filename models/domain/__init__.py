@@ -196,10 +196,11 @@ from ._work import (
 
 from ._what_if import FiledChange, Judgement, differences, judge
 from ._risk import risk_level_of
-from ._scheduling import START_GRACE, inside_a_window
+from ._scheduling import START_GRACE, freezes_hit, inside_a_window
 
 __all__ = [
     "FiledChange", "Judgement", "differences", "judge", "risk_level_of", "START_GRACE", "inside_a_window",
+    "freezes_hit",
     "ApprovalLink", "LinkRefused", "form_token", "form_token_ok", "read_link", "sign_link",
     "CHECKPOINT_ORIGIN", "Checkpoint", "checkpoint_due", "checkpoint_problems", "key_id", "sign_checkpoint",
     "Activity",

@@ -64,6 +64,14 @@ def inside_a_window(windows: "Iterable[WindowSpec]", start: datetime, end: datet
     return any(w.starts_at <= start and end <= w.ends_at for w in windows)
 
 
+def freezes_hit(freezes: "Iterable[WindowSpec]", start: datetime, end: datetime) -> list[str]:
+    """Each freeze the planned span [start, end) falls in, said as submission refuses it (and the what-if replays
+    it): a type whose policy `overrides_freeze` records these as overridden instead."""
+    return [f"planned window falls in the freeze '{f.title or 'freeze'}' "
+            f"({f.starts_at:%Y-%m-%d %H:%M} to {f.ends_at:%Y-%m-%d %H:%M} UTC)"
+            for f in freezes if f.freeze and f.overlaps(start, end)]
+
+
 def planned_span(start: datetime, end: datetime | None) -> tuple[datetime, datetime]:
     """The interval a planned change occupies: its end, or the default length when it names none."""
     return start, end or start + DEFAULT_CHANGE_LENGTH

@@ -16,7 +16,7 @@ from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
 from ._policy_file import PolicySet
 from ._risk import risk_level_of
-from ._scheduling import START_GRACE, WindowSpec, inside_a_window, planned_span
+from ._scheduling import START_GRACE, WindowSpec, freezes_hit, inside_a_window, planned_span
 from ._windows import scheduled_windows
 
 # How far past a planned start a replay looks for a window the change would fit in.
@@ -51,11 +51,12 @@ class Judgement:
 
 
 def judge(change: FiledChange, policies: PolicySet, directory: Directory,
-          ad_hoc: Sequence[WindowSpec] = ()) -> Judgement:
+          ad_hoc: Sequence[WindowSpec] = (), freezes: Sequence[WindowSpec] = ()) -> Judgement:
     """The decisions `policies` would have made when `change` was filed: refusals at submit (a type or environment
     it lacks, a required field, a severity its type is not for, the notice, a planned span outside every window of
-    its environment and of `ad_hoc`, the ad hoc windows recorded for its service), the risk level, the approvals it
-    would have needed, and whether the people who approved it would have sufficed."""
+    its environment and of `ad_hoc`, the ad hoc windows recorded for its service, or inside one of `freezes` that
+    its type does not override), the risk level, the approvals it would have needed, and whether the people who
+    approved it would have sufficed."""
     try:
         rules = change_type(policies, change.type, change.environment)
     except InputError as exc:
@@ -79,6 +80,11 @@ def judge(change: FiledChange, policies: PolicySet, directory: Directory,
             following = (f"; the next it fits is {fits[0].title or fits[0].kind} "
                          f"{fits[0].starts_at:%Y-%m-%d %H:%M} UTC") if fits else ""
             refused.append(f"planned_start: outside every window of {place}{following}")
+    if change.planned_start is not None and not rules.overrides_freeze:  # any type, as submission's clash check
+        start, end = planned_span(change.planned_start, change.planned_end)
+        if hit := freezes_hit(freezes, start, end):
+            refused += [f"planned_start: {reason}" for reason in hit]
+            waits.append(max(f.ends_at for f in freezes if f.freeze and f.overlaps(start, end)) - start)
     level = risk_level_of(change.risk_score, policies.risk)
     required = tuple(required_approvals(change.type, level, policies, directory, change.environment))
     suffice = (evaluate(required, change.approvals, reject_on_any_rejection=False).satisfied

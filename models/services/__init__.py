@@ -21,7 +21,7 @@ from ._recovery import MAX_AUTOMATIC_RESTARTS, CanaryAbort, Crash, RecoveryServi
 from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, dora, sla
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
-from ._what_if import WhatIfReport, WhatIfRow, WhatIfService
+from ._what_if import Replay, WhatIfReport, WhatIfRow, WhatIfService
 from ._policy_log import PolicyChange, PolicyLog
 from ._reverting import RollbackService
 from ._scheduling import SchedulingService
@@ -46,6 +46,7 @@ __all__ = [
     "Calendar",
     "CalendarEntry",
     "CalendarService",
+    "Replay",
     "WhatIfReport",
     "PolicyChange",
     "PolicyLog",

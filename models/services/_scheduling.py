@@ -11,6 +11,8 @@ from sqlmodel import Session
 from ..domain import (
     START_GRACE,
     inside_a_window,
+    freezes_hit,
+    WindowSpec,
     checked_name,
     checked_text,
     is_allowed,
@@ -64,9 +66,8 @@ class SchedulingService:
                 self.slots.holds_in(request.environment, request.service),
             )
         ).scalars()
-        for freeze in freezes:
-            clashes.append(f"planned window falls in the freeze '{freeze.title or 'freeze'}' "
-                           f"({freeze.starts_at:%Y-%m-%d %H:%M} to {freeze.ends_at:%Y-%m-%d %H:%M} UTC)")
+        clashes += freezes_hit((WindowSpec(f.kind, f.starts_at, f.ends_at, f.title, f.service, freeze=True)
+                                for f in freezes), start, end)
         directory = self._uow.org.directory
         related = self.slots.related(request.service)
         others = {c.key: c for c in session.execute(select(ChangeRequest).where(

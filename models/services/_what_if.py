@@ -4,13 +4,15 @@ one, with the domain's rules (`models.domain._what_if.judge`), and what differs.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from ..domain import Decision, Directory, FiledChange, GivenApproval, PolicySet, WindowSpec, differences, judge
-from ..storage import Approval, ChangeRequest, MaintenanceWindow
+from ..domain import (AuditAction, Decision, Directory, FiledChange, GivenApproval, PolicySet, WindowSpec,
+                      differences, judge)
+from ..storage import Approval, AuditEvent, ChangeRequest, MaintenanceWindow, decode_data
 from ._unit_of_work import UnitOfWork
 
 # Filed changes read per query: a quarter of the 1M-change history is about 25,000.
@@ -41,23 +43,34 @@ class WhatIfReport:
     added_wait_p90: timedelta | None
 
 
+@dataclass(frozen=True)
+class Replay:
+    """The policy in force replayed over the record: how many changes were judged, and each way a judgement
+    differs from what was recorded (`"KEY: what"`)."""
+
+    changes: int
+    differences: list[str]
+
+
 class WhatIfService:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
     def compare(self, proposed: PolicySet, directory: Directory, since: datetime, until: datetime,
-                service: str | None = None) -> WhatIfReport:
+                service: str | None = None, freezes: Sequence[WindowSpec] = ()) -> WhatIfReport:
         """Every change filed in [since, until) (of `service`), judged under the current policy set and directory
-        and under `proposed` / `directory`, and what would have been decided differently."""
+        and under `proposed` / `directory` with the proposed `freezes` beside the recorded ones, and what would have
+        been decided differently."""
         current, people = self._uow.org.policies, self._uow.org.directory
         rows: list[WhatIfRow] = []
         judged = 0
-        ad_hoc = self._ad_hoc_windows(since)
+        recorded = self._recorded_windows(since)
         for change, filed in self._filed(since, until, service):
             judged += 1
-            windows = _of(ad_hoc, change)
-            found = differences(judge(filed, current, people, windows),
-                                after := judge(filed, proposed, directory, windows))
+            windows, frozen = _of(recorded, change)
+            proposed_freezes = [f for f in freezes if f.service in (None, change.service)]
+            found = differences(judge(filed, current, people, windows, frozen),
+                                after := judge(filed, proposed, directory, windows, [*frozen, *proposed_freezes]))
             if found:
                 rows.append(WhatIfRow(change.key or "", change.title, change.service, change.type, tuple(found),
                                       after.added_wait))
@@ -71,29 +84,38 @@ class WhatIfService:
             added_wait_median=waits[(len(waits) - 1) // 2] if waits else None,  # the lower median: a wait one had
             added_wait_p90=waits[min(len(waits) - 1, int(len(waits) * 0.9))] if waits else None)
 
-    def replay(self, since: datetime, until: datetime) -> list[str]:
+    def replay(self, since: datetime, until: datetime) -> Replay:
         """The current policy replayed over the record: each way its judgement differs from what was recorded
         (accepted at submit, the risk level, enough approvers for an approved change). Empty: it reproduces the
         record, the proof that the replay applies the rules submission applied."""
         policies, directory = self._uow.org.policies, self._uow.org.directory
         found = []
-        ad_hoc = self._ad_hoc_windows(since)
+        judged = 0
+        recorded = self._recorded_windows(since)
         for change, filed in self._filed(since, until, None):
-            judgement = judge(filed, policies, directory, _of(ad_hoc, change))
+            judged += 1
+            judgement = judge(filed, policies, directory, *_of(recorded, change))
             found += [f"{change.key}: {reason}" for reason in judgement.refused]
             level = getattr(judgement.risk_level, "value", judgement.risk_level)
             if level != change.risk_level:
                 found.append(f"{change.key}: risk {level}, recorded {change.risk_level}")
             if judgement.approvers_suffice is False and change.approved_at is not None:
                 found.append(f"{change.key}: approved by too few under its policy")
-        return found
+        return Replay(judged, found)
 
-    def _ad_hoc_windows(self, since: datetime) -> list[MaintenanceWindow]:
-        """The ad hoc windows (not freezes) that end after `since`: the recorded windows a change of the range may
-        have been planned in, besides its environment's recurring ones."""
+    def _recorded_windows(self, since: datetime) -> list[tuple[MaintenanceWindow, datetime | None]]:
+        """The ad hoc windows and freezes that end after `since` (those a change of the range may have been planned
+        in or against, besides its environment's recurring windows), each with when it was declared: a freeze
+        declared after a change was filed did not refuse it at submit."""
         with self._uow.read() as session:
-            return list(session.execute(select(MaintenanceWindow).where(
-                MaintenanceWindow.freeze.is_(False), MaintenanceWindow.ends_at > since)).scalars())
+            windows = list(session.execute(select(MaintenanceWindow).where(
+                MaintenanceWindow.ends_at > since)).scalars())
+            declared = {}
+            for event in session.execute(select(AuditEvent).where(
+                    AuditEvent.action == AuditAction.policy_decision.value, AuditEvent.change_key.is_(None),
+                    AuditEvent.data.contains('"window"'))).scalars():
+                declared.setdefault(decode_data(event).get("window"), event.occurred_at)
+        return [(window, declared.get(window.id)) for window in windows]
 
     def _filed(self, since: datetime, until: datetime, service: str | None):
         """(row, FiledChange) for each change filed in the range, with the approvals of its last round, read a
@@ -124,7 +146,18 @@ class WhatIfService:
             after_id = changes[-1].id
 
 
-def _of(windows: list[MaintenanceWindow], change: ChangeRequest) -> list[WindowSpec]:
-    """The ad hoc windows that hold for `change`: of its service or every one, of its environment or every one."""
-    return [WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service) for w in windows
-            if w.service in (None, change.service) and w.environment in (None, change.environment)]
+def _of(recorded: list[tuple[MaintenanceWindow, datetime | None]],
+        change: ChangeRequest) -> tuple[list[WindowSpec], list[WindowSpec]]:
+    """(ad hoc windows, freezes) that held for `change`: of its service or every one, of its environment or every
+    one; the freezes declared by the time it was filed (one declared later stops it at its window gate, not at
+    submit)."""
+    windows, freezes = [], []
+    for w, declared in recorded:
+        if w.service not in (None, change.service) or w.environment not in (None, change.environment):
+            continue
+        spec = WindowSpec(w.kind, w.starts_at, w.ends_at, w.title, w.service, freeze=w.freeze)
+        if not w.freeze:
+            windows.append(spec)
+        elif declared is None or declared <= change.created_at:
+            freezes.append(spec)
+    return windows, freezes

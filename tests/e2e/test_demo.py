@@ -3,6 +3,7 @@ everything it started and exit 0. Runs the real command (its own Prefect server,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ def test_demo_plays_every_scenario_and_exits_0(tmp_path):
         check_the_demo(result)
         assert kept, result.stdout[-2000:]
         assert_no_secret_where_others_read(Path(kept.group(1)))
+        assert_the_policy_replays_the_demo(Path(kept.group(1)))
     finally:
         if kept:
             shutil.rmtree(kept.group(1), ignore_errors=True)
@@ -51,6 +53,18 @@ def check_the_demo(result: subprocess.CompletedProcess) -> None:
         "behind a command router" in out
     assert "audit chain intact" in out and re.search(r"demo finished in \d+\.\d s", out)
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out
+
+
+def assert_the_policy_replays_the_demo(home: Path) -> None:
+    """Issue 34: the policy the demo ran under, replayed over every change it filed (canaries, the pipeline's, a
+    major change, an emergency, the maintenance runs), reproduces the record: the what-if's rules are submission's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHANGEFLOW_"))}
+    replayed = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "policy", "replay", "--since", "1d",
+                               "--json"], env={**env, "CHANGEFLOW_HOME": str(home)}, capture_output=True, text=True,
+                              timeout=120)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    answer = json.loads(replayed.stdout)
+    assert answer["changes"] >= 8 and answer["differences"] == [], answer
 
 
 def assert_no_secret_where_others_read(home: Path) -> None:

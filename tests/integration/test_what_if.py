@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import yaml
 
-from models import AuditEvent
+from models import AuditEvent, WindowSpec
 from tests.helpers import approve, emergency_request, major_request, standard_request
 
 UTC = timezone.utc
@@ -49,7 +49,8 @@ def _events(db) -> int:
 
 def test_replaying_the_current_policy_reproduces_the_record(at_t0, clock):
     _history(at_t0, clock)
-    assert at_t0.what_if.replay(T0 - timedelta(days=1), T0 + timedelta(days=1)) == []
+    replay = at_t0.what_if.replay(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert (replay.changes, replay.differences) == (4, [])
     report = at_t0.what_if.compare(at_t0.org.policies, at_t0.org.directory, T0 - timedelta(days=1),
                                    T0 + timedelta(days=1))
     assert (report.changes, report.rows) == (4, []), "the current policy against itself differs nowhere"
@@ -99,6 +100,34 @@ def test_a_window_moved_or_dropped_shows_which_changes_would_have_waited_and_how
     assert found[keys["standard"]].added_wait == timedelta(days=6)
 
 
+def test_a_proposed_freeze_refuses_what_it_covers_and_a_recorded_one_counts_from_its_declaration(at_t0, clock,
+                                                                                                   org):
+    """A freeze is the what-if's too: a proposed one refuses the dated changes it covers (not an emergency, whose
+    policy overrides freezes; not an undated one, which waits for a window after it); a recorded freeze counts for
+    the changes filed after it was declared, as at submit, so the replay still reproduces the record."""
+    keys = _history(at_t0, clock)
+    year_end = WindowSpec("freeze", SUNDAY - timedelta(days=1), SUNDAY + timedelta(days=2), "Year-end", freeze=True)
+    span = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+    report = at_t0.what_if.compare(org.policies, org.directory, *span, freezes=[year_end])
+    assert [(r.key, r.differences, r.added_wait) for r in report.rows] == [(keys["standard"], (
+        "refused: planned_start: planned window falls in the freeze 'Year-end' (2026-11-07 02:00 to 2026-11-10 "
+        "02:00 UTC)",), timedelta(days=2))]
+    # Declared after the filings: the record stands (those changes meet it at their window gate).
+    clock.at = T0 + timedelta(hours=1)
+    at_t0.scheduling.add_window(starts_at=year_end.starts_at, ends_at=year_end.ends_at, title="Year-end",
+                                freeze=True)
+    assert at_t0.what_if.replay(*span).differences == []
+    # Filed after it: an emergency planned inside it (overridden at submit); a policy taking the override away
+    # would have refused it.
+    clock.at = T0 + timedelta(hours=2)
+    inside = at_t0.changes.submit(emergency_request(planned_start=SUNDAY.isoformat())).key
+    assert at_t0.what_if.replay(*span).differences == []
+    no_override = _proposed(org, lambda data: data["types"]["emergency"].update(overrides_freeze=False))
+    found = {r.key: r.differences for r in at_t0.what_if.compare(no_override, org.directory, *span).rows}
+    assert found == {inside: ("refused: planned_start: planned window falls in the freeze 'Year-end' (2026-11-07 "
+                              "02:00 to 2026-11-10 02:00 UTC)",)}, found
+
+
 def test_the_cli_takes_a_directory_of_proposed_files_and_refuses_one_that_does_not_load(cli_env, db, tmp_path):
     proposal = tmp_path / "proposal"
     proposal.mkdir()
@@ -125,6 +154,9 @@ def test_the_cli_takes_a_directory_of_proposed_files_and_refuses_one_that_does_n
     assert broken.exit_code == 2
     assert "policies.yaml: types.emergency.approval_sla" in broken.output, broken.output
     assert cli_env("policy", "what-if", str(proposal), "--since", "a while").exit_code == 2
+    for bad in ("2026-12-20", "2026-12-20/soon", "2026-12-21/2026-12-20"):
+        refused = cli_env("policy", "what-if", str(proposal), "--freeze", bad)
+        assert refused.exit_code == 2 and "freeze" in refused.output, refused.output
     assert _events(db) == before, "the what-if writes nothing"
 
 
@@ -166,3 +198,27 @@ def test_a_policy_version_is_recorded_once_with_what_it_changed_and_the_log_list
     assert shown.exit_code == 0, shown.output
     assert [c["version"] for c in json.loads(shown.stdout)][:2] == [org.policies.version, "b" * 64]
     assert cli_env("policy", "log", "--diff").exit_code == 0
+
+
+def test_the_policy_replayed_over_a_seeded_history_reproduces_it_and_finds_an_edited_approval(databases, cli_env):
+    """Acceptance: the shipped policy replayed over `benchmarks/seed_history.py`'s history (emergencies approved by
+    the incident commander, CAB majorities, each type's evidence) differs from the record nowhere, on SQLite and
+    PostgreSQL; with one approval deleted behind changeflow's back, the replay names that change and exits 1."""
+    from sqlalchemy import text
+
+    from benchmarks.seed_history import seed
+
+    seed(databases.insider, 2_000)
+    shown = cli_env("policy", "replay", "--since", "1200d", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert {k: v for k, v in json.loads(shown.stdout).items() if k in ("changes", "differences")} == {
+        "changes": 2_000, "differences": []}
+    with databases.insider.write_engine.begin() as conn:
+        conn.execute(text("DELETE FROM approvals WHERE id = (SELECT MIN(a.id) FROM approvals a JOIN change_requests c "
+                          "ON c.id = a.change_id WHERE c.type = 'major' AND a.decision = 'approve')"))
+        key = conn.execute(text("SELECT c.key FROM change_requests c WHERE c.type = 'major' AND c.approved_at IS NOT "
+                                "NULL ORDER BY c.id LIMIT 1")).scalar_one()
+    edited = cli_env("policy", "replay", "--since", "1200d")
+    assert edited.exit_code == 1, edited.output
+    assert f"{key}: approved by too few under its policy" in edited.output
+    assert "2000 changes filed since" in edited.output and "1 differences from the record" in edited.output
