@@ -32,7 +32,8 @@ class AppContext:
 
     @cached_property
     def services(self) -> Services:
-        return Services.build(self.db, self.org, self.settings.secret_bytes())
+        """Under the policy in force: the config directory's, or the version a pending policy change waits on."""
+        return Services.governed(self.db, self.org, self.settings.secret_bytes())
 
     @cached_property
     def notifier(self) -> "Notifier":

@@ -6,7 +6,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from models import ChangeflowError
+from models import ChangeflowError, Services
 
 from ._context import context
 from ._options import JsonOption
@@ -31,7 +31,9 @@ def doctor(
     from flows import health_report
 
     ctx = context()
-    report = health_report(ctx.services, ctx.settings, pool)
+    # Built as configured, not under the policy in force: that needs the database, which doctor may find down.
+    services = Services.build(ctx.db, ctx.org, ctx.settings.secret_bytes())
+    report = health_report(services, ctx.settings, pool)
     if json_output:
         print_json({"ok": report.ok, "checks": [check.__dict__ for check in report.checks]})
     else:

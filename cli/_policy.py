@@ -14,7 +14,10 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from models import InputError, RiskLevel, WindowSpec, load_org, parse_duration, required_approvals, utcnow
+from models import (TEXT_MAX, InputError, Org, RiskLevel, WindowSpec, load_org, parse_duration, required_approvals,
+                    utcnow)
+
+from flows import file_change
 
 from ._context import context
 from ._options import JsonOption, required_time
@@ -27,7 +30,9 @@ policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
 @exits_cleanly
 def policy_show(json_output: bool = JsonOption) -> None:
     """Who must approve what, per change type and risk level."""
-    org = context().org
+    ctx = context()
+    org = ctx.services.org  # the policy in force (a changed file may wait for its change request)
+    in_force = ctx.services.policy_log.in_force()
     rows: list[dict[str, Any]] = []
     for change_type, policy in org.policies.types.items():
         for level in ("low", "medium", "high"):
@@ -47,7 +52,8 @@ def policy_show(json_output: bool = JsonOption) -> None:
                 "review_within_hours": policy.review_within.total_seconds() / 3600,
             })
     if json_output:
-        print_json({"policy_version": org.policies.version, "rules": rows})
+        print_json({"policy_version": org.policies.version, "configured_version": in_force.configured,
+                    "pending": in_force.pending, "rules": rows})
         return
     table = Table(title=f"approval policy {org.policies.version[:12]}")
     for column in ("type", "risk", "approvals (holders)", "SLA", "window"):
@@ -57,6 +63,8 @@ def policy_show(json_output: bool = JsonOption) -> None:
         table.add_row(row["type"], row["risk"], approvals, f"{row['approval_sla_hours']:g} h", row["window"])
     console.print(table)
     console.print("The requester never approves their own change; one person fills one role per change.")
+    if in_force.pending:
+        console.print(in_force.describe(), markup=False)
 
 
 @policy_app.command("what-if")
@@ -76,17 +84,8 @@ def policy_what_if(
     it would have added. Writes nothing."""
     back = _duration("since", since)
     freezes = [_freeze(text, n) for n, text in enumerate(freeze, 1)]
-    if not proposed.is_dir():
-        raise InputError(f"proposed: {proposed} is not a directory", [("proposed", "not a directory")])
     ctx = context()
-    with tempfile.TemporaryDirectory(prefix="changeflow-what-if-") as folder:
-        # The proposed files over a copy of the current config: a proposal names only what it changes.
-        merged = Path(folder) / "config"
-        shutil.copytree(ctx.settings.config_dir, merged)
-        for item in proposed.iterdir():
-            (shutil.copytree(item, merged / item.name, dirs_exist_ok=True) if item.is_dir()
-             else shutil.copyfile(item, merged / item.name))
-        org = load_org(merged)
+    org = _proposal(proposed)
     until = utcnow()
     report = ctx.services.what_if.compare(org.policies, org.directory, until - back, until, service, freezes)
     rows = [{"key": r.key, "title": r.title, "service": r.service, "type": r.type,
@@ -105,7 +104,7 @@ def policy_what_if(
               "approvals_changed": report.approvals_changed, "risk_moved": report.risk_moved,
               "approvers_short": report.approvers_short, "added_wait_median_h": hours["median"],
               "added_wait_p90_h": hours["p90"], "proposed_version": org.policies.version,
-              "current_version": ctx.org.policies.version}
+              "current_version": ctx.services.org.policies.version}
     if json_output:
         print_json({**totals, "since": report.since.isoformat(), "until": report.until.isoformat(), "changes": rows,
                     "judged": report.changes})
@@ -121,6 +120,63 @@ def policy_what_if(
                   f"{report.approvals_changed} with other approvals, {report.risk_moved} at another risk level, "
                   f"{report.approvers_short} whose approvers would not have sufficed"
                   + (f"; added notice median {hours['median']} h, p90 {hours['p90']} h" if hours["median"] else ""))
+
+
+@policy_app.command("propose")
+@exits_cleanly
+def policy_propose(
+    proposed: Path = typer.Argument(..., help="A config directory with the proposed policies.yaml (the files it "
+                                    "lacks are the current ones)."),
+    person: str = typer.Option(..., "--as", help="Who files the policy change (confirms it with the code sent to "
+                               "them, never approves it)."),
+    since: str = typer.Option("90d", help="The what-if's range, the change's test evidence."),
+    local: bool = typer.Option(False, "--local", help="Record the change without starting its Prefect flow."),
+    json_output: bool = JsonOption,
+) -> None:
+    """File the change request a policy change needs where policies.yaml `policy_changes` is set: its release names
+    the proposed version, its description the diff, its test evidence the what-if over the record. Once it is
+    approved, the proposed file (installed in the config directory) takes effect."""
+    back = _duration("since", since)
+    ctx = context()
+    in_force = ctx.services.org.policies
+    rule = in_force.policy_changes
+    if rule is None:
+        raise InputError("proposed: the policy in force has no `policy_changes` rule: a changed policies.yaml takes "
+                         "effect when it is loaded (recorded: changeflow policy log)", [("proposed", "not needed")])
+    org = _proposal(proposed)
+    if org.policies.version == in_force.version:
+        raise InputError(f"proposed: version {in_force.version[:12]} is the one in force", [("proposed", "no change")])
+    until = utcnow()
+    report = ctx.services.what_if.compare(org.policies, org.directory, until - back, until)
+    share = len(report.rows) / report.changes if report.changes else 0.0
+    diff = org.policies.diff_from(in_force.canonical_text(), in_force.version)
+    description = (f"Installs policies.yaml version {org.policies.version} in place of {in_force.version}. "
+                   f"What it changes (canonical form):\n\n{diff}")
+    data = {
+        "type": rule.type, "service": rule.service, "requester": person,
+        "title": f"Policy version {org.policies.version[:12]}", "release": rule.release(org.policies.version),
+        "description": description[:TEXT_MAX - 80] + ("\n(diff cut: see changeflow policy what-if)"
+                                                     if len(description) > TEXT_MAX - 80 else ""),
+        "implementation_plan": f"Install the proposed policies.yaml (version {org.policies.version[:12]}) in the "
+                               "config directory; it takes effect once this change is approved.",
+        "rollback_plan": f"Restore version {in_force.version[:12]}: its text is in the audit trail "
+                         "(changeflow policy log --diff).",
+        "test_evidence": f"changeflow policy what-if over the {report.changes} changes filed since "
+                         f"{report.since:%Y-%m-%d}: {len(report.rows)} would differ ({report.refused} refused at "
+                         f"submit, {report.approvals_changed} with other approvals, {report.risk_moved} at another "
+                         f"risk level, {report.approvers_short} whose approvers would not have sufficed)",
+        # The what-if says how many it touches: none, a few, or most changes.
+        "risk": {"users_affected": "none" if not report.rows else ("many" if share >= 0.5 else "few"),
+                 "complexity": "low", "backout_difficulty": "easy", "tested_in_staging": "yes",
+                 "touches_data": "no"},
+    }
+    change = file_change(ctx.services, data, local=local)
+    if json_output:
+        print_json({"key": change.key, "state": change.state, "release": change.release,
+                    "would_differ": len(report.rows), "judged": report.changes})
+        return
+    console.print(f"{change.key} filed ({change.state}): policy version {org.policies.version[:12]} takes effect "
+                  f"once it is approved ({rule.type} change for {rule.service})")
 
 
 @policy_app.command("replay")
@@ -158,17 +214,20 @@ def policy_log(
     ctx = context()
     ctx.services.policy_log.record_loaded("changeflow policy log")
     changes = ctx.services.policy_log.log()
+    in_force = ctx.services.policy_log.in_force()
     if json_output:
         print_json([{"seq": c.seq, "at": c.at.isoformat(), "recorded_by": c.recorded_by, "version": c.version,
-                     "previous": c.previous, "diff": c.diff} for c in changes])
+                     "previous": c.previous, "diff": c.diff, "change": c.change} for c in changes])
         return
     table = Table(title="policy versions")
-    for column in ("event", "first loaded", "by", "version", "replaced"):
+    for column in ("event", "first loaded", "by", "version", "replaced", "shipped by"):
         table.add_column(column)
     for c in changes:
         table.add_row(str(c.seq), f"{c.at:%Y-%m-%d %H:%M} UTC", c.recorded_by, c.version[:12],
-                      (c.previous or "-")[:12])
+                      (c.previous or "-")[:12], c.change or "-")
     console.print(table)
+    if in_force.pending:
+        console.print(in_force.describe(), markup=False)
     if diff:
         for c in changes:
             if c.diff:
@@ -195,3 +254,17 @@ def _freeze(text: str, number: int) -> WindowSpec:
     if ends_at <= starts_at:
         raise InputError(f"freeze: {text!r} ends before it starts", [("freeze", "ends before it starts")])
     return WindowSpec("freeze", starts_at, ends_at, f"proposed freeze {number}", freeze=True)
+
+
+def _proposal(proposed: Path) -> Org:
+    """The proposed files over a copy of the current config (a proposal names only what it changes), loaded as
+    the config would be: a file that does not load is refused naming it and the field."""
+    if not proposed.is_dir():
+        raise InputError(f"proposed: {proposed} is not a directory", [("proposed", "not a directory")])
+    with tempfile.TemporaryDirectory(prefix="changeflow-what-if-") as folder:
+        merged = Path(folder) / "config"
+        shutil.copytree(context().settings.config_dir, merged)
+        for item in proposed.iterdir():
+            (shutil.copytree(item, merged / item.name, dirs_exist_ok=True) if item.is_dir()
+             else shutil.copyfile(item, merged / item.name))
+        return load_org(merged)

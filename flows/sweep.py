@@ -285,8 +285,12 @@ def sweep() -> dict | State:
     summary["nudged"] = nudge_runs_that_can_continue() + nudge_review_runs()
     summary["review_reminders"] = remind_reviews()
     # A policy version the trail does not hold yet is recorded with its diff (issue 34): the sweep runs on the
-    # deployed config every minute, so a changed policies.yaml is on the record before or as it governs a change.
-    wiring().services.policy_log.record_loaded("approval-escalation (sweep)")
+    # deployed config every minute, so a changed policies.yaml is on the record before or as it governs a change;
+    # one that waits for its change request (policies.yaml `policy_changes`) is said, not recorded.
+    policy_log = wiring().services.policy_log
+    policy_log.record_loaded("approval-escalation (sweep)")
+    if (in_force := policy_log.in_force()).pending:
+        logger.warning(in_force.describe())
     checkpoint = anchor_checkpoint()
     summary["checkpoint"] = checkpoint.seq if checkpoint else None
     report = wiring().notifier.deliver()

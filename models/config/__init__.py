@@ -11,6 +11,7 @@ from ._loader import (
     load_org,
     load_policies,
     load_templates,
+    parse_policies,
     parse_yaml,
 )
 from ._settings import Settings, normalise_database_url, settings_from_env
@@ -27,6 +28,7 @@ __all__ = [
     "load_policies",
     "load_templates",
     "normalise_database_url",
+    "parse_policies",
     "parse_yaml",
     "settings_from_env",
 ]

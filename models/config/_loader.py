@@ -84,14 +84,25 @@ def read_yaml(path: Path) -> tuple[object, bytes]:
 
 
 def load_policies(path: Path) -> PolicySet:
-    data, raw = read_yaml(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run `changeflow init` to install the example config)") from None
+    return parse_policies(raw, str(path))
+
+
+def parse_policies(raw: bytes, source: str) -> PolicySet:
+    """A policies.yaml's bytes (from the file, or a version the audit trail kept) as the policy set, its version
+    the SHA-256 of exactly these bytes."""
+    data = parse_yaml(raw, source)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
         policies = PolicySet.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation(str(path), exc) from None
-    return policies.model_copy(update={"version": hashlib.sha256(raw).hexdigest()})
+        raise _format_validation(source, exc) from None
+    return policies.model_copy(update={"version": hashlib.sha256(raw).hexdigest(),
+                                       "source": raw.decode("utf-8", errors="replace")})
 
 
 def load_directory(path: Path) -> Directory:

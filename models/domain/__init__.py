@@ -98,8 +98,8 @@ from ._maintenance import (
 )
 from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
-from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicySet, PromotionRule,
-                           RequiredField, RiskPolicy, RollbackPolicy, TypePolicy)
+from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicyChangeRule, PolicySet,
+                           PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, TypePolicy)
 from ._promotion import Promoted, promotion_problems
 from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
@@ -136,7 +136,7 @@ from ._policy import (
 from ._schemas import (
     ApprovalView,
     AuditEventView,
-    ChangeRequestInput,
+    ChangeRequestInput, TEXT_MAX,
     ChangeRequestView,
     RISK_QUESTIONS,
     RiskAnswers,
@@ -194,12 +194,12 @@ from ._work import (
     reviewers,
 )
 
-from ._what_if import FiledChange, Judgement, differences, judge
+from ._what_if import FiledChange, Judge, Judgement, differences, judge
 from ._risk import risk_level_of
 from ._scheduling import START_GRACE, freezes_hit, inside_a_window
 
 __all__ = [
-    "FiledChange", "Judgement", "differences", "judge", "risk_level_of", "START_GRACE", "inside_a_window",
+    "FiledChange", "Judge", "Judgement", "differences", "judge", "risk_level_of", "START_GRACE", "inside_a_window",
     "freezes_hit",
     "ApprovalLink", "LinkRefused", "form_token", "form_token_ok", "read_link", "sign_link",
     "CHECKPOINT_ORIGIN", "Checkpoint", "checkpoint_due", "checkpoint_problems", "key_id", "sign_checkpoint",
@@ -220,7 +220,7 @@ __all__ = [
     "CanaryPlan",
     "CanaryStep",
     "CanaryTarget",
-    "ChangeRequestInput",
+    "ChangeRequestInput", "TEXT_MAX",
     "ChangeRequestView",
     "Act",
     "ChangeState",
@@ -283,7 +283,7 @@ __all__ = [
     "Phase",
     "PhaseVerdict",
     "PolicyEvaluation",
-    "PolicySet",
+    "PolicySet", "PolicyChangeRule",
     "PromotionRule",
     "implemented_successfully",
     "Reverting",

@@ -3,6 +3,7 @@ timings, and the risk policy. `_change_types.ChangeTypeRules` reads a type's; `_
 
 from __future__ import annotations
 
+import difflib
 import json
 
 from datetime import timedelta
@@ -141,6 +142,21 @@ class RollbackPolicy(Strict):
                       "approvals, window and freeze rules (an emergency's: the incident commander, at any time)")
 
 
+class PolicyChangeRule(Strict):
+    """Policy changes are changes (issue 34): a new version of policies.yaml takes effect only once a change request
+    of `type` for `service` that ships it (`release: policy-<version>`, filed by `changeflow policy propose`) is
+    approved; until then the version in force, kept in the audit trail, governs. The rule of the version in force
+    decides, so switching it off is a policy change like any other."""
+
+    type: Name = Field(description="The change type a policy change is filed as: its approvals are what it needs")
+    service: Name = Field(default="platform", description="The service a policy change is filed for: changeflow's own")
+
+    @staticmethod
+    def release(version: str) -> str:
+        """The `release` a change request names to ship policy `version` (its full SHA-256)."""
+        return f"policy-{version}"
+
+
 class RiskPolicy(Strict):
     medium_from: int = Field(default=4, ge=1, description="score at which a change is medium risk")
     high_from: int = Field(default=7, ge=1, description="score at which a change is high risk")
@@ -192,7 +208,12 @@ class PolicySet(Strict):
         description="Where changes run; a request that names none targets the first (the strictest, production)")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
+    policy_changes: PolicyChangeRule | None = Field(
+        default=None, description="Policy changes go through a change request of their own (None: a changed file "
+        "takes effect when it is loaded, recorded in the audit trail)")
     version: str = Field(default="", description="SHA-256 of the policy file; set by the loader")
+    source: str = Field(default="", exclude=True, description="The file's text as loaded (set by the loader): what "
+                        "the audit trail keeps of each version, so the version in force can be read back exactly")
 
     @property
     def default_environment(self) -> str:
@@ -201,7 +222,15 @@ class PolicySet(Strict):
     def canonical_text(self) -> str:
         """The policy set as sorted, indented JSON: what its version means, line by line, for a diff between two
         versions (issue 34) whatever the YAML's layout or comments."""
-        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude={"version"}), indent=1, sort_keys=True)
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude={"version", "source"}), indent=1,
+                          sort_keys=True)
+
+    def diff_from(self, previous_text: str, previous_version: str) -> str:
+        """What this version changes from a previous one (its canonical text), as a unified diff, one line of
+        context: what the policy log and a policy change request show."""
+        return "".join(difflib.unified_diff(
+            previous_text.splitlines(keepends=True), self.canonical_text().splitlines(keepends=True),
+            fromfile=f"policies {previous_version[:12]}", tofile=f"policies {self.version[:12]}", n=1))
 
     @property
     def on_call_role(self) -> str | None:
@@ -265,6 +294,12 @@ class PolicySet(Strict):
                 unknown = [t for t in rule.types if t not in self.types]
                 if unknown:
                     raise ValueError(f"environments.{name}.promotion.types: no change type named {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_changes_name_a_type(self) -> "PolicySet":
+        if self.policy_changes is not None and self.policy_changes.type not in self.types:
+            raise ValueError(f"policy_changes.type: no change type named {self.policy_changes.type!r}")
         return self
 
     @model_validator(mode="after")

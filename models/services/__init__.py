@@ -22,7 +22,7 @@ from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, 
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
 from ._what_if import Replay, WhatIfReport, WhatIfRow, WhatIfService
-from ._policy_log import PolicyChange, PolicyLog
+from ._policy_log import PolicyChange, PolicyInForce, PolicyLog
 from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._slots import ACTIVE_STATES, Slot, describe_window
@@ -50,6 +50,7 @@ __all__ = [
     "WhatIfReport",
     "PolicyChange",
     "PolicyLog",
+    "PolicyInForce",
     "WhatIfRow",
     "WhatIfService",
     "RollbackService",

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Callable
 
 from ..config import Settings, load_org
-from ..domain import ChangeTypeRules, Org, change_type, utcnow
+from ..domain import ChangeTypeRules, Org, PolicySet, change_type, utcnow
 from ..storage import ChangeRequest, Database
 from ._amendments import AmendmentService
 from ._approval_links import ApprovalLinks
@@ -62,7 +62,9 @@ class Services:
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
-              conflict_retries: int = 8) -> "Services":
+              conflict_retries: int = 8, configured: PolicySet | None = None) -> "Services":
+        """The services under `org` as given (`configured`: the config directory's policies, when `org` holds
+        the version in force instead; see `governed`)."""
         uow = UnitOfWork(db, org, clock=clock, conflict_retries=conflict_retries)
         identities = Identities(org, secret)
         scheduling = SchedulingService(uow, identities)
@@ -79,7 +81,19 @@ class Services:
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
                    lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
                    gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow),
-                   policy_log=PolicyLog(uow))
+                   policy_log=PolicyLog(uow, configured))
+
+    @classmethod
+    def governed(cls, db: Database, org: Org, secret: bytes, **options) -> "Services":
+        """The services under the policy in force (issue 34): the config directory's, unless the version in force
+        requires policy changes to go through a change request and none shipped the configured version yet; then
+        the version in force, read back from the audit trail. What every process (CLI, worker, endpoint) runs."""
+        services = cls.build(db, org, secret, **options)
+        in_force = services.policy_log.in_force()
+        if not in_force.pending:
+            return services
+        return cls.build(db, org.model_copy(update={"policies": in_force.policies}), secret,
+                         configured=org.policies, **options)
 
     def rules(self, change: ChangeRequest) -> ChangeTypeRules:
         """The rules of the change's type (policies.yaml): every branch on a change type asks these."""
@@ -87,4 +101,4 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":
-        return cls.build(Database.from_settings(settings), load_org(settings.config_dir), settings.secret_bytes())
+        return cls.governed(Database.from_settings(settings), load_org(settings.config_dir), settings.secret_bytes())

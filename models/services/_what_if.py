@@ -7,16 +7,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, get_args
 
 from sqlalchemy import select
 
-from ..domain import (AuditAction, Decision, Directory, FiledChange, GivenApproval, PolicySet, WindowSpec,
-                      differences, judge)
+from ..domain import (AuditAction, Decision, Directory, FiledChange, GivenApproval, Judge, PolicySet, RequiredField,
+                      WindowSpec, differences)
 from ..storage import Approval, AuditEvent, ChangeRequest, MaintenanceWindow, decode_data
 from ._unit_of_work import UnitOfWork
 
-# Filed changes read per query: a quarter of the 1M-change history is about 25,000.
+# Filed changes read per query: a quarter of the 1M-change history is about 80,000.
 _PAGE = 5_000
+# What the rules read of a filed change: who, what, when, and every field a type's policy may require.
+_COLUMNS = [ChangeRequest.__table__.c[name] for name in dict.fromkeys((  # type: ignore[attr-defined]
+    "id", "key", "title", "service", "type", "environment", "created_at", "planned_start", "planned_end",
+    "risk_score", "risk_level", "approval_round", "approved_at", *get_args(RequiredField)))]
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,13 @@ class WhatIfService:
         rows: list[WhatIfRow] = []
         judged = 0
         recorded = self._recorded_windows(since)
+        judge_now, judge_proposed = Judge(current, people), Judge(proposed, directory)
         for change, filed in self._filed(since, until, service):
             judged += 1
             windows, frozen = _of(recorded, change)
             proposed_freezes = [f for f in freezes if f.service in (None, change.service)]
-            found = differences(judge(filed, current, people, windows, frozen),
-                                after := judge(filed, proposed, directory, windows, [*frozen, *proposed_freezes]))
+            found = differences(judge_now(filed, windows, frozen),
+                                after := judge_proposed(filed, windows, [*frozen, *proposed_freezes]))
             if found:
                 rows.append(WhatIfRow(change.key or "", change.title, change.service, change.type, tuple(found),
                                       after.added_wait))
@@ -92,9 +98,10 @@ class WhatIfService:
         found = []
         judged = 0
         recorded = self._recorded_windows(since)
+        judge = Judge(policies, directory)
         for change, filed in self._filed(since, until, None):
             judged += 1
-            judgement = judge(filed, policies, directory, *_of(recorded, change))
+            judgement = judge(filed, *_of(recorded, change))
             found += [f"{change.key}: {reason}" for reason in judgement.refused]
             level = getattr(judgement.risk_level, "value", judgement.risk_level)
             if level != change.risk_level:
@@ -123,17 +130,20 @@ class WhatIfService:
         after_id = 0
         while True:
             with self._uow.read() as session:
-                query = select(ChangeRequest).where(
+                # Plain rows of the columns the rules read, not ORM objects: a quarter of the 1M history is 80,000
+                # changes, and building an object for each was half the time.
+                query = select(*_COLUMNS).where(
                     ChangeRequest.created_at >= since, ChangeRequest.created_at < until, ChangeRequest.id > after_id)
                 if service is not None:
                     query = query.where(ChangeRequest.service == service)
-                changes = list(session.execute(query.order_by(ChangeRequest.id).limit(_PAGE)).scalars())
+                changes = list(session.execute(query.order_by(ChangeRequest.id).limit(_PAGE)))
                 if not changes:
                     return
                 given: dict[int, list[GivenApproval]] = defaultdict(list)
                 rounds = {c.id: c.approval_round for c in changes}
-                for approval in session.execute(select(Approval).where(
-                        Approval.change_id.in_(list(rounds)), Approval.decision == Decision.approve.value)).scalars():
+                for approval in session.execute(select(
+                        Approval.change_id, Approval.round, Approval.approver, Approval.role, Approval.on_behalf_of,
+                ).where(Approval.change_id.in_(list(rounds)), Approval.decision == Decision.approve.value)):
                     if approval.round == rounds[approval.change_id]:
                         given[approval.change_id].append(GivenApproval(
                             approval.approver, approval.role, Decision.approve, approval.on_behalf_of))
@@ -147,7 +157,7 @@ class WhatIfService:
 
 
 def _of(recorded: list[tuple[MaintenanceWindow, datetime | None]],
-        change: ChangeRequest) -> tuple[list[WindowSpec], list[WindowSpec]]:
+        change: Any) -> tuple[list[WindowSpec], list[WindowSpec]]:
     """(ad hoc windows, freezes) that held for `change`: of its service or every one, of its environment or every
     one; the freezes declared by the time it was filed (one declared later stops it at its window gate, not at
     submit)."""
