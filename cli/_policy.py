@@ -4,9 +4,7 @@ already filed (`what-if`, issue 34)."""
 from __future__ import annotations
 
 import csv
-import shutil
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
@@ -14,13 +12,13 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from models import (TEXT_MAX, InputError, Org, RiskLevel, WindowSpec, load_org, parse_duration, required_approvals,
-                    utcnow)
+from models import (TEXT_MAX, InputError, Org, RiskLevel, load_proposal, parse_duration, proposed_freeze,
+                    required_approvals, utcnow)
 
 from flows import file_change
 
 from ._context import context
-from ._options import JsonOption, required_time
+from ._options import JsonOption
 from ._output import console, exits_cleanly, print_json
 
 policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
@@ -83,7 +81,7 @@ def policy_what_if(
     refused at submit and why, other approvers, risk that moves, approvers who would not have sufficed, the notice
     it would have added. Writes nothing."""
     back = _duration("since", since)
-    freezes = [_freeze(text, n) for n, text in enumerate(freeze, 1)]
+    freezes = [proposed_freeze(text, n) for n, text in enumerate(freeze, 1)]
     ctx = context()
     org = _proposal(proposed)
     until = utcnow()
@@ -244,27 +242,5 @@ def _duration(field: str, text: str) -> timedelta:
     return value
 
 
-def _freeze(text: str, number: int) -> WindowSpec:
-    """`START/END` as a proposed freeze for every service (named "proposed freeze N")."""
-    start, slash, end = text.partition("/")
-    if not slash:
-        raise InputError(f"freeze: {text[:60]!r} is not START/END (e.g. 2026-12-20T00:00/2027-01-04T00:00)",
-                         [("freeze", "not START/END")])
-    starts_at, ends_at = required_time(start, "freeze"), required_time(end, "freeze")
-    if ends_at <= starts_at:
-        raise InputError(f"freeze: {text!r} ends before it starts", [("freeze", "ends before it starts")])
-    return WindowSpec("freeze", starts_at, ends_at, f"proposed freeze {number}", freeze=True)
-
-
 def _proposal(proposed: Path) -> Org:
-    """The proposed files over a copy of the current config (a proposal names only what it changes), loaded as
-    the config would be: a file that does not load is refused naming it and the field."""
-    if not proposed.is_dir():
-        raise InputError(f"proposed: {proposed} is not a directory", [("proposed", "not a directory")])
-    with tempfile.TemporaryDirectory(prefix="changeflow-what-if-") as folder:
-        merged = Path(folder) / "config"
-        shutil.copytree(context().settings.config_dir, merged)
-        for item in proposed.iterdir():
-            (shutil.copytree(item, merged / item.name, dirs_exist_ok=True) if item.is_dir()
-             else shutil.copyfile(item, merged / item.name))
-        return load_org(merged)
+    return load_proposal(context().settings.config_dir, proposed)

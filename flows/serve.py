@@ -12,6 +12,7 @@ from flows.audit_report import audit_report
 from flows.change_request import change_request
 from flows.lockdown import lockdown
 from flows.maintenance import maintenance_announcement, maintenance_window
+from flows.policy_what_if import policy_what_if
 from flows.review import change_review
 from flows.sweep import sweep
 
@@ -26,6 +27,7 @@ def deployments(escalation_interval_s: float | None = 60):
         maintenance_announcement.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         maintenance_window.to_deployment(name="weekly", parameters={"kind": "weekly"}),
         audit_report.to_deployment(name="audit-report"),
+        policy_what_if.to_deployment(name="what-if"),
         change_review.to_deployment(name="record"),
         lockdown.to_deployment(name="press"),
     ]

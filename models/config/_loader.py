@@ -5,6 +5,8 @@ file and the field."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -174,6 +176,28 @@ def install_runbooks(config_dir: Path, *, force: bool = False) -> list[str]:
             target.write_bytes(source.read_bytes())
             written.append(f"runbooks/{source.name}")
     return written
+
+
+def load_proposal(config_dir: Path, proposed: Path | None = None, policies_text: str = "") -> Org:
+    """A proposed config (issue 34's what-if): the files of the directory `proposed`, or a policies.yaml given as
+    text, over a copy of `config_dir` (a proposal names only what it changes), loaded as the config would be: a file
+    that does not load is refused naming it and the field. Nothing in `config_dir` is touched."""
+    if proposed is not None and not proposed.is_dir():
+        raise ConfigError(f"proposed: {proposed} is not a directory")
+    with tempfile.TemporaryDirectory(prefix="changeflow-proposal-") as folder:
+        merged = Path(folder) / "config"
+        shutil.copytree(config_dir, merged)
+        for item in proposed.iterdir() if proposed is not None else ():
+            (shutil.copytree(item, merged / item.name, dirs_exist_ok=True) if item.is_dir()
+             else shutil.copyfile(item, merged / item.name))
+        if policies_text.strip():
+            (merged / "policies.yaml").write_text(policies_text)
+        try:
+            return load_org(merged)
+        except ConfigError as exc:  # named as the proposal, not the copy it was loaded from
+            where = f"{proposed} (proposed)" if proposed is not None else "proposed"
+            raise ConfigError(str(exc).replace(str(merged), where), [(p.field, p.message) for p in exc.problems]) \
+                from None
 
 
 def load_org(config_dir: Path) -> Org:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from ._change_types import ChangeTypeRules, change_type
 from ._directory import Directory
 from ._enums import RiskLevel
 from ._errors import InputError
+from ._fields import within_range
 from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
 from ._policy_file import PolicySet
@@ -139,3 +140,24 @@ def differences(before: Judgement, after: Judgement) -> list[str]:
 
 def _describe(required: tuple[RequiredApproval, ...]) -> str:
     return " + ".join(f"{r.count} x {r.role}" for r in sorted(required, key=lambda r: r.role)) or "none"
+
+
+def proposed_freeze(text: str, number: int) -> WindowSpec:
+    """`START/END` (ISO 8601, UTC when it names no zone) as a proposed freeze for every service, "proposed freeze
+    N"; anything else is an input error naming the field `freeze`."""
+    start, slash, end = text.partition("/")
+    try:
+        if not slash:
+            raise ValueError("not START/END")
+        starts_at, ends_at = (_moment(part) for part in (start, end))
+    except ValueError as exc:
+        raise InputError(f"freeze: {text[:60]!r} is not START/END (e.g. 2026-12-20T00:00/2027-01-04T00:00): {exc}",
+                         [("freeze", "not START/END")]) from None
+    if ends_at <= starts_at:
+        raise InputError(f"freeze: {text[:60]!r} ends before it starts", [("freeze", "ends before it starts")])
+    return WindowSpec("freeze", starts_at, ends_at, f"proposed freeze {number}", freeze=True)
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.strip())
+    return within_range(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))

@@ -53,3 +53,38 @@ def test_the_sweep_anchors_checkpoints_in_prefect_and_verify_reads_them_back(flo
         assert "missing from audit-checkpoints.jsonl" in emptied.stdout + emptied.stderr
     finally:
         checkpoints.write_text(kept)
+
+
+def test_the_policy_what_if_deployment_reads_a_pasted_policy_and_refuses_one_that_does_not_load(flow_stack):
+    """Issue 34 from the Prefect UI: the run form takes a pasted policies.yaml; the run publishes the what-if as
+    a Markdown artifact and writes nothing; a proposal that does not load ends the run Refused naming the field."""
+    import httpx
+    import yaml
+
+    from models import AuditEvent
+    from tests.helpers import standard_request
+
+    key = flow_stack.services.changes.submit(standard_request(title="what-if subject")).key
+    # The stack's own policies (they add a type its templates use), with one more field required.
+    policies = yaml.safe_load((flow_stack.settings.config_dir / "policies.yaml").read_text())
+    policies["types"]["standard"]["requires"].append("impact")
+    with flow_stack.services.db.read() as session:
+        events = session.query(AuditEvent).count()
+    run = run_deployment("policy-what-if/what-if", timeout=120, parameters={
+        "policies_yaml": yaml.safe_dump(policies, sort_keys=False), "since_days": 1})
+    assert run.state.is_completed(), run.state
+    (artifact,) = httpx.post(f"{flow_stack.api_url}/artifacts/filter",
+                             json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}}).json()
+    assert artifact["key"] == "policy-what-if" and artifact["type"] == "markdown"
+    assert f"| {key} what-if subject | payments | standard | refused: impact: a standard change needs an impact " \
+           "statement" in artifact["data"], artifact["data"][:3000]
+    with flow_stack.services.db.read() as session:
+        assert session.query(AuditEvent).count() == events, "the what-if writes nothing"
+
+    policies["types"]["standard"]["approval_sla"] = "two days"
+    refused = run_deployment("policy-what-if/what-if", timeout=120, parameters={
+        "policies_yaml": yaml.safe_dump(policies, sort_keys=False)})
+    assert refused.state.name == "Refused", refused.state
+    assert "proposed/policies.yaml: types.standard.approval_sla" in refused.state.message, refused.state.message
+    empty = run_deployment("policy-what-if/what-if", timeout=120, parameters={})
+    assert empty.state.name == "Refused" and "policies_yaml" in empty.state.message, empty.state
