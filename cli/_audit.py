@@ -32,13 +32,13 @@ app = typer.Typer()
 @app.command()
 @exits_cleanly
 def report(
-    name: str = typer.Argument(..., help="dora, compliance, sla or refusals."),
+    name: str = typer.Argument(..., help="dora, compliance, sla, refusals, score or score-trend."),
     since: Optional[str] = typer.Option(None, help="Start of the range (default: a year before --until)."),
     until: Optional[str] = typer.Option(None, help="End of the range (default: now)."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
 ) -> None:
-    """DORA figures, compliance findings or approval SLAs over a time range."""
+    """DORA figures, compliance findings, approval SLAs, refusals or the change success score over a time range."""
     ctx = context()
     # The audit chain part of the compliance report starts at the last valid signed checkpoint.
     anchor = ctx.anchors.latest_valid()

@@ -25,7 +25,7 @@ ReportName = Literal[tuple(REPORTS)]  # type: ignore[misc]
 @flow(name="audit-report", log_prints=True)
 @heartbeating
 def audit_report(
-    report: Annotated[ReportName, Field(description="dora, compliance, sla or refusals")] = "compliance",  # type: ignore[valid-type]
+    report: Annotated[ReportName, Field(description="dora, compliance, sla, refusals, score…")] = "compliance",  # type: ignore[valid-type]
     since: Annotated[datetime | None, Field(description="Start of the range (default: a year ago)")] = None,
     until: Annotated[datetime | None, Field(description="End of the range (default: now)")] = None,
     service: Annotated[str | None, Field(description="Only this service")] = None,
@@ -45,12 +45,26 @@ def audit_report(
         lines.append("\nNo rows." + (" No compliance findings." if report == "compliance" else ""))
     create_markdown_artifact(key=f"{report}-report-summary", markdown="\n".join(lines),
                              description=f"{report} report")
+    if report == "score":  # the weekly trend beside it, as a chart (issue 33)
+        trend = wiring().services.reports.run("score-trend", since, until, service).rows
+        create_markdown_artifact(key="score-trend", markdown=trend_chart(trend),
+                                 description="change success, week by week")
     # Beside every report, the weeks ahead as a picture (issue 30): windows, freezes and the changes in them.
     start = utcnow()
     create_markdown_artifact(key="calendar", description=f"the next {CALENDAR_DAYS} days: windows, freezes, changes",
                              markdown=calendar_picture(wiring().services.calendar.calendar(
                                  start, start + timedelta(days=CALENDAR_DAYS))))
     return len(rows)
+
+
+def trend_chart(weeks: list[dict]) -> str:
+    """One bar a week: the share of the changes that ended that week that succeeded (40 characters: 100 %)."""
+    lines = ["# Change success, week by week", "", "```"]
+    for week in weeks:
+        rate = week["success_rate"] or 0.0
+        lines.append(f"{week['week']}  {'█' * round(rate * 40):<40}  {rate:6.1%} of {week['changes']}")
+    lines.append("```" if weeks else "No change ended in the range.\n```")
+    return "\n".join(lines)
 
 
 def calendar_picture(calendar: Calendar) -> str:

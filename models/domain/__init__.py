@@ -4,39 +4,13 @@ No SQLAlchemy, no Prefect, no I/O (a test checks): every rule here tests in mill
 flows call in; nothing here calls out.
 """
 
-from ._errors import (
-    ChangeflowError,
-    ConfigError,
-    ConflictError,
-    DatabaseBusy,
-    FieldProblem,
-    IllegalTransition,
-    InputError,
-    NotFound,
-    PolicyViolation,
-)
-from ._enums import (
-    Act,
-    AuditAction,
-    BackoutDifficulty,
-    ChangeCategory,
-    ChangeState,
-    Complexity,
-    Decision,
-    RiskLevel,
-    Severity,
-    UsersAffected,
-)
-from ._fields import (
-    NAME_PATTERN,
-    Duration,
-    Name,
-    Strict,
-    parse_duration,
-)
-from ._clock import (
-    utcnow,
-)
+from ._errors import (ChangeflowError, ConfigError, ConflictError, DatabaseBusy, FieldProblem, IllegalTransition,
+                      InputError, NotFound, PolicyViolation)
+from ._enums import (Act, AuditAction, BackoutDifficulty, ChangeCategory, ChangeState, Complexity, Decision, RiskLevel,
+                     Severity, UsersAffected)
+from ._fields import NAME_PATTERN, Duration, Name, Strict, parse_duration
+from ._clock import utcnow
+from ._score import Ended, EndedHistory, Score, Standing, score_of, score_rule_approvals
 from ._canary import (
     ComparisonResult,
     Measurement,
@@ -99,7 +73,8 @@ from ._maintenance import (
 from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicyChangeRule, PolicySet,
-                           PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, TypePolicy)
+                           PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, ScorePolicy, ScoreRule,
+                           ScoreTargets, TypePolicy)
 from ._promotion import Promoted, promotion_problems
 from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
@@ -283,7 +258,8 @@ __all__ = [
     "Phase",
     "PhaseVerdict",
     "PolicyEvaluation",
-    "PolicySet", "PolicyChangeRule",
+    "PolicySet", "PolicyChangeRule", "ScorePolicy", "ScoreRule", "ScoreTargets",
+    "Ended", "EndedHistory", "Score", "Standing", "score_of", "score_rule_approvals",
     "PromotionRule",
     "implemented_successfully",
     "Reverting",

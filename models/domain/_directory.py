@@ -60,6 +60,8 @@ class ServiceEntry(Strict):
                                    "them is shown to approvers with this service among what depends on it")
     health: str | None = Field(default=None, pattern=r"^https?://\S+$", description="Its health URL (200: healthy): "
                                "what a checklist's service_health item (the smoke test) probes")
+    team: Name | None = Field(default=None, description="The team that owns it: the success score is also given "
+                              "per team (`changeflow report score`)")
 
 
 class Directory(Strict):

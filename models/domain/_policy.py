@@ -20,6 +20,7 @@ from ._enums import Act, Decision, RiskLevel
 from ._directory import Directory
 from ._policy_file import ApprovalRequirement, PolicySet
 from ._errors import PolicyViolation
+from ._score import Standing, score_rule_approvals
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,15 @@ def _resolve_count(requirement: ApprovalRequirement, directory: Directory) -> in
 
 
 def required_approvals(
-    change_type: str, risk_level: RiskLevel, policies: PolicySet, directory: Directory, environment: str | None = None
+    change_type: str, risk_level: RiskLevel, policies: PolicySet, directory: Directory, environment: str | None = None,
+    standing: Standing | None = None,
 ) -> list[RequiredApproval]:
-    """The roles and counts a change needs: its type's approvals (in its environment) plus what its risk adds."""
+    """The roles and counts a change needs: its type's approvals (in its environment), what its risk adds, and what
+    policies.yaml `score.rules` add for its service's `standing` when it was filed (None: no rule reads one)."""
     policy = policies.for_type(change_type, environment)
+    by_score = score_rule_approvals(policies.score.rules, change_type, standing) if standing is not None else []
     needed: dict[str, int] = {}
-    for requirement in (*policy.approvals, *policy.extra_for_risk.get(RiskLevel(risk_level), [])):
+    for requirement in (*policy.approvals, *policy.extra_for_risk.get(RiskLevel(risk_level), []), *by_score):
         # Several rules naming the same role ask for the larger count, not the sum.
         needed[requirement.role] = max(needed.get(requirement.role, 0), _resolve_count(requirement, directory))
     return [RequiredApproval(role, count) for role, count in needed.items()]

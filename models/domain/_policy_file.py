@@ -142,6 +142,35 @@ class RollbackPolicy(Strict):
                       "approvals, window and freeze rules (an emergency's: the incident commander, at any time)")
 
 
+class ScoreTargets(Strict):
+    """The change success score's targets (issue 33; the operations specification's "Change Failure Rate < 5 %,
+    Rollback Rate < 2 %, MTTR < 1 hour (P0), < 4 hours (P1)": its P0 and P1 are our P1 and P2); a score that misses
+    one is flagged."""
+
+    change_failure_rate: float = Field(default=0.05, ge=0, le=1, description="failed + rolled back, of all")
+    rollback_rate: float = Field(default=0.02, ge=0, le=1, description="rolled back, of all")
+    restore_hours: dict[Severity, float] = Field(
+        default_factory=lambda: {Severity.P1: 1.0, Severity.P2: 4.0},
+        description="Median hours from filing an incident's emergency fix to its success, per severity")
+
+
+class ScoreRule(Strict):
+    """A service whose success rate over the score window is under `below` (with at least `min_changes` ended
+    there, so one bad day of a quiet service does not count) needs `approvals` too for changes of `types`."""
+
+    below: float = Field(gt=0, le=1, description="success rate (succeeded / ended) under which the rule applies")
+    min_changes: int = Field(default=10, ge=1, description="ended changes the window must hold for the rule to apply")
+    types: list[Name] = Field(min_length=1, description="the change types it adds approvals to")
+    approvals: list[ApprovalRequirement] = Field(min_length=1, description="role + count or quorum, as a "
+                                                 "type's approvals")
+
+
+class ScorePolicy(Strict):
+    window: Duration = Field(default=timedelta(days=90), description="the range a rule reads the score over")
+    targets: ScoreTargets = Field(default_factory=ScoreTargets)
+    rules: list[ScoreRule] = Field(default_factory=list)
+
+
 class PolicyChangeRule(Strict):
     """Policy changes are changes (issue 34): a new version of policies.yaml takes effect only once a change request
     of `type` for `service` that ships it (`release: policy-<version>`, filed by `changeflow policy propose`) is
@@ -208,6 +237,8 @@ class PolicySet(Strict):
         description="Where changes run; a request that names none targets the first (the strictest, production)")
     types: dict[Name, TypePolicy] = Field(min_length=1)
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
+    score: ScorePolicy = Field(default_factory=ScorePolicy, description="The change success score: its targets "
+                               "and the rules that use it (`changeflow report score`)")
     policy_changes: PolicyChangeRule | None = Field(
         default=None, description="Policy changes go through a change request of their own (None: a changed file "
         "takes effect when it is loaded, recorded in the audit trail)")
@@ -294,6 +325,14 @@ class PolicySet(Strict):
                 unknown = [t for t in rule.types if t not in self.types]
                 if unknown:
                     raise ValueError(f"environments.{name}.promotion.types: no change type named {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _score_rules_name_types(self) -> "PolicySet":
+        for n, rule in enumerate(self.score.rules):
+            unknown = [t for t in rule.types if t not in self.types]
+            if unknown:
+                raise ValueError(f"score.rules.{n}.types: no change type named {', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ is never a second implementation of any rule. The service compares two policy se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -17,6 +17,7 @@ from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
 from ._policy_file import PolicySet
 from ._risk import risk_level_of
+from ._score import EndedHistory, Standing, score_rule_approvals
 from ._scheduling import START_GRACE, WindowSpec, freezes_hit, inside_a_window, planned_span
 from ._windows import scheduled_windows
 
@@ -38,6 +39,7 @@ class FiledChange:
     risk_score: int
     request: object
     approvals: tuple[GivenApproval, ...] = ()
+    service: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Judgement:
     required: tuple[RequiredApproval, ...]
     approvers_suffice: bool | None  # None: nobody approved it (not approved, or pre-approved)
     added_wait: timedelta | None  # how much later it could have started (a longer notice, the next window)
+    score_rules: tuple[str, ...] = ()  # the score rules that added approvals, said
 
 
 def judge(change: FiledChange, policies: PolicySet, directory: Directory,
@@ -57,15 +60,20 @@ def judge(change: FiledChange, policies: PolicySet, directory: Directory,
     return Judge(policies, directory)(change, ad_hoc, freezes)
 
 
+_NO_HISTORY = EndedHistory(())
+
+
 class Judge:
     """The decisions one policy set and directory would have made, for many changes: each type's rules and each
     (type, risk level, environment)'s approvals are worked out once, not once per change (80,000 in a quarter of
     the 1M history)."""
 
-    def __init__(self, policies: PolicySet, directory: Directory):
+    def __init__(self, policies: PolicySet, directory: Directory, histories: Mapping[str, EndedHistory] | None = None):
+        """`histories`: each service's ended changes, for the standing a score rule reads (none: no change)."""
         self._policies, self._directory = policies, directory
+        self._histories = histories or {}
         self._rules: dict[tuple[str, str | None], ChangeTypeRules | str] = {}
-        self._required: dict[tuple[str, RiskLevel, str | None], tuple[RequiredApproval, ...]] = {}
+        self._required: dict[tuple[object, ...], tuple[RequiredApproval, ...]] = {}
 
     def __call__(self, change: FiledChange, ad_hoc: Sequence[WindowSpec] = (),
                  freezes: Sequence[WindowSpec] = ()) -> Judgement:
@@ -102,10 +110,24 @@ class Judge:
                 refused += [f"planned_start: {reason}" for reason in hit]
                 waits.append(max(f.ends_at for f in freezes if f.freeze and f.overlaps(start, end)) - start)
         level = risk_level_of(change.risk_score, policies.risk)
-        required = self._required_for(change.type, level, change.environment)
+        standing, fired = self._standing(change)
+        required = self._required_for(change.type, level, change.environment, standing, fired)
         suffice = (evaluate(required, change.approvals, reject_on_any_rejection=False).satisfied
                    if change.approvals else None)
-        return Judgement(tuple(refused), level, required, suffice, max(waits) if waits else None)
+        said = tuple(f"{change.service or 'its service'} succeeded in {standing.success_rate:.0%} of "
+                     f"{standing.changes} changes over {format_wait(policies.score.window)}, under "
+                     f"{self._policies.score.rules[n].below:.0%}" for n in fired) if standing else ()
+        return Judgement(tuple(refused), level, required, suffice, max(waits) if waits else None, said)
+
+    def _standing(self, change: FiledChange) -> tuple[Standing | None, tuple[int, ...]]:
+        """Its service's standing when it was filed, where a score rule reads one for its type, and which rules
+        fire (their indexes)."""
+        rules = self._policies.score.rules
+        if not any(change.type in rule.types for rule in rules):
+            return None, ()
+        standing = self._histories.get(change.service, _NO_HISTORY).standing(change.created_at,
+                                                                             self._policies.score.window)
+        return standing, tuple(n for n, rule in enumerate(rules) if score_rule_approvals([rule], change.type, standing))
 
     def _rules_of(self, type_name: str, environment: str | None) -> ChangeTypeRules | str:
         """The type's rules in `environment`, or why there are none (a type or environment the set lacks)."""
@@ -117,11 +139,12 @@ class Judge:
                 self._rules[key] = str(exc).removeprefix("invalid change request: ")
         return self._rules[key]
 
-    def _required_for(self, type_name: str, level: RiskLevel, environment: str | None) -> tuple[RequiredApproval, ...]:
-        key = (type_name, level, environment)
+    def _required_for(self, type_name: str, level: RiskLevel, environment: str | None, standing: Standing | None,
+                      fired: tuple[int, ...]) -> tuple[RequiredApproval, ...]:
+        key = (type_name, level, environment, fired)  # the standing matters only through the rules it fires
         if key not in self._required:
             self._required[key] = tuple(required_approvals(type_name, level, self._policies, self._directory,
-                                                           environment))
+                                                           environment, standing))
         return self._required[key]
 
 
@@ -133,6 +156,7 @@ def differences(before: Judgement, after: Judgement) -> list[str]:
         found.append(f"risk {getattr(before.risk_level, 'value', before.risk_level)} -> {after.risk_level.value}")
     if set(before.required) != set(after.required) and after.risk_level is not None:
         found.append(f"approvals {_describe(before.required)} -> {_describe(after.required)}")
+    found += [f"score rule: {rule}" for rule in after.score_rules if rule not in before.score_rules]
     if before.approvers_suffice and after.approvers_suffice is False:
         found.append("its approvers would not have sufficed")
     return found

@@ -222,6 +222,7 @@ class ApprovalService:
         dropped = template.extras_in(change) if template is not None and pre_approved else []
         pre_approved = pre_approved and not dropped
         required = [] if pre_approved else uow.required_for(change)
+        standing = None if pre_approved else uow.standing_of(change)
         append_event(
             session,
             actor=actor,
@@ -233,6 +234,9 @@ class ApprovalService:
                 "risk_level": change.risk_level,
                 "approval_sla_s": self.approval_sla(change).total_seconds(),
                 **({"pre_approved_template": change.template} if pre_approved else {}),
+                # What a score rule read (policies.yaml `score.rules`): the service's success when it was filed.
+                **({"standing": {"changes": standing.changes, "success_rate": standing.success_rate}}
+                   if standing is not None else {}),
                 # Why a pre-approved template's change still needs its approvals (what it added).
                 **({"pre_approval_dropped": dropped} if dropped else {}),
             },

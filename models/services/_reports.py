@@ -32,6 +32,7 @@ from ..storage import (
     record_problems,
     verify_chain,
 )
+from ._score_report import SCORE_FIELDS, TREND_FIELDS, score_rows, trend_rows
 from ._unit_of_work import UnitOfWork
 
 FAILED_OUTCOMES = ("failed", "rolled_back")
@@ -295,6 +296,10 @@ REPORTS: dict[str, Report] = {report.name: report for report in (
            lambda session, org, since, until, service, _anchor: sla(session, org, since, until, service)),
     Report("refusals", ("at", "kind", "change", "who", "why"),
            lambda session, _org, since, until, service, _anchor: refusals(session, since, until, service)),
+    Report("score", SCORE_FIELDS,
+           lambda session, org, since, until, service, _anchor: score_rows(session, org, since, until, service)),
+    Report("score-trend", TREND_FIELDS,
+           lambda session, org, since, until, service, _anchor: trend_rows(session, org, since, until, service)),
 )}
 
 

@@ -20,6 +20,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from ..domain import (
+    EndedHistory,
+    Standing,
     typed_key,
     Delegation,
     Directory,
@@ -44,7 +46,8 @@ from ..domain import (
     required_approvals,
     utcnow,
 )
-from ..storage import Approval, ChangeRequest, Database, DelegationRecord, append_event, decode_data, events_for
+from ..storage import (Approval, ChangeRequest, Database, DelegationRecord, append_event, decode_data, ended_changes,
+                       events_for)
 
 T = TypeVar("T")
 
@@ -146,7 +149,19 @@ class UnitOfWork:
 
     def required_for(self, change: ChangeRequest) -> list[RequiredApproval]:
         return required_approvals(change.type, RiskLevel(change.risk_level), self.org.policies, self.org.directory,
-                                  change.environment)
+                                  change.environment, self.standing_of(change))
+
+    def standing_of(self, change: ChangeRequest) -> Standing | None:
+        """Its service's success when it was filed, over policies.yaml `score.window`, where a score rule reads it
+        for its type (None otherwise: no query). As of its filing, so every later look at what it needs (each
+        decision, the brief, the what-if's replay) finds the same."""
+        score = self.org.policies.score
+        if not any(change.type in rule.types for rule in score.rules):
+            return None
+        filed = change.created_at or self.clock()
+        with self.read() as session:
+            ended = ended_changes(session, filed - score.window, filed, service=change.service)
+        return EndedHistory(ended).standing(filed, score.window)
 
     @staticmethod
     def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:

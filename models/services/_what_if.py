@@ -11,9 +11,9 @@ from typing import Any, get_args
 
 from sqlalchemy import select
 
-from ..domain import (AuditAction, Decision, Directory, FiledChange, GivenApproval, Judge, PolicySet, RequiredField,
-                      WindowSpec, differences)
-from ..storage import Approval, AuditEvent, ChangeRequest, MaintenanceWindow, decode_data
+from ..domain import (AuditAction, Decision, Directory, Ended, EndedHistory, FiledChange, GivenApproval, Judge,
+                      PolicySet, RequiredField, WindowSpec, differences)
+from ..storage import Approval, AuditEvent, ChangeRequest, MaintenanceWindow, decode_data, ended_changes
 from ._unit_of_work import UnitOfWork
 
 # Filed changes read per query: a quarter of the 1M-change history is about 80,000.
@@ -44,6 +44,7 @@ class WhatIfReport:
     approvals_changed: int
     risk_moved: int
     approvers_short: int
+    score_rules: int  # those a score rule gave more approvals
     added_wait_median: timedelta | None
     added_wait_p90: timedelta | None
 
@@ -70,7 +71,8 @@ class WhatIfService:
         rows: list[WhatIfRow] = []
         judged = 0
         recorded = self._recorded_windows(since)
-        judge_now, judge_proposed = Judge(current, people), Judge(proposed, directory)
+        histories = self._histories(since, until, current, proposed)
+        judge_now, judge_proposed = Judge(current, people, histories), Judge(proposed, directory, histories)
         for change, filed in self._filed(since, until, service):
             judged += 1
             windows, frozen = _of(recorded, change)
@@ -86,6 +88,7 @@ class WhatIfService:
             refused=sum(any(d.startswith("refused:") for d in r.differences) for r in rows),
             approvals_changed=sum(any(d.startswith("approvals ") for d in r.differences) for r in rows),
             risk_moved=sum(any(d.startswith("risk ") for d in r.differences) for r in rows),
+            score_rules=sum(any(d.startswith("score rule: ") for d in r.differences) for r in rows),
             approvers_short=sum("its approvers would not have sufficed" in r.differences for r in rows),
             added_wait_median=waits[(len(waits) - 1) // 2] if waits else None,  # the lower median: a wait one had
             added_wait_p90=waits[min(len(waits) - 1, int(len(waits) * 0.9))] if waits else None)
@@ -98,7 +101,7 @@ class WhatIfService:
         found = []
         judged = 0
         recorded = self._recorded_windows(since)
-        judge = Judge(policies, directory)
+        judge = Judge(policies, directory, self._histories(since, until, policies))
         for change, filed in self._filed(since, until, None):
             judged += 1
             judgement = judge(filed, *_of(recorded, change))
@@ -109,6 +112,19 @@ class WhatIfService:
             if judgement.approvers_suffice is False and change.approved_at is not None:
                 found.append(f"{change.key}: approved by too few under its policy")
         return Replay(judged, found)
+
+    def _histories(self, since: datetime, until: datetime, *policy_sets: PolicySet) -> dict[str, EndedHistory]:
+        """Each service's ended changes, from the longest score window before `since` on, where a score rule of
+        one of `policy_sets` reads them (none: empty, nothing read)."""
+        with_rules = [p.score.window for p in policy_sets if p.score.rules]
+        if not with_rules:
+            return {}
+        with self._uow.read() as session:
+            ended = ended_changes(session, since - max(with_rules), until)
+        by_service: dict[str, list[Ended]] = defaultdict(list)
+        for e in ended:
+            by_service[e.service].append(e)
+        return {service: EndedHistory(rows) for service, rows in by_service.items()}
 
     def _recorded_windows(self, since: datetime) -> list[tuple[MaintenanceWindow, datetime | None]]:
         """The ad hoc windows and freezes that end after `since` (those a change of the range may have been planned
@@ -152,7 +168,7 @@ class WhatIfService:
                     key=change.key or "", type=change.type, environment=change.environment,
                     created_at=change.created_at, planned_start=change.planned_start,
                     planned_end=change.planned_end, risk_score=change.risk_score,
-                    request=change, approvals=tuple(given[change.id]))
+                    request=change, approvals=tuple(given[change.id]), service=change.service)
             after_id = changes[-1].id
 
 

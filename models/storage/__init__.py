@@ -45,6 +45,7 @@ from ._outbox_rows import (
     update_notification,
 )
 from ._queries import ChangeFilter, Page, decode_cursor, in_environment, query_changes
+from ._outcomes import ended_changes
 from ._tables import (
     Approval,
     AutomationToken,
@@ -59,6 +60,7 @@ from ._tables import (
 )
 
 __all__ = [
+    "ended_changes",
     "CONTENT",
     "ROWS",
     "change_content_digest",

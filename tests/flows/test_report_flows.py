@@ -27,6 +27,20 @@ def test_audit_report_deployment_publishes_table_and_markdown(flow_stack):
     assert "verdict: **verified**" in verification, verification
 
 
+def test_the_score_report_publishes_its_weekly_trend_as_a_chart(flow_stack):
+    """Issue 33: `report: score` in the audit-report form adds the week-by-week success as a bar chart."""
+    import httpx
+
+    run = run_deployment("audit-report/audit-report", parameters={"report": "score"}, timeout=120)
+    assert run.state.is_completed(), run.state
+    artifacts = httpx.post(f"{flow_stack.api_url}/artifacts/filter",
+                           json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}}).json()
+    chart = next(a for a in artifacts if a["key"] == "score-trend")["data"]
+    assert chart.startswith("# Change success, week by week") and ("█" in chart or "No change ended" in chart), chart
+    summary = next(a for a in artifacts if a["key"] == "score-report-summary")["data"]
+    assert "| scope | name | days |" in summary, summary
+
+
 def test_the_sweep_anchors_checkpoints_in_prefect_and_verify_reads_them_back(flow_stack):
     """The second anchor: a checkpoint file emptied by someone who cannot sign is caught by the artifacts."""
     import subprocess
