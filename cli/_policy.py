@@ -100,7 +100,8 @@ def policy_what_if(
              for name, value in (("median", report.added_wait_median), ("p90", report.added_wait_p90))}
     totals = {"changes": report.changes, "would_differ": len(rows), "refused": report.refused,
               "approvals_changed": report.approvals_changed, "risk_moved": report.risk_moved,
-              "approvers_short": report.approvers_short, "added_wait_median_h": hours["median"],
+              "approvers_short": report.approvers_short, "score_rules": report.score_rules,
+              "added_wait_median_h": hours["median"],
               "added_wait_p90_h": hours["p90"], "proposed_version": org.policies.version,
               "current_version": ctx.services.org.policies.version}
     if json_output:
@@ -116,7 +117,8 @@ def policy_what_if(
     console.print(table)
     console.print(f"{len(rows)} of {report.changes} would differ: {report.refused} refused at submit, "
                   f"{report.approvals_changed} with other approvals, {report.risk_moved} at another risk level, "
-                  f"{report.approvers_short} whose approvers would not have sufficed"
+                  f"{report.approvers_short} whose approvers would not have sufficed, {report.score_rules} caught by a "
+                  "score rule"
                   + (f"; added notice median {hours['median']} h, p90 {hours['p90']} h" if hours["median"] else ""))
 
 

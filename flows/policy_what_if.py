@@ -66,10 +66,10 @@ def what_if_markdown(report: WhatIfReport, current: str, proposed: str) -> str:
     lines = [f"# Policy what-if: {proposed[:12]} beside {current[:12]}", "",
              f"Changes filed {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC, judged with the "
              "rules submission applies: **" f"{len(report.rows)} of {report.changes}** would differ.", "",
-             "| refused at submit | other approvals | other risk level | approvers would not suffice | added wait "
-             "median | added wait p90 |", "|---|---|---|---|---|---|",
+             "| refused at submit | other approvals | other risk level | approvers would not suffice | score rule | "
+             "added wait median | added wait p90 |", "|---|---|---|---|---|---|---|",
              f"| {report.refused} | {report.approvals_changed} | {report.risk_moved} | {report.approvers_short} | "
-             f"{hours(report.added_wait_median)} | {hours(report.added_wait_p90)} |", ""]
+             f"{report.score_rules} | {hours(report.added_wait_median)} | {hours(report.added_wait_p90)} |", ""]
     if report.rows:
         lines += ["| change | service | type | would differ | added wait |", "|---|---|---|---|---|"]
         lines += [f"| {r.key} {_cell(r.title)} | {_cell(r.service)} | {r.type} | "
