@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from flows import cancel_run, file_change, stop_run
-from models import ChangeRequest, ChangeState, GateTarget, InputError, RiskLevel
+from models import ChangeRequest, ChangeState, GateTarget, InputError, RiskLevel, parse_action_items
 from notifications import run_url
 
 from ._context import context
@@ -233,11 +233,39 @@ def review(
     key: str = typer.Argument(..., help="Change key."),
     actor: str = typer.Option(..., "--as", help="Who records the review (a person in the approver directory)."),
     code: str = typer.Option(..., "--code", help="Your personal approval code for this change."),
-    summary: str = typer.Option(..., help="What happened, what was learned, follow-ups."),
+    summary: str = typer.Option(..., help="What happened and what was learned."),
+    root_cause: str = typer.Option("", help="Why it went wrong (required where it failed or was rolled back)."),
+    timeline: str = typer.Option("", help="What happened when (UTC)."),
+    went_well: str = typer.Option("", help="What went well."),
+    went_wrong: str = typer.Option("", help="What could be improved."),
+    action: list[str] = typer.Option([], help="An action item, 'what | owner | YYYY-MM-DD' (repeatable): its owner "
+                                     "is reminded when it falls due, then up policies.yaml follow_ups.escalation."),
 ) -> None:
     """Record a post-implementation review and close the change."""
-    change = context().services.changes.record_review(key, actor=actor, code=code, summary=summary)
-    console.print(f"{change.key}: review recorded, {change.state}")
+    services = context().services
+    change = services.reviews.record(key, actor=actor, code=code, summary=summary, root_cause=root_cause,
+                                     timeline=timeline, went_well=went_well, went_wrong=went_wrong,
+                                     action_items=parse_action_items("\n".join(action)))
+    items = services.reviews.items_of(change.key)
+    console.print(f"{change.key}: review recorded, {change.state}"
+                  + (f"; {len(items)} action items: " + ", ".join(f"{i.number} ({i.owner}, due "
+                                                                   f"{i.due_at:%Y-%m-%d %H:%M} UTC)" for i in items)
+                     if items else ""))
+
+
+@app.command("action-done")
+@exits_cleanly
+def action_done(
+    key: str = typer.Argument(..., help="The reviewed change's key."),
+    number: int = typer.Argument(..., help="The action item's number (as the review listed them)."),
+    person: str = typer.Option(..., "--as", help="Its owner."),
+    code: str = typer.Option(..., "--code", help="Your personal code for follow-ups (from the reminder)."),
+    note: str = typer.Option("", help="What was done (recorded)."),
+) -> None:
+    """Close an action item of a post-implementation review: its owner, with their code."""
+    item = context().services.reviews.close_item(key, number, actor=person, code=code, note=note)
+    late = " (late)" if item.done_at and item.done_at > item.due_at else ""
+    console.print(f"{key} action item {number} done by {person}{late}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from models import (Act, ChangeRequest, ChangeState, Decision, InputError, WorkOutcome, WorkStage,
-                    interrupted_check_question, responsible)
+                    interrupted_check_question, responsible, utcnow)
 from notifications import Notifier
 
 from ._context import context
@@ -240,6 +240,13 @@ def pending(json_output: bool = JsonOption) -> None:
                      "deadline": change.review_due_at.isoformat() if change.review_due_at else None,
                      "missing": {}, "approved_by": [], "waiting_on": services.work.reviewers(change.key),
                      "waiting_for": "its post-implementation review"})
+    # Action items of reviews, fallen due and still open (issue 33): on their owner.
+    for item in services.reviews.open_items(overdue_at=utcnow()):
+        change = services.changes.get(item.change_key)
+        rows.append({"key": item.change_key, "type": change.type, "title": change.title, "service": change.service,
+                     "waiting_since": item.created_at.isoformat(), "deadline": item.due_at.isoformat(),
+                     "missing": {}, "approved_by": [], "waiting_on": [item.owner],
+                     "waiting_for": f"action item {item.number} (overdue): {item.what[:80]}"})
     if json_output:
         print_json(rows)
         return

@@ -25,7 +25,8 @@ from flows._json_logs import trace_change
 from flows._pause_key import GateKind, PauseKey
 from flows._prefect_api import change_run_name, final_state, name_run
 from flows._wiring import wiring
-from models import REFUSED, TEXT_LIMIT, ChangeflowError, ChangeState, InputError, PolicyViolation
+from models import (REFUSED, TEXT_LIMIT, ChangeflowError, ChangeState, InputError, PolicyViolation,
+                    parse_action_items)
 
 
 class ReviewInput(RunInput):
@@ -35,7 +36,15 @@ class ReviewInput(RunInput):
     approval_code: str = Field(default="", description="Your personal code for this change's review (from the "
                                                         "review reminder, or `changeflow approval-code`).")
     summary: str = Field(default="", max_length=TEXT_LIMIT,
-                         description="What happened, what was learned, the follow-ups (recorded).")
+                         description="What happened and what was learned (recorded).")
+    timeline: str = Field(default="", max_length=TEXT_LIMIT, description="What happened when (UTC).")
+    root_cause: str = Field(default="", max_length=TEXT_LIMIT,
+                            description="Why it went wrong (required where the change failed or was rolled back).")
+    went_well: str = Field(default="", max_length=TEXT_LIMIT, description="What went well.")
+    went_wrong: str = Field(default="", max_length=TEXT_LIMIT, description="What could be improved.")
+    action_items: str = Field(default="", max_length=TEXT_LIMIT,
+                              description="One a line: what | owner (a person of the directory) | due (YYYY-MM-DD). "
+                                          "Each owner is reminded when it falls due, then their managers.")
 
 
 class ReviewGate(Gate[bool]):
@@ -67,8 +76,10 @@ class ReviewGate(Gate[bool]):
     def apply(self, answer: RunInput, key: PauseKey) -> str | None:
         assert isinstance(answer, ReviewInput)
         try:
-            wiring().services.changes.record_review(self.key, actor=answer.reviewer, code=answer.approval_code,
-                                                    summary=answer.summary)
+            wiring().services.reviews.record(
+                self.key, actor=answer.reviewer, code=answer.approval_code, summary=answer.summary,
+                timeline=answer.timeline, root_cause=answer.root_cause, went_well=answer.went_well,
+                went_wrong=answer.went_wrong, action_items=parse_action_items(answer.action_items))
         except (PolicyViolation, InputError) as exc:
             return str(exc)
         return None

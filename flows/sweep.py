@@ -240,6 +240,31 @@ def remind_reviews() -> int:
         # With the code of the review act: `changeflow review` and the review run's Resume form both ask for it.
         written += notifier.announce(change, "review_due", people, round_=stage, deadline=change.review_due_at,
                                      personal_code=True)
+        # Overdue: up policies.yaml `follow_ups.escalation`, once per rung (the outbox's key holds the round).
+        for rung in services.reviews.review_rungs(change, people):
+            if rung.level:
+                written += notifier.announce(change, "review_overdue", [p for p in rung.people if p not in people],
+                                             round_=f"overdue-{rung.level}", deadline=change.review_due_at,
+                                             extra={"rung": rung.level, "reviewers": ", ".join(people)})
+    return written
+
+
+def remind_action_items() -> int:
+    """Each open action item fallen due: its owner told (with their code for closing it), then, while it stays
+    open, each rung of policies.yaml `follow_ups.escalation` (issue 33). Enqueued first, then marked: a crash in
+    between repeats nothing (the outbox's key holds the item and the rung)."""
+    rt = wiring()
+    services, notifier = rt.services, rt.notifier
+    written = 0
+    for reminder in services.reviews.reminders_due():
+        item, rung = reminder.item, reminder.rung
+        change = services.changes.get(item.change_key)
+        for person in rung.people:
+            written += notifier.announce(change, "action_item_due", [person], round_=f"item-{item.number}-{rung.level}",
+                                         deadline=item.due_at, personal_code=person == item.owner,
+                                         extra={"number": item.number, "what": item.what, "owner": item.owner,
+                                                "rung": rung.level})
+        services.reviews.reminded(item.id or 0, rung.level)
     return written
 
 
@@ -284,6 +309,7 @@ def sweep() -> dict | State:
     summary.update(reconcile_crashed_runs())
     summary["nudged"] = nudge_runs_that_can_continue() + nudge_review_runs()
     summary["review_reminders"] = remind_reviews()
+    summary["action_item_reminders"] = remind_action_items()
     # A policy version the trail does not hold yet is recorded with its diff (issue 34): the sweep runs on the
     # deployed config every minute, so a changed policies.yaml is on the record before or as it governs a change;
     # one that waits for its change request (policies.yaml `policy_changes`) is said, not recorded.

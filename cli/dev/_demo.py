@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from models import Act, Settings, next_window
+from models import Act, Settings, next_window, parse_action_items, utcnow
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
@@ -227,9 +227,16 @@ class Demo:
         due = self.services.changes.get(key).review_due_at
         self.say(tag, f"{key} implemented, now {state}; post-implementation review due {due:%Y-%m-%d %H:%M} UTC")
         code = self.services.approvals.approval_code_for(key, "erin", Act.review)
-        change = self.services.changes.record_review(
-            key, actor="erin", code=code, summary="pool exhausted by a retry storm; alert on pool saturation added")
-        self.say(tag, f"erin records the review: {change.key} {change.state}")
+        due = (utcnow() + timedelta(days=7)).date().isoformat()
+        change = self.services.reviews.record(
+            key, actor="erin", code=code, summary="pool exhausted by a retry storm; fixed by raising the pool",
+            root_cause="unbounded client retries", went_well="paged and fixed within the hour",
+            went_wrong="no alert on pool saturation",
+            action_items=parse_action_items(f"Alert on pool saturation | alice | {due}"))
+        (item,) = self.services.reviews.items_of(key)
+        self.say(tag, f"erin records the review: {change.key} {change.state}; action item {item.number} for "
+                      f"{item.owner}, due {item.due_at:%Y-%m-%d %H:%M} UTC: {item.what} (reminded then, escalated "
+                      "after 3 and 7 days while open)")
         self.record(tag, key, change.state, "closed")
 
     def maintenance(self, tag: str) -> None:

@@ -10,6 +10,7 @@ from ._enums import (Act, AuditAction, BackoutDifficulty, ChangeCategory, Change
                      Severity, UsersAffected)
 from ._fields import NAME_PATTERN, Duration, Name, Strict, parse_duration
 from ._clock import utcnow
+from ._follow_ups import ActionItem, Review, Rung, parse_action_items, review_problems, rungs_due
 from ._score import Ended, EndedHistory, Score, Standing, score_of, score_rule_approvals
 from ._canary import (
     ComparisonResult,
@@ -74,7 +75,7 @@ from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicyChangeRule, PolicySet,
                            PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, ScorePolicy, ScoreRule,
-                           ScoreTargets, TypePolicy)
+                           FollowUpPolicy, ScoreTargets, TypePolicy)
 from ._promotion import Promoted, promotion_problems
 from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
@@ -259,6 +260,7 @@ __all__ = [
     "PhaseVerdict",
     "PolicyEvaluation",
     "PolicySet", "PolicyChangeRule", "ScorePolicy", "ScoreRule", "ScoreTargets",
+    "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due", "FollowUpPolicy",
     "Ended", "EndedHistory", "Score", "Standing", "score_of", "score_rule_approvals",
     "PromotionRule",
     "implemented_successfully",

@@ -63,6 +63,7 @@ class Act(str, Enum):
     confirm_check = "confirm_check"  # a manual checklist item
     answer_canary = "answer_canary"  # a canary gate: proceed or roll back
     review = "review"  # the post-implementation review
+    follow_up = "follow_up"  # close an action item of a review (its owner)
     withdraw = "withdraw"  # the requester calls the change off
     amend = "amend"  # the requester changes the request (it goes back to approval)
     lockdown = "lockdown"  # turn the lockdown on or off (bound to the next lockdown act, not to a change)
@@ -95,6 +96,7 @@ class AuditAction(str, Enum):
     approval_refused = "approval_refused"
     policy_decision = "policy_decision"
     review_recorded = "review_recorded"
+    action_item_closed = "action_item_closed"
     notification_failed = "notification_failed"
     checklist_phase = "checklist_phase"
     checklist_confirmed = "checklist_confirmed"

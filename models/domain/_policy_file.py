@@ -171,6 +171,16 @@ class ScorePolicy(Strict):
     rules: list[ScoreRule] = Field(default_factory=list)
 
 
+class FollowUpPolicy(Strict):
+    """What follows a post-implementation review (issue 33): its action items are reminded to their owner when due,
+    then climb this ladder while open (an overdue review climbs it too)."""
+
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: [EscalationStep(after=timedelta(days=3), role="team_lead"),
+                                 EscalationStep(after=timedelta(days=7), role="management")],
+        description="Who else is told, how long after it fell due")
+
+
 class PolicyChangeRule(Strict):
     """Policy changes are changes (issue 34): a new version of policies.yaml takes effect only once a change request
     of `type` for `service` that ships it (`release: policy-<version>`, filed by `changeflow policy propose`) is
@@ -239,6 +249,7 @@ class PolicySet(Strict):
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     score: ScorePolicy = Field(default_factory=ScorePolicy, description="The change success score: its targets "
                                "and the rules that use it (`changeflow report score`)")
+    follow_ups: FollowUpPolicy = Field(default_factory=FollowUpPolicy)
     policy_changes: PolicyChangeRule | None = Field(
         default=None, description="Policy changes go through a change request of their own (None: a changed file "
         "takes effect when it is loaded, recorded in the audit trail)")

@@ -22,6 +22,7 @@ from ._reports import REPORTS, Report, ReportResult, ReportService, compliance, 
 from ._backups import BackupReport, BackupService
 from ._calendar import Calendar, CalendarEntry, CalendarService
 from ._what_if import Replay, WhatIfReport, WhatIfRow, WhatIfService
+from ._follow_ups import Reminder, ReviewService
 from ._policy_log import PolicyChange, PolicyInForce, PolicyLog
 from ._reverting import RollbackService
 from ._scheduling import SchedulingService
@@ -50,6 +51,8 @@ __all__ = [
     "WhatIfReport",
     "PolicyChange",
     "PolicyLog",
+    "Reminder",
+    "ReviewService",
     "PolicyInForce",
     "WhatIfRow",
     "WhatIfService",

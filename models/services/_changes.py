@@ -9,12 +9,8 @@ from sqlmodel import Session
 
 from ..domain import (
     format_key,
-    checked_name,
-    checked_text,
-    Act,
     AuditAction,
     AuditEventView,
-    reviewer_refusal,
     ApprovalView,
     ChangeRequestInput,
     ChangeRequestView,
@@ -275,35 +271,6 @@ class ChangeService:
                 return change
 
         return uow.retry(attempt, expected_version)
-
-    def record_review(self, key: str, *, actor: str, code: str, summary: str) -> ChangeRequest:
-        """Record the post-implementation review and close the change: by a person of the directory with their
-        personal code (a refusal is recorded and raised, an empty Resume's too; a reviewer's empty summary is bad
-        input, and nothing is written)."""
-        checked_name(actor, "reviewer")
-        checked_text(summary, "summary")
-        uow = self._uow
-        assert self._identities is not None, "built by Services.build, which passes the identities"
-
-        def attempt() -> ChangeRequest:
-            with uow.write() as session:
-                change = uow.load(session, key, for_update=True)
-                refusal = (self._identities.refusal(change, actor, code, Act.review)
-                           or reviewer_refusal(uow.rules(change), change, uow.directory_for(session, change), actor))
-                if refusal is None:
-                    if not summary.strip():  # (raised inside the transaction: nothing is written)
-                        raise InputError("summary: a post-implementation review needs a summary",
-                                         [("summary", "empty")])
-                    append_event(session, actor=actor, action=AuditAction.review_recorded.value,
-                                 change_key=change.key, data={"summary": summary}, at=uow.clock())
-                    return uow.apply_transition(session, change, ChangeState.closed, actor,
-                                                "post-implementation review recorded", change.version)
-                # The refusal is committed with this transaction, then raised.
-                append_event(session, actor=actor or "unknown", action=AuditAction.confirmation_refused.value,
-                             change_key=change.key, data={"review": True, "refusal": refusal}, at=uow.clock())
-            raise PolicyViolation(f"review: {refusal}")
-
-        return uow.retry(attempt, None)
 
     # ---- internals --------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from ._approvals import ApprovalService
 from ._brief import ApprovalBriefs
 from ._calendar import CalendarService
 from ._policy_log import PolicyLog
+from ._follow_ups import ReviewService
 from ._what_if import WhatIfService
 from ._canary import CanaryService
 from ._changes import ChangeService
@@ -59,6 +60,7 @@ class Services:
     gate_status: GateStatusReader
     what_if: WhatIfService
     policy_log: PolicyLog
+    reviews: ReviewService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -81,7 +83,7 @@ class Services:
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
                    lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
                    gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow),
-                   policy_log=PolicyLog(uow, configured))
+                   policy_log=PolicyLog(uow, configured), reviews=ReviewService(uow, identities))
 
     @classmethod
     def governed(cls, db: Database, org: Org, secret: bytes, **options) -> "Services":

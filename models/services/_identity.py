@@ -13,7 +13,7 @@ _ACTS = {
     Act.confirm_work: "confirm the work",
     Act.confirm_check: "confirm a checklist item", Act.answer_canary: "answer a canary gate",
     Act.review: "record the review", Act.withdraw: "withdraw it", Act.amend: "amend it",
-    Act.lockdown: "turn the lockdown on or off",
+    Act.lockdown: "turn the lockdown on or off", Act.follow_up: "close an action item of its review",
 }
 # What a lockdown code is bound to in place of a change key (no change key looks like it).
 LOCKDOWN_SUBJECT = "lockdown"

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import and_, case, func, select, true
+from sqlalchemy import and_, case, func, or_, select, true
 from sqlmodel import Session
 
 from ..domain import AuditAction, InputError, Org, change_type, scheduled_windows, utcnow
 from ..storage import (
+    ActionItemRecord,
     Approval,
     AuditEvent,
     ChangeRequest,
@@ -187,6 +188,19 @@ def compliance(session: Session, org: Org, since: datetime, until: datetime, ser
             if (not reviewed and now > due) or (reviewed and reviewed[0].occurred_at > due):
                 findings.append({"kind": "emergency_without_review", "change": change.key,
                                  "detail": f"post-implementation review was due {due:%Y-%m-%d %H:%M}"})
+    # Action items of reviews due in the range and not done by their due moment (issue 33): open, or closed late.
+    late = select(ActionItemRecord).where(ActionItemRecord.due_at >= since, ActionItemRecord.due_at < min(until, now),
+                                          or_(ActionItemRecord.done_at.is_(None),
+                                              ActionItemRecord.done_at > ActionItemRecord.due_at))
+    if service:
+        late = late.join(ChangeRequest, ChangeRequest.key == ActionItemRecord.change_key).where(
+            ChangeRequest.service == service)
+    for item in session.execute(late.order_by(ActionItemRecord.due_at, ActionItemRecord.id)).scalars():
+        state = (f"done late by {item.done_by} {item.done_at:%Y-%m-%d %H:%M}" if item.done_at
+                 else f"open, {(now - item.due_at).days} days overdue")
+        findings.append({"kind": "overdue_action_item", "change": item.change_key,
+                         "detail": f"action item {item.number} ({item.owner}, due {item.due_at:%Y-%m-%d %H:%M} UTC, "
+                                   f"{state}): {item.what[:100]}"})
     stale = now - timedelta(hours=1)
     undelivered = select(Notification).where(
         Notification.created_at >= since, Notification.created_at < until,

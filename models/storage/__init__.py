@@ -47,6 +47,7 @@ from ._outbox_rows import (
 from ._queries import ChangeFilter, Page, decode_cursor, in_environment, query_changes
 from ._outcomes import ended_changes
 from ._tables import (
+    ActionItemRecord,
     Approval,
     AutomationToken,
     AuditEvent,
@@ -60,6 +61,7 @@ from ._tables import (
 )
 
 __all__ = [
+    "ActionItemRecord",
     "ended_changes",
     "CONTENT",
     "ROWS",

@@ -21,7 +21,7 @@ class Database(Protocol):
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration's revision. Checked against Alembic's own head by a test; comparing with it lets a
 # process that finds the schema current skip importing Alembic (a flow run starts a new process per run).
-SCHEMA_REVISION = "0014"
+SCHEMA_REVISION = "0015"
 # Arbitrary constant: serialises concurrent migrators on one PostgreSQL database.
 _PG_MIGRATION_LOCK = 7_270_001
 

@@ -252,3 +252,25 @@ class CanaryMeasurement(SQLModel, table=True):
     threshold: float | None = None
     operator: str | None = Field(default=None, sa_type=String(2))
     taken_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class ActionItemRecord(SQLModel, table=True):
+    """An action item of a post-implementation review (issue 33): its owner is reminded when it falls due and, while
+    it stays open, the policy's ladder above them (`reminded`: the last rung told)."""
+
+    __tablename__ = "action_items"
+    __table_args__ = (UniqueConstraint("change_key", "number", name="uq_action_item"),
+                      Index("ix_action_item_open_due", "done_at", "due_at"), Index("ix_action_item_owner", "owner"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    change_key: str = Field(sa_type=String(20))
+    number: int
+    what: str = Field(sa_type=Text)
+    owner: str = Field(sa_type=String(100))
+    due_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    reviewer: str = Field(sa_type=String(100))
+    reminded: int = Field(default=-1, description="The last rung of the ladder told (-1: none yet)")
+    done_at: datetime | None = _optional_time()
+    done_by: str | None = Field(default=None, sa_type=String(100))
+    note: str = Field(default="", sa_type=Text)

@@ -52,6 +52,8 @@ def check_the_demo(result: subprocess.CompletedProcess) -> None:
     assert re.search(r"the canary has no traffic \(20 requests through nginx: \{'v1': 20\}\)", flat) or \
         "behind a command router" in out
     assert "audit chain intact" in out and re.search(r"demo finished in \d+\.\d s", out)
+    assert re.search(r"action item 1 for alice, due \d{4}-\d\d-\d\d 00:00 UTC: Alert on pool saturation", flat), \
+        "the emergency's review leads somewhere (issue 33)"
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out
 
 

@@ -99,7 +99,7 @@ def test_a_review_recorded_on_the_cli_ends_the_review_run_waiting_in_the_ui_at_t
     run_id = str(run_deployment(REVIEW, parameters={"change": change.key}, timeout=0).id)
     wait_paused(run_id, "review-post-")
     code = flow_stack.services.approvals.approval_code_for(change.key, "bob", Act.review)
-    flow_stack.services.changes.record_review(change.key, actor="bob", code=code, summary="done on the CLI")
+    flow_stack.services.reviews.record(change.key, actor="bob", code=code, summary="done on the CLI")
     assert run_deployment("approval-escalation/every-minute", timeout=120).state.is_completed()
     ended_as(run_id, "Closed", timeout_s=90)  # nudged: the gate read the record, nothing was applied twice
     view = flow_stack.services.changes.view(change.key)

@@ -212,11 +212,11 @@ def test_a_review_needs_a_person_of_the_directory_with_their_code(at_t0):
     change = awaiting_review(at_t0, by="erin")
     for person, who_code in (("nobody-at-all", "erin"), ("erin", "bob")):
         with pytest.raises(PolicyViolation, match="review: "):
-            at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, who_code, Act.review),
+            at_t0.reviews.record(change.key, actor=person, code=code(at_t0, change.key, who_code, Act.review),
                                         summary="all fine")
     assert at_t0.changes.get(change.key).state == ChangeState.review_pending.value
     assert [a for _, a in actions(at_t0, change.key)][-2:] == ["confirmation_refused", "confirmation_refused"]
-    closed = at_t0.changes.record_review(change.key, actor="erin", code=code(at_t0, change.key, "erin", Act.review),
+    closed = at_t0.reviews.record(change.key, actor="erin", code=code(at_t0, change.key, "erin", Act.review),
                                          summary="root cause found")
     assert closed.state == ChangeState.closed.value
 

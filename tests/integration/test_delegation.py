@@ -105,8 +105,8 @@ def test_the_review_gate_honours_a_delegation_too(at_t0, clock):
     change = rolled_back(at_t0, clock)
     at_t0.delegations.record(Delegation("alice", "bob", clock.at, clock.at + timedelta(days=1), "on call swap"),
                              operator="dave")
-    closed = at_t0.changes.record_review(change.key, actor="bob", code=code(at_t0, change.key, "bob", Act.review),
-                                         summary="cache warm-up missing")
+    closed = at_t0.reviews.record(change.key, actor="bob", code=code(at_t0, change.key, "bob", Act.review),
+                                  summary="warm-up added", root_cause="cache warm-up missing")
     assert closed.state == ChangeState.closed.value
 
 

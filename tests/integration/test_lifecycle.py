@@ -61,6 +61,6 @@ def test_emergency_change_runs_to_review_with_a_48h_deadline(services):
     for target in (S.implementing, S.verifying, S.completed, S.review_pending):
         done = services.changes.transition(change.key, target, actor="erin", reason="hotfix")
     assert (done.review_due_at - done.updated_at).total_seconds() == 48 * 3600
-    closed = services.changes.record_review(change.key, actor="erin", summary="root cause: bad config push",
+    closed = services.reviews.record(change.key, actor="erin", summary="root cause: bad config push",
                                             code=services.approvals.approval_code_for(change.key, "erin", Act.review))
     assert closed.state == S.closed.value and closed.closed_at is not None

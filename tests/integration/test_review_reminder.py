@@ -30,5 +30,5 @@ def test_a_review_reminder_carries_the_reviewers_review_code_on_personal_channel
     assert "see your e-mail" in shared
     assert services.approvals.approval_code_for(change.key, "erin", Act.review) not in shared
     # The code in the message is the one that records the review.
-    closed = services.changes.record_review(change.key, actor="bob", code=review_code, summary="pool exhausted")
+    closed = services.reviews.record(change.key, actor="bob", code=review_code, summary="pool exhausted")
     assert closed.state == ChangeState.closed

@@ -28,12 +28,12 @@ def rolled_back(services, clock):
 def test_a_standard_change_is_reviewed_by_its_named_reviewers_only(at_t0, clock, person, message):
     change = rolled_back(at_t0, clock)
     with pytest.raises(PolicyViolation, match=message.replace("(", r"\(").replace(")", r"\)")):
-        at_t0.changes.record_review(change.key, actor=person, code=code(at_t0, change.key, person, Act.review),
-                                    summary="it was fine really")
+        at_t0.reviews.record(change.key, actor=person, code=code(at_t0, change.key, person, Act.review),
+                             summary="it was fine really", root_cause="none")
     assert at_t0.changes.get(change.key).state == ChangeState.review_pending.value
     assert actions(at_t0, change.key)[-1] == (person, "confirmation_refused")
-    closed = at_t0.changes.record_review(change.key, actor="alice", code=code(at_t0, change.key, "alice", Act.review),
-                                         summary="cache warm-up missing; added to the template")
+    closed = at_t0.reviews.record(change.key, actor="alice", code=code(at_t0, change.key, "alice", Act.review),
+                                  summary="added to the template", root_cause="cache warm-up missing")
     assert closed.state == ChangeState.closed.value
 
 
@@ -43,6 +43,6 @@ def test_the_requester_of_an_emergency_may_record_its_review(at_t0):
     for target in (ChangeState.implementing, ChangeState.verifying, ChangeState.completed,
                    ChangeState.review_pending):
         at_t0.changes.transition(change.key, target, actor="erin", reason="hotfix")
-    closed = at_t0.changes.record_review(change.key, actor="bob", code=code(at_t0, change.key, "bob", Act.review),
-                                         summary="pool exhausted by a retry storm")
+    closed = at_t0.reviews.record(change.key, actor="bob", code=code(at_t0, change.key, "bob", Act.review),
+                                  summary="pool exhausted by a retry storm")
     assert closed.state == ChangeState.closed.value
