@@ -80,6 +80,8 @@ class ManualWorkGate(Gate[WorkConfirmation]):
             return
         rt = wiring()
         change = rt.services.changes.get(self.key)
+        # When it was first asked for: where policies.yaml `manual_work.escalation` counts from (recorded once).
+        rt.services.work.requested(self.key, self.stage, self.step)
         # Keyed by change, event, person and round+stage in the outbox: a resumed run tells nobody twice.
         rt.notifier.announce(change, "work_needed", rt.services.work.implementers(self.key),
                              round_=f"{change.approval_round}:{self.stage.value}:{self.step or ''}",

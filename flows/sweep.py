@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, State
 
-from models import (ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, run_ending,
-                    sla_passed, utcnow)
+from models import (ChangeflowError, ChangeState, due_escalations, format_wait, requester_and, responsible, rungs_due,
+                    run_ending, sla_passed, utcnow)
 
 from flows._heartbeat import heartbeating
 from flows._prefect_api import ResumeRefused, cancel, cancelled_runs, paused_keys, resume_with_input
@@ -249,6 +249,27 @@ def remind_reviews() -> int:
     return written
 
 
+def escalate_manual_work() -> int:
+    """Manual work nobody confirmed (issue 33): past each step of policies.yaml `manual_work.escalation`, its
+    implementers are told again (with their code for it) and the step's role holders told it waits, once a rung."""
+    rt = wiring()
+    services, notifier = rt.services, rt.notifier
+    ladder, now = services.org.policies.manual_work.escalation, utcnow()
+    written = 0
+    for waiting in services.work.unanswered():
+        change, stage = waiting.change, waiting.stage.value.replace("_", " ")
+        for rung in rungs_due(waiting.asked_at, now, waiting.implementers, ladder, services.org.directory, 0):
+            round_ = f"{change.approval_round}:{waiting.stage.value}:{waiting.step or ''}:rung{rung.level}"
+            extra = {"stage": stage, "rung": rung.level, "asked_at": waiting.asked_at.strftime("%Y-%m-%d %H:%M UTC"),
+                     "implementers": ", ".join(waiting.implementers)}
+            written += notifier.announce(change, "work_overdue", waiting.implementers, round_=round_,
+                                         extra=extra, personal_code=True)
+            written += notifier.announce(change, "work_overdue", [p for p in rung.people
+                                                                  if p not in waiting.implementers],
+                                         round_=round_, extra=extra)
+    return written
+
+
 def remind_action_items() -> int:
     """Each open action item fallen due: its owner told (with their code for closing it), then, while it stays
     open, each rung of policies.yaml `follow_ups.escalation` (issue 33). Enqueued first, then marked: a crash in
@@ -310,6 +331,7 @@ def sweep() -> dict | State:
     summary["nudged"] = nudge_runs_that_can_continue() + nudge_review_runs()
     summary["review_reminders"] = remind_reviews()
     summary["action_item_reminders"] = remind_action_items()
+    summary["manual_work_escalations"] = escalate_manual_work()
     # A policy version the trail does not hold yet is recorded with its diff (issue 34): the sweep runs on the
     # deployed config every minute, so a changed policies.yaml is on the record before or as it governs a change;
     # one that waits for its change request (policies.yaml `policy_changes`) is said, not recorded.

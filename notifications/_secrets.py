@@ -17,7 +17,7 @@ LINK = "\u27e6your approval link\u27e7"
 # The act the code in each kind of message is good for (a code works for one kind of act only, issue 27).
 ACT_OF_MESSAGE = {
     "filing_received": Act.file, "approval_requested": Act.approve, "approval_reminder": Act.approve,
-    "work_needed": Act.confirm_work,
+    "work_needed": Act.confirm_work, "work_overdue": Act.confirm_work,
     "checklist_item_needs_person": Act.confirm_check, "canary_gate_waiting": Act.answer_canary,
     "review_due": Act.review, "action_item_due": Act.follow_up,
 }

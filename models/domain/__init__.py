@@ -75,7 +75,7 @@ from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicyChangeRule, PolicySet,
                            PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, ScorePolicy, ScoreRule,
-                           FollowUpPolicy, ScoreTargets, TypePolicy)
+                           FollowUpPolicy, ManualWorkPolicy, ScoreTargets, TypePolicy)
 from ._promotion import Promoted, promotion_problems
 from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
@@ -261,6 +261,7 @@ __all__ = [
     "PolicyEvaluation",
     "PolicySet", "PolicyChangeRule", "ScorePolicy", "ScoreRule", "ScoreTargets",
     "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due", "FollowUpPolicy",
+    "ManualWorkPolicy",
     "Ended", "EndedHistory", "Score", "Standing", "score_of", "score_rule_approvals",
     "PromotionRule",
     "implemented_successfully",

@@ -97,6 +97,7 @@ class AuditAction(str, Enum):
     policy_decision = "policy_decision"
     review_recorded = "review_recorded"
     action_item_closed = "action_item_closed"
+    work_requested = "work_requested"
     notification_failed = "notification_failed"
     checklist_phase = "checklist_phase"
     checklist_confirmed = "checklist_confirmed"

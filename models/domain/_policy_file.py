@@ -181,6 +181,16 @@ class FollowUpPolicy(Strict):
         description="Who else is told, how long after it fell due")
 
 
+class ManualWorkPolicy(Strict):
+    """A manual work gate nobody answers (issue 33): its implementers are told again, and these roles, this long
+    after they were first asked."""
+
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: [EscalationStep(after=timedelta(hours=1), role="oncall_primary"),
+                                 EscalationStep(after=timedelta(hours=4), role="management")],
+        description="Who else is told, how long after the work was asked for")
+
+
 class PolicyChangeRule(Strict):
     """Policy changes are changes (issue 34): a new version of policies.yaml takes effect only once a change request
     of `type` for `service` that ships it (`release: policy-<version>`, filed by `changeflow policy propose`) is
@@ -250,6 +260,7 @@ class PolicySet(Strict):
     score: ScorePolicy = Field(default_factory=ScorePolicy, description="The change success score: its targets "
                                "and the rules that use it (`changeflow report score`)")
     follow_ups: FollowUpPolicy = Field(default_factory=FollowUpPolicy)
+    manual_work: ManualWorkPolicy = Field(default_factory=ManualWorkPolicy)
     policy_changes: PolicyChangeRule | None = Field(
         default=None, description="Policy changes go through a change request of their own (None: a changed file "
         "takes effect when it is loaded, recorded in the audit trail)")

@@ -28,7 +28,7 @@ from ._reverting import RollbackService
 from ._scheduling import SchedulingService
 from ._slots import ACTIVE_STATES, Slot, describe_window
 from ._unit_of_work import UnitOfWork
-from ._work import WorkConfirmation, WorkService
+from ._work import WorkConfirmation, WorkService, WorkWaiting
 
 __all__ = [
     "describe_window",
@@ -93,6 +93,7 @@ __all__ = [
     "UnitOfWork",
     "WorkConfirmation",
     "WorkService",
+    "WorkWaiting",
     "compliance",
     "dora",
     "format_key",

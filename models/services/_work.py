@@ -24,7 +24,7 @@ from ..domain import (
     pipeline_implementer_refusal,
     reviewers,
 )
-from ..storage import Approval, ChangeRequest, append_event, decode_data, events_for
+from ..storage import Approval, AuditEvent, ChangeRequest, append_event, decode_data, events_for
 from ._automation_tokens import AutomationTokens, TokenHolder, token_refusal
 from ._identity import Identities
 from ._recovery import step_of_a_dead_run
@@ -68,6 +68,21 @@ class WorkConfirmation:
         return self.outcome is WorkOutcome.done
 
 
+# Where a change's manual work can be waiting for a person.
+_UNDER_WAY = (ChangeState.approved, ChangeState.scheduled, ChangeState.implementing, ChangeState.verifying)
+
+
+@dataclass(frozen=True)
+class WorkWaiting:
+    """Manual work asked for and not confirmed yet: of which change and stage, since when, on whom."""
+
+    change: ChangeRequest
+    stage: WorkStage
+    step: int | None
+    asked_at: datetime
+    implementers: list[str]
+
+
 class WorkService:
     def __init__(self, uow: UnitOfWork, identities: Identities):
         self._uow = uow
@@ -82,6 +97,34 @@ class WorkService:
         """Who may record the change's post-implementation review (the type's `reviewers`)."""
         change = self._change(key)
         return reviewers(self._uow.rules(change), change, self._uow.org.directory)
+
+    def requested(self, key: str, stage: WorkStage, step: int | None = None) -> None:
+        """Record when a stage's manual work was first asked for (once: a resumed gate asks again, the record
+        stands): where policies.yaml `manual_work.escalation` counts from."""
+        with self._uow.write() as session:
+            change = self._uow.load(session, key, for_update=True)
+            if any(e.action == AuditAction.work_requested.value and decode_data(e).get("stage") == stage.value
+                   and decode_data(e).get("step") == step for e in events_for(session, change.key)):
+                return
+            append_event(session, actor="changeflow", action=AuditAction.work_requested.value, change_key=change.key,
+                         at=self._uow.clock(), data={"stage": stage.value, **({"step": step} if step is not None
+                                                                             else {})})
+
+    def unanswered(self) -> list[WorkWaiting]:
+        """The manual work asked for and not confirmed, of the changes under way, oldest first."""
+        with self._uow.read() as session:
+            rows = session.execute(select(AuditEvent, ChangeRequest).join(
+                ChangeRequest, ChangeRequest.key == AuditEvent.change_key).where(
+                AuditEvent.action == AuditAction.work_requested.value,
+                ChangeRequest.state.in_([s.value for s in _UNDER_WAY])).order_by(AuditEvent.seq)).all()
+            waiting = []
+            for event, change in rows:
+                data = decode_data(event)
+                stage, step = WorkStage(data["stage"]), data.get("step")
+                if self._recorded(session, change, stage, step) is None:
+                    waiting.append(WorkWaiting(change, stage, step, event.occurred_at,
+                                               implementers(self._uow.rules(change), change, self._uow.org.directory)))
+        return waiting
 
     def confirmation(self, key: str, stage: WorkStage | str, step: int | None = None) -> WorkConfirmation | None:
         with self._uow.read() as session:

@@ -138,3 +138,35 @@ def test_the_sweep_reminds_and_escalates_and_pending_and_compliance_show_it(at_t
     done = cli_env("action-done", key, "1", "--as", "alice", "--code", code(at_t0, key, "alice", Act.follow_up),
                    "--note", "alert added")
     assert done.exit_code == 0 and "(late)" in done.output, done.output
+
+
+def test_manual_work_nobody_confirms_climbs_its_ladder_once_a_rung(at_t0, clock, cli_env, db):
+    """A manual work gate with no answer (issue 33): asked once (a resumed gate asks again, the record stands);
+    past policies.yaml `manual_work.escalation` its implementers are told again with their code, on-call after
+    1 h and management after 4 h told it waits, by the sweep's own function, once a rung; confirmed, nothing more."""
+    from flows._wiring import wiring
+    from flows.sweep import escalate_manual_work
+    from models import WorkStage
+    from tests.integration.test_bypass import implementing
+
+    key = implementing(at_t0, clock).key
+    for _ in range(2):
+        at_t0.work.requested(key, WorkStage.implemented)
+    with db.read() as session:
+        assert session.query(AuditEvent).filter_by(change_key=key, action="work_requested").count() == 1
+    doers = at_t0.work.implementers(key)
+    wiring.cache_clear()
+    try:
+        assert escalate_manual_work() == 2 * len(doers) + 2, "weeks later on the real clock: both rungs at once"
+        assert escalate_manual_work() == 0
+    finally:
+        wiring.cache_clear()
+    with db.read() as session:
+        sent = {(n.recipient, n.idempotency_key.rsplit(":", 1)[-1]): n for n in session.query(Notification).filter_by(
+            change_key=key, event="work_overdue")}
+    assert set(sent) == {*((p, f"rung{r}") for p in doers for r in (1, 2)), ("bob", "rung1"), ("dave", "rung2")}
+    assert f"changeflow work {key} implemented --as {doers[0]} --code" in sent[(doers[0], "rung1")].body_text
+    assert "--code" not in sent[("dave", "rung2")].body_text, "the ladder is told, not given a code to act"
+    at_t0.work.confirm(key, stage=WorkStage.implemented, person="grace",  # (alice approved it: not her)
+                       code=code(at_t0, key, "grace", Act.confirm_work))
+    assert at_t0.work.unanswered() == []
