@@ -11,7 +11,7 @@ from ._enums import (Act, AuditAction, BackoutDifficulty, ChangeCategory, Change
 from ._fields import NAME_PATTERN, Duration, Name, Strict, parse_duration
 from ._clock import utcnow
 from ._follow_ups import ActionItem, Review, Rung, parse_action_items, review_problems, rungs_due
-from ._score import Ended, EndedHistory, Score, Standing, score_of, score_rule_approvals
+from ._score import Ended, EndedHistory, Score, Standing, Tally, score_of, score_rule_approvals
 from ._canary import (
     ComparisonResult,
     Measurement,
@@ -262,7 +262,7 @@ __all__ = [
     "PolicySet", "PolicyChangeRule", "ScorePolicy", "ScoreRule", "ScoreTargets",
     "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due", "FollowUpPolicy",
     "ManualWorkPolicy",
-    "Ended", "EndedHistory", "Score", "Standing", "score_of", "score_rule_approvals",
+    "Ended", "EndedHistory", "Score", "Standing", "Tally", "score_of", "score_rule_approvals",
     "PromotionRule",
     "implemented_successfully",
     "Reverting",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import statistics
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ._policy_file import ApprovalRequirement, ScoreRule, ScoreTargets
@@ -18,8 +18,9 @@ SUCCEEDED, FAILED, ROLLED_BACK = "succeeded", "failed", "rolled_back"
 
 @dataclass(frozen=True)
 class Ended:
-    """One change that ended: how (a completed change rolled back afterwards counts rolled back, from when its
-    rollback ended), its type, when it was filed and ended, and for an emergency its incident's severity."""
+    """One change that ended: how, its type, when it was filed and ended, for an emergency its incident's severity,
+    and when a rollback of its own undid it (a completed change counts rolled back from then on: DORA counts it
+    failed)."""
 
     service: str
     type: str
@@ -27,16 +28,7 @@ class Ended:
     created_at: datetime
     ended_at: datetime
     severity: str | None = None
-    review_due: bool = False
-    review_done: bool = False
     reverted_at: datetime | None = None  # when a rollback of its own succeeded (it completed, then was undone)
-
-    def outcome_at(self, at: datetime | None = None) -> str:
-        """Its outcome as it read at `at` (None: now): a completed change counts rolled back from the moment a
-        rollback of its own succeeded (DORA counts it failed)."""
-        if self.outcome == SUCCEEDED and self.reverted_at is not None and (at is None or self.reverted_at < at):
-            return ROLLED_BACK
-        return self.outcome
 
 
 @dataclass(frozen=True)
@@ -53,26 +45,50 @@ class Score:
     flags: tuple[str, ...]  # the targets it misses
 
 
-def score_of(name: str, ended: Sequence[Ended], targets: ScoreTargets, emergency_types: Iterable[str]) -> Score:
-    """The score of `ended` (one group's changes over one range)."""
-    total = len(ended)
-    outcomes = [e.outcome_at() for e in ended]
-    succeeded = outcomes.count(SUCCEEDED)
-    rolled_back = outcomes.count(ROLLED_BACK)
-    failed = total - succeeded
+@dataclass
+class Tally:
+    """How one group's changes ended, counted by the database (`storage.ended_tallies`): what a score is computed
+    from, merged into a team's or everyone's."""
 
+    changes: int = 0
+    succeeded: int = 0
+    rolled_back: int = 0
+    emergencies: int = 0
+    reviews_due: int = 0
+    reviews_done: int = 0
+    restore: dict[str, list[float]] = field(default_factory=dict)  # hours filing -> success of emergency fixes
+
+    def add(self, count: int, *, outcome: str, emergency: bool, review_due: bool, review_done: bool) -> None:
+        self.changes += count
+        self.succeeded += count if outcome == SUCCEEDED else 0
+        self.rolled_back += count if outcome == ROLLED_BACK else 0
+        self.emergencies += count if emergency else 0
+        self.reviews_due += count if review_due else 0
+        self.reviews_done += count if review_due and review_done else 0
+
+    def __add__(self, other: "Tally") -> "Tally":  # sum(tallies, Tally())
+        return self.merge(other)
+
+    def merge(self, other: "Tally") -> "Tally":
+        merged = Tally(self.changes + other.changes, self.succeeded + other.succeeded,
+                       self.rolled_back + other.rolled_back, self.emergencies + other.emergencies,
+                       self.reviews_due + other.reviews_due, self.reviews_done + other.reviews_done,
+                       {k: list(v) for k, v in self.restore.items()})
+        for severity, hours in other.restore.items():
+            merged.restore.setdefault(severity, []).extend(hours)
+        return merged
+
+
+def score_of(name: str, tally: Tally, targets: ScoreTargets) -> Score:
+    """The score of one group's changes over one range, with the targets it misses."""
     def share(count: int, of: int) -> float | None:
         return round(count / of, 4) if of else None
 
-    urgent = set(emergency_types)
-    restore: dict[str, list[float]] = {}
-    for e, outcome in zip(ended, outcomes):
-        if e.type in urgent and outcome == SUCCEEDED and e.severity:
-            restore.setdefault(e.severity, []).append((e.ended_at - e.created_at).total_seconds() / 3600)
-    restore_hours = {severity: round(statistics.median(hours), 2) for severity, hours in sorted(restore.items())}
-    due = sum(e.review_due for e in ended)
+    total = tally.changes
+    restore_hours = {severity: round(statistics.median(hours), 2) for severity, hours in sorted(tally.restore.items())
+                     if hours}
     flags = []
-    failure_rate, rollback_rate = share(failed, total), share(rolled_back, total)
+    failure_rate, rollback_rate = share(total - tally.succeeded, total), share(tally.rolled_back, total)
     if failure_rate is not None and failure_rate >= targets.change_failure_rate:
         flags.append(f"change failure rate {failure_rate:.1%} (target < {targets.change_failure_rate:.0%})")
     if rollback_rate is not None and rollback_rate >= targets.rollback_rate:
@@ -81,9 +97,9 @@ def score_of(name: str, ended: Sequence[Ended], targets: ScoreTargets, emergency
         hours = restore_hours.get(str(getattr(severity, "value", severity)))
         if hours is not None and hours >= target:
             flags.append(f"time to restore {severity.value} {hours:g} h (target < {target:g} h)")
-    return Score(name, total, succeeded, share(succeeded, total), failure_rate, rollback_rate,
-                 share(sum(e.type in urgent for e in ended), total),
-                 share(sum(e.review_done for e in ended if e.review_due), due), restore_hours, tuple(flags))
+    return Score(name, total, tally.succeeded, share(tally.succeeded, total), failure_rate, rollback_rate,
+                 share(tally.emergencies, total), share(tally.reviews_done, tally.reviews_due), restore_hours,
+                 tuple(flags))
 
 
 @dataclass(frozen=True)

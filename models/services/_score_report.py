@@ -4,13 +4,12 @@ figures are the domain's (`score_of`); this module only reads the rows and group
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlmodel import Session
 
-from ..domain import Ended, Org, Score, change_type, score_of
-from ..storage import ended_changes
+from ..domain import Org, Score, Tally, change_type, score_of
+from ..storage import ended_tallies
 
 SCORE_WINDOWS = (30, 90)  # days, ending at the range's end
 SCORE_FIELDS = ("scope", "name", "days", "changes", "succeeded", "success_rate", "change_failure_rate",
@@ -34,40 +33,37 @@ def _row(scope: str, days: int, score: Score) -> dict:
 
 def score_rows(session: Session, org: Org, since: datetime, until: datetime, service: str | None = None) -> list[dict]:
     """For each window (30 and 90 days ending at `until`, never before `since`): a row per service, per team and
-    one for all (only the service's and its team's with `service`)."""
+    one for all (only the service's and its team's with `service`). Counted by the database, merged here."""
     teams = {name: entry.team for name, entry in org.directory.services.items() if entry.team}
     team = teams.get(service) if service else None
-    members = [name for name, of in teams.items() if of == team] if team else None
     targets, urgent = org.policies.score.targets, _emergency_types(org)
     rows = []
     for days in SCORE_WINDOWS:
-        start = max(since, until - timedelta(days=days))
-        ended = ended_changes(session, start, until, services=members if team else None,
-                              service=None if team else service)
-        by_service: dict[str, list[Ended]] = defaultdict(list)
-        by_team: dict[str, list[Ended]] = defaultdict(list)
-        for e in ended:
-            by_service[e.service].append(e)
-            if e.service in teams:
-                by_team[teams[e.service]].append(e)
-        rows += [_row("service", days, score_of(name, group, targets, urgent))
-                 for name, group in sorted(by_service.items()) if service is None or name == service]
-        rows += [_row("team", days, score_of(name, group, targets, urgent)) for name, group in sorted(by_team.items())]
+        by_service = ended_tallies(session, max(since, until - timedelta(days=days)), until, urgent, by="service")
+        by_team: dict[str, Tally] = {}
+        for name, tally in by_service.items():
+            if name in teams:
+                by_team[teams[name]] = by_team.get(teams[name], Tally()).merge(tally)
+        rows += [_row("service", days, score_of(name, tally, targets))
+                 for name, tally in sorted(by_service.items()) if service is None or name == service]
+        rows += [_row("team", days, score_of(name, tally, targets))
+                 for name, tally in sorted(by_team.items()) if service is None or name == team]
         if service is None:
-            rows.append(_row("all", days, score_of("(all)", ended, targets, urgent)))
+            everyone = sum(by_service.values(), Tally())
+            rows.append(_row("all", days, score_of("(all)", everyone, targets)))
     return rows
 
 
 def trend_rows(session: Session, org: Org, since: datetime, until: datetime, service: str | None = None) -> list[dict]:
     """Week by week (Monday 00:00 UTC), oldest first: how the changes that ended that week ended."""
     targets, urgent = org.policies.score.targets, _emergency_types(org)
-    weeks: dict[datetime, list[Ended]] = defaultdict(list)
-    for e in ended_changes(session, since, until, service=service):
-        day = e.ended_at.replace(hour=0, minute=0, second=0, microsecond=0)
-        weeks[day - timedelta(days=day.weekday())].append(e)
+    weeks: dict[date, Tally] = {}
+    for day, tally in ended_tallies(session, since, until, urgent, by="day", service=service).items():
+        monday = date.fromisoformat(day) - timedelta(days=date.fromisoformat(day).weekday())
+        weeks[monday] = weeks.get(monday, Tally()).merge(tally)
     rows = []
-    for week, group in sorted(weeks.items()):
-        score = score_of(f"{week:%Y-%m-%d}", group, targets, urgent)
+    for week, tally in sorted(weeks.items()):
+        score = score_of(f"{week:%Y-%m-%d}", tally, targets)
         rows.append({"week": score.name, "changes": score.changes, "success_rate": score.success_rate,
                      "change_failure_rate": score.change_failure_rate, "rollback_rate": score.rollback_rate,
                      "emergency_share": score.emergency_share})

@@ -45,7 +45,7 @@ from ._outbox_rows import (
     update_notification,
 )
 from ._queries import ChangeFilter, Page, decode_cursor, in_environment, query_changes
-from ._outcomes import ended_changes
+from ._outcomes import ended_changes, ended_tallies
 from ._tables import (
     ActionItemRecord,
     Approval,
@@ -63,6 +63,7 @@ from ._tables import (
 __all__ = [
     "ActionItemRecord",
     "ended_changes",
+    "ended_tallies",
     "CONTENT",
     "ROWS",
     "change_content_digest",
