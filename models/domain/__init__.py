@@ -11,7 +11,8 @@ from ._enums import (Act, AuditAction, BackoutDifficulty, ChangeCategory, Change
 from ._fields import NAME_PATTERN, Duration, Name, Strict, parse_duration
 from ._clock import utcnow
 from ._follow_ups import ActionItem, Review, Rung, parse_action_items, review_problems, rungs_due
-from ._score import Ended, EndedHistory, Score, Standing, Tally, score_of, score_rule_approvals
+from ._score import (Ended, EndedHistory, Score, Standing, Tally, pre_approval_withheld, score_of,
+                     score_rule_approvals)
 from ._canary import (
     ComparisonResult,
     Measurement,
@@ -75,7 +76,7 @@ from ._directory import Channel, Directory, Person, ServiceEntry
 from ._org import Org
 from ._policy_file import (ApprovalRequirement, EnvironmentPolicy, EscalationStep, PolicyChangeRule, PolicySet,
                            PromotionRule, RequiredField, RiskPolicy, RollbackPolicy, ScorePolicy, ScoreRule,
-                           FollowUpPolicy, ManualWorkPolicy, ScoreTargets, TypePolicy)
+                           FollowUpPolicy, ManualWorkPolicy, PreApprovalRule, ScoreTargets, TypePolicy)
 from ._promotion import Promoted, promotion_problems
 from ._reverting import Reverting, reverting_problems, reverting_template, rollback_refusal, rollback_request
 from ._templates import ChangeTemplate
@@ -263,6 +264,7 @@ __all__ = [
     "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due", "FollowUpPolicy",
     "ManualWorkPolicy",
     "Ended", "EndedHistory", "Score", "Standing", "Tally", "score_of", "score_rule_approvals",
+    "pre_approval_withheld", "PreApprovalRule",
     "PromotionRule",
     "implemented_successfully",
     "Reverting",

@@ -165,10 +165,21 @@ class ScoreRule(Strict):
                                                  "type's approvals")
 
 
+class PreApprovalRule(Strict):
+    """A pre-approved template's change skips the approval gate only on a service whose success rate over the score
+    window is above `above`, with at least `min_changes` ended (a track record earns the recipe its trust)."""
+
+    above: float = Field(ge=0, lt=1, description="success rate (succeeded / ended) the service must exceed")
+    min_changes: int = Field(default=20, ge=1, description="ended changes the window must hold")
+
+
 class ScorePolicy(Strict):
     window: Duration = Field(default=timedelta(days=90), description="the range a rule reads the score over")
     targets: ScoreTargets = Field(default_factory=ScoreTargets)
     rules: list[ScoreRule] = Field(default_factory=list)
+    pre_approval: PreApprovalRule | None = Field(
+        default=None, description="Pre-approved templates skip the gate only on services with this record (None: on "
+        "every service)")
 
 
 class FollowUpPolicy(Strict):

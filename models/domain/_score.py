@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ._policy_file import ApprovalRequirement, ScoreRule, ScoreTargets
+from ._escalation import format_wait
+from ._policy_file import ApprovalRequirement, PreApprovalRule, ScoreRule, ScoreTargets
 
 SUCCEEDED, FAILED, ROLLED_BACK = "succeeded", "failed", "rolled_back"
 
@@ -138,3 +139,16 @@ def score_rule_approvals(rules: Sequence[ScoreRule], change_type: str,
             if change_type in rule.types and standing.changes >= rule.min_changes
             and standing.success_rate is not None and standing.success_rate < rule.below
             for approval in rule.approvals]
+
+
+def pre_approval_withheld(rule: PreApprovalRule | None, standing: Standing | None, window: timedelta) -> str | None:
+    """Why a pre-approved template's change goes through the gate after all (None: it may skip it): its service's
+    record is short of policies.yaml `score.pre_approval`."""
+    if rule is None or standing is None:
+        return None
+    rate = standing.success_rate
+    if standing.changes >= rule.min_changes and rate is not None and rate > rule.above:
+        return None
+    record = f"{rate:.0%} of {standing.changes}" if rate is not None else "none of 0"
+    return (f"its service succeeded in {record} changes over {format_wait(window)}; pre-approval needs more than "
+            f"{rule.above:.0%} of at least {rule.min_changes}")

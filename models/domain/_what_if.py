@@ -17,7 +17,7 @@ from ._escalation import format_wait
 from ._policy import GivenApproval, RequiredApproval, evaluate, required_approvals
 from ._policy_file import PolicySet
 from ._risk import risk_level_of
-from ._score import EndedHistory, Standing, score_rule_approvals
+from ._score import EndedHistory, Standing, pre_approval_withheld, score_rule_approvals
 from ._scheduling import START_GRACE, WindowSpec, freezes_hit, inside_a_window, planned_span
 from ._windows import scheduled_windows
 
@@ -40,6 +40,7 @@ class FiledChange:
     request: object
     approvals: tuple[GivenApproval, ...] = ()
     service: str = ""
+    template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Judgement:
     approvers_suffice: bool | None  # None: nobody approved it (not approved, or pre-approved)
     added_wait: timedelta | None  # how much later it could have started (a longer notice, the next window)
     score_rules: tuple[str, ...] = ()  # the score rules that added approvals, said
+    pre_approval_withheld: str | None = None  # why its pre-approved template would not skip the gate
 
 
 def judge(change: FiledChange, policies: PolicySet, directory: Directory,
@@ -117,7 +119,19 @@ class Judge:
         said = tuple(f"{change.service or 'its service'} succeeded in {standing.success_rate:.0%} of "
                      f"{standing.changes} changes over {format_wait(policies.score.window)}, under "
                      f"{self._policies.score.rules[n].below:.0%}" for n in fired) if standing else ()
-        return Judgement(tuple(refused), level, required, suffice, max(waits) if waits else None, said)
+        return Judgement(tuple(refused), level, required, suffice, max(waits) if waits else None, said,
+                         self._withheld(change))
+
+    def _withheld(self, change: FiledChange) -> str | None:
+        """Why a change from a pre-approved template would go through the gate after all: its service's record at
+        its filing, short of `score.pre_approval` (None: it would not, or it is not from such a template)."""
+        score = self._policies.score
+        if not change.template or change.template not in self._policies.pre_approved_templates:
+            return None
+        if score.pre_approval is None:
+            return None
+        standing = self._histories.get(change.service, _NO_HISTORY).standing(change.created_at, score.window)
+        return pre_approval_withheld(score.pre_approval, standing, score.window)
 
     def _standing(self, change: FiledChange) -> tuple[Standing | None, tuple[int, ...]]:
         """Its service's standing when it was filed, where a score rule reads one for its type, and which rules
@@ -157,6 +171,8 @@ def differences(before: Judgement, after: Judgement) -> list[str]:
     if set(before.required) != set(after.required) and after.risk_level is not None:
         found.append(f"approvals {_describe(before.required)} -> {_describe(after.required)}")
     found += [f"score rule: {rule}" for rule in after.score_rules if rule not in before.score_rules]
+    if after.pre_approval_withheld and not before.pre_approval_withheld:
+        found.append(f"no longer pre-approved: {after.pre_approval_withheld}")
     if before.approvers_suffice and after.approvers_suffice is False:
         found.append("its approvers would not have sufficed")
     return found

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from ..domain import (
     typed_key,
+    pre_approval_withheld,
     checked_name,
     checked_text,
     IllegalTransition,
@@ -221,6 +222,11 @@ class ApprovalService:
         pre_approved = template is not None and change.template in policies.pre_approved_templates
         dropped = template.extras_in(change) if template is not None and pre_approved else []
         pre_approved = pre_approved and not dropped
+        # Pre-approval earned by the service's record, where policies.yaml `score.pre_approval` asks for one.
+        score = policies.score
+        withheld = (pre_approval_withheld(score.pre_approval, uow.standing_at_filing(change), score.window)
+                    if pre_approved and score.pre_approval is not None else None)
+        pre_approved = pre_approved and withheld is None
         required = [] if pre_approved else uow.required_for(change)
         standing = None if pre_approved else uow.standing_of(change)
         append_event(
@@ -237,8 +243,9 @@ class ApprovalService:
                 # What a score rule read (policies.yaml `score.rules`): the service's success when it was filed.
                 **({"standing": {"changes": standing.changes, "success_rate": standing.success_rate}}
                    if standing is not None else {}),
-                # Why a pre-approved template's change still needs its approvals (what it added).
+                # Why a pre-approved template's change still needs its approvals (what it added, its record).
                 **({"pre_approval_dropped": dropped} if dropped else {}),
+                **({"pre_approval_withheld": withheld} if withheld else {}),
             },
             at=uow.clock(),
         )

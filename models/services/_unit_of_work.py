@@ -155,13 +155,17 @@ class UnitOfWork:
         """Its service's success when it was filed, over policies.yaml `score.window`, where a score rule reads it
         for its type (None otherwise: no query). As of its filing, so every later look at what it needs (each
         decision, the brief, the what-if's replay) finds the same."""
-        score = self.org.policies.score
-        if not any(change.type in rule.types for rule in score.rules):
+        if not any(change.type in rule.types for rule in self.org.policies.score.rules):
             return None
+        return self.standing_at_filing(change)
+
+    def standing_at_filing(self, change: ChangeRequest) -> Standing:
+        """Its service's success over policies.yaml `score.window` before the change was filed."""
+        window = self.org.policies.score.window
         filed = change.created_at or self.clock()
         with self.read() as session:
-            ended = ended_changes(session, filed - score.window, filed, service=change.service)
-        return EndedHistory(ended).standing(filed, score.window)
+            ended = ended_changes(session, filed - window, filed, service=change.service)
+        return EndedHistory(ended).standing(filed, window)
 
     @staticmethod
     def given(session: Session, change: ChangeRequest) -> list[GivenApproval]:

@@ -21,7 +21,7 @@ _PAGE = 5_000
 # What the rules read of a filed change: who, what, when, and every field a type's policy may require.
 _COLUMNS = [ChangeRequest.__table__.c[name] for name in dict.fromkeys((  # type: ignore[attr-defined]
     "id", "key", "title", "service", "type", "environment", "created_at", "planned_start", "planned_end",
-    "risk_score", "risk_level", "approval_round", "approved_at", *get_args(RequiredField)))]
+    "risk_score", "risk_level", "approval_round", "approved_at", "template", *get_args(RequiredField)))]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class WhatIfService:
     def _histories(self, since: datetime, until: datetime, *policy_sets: PolicySet) -> dict[str, EndedHistory]:
         """Each service's ended changes, from the longest score window before `since` on, where a score rule of
         one of `policy_sets` reads them (none: empty, nothing read)."""
-        with_rules = [p.score.window for p in policy_sets if p.score.rules]
+        with_rules = [p.score.window for p in policy_sets if p.score.rules or p.score.pre_approval]
         if not with_rules:
             return {}
         with self._uow.read() as session:
@@ -168,7 +168,8 @@ class WhatIfService:
                     key=change.key or "", type=change.type, environment=change.environment,
                     created_at=change.created_at, planned_start=change.planned_start,
                     planned_end=change.planned_end, risk_score=change.risk_score,
-                    request=change, approvals=tuple(given[change.id]), service=change.service)
+                    request=change, approvals=tuple(given[change.id]), service=change.service,
+                    template=change.template)
             after_id = changes[-1].id
 
 

@@ -131,3 +131,39 @@ def test_a_score_rule_adds_the_cab_under_80_percent_and_not_above_it_or_with_few
     assert set(found) == {under} and shipped.score_rules == 1, found
     assert "score rule: payments succeeded in 67% of 12 changes over 90 d, under 80%" in found[under], found
     assert services.what_if.replay(T0 - timedelta(minutes=30), T0 + timedelta(days=2)).differences == []
+
+
+def test_pre_approval_is_earned_by_a_services_record_and_the_what_if_names_the_ones_it_withholds(databases, org,
+                                                                                                  clock):
+    """`score.pre_approval: {above: 0.95, min_changes: 10}`: the restart template's change skips the gate on a
+    service with 12 of 12 succeeded (platform), not on payments (8 of 12) nor on checkout (4 changes: no record
+    yet), each withheld one saying why on its policy decision; the what-if names the ones a new rule withholds."""
+    from models import ChangeState
+
+    _history(databases.insider)
+    with Session(databases.insider.write_engine) as session:
+        for n in range(30, 42):
+            _ended(session, n, "platform", "succeeded", days_ago=20)
+        session.commit()
+    data = org.policies.model_dump(by_alias=True, exclude={"version"})
+    data["score"]["pre_approval"] = {"above": 0.95, "min_changes": 10}
+    earned = org.model_copy(update={"policies": org.policies.model_validate(data).model_copy(
+        update={"version": "e" * 64})})
+    services = Services.build(databases.app, earned, SECRET, clock=clock)
+    restart = {"template": "restart-service", "rollback_plan": "", "implementation_plan": "", "risk": None}
+    keys = {service: services.approvals.request_approval(services.changes.submit(standard_request(
+        service=service, **restart)).key).key for service in ("platform", "payments", "checkout")}
+    states = {service: services.changes.get(key).state for service, key in keys.items()}
+    assert states == {"platform": ChangeState.approved.value, "payments": "awaiting_approval",
+                      "checkout": "awaiting_approval"}, states
+    payments = services.changes.view(keys["payments"])
+    decision = next(e.data for e in payments.events if e.action == "policy_decision")
+    assert decision["pre_approval_withheld"] == ("its service succeeded in 67% of 12 changes over 90 d; pre-approval "
+                                                 "needs more than 95% of at least 10"), decision
+    shipped = Services.build(databases.app, org, SECRET, clock=clock)
+    report = shipped.what_if.compare(earned.policies, org.directory, T0 - timedelta(minutes=30),
+                                     T0 + timedelta(minutes=30))
+    found = {r.key: r.differences for r in report.rows}
+    assert set(found) == {keys["payments"], keys["checkout"]}, found
+    assert found[keys["checkout"]] == ("no longer pre-approved: its service succeeded in 100% of 4 changes over 90 d; "
+                                       "pre-approval needs more than 95% of at least 10",), found
