@@ -11,7 +11,6 @@ from sqlmodel import Session
 
 from ..domain import (
     typed_key,
-    pre_approval_withheld,
     checked_name,
     checked_text,
     IllegalTransition,
@@ -222,10 +221,7 @@ class ApprovalService:
         pre_approved = template is not None and change.template in policies.pre_approved_templates
         dropped = template.extras_in(change) if template is not None and pre_approved else []
         pre_approved = pre_approved and not dropped
-        # Pre-approval earned by the service's record, where policies.yaml `score.pre_approval` asks for one.
-        score = policies.score
-        withheld = (pre_approval_withheld(score.pre_approval, uow.standing_at_filing(change), score.window)
-                    if pre_approved and score.pre_approval is not None else None)
+        withheld = uow.pre_approval_withheld(change) if pre_approved else None
         pre_approved = pre_approved and withheld is None
         required = [] if pre_approved else uow.required_for(change)
         standing = None if pre_approved else uow.standing_of(change)

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from ..domain import (
     EndedHistory,
+    pre_approval_withheld,
     Standing,
     typed_key,
     Delegation,
@@ -158,6 +159,14 @@ class UnitOfWork:
         if not any(change.type in rule.types for rule in self.org.policies.score.rules):
             return None
         return self.standing_at_filing(change)
+
+    def pre_approval_withheld(self, change: ChangeRequest) -> str | None:
+        """Why a pre-approved template's change goes through the gate after all: its service's record, short of
+        policies.yaml `score.pre_approval` (None: the policy asks for no record, or it has one)."""
+        score = self.org.policies.score
+        if score.pre_approval is None:
+            return None
+        return pre_approval_withheld(score.pre_approval, self.standing_at_filing(change), score.window)
 
     def standing_at_filing(self, change: ChangeRequest) -> Standing:
         """Its service's success over policies.yaml `score.window` before the change was filed."""
