@@ -127,7 +127,7 @@ def wait_paused(run_id: str, prefix: str, timeout_s: float = 90) -> str:
 
 
 async def _form_stored(run_id: str) -> bool:
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     async with get_client() as client:
         run = await client.read_flow_run(UUID(run_id))
@@ -138,6 +138,10 @@ async def _form_stored(run_id: str) -> bool:
             await client.read_flow_run_input(UUID(run_id), keyset["schema"])
         except ObjectNotFound:
             return False
+        except PrefectHTTPStatusError as exc:  # this read raises the HTTP error itself: a 404 is "not yet"
+            if exc.response.status_code == 404:
+                return False
+            raise
     return True
 
 
