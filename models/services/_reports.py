@@ -32,6 +32,7 @@ from ..storage import (
     decode_data,
     record_problems,
     verify_chain,
+    without_jit,
 )
 from ._score_report import SCORE_FIELDS, TREND_FIELDS, score_rows, trend_rows
 from ._unit_of_work import UnitOfWork
@@ -68,6 +69,7 @@ def dora(session: Session, since: datetime, until: datetime, service: str | None
     """
     t = ChangeRequest.__table__.c
     dialect = session.get_bind().dialect.name
+    without_jit(session)
     # A change that completed and was rolled back afterwards (`changeflow rollback`, issue 32) failed, whatever
     # its own row says: the rollback that worked names it.
     reverting = ChangeRequest.__table__.alias("reverting")

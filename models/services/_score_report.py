@@ -11,7 +11,7 @@ from sqlmodel import Session
 from ..domain import Org, Score, Tally, change_type, score_of
 from ..storage import ended_tallies
 
-SCORE_WINDOWS = (30, 90)  # days, ending at the range's end
+SCORE_WINDOWS = (30, 90)  # days, ending at the range's end (the shortest within the longest)
 SCORE_FIELDS = ("scope", "name", "days", "changes", "succeeded", "success_rate", "change_failure_rate",
                 "rollback_rate", "emergency_share", "review_completion", "restore_p1_h", "restore_p2_h", "flags")
 TREND_FIELDS = ("week", "changes", "success_rate", "change_failure_rate", "rollback_rate", "emergency_share")
@@ -37,9 +37,16 @@ def score_rows(session: Session, org: Org, since: datetime, until: datetime, ser
     teams = {name: entry.team for name, entry in org.directory.services.items() if entry.team}
     team = teams.get(service) if service else None
     targets, urgent = org.policies.score.targets, _emergency_types(org)
+    shortest, longest = min(SCORE_WINDOWS), max(SCORE_WINDOWS)
+    # One pass over the longest window, each change marked whether it falls in the shortest too.
+    counted = ended_tallies(session, max(since, until - timedelta(days=longest)), until, urgent, by="service",
+                            recent_from=max(since, until - timedelta(days=shortest)))
     rows = []
     for days in SCORE_WINDOWS:
-        by_service = ended_tallies(session, max(since, until - timedelta(days=days)), until, urgent, by="service")
+        by_service: dict[str, Tally] = {}
+        for (name, recent), tally in counted.items():
+            if recent or days == longest:
+                by_service[name] = by_service.get(name, Tally()).merge(tally)
         by_team: dict[str, Tally] = {}
         for name, tally in by_service.items():
             if name in teams:
@@ -58,7 +65,7 @@ def trend_rows(session: Session, org: Org, since: datetime, until: datetime, ser
     """Week by week (Monday 00:00 UTC), oldest first: how the changes that ended that week ended."""
     targets, urgent = org.policies.score.targets, _emergency_types(org)
     weeks: dict[date, Tally] = {}
-    for day, tally in ended_tallies(session, since, until, urgent, by="day", service=service).items():
+    for (day, _), tally in ended_tallies(session, since, until, urgent, by="day", service=service).items():
         monday = date.fromisoformat(day) - timedelta(days=date.fromisoformat(day).weekday())
         weeks[monday] = weeks.get(monday, Tally()).merge(tally)
     rows = []

@@ -45,7 +45,7 @@ from ._outbox_rows import (
     update_notification,
 )
 from ._queries import ChangeFilter, Page, decode_cursor, in_environment, query_changes
-from ._outcomes import ended_changes, ended_tallies
+from ._outcomes import ended_changes, ended_tallies, without_jit
 from ._tables import (
     ActionItemRecord,
     Approval,
@@ -64,6 +64,7 @@ __all__ = [
     "ActionItemRecord",
     "ended_changes",
     "ended_tallies",
+    "without_jit",
     "CONTENT",
     "ROWS",
     "change_content_digest",

@@ -29,6 +29,7 @@ class ChangeRequest(SQLModel, table=True):
         Index("ix_change_flow_run", "flow_run_id"),
         Index("ix_change_escalation_due", "state", "escalation_due_at"),
         Index("ix_change_rolls_back", "rolls_back"),
+        Index("ix_change_ended", "ended_at"),  # the score and DORA over a range, for every service
     )
 
     id: int | None = Field(default=None, primary_key=True)
