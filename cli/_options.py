@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from models import ChangeFilter, InputError, Settings, parse_yaml, within_range
+from models import ChangeFilter, InputError, Settings, parse_duration, parse_yaml, within_range
 
 MAX_REQUEST_FILE_BYTES = 5 * 1024 * 1024
 
@@ -82,3 +82,15 @@ def checked_settings() -> Settings:
         problems = [("CHANGEFLOW_" + "_".join(str(p) for p in e["loc"]).upper() if e["loc"] else "settings",
                      e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         raise InputError("; ".join(f"{field}: {message}" for field, message in problems), problems) from None
+
+
+def positive_duration(value: str, name: str) -> timedelta:
+    """The option `--name` as a positive duration (90s, 30m, 2h, 90d); anything else is exit 2 naming it."""
+    try:
+        parsed = parse_duration(value)
+    except ValueError as exc:
+        raise InputError(f"--{name}: {exc}", [(name, str(exc))]) from None
+    if not isinstance(parsed, timedelta) or parsed <= timedelta(0):
+        raise InputError(f"--{name}: {value!r} must be a positive duration like 90s, 30m or 2h",
+                         [(name, "not positive")])
+    return parsed

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import csv
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
-from models import (TEXT_MAX, InputError, Org, RiskLevel, load_proposal, parse_duration, proposed_freeze,
+from models import (TEXT_MAX, InputError, Org, RiskLevel, load_proposal, proposed_freeze,
                     required_approvals, utcnow)
 
 from flows import file_change
 
 from ._context import context
-from ._options import JsonOption
+from ._options import JsonOption, positive_duration
 from ._output import console, exits_cleanly, print_json
 
 policy_app = typer.Typer(help="Approval policies.", no_args_is_help=True)
@@ -80,7 +79,7 @@ def policy_what_if(
     """What a proposed policy would have decided for the changes filed in the range, beside the current one:
     refused at submit and why, other approvers, risk that moves, approvers who would not have sufficed, the notice
     it would have added. Writes nothing."""
-    back = _duration("since", since)
+    back = positive_duration(since, "since")
     freezes = [proposed_freeze(text, n) for n, text in enumerate(freeze, 1)]
     ctx = context()
     org = _proposal(proposed)
@@ -136,7 +135,7 @@ def policy_propose(
     """File the change request a policy change needs where policies.yaml `policy_changes` is set: its release names
     the proposed version, its description the diff, its test evidence the what-if over the record. Once it is
     approved, the proposed file (installed in the config directory) takes effect."""
-    back = _duration("since", since)
+    back = positive_duration(since, "since")
     ctx = context()
     in_force = ctx.services.org.policies
     rule = in_force.policy_changes
@@ -188,7 +187,7 @@ def policy_replay(
     """The policy in force replayed over the changes filed in the range, each with the clock of its own filing: every
     way its judgement differs from what was recorded (refused at submit, another risk level, too few approvers).
     None: the what-if applies the rules submission applied. Exit 1 when something differs. Writes nothing."""
-    back = _duration("since", since)
+    back = positive_duration(since, "since")
     until = utcnow()
     replay = context().services.what_if.replay(until - back, until)
     if json_output:
@@ -232,16 +231,6 @@ def policy_log(
         for c in changes:
             if c.diff:
                 console.print(c.diff, markup=False, highlight=False)
-
-
-def _duration(field: str, text: str) -> timedelta:
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, timedelta):
-        raise InputError(f"{field}: {text!r} is not a duration like 90d", [(field, "not a duration")])
-    return value
 
 
 def _proposal(proposed: Path) -> Org:

@@ -13,10 +13,10 @@ from datetime import timedelta
 
 import typer
 
-from models import ChangeflowError, ChangeRequest, GateTarget, GateVerdict, InputError, parse_duration
+from models import ChangeflowError, ChangeRequest, GateTarget, GateVerdict
 
 from ._context import context
-from ._options import JsonOption
+from ._options import JsonOption, positive_duration
 from ._output import console, err_console, exits_cleanly, print_json
 from ._render import change_row
 
@@ -34,14 +34,7 @@ class WaitTimedOut(ChangeflowError):
 
 
 def parse_timeout(value: str) -> timedelta:
-    try:
-        timeout = parse_duration(value)
-    except ValueError as exc:
-        raise InputError(f"--timeout: {exc}", [("timeout", str(exc))]) from None
-    if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-        raise InputError(f"--timeout: {value!r} must be a positive duration like 90s, 30m or 2h",
-                         [("timeout", "not positive")])
-    return timeout
+    return positive_duration(value, "timeout")
 
 
 UntilOption = typer.Option(GateTarget.approval, "--until", help="approval: exit 0 once approved (it runs in its "

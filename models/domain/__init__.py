@@ -10,7 +10,8 @@ from ._enums import (Act, AuditAction, BackoutDifficulty, ChangeCategory, Change
                      Severity, UsersAffected)
 from ._fields import NAME_PATTERN, Duration, Name, Strict, parse_duration
 from ._clock import utcnow
-from ._follow_ups import ActionItem, Review, Rung, parse_action_items, review_problems, rungs_due
+from ._follow_ups import (FAILED_OUTCOMES, ActionItem, Review, Rung, parse_action_items, review_problems,
+                          rungs_due)
 from ._score import (Ended, EndedHistory, Score, Standing, Tally, pre_approval_withheld, score_of,
                      score_rule_approvals)
 from ._canary import (
@@ -261,8 +262,8 @@ __all__ = [
     "PhaseVerdict",
     "PolicyEvaluation",
     "PolicySet", "PolicyChangeRule", "ScorePolicy", "ScoreRule", "ScoreTargets",
-    "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due", "FollowUpPolicy",
-    "ManualWorkPolicy",
+    "FAILED_OUTCOMES", "ActionItem", "Review", "Rung", "parse_action_items", "review_problems", "rungs_due",
+    "FollowUpPolicy", "ManualWorkPolicy",
     "Ended", "EndedHistory", "Score", "Standing", "Tally", "score_of", "score_rule_approvals",
     "pre_approval_withheld", "PreApprovalRule",
     "PromotionRule",

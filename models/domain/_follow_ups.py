@@ -15,7 +15,7 @@ from ._policy_file import EscalationStep
 
 ITEM_TEXT_MAX = 500
 ITEMS_MAX = 20
-FAILED_OUTCOMES = ("failed", "rolled_back")
+FAILED_OUTCOMES = ("failed", "rolled_back")  # what DORA counts as a failed change, too
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from sqlalchemy import and_, case, func, or_, select, true
 from sqlmodel import Session
 
-from ..domain import AuditAction, InputError, Org, change_type, scheduled_windows, utcnow
+from ..domain import FAILED_OUTCOMES, AuditAction, InputError, Org, change_type, scheduled_windows, utcnow
 from ..storage import (
     ActionItemRecord,
     Approval,
@@ -37,7 +37,6 @@ from ..storage import (
 from ._score_report import SCORE_FIELDS, TREND_FIELDS, score_rows, trend_rows
 from ._unit_of_work import UnitOfWork
 
-FAILED_OUTCOMES = ("failed", "rolled_back")
 
 
 def _hours(delta: timedelta) -> float:

@@ -19,8 +19,7 @@ from ._tables import AuditEvent, ChangeRequest
 def ended_changes(session: Session, since: datetime, until: datetime, service: str | None = None) -> list[Ended]:
     """The changes that ended in [since, until) (of `service`), oldest first."""
     t = ChangeRequest.__table__.c  # type: ignore[attr-defined]
-    reverts = (select(t.rolls_back.label("key"), func.min(t.ended_at).label("at"))
-               .where(t.rolls_back.is_not(None), t.outcome == "succeeded").group_by(t.rolls_back).subquery())
+    reverts = _reverted()
     query = (select(t.service, t.type, t.outcome, t.created_at, t.ended_at, t.incident_severity, reverts.c.at)
              .outerjoin(reverts, reverts.c.key == t.key)
              .where(t.ended_at >= since, t.ended_at < until, t.outcome.is_not(None)))
@@ -39,8 +38,7 @@ def ended_tallies(session: Session, since: datetime, until: datetime, emergency_
     rollback of its own counts rolled back), emergency or not, review due and recorded; and, for the emergency fixes
     that succeeded, the hours from filing to success per incident severity."""
     t = ChangeRequest.__table__.c  # type: ignore[attr-defined]
-    reverted = (select(t.rolls_back.label("key")).where(t.rolls_back.is_not(None), t.outcome == "succeeded")
-                .group_by(t.rolls_back).subquery())
+    reverted = _reverted()
     outcome = case((and_(t.outcome == "succeeded", reverted.c.key.is_not(None)), "rolled_back"), else_=t.outcome)
     group = t.service if by == "service" else func.date(t.ended_at)
     recent = t.ended_at >= recent_from if recent_from is not None else false()
@@ -69,6 +67,13 @@ def ended_tallies(session: Session, since: datetime, until: datetime, emergency_
         tallies[str(row.g)[:10], bool(row.recent)].restore.setdefault(row.incident_severity, []).append(
             (row.ended_at - row.created_at).total_seconds() / 3600)
     return dict(tallies)
+
+
+def _reverted():
+    """(key, at): each completed change a rollback of its own undid, and when the first such rollback succeeded."""
+    t = ChangeRequest.__table__.c  # type: ignore[attr-defined]
+    return (select(t.rolls_back.label("key"), func.min(t.ended_at).label("at"))
+            .where(t.rolls_back.is_not(None), t.outcome == "succeeded").group_by(t.rolls_back).subquery())
 
 
 def without_jit(session: Session) -> None:
