@@ -69,7 +69,10 @@ def test_the_runs_list_names_each_change_and_its_outcome_in_colour_and_the_page_
             badge = row.locator(".state-badge")
             assert (row.count(), badge.inner_text().strip()) == (1, name), (key, badge.all_inner_texts())
             assert colour[name] in badge.get_attribute("class"), (name, badge.get_attribute("class"))
+        # A row shows its flow's name once the UI has fetched the flow, after the run itself (run 50 counted
+        # before that): wait for the idle sweep's row, then count.
         idle = rows.filter(has_text="approval-escalation").locator(".state-badge", has_text="Nothing due")
+        idle.first.wait_for()
         assert idle.count() == 1
         page.set_viewport_size({"width": 1400, "height": 1500})  # the list below the chart, all three changes
         page.screenshot(path=str(DOCS / "ui-runs-list.png"))
