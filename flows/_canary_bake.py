@@ -18,6 +18,7 @@ import httpx
 from flows.metrics import MetricError, http_probe, prometheus
 from flows.traffic import RouterError
 from models import (
+    CanaryMetric,
     CanaryPlan,
     CanaryStep,
     CanaryTarget,
@@ -80,20 +81,32 @@ class Analyzer:
                 stable_probe.latencies_ms if stable_probe else [])
 
     def _one(self, metric, canary_probe) -> Measurement:
-        try:
-            if metric.provider == "http_probe":
-                return Measurement(metric=metric.name, value=canary_probe.value(metric.query))
-            query = prometheus.render(metric.query, service=self.service, version=self.plan.canary_version,
-                                      interval_s=self.plan.interval_s)
-            if metric.range_query:
-                values = prometheus.range_values(self.prometheus_url, query, seconds=self.plan.interval_s,
-                                                 step_s=max(self.plan.interval_s / 10, 0.2), timeout_s=self.timeout_s)
-                worst = max(values) if metric.operator in (">", ">=") else min(values)
-                return Measurement(metric=metric.name, value=worst)
-            return Measurement(metric=metric.name,
-                               value=prometheus.instant(self.prometheus_url, query, timeout_s=self.timeout_s))
-        except MetricError as exc:
-            return Measurement(metric=metric.name, error=str(exc))
+        return measure_metric(metric, canary_probe, prometheus_url=self.prometheus_url, service=self.service,
+                              version=self.plan.canary_version, interval_s=self.plan.interval_s,
+                              timeout_s=self.timeout_s)
+
+
+def measure_metric(metric: CanaryMetric, probe: http_probe.ProbeResult | None, *, prometheus_url: str | None,
+                   service: str, version: str, interval_s: float, timeout_s: float) -> Measurement:
+    """One metric's value now: from this interval's probe (http_probe) or from Prometheus, the query over the
+    interval; a source's failure is the measurement's error (inconclusive), never an exception. Used by a canary's
+    bake and by the post-change watch alike."""
+    try:
+        if metric.provider == "http_probe":
+            if probe is None:
+                return Measurement(metric=metric.name, error="no probe was sent")
+            return Measurement(metric=metric.name, value=probe.value(metric.query))
+        if prometheus_url is None:
+            return Measurement(metric=metric.name, error="no prometheus_url in canary.yaml")
+        query = prometheus.render(metric.query, service=service, version=version, interval_s=interval_s)
+        if metric.range_query:
+            values = prometheus.range_values(prometheus_url, query, seconds=interval_s,
+                                             step_s=max(interval_s / 10, 0.2), timeout_s=timeout_s)
+            worst = max(values) if metric.operator in (">", ">=") else min(values)
+            return Measurement(metric=metric.name, value=worst)
+        return Measurement(metric=metric.name, value=prometheus.instant(prometheus_url, query, timeout_s=timeout_s))
+    except MetricError as exc:
+        return Measurement(metric=metric.name, error=str(exc))
 
 
 def bake_step(plan: CanaryPlan, step: CanaryStep, *, index: int, router, analyzer: Analyzer, bake: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import timedelta
 from statistics import fmean
 from uuid import UUID
 
@@ -114,6 +115,9 @@ def change_page(services: Services, view: ChangeRequestView, *, runs: list[tuple
         lines.append("")
     if view.canary_steps:
         lines += ["## Canary", "", "```", *canary_chart(services, view), "```", ""]
+    watched = watch_lines(services, view)
+    if watched:
+        lines += ["## Post-change watch", "", *watched, ""]
     lines += ["## Timeline", "", "| when (UTC) | who | what |", "|---|---|---|"]
     for event in view.events[-15:]:
         what = event.action.replace("_", " ") + (f" -> {event.to_state}" if event.to_state else "")
@@ -142,6 +146,31 @@ def canary_chart(services: Services, view: ChangeRequestView) -> list[str]:
         chart.append(f"step {step} {weight:>3} % {bar:<{BAR_WIDTH}} {decision.get('action', '')}"
                      + (f"  ({shown})" if shown else ""))
     return chart
+
+
+def watch_lines(services: Services, view: ChangeRequestView) -> list[str]:
+    """The watch after verification (issue 33): how it is set up, each metric's mean and worst against its limit,
+    and its verdict once there is one. Empty for a change that was not watched (yet)."""
+    started = next((e for e in view.events if e.action == "watch_started"), None)
+    if started is None:
+        return []
+    setup = started.data
+    ends = started.occurred_at + timedelta(seconds=float(setup.get("duration_s", 0)))
+    lines = [f"**Watched** from {started.occurred_at:%Y-%m-%d %H:%M:%S} to {ends:%H:%M:%S} UTC by the analysis "
+             f"`{setup.get('analysis')}`, every {setup.get('interval_s'):g} s; on a breach: "
+             f"{str(setup.get('on_breach', '')).replace('_', ' ')}", ""]
+    values: dict[str, list[float]] = defaultdict(list)
+    for row in services.watch.measurements(view.key):
+        if row.value is not None:
+            values[row.metric].append(row.value)
+    limits = setup.get("limits", {})
+    lines += [f"- {metric}: {len(values.get(metric, []))} measured, mean "
+              + (f"{fmean(values[metric]):.3g}, worst {max(values[metric]):.3g}" if values.get(metric) else "-")
+              + f" (fails when {limit})" for metric, limit in limits.items()]
+    verdict = services.watch.decision(view.key)
+    lines += ["", f"**Verdict:** {verdict['action']}: {'; '.join(verdict.get('reasons', []))}" if verdict
+              else "**Verdict:** still watching"]
+    return lines
 
 
 def _mean(means: dict[tuple[int, str, str], list[float]], step: int, metric: str, version: str) -> str:

@@ -26,6 +26,7 @@ from flows._endings import run_ended
 from flows._run_form import ChangeRequestForm
 from flows._prefect_api import change_run_name, change_run_tags, final_state, name_run
 from flows._recovery import canary_to_stable
+from flows._watch import watch
 from flows._wiring import run_attempt, wiring
 from flows.canary import run_canary
 from flows.checklists import run_phase
@@ -224,8 +225,13 @@ def verify(key: str) -> bool:
     if not post.ok:
         roll_back(key, f"post-checklist failed: {', '.join(post.failed_required)}", checks)
         return False
+    # The specification's "monitor error rates for 2 hours", measured (issue 33): the change completes after it.
+    watched = watch(key)
+    if not watched.kept:
+        roll_back(key, watched.reason, [*checks, watched.evidence], traffic_restored=watched.traffic_restored)
+        return False
     rt.services.changes.transition(key, ChangeState.completed, actor="changeflow", reason="verified",
-                                   data={"checks": checks})
+                                   data={"checks": checks, **watched.evidence})
     return True
 
 

@@ -19,6 +19,7 @@ ACT_OF_MESSAGE = {
     "filing_received": Act.file, "approval_requested": Act.approve, "approval_reminder": Act.approve,
     "work_needed": Act.confirm_work, "work_overdue": Act.confirm_work,
     "checklist_item_needs_person": Act.confirm_check, "canary_gate_waiting": Act.answer_canary,
+    "watch_breached": Act.answer_canary,
     "review_due": Act.review, "action_item_due": Act.follow_up,
 }
 # Messages that concern no change and carry the recipient's code for the next lockdown act (issue 32).

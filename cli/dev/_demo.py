@@ -26,7 +26,7 @@ from models import Act, Settings, next_window, parse_action_items, utcnow
 
 from ._canary_lab import Lab, TrafficLoad, nginx_available
 from ._demo_approvers import EndpointApprovers
-from ._demo_config import INBOX_PERSON, write_demo_config
+from ._demo_config import DEMO_WATCH_S, INBOX_PERSON, write_demo_config
 from ._demo_requests import EMERGENCY, MAJOR, STANDARD_CART, STANDARD_PAYMENTS, STANDARD_SHOP, STANDARD_WEB
 from ._demo_scenes import canary_aborted_mid_bake, pipeline_waits_on_its_gate
 from ._requester import confirm_filing_in_form
@@ -160,6 +160,10 @@ class Demo:
         passed = sum(1 for c in checks if c.passed)
         self.say(tag, f"{key} canary [{steps}]; checklist {passed}/{len(checks)} items passed; "
                       f"outcome {self.services.changes.get(key).outcome}, state {state}")
+        watched = self.services.watch.decision(key)
+        if watched is not None:
+            self.say(tag, f"post-change watch of {lab.service} before it completed: {watched['action']}, "
+                          f"{watched['measured']} measurements of its error rate over {DEMO_WATCH_S} s")
         if fail_at_50 and lab.nginx_port:
             self.say(tag, f"20 requests through nginx afterwards reach: {lab.traffic_split(20)}")
         elif fail_at_50:

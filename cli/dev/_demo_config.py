@@ -13,6 +13,8 @@ from ._demo_requests import PIPELINE_REQUEST
 
 # Whose messages go to a file of their own (the demo's e-mail); the others' to the console, with Slack ids.
 INBOX_PERSON = "alice"
+# The post-change watch of the shop's canary: seconds, not the shipped two hours.
+DEMO_WATCH_S = 5
 
 
 def _merge(path: Path, extra: dict) -> None:
@@ -76,7 +78,17 @@ def write_demo_config(config: Path, home: Path, labs: dict[str, Lab], commands: 
             "kind": "command", "command": ["sh", "-c", f"echo {{weight}} >> {commands[name]}"]}
         services[lab.service] = {"router": router, "stable_url": f"{lab.stable.url}/",
                                  "canary_url": f"{lab.canary.url}/"}
-    (config / "canary.yaml").write_text(yaml.safe_dump({"services": services}, sort_keys=False))
+    # The shop is watched after its changes are verified (issue 33): its users' error rate, for the policy's
+    # duration (2 h shipped; seconds here), through its router, or on the promoted version without nginx.
+    shop = labs["shop"]
+    watches = {"shop": {"analysis": "shop-health", "interval_s": 1, "probe_requests": 10,
+                        "url": f"{shop.entry_url}/" if shop.nginx_port else f"{shop.canary.url}/"}}
+    analyses = {"shop-health": {"description": "what users of the shop see",
+                                "metrics": [{"name": "error_rate", "query": "error_rate", "threshold": 0.05}]}}
+    (config / "canary.yaml").write_text(yaml.safe_dump({"services": services, "analyses": analyses,
+                                                        "watches": watches}, sort_keys=False))
+    _merge(config / "policies.yaml", {"watch": {"duration": f"{DEMO_WATCH_S}s", "on_breach": "roll_back",
+                                                "by_type": {"emergency": "ask"}}})
     # The sample services are services of the organisation: the run form offers only the directory's.
     directory = yaml.safe_load((config / "directory.yaml").read_text())
     for name in labs:

@@ -175,10 +175,11 @@ from ._work import (
 from ._what_if import FiledChange, Judge, Judgement, differences, judge, proposed_freeze
 from ._risk import risk_level_of
 from ._scheduling import START_GRACE, freezes_hit, inside_a_window
+from ._watch import WATCH_BAKE, WATCH_STEP, ServiceWatch, WatchPolicy, WatchSetup
 
 __all__ = [
     "FiledChange", "Judge", "Judgement", "proposed_freeze", "differences", "judge", "risk_level_of", "START_GRACE",
-    "inside_a_window", "freezes_hit",
+    "inside_a_window", "freezes_hit", "WATCH_BAKE", "WATCH_STEP", "ServiceWatch", "WatchPolicy", "WatchSetup",
     "ApprovalLink", "LinkRefused", "form_token", "form_token_ok", "read_link", "sign_link",
     "CHECKPOINT_ORIGIN", "Checkpoint", "checkpoint_due", "checkpoint_problems", "key_id", "sign_checkpoint",
     "Activity",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ._analysis_templates import AnalysisTemplate, loosened
 from ._canary_metric import CanaryMetric
 from ._errors import FieldProblem
+from ._watch import ServiceWatch
 
 HOST_PORT = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$|^unix:/\S+$"
 
@@ -181,6 +182,9 @@ class CanaryConfig(BaseModel):
         default_factory=lambda: ["requester", "owner", "team_lead", "oncall_primary"],
         description="Who may answer a canary gate (proceed or roll back): `requester`, `owner` (the service's "
         "owners) or roles of the directory")
+    watches: dict[str, ServiceWatch] = Field(
+        default_factory=dict, description="The post-change watch of each service (policies.yaml `watch`): what is "
+        "measured after a change of it is verified. A service not named here is not watched")
     resume_after_crash: bool = Field(
         default=True,
         description="A canary whose run died is sent back to stable at once (the sweep). Its restarted run then "
@@ -192,7 +196,22 @@ class CanaryConfig(BaseModel):
         for service, target in self.services.items():
             if target.analysis is not None and target.analysis not in self.analyses:
                 raise ValueError(f"services.{service}.analysis: no analysis named {target.analysis!r}")
+        for service, watch in self.watches.items():
+            template = self.analyses.get(watch.analysis)
+            if template is None:
+                raise ValueError(f"watches.{service}.analysis: no analysis named {watch.analysis!r}")
+            if watch.url is None and any(m.provider == "http_probe" for m in template.metrics):
+                raise ValueError(f"watches.{service}.url: the analysis {watch.analysis!r} has http_probe metrics, "
+                                 "which need a URL to send requests to")
+            if any(m.provider == "prometheus" for m in template.metrics) and not self.prometheus_url:
+                raise ValueError(f"watches.{service}: the analysis {watch.analysis!r} has prometheus metrics, "
+                                 "which need prometheus_url")
         return self
+
+    def watch_for(self, service: str) -> tuple[ServiceWatch, AnalysisTemplate] | None:
+        """The watch of `service` and the analysis it measures by, or None: the service is not watched."""
+        watch = self.watches.get(service)
+        return None if watch is None else (watch, self.analyses[watch.analysis])
 
     def with_analysis(self, service: str, plan: CanaryPlan) -> tuple[CanaryPlan, list[FieldProblem]]:
         """The plan as it will be judged: its service's required analysis, or the one it names, with the template's

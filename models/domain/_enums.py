@@ -144,4 +144,6 @@ class AuditAction(str, Enum):
     lockdown_declared = "lockdown_declared"  # the incident button: no change starts (issue 32)
     lockdown_lifted = "lockdown_lifted"
     lockdown_refused = "lockdown_refused"
+    watch_started = "watch_started"  # a verified change's service is watched before it completes (issue 33)
+    watch_decision = "watch_decision"  # the watch's verdict, binding its measurements like a canary decision
     canary_held = "canary_held"  # a canary took no further step while a lockdown held it (`canaries: hold`)

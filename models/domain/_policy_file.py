@@ -15,6 +15,7 @@ from ._enums import RiskLevel, Severity
 from ._errors import InputError
 from ._fields import Duration, Name, Strict
 from ._lockdown import LockdownPolicy
+from ._watch import WatchPolicy
 from ._windows import WindowSchedule
 
 
@@ -270,6 +271,7 @@ class PolicySet(Strict):
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     score: ScorePolicy = Field(default_factory=ScorePolicy, description="The change success score: its targets "
                                "and the rules that use it (`changeflow report score`)")
+    watch: WatchPolicy = Field(default_factory=WatchPolicy, description="The post-change watch (canary.yaml `watches`)")
     follow_ups: FollowUpPolicy = Field(default_factory=FollowUpPolicy)
     manual_work: ManualWorkPolicy = Field(default_factory=ManualWorkPolicy)
     policy_changes: PolicyChangeRule | None = Field(
@@ -369,16 +371,13 @@ class PolicySet(Strict):
         return self
 
     @model_validator(mode="after")
-    def _policy_changes_name_a_type(self) -> "PolicySet":
+    def _sections_name_types(self) -> "PolicySet":
         if self.policy_changes is not None and self.policy_changes.type not in self.types:
             raise ValueError(f"policy_changes.type: no change type named {self.policy_changes.type!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _lockdown_admits_types(self) -> "PolicySet":
-        unknown = [name for name in self.lockdown.admits if name not in self.types]
-        if unknown:
-            raise ValueError(f"lockdown.admits: no change type named {', '.join(unknown)}")
+        for section, names in (("lockdown.admits", self.lockdown.admits), ("watch.by_type", self.watch.by_type)):
+            unknown = [name for name in names if name not in self.types]
+            if unknown:
+                raise ValueError(f"{section}: no change type named {', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from ._approvals import ApprovalService, DecisionResult
 from ._approval_links import ApprovalLinks, LinkPage
 from ._brief import ApprovalBrief, ApprovalBriefs, BriefLine
 from ._canary import CanaryService
+from ._watch import WatchService
 from ._changes import ChangeService, format_key
 from ._gate_status import GateStatus, GateStatusReader
 from ._automation_tokens import AutomationTokens, IssuedToken, TokenHolder, TokenRecord
@@ -65,6 +66,7 @@ __all__ = [
     "export_bundle",
     "verify_bundle",
     "CanaryService",
+    "WatchService",
     "ChangeService",
     "ChecklistService",
     "AutomationTokens",

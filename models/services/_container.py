@@ -18,6 +18,7 @@ from ._policy_log import PolicyLog
 from ._follow_ups import ReviewService
 from ._what_if import WhatIfService
 from ._canary import CanaryService
+from ._watch import WatchService
 from ._changes import ChangeService
 from ._automation_tokens import AutomationTokens
 from ._checklists import ChecklistService
@@ -61,6 +62,7 @@ class Services:
     what_if: WhatIfService
     policy_log: PolicyLog
     reviews: ReviewService
+    watch: WatchService
 
     @classmethod
     def build(cls, db: Database, org: Org, secret: bytes, *, clock: Callable[[], datetime] = utcnow,
@@ -73,17 +75,19 @@ class Services:
         approvals = ApprovalService(uow, identities)
         briefs = ApprovalBriefs(uow, scheduling)
         rollbacks = RollbackService(uow)
+        canary = CanaryService(uow, identities)
         return cls(org=org, db=db, changes=ChangeService(uow, scheduling, identities, rollbacks), rollbacks=rollbacks,
                    amendments=AmendmentService(uow, scheduling, identities), approvals=approvals,
                    scheduling=scheduling, calendar=CalendarService(uow, scheduling),
                    checklists=ChecklistService(uow, identities),
-                   canary=CanaryService(uow, identities), reports=ReportService(uow),
+                   canary=canary, reports=ReportService(uow),
                    work=WorkService(uow, identities), recovery=RecoveryService(uow),
                    links=ApprovalLinks(uow, approvals, briefs, secret), briefs=briefs,
                    delegations=DelegationService(uow), automation_tokens=AutomationTokens(uow),
                    lockdown=LockdownService(uow, identities), runbooks=RunbookService(uow),
                    gate_status=GateStatusReader(uow, scheduling), what_if=WhatIfService(uow),
-                   policy_log=PolicyLog(uow, configured), reviews=ReviewService(uow, identities))
+                   policy_log=PolicyLog(uow, configured), reviews=ReviewService(uow, identities),
+                   watch=WatchService(uow, canary))
 
     @classmethod
     def governed(cls, db: Database, org: Org, secret: bytes, **options) -> "Services":

@@ -39,6 +39,8 @@ _ADDED_FROM = CONTENT_FIELDS.index("environment")
 
 _CHECKLIST_PHASE = "checklist_phase"
 _CANARY_DECISION = "canary_decision"
+# A post-change watch's verdict binds its measurements (step 0 of the change's) as a canary decision binds a bake's.
+_WATCH_DECISION = "watch_decision"
 
 
 def _digest(fields: list) -> str:
@@ -157,7 +159,7 @@ def bound_row_problems(session: Session, scope: ColumnElement[bool] | None) -> I
         return list(session.execute(query).scalars())
 
     results, measurements = of_scope(ChecklistResult), of_scope(CanaryMeasurement)
-    bound = (_CHECKLIST_PHASE, _CANARY_DECISION)
+    bound = (_CHECKLIST_PHASE, _CANARY_DECISION, _WATCH_DECISION)
     columns = (AuditEvent.seq, AuditEvent.change_key, AuditEvent.action, AuditEvent.data)
     if scope is None:
         events = session.execute(select(*columns)
@@ -187,7 +189,7 @@ def rows_against_events(events: Iterable[tuple[int, str | None, str, str]], resu
         # The first event per group is the one the run acted on (markers are written once).
         if action == _CHECKLIST_PHASE:
             checklist.setdefault((change_key, data.get("phase"), data.get("step")), _Binding(seq, data[ROWS]))
-        elif action == _CANARY_DECISION:
+        elif action in (_CANARY_DECISION, _WATCH_DECISION):
             canary.setdefault((change_key, data.get("step"), data.get("bake")), _Binding(seq, data[ROWS]))
     yield from _check(
         "checklist result", checklist, results,

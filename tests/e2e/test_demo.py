@@ -55,6 +55,8 @@ def check_the_demo(result: subprocess.CompletedProcess) -> None:
     assert re.search(r"action item 1 for alice, due \d{4}-\d\d-\d\d 00:00 UTC: Alert on pool saturation", flat), \
         "the emergency's review leads somewhere (issue 33)"
     assert "Prefect UI while the demo runs: http://127.0.0.1:" in out
+    assert re.search(r"post-change watch of shop before it completed: healthy, \d+ measurements of its error rate "
+                     r"over \d+ s", flat), "the promoted canary's service watched before it closed (issue 33)"
 
 
 def assert_the_policy_replays_the_demo(home: Path) -> None:

@@ -255,7 +255,7 @@ SAMPLE_EXTRAS = {
     "level": "L1-oncall_primary", "waited": "20 min", "waiting_on": ["alice"],
     "number": 1, "what": "alert on pool exhaustion", "owner": "alice", "rung": 1, "reviewers": "bob",
     "asked_at": "2026-12-01 09:00 UTC", "implementers": "grace, alice",
-    "measurements": [{"metric": "error_rate", "value": 0.09, "limit": 0.05, "weight": 50}],
+    "measurements": [{"metric": "error_rate", "value": 0.09, "limit": 0.05, "weight": 50}], "verdict": "breached",
     "window": {"service": "payments", "kind": "weekly", "title": "Weekly", "starts_at": "2026-12-06 02:00",
                "ends_at": "2026-12-06 04:00"},
     "item": {"id": "backup-verified", "title": "Backup verified", "phase": "pre",
@@ -279,7 +279,7 @@ def test_every_template_renders_for_every_change_type(tmp_path, request_builder)
             "change_completed", "change_failed", "canary_rolled_back", "maintenance_announced",
             "maintenance_started", "maintenance_completed", "checklist_item_needs_person", "review_due",
             "canary_gate_waiting", "work_needed", "lockdown_declared", "lockdown_lifted",
-            "lockdown_code", "action_item_due", "review_overdue", "work_overdue"} <= set(events)
+            "lockdown_code", "action_item_due", "review_overdue", "work_overdue", "watch_breached"} <= set(events)
     for event in events:
         rendered = renderer.render(event, {"change": change, "brief": services.briefs.of(change), **SAMPLE_EXTRAS})
         assert rendered.subject and rendered.text.strip() and rendered.markdown.strip()

@@ -1,0 +1,159 @@
+"""The post-change watch in a change's run (issue 33): after verification, before the change completes, its service
+is measured every interval for the policy's duration (`models.WatchSetup`). A breach tells the implementer and
+on-call; the policy then rolls the change back or asks a person (a canary gate: `changeflow canary KEY` or the
+Resume form, their code, fail-safe roll back past canary.yaml's gate_timeout_s).
+
+Resumable like a canary's bake: the watch's start and every interval's measurements are on the record, so a run
+that died mid-watch goes on to the same end from what it stored, and a verdict on record is never measured again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows._canary_bake import measure_metric
+from flows._change_page import publish_change_page
+from flows._gate import wait_at
+from flows._wiring import wiring
+from flows.canary import CanaryGate, router_of
+from flows.metrics import http_probe
+from flows.traffic import RouterError
+from models import WATCH_BAKE, WATCH_STEP, Measurement, responsible_and_on_call, utcnow
+
+
+@dataclass(frozen=True)
+class WatchOutcome:
+    """What the watch leaves the run to do: complete the change (`kept`) or roll it back for `reason`."""
+
+    kept: bool
+    reason: str = ""
+    evidence: dict = field(default_factory=dict)
+    traffic_restored: bool = False  # a promoted canary's traffic is already back on stable
+
+
+@task(name="post-change watch")
+def watch_service(key: str) -> dict:
+    """Measure until the watch's end or its first breach; the verdict on the record (once)."""
+    rt = wiring()
+    change = rt.services.changes.get(key)
+    setup = rt.services.watch.setup(change)
+    assert setup is not None
+    started = rt.services.watch.start(key, setup)
+    stored = rt.services.watch.measurements(key)
+    measurements = [Measurement(metric=r.metric, value=r.value, error=r.error) for r in stored]
+    rules = {m.name: m.rule() for m in setup.metrics}
+    decision = setup.judge(measurements)
+    done = len({r.taken_at for r in stored})
+    if done:
+        get_run_logger().info("watch of %s resumed after %d stored measurements", change.service, done)
+    client = httpx.Client(limits=httpx.Limits(max_connections=16))
+    try:
+        for tick in range(done + 1, setup.measurements_due + 1):
+            if decision.action != "promote":
+                break
+            aborted = rt.services.recovery.abort_reason(key)
+            if aborted:  # `changeflow abort` (or the run's Cancel) during the watch: the change is undone
+                return rt.services.watch.decide(key, {"action": "aborted", "reasons": [aborted],
+                                                      "measured": len(measurements), "failing": []})
+            # Measure at the end of each interval from the recorded start: a resumed run keeps the same schedule.
+            time.sleep(max(0.0, (started - utcnow()).total_seconds() + tick * setup.interval_s))
+            probe = (http_probe.probe(client, setup.url, setup.probe_requests, timeout_s=rt.settings.http_timeout_s)
+                     if setup.url and setup.uses("http_probe") else None)
+            taken = [measure_metric(metric, probe, prometheus_url=rt.services.org.canary_config.prometheus_url,
+                                    service=change.service, version=setup.version, interval_s=setup.interval_s,
+                                    timeout_s=rt.settings.http_timeout_s) for metric in setup.metrics]
+            now = utcnow()
+            rt.services.watch.record_measurements(key, [
+                {"step": WATCH_STEP, "weight": 100, "bake": WATCH_BAKE, "metric": m.metric, "version": "live",
+                 "value": m.value, "error": m.error, "threshold": rules[m.metric].threshold,
+                 "operator": rules[m.metric].operator, "taken_at": now} for m in taken])
+            measurements += taken
+            decision = setup.judge(measurements)
+    finally:
+        client.close()
+    action = {"promote": "healthy", "rollback": "breached", "pause": "inconclusive"}[decision.action]
+    failing = [{"metric": m.metric, "value": round(m.value, 4), "limit": f"{rules[m.metric].operator} "
+                f"{rules[m.metric].threshold:g}"} for m in measurements if rules[m.metric].breached_by(m.value)]
+    return rt.services.watch.decide(key, {"action": action, "reasons": decision.reasons,
+                                          "measured": len(measurements), "failing": failing[-10:]})
+
+
+class WatchGate(CanaryGate):
+    """After a breach the policy asks (or the data ran out): a person answers keep (`proceed`) or roll back. The
+    breach message carries each answerer's code; the answer is checked as at any canary gate."""
+
+    def __init__(self, key: str, description: str, verdict: dict):
+        super().__init__(key, "watch", description)
+        self.verdict = verdict
+
+    def before_wait(self, attempt: int) -> None:
+        if not attempt:
+            tell_of_breach(self.key, self.verdict, gate=self.full_name, deadline=self.deadline)
+
+
+def tell_of_breach(key: str, verdict: dict, *, gate: str | None = None, deadline=None) -> None:
+    """The implementer (requester), the service's owners and on-call hear of it; with a gate, how to answer."""
+    rt = wiring()
+    change = rt.services.changes.get(key)
+    told = responsible_and_on_call(change, rt.services.org.directory, rt.services.org.policies.on_call_role)
+    rt.notifier.announce(change, "watch_breached", told, reason="; ".join(verdict["reasons"]), round_="watch",
+                         deadline=deadline, extra={"measurements": verdict.get("failing", []), "gate": gate or "",
+                                                   "verdict": verdict["action"]}, personal_code=gate is not None)
+    rt.notifier.deliver(change_key=key)
+
+
+def watch_table(key: str) -> None:
+    rows = wiring().services.watch.measurements(key)
+    create_table_artifact(
+        key=f"{key.lower()}-watch",
+        table=[{"metric": r.metric, "value": None if r.value is None else round(r.value, 4), "error": r.error or "",
+                "fails when": f"{r.operator} {r.threshold:g}" if r.operator else "",
+                "at": r.taken_at.strftime("%H:%M:%S")} for r in rows],
+        description=f"Post-change watch of {key}: every measurement its verdict was based on")
+
+
+def watch(key: str) -> WatchOutcome:
+    """The change's post-change watch, if its service has one: kept, or what to roll back for."""
+    rt = wiring()
+    change = rt.services.changes.get(key)
+    setup = rt.services.watch.setup(change)
+    if setup is None:
+        return WatchOutcome(kept=True)
+    verdict = rt.services.watch.decision(key) or watch_service(key)
+    watch_table(key)
+    publish_change_page(key)
+    evidence = {"watch": verdict}
+    if verdict["action"] == "healthy":
+        get_run_logger().info("watch of %s healthy: %d measurements", change.service, verdict["measured"])
+        return WatchOutcome(kept=True, evidence=evidence)
+    reason = f"post-change watch {verdict['action']}: {'; '.join(verdict['reasons'])}"
+    if verdict["action"] != "aborted" and (setup.on_breach == "ask" or verdict["action"] == "inconclusive"):
+        answer = wait_at(WatchGate(key, f"## {key}: post-change watch of {change.service}\n\n{reason}.\n\n"
+                                        "**proceed** keeps the change (it completes); **roll_back** rolls it back.",
+                                   verdict))
+        if answer == "proceed":
+            return WatchOutcome(kept=True, evidence=evidence)
+        reason += ("; nobody answered within canary.yaml's gate_timeout_s: rolled back (fail-safe)"
+                   if answer == "timed_out" else "; rolled back by a person")
+    else:
+        tell_of_breach(key, verdict)
+    return WatchOutcome(kept=False, reason=reason, evidence=evidence, traffic_restored=traffic_to_stable(change))
+
+
+def traffic_to_stable(change) -> bool:
+    """A promoted canary's traffic goes back to its stable version first (the users before the record)."""
+    plan = wiring().services.canary.plan(change)
+    if plan is None:
+        return False
+    _, router = router_of(change, plan)
+    try:
+        router.set_weight(0)
+    except RouterError as exc:
+        get_run_logger().error("watch breach: setting %s's canary weight to 0 failed: %s", change.service, exc)
+        return False
+    return True
