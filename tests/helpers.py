@@ -163,12 +163,13 @@ def migrated_sqlite(path: Path) -> Database:
 
 # ---- the insider of the audit tests: the database with full rights, HOME out of reach ----------------------
 
-def lift_guards(conn, dialect: str) -> None:
+def lift_guards(conn, dialect: str, table: str = "audit_events") -> None:
+    """An insider's first move: the append-only guards of `table` off (its triggers dropped or disabled)."""
     if dialect == "sqlite":
-        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
-        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_update")
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_delete")
     else:
-        conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
 
 
 def rewrite_history(db, *statements: str, scheme: int = HASH_SCHEME, fools_the_chain: bool = True) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from models import ChangeRequest, Services, PolicyViolation
 from notifications import Notifier
-from tests.helpers import SECRET, Clock, emergency_request, major_request, standard_request
+from tests.helpers import SECRET, Clock, emergency_request, lift_guards, major_request, standard_request
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # a Sunday, 02:00: inside the weekly window
@@ -179,10 +179,7 @@ def test_report_csv_and_json_outputs(history, cli_env_for):
 def test_compliance_reports_a_broken_audit_chain(history, insider):
     services, _ = history
     with insider.write_engine.connect() as conn:
-        if insider.dialect == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER audit_events_no_update")
-        else:
-            conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        lift_guards(conn, insider.dialect)
         conn.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 7")
         conn.commit()
     broken = [f for f in report(services, "compliance") if f["kind"] == "audit_chain_broken"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from models import ConfigError, PolicySet, Services, WatchPolicy, load_canary, utcnow, verify_chain
-from tests.helpers import SECRET, emergency_request, standard_request
+from tests.helpers import SECRET, emergency_request, lift_guards, standard_request
 
 ANALYSIS = {"metrics": [{"name": "error_rate", "query": "error_rate", "threshold": 0.05},
                         {"name": "p95", "provider": "prometheus", "query": "p95{service=\"{service}\"}",
@@ -67,10 +67,7 @@ def test_a_watch_starts_and_is_decided_once_and_its_measurements_are_bound_to_th
     assert cli_env("audit", "verify").exit_code == 0
     # An insider softens the breach after the verdict: the verdict's digests name the row.
     with insider.write_engine.connect() as conn:
-        if insider.dialect == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS canary_measurements_no_update")
-        else:
-            conn.exec_driver_sql("ALTER TABLE canary_measurements DISABLE TRIGGER USER")
+        lift_guards(conn, insider.dialect, "canary_measurements")
         conn.exec_driver_sql("UPDATE canary_measurements SET value = 0.01 WHERE value = 0.3")
         conn.commit()
     result = cli_env("audit", "verify")
