@@ -374,10 +374,13 @@ class PolicySet(Strict):
     def _sections_name_types(self) -> "PolicySet":
         if self.policy_changes is not None and self.policy_changes.type not in self.types:
             raise ValueError(f"policy_changes.type: no change type named {self.policy_changes.type!r}")
-        for section, names in (("lockdown.admits", self.lockdown.admits), ("watch.by_type", self.watch.by_type)):
-            unknown = [name for name in names if name not in self.types]
+        for section, names, known in (("lockdown.admits", self.lockdown.admits, self.types),
+                                      ("watch.by_type", self.watch.by_type, self.types),
+                                      ("watch.environments", self.watch.environments or [], self.environments)):
+            unknown = [name for name in names if name not in known]
             if unknown:
-                raise ValueError(f"{section}: no change type named {', '.join(unknown)}")
+                what = "environment" if known is self.environments else "change type"
+                raise ValueError(f"{section}: no {what} named {', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")

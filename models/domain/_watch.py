@@ -37,6 +37,10 @@ class WatchPolicy(Strict):
         default="roll_back", description="roll_back: the change is rolled back at once (a promoted canary's traffic "
         "back to stable first); ask: a person answers keep or roll back with their code (canary.yaml "
         "gate_answerers), and nobody within gate_timeout_s rolls it back (fail-safe)")
+    environments: list[Name] | None = Field(
+        default=None, description="The environments whose changes are watched (None: every one). canary.yaml "
+        "names one URL per service: the production one, where a staging change would be judged by users it never "
+        "reached")
     by_type: dict[Name, OnBreach] = Field(
         default_factory=dict, description="`on_breach` for these change types instead (an emergency fix rolled "
         "back by itself may bring its incident back: a person is asked)")
@@ -47,6 +51,9 @@ class WatchPolicy(Strict):
         if not timedelta(0) <= value <= timedelta(days=7):
             raise ValueError("duration must be between 0s and 7d")
         return value
+
+    def watches(self, environment: str) -> bool:
+        return self.duration > timedelta(0) and (self.environments is None or environment in self.environments)
 
     def on_breach_of(self, change_type: str) -> OnBreach:
         return self.by_type.get(str(change_type), self.on_breach)
@@ -79,9 +86,10 @@ class WatchSetup:
 
     @classmethod
     def of(cls, policy: WatchPolicy, watch: ServiceWatch, template: AnalysisTemplate, *, change_type: str,
-           service: str, version: str) -> "WatchSetup | None":
-        """The watch of a change of `change_type` on `service`; None when the policy's duration is 0."""
-        if policy.duration <= timedelta(0):
+           service: str, environment: str, version: str) -> "WatchSetup | None":
+        """The watch of a change of `change_type` on `service` in `environment`; None where the policy watches
+        none (a duration of 0, another environment)."""
+        if not policy.watches(environment):
             return None
         return cls(service=service, version=version, analysis=watch.analysis, metrics=tuple(template.metrics),
                    url=watch.url, interval_s=watch.interval_s, probe_requests=watch.probe_requests,

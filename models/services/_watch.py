@@ -26,8 +26,9 @@ class WatchService:
         plan = change.canary or {}
         # `{version}` in a query: the promoted canary's version serves now; otherwise the release the change ships.
         version = str(plan.get("canary_version") or change.release or "")
+        environment, _ = self._uow.org.policies.environment(change.environment)
         return WatchSetup.of(self._uow.org.policies.watch, *configured, change_type=change.type,
-                             service=change.service, version=version)
+                             service=change.service, environment=environment, version=version)
 
     def start(self, key: str, setup: WatchSetup) -> datetime:
         """When the watch started (once: a run resumed mid-watch goes on to the same end, not a fresh duration)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,11 @@ from cli.dev import PROMQL_ERROR_RATE, TrafficLoad, prometheus_available
 from flows import resume_with_input
 from models import Act
 from tests.canary_weights import wait_for_split
+from tests.flows.test_abort_flows import started_again_to_undo
 from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  # noqa: F401
+from tests.flows.test_crash_recovery import run_state_name
 from tests.flows.test_flows import ended_as, notifications_for, submit, wait_paused
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.flows]
 
@@ -61,10 +63,7 @@ def transition_into(flow_stack, key: str, state: str):
 
 def breach_once_watching(flow_stack, key: str, version) -> None:
     """The service starts failing once the watch has taken its first measurement (the change is verified)."""
-    deadline = time.monotonic() + 120
-    while not flow_stack.services.watch.measurements(key):
-        assert time.monotonic() < deadline, "the watch never measured"
-        time.sleep(0.05)
+    wait_until(lambda: flow_stack.services.watch.measurements(key), 120, "the watch to measure")
     version.set(error_rate=1.0)
 
 
@@ -155,3 +154,27 @@ def test_where_the_policy_asks_a_breach_waits_for_a_person_with_their_code_and_a
     assert transition_into(flow_stack, done.key, "completed").data["watch"]["action"] == "breached"
     told = {n["recipient"]: n for n in notifications_for(flow_stack, done.key) if n["event"] == "watch_breached"}
     assert "changeflow canary" in told["grace"]["body_text"] and "keep the change" in told["grace"]["body_text"]
+
+
+def test_an_abort_during_the_watch_stops_it_and_rolls_the_change_back(flow_stack, lab, canary_setup,
+                                                                      watch_policy):  # noqa: F811
+    """A watch is part of the change: `changeflow abort` stops it like a step (the run cancelled, started again
+    only to undo), and the change never completes."""
+    watch_policy(duration="5m", on_breach="roll_back")
+    watch_shop(canary_setup, lab, PROBE_ERRORS)
+    run_id = restart_shop("watch: aborted while watched")
+    change = change_of(flow_stack, run_id)
+    wait_until(lambda: flow_stack.services.watch.measurements(change.key), 120, "the watch to measure")
+    code = flow_stack.services.approvals.approval_code_for(change.key, "grace", Act.withdraw)
+    aborted = subprocess.run([str(Path(sys.executable).parent / "changeflow"), "abort", change.key, "--as", "grace",
+                              "--code", code, "--reason", "latency dashboards look wrong"],
+                             env=flow_stack.stack.env, capture_output=True, text=True)
+    assert aborted.returncode == 0, aborted.stderr
+    wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
+    started_again_to_undo(run_id)
+    ended_as(run_id, "Rolled back", timeout_s=120)
+    done = flow_stack.services.changes.view(change.key)
+    assert done.outcome == "rolled_back" and not any(e.to_state == "completed" for e in done.events)
+    rolled = transition_into(flow_stack, change.key, "rolled_back")
+    assert rolled.data["reason"] == "aborted by grace: latency dashboards look wrong", rolled.data
+    assert [r["output"].strip() for r in rolled.data["rollback"]] == ["restarting shop again", "shop healthy"]

@@ -40,6 +40,8 @@ def test_a_change_of_a_watched_service_gets_the_policy_duration_and_its_types_br
     assert [m.name for m in setup.metrics] == ["error_rate", "p95"] and setup.uses("prometheus")
     emergency = watched.changes.submit(emergency_request(service="payments"))
     assert watched.watch.setup(emergency).on_breach == "ask", "policies.yaml watch.by_type"
+    staging = watched.changes.submit(standard_request(service="payments", environment="staging"))
+    assert watched.watch.setup(staging) is None, "watch.environments: production's URLs judge no staging change"
     other = watched.changes.submit(standard_request(service="checkout"))
     assert watched.watch.setup(other) is None, "a service canary.yaml does not watch"
     assert services.watch.setup(services.changes.submit(standard_request(service="payments"))) is None, \
@@ -92,5 +94,7 @@ def test_the_watch_policy_is_bounded_and_names_only_types_that_exist(org):
     policies = org.policies.model_dump(exclude={"version", "source"}, by_alias=True)
     with pytest.raises(ValueError, match="watch.by_type: no change type named emergncy"):
         PolicySet.model_validate({**policies, "watch": {"by_type": {"emergncy": "ask"}}})
+    with pytest.raises(ValueError, match="watch.environments: no environment named prod"):
+        PolicySet.model_validate({**policies, "watch": {"environments": ["prod"]}})
     off = PolicySet.model_validate({**policies, "watch": {"duration": "0s"}})
     assert off.watch.duration == timedelta(0)
