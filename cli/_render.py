@@ -98,4 +98,11 @@ def event_summary(action: str, data: dict) -> str:
         return f"refused: {data.get('reason')}"
     if action == "review_recorded":
         return str(data.get("summary", ""))
+    if action == "watch_started":
+        limits = ", ".join(f"{metric} {rule}" for metric, rule in data.get("limits", {}).items())
+        breach = str(data.get("on_breach", "")).replace("_", " ")
+        return (f"watched {data.get('duration_s', 0) / 3600:g} h by {data.get('analysis')} every "
+                f"{data.get('interval_s')} s ({limits}); on a breach: {breach}")
+    if action == "watch_decision":
+        return f"{data.get('action')} after {data.get('measured')} measurements: {'; '.join(data.get('reasons', []))}"
     return str(data.get("reason") or ", ".join(f"{k}={v}" for k, v in data.items()))

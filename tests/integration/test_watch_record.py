@@ -67,6 +67,9 @@ def test_a_watch_starts_and_is_decided_once_and_its_measurements_are_bound_to_th
     with watched.db.read() as session:
         assert verify_chain(session).ok
     assert cli_env("audit", "verify").exit_code == 0
+    shown = " ".join(cli_env("show", key).output.split())  # the timeline says what the watch was and found
+    assert "watched 2 h by payments-health every 30.0 s" in shown and "on a breach: roll back" in shown, shown
+    assert "breached after 3 measurements: error_rate: 2 measurements > 0.05" in shown, shown
     # An insider softens the breach after the verdict: the verdict's digests name the row.
     with insider.write_engine.connect() as conn:
         lift_guards(conn, insider.dialect, "canary_measurements")
