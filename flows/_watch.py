@@ -9,6 +9,7 @@ that died mid-watch goes on to the same end from what it stored, and a verdict o
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -48,20 +49,25 @@ def watch_service(key: str) -> dict:
     measurements = [Measurement(metric=r.metric, value=r.value, error=r.error) for r in stored]
     rules = {m.name: m.rule() for m in setup.metrics}
     decision = setup.judge(measurements)
-    done = len({r.taken_at for r in stored})
-    if done:
-        get_run_logger().info("watch of %s resumed after %d stored measurements", change.service, done)
+    # The interval measured last (a run resumed mid-watch goes on after it).
+    tick = int((stored[-1].taken_at - started).total_seconds() // setup.interval_s) if stored else 0
+    if stored:
+        get_run_logger().info("watch of %s resumed after interval %d of %d", change.service, tick,
+                              setup.measurements_due)
     client = httpx.Client(limits=httpx.Limits(max_connections=16))
     try:
-        for tick in range(done + 1, setup.measurements_due + 1):
-            if decision.action != "promote":
-                break
+        while tick < setup.measurements_due and decision.action == "promote":
             aborted = rt.services.recovery.abort_reason(key)
             if aborted:  # `changeflow abort` (or the run's Cancel) during the watch: the change is undone
                 return rt.services.watch.decide(key, {"action": "aborted", "reasons": [aborted],
                                                       "measured": len(measurements), "failing": []})
-            # Measure at the end of each interval from the recorded start: a resumed run keeps the same schedule.
-            time.sleep(max(0.0, (started - utcnow()).total_seconds() + tick * setup.interval_s))
+            # Each interval is measured at its end, counted from the recorded start: a resumed run keeps the same
+            # schedule to the same end. Intervals that ended while no run was alive (or while a slow measurement
+            # ran) are gone, not made up for by a burst that would describe only now: the next to end is measured
+            # (the last at once, if the watch's end passed meanwhile).
+            elapsed = (utcnow() - started).total_seconds()
+            tick = max(tick + 1, min(setup.measurements_due, math.ceil(elapsed / setup.interval_s)))
+            time.sleep(max(0.0, tick * setup.interval_s - elapsed))
             probe = (http_probe.probe(client, setup.url, setup.probe_requests, timeout_s=rt.settings.http_timeout_s)
                      if setup.url and setup.uses("http_probe") else None)
             taken = [measure_metric(metric, probe, prometheus_url=rt.services.org.canary_config.prometheus_url,
@@ -131,8 +137,11 @@ def watch(key: str) -> WatchOutcome:
     if verdict["action"] == "healthy":
         get_run_logger().info("watch of %s healthy: %d measurements", change.service, verdict["measured"])
         return WatchOutcome(kept=True, evidence=evidence)
+    if verdict["action"] == "aborted":  # by a person, who said why: the change is rolled back for that
+        return WatchOutcome(kept=False, reason=verdict["reasons"][0], evidence=evidence,
+                            traffic_restored=traffic_to_stable(change))
     reason = f"post-change watch {verdict['action']}: {'; '.join(verdict['reasons'])}"
-    if verdict["action"] != "aborted" and (setup.on_breach == "ask" or verdict["action"] == "inconclusive"):
+    if setup.on_breach == "ask" or verdict["action"] == "inconclusive":
         answer = wait_at(WatchGate(key, f"## {key}: post-change watch of {change.service}\n\n{reason}.\n\n"
                                         "**proceed** keeps the change (it completes); **roll_back** rolls it back.",
                                    verdict))

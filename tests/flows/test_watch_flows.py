@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.deployments import run_deployment
 
 from cli.dev import PROMQL_ERROR_RATE, TrafficLoad, prometheus_available
 from flows import resume_with_input
@@ -22,6 +23,7 @@ from tests.flows.test_canary_flows import canary_setup, change_of, plan, ship  #
 from tests.flows.test_crash_recovery import run_state_name
 from tests.flows.test_flows import ended_as, notifications_for, submit, wait_paused
 from tests.helpers import wait_until
+from tests.processes import kill_run
 
 pytestmark = [pytest.mark.flows]
 
@@ -77,10 +79,12 @@ def test_a_clean_watch_measures_the_service_for_its_duration_and_then_the_change
     assert (change.state, change.outcome) == ("closed", "succeeded")
     verdict = flow_stack.services.watch.decision(change.key)
     rows = flow_stack.services.watch.measurements(change.key)
-    # 3 s at one measurement every 0.5 s: six, each of the analysis's metric against its limit.
-    assert verdict is not None and (verdict["action"], verdict["measured"]) == ("healthy", 6), verdict
-    assert len(rows) == 6 and {(r.metric, r.operator, r.threshold) for r in rows} == {("error_rate", ">", 0.05)}
-    assert (rows[-1].taken_at - rows[0].taken_at).total_seconds() >= 2.4, "one every interval, not all at once"
+    # 3 s at one measurement every 0.5 s: six, each of the analysis's metric against its limit (fewer only where a
+    # probe took longer than an interval on a loaded machine: an interval is measured once or not at all).
+    assert verdict is not None and verdict["action"] == "healthy" and 4 <= verdict["measured"] <= 6, verdict
+    assert len(rows) == verdict["measured"]
+    assert {(r.metric, r.operator, r.threshold) for r in rows} == {("error_rate", ">", 0.05)}
+    assert (rows[-1].taken_at - rows[0].taken_at).total_seconds() >= 2.0, "one every interval, not all at once"
     completed = transition_into(flow_stack, change.key, "completed")
     started = next(e for e in flow_stack.services.changes.view(change.key).events if e.action == "watch_started")
     assert started.occurred_at <= rows[0].taken_at and completed.occurred_at >= rows[-1].taken_at
@@ -88,7 +92,7 @@ def test_a_clean_watch_measures_the_service_for_its_duration_and_then_the_change
     assert started.data["duration_s"] == 3 and started.data["limits"] == {"error_rate": "> 0.05"}
     assert not [n for n in notifications_for(flow_stack, change.key) if n["event"] == "watch_breached"]
     (page,) = flow_stack.change_pages(run_id, change.key)  # the change's page in the Prefect UI shows the watch
-    assert "## Post-change watch" in page and "- error_rate: 6 measured, mean 0" in page, page
+    assert "## Post-change watch" in page and f"- error_rate: {len(rows)} measured, mean 0" in page, page
     assert "**Verdict:** healthy: all metrics healthy" in page, page
 
 
@@ -170,11 +174,45 @@ def test_an_abort_during_the_watch_stops_it_and_rolls_the_change_back(flow_stack
                               "--code", code, "--reason", "latency dashboards look wrong"],
                              env=flow_stack.stack.env, capture_output=True, text=True)
     assert aborted.returncode == 0, aborted.stderr
-    wait_until(lambda: run_state_name(run_id) == "CANCELLED", 120, "the worker to stop the run")
-    started_again_to_undo(run_id)
+    # Stopped by its worker (then started again only to undo), or, when the watch's own look at the record came
+    # first, rolled back by the watch itself: the same undoing either way.
+    if wait_until(lambda: run_state_name(run_id) in ("CANCELLED", "FAILED") and run_state_name(run_id), 120,
+                  "the run to stop") == "CANCELLED":
+        started_again_to_undo(run_id)
     ended_as(run_id, "Rolled back", timeout_s=120)
     done = flow_stack.services.changes.view(change.key)
     assert done.outcome == "rolled_back" and not any(e.to_state == "completed" for e in done.events)
     rolled = transition_into(flow_stack, change.key, "rolled_back")
     assert rolled.data["reason"] == "aborted by grace: latency dashboards look wrong", rolled.data
     assert [r["output"].strip() for r in rolled.data["rollback"]] == ["restarting shop again", "shop healthy"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_watch_is_restarted_and_watches_on_to_the_same_end(flow_stack, lab, canary_setup,
+                                                                           watch_policy):  # noqa: F811
+    """The watch's start and each interval are on the record: the restarted run goes on from the last stored
+    interval to the end the first run had, measuring once per interval (no burst for the intervals it was dead)."""
+    watch_policy(duration="60s", on_breach="roll_back")
+    watch_shop(canary_setup, lab, PROBE_ERRORS, interval_s=1)
+    run_id = restart_shop("watch: its run killed mid-watch")
+    change = change_of(flow_stack, run_id)
+    wait_until(lambda: len(flow_stack.services.watch.measurements(change.key)) >= 3, 120, "three intervals stored")
+    kill_run(run_id)
+    stored_before = len(flow_stack.services.watch.measurements(change.key))
+    wait_until(lambda: run_state_name(run_id) in ("CRASHED", "FAILED"), 120, "Prefect to mark the run crashed")
+    assert run_deployment("approval-escalation/every-minute", timeout=90).state.is_completed()
+    ended_as(run_id, "Closed", timeout_s=180)
+    done = flow_stack.services.changes.view(change.key)
+    actions = [e.action for e in done.events]
+    assert (actions.count("run_crashed"), actions.count("watch_started"), actions.count("watch_decision")) == (1, 1, 1)
+    started = next(e for e in done.events if e.action == "watch_started")
+    rows = flow_stack.services.watch.measurements(change.key)
+    verdict = flow_stack.services.watch.decision(change.key)
+    assert verdict["action"] == "healthy" and verdict["measured"] == len(rows), verdict
+    assert stored_before < len(rows) <= 60, "measured on after the restart, never more than once an interval"
+    # Once an interval after the restart too: the intervals that ended while no run was alive are not made up for
+    # by a burst (a burst would describe only the moment of the restart).
+    after = rows[stored_before:]
+    span_s = (after[-1].taken_at - after[0].taken_at).total_seconds()
+    assert len(after) <= span_s / 1.0 + 1.5, [r.taken_at.isoformat() for r in after]
+    assert (rows[-1].taken_at - started.occurred_at).total_seconds() < 60 + 5, "the first run's end, not a new one"
