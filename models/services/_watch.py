@@ -26,7 +26,9 @@ class WatchService:
         plan = change.canary or {}
         # `{version}` in a query: the promoted canary's version serves now; otherwise the release the change ships.
         version = str(plan.get("canary_version") or change.release or "")
-        environment, _ = self._uow.org.policies.environment(change.environment)
+        # (Not `policies.environment()`: an environment edited out of policies.yaml since the filing is no reason to
+        # stop the run here; it is simply not one the watch names.)
+        environment = change.environment or self._uow.org.policies.default_environment
         return WatchSetup.of(self._uow.org.policies.watch, *configured, change_type=change.type,
                              service=change.service, environment=environment, version=version)
 
