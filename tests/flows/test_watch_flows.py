@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -215,4 +216,10 @@ def test_a_run_killed_mid_watch_is_restarted_and_watches_on_to_the_same_end(flow
     after = rows[stored_before:]
     span_s = (after[-1].taken_at - after[0].taken_at).total_seconds()
     assert len(after) <= span_s / 1.0 + 1.5, [r.taken_at.isoformat() for r in after]
-    assert (rows[-1].taken_at - started.occurred_at).total_seconds() < 60 + 5, "the first run's end, not a new one"
+    # The first run's end, not a new one: a restart before it measures up to it; one after it (a slow machine)
+    # takes the last measurement at once.
+    end = started.occurred_at + timedelta(seconds=60)
+    if after[0].taken_at < end:
+        assert rows[-1].taken_at < end + timedelta(seconds=5), (rows[-1].taken_at, end)
+    else:
+        assert len(after) == 1, [r.taken_at.isoformat() for r in after]
