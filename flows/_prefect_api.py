@@ -353,7 +353,11 @@ def pause_in_process(form: Any, key: str, seconds: float, poll_s: float, yield_a
             return stored_answer(form, key)  # the key fired before (callers ask `has_fired` first)
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause at {key}: {state.type.value}")
-        save_form(form_type, keyset, run_id)  # the Resume dialog's form
+        # The Resume dialog's form. Only now: Prefect 3.9's server deletes whatever a keyset holds when the pause
+        # under it begins (an earlier attempt's input), so a form stored before the pause is lost (tried
+        # 2026-12-07: every hot gate waited without a form). A Resume pressed before this store is refused "Run
+        # input schema not found"; the person presses again.
+        save_form(form_type, keyset, run_id)
         deadline = time.monotonic() + seconds
         # Whether a run waits for a slot is asked every half yield period, not every poll: one read of the run per
         # poll is what an answer needs, and the server serves every hot gate's reads (issue 26).

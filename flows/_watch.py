@@ -20,10 +20,10 @@ from prefect.artifacts import create_table_artifact
 from flows._canary_bake import measure_metric
 from flows._change_page import publish_change_page
 from flows._gate import wait_at
+from flows._recovery import canary_to_stable
 from flows._wiring import wiring
-from flows.canary import CanaryGate, router_of
+from flows.canary import CanaryGate
 from flows.metrics import http_probe
-from flows.traffic import RouterError
 from models import WATCH_BAKE, WATCH_STEP, Measurement, responsible_and_on_call, utcnow
 
 
@@ -155,14 +155,11 @@ def watch(key: str) -> WatchOutcome:
 
 
 def traffic_to_stable(change) -> bool:
-    """A promoted canary's traffic goes back to its stable version first (the users before the record)."""
-    plan = wiring().services.canary.plan(change)
-    if plan is None:
+    """A promoted canary's traffic goes back to its stable version first (the users before the record): whether
+    it is (False for a change without a canary, whose rollback undoes it all)."""
+    if wiring().services.canary.plan(change) is None:
         return False
-    _, router = router_of(change, plan)
-    try:
-        router.set_weight(0)
-    except RouterError as exc:
-        get_run_logger().error("watch breach: setting %s's canary weight to 0 failed: %s", change.service, exc)
-        return False
-    return True
+    problem = canary_to_stable(change)
+    if problem:
+        get_run_logger().error("post-change watch: %s's traffic is not back on stable%s", change.service, problem)
+    return not problem

@@ -119,15 +119,16 @@ class KillStack:
         self.worker = start_worker(self.stack, self.logs)
         return killed
 
-    def kill_and_restart_the_server(self, down_s: float = 3, while_down: Callable[[], None] | None = None) -> None:
+    def kill_and_restart_the_server(self, down_s: float = 3, while_down: Callable[[], None] | None = None) -> float:
         """kill -9 of the Prefect server, `while_down()` once it no longer answers, and the server started again
-        `down_s` later on its port and database."""
+        `down_s` later on its port and database: the seconds it did not answer, from the kill to its health."""
         server = next(p for p in self.stack.processes if "cli.dev._prefect_server" in " ".join(map(str, p.args)))
         # A server down longer than the zombie window less a heartbeat (20 - 5 s by default) has live runs marked
         # Crashed: their heartbeats were lost while it was down (docs/crash-safety.md). A restart on this loaded
         # two-core machine can take that long, and these tests prove what a server's death costs otherwise, so
         # the window is widened first; a test of the detection itself sets it back (`zombie_window`).
         self.zombie_window(SERVER_RESTART_ZOMBIE_S)
+        killed_at = time.monotonic()
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         self.stack.processes.remove(server)
@@ -137,6 +138,7 @@ class KillStack:
             while_down()
         time.sleep(down_s)
         start_server(self.stack, self.port, self.logs)  # same port, same database
+        return time.monotonic() - killed_at
 
     def zombie_window(self, seconds: int) -> None:
         """The zombie automation installed again with this window (the stack starts with its settings')."""
@@ -171,6 +173,17 @@ class KillStack:
 # heartbeats of a live run, and the automation marked that run Crashed (found by the clean-clone CI run with
 # Prefect's 30 s heartbeat and a 45 s window: test_kill_stack_canary.py, the server killed mid-bake).
 SERVER_RESTART_ZOMBIE_S = 90
+
+
+def client_retries_outlast(outage_s: float) -> bool:
+    """Whether a flow-run process's Prefect client, retrying a refused connection with exponential back-off
+    (PREFECT_CLIENT_MAX_RETRIES, 5: 2 + 4 + ... + 32 s, jittered by up to a fifth), outlasts a server outage of
+    `outage_s`. A run that makes an API call through a longer one fails at it and is reconciled as a crash (the
+    canary test failed on CI 2026-12-07 for one: a restart there takes far longer than here)."""
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, PREFECT_CLIENT_RETRY_JITTER_FACTOR
+
+    backoff_s = sum(2 ** attempt for attempt in range(1, PREFECT_CLIENT_MAX_RETRIES.value() + 1))
+    return outage_s < backoff_s * (1 - PREFECT_CLIENT_RETRY_JITTER_FACTOR.value())
 CRASH_DETECTION = {"CHANGEFLOW_SWEEP_INTERVAL_S": "30"}
 
 

@@ -15,7 +15,7 @@ from cli.dev import nginx_available
 from flows.traffic import router_for
 from models import NginxRouter
 from tests.canary_weights import WeightHistory, wait_for_split
-from tests.e2e.kill_stack import KillStack, running_kill_stack
+from tests.e2e.kill_stack import KillStack, client_retries_outlast, running_kill_stack
 from tests.helpers import standard_request, wait_until
 
 pytestmark = [
@@ -104,9 +104,10 @@ def test_the_worker_killed_alone_mid_bake_sends_traffic_back_to_stable_within_th
 
 def test_the_prefect_server_killed_mid_bake_costs_nothing_every_step_is_decided_once(kill_stack, canary_lab):
     """The bake runs in the flow-run process, which outlives a server down for a few seconds: it goes on, its
-    measurements are stored, and the canary is promoted with each step decided once."""
+    measurements are stored, and the canary is promoted with each step decided once. A server down longer than
+    the run's client retries (a slow machine's restart) costs one restart: the run resumes the bake it was in."""
     key = release(kill_stack, canary_lab, bake_s=12, title="canary, server killed mid-bake")
-    kill_stack.kill_and_restart_the_server()
+    outage_s = kill_stack.kill_and_restart_the_server()
     done = kill_stack.wait_for(key, lambda c: c.state == "closed", 240, "the promotion")
     assert done.outcome == "succeeded"
     decisions = kill_stack.services.canary.decisions(key)
@@ -115,6 +116,10 @@ def test_the_prefect_server_killed_mid_bake_costs_nothing_every_step_is_decided_
     view = kill_stack.services.changes.view(key)
     assert [e.action for e in view.events].count("canary_decision") == 3, "a step was decided twice"
     assert kill_stack.services.canary.measurements(key, step=2), "the bake the kill fell in stored nothing"
-    assert kill_stack.services.recovery.crashes(key) == 0
+    crashes = kill_stack.services.recovery.crashes(key)
+    if client_retries_outlast(outage_s):
+        assert crashes == 0, f"the server was down {outage_s:.1f} s, within the run's client retries"
+    else:
+        assert crashes <= 1, f"the server was down {outage_s:.1f} s: {crashes} crashes"
     assert set(wait_for_split(canary_lab, {"v2"}, 10)) == {"v2"}, "promoted: all traffic on the canary"
     kill_stack.assert_the_record_holds()
