@@ -209,9 +209,14 @@ def worker_let_go_of(run_id: str, cancelled_at: datetime) -> bool:
     """Whether a run stopped by its worker may be started again: its worker reported it is done with the run's
     process, or the run has been Cancelled for CHANGEFLOW_STOPPED_RUN_REPORT_WAIT_S without that report. Prefect
     3.9's worker reports the stopped process's exit ('status code -15') after the run is Cancelled; a restart made
-    before that report was overwritten by it and the run ended Crashed (clean-clone CI run 25, 2026-12-06)."""
-    wait = timedelta(seconds=wiring().settings.stopped_run_report_wait_s)
-    if utcnow() - cancelled_at >= wait:
+    before that report was overwritten by it and the run ended Crashed (clean-clone CI run 25, 2026-12-06). Never
+    sooner than CHANGEFLOW_STOPPED_RUN_RESTART_AFTER_S: a worker may still be handed the cancel's event again, and
+    it would stop the restarted process (the setting says why)."""
+    settings = wiring().settings
+    cancelled_for = utcnow() - cancelled_at
+    if cancelled_for < timedelta(seconds=settings.stopped_run_restart_after_s):
+        return False
+    if cancelled_for >= timedelta(seconds=settings.stopped_run_report_wait_s):
         return True
 
     async def reported() -> bool:

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         "`prefect.worker.executed-flow-run`, sent after the worker's own late report of the exit, 'status code -15', "
         "which overwrote a restart made before it: CI 2026-12-06), or once its Cancelled state is this old without "
         "that report (a worker that died with the run sends none). Its canary goes back to stable at once.")
+    stopped_run_restart_after_s: float = Field(
+        default=65.0, ge=0.0, le=3600.0, description="A stopped run is started again to undo its change no sooner "
+        "than this after it was Cancelled, whatever its worker reported. Prefect's event stream replays the last "
+        "minute's events to a subscriber that connects again (prefect/events/clients.py), and Prefect 3.9's worker "
+        "stops whatever process a run has when a Cancelling event reaches it, reading no state first: a worker whose "
+        "stream drops and comes back within a minute of the cancel stops the restarted run too (the likely cause of "
+        "clean-clone run 54's restart ending Crashed, 'status code 137', 2026-12-07). Below 60 s that window is open.")
     sweep_interval_s: int = Field(
         default=60, ge=5, le=3600, description="Seconds between escalation sweeps (the `approval-escalation` "
         "deployment): reminders, expiry, crashed runs restarted, a dead canary sent back to stable, the outbox.")

@@ -71,7 +71,9 @@ def test_fifty_submits_and_fifty_resumes_in_parallel_see_no_5xx(tmp_path):
                 first = list(pool.map(submit, range(PARALLEL)))
             assert all(first), Counter(statuses)
 
-            settings = Settings(home=home)
+            # The secret `up` uses, its home's file: a flow stack started earlier in this test process left its
+            # own in CHANGEFLOW_SECRET, which Settings would read first (every code refused, 2026-12-07).
+            settings = Settings(home=home, secret=Settings(home=home).secret_file.read_text().strip())
             services = Services.build(Database.from_settings(settings), load_org(settings.config_dir),
                                       settings.secret_bytes())
             waiting: dict[str, str] = {}
