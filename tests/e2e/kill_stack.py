@@ -173,6 +173,7 @@ class KillStack:
 # heartbeats of a live run, and the automation marked that run Crashed (found by the clean-clone CI run with
 # Prefect's 30 s heartbeat and a 45 s window: test_kill_stack_canary.py, the server killed mid-bake).
 SERVER_RESTART_ZOMBIE_S = 90
+CRASH_DETECTION = {"CHANGEFLOW_SWEEP_INTERVAL_S": "30"}
 
 
 def client_retries_outlast(outage_s: float) -> bool:
@@ -184,7 +185,6 @@ def client_retries_outlast(outage_s: float) -> bool:
 
     backoff_s = sum(2 ** attempt for attempt in range(1, PREFECT_CLIENT_MAX_RETRIES.value() + 1))
     return outage_s < backoff_s * (1 - PREFECT_CLIENT_RETRY_JITTER_FACTOR.value())
-CRASH_DETECTION = {"CHANGEFLOW_SWEEP_INTERVAL_S": "30"}
 
 
 @contextmanager
